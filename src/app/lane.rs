@@ -1,0 +1,115 @@
+//! One lane's run state: streamed output, status, metrics; mirrors `ui::lane`.
+
+use crate::engine::{EngineError, EventKind, RunId, Timings, Usage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneStatus {
+    Idle,
+    /// Started, no token yet.
+    Waiting,
+    Streaming,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl LaneStatus {
+    pub fn is_running(self) -> bool {
+        matches!(self, Self::Waiting | Self::Streaming)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Waiting => "waiting",
+            Self::Streaming => "streaming",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LaneState {
+    pub status: LaneStatus,
+    /// The current run; events of any other run are stale.
+    pub run: Option<RunId>,
+    /// The input the current run answers (the editor may have changed since).
+    pub input: String,
+    pub output: String,
+    pub prompt_tokens: Option<u64>,
+    pub usage: Option<Usage>,
+    pub timings: Option<Timings>,
+    pub error: Option<EngineError>,
+    /// Lines scrolled up from the bottom; 0 follows the stream.
+    pub scroll_back: u16,
+}
+
+impl Default for LaneState {
+    fn default() -> Self {
+        Self {
+            status: LaneStatus::Idle,
+            run: None,
+            input: String::new(),
+            output: String::new(),
+            prompt_tokens: None,
+            usage: None,
+            timings: None,
+            error: None,
+            scroll_back: 0,
+        }
+    }
+}
+
+/// What a finished run hands back for recording.
+pub enum Finished {
+    Done,
+    Failed,
+}
+
+impl LaneState {
+    /// Resets for a new run.
+    pub fn begin(&mut self, run: RunId, input: &str) {
+        *self = Self {
+            status: LaneStatus::Waiting,
+            run: Some(run),
+            input: input.to_string(),
+            ..Self::default()
+        };
+    }
+
+    /// Applies an event of the current run; returns whether the run just ended.
+    pub fn apply(&mut self, kind: EventKind) -> Option<Finished> {
+        match kind {
+            EventKind::Started { prompt_tokens } => {
+                self.prompt_tokens = prompt_tokens;
+                None
+            }
+            EventKind::Token { text } => {
+                self.status = LaneStatus::Streaming;
+                self.output.push_str(&text);
+                None
+            }
+            EventKind::Done { usage, timings } => {
+                self.status = LaneStatus::Done;
+                if usage.prompt_tokens.is_some() {
+                    self.prompt_tokens = usage.prompt_tokens;
+                }
+                self.usage = Some(usage);
+                self.timings = Some(timings);
+                Some(Finished::Done)
+            }
+            EventKind::Failed { error } => {
+                // Partial output stays: a failed lane keeps what it streamed.
+                self.status = if error == EngineError::Cancelled {
+                    LaneStatus::Cancelled
+                } else {
+                    LaneStatus::Failed
+                };
+                self.error = Some(error);
+                Some(Finished::Failed)
+            }
+        }
+    }
+}

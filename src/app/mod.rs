@@ -1,0 +1,239 @@
+//! Application state and its single mutation point, `update(&mut AppState, Action) -> Vec<Effect>`; no I/O here.
+
+mod keys;
+mod lane;
+mod prompt;
+mod settings;
+mod update;
+
+use std::collections::BTreeMap;
+
+use ratatui::crossterm::event::{KeyEvent, MouseEvent};
+use tui_textarea::TextArea;
+
+use crate::engine::{EngineEvent, LaneIdx, RunId, RunRequest};
+use crate::metrics::LaneReport;
+use crate::ui::theme::Theme;
+use crate::workspace::{SavedInput, Workspace};
+
+pub use lane::{LaneState, LaneStatus};
+pub use prompt::PromptEditor;
+pub use settings::{SettingsForm, SettingsRow};
+pub use update::update;
+
+/// Where typing goes: the input editor, or the lanes (keys then scroll, copy, run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Input,
+    Lanes,
+}
+
+/// The overlay on top of the main screen, if any.
+#[derive(Debug)]
+pub enum Mode {
+    Normal,
+    Help { scroll: u16 },
+    Prompt(PromptEditor),
+    Settings(SettingsForm),
+    ConfirmQuit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub level: Level,
+    pub text: String,
+}
+
+/// Everything that can happen to the app.
+#[derive(Debug)]
+pub enum Action {
+    Key(KeyEvent),
+    Paste(String),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    Engine(EngineEvent),
+    /// Result of `Effect::Save`/`SaveAndQuit`: a summary, or the error text.
+    Saved(Result<String, String>),
+    /// Result of `Effect::SaveInput`.
+    InputSaved(Result<SavedInput, String>),
+    /// Result of `Effect::Copy` (chars copied) or an error text.
+    Copied(Result<usize, String>),
+    /// A runs.jsonl append failed.
+    RecordFailed(String),
+}
+
+/// I/O the runtime performs for `update`; results come back as actions.
+#[derive(Debug)]
+pub enum Effect {
+    Start {
+        lane: LaneIdx,
+        run: RunId,
+        req: Box<RunRequest>,
+    },
+    Cancel {
+        lane: LaneIdx,
+    },
+    /// Write workspace.toml, edited prompt files and edited saved inputs.
+    Save {
+        inputs: Vec<(usize, String)>,
+    },
+    SaveAndQuit {
+        inputs: Vec<(usize, String)>,
+    },
+    SaveInput {
+        text: String,
+    },
+    Copy(String),
+    Record {
+        input: String,
+        report: Box<LaneReport>,
+    },
+    Quit,
+}
+
+pub struct AppState {
+    pub ws: Workspace,
+    pub theme: Theme,
+    pub lanes: Vec<LaneState>,
+    pub editor: TextArea<'static>,
+    pub inputs: Vec<SavedInput>,
+    /// The saved input shown in the editor; None for a new, unsaved one.
+    pub input_idx: Option<usize>,
+    /// Edited texts of inputs, by slot (None = the new-input slot), kept while browsing.
+    pub drafts: BTreeMap<Option<usize>, String>,
+    pub focus: Focus,
+    pub selected: LaneIdx,
+    pub mode: Mode,
+    pub status: Option<Status>,
+    pub size: (u16, u16),
+    pub next_run: RunId,
+    pub quit: bool,
+}
+
+impl AppState {
+    pub fn new(ws: Workspace, inputs: Vec<SavedInput>, theme: Theme) -> Self {
+        let lanes = vec![LaneState::default(); ws.lanes.len()];
+        let mut state = Self {
+            ws,
+            theme,
+            lanes,
+            editor: TextArea::default(),
+            input_idx: None,
+            inputs,
+            drafts: BTreeMap::new(),
+            focus: Focus::Input,
+            selected: 0,
+            mode: Mode::Normal,
+            status: None,
+            size: (80, 24),
+            next_run: 1,
+            quit: false,
+        };
+        if !state.inputs.is_empty() {
+            state.show_input(Some(0));
+        }
+        state.style_editor();
+        state
+    }
+
+    pub fn input_text(&self) -> String {
+        self.editor.lines().join("\n")
+    }
+
+    /// The on-disk text of the shown slot.
+    fn saved_text(&self, slot: Option<usize>) -> &str {
+        slot.and_then(|i| self.inputs.get(i))
+            .map_or("", |s| s.text.as_str())
+    }
+
+    /// Keeps the editor's edits as a draft, then shows another slot (its draft if any).
+    pub(crate) fn show_input(&mut self, slot: Option<usize>) {
+        self.stash_draft();
+        let text = self
+            .drafts
+            .get(&slot)
+            .cloned()
+            .unwrap_or_else(|| self.saved_text(slot).to_string());
+        self.input_idx = slot;
+        self.editor = text_area(&text);
+        self.style_editor();
+    }
+
+    pub(crate) fn stash_draft(&mut self) {
+        let text = self.input_text();
+        if text == self.saved_text(self.input_idx) {
+            self.drafts.remove(&self.input_idx);
+        } else {
+            self.drafts.insert(self.input_idx, text);
+        }
+    }
+
+    /// Unsaved work that quitting would lose.
+    pub fn has_unsaved(&mut self) -> bool {
+        self.stash_draft();
+        self.ws.is_dirty() || !self.drafts.is_empty()
+    }
+
+    /// Edited saved inputs to write on save: (index, text).
+    pub(crate) fn input_writes(&mut self) -> Vec<(usize, String)> {
+        self.stash_draft();
+        self.drafts
+            .iter()
+            .filter_map(|(k, v)| k.map(|i| (i, v.clone())))
+            .collect()
+    }
+
+    pub fn any_running(&self) -> bool {
+        self.lanes.iter().any(|l| l.status.is_running())
+    }
+
+    pub(crate) fn style_editor(&mut self) {
+        use ratatui::style::{Modifier, Style};
+        let cursor = if self.focus == Focus::Input && matches!(self.mode, Mode::Normal) {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default()
+        };
+        self.editor.set_cursor_style(cursor);
+        self.editor.set_cursor_line_style(Style::default());
+        self.editor.set_style(Style::default().fg(self.theme.fg));
+    }
+
+    pub(crate) fn info(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            level: Level::Info,
+            text: text.into(),
+        });
+    }
+
+    pub(crate) fn warn(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            level: Level::Warn,
+            text: text.into(),
+        });
+    }
+
+    pub(crate) fn error(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            level: Level::Error,
+            text: text.into(),
+        });
+    }
+}
+
+/// A text area holding `text`, cursor at the start.
+pub(crate) fn text_area(text: &str) -> TextArea<'static> {
+    let lines: Vec<String> = if text.is_empty() {
+        vec![String::new()]
+    } else {
+        text.split('\n').map(str::to_string).collect()
+    };
+    TextArea::new(lines)
+}

@@ -1,0 +1,191 @@
+//! The F6 lane-settings form: backend, model, prompt, adapter and sampling, edited in place.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use tui_textarea::TextArea;
+
+use super::AppState;
+use super::text_area;
+use crate::engine::LaneIdx;
+use crate::workspace::{BackendKind, LaneEdit, LaneSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsRow {
+    Backend,
+    Model,
+    Prompt,
+    Adapter,
+    MaxTokens,
+    Temperature,
+    TopP,
+    Seed,
+}
+
+impl SettingsRow {
+    pub const ALL: [SettingsRow; 8] = [
+        Self::Backend,
+        Self::Model,
+        Self::Prompt,
+        Self::Adapter,
+        Self::MaxTokens,
+        Self::Temperature,
+        Self::TopP,
+        Self::Seed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Backend => "backend",
+            Self::Model => "model",
+            Self::Prompt => "prompt",
+            Self::Adapter => "adapter",
+            Self::MaxTokens => "max_tokens",
+            Self::Temperature => "temperature",
+            Self::TopP => "top_p",
+            Self::Seed => "seed",
+        }
+    }
+
+    /// Rows chosen from a list cycle with ←/→; the rest are typed.
+    pub fn cycles(self) -> bool {
+        matches!(self, Self::Backend | Self::Prompt)
+    }
+
+    pub fn value(self, lane: &LaneSpec) -> String {
+        let s = &lane.sampling;
+        match self {
+            Self::Backend => lane.backend.to_string(),
+            Self::Model => lane.model.clone(),
+            Self::Prompt => lane.prompt.clone(),
+            Self::Adapter => lane.adapter.clone().unwrap_or_default(),
+            Self::MaxTokens => s.max_tokens.to_string(),
+            Self::Temperature => s.temperature.to_string(),
+            Self::TopP => s.top_p.to_string(),
+            Self::Seed => s.seed.map(|x| x.to_string()).unwrap_or_default(),
+        }
+    }
+
+    fn parse(self, text: &str) -> Result<LaneEdit, String> {
+        let t = text.trim();
+        let num = |what: &str| format!("{}: `{t}` is not {what}", self.label());
+        Ok(match self {
+            Self::Backend => LaneEdit::Backend(
+                BackendKind::parse(t).ok_or_else(|| num("local, openai or anthropic"))?,
+            ),
+            Self::Model if t.is_empty() => return Err("model: must not be empty".into()),
+            Self::Model => LaneEdit::Model(t.into()),
+            Self::Prompt => LaneEdit::Prompt(t.into()),
+            Self::Adapter => LaneEdit::Adapter((!t.is_empty()).then(|| t.to_string())),
+            Self::MaxTokens => match t.parse::<u32>() {
+                Ok(n) if n > 0 => LaneEdit::MaxTokens(n),
+                _ => return Err(num("a whole number ≥ 1")),
+            },
+            Self::Temperature => match t.parse::<f64>() {
+                Ok(x) if (0.0..=2.0).contains(&x) => LaneEdit::Temperature(x),
+                _ => return Err(num("a number between 0 and 2")),
+            },
+            Self::TopP => match t.parse::<f64>() {
+                Ok(x) if x > 0.0 && x <= 1.0 => LaneEdit::TopP(x),
+                _ => return Err(num("a number in (0, 1]")),
+            },
+            Self::Seed if t.is_empty() => LaneEdit::Seed(None),
+            Self::Seed => LaneEdit::Seed(Some(
+                t.parse()
+                    .map_err(|_| num("a whole number (or empty for none)"))?,
+            )),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct SettingsForm {
+    pub lane: LaneIdx,
+    pub row: usize,
+    pub editing: Option<TextArea<'static>>,
+    pub error: Option<String>,
+}
+
+impl SettingsForm {
+    pub fn new(lane: LaneIdx) -> Self {
+        Self {
+            lane,
+            row: 0,
+            editing: None,
+            error: None,
+        }
+    }
+
+    pub fn current(&self) -> SettingsRow {
+        SettingsRow::ALL[self.row]
+    }
+}
+
+/// Handles a key in the form; returns false when the form closes.
+pub fn key(state: &mut AppState, form: &mut SettingsForm, key: KeyEvent) -> bool {
+    let row = form.current();
+    if let Some(field) = form.editing.as_mut() {
+        match key.code {
+            KeyCode::Esc => form.editing = None,
+            KeyCode::Enter => {
+                let text = field.lines().join("");
+                commit(state, form, row.parse(&text));
+                if form.error.is_none() {
+                    form.editing = None;
+                }
+            }
+            _ => {
+                field.input(key);
+            }
+        }
+        return true;
+    }
+    match key.code {
+        KeyCode::Esc | KeyCode::F(6) => return false,
+        KeyCode::Up => form.row = (form.row + SettingsRow::ALL.len() - 1) % SettingsRow::ALL.len(),
+        KeyCode::Down => form.row = (form.row + 1) % SettingsRow::ALL.len(),
+        KeyCode::Left | KeyCode::Right if row.cycles() => {
+            cycle(state, form, key.code == KeyCode::Right)
+        }
+        KeyCode::Enter if row.cycles() => cycle(state, form, true),
+        KeyCode::Enter => {
+            let current = row.value(&state.ws.lanes[form.lane]);
+            let mut field = text_area(&current);
+            field.move_cursor(tui_textarea::CursorMove::End);
+            form.editing = Some(field);
+            form.error = None;
+        }
+        _ => {}
+    }
+    true
+}
+
+fn cycle(state: &mut AppState, form: &mut SettingsForm, forward: bool) {
+    let lane = &state.ws.lanes[form.lane];
+    let options: Vec<String> = match form.current() {
+        SettingsRow::Backend => BackendKind::ALL.iter().map(ToString::to_string).collect(),
+        _ => state.ws.prompts.keys().cloned().collect(),
+    };
+    let now = form.current().value(lane);
+    let at = options.iter().position(|o| *o == now).unwrap_or(0);
+    let next = if forward {
+        (at + 1) % options.len()
+    } else {
+        (at + options.len() - 1) % options.len()
+    };
+    let parsed = form.current().parse(&options[next]);
+    commit(state, form, parsed);
+}
+
+fn commit(state: &mut AppState, form: &mut SettingsForm, edit: Result<LaneEdit, String>) {
+    form.error = match edit.map(|e| state.ws.edit_lane(form.lane, e)) {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(msg) => Some(msg),
+    };
+}
+
+/// Pasted text goes into the field being edited.
+pub fn paste(form: &mut SettingsForm, text: &str) {
+    if let Some(field) = form.editing.as_mut() {
+        field.insert_str(text.replace('\n', " "));
+    }
+}

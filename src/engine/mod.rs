@@ -1,0 +1,115 @@
+//! The Backend contract: one event stream per run (Started/Token/Done/Failed), tagged with lane and run ids.
+
+mod runner;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::workspace::{BackendKind, LaneSpec, ModelSpec};
+
+pub use runner::{Engine, LaneSink, Registry};
+
+/// Index of a lane in the workspace's lane list.
+pub type LaneIdx = usize;
+/// Identifies one run of one lane; events of a superseded run are dropped by the receiver.
+pub type RunId = u64;
+
+/// Token counts as the backend reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// Prompt tokens served from the provider's prefix cache.
+    pub cached_prompt_tokens: Option<u64>,
+    /// True when some count was estimated here rather than reported by the backend.
+    pub estimated: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Time to first token.
+    pub ttft: Option<Duration>,
+    pub total: Duration,
+}
+
+impl Timings {
+    /// Decode rate: tokens after the first over the time after the first, as llama.cpp reports eval speed.
+    pub fn tokens_per_s(&self, completion_tokens: Option<u64>) -> Option<f64> {
+        let n = completion_tokens?;
+        let decode = self.total.checked_sub(self.ttft?)?.as_secs_f64();
+        (n >= 2 && decode > 0.0).then(|| (n - 1) as f64 / decode)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the `{0}` backend is not available in this build of tunebench yet")]
+    Unavailable(BackendKind),
+    #[error("backend panicked: {0}")]
+    Panicked(String),
+    #[error("{0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Started { prompt_tokens: Option<u64> },
+    Token { text: String },
+    Done { usage: Usage, timings: Timings },
+    Failed { error: EngineError },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    pub lane: LaneIdx,
+    pub run: RunId,
+    pub kind: EventKind,
+}
+
+/// Everything a backend needs for one run, resolved from the workspace.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub lane: LaneSpec,
+    /// The `[models]` entry of a local lane.
+    pub model: Option<ModelSpec>,
+    pub system_prompt: String,
+    pub input: String,
+    pub workspace_root: PathBuf,
+}
+
+/// A source of answers. Implementations stream through the sink and return the final usage;
+/// long CPU/GPU work belongs on its own thread, never on the caller's runtime.
+pub trait Backend: Send + Sync + 'static {
+    fn run(
+        &self,
+        req: RunRequest,
+        sink: LaneSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<Usage, EngineError>>;
+}
+
+pub type EventSender = UnboundedSender<EngineEvent>;
+
+impl RunRequest {
+    /// Resolves a workspace lane and an input into a request; None for an unknown lane index.
+    pub fn for_lane(ws: &crate::workspace::Workspace, lane: LaneIdx, input: &str) -> Option<Self> {
+        let spec = ws.lanes.get(lane)?;
+        Some(Self {
+            lane: spec.clone(),
+            model: ws
+                .models
+                .get(&spec.model)
+                .filter(|_| spec.backend == BackendKind::Local)
+                .cloned(),
+            system_prompt: ws.prompt_text(&spec.prompt).unwrap_or_default().to_string(),
+            input: input.to_string(),
+            workspace_root: ws.root.clone(),
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! Runs lanes concurrently: spawns each run, times it, turns cancellation and panics into `Failed`.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+/// The backends this build can run, by kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    backends: HashMap<BackendKind, Arc<dyn Backend>>,
+}
+
+impl Registry {
+    /// The backends compiled into this build.
+    pub fn builtin() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, kind: BackendKind, backend: Arc<dyn Backend>) -> Self {
+        self.backends.insert(kind, backend);
+        self
+    }
+
+    pub fn get(&self, kind: BackendKind) -> Option<Arc<dyn Backend>> {
+        self.backends.get(&kind).cloned()
+    }
+}
+
+/// A backend's handle for streaming one run's events.
+#[derive(Clone)]
+pub struct LaneSink {
+    tx: EventSender,
+    lane: LaneIdx,
+    run: RunId,
+    started: Instant,
+    first_token: Arc<OnceLock<Instant>>,
+    tokens: Arc<AtomicU64>,
+}
+
+impl LaneSink {
+    fn new(tx: EventSender, lane: LaneIdx, run: RunId) -> Self {
+        Self {
+            tx,
+            lane,
+            run,
+            started: Instant::now(),
+            first_token: Arc::default(),
+            tokens: Arc::default(),
+        }
+    }
+
+    fn send(&self, kind: EventKind) {
+        // A closed receiver means nobody is listening any more (quit); the run just ends.
+        let _ = self.tx.send(EngineEvent {
+            lane: self.lane,
+            run: self.run,
+            kind,
+        });
+    }
+
+    /// The prompt is encoded and generation begins.
+    pub fn started(&self, prompt_tokens: Option<u64>) {
+        self.send(EventKind::Started { prompt_tokens });
+    }
+
+    /// A piece of output text (one token or one streamed chunk).
+    pub fn token(&self, text: impl Into<String>) {
+        let _ = self.first_token.set(Instant::now());
+        self.tokens.fetch_add(1, Ordering::Relaxed);
+        self.send(EventKind::Token { text: text.into() });
+    }
+
+    fn timings(&self) -> Timings {
+        Timings {
+            ttft: self
+                .first_token
+                .get()
+                .map(|t| t.duration_since(self.started)),
+            total: self.started.elapsed(),
+        }
+    }
+
+    fn chunks(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts runs and reports their events on one channel.
+#[derive(Clone)]
+pub struct Engine {
+    registry: Registry,
+    tx: EventSender,
+}
+
+impl Engine {
+    pub fn new(registry: Registry, tx: EventSender) -> Self {
+        Self { registry, tx }
+    }
+
+    /// Spawns a run on the current tokio runtime; cancel it through the returned token.
+    pub fn start(&self, lane: LaneIdx, run: RunId, req: RunRequest) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        let backend = self.registry.get(req.lane.backend);
+        let kind = req.lane.backend;
+        let sink = LaneSink::new(self.tx.clone(), lane, run);
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            let result = match backend {
+                None => Err(EngineError::Unavailable(kind)),
+                Some(b) => {
+                    // The backend's synchronous part can panic too, so the call itself is inside the guard.
+                    let fut =
+                        AssertUnwindSafe(async { b.run(req, sink.clone(), token.clone()).await })
+                            .catch_unwind();
+                    tokio::select! {
+                        biased;
+                        () = token.cancelled() => Err(EngineError::Cancelled),
+                        r = fut => r.unwrap_or_else(|p| Err(EngineError::Panicked(panic_message(&*p)))),
+                    }
+                }
+            };
+            let kind = match result {
+                Ok(mut usage) => {
+                    if usage.completion_tokens.is_none() {
+                        usage.completion_tokens = Some(sink.chunks());
+                        usage.estimated = true;
+                    }
+                    EventKind::Done {
+                        usage,
+                        timings: sink.timings(),
+                    }
+                }
+                Err(error) => EventKind::Failed { error },
+            };
+            sink.send(kind);
+        });
+        cancel
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into())
+}

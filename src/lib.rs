@@ -1,0 +1,10 @@
+//! tunebench: compare prompted and fine-tuned LLM lanes side by side, in a terminal or headless.
+
+pub mod app;
+pub mod engine;
+pub mod headless;
+pub mod metrics;
+pub mod runtime;
+pub mod terminal;
+pub mod ui;
+pub mod workspace;

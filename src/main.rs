@@ -1,0 +1,212 @@
+//! The `tunebench` command: the TUI by default, `run` for headless runs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use tunebench::app::AppState;
+use tunebench::engine::Registry;
+use tunebench::ui::theme::Theme;
+use tunebench::{headless, workspace};
+
+/// Lanes side by side: is a small model with a LoRA adapter and a short prompt as good as a long prompt?
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Workspace folder (default: the bundled example, workspaces/ticket-triage).
+    workspace: Option<PathBuf>,
+    /// Colour theme: dark, light, or a path to a theme .toml (default: the workspace's `theme`, else dark).
+    #[arg(long)]
+    theme: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run lanes on one input without a terminal UI.
+    Run {
+        workspace: PathBuf,
+        /// The input text.
+        #[arg(
+            long,
+            conflicts_with = "input_file",
+            required_unless_present = "input_file"
+        )]
+        input: Option<String>,
+        /// Read the input from a file (`-` for standard input).
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Comma-separated lane ids (default: every lane).
+        #[arg(long, value_delimiter = ',')]
+        lanes: Vec<String>,
+        /// One JSON object per lane, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The TUI can show this many lanes at once.
+const MAX_TUI_LANES: usize = 6;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log = init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tunebench: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Run {
+                workspace,
+                input,
+                input_file,
+                lanes,
+                json,
+            }) => run_headless(&workspace, input, input_file, &lanes, json).await,
+            None => run_tui(cli.workspace, cli.theme)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tunebench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result<()> {
+    let path = path.map_or_else(default_workspace, Ok)?;
+    let ws = workspace::load(&path)?;
+    if ws.lanes.len() > MAX_TUI_LANES {
+        bail!(
+            "{}: the TUI shows up to {MAX_TUI_LANES} lanes and this workspace has {}; use `tunebench run --lanes …` or split it",
+            ws.file.display(),
+            ws.lanes.len()
+        );
+    }
+    let theme_name = theme
+        .or_else(|| ws.theme.clone())
+        .unwrap_or_else(|| "dark".into());
+    let theme = Theme::load(&theme_name, &ws.root)?;
+    let inputs = workspace::load_inputs(&ws.inputs_dir())?;
+    tracing::info!(workspace = %ws.file.display(), lanes = ws.lanes.len(), "starting the TUI");
+    let state = AppState::new(ws, inputs, theme);
+    tunebench::runtime::run_tui(state, Registry::builtin()).await
+}
+
+async fn run_headless(
+    path: &Path,
+    input: Option<String>,
+    input_file: Option<PathBuf>,
+    lanes: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let ws = workspace::load(path)?;
+    let input = match (input, input_file) {
+        (Some(text), _) => text,
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the input from standard input")?;
+            s
+        }
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .with_context(|| format!("reading the input file {}", f.display()))?,
+        (None, None) => bail!("give --input TEXT or --input-file FILE"),
+    };
+    let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
+    let reports = headless::run(&ws, &input, &chosen, Registry::builtin()).await?;
+    for r in &reports {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!(
+                "── {} · {} · {} · {}",
+                r.lane, r.prompt_variant, r.model, r.backend
+            );
+            if !r.output.is_empty() {
+                println!("{}", r.output);
+            }
+            let f =
+                |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |x| format!("{x}{unit}"));
+            println!(
+                "in {} · out {} · ttft {} · total {} · {} tok/s · cost {}",
+                r.prompt_tokens.map_or("—".into(), |n| n.to_string()),
+                r.completion_tokens.map_or("—".into(), |n| n.to_string()),
+                f(r.ttft_ms, "ms"),
+                f(r.total_ms, "ms"),
+                f(r.tokens_per_s, ""),
+                f(r.cost_usd, " $"),
+            );
+            if let Some(e) = &r.error {
+                println!("error: {e}");
+            }
+            println!();
+        }
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.lane)))
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "tunebench: {} of {} lane(s) failed: {}",
+            failed.len(),
+            reports.len(),
+            failed.join("; ")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// The bundled example: from the current folder, else from the source tree this binary was built from.
+fn default_workspace() -> anyhow::Result<PathBuf> {
+    let rel = Path::new("workspaces/ticket-triage");
+    let candidates = [
+        rel.to_path_buf(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.join(workspace::WORKSPACE_FILE).is_file())
+        .context("no workspace given and the example workspaces/ticket-triage was not found; pass a workspace folder")
+}
+
+/// Logs go to a file under the user's state folder, never to the terminal the TUI draws on.
+fn init_logging() -> Option<()> {
+    let dir = dirs::state_dir()
+        .or_else(dirs::data_local_dir)?
+        .join("tunebench");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tunebench.log"))
+        .ok()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TUNEBENCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init()
+        .ok()
+}

@@ -1,0 +1,155 @@
+//! Run metrics: cost from prices in integer nano-dollars, and the compact formats panes and reports show.
+
+mod report;
+
+pub use report::{LaneReport, Outcome, RunRecord};
+
+use crate::engine::{Timings, Usage};
+use crate::workspace::Price;
+
+/// Cost of one run in nano-dollars (1e-9 $), or None when any needed count or price is unknown.
+pub fn cost_nanos(price: Option<&Price>, usage: &Usage) -> Option<u64> {
+    let price = price?;
+    let prompt = usage.prompt_tokens?;
+    let completion = usage.completion_tokens?;
+    let cached = usage.cached_prompt_tokens.unwrap_or(0).min(prompt);
+    let cached_rate = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
+    // $ per Mtok is nano-dollars per 1e-3 token: tokens × rate × 1000 nano-dollars.
+    let nanos = |tokens: u64, per_mtok: f64| (tokens as f64 * per_mtok * 1000.0).round() as u64;
+    Some(
+        nanos(prompt - cached, price.input_per_mtok)
+            + nanos(cached, cached_rate)
+            + nanos(completion, price.output_per_mtok),
+    )
+}
+
+pub fn nanos_to_usd(n: u64) -> f64 {
+    n as f64 / 1e9
+}
+
+/// `1,204`
+pub fn fmt_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `840ms`, `3.1s`, `2m05s`
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2}s", ms / 1000.0)
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// A run's cost to three significant figures: `$0.000222`, `$1.23`.
+pub fn fmt_cost_nanos(n: u64) -> String {
+    if n == 0 {
+        return "$0".into();
+    }
+    let usd = nanos_to_usd(n);
+    let digits = usd.log10().floor() as i32;
+    let decimals = (2 - digits).max(2) as usize;
+    format!("${usd:.decimals$}")
+}
+
+/// Metrics of a finished run, in the units reports use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunFigures {
+    pub ttft_ms: Option<f64>,
+    pub total_ms: f64,
+    pub tokens_per_s: Option<f64>,
+    pub cost_nanos: Option<u64>,
+}
+
+impl RunFigures {
+    pub fn new(usage: &Usage, timings: &Timings, price: Option<&Price>) -> Self {
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        Self {
+            ttft_ms: timings.ttft.map(ms),
+            total_ms: ms(timings.total),
+            tokens_per_s: timings
+                .tokens_per_s(usage.completion_tokens)
+                .map(|r| (r * 10.0).round() / 10.0),
+            cost_nanos: cost_nanos(price, usage),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        assert_eq!(fmt_count(0), "0");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(1204), "1,204");
+        assert_eq!(fmt_count(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(fmt_duration(Duration::from_millis(840)), "840ms");
+        assert_eq!(fmt_duration(Duration::from_millis(3100)), "3.10s");
+        assert_eq!(fmt_duration(Duration::from_secs(125)), "2m05s");
+    }
+
+    #[test]
+    fn cost_uses_cached_rate_and_three_figures() {
+        let price = Price {
+            input_per_mtok: 0.15,
+            output_per_mtok: 0.60,
+            cached_input_per_mtok: Some(0.075),
+        };
+        let usage = Usage {
+            prompt_tokens: Some(1198),
+            completion_tokens: Some(70),
+            cached_prompt_tokens: None,
+            estimated: false,
+        };
+        // 1198 × 0.15e-6 + 70 × 0.6e-6 = 0.0001797 + 0.000042 = 0.0002217 $
+        assert_eq!(cost_nanos(Some(&price), &usage), Some(221_700));
+        assert_eq!(fmt_cost_nanos(221_700), "$0.000222");
+        let cached = Usage {
+            cached_prompt_tokens: Some(1024),
+            ..usage.clone()
+        };
+        assert_eq!(
+            cost_nanos(Some(&price), &cached),
+            Some(26_100 + 76_800 + 42_000)
+        );
+        assert_eq!(cost_nanos(None, &usage), None);
+        assert_eq!(fmt_cost_nanos(1_230_000_000), "$1.23");
+    }
+
+    #[test]
+    fn decode_rate_excludes_first_token() {
+        let t = Timings {
+            ttft: Some(Duration::from_millis(500)),
+            total: Duration::from_millis(1500),
+        };
+        assert_eq!(t.tokens_per_s(Some(51)), Some(50.0));
+        assert_eq!(t.tokens_per_s(Some(1)), None);
+        assert_eq!(
+            Timings {
+                ttft: None,
+                total: Duration::from_secs(1)
+            }
+            .tokens_per_s(Some(5)),
+            None
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! One lane's finished run as reported by `run --json` and appended to runs.jsonl.
+
+use serde::Serialize;
+
+use super::{RunFigures, nanos_to_usd};
+use crate::engine::{EngineError, Timings, Usage};
+use crate::workspace::{LaneSpec, Workspace};
+
+/// The `run --json` line of design.md; field names and order are a contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaneReport {
+    pub lane: String,
+    pub backend: String,
+    pub model: String,
+    pub adapter: Option<String>,
+    pub prompt_variant: String,
+    pub output: String,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub ttft_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// How a run ended.
+pub enum Outcome<'a> {
+    Done {
+        usage: &'a Usage,
+        timings: &'a Timings,
+    },
+    Failed {
+        error: &'a EngineError,
+        prompt_tokens: Option<u64>,
+    },
+}
+
+impl LaneReport {
+    pub fn new(ws: &Workspace, lane: &LaneSpec, output: &str, outcome: Outcome<'_>) -> Self {
+        let mut r = Self {
+            lane: lane.id.clone(),
+            backend: lane.backend.as_str().into(),
+            model: lane.model.clone(),
+            adapter: lane.adapter.clone(),
+            prompt_variant: lane.prompt.clone(),
+            output: output.into(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            ttft_ms: None,
+            total_ms: None,
+            tokens_per_s: None,
+            cost_usd: None,
+            error: None,
+        };
+        match outcome {
+            Outcome::Done { usage, timings } => {
+                let f = RunFigures::new(usage, timings, ws.pricing.get(&lane.model));
+                r.prompt_tokens = usage.prompt_tokens;
+                r.completion_tokens = usage.completion_tokens;
+                r.ttft_ms = f.ttft_ms;
+                r.total_ms = Some(f.total_ms);
+                r.tokens_per_s = f.tokens_per_s;
+                r.cost_usd = f.cost_nanos.map(nanos_to_usd);
+            }
+            Outcome::Failed {
+                error,
+                prompt_tokens,
+            } => {
+                r.prompt_tokens = prompt_tokens;
+                r.error = Some(error.to_string());
+            }
+        }
+        r
+    }
+}
+
+/// A runs.jsonl record: the report plus when and on what input.
+#[derive(Debug, Serialize)]
+pub struct RunRecord<'a> {
+    pub time_unix_ms: u128,
+    pub input: &'a str,
+    #[serde(flatten)]
+    pub report: &'a LaneReport,
+}
+
+impl<'a> RunRecord<'a> {
+    pub fn now(input: &'a str, report: &'a LaneReport) -> Self {
+        let time_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Self {
+            time_unix_ms,
+            input,
+            report,
+        }
+    }
+}

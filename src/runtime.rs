@@ -1,0 +1,215 @@
+//! The TUI loop: input first, then engine events, drained before one render at most every ~16 ms.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{Action, AppState, Effect, update};
+use crate::engine::{Engine, EngineEvent, LaneIdx, Registry};
+use crate::metrics::RunRecord;
+use crate::terminal::{TerminalGuard, osc52_copy};
+use crate::workspace::{WorkspaceError, save_new_input, store};
+
+const FRAME: Duration = Duration::from_millis(16);
+
+/// Performs effects; owns the engine and the cancellation tokens of live runs.
+pub struct Runtime {
+    engine: Engine,
+    runs: HashMap<LaneIdx, CancellationToken>,
+}
+
+impl Runtime {
+    pub fn new(registry: Registry, tx: mpsc::UnboundedSender<EngineEvent>) -> Self {
+        Self {
+            engine: Engine::new(registry, tx),
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Applies `action`, then every effect it causes (and the effects of their results).
+    pub fn dispatch(&mut self, state: &mut AppState, action: Action) {
+        let mut queue = update(state, action);
+        while let Some(effect) = queue.pop() {
+            if let Some(result) = self.perform(state, effect) {
+                queue.extend(update(state, result));
+            }
+        }
+    }
+
+    fn perform(&mut self, state: &mut AppState, effect: Effect) -> Option<Action> {
+        match effect {
+            Effect::Start { lane, run, req } => {
+                let token = self.engine.start(lane, run, *req);
+                if let Some(old) = self.runs.insert(lane, token) {
+                    old.cancel();
+                }
+                None
+            }
+            Effect::Cancel { lane } => {
+                if let Some(t) = self.runs.remove(&lane) {
+                    t.cancel();
+                }
+                None
+            }
+            Effect::Save { inputs } => Some(Action::Saved(
+                save(state, &inputs).map_err(|e| e.to_string()),
+            )),
+            Effect::SaveAndQuit { inputs } => match save(state, &inputs) {
+                Ok(_) => {
+                    state.quit = true;
+                    None
+                }
+                Err(e) => Some(Action::Saved(Err(e.to_string()))),
+            },
+            Effect::SaveInput { text } => {
+                let r = save_new_input(&state.ws.inputs_dir(), &state.inputs, &text);
+                Some(Action::InputSaved(r.map_err(|e| e.to_string())))
+            }
+            Effect::Copy(text) => Some(Action::Copied(
+                osc52_copy(&text)
+                    .map(|()| text.chars().count())
+                    .map_err(|e| format!("copy failed: {e}")),
+            )),
+            Effect::Record { input, report } => {
+                let line =
+                    serde_json::to_string(&RunRecord::now(&input, &report)).unwrap_or_default();
+                store::append_line(&state.ws.runs_path(), &line)
+                    .err()
+                    .map(|e| Action::RecordFailed(e.to_string()))
+            }
+            Effect::Quit => {
+                state.quit = true;
+                None
+            }
+        }
+    }
+
+    pub fn cancel_all(&mut self) {
+        for (_, t) in self.runs.drain() {
+            t.cancel();
+        }
+    }
+}
+
+/// Writes the workspace and edited inputs; the message says what was written.
+fn save(state: &mut AppState, inputs: &[(usize, String)]) -> Result<String, WorkspaceError> {
+    let was_dirty = state.ws.is_dirty();
+    state.ws.save()?;
+    for (i, text) in inputs {
+        if let Some(saved) = state.inputs.get_mut(*i) {
+            store::write_atomic(&saved.path, format!("{text}\n").as_bytes())?;
+            saved.text.clone_from(text);
+            state.drafts.remove(&Some(*i));
+        }
+    }
+    let mut msg = format!("saved {}", state.ws.file.display());
+    if !was_dirty {
+        msg.push_str(" (no workspace changes)");
+    }
+    if !inputs.is_empty() {
+        msg.push_str(&format!(" and {} edited input(s)", inputs.len()));
+    }
+    Ok(msg)
+}
+
+/// Reads terminal events on a plain thread (crossterm's reader blocks) and forwards them.
+fn spawn_input_reader(tx: mpsc::UnboundedSender<Event>, stop: CancellationToken) {
+    std::thread::Builder::new()
+        .name("tunebench-input".into())
+        .spawn(move || {
+            while !stop.is_cancelled() {
+                match event::poll(Duration::from_millis(100)) {
+                    Ok(true) => match event::read() {
+                        Ok(ev) => {
+                            if tx.send(ev).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("terminal read failed: {e}");
+                            return;
+                        }
+                    },
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!("terminal poll failed: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::error!("cannot start the input thread: {e}"));
+}
+
+fn to_action(ev: Event) -> Option<Action> {
+    match ev {
+        Event::Key(k) => Some(Action::Key(k)),
+        Event::Paste(p) => Some(Action::Paste(p)),
+        Event::Mouse(m) => Some(Action::Mouse(m)),
+        Event::Resize(w, h) => Some(Action::Resize(w, h)),
+        Event::FocusGained | Event::FocusLost => None,
+    }
+}
+
+/// Runs the TUI until the user quits.
+pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<()> {
+    let mut guard = TerminalGuard::enter()?;
+    let size = guard.terminal.size()?;
+    state.size = (size.width, size.height);
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (itx, mut irx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    spawn_input_reader(itx, stop.clone());
+    let mut rt = Runtime::new(registry, etx);
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME;
+    let result = loop {
+        if dirty && last_draw.elapsed() >= FRAME {
+            if let Err(e) = guard.terminal.draw(|f| crate::ui::render(&state, f)) {
+                break Err(e.into());
+            }
+            last_draw = Instant::now();
+            dirty = false;
+        }
+        if state.quit {
+            break Ok(());
+        }
+        let wait = if dirty {
+            FRAME.saturating_sub(last_draw.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            biased;
+            ev = irx.recv() => match ev {
+                Some(ev) => {
+                    if let Some(a) = to_action(ev) { rt.dispatch(&mut state, a); }
+                    dirty = true;
+                }
+                None => break Err(anyhow::anyhow!("the terminal input stream ended")),
+            },
+            Some(ev) = erx.recv() => {
+                rt.dispatch(&mut state, Action::Engine(ev));
+                dirty = true;
+            },
+            () = tokio::time::sleep(wait) => {}
+        }
+        // Drain whatever else is pending so a burst of tokens costs one frame, not one per token.
+        while let Ok(ev) = irx.try_recv() {
+            if let Some(a) = to_action(ev) {
+                rt.dispatch(&mut state, a);
+            }
+        }
+        while let Ok(ev) = erx.try_recv() {
+            rt.dispatch(&mut state, Action::Engine(ev));
+        }
+    };
+    rt.cancel_all();
+    stop.cancel();
+    drop(guard);
+    result
+}

@@ -1,0 +1,191 @@
+//! A lane pane: title, model line, streamed output with scrolling, metric footer; mirrors `app::LaneState`.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Widget};
+
+use super::layout::{lane_parts, output_paragraph};
+use crate::app::{AppState, Focus, LaneStatus};
+use crate::metrics::{RunFigures, fmt_cost_nanos, fmt_count, fmt_duration};
+
+pub struct LaneView<'a> {
+    pub state: &'a AppState,
+    pub idx: usize,
+}
+
+/// The output text as wrapped and scrolled: streamed text, then the error of a failed run.
+pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
+    let lane = &state.lanes[idx];
+    let t = &state.theme;
+    let mut text = if lane.output.is_empty() {
+        let hint = match lane.status {
+            LaneStatus::Idle => "Ctrl+R runs every lane, F5 this one",
+            LaneStatus::Waiting => "waiting for the first token…",
+            _ => "",
+        };
+        Text::from(Line::styled(hint, Style::default().fg(t.muted)))
+    } else {
+        Text::styled(lane.output.clone(), Style::default().fg(t.fg))
+    };
+    if let Some(err) = &lane.error {
+        let style = if lane.status == LaneStatus::Cancelled {
+            t.warn
+        } else {
+            t.error
+        };
+        text.push_line(Line::styled(
+            format!("✗ {err}"),
+            Style::default().fg(style).add_modifier(Modifier::BOLD),
+        ));
+    }
+    text
+}
+
+impl Widget for LaneView<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let (state, idx) = (self.state, self.idx);
+        let t = &state.theme;
+        let spec = &state.ws.lanes[idx];
+        let lane = &state.lanes[idx];
+        let selected = idx == state.selected;
+        let border = match (selected, state.focus) {
+            (true, Focus::Lanes) => Style::default().fg(t.border_focus),
+            (true, Focus::Input) => Style::default().fg(t.accent),
+            _ => Style::default().fg(t.border),
+        };
+        let status_colour = match lane.status {
+            LaneStatus::Idle => t.muted,
+            LaneStatus::Waiting | LaneStatus::Streaming => t.accent,
+            LaneStatus::Done => t.ok,
+            LaneStatus::Failed => t.error,
+            LaneStatus::Cancelled => t.warn,
+        };
+        let title_style = Style::default().fg(t.title).add_modifier(if selected {
+            Modifier::BOLD
+        } else {
+            Modifier::empty()
+        });
+        let block = Block::default()
+            .borders(Borders::ALL)
+            .border_type(if selected && state.focus == Focus::Lanes {
+                BorderType::Thick
+            } else {
+                BorderType::Rounded
+            })
+            .border_style(border)
+            .title(Line::from(vec![Span::styled(
+                format!(" {} · {} ", spec.id, spec.prompt),
+                title_style,
+            )]))
+            .title(
+                Line::styled(
+                    format!(" {} ", lane.status.label()),
+                    Style::default().fg(status_colour),
+                )
+                .alignment(Alignment::Right),
+            );
+        block.render(area, buf);
+
+        let parts = lane_parts(area);
+        Paragraph::new(Line::styled(
+            subtitle(state, idx),
+            Style::default().fg(t.muted),
+        ))
+        .render(parts.subtitle, buf);
+
+        let para = output_paragraph(output_text(state, idx));
+        let total = para.line_count(parts.output.width.max(1));
+        let max = total.saturating_sub(usize::from(parts.output.height));
+        let top = max.saturating_sub(usize::from(lane.scroll_back));
+        para.scroll((u16::try_from(top).unwrap_or(u16::MAX), 0))
+            .render(parts.output, buf);
+        if lane.scroll_back > 0 && parts.output.height > 0 {
+            let mark = format!(
+                "↑{}",
+                lane.scroll_back.min(u16::try_from(max).unwrap_or(u16::MAX))
+            );
+            let x = parts
+                .output
+                .right()
+                .saturating_sub(mark.chars().count() as u16);
+            buf.set_string(x, parts.output.y, mark, Style::default().fg(t.accent));
+        }
+
+        let footer: Vec<Line> = footer(state, idx)
+            .into_iter()
+            .map(|s| Line::styled(s, Style::default().fg(t.fg)))
+            .collect();
+        Paragraph::new(footer).render(parts.footer, buf);
+    }
+}
+
+/// Model, backend and where it runs: device for local lanes (plus adapter), host for API lanes.
+fn subtitle(state: &AppState, idx: usize) -> String {
+    let spec = &state.ws.lanes[idx];
+    let mut s = format!("{} · {}", spec.model, spec.backend);
+    if let Some(m) = state
+        .ws
+        .models
+        .get(&spec.model)
+        .filter(|_| !spec.backend.is_api())
+    {
+        s.push_str(&format!(" · {}", m.device));
+    }
+    if let Some(a) = &spec.adapter {
+        let name = std::path::Path::new(a)
+            .file_name()
+            .map_or(a.clone(), |n| n.to_string_lossy().into_owned());
+        s.push_str(&format!(" + {name}"));
+    }
+    if let Some(url) = &spec.base_url {
+        let host = url
+            .split("//")
+            .nth(1)
+            .unwrap_or(url)
+            .split('/')
+            .next()
+            .unwrap_or(url);
+        s.push_str(&format!(" · {host}"));
+    }
+    s
+}
+
+/// Three metric lines; "—" wherever the backend has not reported the figure.
+pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
+    let lane = &state.lanes[idx];
+    let spec = &state.ws.lanes[idx];
+    let dash = || "—".to_string();
+    let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) {
+        "≈"
+    } else {
+        ""
+    };
+    let prompt = lane.prompt_tokens.map_or_else(dash, fmt_count);
+    let completion = lane
+        .usage
+        .as_ref()
+        .and_then(|u| u.completion_tokens)
+        .map_or_else(dash, |n| format!("{approx}{}", fmt_count(n)));
+    let figures = match (&lane.usage, &lane.timings) {
+        (Some(u), Some(tm)) => Some(RunFigures::new(u, tm, state.ws.pricing.get(&spec.model))),
+        _ => None,
+    };
+    let ttft = lane
+        .timings
+        .and_then(|tm| tm.ttft)
+        .map_or_else(dash, fmt_duration);
+    let total = lane.timings.map_or_else(dash, |tm| fmt_duration(tm.total));
+    let rate = figures
+        .and_then(|f| f.tokens_per_s)
+        .map_or_else(dash, |r| format!("{r:.1}"));
+    let cost = figures
+        .and_then(|f| f.cost_nanos)
+        .map_or_else(dash, fmt_cost_nanos);
+    [
+        format!("in {prompt} · out {completion}"),
+        format!("ttft {ttft} · total {total}"),
+        format!("{rate} tok/s · cost {cost}"),
+    ]
+}

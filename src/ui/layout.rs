@@ -1,0 +1,136 @@
+//! Screen geometry, shared by rendering, mouse hit-testing and scroll limits so they always agree.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use crate::app::AppState;
+
+/// Narrowest lane pane before lanes wrap into another row.
+pub const MIN_LANE_WIDTH: u16 = 26;
+/// Rows under a lane's output: the footer's three metric lines.
+pub const FOOTER_ROWS: u16 = 3;
+
+pub struct Areas {
+    pub header: Rect,
+    pub input: Rect,
+    pub lanes: Vec<Rect>,
+    pub summary: Rect,
+    pub hints: Rect,
+}
+
+pub fn areas(area: Rect, lanes: usize) -> Areas {
+    let input_h = (area.height / 4).clamp(4, 12);
+    let [header, input, grid, summary, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(input_h),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    Areas {
+        header,
+        input,
+        lanes: grid_cells(grid, lanes),
+        summary,
+        hints,
+    }
+}
+
+/// Lanes side by side; when the terminal is too narrow they wrap into rows.
+fn grid_cells(grid: Rect, n: usize) -> Vec<Rect> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let cols = usize::from((grid.width / MIN_LANE_WIDTH).max(1)).min(n);
+    let rows = n.div_ceil(cols);
+    let row_areas = Layout::vertical(vec![Constraint::Ratio(1, rows as u32); rows]).split(grid);
+    let mut cells = Vec::with_capacity(n);
+    for (r, row) in row_areas.iter().enumerate() {
+        let in_row = (n - r * cols).min(cols);
+        let cols_area =
+            Layout::horizontal(vec![Constraint::Ratio(1, in_row as u32); in_row]).split(*row);
+        cells.extend(cols_area.iter().copied());
+    }
+    cells
+}
+
+/// A lane pane's parts: model line, output, footer.
+pub struct LaneParts {
+    pub subtitle: Rect,
+    pub output: Rect,
+    pub footer: Rect,
+}
+
+pub fn lane_parts(pane: Rect) -> LaneParts {
+    let inner = pane.inner(ratatui::layout::Margin::new(1, 1));
+    let footer_h = FOOTER_ROWS.min(inner.height.saturating_sub(2));
+    let [subtitle, output, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(footer_h),
+    ])
+    .areas(inner);
+    LaneParts {
+        subtitle,
+        output,
+        footer,
+    }
+}
+
+fn screen(state: &AppState) -> Rect {
+    Rect::new(0, 0, state.size.0, state.size.1)
+}
+
+/// The lane whose pane contains the cell, if any.
+pub fn lane_at(state: &AppState, col: u16, row: u16) -> Option<usize> {
+    let pos = ratatui::layout::Position::new(col, row);
+    areas(screen(state), state.lanes.len())
+        .lanes
+        .iter()
+        .position(|r| r.contains(pos))
+}
+
+/// The wrapped output of a lane, as shown.
+pub fn output_paragraph(text: ratatui::text::Text<'_>) -> Paragraph<'_> {
+    Paragraph::new(text).wrap(Wrap { trim: false })
+}
+
+/// (largest scroll-back, page height) of a lane's output at the current screen size.
+pub fn lane_scroll_bounds(state: &AppState, lane: usize) -> (u16, u16) {
+    let Some(pane) = areas(screen(state), state.lanes.len())
+        .lanes
+        .get(lane)
+        .copied()
+    else {
+        return (0, 1);
+    };
+    let out = lane_parts(pane).output;
+    let text = super::lane::output_text(state, lane);
+    let total = output_paragraph(text).line_count(out.width.max(1));
+    (
+        u16::try_from(total.saturating_sub(usize::from(out.height))).unwrap_or(u16::MAX),
+        out.height,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_lanes_fit_side_by_side_at_80_columns() {
+        let a = areas(Rect::new(0, 0, 80, 24), 3);
+        assert_eq!(a.lanes.len(), 3);
+        assert!(a.lanes.iter().all(|r| r.y == a.lanes[0].y), "one row");
+    }
+
+    #[test]
+    fn six_lanes_wrap_into_rows_when_narrow() {
+        let a = areas(Rect::new(0, 0, 80, 24), 6);
+        let rows: std::collections::BTreeSet<u16> = a.lanes.iter().map(|r| r.y).collect();
+        assert_eq!(rows.len(), 2);
+        let wide = areas(Rect::new(0, 0, 160, 48), 6);
+        assert!(wide.lanes.iter().all(|r| r.y == wide.lanes[0].y));
+    }
+}

@@ -1,0 +1,163 @@
+//! Pure rendering of `&AppState`: header, input editor, lane panes, summary, key hints, overlays.
+
+mod lane;
+pub mod layout;
+mod overlay;
+pub mod theme;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Paragraph};
+
+use crate::app::{AppState, Focus, Level, Mode};
+use crate::metrics::fmt_count;
+
+pub use lane::{LaneView, footer, output_text};
+
+pub fn render(state: &AppState, frame: &mut Frame) {
+    let area = frame.area();
+    let a = layout::areas(area, state.lanes.len());
+    frame.render_widget(header(state), a.header);
+    render_input(state, frame, a.input);
+    for (idx, rect) in a.lanes.iter().enumerate() {
+        frame.render_widget(LaneView { state, idx }, *rect);
+    }
+    frame.render_widget(summary(state), a.summary);
+    frame.render_widget(hints(state), a.hints);
+    overlay::render(state, frame, area);
+}
+
+fn header(state: &AppState) -> Paragraph<'static> {
+    let t = &state.theme;
+    let input = match state.input_idx {
+        Some(i) => format!(
+            "input {}/{} {}",
+            i + 1,
+            state.inputs.len(),
+            state.inputs[i].name
+        ),
+        None => format!("new input (of {} saved)", state.inputs.len()),
+    };
+    let mut spans = vec![
+        Span::styled(
+            " tunebench",
+            Style::default().fg(t.accent).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            format!(" · {} · {input}", state.ws.name),
+            Style::default().fg(t.title),
+        ),
+    ];
+    if state.ws.is_dirty() || !state.drafts.is_empty() {
+        spans.push(Span::styled(" ● unsaved", Style::default().fg(t.warn)));
+    }
+    Paragraph::new(Line::from(spans))
+}
+
+fn render_input(state: &AppState, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
+    let focused = state.focus == Focus::Input;
+    let text = state.input_text();
+    let edited = state.drafts.contains_key(&state.input_idx)
+        || state.editor.lines().join("\n") != saved(state);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(if focused {
+            BorderType::Thick
+        } else {
+            BorderType::Rounded
+        })
+        .border_style(Style::default().fg(if focused { t.border_focus } else { t.border }))
+        .title(Span::styled(
+            if edited {
+                " Input (edited) "
+            } else {
+                " Input "
+            },
+            Style::default().fg(t.title),
+        ))
+        .title(
+            Line::styled(
+                format!(
+                    " {} chars · {} lines ",
+                    fmt_count(text.chars().count() as u64),
+                    state.editor.lines().len()
+                ),
+                Style::default().fg(t.muted),
+            )
+            .right_aligned(),
+        );
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    frame.render_widget(&state.editor, inner);
+}
+
+fn saved(state: &AppState) -> &str {
+    state
+        .input_idx
+        .and_then(|i| state.inputs.get(i))
+        .map_or("", |s| s.text.as_str())
+}
+
+/// The comparison line: prompt tokens the shortest-prompt lane saves against the longest, per run.
+fn summary(state: &AppState) -> Paragraph<'static> {
+    let t = &state.theme;
+    let known: Vec<(usize, u64)> = state
+        .lanes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i, l.prompt_tokens?)))
+        .collect();
+    let lo = known.iter().min_by_key(|(_, n)| *n);
+    let hi = known.iter().max_by_key(|(_, n)| *n);
+    let line = match (lo, hi) {
+        (Some(&(li, ln)), Some(&(hi_i, hn))) if hn > ln => {
+            let pct = 100.0 * (hn - ln) as f64 / hn as f64;
+            format!(
+                " {} vs {}: −{} prompt tok/run (−{pct:.0}%)",
+                state.ws.lanes[li].id,
+                state.ws.lanes[hi_i].id,
+                fmt_count(hn - ln)
+            )
+        }
+        _ => {
+            let running = state.lanes.iter().filter(|l| l.status.is_running()).count();
+            let failed = state
+                .lanes
+                .iter()
+                .filter(|l| l.status == crate::app::LaneStatus::Failed)
+                .count();
+            let done = state
+                .lanes
+                .iter()
+                .filter(|l| l.status == crate::app::LaneStatus::Done)
+                .count();
+            format!(
+                " {} lanes · {running} running · {done} done · {failed} failed",
+                state.lanes.len()
+            )
+        }
+    };
+    Paragraph::new(Line::styled(line, Style::default().fg(t.muted)))
+}
+
+fn hints(state: &AppState) -> Paragraph<'static> {
+    let t = &state.theme;
+    if let Some(s) = &state.status {
+        let c = match s.level {
+            Level::Info => t.ok,
+            Level::Warn => t.warn,
+            Level::Error => t.error,
+        };
+        return Paragraph::new(Line::styled(format!(" {}", s.text), Style::default().fg(c)));
+    }
+    let keys = match state.mode {
+        Mode::Normal => {
+            " ^R run all · F5 run lane · Esc cancel · Tab focus · F7/F8 input · ^S save · F2 prompt · F6 lane · F1 help · ^Q quit"
+        }
+        _ => " Esc close · F1 help",
+    };
+    Paragraph::new(Line::styled(keys, Style::default().fg(t.muted)))
+}

@@ -1,0 +1,263 @@
+//! Overlays drawn over the main screen: help, the F2 prompt editor, the F6 lane settings, quit confirmation.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
+
+use crate::app::{AppState, Mode, PromptEditor, SettingsForm, SettingsRow};
+use crate::metrics::fmt_count;
+
+/// Every key, in the order a newcomer needs them. The help overlay and the README list the same.
+pub const KEYS: &[(&str, &str)] = &[
+    ("Ctrl+R", "run every lane on the input"),
+    (
+        "F5 / Ctrl+Enter",
+        "run the focused lane (Ctrl+Enter needs the kitty protocol)",
+    ),
+    (
+        "Esc",
+        "cancel running lanes; close an overlay; leave the lanes",
+    ),
+    ("Tab / Shift+Tab", "focus: input → lane 1 … lane n → input"),
+    (
+        "PgUp / PgDn, wheel",
+        "scroll the focused lane (wheel: the lane under the mouse)",
+    ),
+    (
+        "↑↓ / j k, Home End",
+        "scroll a line, to top/bottom (lanes focused)",
+    ),
+    ("← → / h l, Enter", "pick the lane, run it (lanes focused)"),
+    (
+        "Alt+← / Alt+→, F7 / F8",
+        "previous / next saved input (the last slot is a new one)",
+    ),
+    (
+        "Ctrl+N",
+        "save the input as a new saved input (inputs/NN-words.txt)",
+    ),
+    (
+        "Ctrl+S",
+        "save the workspace, edited prompts and edited inputs",
+    ),
+    ("F2", "prompt editor: the focused lane's system prompt"),
+    (
+        "  F7 / F8 in F2",
+        "switch the lane to the previous / next variant",
+    ),
+    ("  Ctrl+N in F2", "save the text as a new named variant"),
+    (
+        "F6",
+        "lane settings: backend, model, prompt, adapter, sampling",
+    ),
+    (
+        "  ↑↓ Enter ←→ in F6",
+        "pick a field, edit it (Enter saves, Esc drops), cycle",
+    ),
+    (
+        "Alt+C, y (lanes)",
+        "copy the focused lane's output (OSC 52 clipboard)",
+    ),
+    ("Click", "focus the lane under the mouse"),
+    (
+        "F1, ? (lanes)",
+        "this help (↑↓ scroll, any other key closes)",
+    ),
+    ("Ctrl+Q", "quit (asks when there are unsaved changes)"),
+];
+
+pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
+    match &state.mode {
+        Mode::Normal => {}
+        Mode::Help { scroll } => help(state, frame, area, *scroll),
+        Mode::Prompt(ed) => prompt(state, frame, area, ed),
+        Mode::Settings(form) => settings(state, frame, area, form),
+        Mode::ConfirmQuit => confirm(state, frame, area),
+    }
+}
+
+fn popup(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn frame_block(state: &AppState, title: String) -> Block<'static> {
+    let t = &state.theme;
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Thick)
+        .border_style(Style::default().fg(t.border_focus))
+        .title(Span::styled(
+            title,
+            Style::default().fg(t.title).add_modifier(Modifier::BOLD),
+        ))
+}
+
+fn help(state: &AppState, frame: &mut Frame, area: Rect, scroll: u16) {
+    let t = &state.theme;
+    let rect = popup(area, 96, KEYS.len() as u16 + 2);
+    let key_w = KEYS
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<key_w$}  "), Style::default().fg(t.accent)),
+                Span::styled(*what, Style::default().fg(t.fg)),
+            ])
+        })
+        .collect();
+    let max = (lines.len() as u16).saturating_sub(rect.height.saturating_sub(2));
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(frame_block(state, " Keys ".into()))
+            .scroll((scroll.min(max), 0)),
+        rect,
+    );
+}
+
+fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
+    let t = &state.theme;
+    let rect = popup(
+        area,
+        area.width.saturating_sub(4),
+        area.height.saturating_sub(2),
+    );
+    let users: Vec<&str> = state
+        .ws
+        .lanes
+        .iter()
+        .filter(|l| l.prompt == ed.variant)
+        .map(|l| l.id.as_str())
+        .collect();
+    let chars: usize = ed
+        .area
+        .lines()
+        .iter()
+        .map(|l| l.chars().count() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let title = format!(
+        " prompt `{}` · lane {} · used by {} · {} chars ",
+        ed.variant,
+        state.ws.lanes[ed.lane].id,
+        users.join(", "),
+        fmt_count(chars as u64)
+    );
+    let block = frame_block(state, title);
+    let inner = block.inner(rect);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(block, rect);
+    let [text, line] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
+    frame.render_widget(&ed.area, text);
+    match &ed.naming {
+        Some(name) => {
+            let [label, field] =
+                Layout::horizontal([Constraint::Length(22), Constraint::Min(0)]).areas(line);
+            frame.render_widget(
+                Paragraph::new(Span::styled(
+                    " new variant name: ",
+                    Style::default().fg(t.accent),
+                )),
+                label,
+            );
+            frame.render_widget(name, field);
+        }
+        None => frame.render_widget(
+            Paragraph::new(Span::styled(
+                " Esc/F2 close · F7/F8 switch variant · ^N save as new variant · ^S save workspace",
+                Style::default().fg(t.muted),
+            )),
+            line,
+        ),
+    }
+}
+
+fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm) {
+    let t = &state.theme;
+    let rect = popup(area, 72, SettingsRow::ALL.len() as u16 + 6);
+    let lane = &state.ws.lanes[form.lane];
+    let block = frame_block(state, format!(" lane `{}` settings ", lane.id));
+    let inner = block.inner(rect);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(block, rect);
+    let rows =
+        Layout::vertical(vec![Constraint::Length(1); SettingsRow::ALL.len() + 3]).split(inner);
+    for (i, row) in SettingsRow::ALL.iter().enumerate() {
+        let selected = i == form.row;
+        let style = if selected {
+            Style::default().bg(t.selection).fg(t.title)
+        } else {
+            Style::default().fg(t.fg)
+        };
+        let [label, value] =
+            Layout::horizontal([Constraint::Length(15), Constraint::Min(0)]).areas(rows[i]);
+        frame.render_widget(
+            Paragraph::new(Span::styled(format!(" {:<13}", row.label()), style)),
+            label,
+        );
+        match (&form.editing, selected) {
+            (Some(field), true) => frame.render_widget(field, value),
+            _ => {
+                let v = row.value(lane);
+                let shown = if v.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    v
+                };
+                let arrows = if row.cycles() { "  ◂ ▸" } else { "" };
+                frame.render_widget(
+                    Paragraph::new(Span::styled(format!("{shown}{arrows}"), style)),
+                    value,
+                );
+            }
+        }
+    }
+    let n = SettingsRow::ALL.len();
+    if let Some(err) = &form.error {
+        frame.render_widget(
+            Paragraph::new(Span::styled(
+                format!(" {err}"),
+                Style::default().fg(t.error),
+            ))
+            .wrap(Wrap { trim: true }),
+            rows[n + 1],
+        );
+    }
+    frame.render_widget(
+        Paragraph::new(Span::styled(
+            " ↑↓ field · Enter edit/apply · ←→ cycle · Esc/F6 close · ^S save",
+            Style::default().fg(t.muted),
+        )),
+        rows[n + 2],
+    );
+}
+
+fn confirm(state: &AppState, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
+    let rect = popup(area, 60, 5);
+    let text = vec![
+        Line::styled(" There are unsaved changes.", Style::default().fg(t.warn)),
+        Line::styled(
+            " s save and quit · q quit without saving · Esc stay",
+            Style::default().fg(t.fg),
+        ),
+    ];
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(text).block(frame_block(state, " Quit? ".into())),
+        rect,
+    );
+}

@@ -1,0 +1,336 @@
+//! Reading workspace.toml: syntax, types and every cross-reference checked, errors located.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::WorkspaceError;
+use super::error::Locator;
+use super::model::*;
+use super::raw::*;
+
+pub const WORKSPACE_FILE: &str = "workspace.toml";
+
+/// Loads a workspace from its folder (or from a path to its workspace.toml).
+pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
+    let (root, file) = if path.is_dir() {
+        (path.to_path_buf(), path.join(WORKSPACE_FILE))
+    } else {
+        let root = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        (root, path.to_path_buf())
+    };
+    let src = std::fs::read_to_string(&file).map_err(|e| WorkspaceError::io(&file, e))?;
+    parse(&root, &file, &src)
+}
+
+/// Parses workspace text; `root` resolves relative paths, `file` names errors.
+pub fn parse(root: &Path, file: &Path, src: &str) -> Result<Workspace, WorkspaceError> {
+    let loc = Locator { file, src };
+    let doc: toml_edit::DocumentMut = src.parse().map_err(|e: toml_edit::TomlError| {
+        let at = e.span().map_or(0, |s| s.start);
+        loc.at(at, "(syntax)", e.message().trim())
+    })?;
+    let de = toml::Deserializer::new(src);
+    let raw: RawWorkspace = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = clean_path(&e.path().to_string());
+        let inner = e.into_inner();
+        let at = inner.span().map_or(0, |s| s.start);
+        loc.at(at, key, inner.message().trim())
+    })?;
+    build(root, file, &loc, raw, doc)
+}
+
+/// serde_path_to_error reports toml's private span wrappers as path segments; users never wrote them.
+fn clean_path(path: &str) -> String {
+    let cleaned: Vec<&str> = path
+        .split('.')
+        .filter(|seg| !seg.starts_with("$__toml_private"))
+        .collect();
+    let s = cleaned.join(".");
+    if s.is_empty() || s == "?" {
+        "(root)".into()
+    } else {
+        s
+    }
+}
+
+fn build(
+    root: &Path,
+    file: &Path,
+    loc: &Locator<'_>,
+    raw: RawWorkspace,
+    doc: toml_edit::DocumentMut,
+) -> Result<Workspace, WorkspaceError> {
+    let name = raw.name.into_inner();
+    let prompts = build_prompts(root, loc, raw.prompts)?;
+    let models = build_models(root, loc, raw.models)?;
+    let pricing = build_pricing(loc, raw.pricing)?;
+    if raw.lanes.is_empty() {
+        return Err(loc.at(0, "lanes", "a workspace needs at least one [[lanes]] table"));
+    }
+    let mut lanes = Vec::with_capacity(raw.lanes.len());
+    let mut seen = BTreeSet::new();
+    for (i, lane) in raw.lanes.into_iter().enumerate() {
+        let id_at = lane.get_ref().id.span().start;
+        let lane = build_lane(loc, i, lane, &prompts, &models)?;
+        if !seen.insert(lane.id.clone()) {
+            return Err(loc.at(
+                id_at,
+                format!("lanes[{i}].id"),
+                format!("duplicate lane id `{}`", lane.id),
+            ));
+        }
+        lanes.push(lane);
+    }
+    Ok(Workspace {
+        root: root.to_path_buf(),
+        file: file.to_path_buf(),
+        name,
+        theme: raw.theme.map(Spanned::into_inner),
+        prompts,
+        models,
+        lanes,
+        pricing,
+        doc,
+        dirty_prompt_files: BTreeSet::new(),
+        dirty: false,
+    })
+}
+
+fn build_prompts(
+    root: &Path,
+    loc: &Locator<'_>,
+    raw: BTreeMap<String, Spanned<RawPrompt>>,
+) -> Result<BTreeMap<String, PromptVariant>, WorkspaceError> {
+    let mut out = BTreeMap::new();
+    for (name, sp) in raw {
+        let at = sp.span().start;
+        let key = format!("prompts.{name}");
+        let p = sp.into_inner();
+        let (source, text) = match (p.file, p.text) {
+            (Some(_), Some(_)) => {
+                return Err(loc.at(at, key, "give either `file` or `text`, not both"));
+            }
+            (None, None) => return Err(loc.at(at, key, "a prompt variant needs `file` or `text`")),
+            (None, Some(text)) => (PromptSource::Inline, text),
+            (Some(f), None) => {
+                let path = resolve(root, f.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    loc.at(
+                        f.span().start,
+                        format!("{key}.file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                (PromptSource::File(f.into_inner()), text)
+            }
+        };
+        out.insert(name.clone(), PromptVariant { name, source, text });
+    }
+    Ok(out)
+}
+
+fn build_models(
+    root: &Path,
+    loc: &Locator<'_>,
+    raw: BTreeMap<String, Spanned<RawModel>>,
+) -> Result<BTreeMap<String, ModelSpec>, WorkspaceError> {
+    let mut out = BTreeMap::new();
+    for (name, sp) in raw {
+        let m = sp.into_inner();
+        let device = match m.device {
+            None => "auto".to_string(),
+            Some(d) => {
+                if !valid_device(d.get_ref()) {
+                    return Err(loc.at(
+                        d.span().start,
+                        format!("models.{name}.device"),
+                        format!(
+                            "unknown device `{}` (expected auto, cpu, cuda:N or metal)",
+                            d.get_ref()
+                        ),
+                    ));
+                }
+                d.into_inner()
+            }
+        };
+        let path_raw = m.path.into_inner();
+        let path = resolve(root, &path_raw);
+        out.insert(
+            name.clone(),
+            ModelSpec {
+                name,
+                path_raw,
+                path,
+                device,
+            },
+        );
+    }
+    Ok(out)
+}
+
+pub fn valid_device(d: &str) -> bool {
+    matches!(d, "auto" | "cpu" | "metal")
+        || d.strip_prefix("cuda:")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn build_pricing(
+    loc: &Locator<'_>,
+    raw: BTreeMap<String, Spanned<RawPrice>>,
+) -> Result<BTreeMap<String, Price>, WorkspaceError> {
+    let mut out = BTreeMap::new();
+    for (model, sp) in raw {
+        let p = sp.into_inner();
+        let check = |v: &Spanned<f64>, field: &str| {
+            let x = *v.get_ref();
+            if x.is_finite() && x >= 0.0 {
+                Ok(x)
+            } else {
+                Err(loc.at(
+                    v.span().start,
+                    format!("pricing.\"{model}\".{field}"),
+                    "must be a number ≥ 0",
+                ))
+            }
+        };
+        let price = Price {
+            input_per_mtok: check(&p.input_per_mtok, "input_per_mtok")?,
+            output_per_mtok: check(&p.output_per_mtok, "output_per_mtok")?,
+            cached_input_per_mtok: p
+                .cached_input_per_mtok
+                .as_ref()
+                .map(|v| check(v, "cached_input_per_mtok"))
+                .transpose()?,
+        };
+        out.insert(model, price);
+    }
+    Ok(out)
+}
+
+fn build_lane(
+    loc: &Locator<'_>,
+    i: usize,
+    sp: Spanned<RawLane>,
+    prompts: &BTreeMap<String, PromptVariant>,
+    models: &BTreeMap<String, ModelSpec>,
+) -> Result<LaneSpec, WorkspaceError> {
+    let r = sp.into_inner();
+    let key = |k: &str| format!("lanes[{i}].{k}");
+    let id = r.id.get_ref();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(loc.at(
+            r.id.span().start,
+            key("id"),
+            format!("lane id `{id}` must be non-empty letters, digits, - _ or ."),
+        ));
+    }
+    let backend = BackendKind::parse(r.backend.get_ref()).ok_or_else(|| {
+        loc.at(
+            r.backend.span().start,
+            key("backend"),
+            format!(
+                "unknown backend `{}` (expected local, openai or anthropic)",
+                r.backend.get_ref()
+            ),
+        )
+    })?;
+    if !prompts.contains_key(r.prompt.get_ref()) {
+        let known: Vec<&str> = prompts.keys().map(String::as_str).collect();
+        return Err(loc.at(
+            r.prompt.span().start,
+            key("prompt"),
+            format!(
+                "prompt variant `{}` is not defined under [prompts] (defined: {})",
+                r.prompt.get_ref(),
+                list(&known)
+            ),
+        ));
+    }
+    if backend == BackendKind::Local {
+        if !models.contains_key(r.model.get_ref()) {
+            let known: Vec<&str> = models.keys().map(String::as_str).collect();
+            return Err(loc.at(
+                r.model.span().start,
+                key("model"),
+                format!(
+                    "local lanes name a [models] key; `{}` is not one (defined: {})",
+                    r.model.get_ref(),
+                    list(&known)
+                ),
+            ));
+        }
+        for (field, v) in [("base_url", &r.base_url), ("api_key_env", &r.api_key_env)] {
+            if let Some(v) = v {
+                return Err(loc.at(
+                    v.span().start,
+                    key(field),
+                    "only API lanes (openai, anthropic) take this key",
+                ));
+            }
+        }
+    } else if let Some(a) = &r.adapter {
+        return Err(loc.at(
+            a.span().start,
+            key("adapter"),
+            "adapters run on local lanes only",
+        ));
+    }
+    let mut sampling = Sampling {
+        seed: r.seed,
+        stop: r.stop.unwrap_or_default(),
+        ..Sampling::default()
+    };
+    if let Some(m) = r.max_tokens {
+        if *m.get_ref() == 0 {
+            return Err(loc.at(m.span().start, key("max_tokens"), "must be at least 1"));
+        }
+        sampling.max_tokens = m.into_inner();
+    }
+    if let Some(t) = r.temperature {
+        if !(0.0..=2.0).contains(t.get_ref()) {
+            return Err(loc.at(
+                t.span().start,
+                key("temperature"),
+                "must be between 0 and 2",
+            ));
+        }
+        sampling.temperature = t.into_inner();
+    }
+    if let Some(p) = r.top_p {
+        if !(*p.get_ref() > 0.0 && *p.get_ref() <= 1.0) {
+            return Err(loc.at(p.span().start, key("top_p"), "must be in (0, 1]"));
+        }
+        sampling.top_p = p.into_inner();
+    }
+    Ok(LaneSpec {
+        id: r.id.into_inner(),
+        backend,
+        model: r.model.into_inner(),
+        prompt: r.prompt.into_inner(),
+        adapter: r.adapter.map(Spanned::into_inner),
+        base_url: r.base_url.map(Spanned::into_inner),
+        api_key_env: r.api_key_env.map(Spanned::into_inner),
+        sampling,
+    })
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn resolve(root: &Path, rel: &str) -> PathBuf {
+    let p = PathBuf::from(rel);
+    if p.is_absolute() { p } else { root.join(p) }
+}

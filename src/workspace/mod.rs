@@ -1,0 +1,15 @@
+//! Workspaces on disk: the typed model of workspace.toml, validated loading, edits that keep comments, atomic saves.
+
+mod edit;
+mod error;
+mod inputs;
+mod load;
+mod model;
+mod raw;
+pub mod store;
+
+pub use edit::LaneEdit;
+pub use error::{WorkspaceError, line_col};
+pub use inputs::{SavedInput, load_inputs, save_new_input};
+pub use load::{WORKSPACE_FILE, load, parse, valid_device};
+pub use model::*;

@@ -1,0 +1,159 @@
+//! The validated, typed workspace: prompts, models, lanes and pricing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where a lane's answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    Local,
+    OpenAi,
+    Anthropic,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [Self::Local, Self::OpenAi, Self::Anthropic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn is_api(self) -> bool {
+        !matches!(self, Self::Local)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a prompt variant's text is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptSource {
+    /// `file = "…"`, as written (relative to the workspace root unless absolute).
+    File(String),
+    /// `text = "…"` inside workspace.toml.
+    Inline,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptVariant {
+    pub name: String,
+    pub source: PromptSource,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    /// As written in workspace.toml.
+    pub path_raw: String,
+    /// Resolved against the workspace root.
+    pub path: PathBuf,
+    /// `auto | cpu | cuda:N | metal`.
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub max_tokens: u32,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneSpec {
+    pub id: String,
+    pub backend: BackendKind,
+    /// A `[models]` key for local lanes; the API's model name otherwise.
+    pub model: String,
+    pub prompt: String,
+    /// A PEFT adapter folder, as written.
+    pub adapter: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub sampling: Sampling,
+}
+
+/// Dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+    /// The workspace.toml path.
+    pub file: PathBuf,
+    pub name: String,
+    pub theme: Option<String>,
+    pub prompts: BTreeMap<String, PromptVariant>,
+    pub models: BTreeMap<String, ModelSpec>,
+    pub lanes: Vec<LaneSpec>,
+    pub pricing: BTreeMap<String, Price>,
+    /// The editable document: comments and key order survive a save.
+    pub(crate) doc: toml_edit::DocumentMut,
+    /// Prompt variants whose file must be rewritten on save.
+    pub(crate) dirty_prompt_files: std::collections::BTreeSet<String>,
+    pub(crate) dirty: bool,
+}
+
+impl Workspace {
+    pub fn lane(&self, id: &str) -> Option<&LaneSpec> {
+        self.lanes.iter().find(|l| l.id == id)
+    }
+
+    pub fn prompt_text(&self, variant: &str) -> Option<&str> {
+        self.prompts.get(variant).map(|p| p.text.as_str())
+    }
+
+    pub fn resolve(&self, rel: &str) -> PathBuf {
+        let p = PathBuf::from(rel);
+        if p.is_absolute() {
+            p
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    /// Unsaved in-memory edits exist.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    pub fn runs_path(&self) -> PathBuf {
+        self.root.join("runs.jsonl")
+    }
+
+    pub fn inputs_dir(&self) -> PathBuf {
+        self.root.join("inputs")
+    }
+}
