@@ -15,11 +15,7 @@ pub fn select_lanes(ws: &Workspace, ids: &[String]) -> Result<Vec<LaneIdx>, Stri
         .map(|id| {
             ws.lanes.iter().position(|l| &l.id == id).ok_or_else(|| {
                 let known: Vec<&str> = ws.lanes.iter().map(|l| l.id.as_str()).collect();
-                format!(
-                    "no lane `{id}` in {} (lanes: {})",
-                    ws.file.display(),
-                    known.join(", ")
-                )
+                format!("no lane `{id}` in {} (lanes: {})", ws.file.display(), known.join(", "))
             })
         })
         .collect()
@@ -59,10 +55,7 @@ pub async fn run(
                 continue;
             }
             EventKind::Done { usage, timings } => Outcome::Done { usage, timings },
-            EventKind::Failed { error } => Outcome::Failed {
-                error,
-                prompt_tokens: prompt_tokens[ev.lane],
-            },
+            EventKind::Failed { error } => Outcome::Failed { error, prompt_tokens: prompt_tokens[ev.lane] },
         };
         let report = LaneReport::new(ws, spec, &outputs[ev.lane], outcome);
         let line = serde_json::to_string(&RunRecord::now(input, &report)).unwrap_or_default();

@@ -31,11 +31,7 @@ enum Command {
     Run {
         workspace: PathBuf,
         /// The input text.
-        #[arg(
-            long,
-            conflicts_with = "input_file",
-            required_unless_present = "input_file"
-        )]
+        #[arg(long, conflicts_with = "input_file", required_unless_present = "input_file")]
         input: Option<String>,
         /// Read the input from a file (`-` for standard input).
         #[arg(long)]
@@ -55,10 +51,7 @@ const MAX_TUI_LANES: usize = 6;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log = init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tunebench: cannot start the async runtime: {e}");
@@ -67,16 +60,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Run {
-                workspace,
-                input,
-                input_file,
-                lanes,
-                json,
-            }) => run_headless(&workspace, input, input_file, &lanes, json).await,
-            None => run_tui(cli.workspace, cli.theme)
-                .await
-                .map(|()| ExitCode::SUCCESS),
+            Some(Command::Run { workspace, input, input_file, lanes, json }) => {
+                run_headless(&workspace, input, input_file, &lanes, json).await
+            }
+            None => run_tui(cli.workspace, cli.theme).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -99,9 +86,7 @@ async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result
             ws.lanes.len()
         );
     }
-    let theme_name = theme
-        .or_else(|| ws.theme.clone())
-        .unwrap_or_else(|| "dark".into());
+    let theme_name = theme.or_else(|| ws.theme.clone()).unwrap_or_else(|| "dark".into());
     let theme = Theme::load(&theme_name, &ws.root)?;
     let inputs = workspace::load_inputs(&ws.inputs_dir())?;
     tracing::info!(workspace = %ws.file.display(), lanes = ws.lanes.len(), "starting the TUI");
@@ -121,13 +106,12 @@ async fn run_headless(
         (Some(text), _) => text,
         (None, Some(f)) if f.as_os_str() == "-" => {
             let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the input from standard input")?;
+            std::io::stdin().read_to_string(&mut s).context("reading the input from standard input")?;
             s
         }
-        (None, Some(f)) => std::fs::read_to_string(&f)
-            .with_context(|| format!("reading the input file {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("reading the input file {}", f.display()))?
+        }
         (None, None) => bail!("give --input TEXT or --input-file FILE"),
     };
     let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
@@ -136,15 +120,11 @@ async fn run_headless(
         if json {
             println!("{}", serde_json::to_string(r)?);
         } else {
-            println!(
-                "── {} · {} · {} · {}",
-                r.lane, r.prompt_variant, r.model, r.backend
-            );
+            println!("── {} · {} · {} · {}", r.lane, r.prompt_variant, r.model, r.backend);
             if !r.output.is_empty() {
                 println!("{}", r.output);
             }
-            let f =
-                |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |x| format!("{x}{unit}"));
+            let f = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |x| format!("{x}{unit}"));
             println!(
                 "in {} · out {} · ttft {} · total {} · {} tok/s · cost {}",
                 r.prompt_tokens.map_or("—".into(), |n| n.to_string()),
@@ -160,19 +140,12 @@ async fn run_headless(
             println!();
         }
     }
-    let failed: Vec<String> = reports
-        .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.lane)))
-        .collect();
+    let failed: Vec<String> =
+        reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.lane))).collect();
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
-            "tunebench: {} of {} lane(s) failed: {}",
-            failed.len(),
-            reports.len(),
-            failed.join("; ")
-        );
+        eprintln!("tunebench: {} of {} lane(s) failed: {}", failed.len(), reports.len(), failed.join("; "));
         Ok(ExitCode::from(1))
     }
 }
@@ -180,10 +153,7 @@ async fn run_headless(
 /// The bundled example: from the current folder, else from the source tree this binary was built from.
 fn default_workspace() -> anyhow::Result<PathBuf> {
     let rel = Path::new("workspaces/ticket-triage");
-    let candidates = [
-        rel.to_path_buf(),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel),
-    ];
+    let candidates = [rel.to_path_buf(), Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)];
     candidates
         .into_iter()
         .find(|p| p.join(workspace::WORKSPACE_FILE).is_file())
@@ -192,17 +162,10 @@ fn default_workspace() -> anyhow::Result<PathBuf> {
 
 /// Logs go to a file under the user's state folder, never to the terminal the TUI draws on.
 fn init_logging() -> Option<()> {
-    let dir = dirs::state_dir()
-        .or_else(dirs::data_local_dir)?
-        .join("tunebench");
+    let dir = dirs::state_dir().or_else(dirs::data_local_dir)?.join("tunebench");
     std::fs::create_dir_all(&dir).ok()?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tunebench.log"))
-        .ok()?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TUNEBENCH_LOG")
-        .unwrap_or_else(|_| "info".into());
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tunebench.log")).ok()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TUNEBENCH_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(file))
         .with_ansi(false)

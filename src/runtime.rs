@@ -23,10 +23,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(registry: Registry, tx: mpsc::UnboundedSender<EngineEvent>) -> Self {
-        Self {
-            engine: Engine::new(registry, tx),
-            runs: HashMap::new(),
-        }
+        Self { engine: Engine::new(registry, tx), runs: HashMap::new() }
     }
 
     /// Applies `action`, then every effect it causes (and the effects of their results).
@@ -54,9 +51,7 @@ impl Runtime {
                 }
                 None
             }
-            Effect::Save { inputs } => Some(Action::Saved(
-                save(state, &inputs).map_err(|e| e.to_string()),
-            )),
+            Effect::Save { inputs } => Some(Action::Saved(save(state, &inputs).map_err(|e| e.to_string()))),
             Effect::SaveAndQuit { inputs } => match save(state, &inputs) {
                 Ok(_) => {
                     state.quit = true;
@@ -69,16 +64,11 @@ impl Runtime {
                 Some(Action::InputSaved(r.map_err(|e| e.to_string())))
             }
             Effect::Copy(text) => Some(Action::Copied(
-                osc52_copy(&text)
-                    .map(|()| text.chars().count())
-                    .map_err(|e| format!("copy failed: {e}")),
+                osc52_copy(&text).map(|()| text.chars().count()).map_err(|e| format!("copy failed: {e}")),
             )),
             Effect::Record { input, report } => {
-                let line =
-                    serde_json::to_string(&RunRecord::now(&input, &report)).unwrap_or_default();
-                store::append_line(&state.ws.runs_path(), &line)
-                    .err()
-                    .map(|e| Action::RecordFailed(e.to_string()))
+                let line = serde_json::to_string(&RunRecord::now(&input, &report)).unwrap_or_default();
+                store::append_line(&state.ws.runs_path(), &line).err().map(|e| Action::RecordFailed(e.to_string()))
             }
             Effect::Quit => {
                 state.quit = true;
@@ -178,11 +168,7 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
         if state.quit {
             break Ok(());
         }
-        let wait = if dirty {
-            FRAME.saturating_sub(last_draw.elapsed())
-        } else {
-            Duration::from_secs(3600)
-        };
+        let wait = if dirty { FRAME.saturating_sub(last_draw.elapsed()) } else { Duration::from_secs(3600) };
         tokio::select! {
             biased;
             ev = irx.recv() => match ev {

@@ -20,8 +20,7 @@ pub fn is_press(key: &KeyEvent) -> bool {
 }
 
 pub fn run_focused(key: &KeyEvent) -> bool {
-    key.code == KeyCode::F(5)
-        || (key.code == KeyCode::Enter && key.modifiers.contains(KeyModifiers::CONTROL))
+    key.code == KeyCode::F(5) || (key.code == KeyCode::Enter && key.modifiers.contains(KeyModifiers::CONTROL))
 }
 
 pub fn prev_item(key: &KeyEvent) -> bool {

@@ -71,12 +71,7 @@ pub enum Finished {
 impl LaneState {
     /// Resets for a new run.
     pub fn begin(&mut self, run: RunId, input: &str) {
-        *self = Self {
-            status: LaneStatus::Waiting,
-            run: Some(run),
-            input: input.to_string(),
-            ..Self::default()
-        };
+        *self = Self { status: LaneStatus::Waiting, run: Some(run), input: input.to_string(), ..Self::default() };
     }
 
     /// Applies an event of the current run; returns whether the run just ended.
@@ -102,11 +97,7 @@ impl LaneState {
             }
             EventKind::Failed { error } => {
                 // Partial output stays: a failed lane keeps what it streamed.
-                self.status = if error == EngineError::Cancelled {
-                    LaneStatus::Cancelled
-                } else {
-                    LaneStatus::Failed
-                };
+                self.status = if error == EngineError::Cancelled { LaneStatus::Cancelled } else { LaneStatus::Failed };
                 self.error = Some(error);
                 Some(Finished::Failed)
             }

@@ -149,18 +149,13 @@ impl AppState {
 
     /// The on-disk text of the shown slot.
     fn saved_text(&self, slot: Option<usize>) -> &str {
-        slot.and_then(|i| self.inputs.get(i))
-            .map_or("", |s| s.text.as_str())
+        slot.and_then(|i| self.inputs.get(i)).map_or("", |s| s.text.as_str())
     }
 
     /// Keeps the editor's edits as a draft, then shows another slot (its draft if any).
     pub(crate) fn show_input(&mut self, slot: Option<usize>) {
         self.stash_draft();
-        let text = self
-            .drafts
-            .get(&slot)
-            .cloned()
-            .unwrap_or_else(|| self.saved_text(slot).to_string());
+        let text = self.drafts.get(&slot).cloned().unwrap_or_else(|| self.saved_text(slot).to_string());
         self.input_idx = slot;
         self.editor = text_area(&text);
         self.style_editor();
@@ -184,10 +179,7 @@ impl AppState {
     /// Edited saved inputs to write on save: (index, text).
     pub(crate) fn input_writes(&mut self) -> Vec<(usize, String)> {
         self.stash_draft();
-        self.drafts
-            .iter()
-            .filter_map(|(k, v)| k.map(|i| (i, v.clone())))
-            .collect()
+        self.drafts.iter().filter_map(|(k, v)| k.map(|i| (i, v.clone()))).collect()
     }
 
     pub fn any_running(&self) -> bool {
@@ -207,33 +199,21 @@ impl AppState {
     }
 
     pub(crate) fn info(&mut self, text: impl Into<String>) {
-        self.status = Some(Status {
-            level: Level::Info,
-            text: text.into(),
-        });
+        self.status = Some(Status { level: Level::Info, text: text.into() });
     }
 
     pub(crate) fn warn(&mut self, text: impl Into<String>) {
-        self.status = Some(Status {
-            level: Level::Warn,
-            text: text.into(),
-        });
+        self.status = Some(Status { level: Level::Warn, text: text.into() });
     }
 
     pub(crate) fn error(&mut self, text: impl Into<String>) {
-        self.status = Some(Status {
-            level: Level::Error,
-            text: text.into(),
-        });
+        self.status = Some(Status { level: Level::Error, text: text.into() });
     }
 }
 
 /// A text area holding `text`, cursor at the start.
 pub(crate) fn text_area(text: &str) -> TextArea<'static> {
-    let lines: Vec<String> = if text.is_empty() {
-        vec![String::new()]
-    } else {
-        text.split('\n').map(str::to_string).collect()
-    };
+    let lines: Vec<String> =
+        if text.is_empty() { vec![String::new()] } else { text.split('\n').map(str::to_string).collect() };
     TextArea::new(lines)
 }

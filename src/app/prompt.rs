@@ -22,12 +22,7 @@ impl PromptEditor {
     pub fn open(state: &AppState, lane: LaneIdx) -> Self {
         let variant = state.ws.lanes[lane].prompt.clone();
         let area = text_area(state.ws.prompt_text(&variant).unwrap_or_default());
-        Self {
-            lane,
-            variant,
-            area,
-            naming: None,
-        }
+        Self { lane, variant, area, naming: None }
     }
 
     fn text(&self) -> String {
@@ -44,13 +39,10 @@ pub fn key(state: &mut AppState, ed: &mut PromptEditor, key: KeyEvent) -> bool {
                 let name = name.lines().join("").trim().to_string();
                 match state.ws.add_prompt_variant(&name, &ed.text()) {
                     Ok(()) => {
-                        if let Err(e) = state.ws.edit_lane(ed.lane, LaneEdit::Prompt(name.clone()))
-                        {
+                        if let Err(e) = state.ws.edit_lane(ed.lane, LaneEdit::Prompt(name.clone())) {
                             state.error(e.to_string());
                         } else {
-                            state.info(format!(
-                                "new variant `{name}` (prompts/{name}.md) — Ctrl+S writes it"
-                            ));
+                            state.info(format!("new variant `{name}` (prompts/{name}.md) — Ctrl+S writes it"));
                         }
                         ed.variant = name;
                         ed.naming = None;
@@ -74,10 +66,7 @@ pub fn key(state: &mut AppState, ed: &mut PromptEditor, key: KeyEvent) -> bool {
         let at = names.iter().position(|n| *n == ed.variant).unwrap_or(0);
         let step = if next_item(&key) { 1 } else { names.len() - 1 };
         let target = names[(at + step) % names.len()].clone();
-        match state
-            .ws
-            .edit_lane(ed.lane, LaneEdit::Prompt(target.clone()))
-        {
+        match state.ws.edit_lane(ed.lane, LaneEdit::Prompt(target.clone())) {
             Ok(()) => *ed = PromptEditor::open(state, ed.lane),
             Err(e) => state.error(e.to_string()),
         }

@@ -68,9 +68,7 @@ impl SettingsRow {
         let t = text.trim();
         let num = |what: &str| format!("{}: `{t}` is not {what}", self.label());
         Ok(match self {
-            Self::Backend => LaneEdit::Backend(
-                BackendKind::parse(t).ok_or_else(|| num("local, openai or anthropic"))?,
-            ),
+            Self::Backend => LaneEdit::Backend(BackendKind::parse(t).ok_or_else(|| num("local, openai or anthropic"))?),
             Self::Model if t.is_empty() => return Err("model: must not be empty".into()),
             Self::Model => LaneEdit::Model(t.into()),
             Self::Prompt => LaneEdit::Prompt(t.into()),
@@ -88,10 +86,7 @@ impl SettingsRow {
                 _ => return Err(num("a number in (0, 1]")),
             },
             Self::Seed if t.is_empty() => LaneEdit::Seed(None),
-            Self::Seed => LaneEdit::Seed(Some(
-                t.parse()
-                    .map_err(|_| num("a whole number (or empty for none)"))?,
-            )),
+            Self::Seed => LaneEdit::Seed(Some(t.parse().map_err(|_| num("a whole number (or empty for none)"))?)),
         })
     }
 }
@@ -106,12 +101,7 @@ pub struct SettingsForm {
 
 impl SettingsForm {
     pub fn new(lane: LaneIdx) -> Self {
-        Self {
-            lane,
-            row: 0,
-            editing: None,
-            error: None,
-        }
+        Self { lane, row: 0, editing: None, error: None }
     }
 
     pub fn current(&self) -> SettingsRow {
@@ -142,14 +132,13 @@ pub fn key(state: &mut AppState, form: &mut SettingsForm, key: KeyEvent) -> bool
         KeyCode::Esc | KeyCode::F(6) => return false,
         KeyCode::Up => form.row = (form.row + SettingsRow::ALL.len() - 1) % SettingsRow::ALL.len(),
         KeyCode::Down => form.row = (form.row + 1) % SettingsRow::ALL.len(),
-        KeyCode::Left | KeyCode::Right if row.cycles() => {
-            cycle(state, form, key.code == KeyCode::Right)
-        }
+        KeyCode::Left | KeyCode::Right if row.cycles() => cycle(state, form, key.code == KeyCode::Right),
         KeyCode::Enter if row.cycles() => cycle(state, form, true),
         KeyCode::Enter => {
             let current = row.value(&state.ws.lanes[form.lane]);
             let mut field = text_area(&current);
-            field.move_cursor(tui_textarea::CursorMove::End);
+            // Typing replaces the old value; arrows keep it for editing.
+            field.select_all();
             form.editing = Some(field);
             form.error = None;
         }
@@ -166,11 +155,7 @@ fn cycle(state: &mut AppState, form: &mut SettingsForm, forward: bool) {
     };
     let now = form.current().value(lane);
     let at = options.iter().position(|o| *o == now).unwrap_or(0);
-    let next = if forward {
-        (at + 1) % options.len()
-    } else {
-        (at + options.len() - 1) % options.len()
-    };
+    let next = if forward { (at + 1) % options.len() } else { (at + options.len() - 1) % options.len() };
     let parsed = form.current().parse(&options[next]);
     commit(state, form, parsed);
 }

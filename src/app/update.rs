@@ -65,12 +65,8 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         Mode::ConfirmQuit => return confirm_quit(state, key),
         Mode::Help { scroll } => {
             state.mode = match key.code {
-                KeyCode::Up | KeyCode::Char('k') => Mode::Help {
-                    scroll: scroll.saturating_sub(1),
-                },
-                KeyCode::Down | KeyCode::Char('j') => Mode::Help {
-                    scroll: scroll.saturating_add(1),
-                },
+                KeyCode::Up | KeyCode::Char('k') => Mode::Help { scroll: scroll.saturating_sub(1) },
+                KeyCode::Down | KeyCode::Char('j') => Mode::Help { scroll: scroll.saturating_add(1) },
                 _ => Mode::Normal,
             };
             return Vec::new();
@@ -114,9 +110,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         }
         return vec![Effect::SaveInput { text }];
     }
-    if alt(&key, KeyCode::Char('c'))
-        || (state.focus == Focus::Lanes && matches!(key.code, KeyCode::Char('y' | 'c')))
-    {
+    if alt(&key, KeyCode::Char('c')) || (state.focus == Focus::Lanes && matches!(key.code, KeyCode::Char('y' | 'c'))) {
         return copy(state);
     }
     match key.code {
@@ -140,9 +134,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
 
 fn global_save_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     if ctrl(&key, 's') {
-        return vec![Effect::Save {
-            inputs: state.input_writes(),
-        }];
+        return vec![Effect::Save { inputs: state.input_writes() }];
     }
     if state.has_unsaved() {
         state.mode = Mode::ConfirmQuit;
@@ -154,9 +146,7 @@ fn global_save_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
 
 fn confirm_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     match key.code {
-        KeyCode::Char('s') => vec![Effect::SaveAndQuit {
-            inputs: state.input_writes(),
-        }],
+        KeyCode::Char('s') => vec![Effect::SaveAndQuit { inputs: state.input_writes() }],
         KeyCode::Char('q' | 'd') => vec![Effect::Quit],
         _ if ctrl(&key, 'q') => vec![Effect::Quit],
         _ => {
@@ -178,9 +168,7 @@ fn lanes_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::End | KeyCode::Char('G') => scroll(state, state.selected, Scroll::Bottom),
         KeyCode::Left | KeyCode::Char('h') => state.selected = (state.selected + n - 1) % n,
         KeyCode::Right | KeyCode::Char('l') => state.selected = (state.selected + 1) % n,
-        KeyCode::Char(_)
-            if (key.modifiers - ratatui::crossterm::event::KeyModifiers::SHIFT).is_empty() =>
-        {
+        KeyCode::Char(_) if (key.modifiers - ratatui::crossterm::event::KeyModifiers::SHIFT).is_empty() => {
             state.focus = Focus::Input;
             state.editor.input(key);
         }
@@ -209,11 +197,7 @@ fn step_input(state: &mut AppState, forward: bool) {
     }
     // Slots: the saved inputs, then the new-input slot at the end.
     let slot = state.input_idx.unwrap_or(n);
-    let next = if forward {
-        (slot + 1) % (n + 1)
-    } else {
-        (slot + n) % (n + 1)
-    };
+    let next = if forward { (slot + 1) % (n + 1) } else { (slot + n) % (n + 1) };
     state.show_input((next < n).then_some(next));
     state.status = None;
 }
@@ -235,20 +219,14 @@ fn run(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
         let run = state.next_run;
         state.next_run += 1;
         state.lanes[lane].begin(run, &input);
-        effects.push(Effect::Start {
-            lane,
-            run,
-            req: Box::new(req),
-        });
+        effects.push(Effect::Start { lane, run, req: Box::new(req) });
     }
     state.status = None;
     effects
 }
 
 fn cancel(state: &mut AppState) -> Vec<Effect> {
-    let running: Vec<LaneIdx> = (0..state.lanes.len())
-        .filter(|&i| state.lanes[i].status.is_running())
-        .collect();
+    let running: Vec<LaneIdx> = (0..state.lanes.len()).filter(|&i| state.lanes[i].status.is_running()).collect();
     if running.is_empty() {
         if state.focus == Focus::Lanes {
             state.focus = Focus::Input;
@@ -256,19 +234,13 @@ fn cancel(state: &mut AppState) -> Vec<Effect> {
         return Vec::new();
     }
     state.info(format!("cancelling {} lane(s)", running.len()));
-    running
-        .into_iter()
-        .map(|lane| Effect::Cancel { lane })
-        .collect()
+    running.into_iter().map(|lane| Effect::Cancel { lane }).collect()
 }
 
 fn copy(state: &mut AppState) -> Vec<Effect> {
     let text = state.lanes[state.selected].output.clone();
     if text.is_empty() {
-        state.warn(format!(
-            "lane `{}` has no output to copy",
-            state.ws.lanes[state.selected].id
-        ));
+        state.warn(format!("lane `{}` has no output to copy", state.ws.lanes[state.selected].id));
         return Vec::new();
     }
     vec![Effect::Copy(text)]
@@ -288,26 +260,16 @@ fn on_engine(state: &mut AppState, ev: crate::engine::EngineEvent) -> Vec<Effect
     let spec = &state.ws.lanes[ev.lane];
     let outcome = match (&end, &lane.usage, &lane.timings, &lane.error) {
         (Finished::Done, Some(usage), Some(timings), _) => Outcome::Done { usage, timings },
-        (_, _, _, Some(error)) => Outcome::Failed {
-            error,
-            prompt_tokens: lane.prompt_tokens,
-        },
+        (_, _, _, Some(error)) => Outcome::Failed { error, prompt_tokens: lane.prompt_tokens },
         _ => return Vec::new(),
     };
     let report = LaneReport::new(&state.ws, spec, &lane.output, outcome);
     if matches!(end, Finished::Failed) && !matches!(lane.status, super::LaneStatus::Cancelled) {
-        let msg = format!(
-            "lane `{}` failed: {}",
-            spec.id,
-            report.error.as_deref().unwrap_or("?")
-        );
+        let msg = format!("lane `{}` failed: {}", spec.id, report.error.as_deref().unwrap_or("?"));
         state.error(msg);
     }
     let input = state.lanes[ev.lane].input.clone();
-    vec![Effect::Record {
-        input,
-        report: Box::new(report),
-    }]
+    vec![Effect::Record { input, report: Box::new(report) }]
 }
 
 fn on_paste(state: &mut AppState, text: &str) {

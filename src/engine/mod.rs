@@ -102,11 +102,7 @@ impl RunRequest {
         let spec = ws.lanes.get(lane)?;
         Some(Self {
             lane: spec.clone(),
-            model: ws
-                .models
-                .get(&spec.model)
-                .filter(|_| spec.backend == BackendKind::Local)
-                .cloned(),
+            model: ws.models.get(&spec.model).filter(|_| spec.backend == BackendKind::Local).cloned(),
             system_prompt: ws.prompt_text(&spec.prompt).unwrap_or_default().to_string(),
             input: input.to_string(),
             workspace_root: ws.root.clone(),

@@ -46,23 +46,12 @@ pub struct LaneSink {
 
 impl LaneSink {
     fn new(tx: EventSender, lane: LaneIdx, run: RunId) -> Self {
-        Self {
-            tx,
-            lane,
-            run,
-            started: Instant::now(),
-            first_token: Arc::default(),
-            tokens: Arc::default(),
-        }
+        Self { tx, lane, run, started: Instant::now(), first_token: Arc::default(), tokens: Arc::default() }
     }
 
     fn send(&self, kind: EventKind) {
         // A closed receiver means nobody is listening any more (quit); the run just ends.
-        let _ = self.tx.send(EngineEvent {
-            lane: self.lane,
-            run: self.run,
-            kind,
-        });
+        let _ = self.tx.send(EngineEvent { lane: self.lane, run: self.run, kind });
     }
 
     /// The prompt is encoded and generation begins.
@@ -78,13 +67,7 @@ impl LaneSink {
     }
 
     fn timings(&self) -> Timings {
-        Timings {
-            ttft: self
-                .first_token
-                .get()
-                .map(|t| t.duration_since(self.started)),
-            total: self.started.elapsed(),
-        }
+        Timings { ttft: self.first_token.get().map(|t| t.duration_since(self.started)), total: self.started.elapsed() }
     }
 
     fn chunks(&self) -> u64 {
@@ -116,9 +99,7 @@ impl Engine {
                 None => Err(EngineError::Unavailable(kind)),
                 Some(b) => {
                     // The backend's synchronous part can panic too, so the call itself is inside the guard.
-                    let fut =
-                        AssertUnwindSafe(async { b.run(req, sink.clone(), token.clone()).await })
-                            .catch_unwind();
+                    let fut = AssertUnwindSafe(async { b.run(req, sink.clone(), token.clone()).await }).catch_unwind();
                     tokio::select! {
                         biased;
                         () = token.cancelled() => Err(EngineError::Cancelled),
@@ -132,10 +113,7 @@ impl Engine {
                         usage.completion_tokens = Some(sink.chunks());
                         usage.estimated = true;
                     }
-                    EventKind::Done {
-                        usage,
-                        timings: sink.timings(),
-                    }
+                    EventKind::Done { usage, timings: sink.timings() }
                 }
                 Err(error) => EventKind::Failed { error },
             };

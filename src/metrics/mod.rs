@@ -79,9 +79,7 @@ impl RunFigures {
         Self {
             ttft_ms: timings.ttft.map(ms),
             total_ms: ms(timings.total),
-            tokens_per_s: timings
-                .tokens_per_s(usage.completion_tokens)
-                .map(|r| (r * 10.0).round() / 10.0),
+            tokens_per_s: timings.tokens_per_s(usage.completion_tokens).map(|r| (r * 10.0).round() / 10.0),
             cost_nanos: cost_nanos(price, usage),
         }
     }
@@ -109,11 +107,7 @@ mod tests {
 
     #[test]
     fn cost_uses_cached_rate_and_three_figures() {
-        let price = Price {
-            input_per_mtok: 0.15,
-            output_per_mtok: 0.60,
-            cached_input_per_mtok: Some(0.075),
-        };
+        let price = Price { input_per_mtok: 0.15, output_per_mtok: 0.60, cached_input_per_mtok: Some(0.075) };
         let usage = Usage {
             prompt_tokens: Some(1198),
             completion_tokens: Some(70),
@@ -123,33 +117,17 @@ mod tests {
         // 1198 × 0.15e-6 + 70 × 0.6e-6 = 0.0001797 + 0.000042 = 0.0002217 $
         assert_eq!(cost_nanos(Some(&price), &usage), Some(221_700));
         assert_eq!(fmt_cost_nanos(221_700), "$0.000222");
-        let cached = Usage {
-            cached_prompt_tokens: Some(1024),
-            ..usage.clone()
-        };
-        assert_eq!(
-            cost_nanos(Some(&price), &cached),
-            Some(26_100 + 76_800 + 42_000)
-        );
+        let cached = Usage { cached_prompt_tokens: Some(1024), ..usage.clone() };
+        assert_eq!(cost_nanos(Some(&price), &cached), Some(26_100 + 76_800 + 42_000));
         assert_eq!(cost_nanos(None, &usage), None);
         assert_eq!(fmt_cost_nanos(1_230_000_000), "$1.23");
     }
 
     #[test]
     fn decode_rate_excludes_first_token() {
-        let t = Timings {
-            ttft: Some(Duration::from_millis(500)),
-            total: Duration::from_millis(1500),
-        };
+        let t = Timings { ttft: Some(Duration::from_millis(500)), total: Duration::from_millis(1500) };
         assert_eq!(t.tokens_per_s(Some(51)), Some(50.0));
         assert_eq!(t.tokens_per_s(Some(1)), None);
-        assert_eq!(
-            Timings {
-                ttft: None,
-                total: Duration::from_secs(1)
-            }
-            .tokens_per_s(Some(5)),
-            None
-        );
+        assert_eq!(Timings { ttft: None, total: Duration::from_secs(1) }.tokens_per_s(Some(5)), None);
     }
 }

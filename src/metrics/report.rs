@@ -26,14 +26,8 @@ pub struct LaneReport {
 
 /// How a run ended.
 pub enum Outcome<'a> {
-    Done {
-        usage: &'a Usage,
-        timings: &'a Timings,
-    },
-    Failed {
-        error: &'a EngineError,
-        prompt_tokens: Option<u64>,
-    },
+    Done { usage: &'a Usage, timings: &'a Timings },
+    Failed { error: &'a EngineError, prompt_tokens: Option<u64> },
 }
 
 impl LaneReport {
@@ -63,10 +57,7 @@ impl LaneReport {
                 r.tokens_per_s = f.tokens_per_s;
                 r.cost_usd = f.cost_nanos.map(nanos_to_usd);
             }
-            Outcome::Failed {
-                error,
-                prompt_tokens,
-            } => {
+            Outcome::Failed { error, prompt_tokens } => {
                 r.prompt_tokens = prompt_tokens;
                 r.error = Some(error.to_string());
             }
@@ -86,13 +77,8 @@ pub struct RunRecord<'a> {
 
 impl<'a> RunRecord<'a> {
     pub fn now(input: &'a str, report: &'a LaneReport) -> Self {
-        let time_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        Self {
-            time_unix_ms,
-            input,
-            report,
-        }
+        let time_unix_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Self { time_unix_ms, input, report }
     }
 }

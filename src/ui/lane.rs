@@ -25,20 +25,13 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
             LaneStatus::Waiting => "waiting for the first token…",
             _ => "",
         };
-        Text::from(Line::styled(hint, Style::default().fg(t.muted)))
+        if hint.is_empty() { Text::default() } else { Text::from(Line::styled(hint, Style::default().fg(t.muted))) }
     } else {
         Text::styled(lane.output.clone(), Style::default().fg(t.fg))
     };
     if let Some(err) = &lane.error {
-        let style = if lane.status == LaneStatus::Cancelled {
-            t.warn
-        } else {
-            t.error
-        };
-        text.push_line(Line::styled(
-            format!("✗ {err}"),
-            Style::default().fg(style).add_modifier(Modifier::BOLD),
-        ));
+        let style = if lane.status == LaneStatus::Cancelled { t.warn } else { t.error };
+        text.push_line(Line::styled(format!("✗ {err}"), Style::default().fg(style).add_modifier(Modifier::BOLD)));
     }
     text
 }
@@ -62,91 +55,55 @@ impl Widget for LaneView<'_> {
             LaneStatus::Failed => t.error,
             LaneStatus::Cancelled => t.warn,
         };
-        let title_style = Style::default().fg(t.title).add_modifier(if selected {
-            Modifier::BOLD
-        } else {
-            Modifier::empty()
-        });
+        let title_style =
+            Style::default().fg(t.title).add_modifier(if selected { Modifier::BOLD } else { Modifier::empty() });
         let block = Block::default()
             .borders(Borders::ALL)
-            .border_type(if selected && state.focus == Focus::Lanes {
-                BorderType::Thick
-            } else {
-                BorderType::Rounded
-            })
+            .border_type(if selected && state.focus == Focus::Lanes { BorderType::Thick } else { BorderType::Rounded })
             .border_style(border)
-            .title(Line::from(vec![Span::styled(
-                format!(" {} · {} ", spec.id, spec.prompt),
-                title_style,
-            )]))
+            .title(Line::from(vec![Span::styled(format!(" {} · {} ", spec.id, spec.prompt), title_style)]))
             .title(
-                Line::styled(
-                    format!(" {} ", lane.status.label()),
-                    Style::default().fg(status_colour),
-                )
-                .alignment(Alignment::Right),
+                Line::styled(format!(" {} ", lane.status.label()), Style::default().fg(status_colour))
+                    .alignment(Alignment::Right),
             );
         block.render(area, buf);
 
-        let parts = lane_parts(area);
-        Paragraph::new(Line::styled(
-            subtitle(state, idx),
-            Style::default().fg(t.muted),
-        ))
-        .render(parts.subtitle, buf);
+        let sub = subtitle(state, idx);
+        let parts = lane_parts(area, sub.chars().count());
+        Paragraph::new(Line::styled(sub, Style::default().fg(t.muted)))
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .render(parts.subtitle, buf);
 
         let para = output_paragraph(output_text(state, idx));
         let total = para.line_count(parts.output.width.max(1));
         let max = total.saturating_sub(usize::from(parts.output.height));
         let top = max.saturating_sub(usize::from(lane.scroll_back));
-        para.scroll((u16::try_from(top).unwrap_or(u16::MAX), 0))
-            .render(parts.output, buf);
+        para.scroll((u16::try_from(top).unwrap_or(u16::MAX), 0)).render(parts.output, buf);
         if lane.scroll_back > 0 && parts.output.height > 0 {
-            let mark = format!(
-                "↑{}",
-                lane.scroll_back.min(u16::try_from(max).unwrap_or(u16::MAX))
-            );
-            let x = parts
-                .output
-                .right()
-                .saturating_sub(mark.chars().count() as u16);
+            let mark = format!("↑{}", lane.scroll_back.min(u16::try_from(max).unwrap_or(u16::MAX)));
+            let x = parts.output.right().saturating_sub(mark.chars().count() as u16);
             buf.set_string(x, parts.output.y, mark, Style::default().fg(t.accent));
         }
 
-        let footer: Vec<Line> = footer(state, idx)
-            .into_iter()
-            .map(|s| Line::styled(s, Style::default().fg(t.fg)))
-            .collect();
+        let footer: Vec<Line> =
+            footer(state, idx).into_iter().map(|s| Line::styled(s, Style::default().fg(t.fg))).collect();
         Paragraph::new(footer).render(parts.footer, buf);
     }
 }
 
 /// Model, backend and where it runs: device for local lanes (plus adapter), host for API lanes.
-fn subtitle(state: &AppState, idx: usize) -> String {
+pub fn subtitle(state: &AppState, idx: usize) -> String {
     let spec = &state.ws.lanes[idx];
     let mut s = format!("{} · {}", spec.model, spec.backend);
-    if let Some(m) = state
-        .ws
-        .models
-        .get(&spec.model)
-        .filter(|_| !spec.backend.is_api())
-    {
+    if let Some(m) = state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api()) {
         s.push_str(&format!(" · {}", m.device));
     }
     if let Some(a) = &spec.adapter {
-        let name = std::path::Path::new(a)
-            .file_name()
-            .map_or(a.clone(), |n| n.to_string_lossy().into_owned());
+        let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
         s.push_str(&format!(" + {name}"));
     }
     if let Some(url) = &spec.base_url {
-        let host = url
-            .split("//")
-            .nth(1)
-            .unwrap_or(url)
-            .split('/')
-            .next()
-            .unwrap_or(url);
+        let host = url.split("//").nth(1).unwrap_or(url).split('/').next().unwrap_or(url);
         s.push_str(&format!(" · {host}"));
     }
     s
@@ -157,11 +114,7 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let lane = &state.lanes[idx];
     let spec = &state.ws.lanes[idx];
     let dash = || "—".to_string();
-    let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) {
-        "≈"
-    } else {
-        ""
-    };
+    let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
     let prompt = lane.prompt_tokens.map_or_else(dash, fmt_count);
     let completion = lane
         .usage
@@ -172,17 +125,10 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
         (Some(u), Some(tm)) => Some(RunFigures::new(u, tm, state.ws.pricing.get(&spec.model))),
         _ => None,
     };
-    let ttft = lane
-        .timings
-        .and_then(|tm| tm.ttft)
-        .map_or_else(dash, fmt_duration);
+    let ttft = lane.timings.and_then(|tm| tm.ttft).map_or_else(dash, fmt_duration);
     let total = lane.timings.map_or_else(dash, |tm| fmt_duration(tm.total));
-    let rate = figures
-        .and_then(|f| f.tokens_per_s)
-        .map_or_else(dash, |r| format!("{r:.1}"));
-    let cost = figures
-        .and_then(|f| f.cost_nanos)
-        .map_or_else(dash, fmt_cost_nanos);
+    let rate = figures.and_then(|f| f.tokens_per_s).map_or_else(dash, |r| format!("{r:.1}"));
+    let cost = figures.and_then(|f| f.cost_nanos).map_or_else(dash, fmt_cost_nanos);
     [
         format!("in {prompt} · out {completion}"),
         format!("ttft {ttft} · total {total}"),

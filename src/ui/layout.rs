@@ -28,13 +28,7 @@ pub fn areas(area: Rect, lanes: usize) -> Areas {
         Constraint::Length(1),
     ])
     .areas(area);
-    Areas {
-        header,
-        input,
-        lanes: grid_cells(grid, lanes),
-        summary,
-        hints,
-    }
+    Areas { header, input, lanes: grid_cells(grid, lanes), summary, hints }
 }
 
 /// Lanes side by side; when the terminal is too narrow they wrap into rows.
@@ -48,8 +42,7 @@ fn grid_cells(grid: Rect, n: usize) -> Vec<Rect> {
     let mut cells = Vec::with_capacity(n);
     for (r, row) in row_areas.iter().enumerate() {
         let in_row = (n - r * cols).min(cols);
-        let cols_area =
-            Layout::horizontal(vec![Constraint::Ratio(1, in_row as u32); in_row]).split(*row);
+        let cols_area = Layout::horizontal(vec![Constraint::Ratio(1, in_row as u32); in_row]).split(*row);
         cells.extend(cols_area.iter().copied());
     }
     cells
@@ -62,20 +55,14 @@ pub struct LaneParts {
     pub footer: Rect,
 }
 
-pub fn lane_parts(pane: Rect) -> LaneParts {
+/// `subtitle_width` is the display width of the model line; it takes a second row when it does not fit.
+pub fn lane_parts(pane: Rect, subtitle_width: usize) -> LaneParts {
     let inner = pane.inner(ratatui::layout::Margin::new(1, 1));
     let footer_h = FOOTER_ROWS.min(inner.height.saturating_sub(2));
-    let [subtitle, output, footer] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(0),
-        Constraint::Length(footer_h),
-    ])
-    .areas(inner);
-    LaneParts {
-        subtitle,
-        output,
-        footer,
-    }
+    let sub_h = if subtitle_width > usize::from(inner.width) { 2 } else { 1 };
+    let [subtitle, output, footer] =
+        Layout::vertical([Constraint::Length(sub_h), Constraint::Min(0), Constraint::Length(footer_h)]).areas(inner);
+    LaneParts { subtitle, output, footer }
 }
 
 fn screen(state: &AppState) -> Rect {
@@ -85,10 +72,7 @@ fn screen(state: &AppState) -> Rect {
 /// The lane whose pane contains the cell, if any.
 pub fn lane_at(state: &AppState, col: u16, row: u16) -> Option<usize> {
     let pos = ratatui::layout::Position::new(col, row);
-    areas(screen(state), state.lanes.len())
-        .lanes
-        .iter()
-        .position(|r| r.contains(pos))
+    areas(screen(state), state.lanes.len()).lanes.iter().position(|r| r.contains(pos))
 }
 
 /// The wrapped output of a lane, as shown.
@@ -98,20 +82,13 @@ pub fn output_paragraph(text: ratatui::text::Text<'_>) -> Paragraph<'_> {
 
 /// (largest scroll-back, page height) of a lane's output at the current screen size.
 pub fn lane_scroll_bounds(state: &AppState, lane: usize) -> (u16, u16) {
-    let Some(pane) = areas(screen(state), state.lanes.len())
-        .lanes
-        .get(lane)
-        .copied()
-    else {
+    let Some(pane) = areas(screen(state), state.lanes.len()).lanes.get(lane).copied() else {
         return (0, 1);
     };
-    let out = lane_parts(pane).output;
+    let out = lane_parts(pane, super::lane::subtitle(state, lane).chars().count()).output;
     let text = super::lane::output_text(state, lane);
     let total = output_paragraph(text).line_count(out.width.max(1));
-    (
-        u16::try_from(total.saturating_sub(usize::from(out.height))).unwrap_or(u16::MAX),
-        out.height,
-    )
+    (u16::try_from(total.saturating_sub(usize::from(out.height))).unwrap_or(u16::MAX), out.height)
 }
 
 #[cfg(test)]

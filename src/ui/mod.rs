@@ -1,5 +1,6 @@
 //! Pure rendering of `&AppState`: header, input editor, lane panes, summary, key hints, overlays.
 
+mod input;
 mod lane;
 pub mod layout;
 mod overlay;
@@ -32,23 +33,12 @@ pub fn render(state: &AppState, frame: &mut Frame) {
 fn header(state: &AppState) -> Paragraph<'static> {
     let t = &state.theme;
     let input = match state.input_idx {
-        Some(i) => format!(
-            "input {}/{} {}",
-            i + 1,
-            state.inputs.len(),
-            state.inputs[i].name
-        ),
+        Some(i) => format!("input {}/{} {}", i + 1, state.inputs.len(), state.inputs[i].name),
         None => format!("new input (of {} saved)", state.inputs.len()),
     };
     let mut spans = vec![
-        Span::styled(
-            " tunebench",
-            Style::default().fg(t.accent).add_modifier(Modifier::BOLD),
-        ),
-        Span::styled(
-            format!(" · {} · {input}", state.ws.name),
-            Style::default().fg(t.title),
-        ),
+        Span::styled(" tunebench", Style::default().fg(t.accent).add_modifier(Modifier::BOLD)),
+        Span::styled(format!(" · {} · {input}", state.ws.name), Style::default().fg(t.title)),
     ];
     if state.ws.is_dirty() || !state.drafts.is_empty() {
         spans.push(Span::styled(" ● unsaved", Style::default().fg(t.warn)));
@@ -60,56 +50,40 @@ fn render_input(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let focused = state.focus == Focus::Input;
     let text = state.input_text();
-    let edited = state.drafts.contains_key(&state.input_idx)
-        || state.editor.lines().join("\n") != saved(state);
+    let edited = state.drafts.contains_key(&state.input_idx) || state.editor.lines().join("\n") != saved(state);
     let block = Block::default()
         .borders(Borders::ALL)
-        .border_type(if focused {
-            BorderType::Thick
-        } else {
-            BorderType::Rounded
-        })
+        .border_type(if focused { BorderType::Thick } else { BorderType::Rounded })
         .border_style(Style::default().fg(if focused { t.border_focus } else { t.border }))
-        .title(Span::styled(
-            if edited {
-                " Input (edited) "
-            } else {
-                " Input "
-            },
-            Style::default().fg(t.title),
-        ))
+        .title(Span::styled(if edited { " Input (edited) " } else { " Input " }, Style::default().fg(t.title)))
         .title(
             Line::styled(
-                format!(
-                    " {} chars · {} lines ",
-                    fmt_count(text.chars().count() as u64),
-                    state.editor.lines().len()
-                ),
+                format!(" {} chars · {} lines ", fmt_count(text.chars().count() as u64), state.editor.lines().len()),
                 Style::default().fg(t.muted),
             )
             .right_aligned(),
         );
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    frame.render_widget(&state.editor, inner);
+    // tui-textarea keeps the text and cursor but scrolls long lines sideways; the view wraps them.
+    let view = input::WrappedEditor {
+        lines: state.editor.lines(),
+        cursor: state.editor.cursor(),
+        show_cursor: focused && matches!(state.mode, Mode::Normal),
+        style: Style::default().fg(t.fg),
+    };
+    frame.render_widget(view, inner);
 }
 
 fn saved(state: &AppState) -> &str {
-    state
-        .input_idx
-        .and_then(|i| state.inputs.get(i))
-        .map_or("", |s| s.text.as_str())
+    state.input_idx.and_then(|i| state.inputs.get(i)).map_or("", |s| s.text.as_str())
 }
 
 /// The comparison line: prompt tokens the shortest-prompt lane saves against the longest, per run.
 fn summary(state: &AppState) -> Paragraph<'static> {
     let t = &state.theme;
-    let known: Vec<(usize, u64)> = state
-        .lanes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| Some((i, l.prompt_tokens?)))
-        .collect();
+    let known: Vec<(usize, u64)> =
+        state.lanes.iter().enumerate().filter_map(|(i, l)| Some((i, l.prompt_tokens?))).collect();
     let lo = known.iter().min_by_key(|(_, n)| *n);
     let hi = known.iter().max_by_key(|(_, n)| *n);
     let line = match (lo, hi) {
@@ -124,20 +98,9 @@ fn summary(state: &AppState) -> Paragraph<'static> {
         }
         _ => {
             let running = state.lanes.iter().filter(|l| l.status.is_running()).count();
-            let failed = state
-                .lanes
-                .iter()
-                .filter(|l| l.status == crate::app::LaneStatus::Failed)
-                .count();
-            let done = state
-                .lanes
-                .iter()
-                .filter(|l| l.status == crate::app::LaneStatus::Done)
-                .count();
-            format!(
-                " {} lanes · {running} running · {done} done · {failed} failed",
-                state.lanes.len()
-            )
+            let failed = state.lanes.iter().filter(|l| l.status == crate::app::LaneStatus::Failed).count();
+            let done = state.lanes.iter().filter(|l| l.status == crate::app::LaneStatus::Done).count();
+            format!(" {} lanes · {running} running · {done} done · {failed} failed", state.lanes.len())
         }
     };
     Paragraph::new(Line::styled(line, Style::default().fg(t.muted)))

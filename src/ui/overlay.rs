@@ -12,59 +12,23 @@ use crate::metrics::fmt_count;
 /// Every key, in the order a newcomer needs them. The help overlay and the README list the same.
 pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl+R", "run every lane on the input"),
-    (
-        "F5 / Ctrl+Enter",
-        "run the focused lane (Ctrl+Enter needs the kitty protocol)",
-    ),
-    (
-        "Esc",
-        "cancel running lanes; close an overlay; leave the lanes",
-    ),
+    ("F5 / Ctrl+Enter", "run the focused lane (Ctrl+Enter needs the kitty protocol)"),
+    ("Esc", "cancel running lanes; close an overlay; leave the lanes"),
     ("Tab / Shift+Tab", "focus: input → lane 1 … lane n → input"),
-    (
-        "PgUp / PgDn, wheel",
-        "scroll the focused lane (wheel: the lane under the mouse)",
-    ),
-    (
-        "↑↓ / j k, Home End",
-        "scroll a line, to top/bottom (lanes focused)",
-    ),
+    ("PgUp / PgDn, wheel", "scroll the focused lane (wheel: the lane under the mouse)"),
+    ("↑↓ / j k, Home End", "scroll a line, to top/bottom (lanes focused)"),
     ("← → / h l, Enter", "pick the lane, run it (lanes focused)"),
-    (
-        "Alt+← / Alt+→, F7 / F8",
-        "previous / next saved input (the last slot is a new one)",
-    ),
-    (
-        "Ctrl+N",
-        "save the input as a new saved input (inputs/NN-words.txt)",
-    ),
-    (
-        "Ctrl+S",
-        "save the workspace, edited prompts and edited inputs",
-    ),
+    ("Alt+← / Alt+→, F7 / F8", "previous / next saved input (the last slot is a new one)"),
+    ("Ctrl+N", "save the input as a new saved input (inputs/NN-words.txt)"),
+    ("Ctrl+S", "save the workspace, edited prompts and edited inputs"),
     ("F2", "prompt editor: the focused lane's system prompt"),
-    (
-        "  F7 / F8 in F2",
-        "switch the lane to the previous / next variant",
-    ),
+    ("  F7 / F8 in F2", "switch the lane to the previous / next variant"),
     ("  Ctrl+N in F2", "save the text as a new named variant"),
-    (
-        "F6",
-        "lane settings: backend, model, prompt, adapter, sampling",
-    ),
-    (
-        "  ↑↓ Enter ←→ in F6",
-        "pick a field, edit it (Enter saves, Esc drops), cycle",
-    ),
-    (
-        "Alt+C, y (lanes)",
-        "copy the focused lane's output (OSC 52 clipboard)",
-    ),
+    ("F6", "lane settings: backend, model, prompt, adapter, sampling"),
+    ("  ↑↓ Enter ←→ in F6", "pick a field, edit it (Enter saves, Esc drops), cycle"),
+    ("Alt+C, y (lanes)", "copy the focused lane's output (OSC 52 clipboard)"),
     ("Click", "focus the lane under the mouse"),
-    (
-        "F1, ? (lanes)",
-        "this help (↑↓ scroll, any other key closes)",
-    ),
+    ("F1, ? (lanes)", "this help (↑↓ scroll, any other key closes)"),
     ("Ctrl+Q", "quit (asks when there are unsaved changes)"),
 ];
 
@@ -81,12 +45,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
 fn popup(area: Rect, width: u16, height: u16) -> Rect {
     let w = width.min(area.width);
     let h = height.min(area.height);
-    Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    )
+    Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
 }
 
 fn frame_block(state: &AppState, title: String) -> Block<'static> {
@@ -95,20 +54,13 @@ fn frame_block(state: &AppState, title: String) -> Block<'static> {
         .borders(Borders::ALL)
         .border_type(BorderType::Thick)
         .border_style(Style::default().fg(t.border_focus))
-        .title(Span::styled(
-            title,
-            Style::default().fg(t.title).add_modifier(Modifier::BOLD),
-        ))
+        .title(Span::styled(title, Style::default().fg(t.title).add_modifier(Modifier::BOLD)))
 }
 
 fn help(state: &AppState, frame: &mut Frame, area: Rect, scroll: u16) {
     let t = &state.theme;
     let rect = popup(area, 96, KEYS.len() as u16 + 2);
-    let key_w = KEYS
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
+    let key_w = KEYS.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let lines: Vec<Line> = KEYS
         .iter()
         .map(|(k, what)| {
@@ -121,34 +73,16 @@ fn help(state: &AppState, frame: &mut Frame, area: Rect, scroll: u16) {
     let max = (lines.len() as u16).saturating_sub(rect.height.saturating_sub(2));
     frame.render_widget(Clear, rect);
     frame.render_widget(
-        Paragraph::new(lines)
-            .block(frame_block(state, " Keys ".into()))
-            .scroll((scroll.min(max), 0)),
+        Paragraph::new(lines).block(frame_block(state, " Keys ".into())).scroll((scroll.min(max), 0)),
         rect,
     );
 }
 
 fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
     let t = &state.theme;
-    let rect = popup(
-        area,
-        area.width.saturating_sub(4),
-        area.height.saturating_sub(2),
-    );
-    let users: Vec<&str> = state
-        .ws
-        .lanes
-        .iter()
-        .filter(|l| l.prompt == ed.variant)
-        .map(|l| l.id.as_str())
-        .collect();
-    let chars: usize = ed
-        .area
-        .lines()
-        .iter()
-        .map(|l| l.chars().count() + 1)
-        .sum::<usize>()
-        .saturating_sub(1);
+    let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    let users: Vec<&str> = state.ws.lanes.iter().filter(|l| l.prompt == ed.variant).map(|l| l.id.as_str()).collect();
+    let chars: usize = ed.area.lines().iter().map(|l| l.chars().count() + 1).sum::<usize>().saturating_sub(1);
     let title = format!(
         " prompt `{}` · lane {} · used by {} · {} chars ",
         ed.variant,
@@ -164,13 +98,9 @@ fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
     frame.render_widget(&ed.area, text);
     match &ed.naming {
         Some(name) => {
-            let [label, field] =
-                Layout::horizontal([Constraint::Length(22), Constraint::Min(0)]).areas(line);
+            let [label, field] = Layout::horizontal([Constraint::Length(22), Constraint::Min(0)]).areas(line);
             frame.render_widget(
-                Paragraph::new(Span::styled(
-                    " new variant name: ",
-                    Style::default().fg(t.accent),
-                )),
+                Paragraph::new(Span::styled(" new variant name: ", Style::default().fg(t.accent))),
                 label,
             );
             frame.render_widget(name, field);
@@ -187,52 +117,32 @@ fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
 
 fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm) {
     let t = &state.theme;
-    let rect = popup(area, 72, SettingsRow::ALL.len() as u16 + 6);
+    let rect = popup(area, 72, SettingsRow::ALL.len() as u16 + 5);
     let lane = &state.ws.lanes[form.lane];
     let block = frame_block(state, format!(" lane `{}` settings ", lane.id));
     let inner = block.inner(rect);
     frame.render_widget(Clear, rect);
     frame.render_widget(block, rect);
-    let rows =
-        Layout::vertical(vec![Constraint::Length(1); SettingsRow::ALL.len() + 3]).split(inner);
+    let rows = Layout::vertical(vec![Constraint::Length(1); SettingsRow::ALL.len() + 3]).split(inner);
     for (i, row) in SettingsRow::ALL.iter().enumerate() {
         let selected = i == form.row;
-        let style = if selected {
-            Style::default().bg(t.selection).fg(t.title)
-        } else {
-            Style::default().fg(t.fg)
-        };
-        let [label, value] =
-            Layout::horizontal([Constraint::Length(15), Constraint::Min(0)]).areas(rows[i]);
-        frame.render_widget(
-            Paragraph::new(Span::styled(format!(" {:<13}", row.label()), style)),
-            label,
-        );
+        let style = if selected { Style::default().bg(t.selection).fg(t.title) } else { Style::default().fg(t.fg) };
+        let [label, value] = Layout::horizontal([Constraint::Length(15), Constraint::Min(0)]).areas(rows[i]);
+        frame.render_widget(Paragraph::new(Span::styled(format!(" {:<13}", row.label()), style)), label);
         match (&form.editing, selected) {
             (Some(field), true) => frame.render_widget(field, value),
             _ => {
                 let v = row.value(lane);
-                let shown = if v.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    v
-                };
+                let shown = if v.is_empty() { "(none)".to_string() } else { v };
                 let arrows = if row.cycles() { "  ◂ ▸" } else { "" };
-                frame.render_widget(
-                    Paragraph::new(Span::styled(format!("{shown}{arrows}"), style)),
-                    value,
-                );
+                frame.render_widget(Paragraph::new(Span::styled(format!("{shown}{arrows}"), style)), value);
             }
         }
     }
     let n = SettingsRow::ALL.len();
     if let Some(err) = &form.error {
         frame.render_widget(
-            Paragraph::new(Span::styled(
-                format!(" {err}"),
-                Style::default().fg(t.error),
-            ))
-            .wrap(Wrap { trim: true }),
+            Paragraph::new(Span::styled(format!(" {err}"), Style::default().fg(t.error))).wrap(Wrap { trim: true }),
             rows[n + 1],
         );
     }
@@ -250,14 +160,8 @@ fn confirm(state: &AppState, frame: &mut Frame, area: Rect) {
     let rect = popup(area, 60, 5);
     let text = vec![
         Line::styled(" There are unsaved changes.", Style::default().fg(t.warn)),
-        Line::styled(
-            " s save and quit · q quit without saving · Esc stay",
-            Style::default().fg(t.fg),
-        ),
+        Line::styled(" s save and quit · q quit without saving · Esc stay", Style::default().fg(t.fg)),
     ];
     frame.render_widget(Clear, rect);
-    frame.render_widget(
-        Paragraph::new(text).block(frame_block(state, " Quit? ".into())),
-        rect,
-    );
+    frame.render_widget(Paragraph::new(text).block(frame_block(state, " Quit? ".into())), rect);
 }

@@ -39,10 +39,8 @@ struct RawTheme {
     selection: Spanned<String>,
 }
 
-const BUILTIN: [(&str, &str); 2] = [
-    ("dark", include_str!("../../themes/dark.toml")),
-    ("light", include_str!("../../themes/light.toml")),
-];
+const BUILTIN: [(&str, &str); 2] =
+    [("dark", include_str!("../../themes/dark.toml")), ("light", include_str!("../../themes/light.toml"))];
 
 impl Default for Theme {
     fn default() -> Self {
@@ -73,9 +71,7 @@ impl Theme {
                 line: 1,
                 col: 1,
                 key: "theme".into(),
-                message: format!(
-                    "no theme `{spec}` (built-in: dark, light; or give a path to a .toml file)"
-                ),
+                message: format!("no theme `{spec}` (built-in: dark, light; or give a path to a .toml file)"),
             }),
         }
     }
@@ -88,30 +84,16 @@ impl Theme {
     pub fn parse(file: &Path, src: &str) -> Result<Theme, WorkspaceError> {
         let invalid = |offset: usize, key: &str, message: String| {
             let (line, col) = line_col(src, offset);
-            WorkspaceError::Invalid {
-                file: file.to_path_buf(),
-                line,
-                col,
-                key: key.into(),
-                message,
-            }
+            WorkspaceError::Invalid { file: file.to_path_buf(), line, col, key: key.into(), message }
         };
-        let raw: RawTheme = toml::from_str(src).map_err(|e| {
-            invalid(
-                e.span().map_or(0, |s| s.start),
-                "(theme)",
-                e.message().trim().to_string(),
-            )
-        })?;
+        let raw: RawTheme = toml::from_str(src)
+            .map_err(|e| invalid(e.span().map_or(0, |s| s.start), "(theme)", e.message().trim().to_string()))?;
         let colour = |key: &str, v: &Spanned<String>| {
             v.get_ref().parse::<Color>().map_err(|_| {
                 invalid(
                     v.span().start,
                     key,
-                    format!(
-                        "`{}` is not a colour (#rrggbb, a colour name or 0-255)",
-                        v.get_ref()
-                    ),
+                    format!("`{}` is not a colour (#rrggbb, a colour name or 0-255)", v.get_ref()),
                 )
             })
         };
@@ -144,21 +126,15 @@ mod tests {
 
     #[test]
     fn bad_colour_names_file_line_and_key() {
-        let src = BUILTIN[0]
-            .1
-            .replace("accent = \"#88c0d0\"", "accent = \"#zz0000\"");
-        let err = Theme::parse(Path::new("themes/mine.toml"), &src)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("themes/mine.toml:6:"), "{err}");
+        let src = BUILTIN[0].1.replace("accent = \"#88c0d0\"", "accent = \"#zz0000\"");
+        let err = Theme::parse(Path::new("themes/mine.toml"), &src).unwrap_err().to_string();
+        assert!(err.starts_with("themes/mine.toml:5:10:"), "{err}");
         assert!(err.contains("accent") && err.contains("#zz0000"), "{err}");
     }
 
     #[test]
     fn unknown_theme_is_an_error() {
-        let err = Theme::load("neon", Path::new("/nonexistent"))
-            .unwrap_err()
-            .to_string();
+        let err = Theme::load("neon", Path::new("/nonexistent")).unwrap_err().to_string();
         assert!(err.contains("no theme `neon`"), "{err}");
     }
 }

@@ -22,20 +22,13 @@ pub enum LaneEdit {
 impl Workspace {
     /// Applies a lane edit in memory; the lane's other keys and all comments stay as written.
     pub fn edit_lane(&mut self, lane: usize, edit: LaneEdit) -> Result<(), WorkspaceError> {
-        let spec = self
-            .lanes
-            .get(lane)
-            .ok_or_else(|| self.rejected(format!("no lane #{lane}")))?;
+        let spec = self.lanes.get(lane).ok_or_else(|| self.rejected(format!("no lane #{lane}")))?;
         match &edit {
             LaneEdit::Prompt(p) if !self.prompts.contains_key(p) => {
                 return Err(self.rejected(format!("prompt variant `{p}` is not defined")));
             }
-            LaneEdit::Model(m)
-                if spec.backend == BackendKind::Local && !self.models.contains_key(m) =>
-            {
-                return Err(
-                    self.rejected(format!("local lanes name a [models] key; `{m}` is not one"))
-                );
+            LaneEdit::Model(m) if spec.backend == BackendKind::Local && !self.models.contains_key(m) => {
+                return Err(self.rejected(format!("local lanes name a [models] key; `{m}` is not one")));
             }
             LaneEdit::Adapter(Some(_)) if spec.backend.is_api() => {
                 return Err(self.rejected("adapters run on local lanes only".into()));
@@ -47,9 +40,7 @@ impl Workspace {
                 )));
             }
             LaneEdit::Backend(k) if k.is_api() && spec.adapter.is_some() => {
-                return Err(self.rejected(
-                    "remove the adapter before moving this lane to an API backend".into(),
-                ));
+                return Err(self.rejected("remove the adapter before moving this lane to an API backend".into()));
             }
             _ => {}
         }
@@ -102,14 +93,8 @@ impl Workspace {
 
     /// Adds a new file-backed variant `prompts/NAME.md` holding `text`.
     pub fn add_prompt_variant(&mut self, name: &str, text: &str) -> Result<(), WorkspaceError> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        {
-            return Err(self.rejected(format!(
-                "variant name `{name}` must be letters, digits, - or _"
-            )));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+            return Err(self.rejected(format!("variant name `{name}` must be letters, digits, - or _")));
         }
         if self.prompts.contains_key(name) {
             return Err(self.rejected(format!("prompt variant `{name}` already exists")));
@@ -120,25 +105,15 @@ impl Workspace {
             t.set_implicit(true);
             self.doc.insert("prompts", Item::Table(t));
         }
-        let prompts =
-            self.doc["prompts"]
-                .as_table_mut()
-                .ok_or_else(|| WorkspaceError::Unsavable {
-                    file: self.file.clone(),
-                    message: "[prompts] is not a table".into(),
-                })?;
+        let prompts = self.doc["prompts"].as_table_mut().ok_or_else(|| WorkspaceError::Unsavable {
+            file: self.file.clone(),
+            message: "[prompts] is not a table".into(),
+        })?;
         let mut t = Table::new();
         t.insert("file", value(file.as_str()));
         prompts.insert(name, Item::Table(t));
         let source = PromptSource::File(file);
-        self.prompts.insert(
-            name.into(),
-            PromptVariant {
-                name: name.into(),
-                source,
-                text: text.into(),
-            },
-        );
+        self.prompts.insert(name.into(), PromptVariant { name: name.into(), source, text: text.into() });
         self.dirty_prompt_files.insert(name.into());
         self.dirty = true;
         Ok(())
@@ -147,12 +122,7 @@ impl Workspace {
     /// Writes workspace.toml and every edited prompt file atomically.
     pub fn save(&mut self) -> Result<(), WorkspaceError> {
         for variant in std::mem::take(&mut self.dirty_prompt_files) {
-            if let Some(PromptVariant {
-                source: PromptSource::File(f),
-                text,
-                ..
-            }) = self.prompts.get(&variant)
-            {
+            if let Some(PromptVariant { source: PromptSource::File(f), text, .. }) = self.prompts.get(&variant) {
                 write_atomic(&self.resolve(f), text.as_bytes())?;
             }
         }
@@ -168,14 +138,12 @@ impl Workspace {
 
     fn lane_table(&mut self, lane: usize) -> Result<&mut Table, WorkspaceError> {
         let file = self.file.clone();
-        self.doc
-            .get_mut("lanes")
-            .and_then(Item::as_array_of_tables_mut)
-            .and_then(|a| a.get_mut(lane))
-            .ok_or(WorkspaceError::Unsavable {
+        self.doc.get_mut("lanes").and_then(Item::as_array_of_tables_mut).and_then(|a| a.get_mut(lane)).ok_or(
+            WorkspaceError::Unsavable {
                 file,
                 message: "lanes must be written as [[lanes]] tables to be edited".into(),
-            })
+            },
+        )
     }
 
     fn rejected(&self, message: String) -> WorkspaceError {

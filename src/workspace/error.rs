@@ -6,13 +6,7 @@ use std::path::PathBuf;
 pub enum WorkspaceError {
     /// A value in a file is wrong; `line` and `col` are 1-based.
     #[error("{}:{line}:{col}: {key}: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        line: usize,
-        col: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, line: usize, col: usize, key: String, message: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -29,10 +23,7 @@ pub enum WorkspaceError {
 
 impl WorkspaceError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 }
 
@@ -52,20 +43,9 @@ pub struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    pub fn at(
-        &self,
-        offset: usize,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> WorkspaceError {
+    pub fn at(&self, offset: usize, key: impl Into<String>, message: impl Into<String>) -> WorkspaceError {
         let (line, col) = line_col(self.src, offset);
-        WorkspaceError::Invalid {
-            file: self.file.to_path_buf(),
-            line,
-            col,
-            key: key.into(),
-            message: message.into(),
-        }
+        WorkspaceError::Invalid { file: self.file.to_path_buf(), line, col, key: key.into(), message: message.into() }
     }
 }
 

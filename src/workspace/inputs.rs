@@ -27,32 +27,16 @@ pub fn load_inputs(dir: &Path) -> Result<Vec<SavedInput>, WorkspaceError> {
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|e| WorkspaceError::io(&path, e))?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push(SavedInput {
-            name,
-            path,
-            text: text.trim_end_matches('\n').to_string(),
-        });
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        out.push(SavedInput { name, path, text: text.trim_end_matches('\n').to_string() });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
 /// Saves `text` as the next numbered input (`NN-first-words.txt`) and returns it.
-pub fn save_new_input(
-    dir: &Path,
-    existing: &[SavedInput],
-    text: &str,
-) -> Result<SavedInput, WorkspaceError> {
-    let next = existing
-        .iter()
-        .filter_map(|i| i.name.split('-').next()?.parse::<u32>().ok())
-        .max()
-        .unwrap_or(0)
-        + 1;
+pub fn save_new_input(dir: &Path, existing: &[SavedInput], text: &str) -> Result<SavedInput, WorkspaceError> {
+    let next = existing.iter().filter_map(|i| i.name.split('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
     let slug = slug(text);
     let mut name = format!("{next:02}-{slug}");
     let mut n = 2;
@@ -64,25 +48,13 @@ pub fn save_new_input(
     let mut body = text.to_string();
     body.push('\n');
     write_atomic(&path, body.as_bytes())?;
-    Ok(SavedInput {
-        name,
-        path,
-        text: text.to_string(),
-    })
+    Ok(SavedInput { name, path, text: text.to_string() })
 }
 
 fn slug(text: &str) -> String {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(4)
-        .map(str::to_lowercase)
-        .collect();
-    if words.is_empty() {
-        "input".into()
-    } else {
-        words.join("-")
-    }
+    let words: Vec<String> =
+        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(4).map(str::to_lowercase).collect();
+    if words.is_empty() { "input".into() } else { words.join("-") }
 }
 
 #[cfg(test)]
@@ -98,9 +70,6 @@ mod tests {
         let b = save_new_input(dir.path(), &list, "???").unwrap();
         assert_eq!(b.name, "02-input");
         let list = load_inputs(dir.path()).unwrap();
-        assert_eq!(
-            list.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(),
-            ["Hello there, my order!", "???"]
-        );
+        assert_eq!(list.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["Hello there, my order!", "???"]);
     }
 }

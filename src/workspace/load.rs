@@ -17,9 +17,7 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
     let (root, file) = if path.is_dir() {
         (path.to_path_buf(), path.join(WORKSPACE_FILE))
     } else {
-        let root = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let root = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         (root, path.to_path_buf())
     };
     let src = std::fs::read_to_string(&file).map_err(|e| WorkspaceError::io(&file, e))?;
@@ -45,16 +43,9 @@ pub fn parse(root: &Path, file: &Path, src: &str) -> Result<Workspace, Workspace
 
 /// serde_path_to_error reports toml's private span wrappers as path segments; users never wrote them.
 fn clean_path(path: &str) -> String {
-    let cleaned: Vec<&str> = path
-        .split('.')
-        .filter(|seg| !seg.starts_with("$__toml_private"))
-        .collect();
+    let cleaned: Vec<&str> = path.split('.').filter(|seg| !seg.starts_with("$__toml_private")).collect();
     let s = cleaned.join(".");
-    if s.is_empty() || s == "?" {
-        "(root)".into()
-    } else {
-        s
-    }
+    if s.is_empty() || s == "?" { "(root)".into() } else { s }
 }
 
 fn build(
@@ -77,11 +68,7 @@ fn build(
         let id_at = lane.get_ref().id.span().start;
         let lane = build_lane(loc, i, lane, &prompts, &models)?;
         if !seen.insert(lane.id.clone()) {
-            return Err(loc.at(
-                id_at,
-                format!("lanes[{i}].id"),
-                format!("duplicate lane id `{}`", lane.id),
-            ));
+            return Err(loc.at(id_at, format!("lanes[{i}].id"), format!("duplicate lane id `{}`", lane.id)));
         }
         lanes.push(lane);
     }
@@ -119,11 +106,7 @@ fn build_prompts(
             (Some(f), None) => {
                 let path = resolve(root, f.get_ref());
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    loc.at(
-                        f.span().start,
-                        format!("{key}.file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
+                    loc.at(f.span().start, format!("{key}.file"), format!("cannot read {}: {e}", path.display()))
                 })?;
                 (PromptSource::File(f.into_inner()), text)
             }
@@ -148,10 +131,7 @@ fn build_models(
                     return Err(loc.at(
                         d.span().start,
                         format!("models.{name}.device"),
-                        format!(
-                            "unknown device `{}` (expected auto, cpu, cuda:N or metal)",
-                            d.get_ref()
-                        ),
+                        format!("unknown device `{}` (expected auto, cpu, cuda:N or metal)", d.get_ref()),
                     ));
                 }
                 d.into_inner()
@@ -159,23 +139,14 @@ fn build_models(
         };
         let path_raw = m.path.into_inner();
         let path = resolve(root, &path_raw);
-        out.insert(
-            name.clone(),
-            ModelSpec {
-                name,
-                path_raw,
-                path,
-                device,
-            },
-        );
+        out.insert(name.clone(), ModelSpec { name, path_raw, path, device });
     }
     Ok(out)
 }
 
 pub fn valid_device(d: &str) -> bool {
     matches!(d, "auto" | "cpu" | "metal")
-        || d.strip_prefix("cuda:")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn build_pricing(
@@ -190,11 +161,7 @@ fn build_pricing(
             if x.is_finite() && x >= 0.0 {
                 Ok(x)
             } else {
-                Err(loc.at(
-                    v.span().start,
-                    format!("pricing.\"{model}\".{field}"),
-                    "must be a number ≥ 0",
-                ))
+                Err(loc.at(v.span().start, format!("pricing.\"{model}\".{field}"), "must be a number ≥ 0"))
             }
         };
         let price = Price {
@@ -221,11 +188,7 @@ fn build_lane(
     let r = sp.into_inner();
     let key = |k: &str| format!("lanes[{i}].{k}");
     let id = r.id.get_ref();
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         return Err(loc.at(
             r.id.span().start,
             key("id"),
@@ -236,10 +199,7 @@ fn build_lane(
         loc.at(
             r.backend.span().start,
             key("backend"),
-            format!(
-                "unknown backend `{}` (expected local, openai or anthropic)",
-                r.backend.get_ref()
-            ),
+            format!("unknown backend `{}` (expected local, openai or anthropic)", r.backend.get_ref()),
         )
     })?;
     if !prompts.contains_key(r.prompt.get_ref()) {
@@ -269,25 +229,13 @@ fn build_lane(
         }
         for (field, v) in [("base_url", &r.base_url), ("api_key_env", &r.api_key_env)] {
             if let Some(v) = v {
-                return Err(loc.at(
-                    v.span().start,
-                    key(field),
-                    "only API lanes (openai, anthropic) take this key",
-                ));
+                return Err(loc.at(v.span().start, key(field), "only API lanes (openai, anthropic) take this key"));
             }
         }
     } else if let Some(a) = &r.adapter {
-        return Err(loc.at(
-            a.span().start,
-            key("adapter"),
-            "adapters run on local lanes only",
-        ));
+        return Err(loc.at(a.span().start, key("adapter"), "adapters run on local lanes only"));
     }
-    let mut sampling = Sampling {
-        seed: r.seed,
-        stop: r.stop.unwrap_or_default(),
-        ..Sampling::default()
-    };
+    let mut sampling = Sampling { seed: r.seed, stop: r.stop.unwrap_or_default(), ..Sampling::default() };
     if let Some(m) = r.max_tokens {
         if *m.get_ref() == 0 {
             return Err(loc.at(m.span().start, key("max_tokens"), "must be at least 1"));
@@ -296,11 +244,7 @@ fn build_lane(
     }
     if let Some(t) = r.temperature {
         if !(0.0..=2.0).contains(t.get_ref()) {
-            return Err(loc.at(
-                t.span().start,
-                key("temperature"),
-                "must be between 0 and 2",
-            ));
+            return Err(loc.at(t.span().start, key("temperature"), "must be between 0 and 2"));
         }
         sampling.temperature = t.into_inner();
     }
@@ -323,11 +267,7 @@ fn build_lane(
 }
 
 fn list(items: &[&str]) -> String {
-    if items.is_empty() {
-        "none".into()
-    } else {
-        items.join(", ")
-    }
+    if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
 fn resolve(root: &Path, rel: &str) -> PathBuf {

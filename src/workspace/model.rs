@@ -76,13 +76,7 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self {
-            max_tokens: 256,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: None,
-            stop: Vec::new(),
-        }
+        Self { max_tokens: 256, temperature: 0.0, top_p: 1.0, seed: None, stop: Vec::new() }
     }
 }
 
@@ -137,11 +131,7 @@ impl Workspace {
 
     pub fn resolve(&self, rel: &str) -> PathBuf {
         let p = PathBuf::from(rel);
-        if p.is_absolute() {
-            p
-        } else {
-            self.root.join(p)
-        }
+        if p.is_absolute() { p } else { self.root.join(p) }
     }
 
     /// Unsaved in-memory edits exist.
