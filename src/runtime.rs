@@ -28,8 +28,9 @@ impl Runtime {
 
     /// Applies `action`, then every effect it causes (and the effects of their results).
     pub fn dispatch(&mut self, state: &mut AppState, action: Action) {
-        let mut queue = update(state, action);
-        while let Some(effect) = queue.pop() {
+        // In order: a rerun's Cancel (of the old run) must come before its Start.
+        let mut queue: std::collections::VecDeque<Effect> = update(state, action).into();
+        while let Some(effect) = queue.pop_front() {
             if let Some(result) = self.perform(state, effect) {
                 queue.extend(update(state, result));
             }

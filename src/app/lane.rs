@@ -18,6 +18,17 @@ impl LaneStatus {
         matches!(self, Self::Waiting | Self::Streaming)
     }
 
+    pub fn glyph(self) -> &'static str {
+        match self {
+            Self::Idle => "·",
+            Self::Waiting => "…",
+            Self::Streaming => "▸",
+            Self::Done => "✓",
+            Self::Failed => "✗",
+            Self::Cancelled => "⊘",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Idle => "idle",

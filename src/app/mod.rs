@@ -33,8 +33,8 @@ pub enum Focus {
 pub enum Mode {
     Normal,
     Help { scroll: u16 },
-    Prompt(PromptEditor),
-    Settings(SettingsForm),
+    Prompt(Box<PromptEditor>),
+    Settings(Box<SettingsForm>),
     ConfirmQuit,
 }
 

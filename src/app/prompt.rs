@@ -102,5 +102,5 @@ pub fn apply(state: &mut AppState, ed: &PromptEditor) {
 /// Opens the editor on the selected lane.
 pub fn open(state: &mut AppState) {
     let ed = PromptEditor::open(state, state.selected);
-    state.mode = Mode::Prompt(ed);
+    state.mode = Mode::Prompt(Box::new(ed));
 }

@@ -121,7 +121,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::PageDown => scroll(state, state.selected, Scroll::PageDown),
         KeyCode::F(1) => state.mode = Mode::Help { scroll: 0 },
         KeyCode::F(2) => prompt::open(state),
-        KeyCode::F(6) => state.mode = Mode::Settings(SettingsForm::new(state.selected)),
+        KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
         _ if prev_item(&key) => step_input(state, false),
         _ if next_item(&key) => step_input(state, true),
         _ if state.focus == Focus::Lanes => return lanes_key(state, key),

@@ -27,10 +27,8 @@ pub fn wrap_ranges(line: &str, width: usize) -> Vec<(usize, usize)> {
             }
             end += 1;
         }
-        if end < chars.len() {
-            if let Some(b) = last_break.filter(|&b| b > start) {
-                end = b;
-            }
+        if let Some(b) = last_break.filter(|&b| b > start && end < chars.len()) {
+            end = b;
         }
         rows.push((start, end));
         start = end;

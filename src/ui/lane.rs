@@ -57,15 +57,20 @@ impl Widget for LaneView<'_> {
         };
         let title_style =
             Style::default().fg(t.title).add_modifier(if selected { Modifier::BOLD } else { Modifier::empty() });
+        // The status word when both titles fit on the border, else its one-glyph form.
+        let left = spec.id.chars().count() + spec.prompt.chars().count() + 5;
+        let word = lane.status.label();
+        let status = if left + word.len() + 4 <= usize::from(area.width) {
+            format!(" {word} ")
+        } else {
+            format!(" {} ", lane.status.glyph())
+        };
         let block = Block::default()
             .borders(Borders::ALL)
             .border_type(if selected && state.focus == Focus::Lanes { BorderType::Thick } else { BorderType::Rounded })
             .border_style(border)
             .title(Line::from(vec![Span::styled(format!(" {} · {} ", spec.id, spec.prompt), title_style)]))
-            .title(
-                Line::styled(format!(" {} ", lane.status.label()), Style::default().fg(status_colour))
-                    .alignment(Alignment::Right),
-            );
+            .title(Line::styled(status, Style::default().fg(status_colour)).alignment(Alignment::Right));
         block.render(area, buf);
 
         let sub = subtitle(state, idx);

@@ -116,11 +116,31 @@ fn hints(state: &AppState) -> Paragraph<'static> {
         };
         return Paragraph::new(Line::styled(format!(" {}", s.text), Style::default().fg(c)));
     }
-    let keys = match state.mode {
-        Mode::Normal => {
-            " ^R run all · F5 run lane · Esc cancel · Tab focus · F7/F8 input · ^S save · F2 prompt · F6 lane · F1 help · ^Q quit"
-        }
-        _ => " Esc close · F1 help",
+    let keys: &[&str] = match state.mode {
+        Mode::Normal => &[
+            "^R run all",
+            "F5 run lane",
+            "Tab focus",
+            "F1 help",
+            "^Q quit",
+            "^S save",
+            "F7/F8 input",
+            "F2 prompt",
+            "F6 lane",
+            "Esc cancel",
+        ],
+        Mode::Help { .. } => &["↑↓ scroll", "any other key closes"],
+        _ => &["Esc close", "^S save", "^Q quit"],
     };
-    Paragraph::new(Line::styled(keys, Style::default().fg(t.muted)))
+    // Most important first, as many as the width allows.
+    let width = usize::from(state.size.0);
+    let mut line = String::new();
+    for k in keys {
+        if line.chars().count() + k.chars().count() + 3 > width {
+            break;
+        }
+        line.push_str(if line.is_empty() { " " } else { " · " });
+        line.push_str(k);
+    }
+    Paragraph::new(Line::styled(line, Style::default().fg(t.muted)))
 }

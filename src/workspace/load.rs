@@ -43,9 +43,9 @@ pub fn parse(root: &Path, file: &Path, src: &str) -> Result<Workspace, Workspace
 
 /// serde_path_to_error reports toml's private span wrappers as path segments; users never wrote them.
 fn clean_path(path: &str) -> String {
-    let cleaned: Vec<&str> = path.split('.').filter(|seg| !seg.starts_with("$__toml_private")).collect();
+    let cleaned: Vec<&str> = path.split('.').filter(|seg| !seg.starts_with("$__")).collect();
     let s = cleaned.join(".");
-    if s.is_empty() || s == "?" { "(root)".into() } else { s }
+    if s.is_empty() || s == "?" || s == "." { "(root)".into() } else { s }
 }
 
 fn build(

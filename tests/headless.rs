@@ -1,0 +1,146 @@
+//! Headless runs: the `run --json` contract through the library with the scripted backend, and the real binary.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Script, ScriptedBackend};
+use tunebench::{headless, workspace};
+
+const KEYS: [&str; 13] = [
+    "lane",
+    "backend",
+    "model",
+    "adapter",
+    "prompt_variant",
+    "output",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "total_ms",
+    "tokens_per_s",
+    "cost_usd",
+    "error",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_reports_each_lane_with_the_design_md_fields() {
+    let (_tmp, root) = support::example_copy();
+    let ws = workspace::load(&root).unwrap();
+    let backend = ScriptedBackend::new([
+        ("base", Script::text("one two three").prompt_tokens(1287).delay_ms(2)),
+        ("tuned", Script::text("one two").prompt_tokens(231)),
+        ("api", Script::text("partial answer here").prompt_tokens(1198).fail_after(2, "stream cut mid-answer")),
+    ]);
+    let lanes = headless::select_lanes(&ws, &[]).unwrap();
+    let reports = headless::run(&ws, "My order arrived broken.", &lanes, support::registry(backend)).await.unwrap();
+
+    let lines: Vec<String> = reports.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), KEYS.len());
+        assert_eq!(keys_in_order(line), KEYS, "field names and order are a contract");
+    }
+    let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v[0]["lane"], "base");
+    assert_eq!(v[0]["output"], "one two three");
+    assert_eq!(v[0]["prompt_tokens"], 1287);
+    assert_eq!(v[0]["completion_tokens"], 3);
+    assert!(v[0]["total_ms"].as_f64().unwrap() >= v[0]["ttft_ms"].as_f64().unwrap());
+    assert!(v[0]["error"].is_null());
+    assert!(v[0]["cost_usd"].is_null(), "no price for a local lane yet: null, never 0");
+    assert_eq!(v[1]["adapter"], "adapters/ticket-lora");
+    assert_eq!(v[1]["prompt_variant"], "short");
+    assert_eq!(v[2]["output"], "partial answer ", "a failed lane keeps its partial output");
+    assert_eq!(v[2]["error"], "stream cut mid-answer");
+    assert_eq!(v[2]["prompt_tokens"], 1198);
+
+    let runs = std::fs::read_to_string(ws.runs_path()).unwrap();
+    assert_eq!(runs.lines().count(), 3, "each finished lane is appended to runs.jsonl");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn priced_api_lanes_report_cost() {
+    let (_tmp, root) = support::example_copy();
+    let ws = workspace::load(&root).unwrap();
+    let backend = ScriptedBackend::new([("api", Script::text("a b c d e f g h i j").prompt_tokens(1000))]);
+    let lanes = headless::select_lanes(&ws, &["api".into()]).unwrap();
+    let r = headless::run(&ws, "x", &lanes, support::registry(backend)).await.unwrap();
+    assert_eq!(r.len(), 1);
+    // 1000 × $0.15/M + 10 × $0.60/M = $0.000156
+    assert!((r[0].cost_usd.unwrap() - 0.000156).abs() < 1e-12, "{:?}", r[0].cost_usd);
+}
+
+#[test]
+fn unknown_lane_ids_are_named() {
+    let ws = workspace::load(&support::example_root()).unwrap();
+    let err = headless::select_lanes(&ws, &["base".into(), "gpt5".into()]).unwrap_err();
+    assert!(err.contains("no lane `gpt5`") && err.contains("lanes: base, tuned, api"), "{err}");
+}
+
+/// The keys of a raw JSON line in the order written (serde_json::Value would sort them).
+fn keys_in_order(line: &str) -> Vec<&'static str> {
+    let mut found: Vec<(usize, &'static str)> =
+        KEYS.iter().filter_map(|k| line.find(&format!("\"{k}\":")).map(|at| (at, *k))).collect();
+    found.sort();
+    found.into_iter().map(|(_, k)| k).collect()
+}
+
+fn tunebench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tunebench")).args(args).output().unwrap()
+}
+
+#[test]
+fn the_binary_prints_one_json_line_per_lane_and_fails_naming_the_lanes() {
+    let (_tmp, root) = support::example_copy();
+    let out = tunebench(&[
+        "run",
+        root.to_str().unwrap(),
+        "--input",
+        "My order arrived broken.",
+        "--json",
+        "--lanes",
+        "base,api",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["lane"], "base");
+    assert_eq!(lines[1]["lane"], "api");
+    assert_eq!(keys_in_order(stdout.lines().next().unwrap()), KEYS);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("2 of 2 lane(s) failed: base (") && stderr.contains("; api ("), "{stderr}");
+}
+
+#[test]
+fn the_binary_reads_the_input_from_a_file_or_stdin() {
+    let (tmp, root) = support::example_copy();
+    let input = tmp.path().join("ticket.txt");
+    std::fs::write(&input, "Refund please").unwrap();
+    let out = tunebench(&["run", root.to_str().unwrap(), "--input-file", input.to_str().unwrap(), "--lanes", "tuned"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("── tuned · short · smollm2 · local"), "{stdout}");
+    let runs = std::fs::read_to_string(root.join("runs.jsonl")).unwrap();
+    assert!(runs.contains("\"input\":\"Refund please\""));
+}
+
+#[test]
+fn the_binary_reports_an_invalid_workspace_with_file_and_line() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/unknown_backend.toml");
+    let out = tunebench(&["run", dir.to_str().unwrap(), "--input", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("unknown_backend.toml:17:11: lanes[1].backend: unknown backend `opneai`"), "{stderr}");
+    // The TUI path validates the same way, before touching the terminal.
+    let out = tunebench(&[dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown_backend.toml:17:11"));
+}
+
+#[test]
+fn the_binary_needs_an_input() {
+    let out = tunebench(&["run", support::example_root().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--input"));
+}

@@ -1,0 +1,84 @@
+//! Fixed-size screens rendered with ratatui's TestBackend and compared with insta snapshots.
+
+mod support;
+
+use std::time::Duration;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use support::keys::*;
+use tunebench::app::{Action, AppState, update};
+use tunebench::engine::{EngineError, EngineEvent, EventKind, Timings, Usage};
+
+fn ev(s: &mut AppState, lane: usize, kind: EventKind) {
+    let run = s.lanes[lane].run.unwrap();
+    update(s, Action::Engine(EngineEvent { lane, run, kind }));
+}
+
+/// Three lanes mid-run: base finished, tuned streaming, api streaming after a slow start.
+fn mid_stream(w: u16, h: u16) -> AppState {
+    let mut s = support::state_for(&support::example_root(), w, h);
+    update(&mut s, ctrl('r'));
+    ev(&mut s, 0, EventKind::Started { prompt_tokens: Some(1287) });
+    ev(&mut s, 0, EventKind::Token { text: r#"{"intent": "replacement", "product": "Aero X1 headphones", "urgency": "high", "sentiment": "negative", "summary": "Right ear cup silent on arrival; customer wants a replacement."}"#.into() });
+    let usage =
+        Usage { prompt_tokens: Some(1287), completion_tokens: Some(52), cached_prompt_tokens: None, estimated: false };
+    let timings = Timings { ttft: Some(Duration::from_millis(3120)), total: Duration::from_millis(4140) };
+    ev(&mut s, 0, EventKind::Done { usage, timings });
+    ev(&mut s, 1, EventKind::Started { prompt_tokens: Some(231) });
+    ev(&mut s, 1, EventKind::Token { text: r#"{"intent": "replacement", "product": "Aero X1 head"#.into() });
+    ev(&mut s, 2, EventKind::Started { prompt_tokens: Some(1198) });
+    ev(&mut s, 2, EventKind::Token { text: r#"{"intent": "replacement","#.into() });
+    s
+}
+
+fn screen(s: &AppState) -> String {
+    let mut t = Terminal::new(TestBackend::new(s.size.0, s.size.1)).unwrap();
+    t.draw(|f| tunebench::ui::render(s, f)).unwrap();
+    t.backend().to_string()
+}
+
+/// Timings vary between machines in live runs; these screens are deterministic, but filter like the flow tests do.
+macro_rules! snap {
+    ($name:expr, $screen:expr) => {
+        insta::with_settings!({filters => vec![(r"\b\d+(\.\d+)?(ms|s)\b", "[time]")]}, {
+            insta::assert_snapshot!($name, $screen);
+        })
+    };
+}
+
+#[test]
+fn three_lanes_mid_stream_80x24() {
+    snap!("mid_stream_80x24", screen(&mid_stream(80, 24)));
+}
+
+#[test]
+fn three_lanes_mid_stream_160x48() {
+    snap!("mid_stream_160x48", screen(&mid_stream(160, 48)));
+}
+
+#[test]
+fn failed_lane_keeps_partial_output_80x24() {
+    let mut s = mid_stream(80, 24);
+    ev(&mut s, 2, EventKind::Failed { error: EngineError::Backend("429 rate limited: retries exhausted".into()) });
+    update(&mut s, ratatui_key_tab());
+    snap!("failed_lane_80x24", screen(&s));
+}
+
+#[test]
+fn help_overlay_fits_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(1)));
+    snap!("help_80x24", screen(&s));
+}
+
+#[test]
+fn settings_overlay_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(6)));
+    snap!("settings_80x24", screen(&s));
+}
+
+fn ratatui_key_tab() -> Action {
+    key(ratatui::crossterm::event::KeyCode::Tab)
+}

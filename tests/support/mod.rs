@@ -1,0 +1,184 @@
+//! Test-only scripted backend: streams given text at a given rate, fails or panics on cue, reports usage.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tunebench::engine::{Backend, EngineError, LaneSink, Registry, RunRequest, Usage};
+use tunebench::workspace::BackendKind;
+
+/// What one lane does when run.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub chunks: Vec<String>,
+    pub delay: Duration,
+    /// Fail with this message after streaming this many chunks.
+    pub fail_after: Option<(usize, String)>,
+    /// Panic after streaming this many chunks.
+    pub panic_after: Option<usize>,
+    pub prompt_tokens: Option<u64>,
+    /// Report usage (else the engine estimates completion tokens).
+    pub report_usage: bool,
+}
+
+impl Script {
+    pub fn text(text: &str) -> Self {
+        Self {
+            chunks: text.split_inclusive(' ').map(str::to_string).collect(),
+            delay: Duration::ZERO,
+            fail_after: None,
+            panic_after: None,
+            prompt_tokens: Some(100),
+            report_usage: true,
+        }
+    }
+
+    pub fn delay_ms(mut self, ms: u64) -> Self {
+        self.delay = Duration::from_millis(ms);
+        self
+    }
+
+    pub fn prompt_tokens(mut self, n: u64) -> Self {
+        self.prompt_tokens = Some(n);
+        self
+    }
+
+    pub fn fail_after(mut self, n: usize, msg: &str) -> Self {
+        self.fail_after = Some((n, msg.to_string()));
+        self
+    }
+
+    pub fn panic_after(mut self, n: usize) -> Self {
+        self.panic_after = Some(n);
+        self
+    }
+
+    pub fn no_usage(mut self) -> Self {
+        self.report_usage = false;
+        self
+    }
+}
+
+/// Plays each lane's script (by lane id); also records the requests it saw.
+#[derive(Default)]
+pub struct ScriptedBackend {
+    pub scripts: HashMap<String, Script>,
+    pub seen: std::sync::Mutex<Vec<RunRequest>>,
+}
+
+impl ScriptedBackend {
+    pub fn new(scripts: impl IntoIterator<Item = (&'static str, Script)>) -> Arc<Self> {
+        Arc::new(Self {
+            scripts: scripts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            seen: Default::default(),
+        })
+    }
+}
+
+impl Backend for ScriptedBackend {
+    fn run(
+        &self,
+        req: RunRequest,
+        sink: LaneSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<Usage, EngineError>> {
+        let script = self.scripts.get(&req.lane.id).cloned();
+        self.seen.lock().unwrap().push(req.clone());
+        Box::pin(async move {
+            let Some(s) = script else {
+                return Err(EngineError::Backend(format!("no script for lane {}", req.lane.id)));
+            };
+            sink.started(s.prompt_tokens);
+            for (i, chunk) in s.chunks.iter().enumerate() {
+                if s.fail_after.as_ref().is_some_and(|(n, _)| *n == i) {
+                    return Err(EngineError::Backend(s.fail_after.unwrap().1));
+                }
+                if s.panic_after == Some(i) {
+                    panic!("scripted panic in lane {}", req.lane.id);
+                }
+                if !s.delay.is_zero() {
+                    tokio::select! {
+                        () = cancel.cancelled() => return Err(EngineError::Cancelled),
+                        () = tokio::time::sleep(s.delay) => {}
+                    }
+                }
+                sink.token(chunk.clone());
+            }
+            Ok(if s.report_usage {
+                Usage {
+                    prompt_tokens: s.prompt_tokens,
+                    completion_tokens: Some(s.chunks.len() as u64),
+                    cached_prompt_tokens: None,
+                    estimated: false,
+                }
+            } else {
+                Usage::default()
+            })
+        })
+    }
+}
+
+/// A registry whose every backend kind plays the scripts.
+pub fn registry(backend: Arc<ScriptedBackend>) -> Registry {
+    BackendKind::ALL.into_iter().fold(Registry::default(), |r, k| r.with(k, backend.clone()))
+}
+
+/// A private copy of the example workspace (so tests can write runs.jsonl and save).
+pub fn example_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage");
+    copy_dir(&src, &dir.path().join("ticket-triage"));
+    let ws = dir.path().join("ticket-triage");
+    (dir, ws)
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else if e.file_name() != "runs.jsonl" {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+pub mod keys {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use tunebench::app::Action;
+
+    pub fn key(code: KeyCode) -> Action {
+        Action::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+    pub fn ctrl(c: char) -> Action {
+        Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+    }
+    pub fn alt(code: KeyCode) -> Action {
+        Action::Key(KeyEvent::new(code, KeyModifiers::ALT))
+    }
+    pub fn ch(c: char) -> Action {
+        key(KeyCode::Char(c))
+    }
+    pub fn shift_tab() -> Action {
+        Action::Key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT))
+    }
+}
+
+/// App state on a workspace folder with the dark theme, sized like a terminal.
+pub fn state_for(root: &Path, w: u16, h: u16) -> tunebench::app::AppState {
+    let ws = tunebench::workspace::load(root).unwrap();
+    let inputs = tunebench::workspace::load_inputs(&ws.inputs_dir()).unwrap();
+    let mut s = tunebench::app::AppState::new(ws, inputs, tunebench::ui::theme::Theme::default());
+    s.size = (w, h);
+    s
+}
+
+pub fn example_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")
+}

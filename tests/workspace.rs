@@ -1,0 +1,150 @@
+//! Workspace files: every validation rule has a fixture whose error names file, line and key; saves keep comments.
+
+mod support;
+
+use std::path::Path;
+
+use tunebench::workspace::{self, BackendKind, LaneEdit, PromptSource, WorkspaceError};
+
+/// (fixture, line, key, words the message must contain)
+const INVALID: &[(&str, usize, &str, &str)] = &[
+    ("syntax", 1, "(syntax)", "invalid basic string"),
+    ("bad_type", 14, "lanes[0].max_tokens", "expected u32"),
+    ("unknown_key", 14, "lanes[0].temprature", "unknown field `temprature`"),
+    ("unknown_top_level", 2, "colour", "unknown field `colour`"),
+    ("unknown_backend", 17, "lanes[1].backend", "unknown backend `opneai`"),
+    ("missing_prompt", 13, "lanes[0].prompt", "prompt variant `medium` is not defined"),
+    ("duplicate_lane", 16, "lanes[1].id", "duplicate lane id `base`"),
+    ("unknown_model", 12, "lanes[0].model", "`smollm3` is not one"),
+    ("prompt_both", 3, "prompts.long", "not both"),
+    ("prompt_neither", 3, "prompts.long", "needs `file` or `text`"),
+    ("prompt_file_missing", 4, "prompts.long.file", "prompts/nope.md"),
+    ("no_lanes", 1, "lanes", "at least one [[lanes]]"),
+    ("bad_device", 8, "models.m.device", "unknown device `gpu`"),
+    ("temperature_range", 14, "lanes[0].temperature", "between 0 and 2"),
+    ("top_p_range", 14, "lanes[0].top_p", "(0, 1]"),
+    ("max_tokens_zero", 14, "lanes[0].max_tokens", "at least 1"),
+    ("bad_lane_id", 10, "lanes[0].id", "`base lane`"),
+    ("adapter_on_api", 14, "lanes[0].adapter", "local lanes only"),
+    ("base_url_on_local", 14, "lanes[0].base_url", "only API lanes"),
+    ("negative_price", 16, "pricing.\"gpt-4o-mini\".input_per_mtok", "≥ 0"),
+    ("missing_lane_field", 9, "lanes[0]", "missing field `prompt`"),
+    ("missing_name", 1, "(root)", "missing field `name`"),
+];
+
+#[test]
+fn every_invalid_fixture_names_file_line_and_key() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let on_disk = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(on_disk, INVALID.len(), "each fixture needs a row in INVALID");
+    for &(name, want_line, want_key, words) in INVALID {
+        let path = dir.join(format!("{name}.toml"));
+        let err = workspace::load(&path).expect_err(name);
+        let WorkspaceError::Invalid { file, line, key, message, .. } = &err else { panic!("{name}: {err}") };
+        assert_eq!(file, &path, "{name}");
+        assert_eq!((*line, key.as_str()), (want_line, want_key), "{name}: {err}");
+        assert!(message.contains(words), "{name}: `{message}` lacks `{words}`");
+        let shown = err.to_string();
+        assert!(shown.starts_with(&format!("{}:{want_line}:", path.display())), "{name}: {shown}");
+    }
+}
+
+#[test]
+fn the_example_workspace_loads_with_three_classic_lanes() {
+    let ws = workspace::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")).unwrap();
+    assert_eq!(ws.name, "ticket-triage");
+    let ids: Vec<_> = ws.lanes.iter().map(|l| (l.id.as_str(), l.backend, l.prompt.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            ("base", BackendKind::Local, "long"),
+            ("tuned", BackendKind::Local, "short"),
+            ("api", BackendKind::OpenAi, "long")
+        ]
+    );
+    assert_eq!(ws.lanes[1].adapter.as_deref(), Some("adapters/ticket-lora"));
+    assert_eq!(ws.lanes[2].api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+    assert!(ws.models["smollm2"].path.ends_with("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let long = &ws.prompts["long"];
+    assert!(matches!(long.source, PromptSource::File(_)));
+    // ~800+ tokens: at roughly 4 characters a token, that is well over 3,200 characters.
+    assert!(long.text.len() > 4000, "long prompt is {} bytes", long.text.len());
+    assert!(long.text.matches("Ticket:").count() >= 3, "3+ few-shot examples");
+    assert_eq!(ws.prompts["short"].text.lines().count(), 1);
+    let inputs = workspace::load_inputs(&ws.inputs_dir()).unwrap();
+    assert!(inputs.len() >= 12, "{} saved inputs", inputs.len());
+    assert!(inputs.iter().all(|i| i.text.len() > 20));
+    assert_eq!(ws.pricing["gpt-4o-mini"].input_per_mtok, 0.15);
+}
+
+#[test]
+fn saving_keeps_comments_and_key_order() {
+    let (_tmp, root) = support::example_copy();
+    let before = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let mut ws = workspace::load(&root).unwrap();
+    assert!(!ws.is_dirty());
+    ws.edit_lane(1, LaneEdit::MaxTokens(128)).unwrap();
+    ws.edit_lane(1, LaneEdit::Temperature(0.7)).unwrap();
+    ws.set_prompt_text("short", "Return the ticket as JSON.").unwrap();
+    ws.set_prompt_text("long", "A new long prompt.\n").unwrap();
+    assert!(ws.is_dirty());
+    ws.save().unwrap();
+    assert!(!ws.is_dirty());
+
+    let after = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    // Every comment line survives, in order.
+    let comments =
+        |s: &str| s.lines().filter(|l| l.trim_start().starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(comments(&before), comments(&after));
+    assert!(
+        after.contains("path = \"../../models/SmolLM2-135M-Instruct.Q4_1.gguf\"   # fetched by scripts/fetch-model")
+    );
+    // Only the edited values changed; the lines around them stay in place.
+    let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(
+        changed,
+        [
+            (
+                "text = \"Extract the support ticket as JSON with keys intent, product, urgency, sentiment, summary.\"",
+                "text = \"Return the ticket as JSON.\""
+            ),
+            ("max_tokens = 256", "max_tokens = 128"),
+            ("temperature = 0.0", "temperature = 0.7"),
+        ]
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
+
+    // Inserted keys and tables land beside their kin.
+    ws.edit_lane(2, LaneEdit::Seed(Some(7))).unwrap();
+    ws.add_prompt_variant("medium", "Medium prompt.").unwrap();
+    ws.save().unwrap();
+    let after = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    assert_eq!(comments(&before), comments(&after));
+    assert!(after.contains("temperature = 0.0\nseed = 7\n"), "{after}");
+    assert!(after.contains("[prompts.medium]\nfile = \"prompts/medium.md\""));
+    assert_eq!(std::fs::read_to_string(root.join("prompts/medium.md")).unwrap(), "Medium prompt.");
+    assert_eq!(std::fs::read_to_string(root.join("prompts/long.md")).unwrap(), "A new long prompt.\n");
+
+    // The saved workspace loads again with the edits.
+    let again = workspace::load(&root).unwrap();
+    assert_eq!(again.lanes[1].sampling.max_tokens, 128);
+    assert_eq!(again.lanes[1].sampling.temperature, 0.7);
+    assert_eq!(again.lanes[2].sampling.seed, Some(7));
+    assert_eq!(again.prompts["medium"].text, "Medium prompt.");
+    assert_eq!(again.prompts["short"].text, "Return the ticket as JSON.");
+}
+
+#[test]
+fn edits_that_would_break_the_workspace_are_refused() {
+    let (_tmp, root) = support::example_copy();
+    let mut ws = workspace::load(&root).unwrap();
+    let err = ws.edit_lane(0, LaneEdit::Prompt("nope".into())).unwrap_err().to_string();
+    assert!(err.contains("`nope` is not defined"), "{err}");
+    let err = ws.edit_lane(0, LaneEdit::Model("llama".into())).unwrap_err().to_string();
+    assert!(err.contains("[models] key"), "{err}");
+    let err = ws.edit_lane(2, LaneEdit::Adapter(Some("a".into()))).unwrap_err().to_string();
+    assert!(err.contains("local lanes only"), "{err}");
+    let err = ws.add_prompt_variant("long", "x").unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    assert!(!ws.is_dirty(), "a refused edit changes nothing");
+}
