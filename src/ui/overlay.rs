@@ -95,7 +95,15 @@ fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
     frame.render_widget(Clear, rect);
     frame.render_widget(block, rect);
     let [text, line] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
-    frame.render_widget(&ed.area, text);
+    frame.render_widget(
+        super::input::WrappedEditor {
+            lines: ed.area.lines(),
+            cursor: ed.area.cursor(),
+            show_cursor: ed.naming.is_none(),
+            style: Style::default().fg(t.fg),
+        },
+        text,
+    );
     match &ed.naming {
         Some(name) => {
             let [label, field] = Layout::horizontal([Constraint::Length(22), Constraint::Min(0)]).areas(line);
