@@ -7,7 +7,7 @@ use ratatui::crossterm::event::{self, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{Action, AppState, Effect, update};
+use crate::app::{Action, AppState, Effect, SaveRequest, update};
 use crate::engine::{Engine, EngineEvent, LaneIdx, Registry};
 use crate::metrics::RunRecord;
 use crate::terminal::{TerminalGuard, osc52_copy};
@@ -52,8 +52,8 @@ impl Runtime {
                 }
                 None
             }
-            Effect::Save { inputs } => Some(Action::Saved(save(state, &inputs).map_err(|e| e.to_string()))),
-            Effect::SaveAndQuit { inputs } => match save(state, &inputs) {
+            Effect::Save(req) => Some(Action::Saved(save(state, &req).map_err(|e| e.to_string()))),
+            Effect::SaveAndQuit(req) => match save(state, &req) {
                 Ok(_) => {
                     state.quit = true;
                     None
@@ -86,9 +86,10 @@ impl Runtime {
 }
 
 /// Writes the workspace and edited inputs; the message says what was written.
-fn save(state: &mut AppState, inputs: &[(usize, String)]) -> Result<String, WorkspaceError> {
+fn save(state: &mut AppState, req: &SaveRequest) -> Result<String, WorkspaceError> {
     let was_dirty = state.ws.is_dirty();
     state.ws.save()?;
+    let inputs = &req.inputs;
     for (i, text) in inputs {
         if let Some(saved) = state.inputs.get_mut(*i) {
             store::write_atomic(&saved.path, format!("{text}\n").as_bytes())?;
@@ -102,6 +103,15 @@ fn save(state: &mut AppState, inputs: &[(usize, String)]) -> Result<String, Work
     }
     if !inputs.is_empty() {
         msg.push_str(&format!(" and {} edited input(s)", inputs.len()));
+    }
+    if let Some(text) = &req.new_input {
+        let saved = save_new_input(&state.ws.inputs_dir(), &state.inputs, text)?;
+        msg.push_str(&format!("; new input {}", saved.path.display()));
+        state.drafts.remove(&None);
+        state.inputs.push(saved);
+        if state.input_idx.is_none() {
+            state.input_idx = Some(state.inputs.len() - 1);
+        }
     }
     Ok(msg)
 }

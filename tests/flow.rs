@@ -180,3 +180,23 @@ async fn lanes_whose_backend_is_not_built_say_so_in_their_pane() {
         assert!(text.contains(&format!("the `{kind}` backend is not available in this build")), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn save_and_quit_keeps_a_typed_new_input_and_edited_ones() {
+    let mut r = rig(ScriptedBackend::new([]));
+    let n = r.state.inputs.len();
+    r.rt.dispatch(&mut r.state, ch('!')); // edit saved input 1
+    r.rt.dispatch(&mut r.state, key(KeyCode::F(7))); // to the new-input slot
+    for c in "Where is my parcel?".chars() {
+        r.rt.dispatch(&mut r.state, ch(c));
+    }
+    r.rt.dispatch(&mut r.state, ctrl('q'));
+    assert!(matches!(r.state.mode, tunebench::app::Mode::ConfirmQuit));
+    r.rt.dispatch(&mut r.state, ch('s'));
+    assert!(r.state.quit);
+    let inputs = tunebench::workspace::load_inputs(&r.state.ws.inputs_dir()).unwrap();
+    assert_eq!(inputs.len(), n + 1);
+    assert!(inputs[0].text.starts_with('!'));
+    assert_eq!(inputs[n].text, "Where is my parcel?");
+    assert!(inputs[n].name.starts_with(&format!("{:02}-where-is-my-parcel", n + 1)));
+}

@@ -155,8 +155,9 @@ fn saved_inputs_browse_with_alt_arrows_and_f7_f8_keeping_drafts() {
     update(&mut s, alt(KeyCode::Left));
     assert_eq!(s.input_idx, Some(n - 1));
     // Ctrl+S writes the edited input back.
-    let Some(Effect::Save { inputs }) = update(&mut s, ctrl('s')).pop() else { panic!() };
-    assert_eq!(inputs, [(1, format!("X{}", s.inputs[1].text))]);
+    let Some(Effect::Save(req)) = update(&mut s, ctrl('s')).pop() else { panic!() };
+    assert_eq!(req.inputs, [(1, format!("X{}", s.inputs[1].text))]);
+    assert_eq!(req.new_input, None);
 }
 
 #[test]
@@ -176,7 +177,7 @@ fn ctrl_q_asks_only_when_something_is_unsaved() {
     assert!(update(&mut s, key(KeyCode::Esc)).is_empty(), "Esc stays");
     assert!(matches!(s.mode, Mode::Normal));
     update(&mut s, ctrl('q'));
-    assert!(matches!(&update(&mut s, ch('s'))[..], [Effect::SaveAndQuit { .. }]));
+    assert!(matches!(&update(&mut s, ch('s'))[..], [Effect::SaveAndQuit(_)]));
     update(&mut s, ctrl('q'));
     assert!(matches!(&update(&mut s, ch('q'))[..], [Effect::Quit]));
 }

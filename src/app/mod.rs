@@ -80,13 +80,9 @@ pub enum Effect {
     Cancel {
         lane: LaneIdx,
     },
-    /// Write workspace.toml, edited prompt files and edited saved inputs.
-    Save {
-        inputs: Vec<(usize, String)>,
-    },
-    SaveAndQuit {
-        inputs: Vec<(usize, String)>,
-    },
+    /// Write workspace.toml, edited prompt files, edited saved inputs and a typed new input.
+    Save(SaveRequest),
+    SaveAndQuit(SaveRequest),
     SaveInput {
         text: String,
     },
@@ -96,6 +92,15 @@ pub enum Effect {
         report: Box<LaneReport>,
     },
     Quit,
+}
+
+/// What a save writes besides the workspace.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SaveRequest {
+    /// Edited saved inputs: (index, text).
+    pub inputs: Vec<(usize, String)>,
+    /// Text typed in the new-input slot, saved as the next numbered input.
+    pub new_input: Option<String>,
 }
 
 pub struct AppState {
@@ -176,10 +181,13 @@ impl AppState {
         self.ws.is_dirty() || !self.drafts.is_empty()
     }
 
-    /// Edited saved inputs to write on save: (index, text).
-    pub(crate) fn input_writes(&mut self) -> Vec<(usize, String)> {
+    /// The input texts a save must write, so that saving leaves nothing unsaved.
+    pub(crate) fn save_request(&mut self) -> SaveRequest {
         self.stash_draft();
-        self.drafts.iter().filter_map(|(k, v)| k.map(|i| (i, v.clone()))).collect()
+        SaveRequest {
+            inputs: self.drafts.iter().filter_map(|(k, v)| k.map(|i| (i, v.clone()))).collect(),
+            new_input: self.drafts.get(&None).filter(|t| !t.trim().is_empty()).cloned(),
+        }
     }
 
     pub fn any_running(&self) -> bool {

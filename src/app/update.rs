@@ -134,7 +134,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
 
 fn global_save_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     if ctrl(&key, 's') {
-        return vec![Effect::Save { inputs: state.input_writes() }];
+        return vec![Effect::Save(state.save_request())];
     }
     if state.has_unsaved() {
         state.mode = Mode::ConfirmQuit;
@@ -146,7 +146,7 @@ fn global_save_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
 
 fn confirm_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     match key.code {
-        KeyCode::Char('s') => vec![Effect::SaveAndQuit { inputs: state.input_writes() }],
+        KeyCode::Char('s') => vec![Effect::SaveAndQuit(state.save_request())],
         KeyCode::Char('q' | 'd') => vec![Effect::Quit],
         _ if ctrl(&key, 'q') => vec![Effect::Quit],
         _ => {
