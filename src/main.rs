@@ -86,8 +86,7 @@ async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result
             ws.lanes.len()
         );
     }
-    let theme_name = theme.or_else(|| ws.theme.clone()).unwrap_or_else(|| "dark".into());
-    let theme = Theme::load(&theme_name, &ws.root)?;
+    let theme = Theme::choose(theme.as_deref(), &ws)?;
     let inputs = workspace::load_inputs(&ws.inputs_dir())?;
     tracing::info!(workspace = %ws.file.display(), lanes = ws.lanes.len(), "starting the TUI");
     let state = AppState::new(ws, inputs, theme);
@@ -102,6 +101,8 @@ async fn run_headless(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let ws = workspace::load(path)?;
+    // The theme is the TUI's, but a broken one is still an error here rather than a surprise later.
+    Theme::choose(None, &ws)?;
     let input = match (input, input_file) {
         (Some(text), _) => text,
         (None, Some(f)) if f.as_os_str() == "-" => {
@@ -115,10 +116,13 @@ async fn run_headless(
         (None, None) => bail!("give --input TEXT or --input-file FILE"),
     };
     let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
-    let reports = headless::run(&ws, &input, &chosen, Registry::builtin()).await?;
+    let headless::Finished { reports, warnings } = headless::run(&ws, &input, &chosen, Registry::builtin()).await;
+    for w in &warnings {
+        eprintln!("tunebench: warning: {w}");
+    }
     for r in &reports {
         if json {
-            println!("{}", serde_json::to_string(r)?);
+            println!("{}", r.to_json());
         } else {
             println!("── {} · {} · {} · {}", r.lane, r.prompt_variant, r.model, r.backend);
             if !r.output.is_empty() {

@@ -26,6 +26,11 @@ impl TerminalGuard {
         install_panic_hook();
         terminal::enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);
+        // Any later step failing must not leave the terminal raw: undo what was done so far.
+        Self::set_modes().inspect_err(|_| restore())
+    }
+
+    fn set_modes() -> io::Result<Self> {
         let mut out = io::stdout();
         execute!(out, EnterAlternateScreen, EnableMouseCapture, EnableBracketedPaste)?;
         // Ctrl+Enter is only distinguishable with the kitty protocol; F5 works everywhere.

@@ -7,7 +7,8 @@ use std::process::Command;
 use support::{Script, ScriptedBackend};
 use tunebench::{headless, workspace};
 
-const KEYS: [&str; 13] = [
+/// design.md's line, then the fields tunebench adds at the end.
+const KEYS: [&str; 14] = [
     "lane",
     "backend",
     "model",
@@ -21,6 +22,7 @@ const KEYS: [&str; 13] = [
     "tokens_per_s",
     "cost_usd",
     "error",
+    "estimated",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,7 +35,7 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
         ("api", Script::text("partial answer here").prompt_tokens(1198).fail_after(2, "stream cut mid-answer")),
     ]);
     let lanes = headless::select_lanes(&ws, &[]).unwrap();
-    let reports = headless::run(&ws, "My order arrived broken.", &lanes, support::registry(backend)).await.unwrap();
+    let reports = headless::run(&ws, "My order arrived broken.", &lanes, support::registry(backend)).await.reports;
 
     let lines: Vec<String> = reports.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
     for line in &lines {
@@ -65,7 +67,7 @@ async fn priced_api_lanes_report_cost() {
     let ws = workspace::load(&root).unwrap();
     let backend = ScriptedBackend::new([("api", Script::text("a b c d e f g h i j").prompt_tokens(1000))]);
     let lanes = headless::select_lanes(&ws, &["api".into()]).unwrap();
-    let r = headless::run(&ws, "x", &lanes, support::registry(backend)).await.unwrap();
+    let r = headless::run(&ws, "x", &lanes, support::registry(backend)).await.reports;
     assert_eq!(r.len(), 1);
     // 1000 × $0.15/M + 10 × $0.60/M = $0.000156
     assert!((r[0].cost_usd.unwrap() - 0.000156).abs() < 1e-12, "{:?}", r[0].cost_usd);
@@ -76,6 +78,8 @@ fn unknown_lane_ids_are_named() {
     let ws = workspace::load(&support::example_root()).unwrap();
     let err = headless::select_lanes(&ws, &["base".into(), "gpt5".into()]).unwrap_err();
     assert!(err.contains("no lane `gpt5`") && err.contains("lanes: base, tuned, api"), "{err}");
+    let err = headless::select_lanes(&ws, &["api".into(), "api".into()]).unwrap_err();
+    assert!(err.contains("lane `api` is listed twice"), "{err}");
 }
 
 /// The keys of a raw JSON line in the order written (serde_json::Value would sort them).

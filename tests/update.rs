@@ -212,7 +212,7 @@ fn f2_edits_switches_and_forks_prompt_variants() {
 fn f6_edits_lane_settings_and_rejects_bad_values() {
     let mut s = state();
     update(&mut s, key(KeyCode::F(6)));
-    for _ in 0..4 {
+    for _ in 0..6 {
         update(&mut s, key(KeyCode::Down)); // → max_tokens
     }
     update(&mut s, key(KeyCode::Enter));
@@ -229,8 +229,9 @@ fn f6_edits_lane_settings_and_rejects_bad_values() {
     }
     update(&mut s, key(KeyCode::Enter));
     assert_eq!(s.ws.lanes[0].sampling.max_tokens, 64);
-    update(&mut s, key(KeyCode::Up));
-    update(&mut s, key(KeyCode::Up)); // → prompt, cycles with →
+    for _ in 0..4 {
+        update(&mut s, key(KeyCode::Up)); // → prompt, cycles with →
+    }
     update(&mut s, key(KeyCode::Right));
     assert_eq!(s.ws.lanes[0].prompt, "short");
     update(&mut s, key(KeyCode::F(6)));
@@ -268,4 +269,113 @@ fn copy_sends_the_focused_lanes_output() {
     assert!(matches!(&fx[..], [Effect::Copy(t)] if t == "answer"));
     s.selected = 1;
     assert!(update(&mut s, alt(KeyCode::Char('c'))).is_empty(), "nothing to copy");
+}
+
+#[test]
+fn events_after_a_run_ended_are_ignored() {
+    let mut s = state();
+    update(&mut s, ctrl('r'));
+    update(&mut s, ev(0, 1, EventKind::Token { text: "part".into() }));
+    update(&mut s, ev(0, 1, EventKind::Failed { error: EngineError::Cancelled }));
+    update(&mut s, ev(0, 1, EventKind::Token { text: "straggler".into() }));
+    assert_eq!((s.lanes[0].status, s.lanes[0].output.as_str()), (LaneStatus::Cancelled, "part"));
+}
+
+#[test]
+fn a_run_is_recorded_with_the_settings_it_ran_with() {
+    let mut s = state();
+    update(&mut s, ctrl('r'));
+    // Switch lane `base` to the short prompt while its run is still going.
+    update(&mut s, key(KeyCode::F(6)));
+    update(&mut s, key(KeyCode::Down));
+    update(&mut s, key(KeyCode::Down));
+    update(&mut s, key(KeyCode::Right));
+    update(&mut s, key(KeyCode::Esc));
+    assert_eq!(s.ws.lanes[0].prompt, "short");
+    let usage = Usage { prompt_tokens: Some(9), completion_tokens: Some(1), ..Usage::default() };
+    let fx = update(&mut s, ev(0, 1, EventKind::Done { usage, timings: Timings::default() }));
+    let Some(Effect::Record { report, .. }) = fx.first() else { panic!() };
+    assert_eq!(report.prompt_variant, "long");
+}
+
+#[test]
+fn a_scrolled_back_lane_keeps_its_place_while_text_streams_in() {
+    let mut s = state();
+    update(&mut s, ctrl('r'));
+    let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    update(&mut s, ev(2, 3, EventKind::Token { text }));
+    s.selected = 2;
+    update(&mut s, key(KeyCode::PageUp));
+    let back = s.lanes[2].scroll_back;
+    assert!(back > 0);
+    update(&mut s, ev(2, 3, EventKind::Token { text: "more\nand more\n".into() }));
+    assert_eq!(s.lanes[2].scroll_back, back + 2);
+}
+
+#[test]
+fn ctrl_s_while_naming_a_variant_leaves_the_open_one_alone() {
+    let mut s = state();
+    let short = s.ws.prompts["short"].text.clone();
+    s.selected = 1;
+    update(&mut s, key(KeyCode::F(2)));
+    update(&mut s, ch('@'));
+    update(&mut s, ctrl('n'));
+    let fx = update(&mut s, ctrl('s'));
+    assert!(matches!(&fx[..], [Effect::Save(_)]));
+    assert_eq!(s.ws.prompts["short"].text, short);
+}
+
+#[test]
+fn ctrl_q_quits_from_overlays_too() {
+    let mut s = state();
+    update(&mut s, key(KeyCode::F(1)));
+    assert!(matches!(&update(&mut s, ctrl('q'))[..], [Effect::Quit]));
+    let mut s = state();
+    update(&mut s, key(KeyCode::F(6)));
+    update(&mut s, key(KeyCode::Enter)); // editing `backend`? no: it cycles; go to a typed row
+    update(&mut s, key(KeyCode::Down));
+    update(&mut s, key(KeyCode::Enter));
+    assert!(update(&mut s, ctrl('q')).is_empty(), "unsaved (the backend cycled): asks");
+    assert!(matches!(s.mode, Mode::ConfirmQuit));
+}
+
+#[test]
+fn whitespace_in_the_new_input_slot_is_not_unsaved_work() {
+    let mut s = state();
+    update(&mut s, key(KeyCode::F(7)));
+    update(&mut s, ch(' '));
+    assert!(matches!(&update(&mut s, ctrl('q'))[..], [Effect::Quit]));
+}
+
+#[test]
+fn f6_sets_an_api_lanes_endpoint_key_variable_and_stops() {
+    let mut s = state();
+    s.selected = 2;
+    update(&mut s, key(KeyCode::F(6)));
+    let type_row = |s: &mut AppState, down: usize, text: &str| {
+        for _ in 0..down {
+            update(s, key(KeyCode::Down));
+        }
+        update(s, key(KeyCode::Enter));
+        for c in text.chars() {
+            update(s, ch(c));
+        }
+        update(s, key(KeyCode::Enter));
+    };
+    type_row(&mut s, 4, "http://127.0.0.1:8080/v1");
+    type_row(&mut s, 1, "LOCAL_KEY");
+    type_row(&mut s, 5, r#"["\n\n", "%%"]"#);
+    let lane = &s.ws.lanes[2];
+    assert_eq!(lane.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+    assert_eq!(lane.api_key_env.as_deref(), Some("LOCAL_KEY"));
+    assert_eq!(lane.sampling.stop, ["\n\n", "%%"]);
+    assert!(s.ws.to_toml().contains(r#"stop = ["\n\n", "%%"]"#), "{}", s.ws.to_toml());
+    // Moving it to `local` is refused while it still has API-only keys.
+    for _ in 0..10 {
+        update(&mut s, key(KeyCode::Up));
+    }
+    update(&mut s, key(KeyCode::Left));
+    let Mode::Settings(form) = &s.mode else { panic!() };
+    assert!(form.error.as_deref().unwrap_or("").contains("local lanes"), "{:?}", form.error);
+    assert!(s.ws.lanes[2].backend.is_api());
 }

@@ -148,3 +148,42 @@ fn edits_that_would_break_the_workspace_are_refused() {
     assert!(err.contains("already exists"), "{err}");
     assert!(!ws.is_dirty(), "a refused edit changes nothing");
 }
+
+#[test]
+fn no_op_edits_leave_the_workspace_clean_and_variant_files_are_never_clobbered() {
+    let (_tmp, root) = support::example_copy();
+    let mut ws = workspace::load(&root).unwrap();
+    ws.edit_lane(0, LaneEdit::MaxTokens(256)).unwrap();
+    ws.edit_lane(0, LaneEdit::Prompt("long".into())).unwrap();
+    assert!(!ws.is_dirty(), "setting a value to what it is changes nothing");
+    std::fs::write(root.join("prompts/draft.md"), "someone's notes").unwrap();
+    let err = ws.add_prompt_variant("draft", "x").unwrap_err().to_string();
+    assert!(err.contains("prompts/draft.md already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(root.join("prompts/draft.md")).unwrap(), "someone's notes");
+}
+
+#[test]
+fn a_failed_save_keeps_prompt_edits_for_the_next_try() {
+    let (_tmp, root) = support::example_copy();
+    let mut ws = workspace::load(&root).unwrap();
+    ws.set_prompt_text("long", "edited").unwrap();
+    // Make prompts/long.md unwritable by putting a directory where its temporary file would go.
+    let prompts = root.join("prompts");
+    std::fs::create_dir(prompts.join(format!(".long.md.{}.tmp", std::process::id()))).unwrap();
+    assert!(ws.save().is_err());
+    assert!(ws.is_dirty());
+    std::fs::remove_dir(prompts.join(format!(".long.md.{}.tmp", std::process::id()))).unwrap();
+    ws.save().unwrap();
+    assert_eq!(std::fs::read_to_string(prompts.join("long.md")).unwrap(), "edited");
+}
+
+#[test]
+fn multi_line_inline_prompts_stay_readable_when_saved() {
+    let (_tmp, root) = support::example_copy();
+    let mut ws = workspace::load(&root).unwrap();
+    ws.set_prompt_text("short", "Line one.\nLine two.").unwrap();
+    ws.save().unwrap();
+    let text = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    assert!(text.contains("Line one.\nLine two."), "written as a multi-line string: {text}");
+    assert_eq!(workspace::load(&root).unwrap().prompts["short"].text, "Line one.\nLine two.");
+}

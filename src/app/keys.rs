@@ -14,7 +14,7 @@ pub fn plain(key: &KeyEvent, code: KeyCode) -> bool {
     key.code == code && (key.modifiers - KeyModifiers::SHIFT).is_empty()
 }
 
-/// Key releases and repeats reported by the kitty protocol are not presses.
+/// Key releases reported by the kitty protocol are not presses; repeats count, so holding a key repeats it.
 pub fn is_press(key: &KeyEvent) -> bool {
     key.kind != KeyEventKind::Release
 }

@@ -1,6 +1,7 @@
 //! One lane's run state: streamed output, status, metrics; mirrors `ui::lane`.
 
 use crate::engine::{EngineError, EventKind, RunId, Timings, Usage};
+use crate::workspace::LaneSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LaneStatus {
@@ -55,6 +56,8 @@ pub struct LaneState {
     pub error: Option<EngineError>,
     /// Lines scrolled up from the bottom; 0 follows the stream.
     pub scroll_back: u16,
+    /// The lane's settings when the current run began.
+    pub spec: Option<LaneSpec>,
 }
 
 impl Default for LaneState {
@@ -69,6 +72,7 @@ impl Default for LaneState {
             timings: None,
             error: None,
             scroll_back: 0,
+            spec: None,
         }
     }
 }
@@ -81,12 +85,22 @@ pub enum Finished {
 
 impl LaneState {
     /// Resets for a new run.
-    pub fn begin(&mut self, run: RunId, input: &str) {
-        *self = Self { status: LaneStatus::Waiting, run: Some(run), input: input.to_string(), ..Self::default() };
+    pub fn begin(&mut self, run: RunId, input: &str, spec: &LaneSpec) {
+        *self = Self {
+            status: LaneStatus::Waiting,
+            run: Some(run),
+            input: input.to_string(),
+            spec: Some(spec.clone()),
+            ..Self::default()
+        };
     }
 
     /// Applies an event of the current run; returns whether the run just ended.
     pub fn apply(&mut self, kind: EventKind) -> Option<Finished> {
+        // A run that has ended (cancelled, failed, done) takes no more events, even from a straggling thread.
+        if !self.status.is_running() {
+            return None;
+        }
         match kind {
             EventKind::Started { prompt_tokens } => {
                 self.prompt_tokens = prompt_tokens;

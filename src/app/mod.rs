@@ -178,7 +178,9 @@ impl AppState {
     /// Unsaved work that quitting would lose.
     pub fn has_unsaved(&mut self) -> bool {
         self.stash_draft();
-        self.ws.is_dirty() || !self.drafts.is_empty()
+        // Whitespace typed in the new-input slot is not worth a question (and a save would not keep it).
+        let drafts = self.drafts.iter().any(|(slot, text)| slot.is_some() || !text.trim().is_empty());
+        self.ws.is_dirty() || drafts
     }
 
     /// The input texts a save must write, so that saving leaves nothing unsaved.

@@ -14,22 +14,28 @@ pub enum SettingsRow {
     Model,
     Prompt,
     Adapter,
+    BaseUrl,
+    ApiKeyEnv,
     MaxTokens,
     Temperature,
     TopP,
     Seed,
+    Stop,
 }
 
 impl SettingsRow {
-    pub const ALL: [SettingsRow; 8] = [
+    pub const ALL: [SettingsRow; 11] = [
         Self::Backend,
         Self::Model,
         Self::Prompt,
         Self::Adapter,
+        Self::BaseUrl,
+        Self::ApiKeyEnv,
         Self::MaxTokens,
         Self::Temperature,
         Self::TopP,
         Self::Seed,
+        Self::Stop,
     ];
 
     pub fn label(self) -> &'static str {
@@ -38,6 +44,9 @@ impl SettingsRow {
             Self::Model => "model",
             Self::Prompt => "prompt",
             Self::Adapter => "adapter",
+            Self::BaseUrl => "base_url",
+            Self::ApiKeyEnv => "api_key_env",
+            Self::Stop => "stop",
             Self::MaxTokens => "max_tokens",
             Self::Temperature => "temperature",
             Self::TopP => "top_p",
@@ -57,6 +66,10 @@ impl SettingsRow {
             Self::Model => lane.model.clone(),
             Self::Prompt => lane.prompt.clone(),
             Self::Adapter => lane.adapter.clone().unwrap_or_default(),
+            Self::BaseUrl => lane.base_url.clone().unwrap_or_default(),
+            Self::ApiKeyEnv => lane.api_key_env.clone().unwrap_or_default(),
+            Self::Stop if s.stop.is_empty() => String::new(),
+            Self::Stop => crate::workspace::stop_array(&s.stop),
             Self::MaxTokens => s.max_tokens.to_string(),
             Self::Temperature => s.temperature.to_string(),
             Self::TopP => s.top_p.to_string(),
@@ -73,6 +86,18 @@ impl SettingsRow {
             Self::Model => LaneEdit::Model(t.into()),
             Self::Prompt => LaneEdit::Prompt(t.into()),
             Self::Adapter => LaneEdit::Adapter((!t.is_empty()).then(|| t.to_string())),
+            Self::BaseUrl => LaneEdit::BaseUrl((!t.is_empty()).then(|| t.to_string())),
+            Self::ApiKeyEnv => LaneEdit::ApiKeyEnv((!t.is_empty()).then(|| t.to_string())),
+            Self::Stop if t.is_empty() => LaneEdit::Stop(Vec::new()),
+            Self::Stop => {
+                // Written as in workspace.toml: a TOML array of strings, so any character can be a stop.
+                #[derive(serde::Deserialize)]
+                struct V {
+                    v: Vec<String>,
+                }
+                let v: V = toml::from_str(&format!("v = {t}")).map_err(|_| num("a list like [\"\\n\\n\", \"###\"]"))?;
+                LaneEdit::Stop(v.v)
+            }
             Self::MaxTokens => match t.parse::<u32>() {
                 Ok(n) if n > 0 => LaneEdit::MaxTokens(n),
                 _ => return Err(num("a whole number ≥ 1")),
@@ -86,7 +111,10 @@ impl SettingsRow {
                 _ => return Err(num("a number in (0, 1]")),
             },
             Self::Seed if t.is_empty() => LaneEdit::Seed(None),
-            Self::Seed => LaneEdit::Seed(Some(t.parse().map_err(|_| num("a whole number (or empty for none)"))?)),
+            Self::Seed => match t.parse::<u64>() {
+                Ok(n) if n <= crate::workspace::MAX_SEED => LaneEdit::Seed(Some(n)),
+                _ => return Err(num("a whole number up to 2^63−1 (or empty for none)")),
+            },
         })
     }
 }
@@ -116,11 +144,7 @@ pub fn key(state: &mut AppState, form: &mut SettingsForm, key: KeyEvent) -> bool
         match key.code {
             KeyCode::Esc => form.editing = None,
             KeyCode::Enter => {
-                let text = field.lines().join("");
-                commit(state, form, row.parse(&text));
-                if form.error.is_none() {
-                    form.editing = None;
-                }
+                commit_editing(state, form);
             }
             _ => {
                 field.input(key);
@@ -166,6 +190,18 @@ fn commit(state: &mut AppState, form: &mut SettingsForm, edit: Result<LaneEdit, 
         Ok(Err(e)) => Some(e.to_string()),
         Err(msg) => Some(msg),
     };
+}
+
+/// Applies the field being typed, if any; false when its value was refused (the error shows in the form).
+pub fn commit_editing(state: &mut AppState, form: &mut SettingsForm) -> bool {
+    let Some(field) = form.editing.as_ref() else { return true };
+    let text = field.lines().join("");
+    let parsed = form.current().parse(&text);
+    commit(state, form, parsed);
+    if form.error.is_none() {
+        form.editing = None;
+    }
+    form.error.is_none()
 }
 
 /// Pasted text goes into the field being edited.

@@ -6,7 +6,7 @@ use super::keys::{alt, ctrl, is_press, next_item, prev_item, run_focused};
 use super::lane::Finished;
 use super::settings::{self, SettingsForm};
 use super::{Action, AppState, Effect, Focus, Mode, prompt};
-use crate::engine::{LaneIdx, RunRequest};
+use crate::engine::{EventKind, LaneIdx, RunRequest};
 use crate::metrics::{LaneReport, Outcome};
 use crate::ui::layout;
 
@@ -64,6 +64,9 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         Mode::Normal => {}
         Mode::ConfirmQuit => return confirm_quit(state, key),
         Mode::Help { scroll } => {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                return global_save_quit(state, key);
+            }
             state.mode = match key.code {
                 KeyCode::Up | KeyCode::Char('k') => Mode::Help { scroll: scroll.saturating_sub(1) },
                 KeyCode::Down | KeyCode::Char('j') => Mode::Help { scroll: scroll.saturating_add(1) },
@@ -73,7 +76,10 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         }
         Mode::Prompt(mut ed) => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
-                prompt::apply(state, &ed);
+                // While a new variant is being named, the text belongs to that variant, not the open one.
+                if ed.naming.is_none() {
+                    prompt::apply(state, &ed);
+                }
                 state.mode = Mode::Prompt(ed);
                 return global_save_quit(state, key);
             }
@@ -83,7 +89,12 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             return Vec::new();
         }
         Mode::Settings(mut form) => {
-            if form.editing.is_none() && (ctrl(&key, 's') || ctrl(&key, 'q')) {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                // A field being typed is applied first, as Enter would; a bad value keeps the form open.
+                if ctrl(&key, 's') && !settings::commit_editing(state, &mut form) {
+                    state.mode = Mode::Settings(form);
+                    return Vec::new();
+                }
                 state.mode = Mode::Settings(form);
                 return global_save_quit(state, key);
             }
@@ -159,6 +170,9 @@ fn confirm_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
 /// Keys while the lanes have focus: navigation and scrolling; other text goes back to the editor.
 fn lanes_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     let n = state.lanes.len();
+    if n == 0 {
+        return Vec::new();
+    }
     match key.code {
         KeyCode::Char('?') => state.mode = Mode::Help { scroll: 0 },
         KeyCode::Enter => return run(state, vec![state.selected]),
@@ -180,6 +194,9 @@ fn lanes_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
 /// Tab walks input → lane 1 → … → lane n → input; Shift+Tab walks back.
 fn cycle_focus(state: &mut AppState, forward: bool) {
     let n = state.lanes.len();
+    if n == 0 {
+        return;
+    }
     (state.focus, state.selected) = match (state.focus, forward) {
         (Focus::Input, true) => (Focus::Lanes, 0),
         (Focus::Input, false) => (Focus::Lanes, n - 1),
@@ -218,7 +235,7 @@ fn run(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
         }
         let run = state.next_run;
         state.next_run += 1;
-        state.lanes[lane].begin(run, &input);
+        state.lanes[lane].begin(run, &input, &req.lane);
         effects.push(Effect::Start { lane, run, req: Box::new(req) });
     }
     state.status = None;
@@ -253,11 +270,21 @@ fn on_engine(state: &mut AppState, ev: crate::engine::EngineEvent) -> Vec<Effect
     if lane.run != Some(ev.run) {
         return Vec::new(); // a superseded run
     }
-    let Some(end) = lane.apply(ev.kind) else {
+    let kind = ev.kind;
+    let grew = matches!(kind, EventKind::Token { .. }) && lane.scroll_back > 0;
+    let before = if grew { layout::lane_scroll_bounds(state, ev.lane).0 } else { 0 };
+    let Some(end) = state.lanes[ev.lane].apply(kind) else {
+        if grew {
+            // Keep the text being read in place while new lines arrive below it.
+            let added = layout::lane_scroll_bounds(state, ev.lane).0.saturating_sub(before);
+            let lane = &mut state.lanes[ev.lane];
+            lane.scroll_back = lane.scroll_back.saturating_add(added);
+        }
         return Vec::new();
     };
     let lane = &state.lanes[ev.lane];
-    let spec = &state.ws.lanes[ev.lane];
+    // The lane as it was when the run began: F2/F6 edits since then must not relabel the record.
+    let Some(spec) = lane.spec.as_ref() else { return Vec::new() };
     let outcome = match (&end, &lane.usage, &lane.timings, &lane.error) {
         (Finished::Done, Some(usage), Some(timings), _) => Outcome::Done { usage, timings },
         (_, _, _, Some(error)) => Outcome::Failed { error, prompt_tokens: lane.prompt_tokens },

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -42,20 +42,49 @@ pub struct LaneSink {
     started: Instant,
     first_token: Arc<OnceLock<Instant>>,
     tokens: Arc<AtomicU64>,
+    prompt_tokens: Arc<OnceLock<u64>>,
+    /// Set once the run's last event is sent; a straggling backend thread then talks to no one.
+    closed: Arc<AtomicBool>,
 }
 
 impl LaneSink {
     fn new(tx: EventSender, lane: LaneIdx, run: RunId) -> Self {
-        Self { tx, lane, run, started: Instant::now(), first_token: Arc::default(), tokens: Arc::default() }
+        Self {
+            tx,
+            lane,
+            run,
+            started: Instant::now(),
+            first_token: Arc::default(),
+            tokens: Arc::default(),
+            prompt_tokens: Arc::default(),
+            closed: Arc::default(),
+        }
     }
 
     fn send(&self, kind: EventKind) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         // A closed receiver means nobody is listening any more (quit); the run just ends.
         let _ = self.tx.send(EngineEvent { lane: self.lane, run: self.run, kind });
     }
 
+    /// Sends the run's final event; nothing the backend sends after it goes out.
+    fn finish(&self, kind: EventKind) {
+        self.send(kind);
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the run has ended (cancelled or finished); backends on their own threads poll it.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// The prompt is encoded and generation begins.
     pub fn started(&self, prompt_tokens: Option<u64>) {
+        if let Some(n) = prompt_tokens {
+            let _ = self.prompt_tokens.set(n);
+        }
         self.send(EventKind::Started { prompt_tokens });
     }
 
@@ -109,6 +138,9 @@ impl Engine {
             };
             let kind = match result {
                 Ok(mut usage) => {
+                    if usage.prompt_tokens.is_none() {
+                        usage.prompt_tokens = sink.prompt_tokens.get().copied();
+                    }
                     if usage.completion_tokens.is_none() {
                         usage.completion_tokens = Some(sink.chunks());
                         usage.estimated = true;
@@ -117,7 +149,7 @@ impl Engine {
                 }
                 Err(error) => EventKind::Failed { error },
             };
-            sink.send(kind);
+            sink.finish(kind);
         });
         cancel
     }

@@ -22,6 +22,8 @@ pub struct LaneReport {
     pub tokens_per_s: Option<f64>,
     pub cost_usd: Option<f64>,
     pub error: Option<String>,
+    /// True when a token count was estimated by tunebench, not reported by the backend (an extension).
+    pub estimated: bool,
 }
 
 /// How a run ended.
@@ -46,6 +48,7 @@ impl LaneReport {
             tokens_per_s: None,
             cost_usd: None,
             error: None,
+            estimated: false,
         };
         match outcome {
             Outcome::Done { usage, timings } => {
@@ -56,6 +59,7 @@ impl LaneReport {
                 r.total_ms = Some(f.total_ms);
                 r.tokens_per_s = f.tokens_per_s;
                 r.cost_usd = f.cost_nanos.map(nanos_to_usd);
+                r.estimated = usage.estimated;
             }
             Outcome::Failed { error, prompt_tokens } => {
                 r.prompt_tokens = prompt_tokens;
@@ -75,10 +79,23 @@ pub struct RunRecord<'a> {
     pub report: &'a LaneReport,
 }
 
+impl LaneReport {
+    /// The `run --json` / runs.jsonl line.
+    pub fn to_json(&self) -> String {
+        // Plain strings, numbers and options: serialising cannot fail, but never write a blank line if it did.
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"lane\":{:?},\"error\":\"report not serialisable: {e}\"}}", self.lane))
+    }
+}
+
 impl<'a> RunRecord<'a> {
     pub fn now(input: &'a str, report: &'a LaneReport) -> Self {
         let time_unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         Self { time_unix_ms, input, report }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.report.to_json())
     }
 }

@@ -66,14 +66,31 @@ impl Theme {
         }
         match BUILTIN.iter().find(|(n, _)| *n == spec) {
             Some((n, src)) => Self::parse(Path::new(&format!("themes/{n}.toml")), src),
-            None => Err(WorkspaceError::Invalid {
-                file: PathBuf::from(format!("themes/{spec}.toml")),
-                line: 1,
-                col: 1,
-                key: "theme".into(),
-                message: format!("no theme `{spec}` (built-in: dark, light; or give a path to a .toml file)"),
-            }),
+            None => Err(WorkspaceError::Rejected(format!(
+                "no theme `{spec}` (built-in: dark, light; or give a path to a .toml file)"
+            ))),
         }
+    }
+
+    /// The theme to use: `--theme` if given, else the workspace's `theme` (a path there is relative to the
+    /// workspace), else dark. A bad workspace theme is reported at its line in workspace.toml.
+    pub fn choose(cli: Option<&str>, ws: &crate::workspace::Workspace) -> Result<Theme, WorkspaceError> {
+        if let Some(spec) = cli {
+            return Self::load(spec, &ws.root);
+        }
+        let Some(spec) = ws.theme.as_deref() else { return Ok(Theme::default()) };
+        let spec = if spec.ends_with(".toml") || spec.contains('/') {
+            ws.resolve(spec).to_string_lossy().into_owned()
+        } else {
+            spec.to_string()
+        };
+        Self::load(&spec, &ws.root).map_err(|e| WorkspaceError::Invalid {
+            file: ws.file.clone(),
+            line: ws.theme_line,
+            col: 1,
+            key: "theme".into(),
+            message: e.to_string(),
+        })
     }
 
     fn read(path: &Path) -> Result<Theme, WorkspaceError> {

@@ -13,60 +13,94 @@ pub enum LaneEdit {
     Model(String),
     Prompt(String),
     Adapter(Option<String>),
+    BaseUrl(Option<String>),
+    ApiKeyEnv(Option<String>),
     MaxTokens(u32),
     Temperature(f64),
     TopP(f64),
     Seed(Option<u64>),
+    Stop(Vec<String>),
+}
+
+/// Largest seed a TOML integer (i64) can hold.
+pub const MAX_SEED: u64 = i64::MAX as u64;
+
+impl LaneEdit {
+    fn apply(&self, spec: &mut LaneSpec) {
+        match self.clone() {
+            Self::Backend(k) => spec.backend = k,
+            Self::Model(m) => spec.model = m,
+            Self::Prompt(p) => spec.prompt = p,
+            Self::Adapter(a) => spec.adapter = a,
+            Self::BaseUrl(u) => spec.base_url = u,
+            Self::ApiKeyEnv(e) => spec.api_key_env = e,
+            Self::MaxTokens(n) => spec.sampling.max_tokens = n,
+            Self::Temperature(t) => spec.sampling.temperature = t,
+            Self::TopP(p) => spec.sampling.top_p = p,
+            Self::Seed(s) => spec.sampling.seed = s,
+            Self::Stop(s) => spec.sampling.stop = s,
+        }
+    }
+
+    /// The workspace.toml key and its new value (None removes the key).
+    fn toml(&self) -> (&'static str, Option<Item>) {
+        let opt = |v: &Option<String>| v.as_deref().map(value);
+        match self {
+            Self::Backend(k) => ("backend", Some(value(k.as_str()))),
+            Self::Model(m) => ("model", Some(value(m.as_str()))),
+            Self::Prompt(p) => ("prompt", Some(value(p.as_str()))),
+            Self::Adapter(a) => ("adapter", opt(a)),
+            Self::BaseUrl(u) => ("base_url", opt(u)),
+            Self::ApiKeyEnv(e) => ("api_key_env", opt(e)),
+            Self::MaxTokens(n) => ("max_tokens", Some(value(i64::from(*n)))),
+            Self::Temperature(t) => ("temperature", Some(value(*t))),
+            Self::TopP(p) => ("top_p", Some(value(*p))),
+            Self::Seed(s) => ("seed", s.and_then(|s| i64::try_from(s).ok()).map(value)),
+            Self::Stop(s) if s.is_empty() => ("stop", None),
+            Self::Stop(s) => ("stop", stop_array(s).parse::<toml_edit::Value>().ok().map(Item::Value)),
+        }
+    }
 }
 
 impl Workspace {
     /// Applies a lane edit in memory; the lane's other keys and all comments stay as written.
+    /// An edit that would make the workspace fail to load is refused, and a no-op changes nothing.
     pub fn edit_lane(&mut self, lane: usize, edit: LaneEdit) -> Result<(), WorkspaceError> {
-        let spec = self.lanes.get(lane).ok_or_else(|| self.rejected(format!("no lane #{lane}")))?;
-        match &edit {
-            LaneEdit::Prompt(p) if !self.prompts.contains_key(p) => {
-                return Err(self.rejected(format!("prompt variant `{p}` is not defined")));
-            }
-            LaneEdit::Model(m) if spec.backend == BackendKind::Local && !self.models.contains_key(m) => {
-                return Err(self.rejected(format!("local lanes name a [models] key; `{m}` is not one")));
-            }
-            LaneEdit::Adapter(Some(_)) if spec.backend.is_api() => {
-                return Err(self.rejected("adapters run on local lanes only".into()));
-            }
-            LaneEdit::Backend(BackendKind::Local) if !self.models.contains_key(&spec.model) => {
-                return Err(self.rejected(format!(
-                    "model `{}` is not a [models] key; set the model first, then the backend",
-                    spec.model
-                )));
-            }
-            LaneEdit::Backend(k) if k.is_api() && spec.adapter.is_some() => {
-                return Err(self.rejected("remove the adapter before moving this lane to an API backend".into()));
-            }
-            _ => {}
+        let old = self.lanes.get(lane).ok_or_else(|| self.rejected(format!("no lane #{lane}")))?;
+        let mut new = old.clone();
+        edit.apply(&mut new);
+        if new == *old {
+            return Ok(());
         }
-        let table = self.lane_table(lane)?;
-        match &edit {
-            LaneEdit::Backend(k) => set(table, "backend", Some(value(k.as_str()))),
-            LaneEdit::Model(m) => set(table, "model", Some(value(m.as_str()))),
-            LaneEdit::Prompt(p) => set(table, "prompt", Some(value(p.as_str()))),
-            LaneEdit::Adapter(a) => set(table, "adapter", a.as_deref().map(value)),
-            LaneEdit::MaxTokens(n) => set(table, "max_tokens", Some(value(i64::from(*n)))),
-            LaneEdit::Temperature(t) => set(table, "temperature", Some(value(*t))),
-            LaneEdit::TopP(p) => set(table, "top_p", Some(value(*p))),
-            LaneEdit::Seed(s) => set(table, "seed", s.map(|s| value(s as i64))),
-        }
-        let spec = &mut self.lanes[lane];
-        match edit {
-            LaneEdit::Backend(k) => spec.backend = k,
-            LaneEdit::Model(m) => spec.model = m,
-            LaneEdit::Prompt(p) => spec.prompt = p,
-            LaneEdit::Adapter(a) => spec.adapter = a,
-            LaneEdit::MaxTokens(n) => spec.sampling.max_tokens = n,
-            LaneEdit::Temperature(t) => spec.sampling.temperature = t,
-            LaneEdit::TopP(p) => spec.sampling.top_p = p,
-            LaneEdit::Seed(s) => spec.sampling.seed = s,
-        }
+        self.check_lane(&new).map_err(|m| self.rejected(m))?;
+        let (key, item) = edit.toml();
+        set(self.lane_table(lane)?, key, item);
+        self.lanes[lane] = new;
         self.dirty = true;
+        Ok(())
+    }
+
+    /// The cross-key rules of loading, for a lane edited in memory.
+    fn check_lane(&self, l: &LaneSpec) -> Result<(), String> {
+        if !self.prompts.contains_key(&l.prompt) {
+            return Err(format!("prompt variant `{}` is not defined", l.prompt));
+        }
+        if l.model.trim().is_empty() {
+            return Err("model must not be empty".into());
+        }
+        if l.sampling.seed.is_some_and(|s| s > MAX_SEED) {
+            return Err(format!("seed must be at most {MAX_SEED}"));
+        }
+        if l.backend == BackendKind::Local {
+            if !self.models.contains_key(&l.model) {
+                return Err(format!("local lanes name a [models] key; `{}` is not one (set the model first)", l.model));
+            }
+            if l.base_url.is_some() || l.api_key_env.is_some() {
+                return Err("local lanes take no base_url or api_key_env; clear them first".into());
+            }
+        } else if l.adapter.is_some() {
+            return Err("adapters run on local lanes only; clear the adapter first".into());
+        }
         Ok(())
     }
 
@@ -84,7 +118,13 @@ impl Workspace {
                 self.dirty_prompt_files.insert(variant.to_string());
             }
             PromptSource::Inline => {
-                self.doc["prompts"][variant]["text"] = value(text);
+                // Keep the value's decor (a trailing comment); toml_edit picks a multi-line string for multi-line text.
+                let item = &mut self.doc["prompts"][variant]["text"];
+                let mut new = toml_edit::Value::from(text);
+                if let Some(old) = item.as_value() {
+                    *new.decor_mut() = old.decor().clone();
+                }
+                *item = Item::Value(new);
             }
         }
         self.dirty = true;
@@ -100,6 +140,13 @@ impl Workspace {
             return Err(self.rejected(format!("prompt variant `{name}` already exists")));
         }
         let file = format!("prompts/{name}.md");
+        let taken = self
+            .prompts
+            .values()
+            .any(|p| matches!(&p.source, PromptSource::File(f) if self.resolve(f) == self.resolve(&file)));
+        if taken || self.resolve(&file).exists() {
+            return Err(self.rejected(format!("{file} already exists; pick another variant name")));
+        }
         if !self.doc.contains_key("prompts") {
             let mut t = Table::new();
             t.set_implicit(true);
@@ -121,10 +168,12 @@ impl Workspace {
 
     /// Writes workspace.toml and every edited prompt file atomically.
     pub fn save(&mut self) -> Result<(), WorkspaceError> {
-        for variant in std::mem::take(&mut self.dirty_prompt_files) {
+        // A variant leaves the to-write list only once its file is written, so a failed save can be retried.
+        while let Some(variant) = self.dirty_prompt_files.first().cloned() {
             if let Some(PromptVariant { source: PromptSource::File(f), text, .. }) = self.prompts.get(&variant) {
                 write_atomic(&self.resolve(f), text.as_bytes())?;
             }
+            self.dirty_prompt_files.remove(&variant);
         }
         write_atomic(&self.file, self.doc.to_string().as_bytes())?;
         self.dirty = false;
@@ -149,6 +198,30 @@ impl Workspace {
     fn rejected(&self, message: String) -> WorkspaceError {
         WorkspaceError::Rejected(message)
     }
+}
+
+/// A stop list as a one-line TOML array of escaped basic strings, so `"\n\n"` stays readable.
+pub fn stop_array(stops: &[String]) -> String {
+    let items: Vec<String> = stops.iter().map(|s| basic_string(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn basic_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Sets or removes a key, keeping the existing value's decor (trailing comments) when replacing.

@@ -28,6 +28,8 @@ pub fn load_inputs(dir: &Path) -> Result<Vec<SavedInput>, WorkspaceError> {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| WorkspaceError::io(&path, e))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        // Files written on Windows keep CRLF; the editor and the runs want LF, as pastes get.
+        let text = text.replace("\r\n", "\n");
         out.push(SavedInput { name, path, text: text.trim_end_matches('\n').to_string() });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -76,6 +76,7 @@ fn build(
         root: root.to_path_buf(),
         file: file.to_path_buf(),
         name,
+        theme_line: raw.theme.as_ref().map_or(1, |t| super::line_col(loc.src, t.span().start).0),
         theme: raw.theme.map(Spanned::into_inner),
         prompts,
         models,

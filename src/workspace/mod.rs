@@ -8,7 +8,7 @@ mod model;
 mod raw;
 pub mod store;
 
-pub use edit::LaneEdit;
+pub use edit::{LaneEdit, MAX_SEED, stop_array};
 pub use error::{WorkspaceError, line_col};
 pub use inputs::{SavedInput, load_inputs, save_new_input};
 pub use load::{WORKSPACE_FILE, load, parse, valid_device};

@@ -109,6 +109,8 @@ pub struct Workspace {
     pub file: PathBuf,
     pub name: String,
     pub theme: Option<String>,
+    /// Line of `theme` in workspace.toml, for errors about it.
+    pub theme_line: usize,
     pub prompts: BTreeMap<String, PromptVariant>,
     pub models: BTreeMap<String, ModelSpec>,
     pub lanes: Vec<LaneSpec>,
