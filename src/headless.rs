@@ -62,8 +62,13 @@ pub async fn run(ws: &Workspace, input: &str, lanes: &[LaneIdx], registry: Regis
                 prompt_tokens[ev.lane] = *p;
                 continue;
             }
-            EventKind::Token { text } => {
+                        EventKind::Token { text } => {
                 outputs[ev.lane].push_str(text);
+                continue;
+            }
+            EventKind::Info { .. } => continue,
+            EventKind::Warning { text } => {
+                warnings.push(format!("lane `{}`: {text}", spec.id));
                 continue;
             }
             EventKind::Done { usage, timings } => Outcome::Done { usage, timings },

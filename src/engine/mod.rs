@@ -1,5 +1,6 @@
 //! The Backend contract: one event stream per run (Started/Token/Done/Failed), tagged with lane and run ids.
 
+pub mod local;
 mod runner;
 
 use std::path::PathBuf;
@@ -60,6 +61,10 @@ pub enum EngineError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     Started { prompt_tokens: Option<u64> },
+    /// Where and how the lane runs (device, weight formats), for its pane title.
+    Info { detail: String },
+    /// Something the user should see that does not stop the run (e.g. a fallback chat template).
+    Warning { text: String },
     Token { text: String },
     Done { usage: Usage, timings: Timings },
     Failed { error: EngineError },

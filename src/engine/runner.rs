@@ -19,8 +19,8 @@ pub struct Registry {
 
 impl Registry {
     /// The backends compiled into this build.
-    pub fn builtin() -> Self {
-        Self::default()
+        pub fn builtin() -> Self {
+        Self::default().with(BackendKind::Local, Arc::new(super::local::LocalBackend::new()))
     }
 
     pub fn with(mut self, kind: BackendKind, backend: Arc<dyn Backend>) -> Self {
@@ -86,6 +86,14 @@ impl LaneSink {
             let _ = self.prompt_tokens.set(n);
         }
         self.send(EventKind::Started { prompt_tokens });
+    }
+
+        pub fn info(&self, detail: impl Into<String>) {
+        self.send(EventKind::Info { detail: detail.into() });
+    }
+
+    pub fn warning(&self, text: impl Into<String>) {
+        self.send(EventKind::Warning { text: text.into() });
     }
 
     /// A piece of output text (one token or one streamed chunk).

@@ -19,6 +19,8 @@ pub struct LaneView<'a> {
 pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     let lane = &state.lanes[idx];
     let t = &state.theme;
+        let mut lines: Vec<Line<'static>> =
+        lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
     let mut text = if lane.output.is_empty() {
         let hint = match lane.status {
             LaneStatus::Idle => "Ctrl+R runs every lane, F5 this one",
@@ -29,6 +31,10 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     } else {
         Text::styled(lane.output.clone(), Style::default().fg(t.fg))
     };
+        if !lines.is_empty() {
+        lines.extend(text.lines);
+        text = Text::from(lines);
+    }
     if let Some(err) = &lane.error {
         let style = if lane.status == LaneStatus::Cancelled { t.warn } else { t.error };
         text.push_line(Line::styled(format!("✗ {err}"), Style::default().fg(style).add_modifier(Modifier::BOLD)));
@@ -100,8 +106,10 @@ impl Widget for LaneView<'_> {
 pub fn subtitle(state: &AppState, idx: usize) -> String {
     let spec = &state.ws.lanes[idx];
     let mut s = format!("{} · {}", spec.model, spec.backend);
-    if let Some(m) = state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api()) {
-        s.push_str(&format!(" · {}", m.device));
+        match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+        (Some(d), _) => s.push_str(&format!(" · {d}")),
+        (None, Some(m)) => s.push_str(&format!(" · {}", m.device)),
+        _ => {}
     }
     if let Some(a) = &spec.adapter {
         let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());

@@ -255,6 +255,18 @@ fn build_lane(
         }
         sampling.top_p = p.into_inner();
     }
+        if let Some(k) = r.top_k {
+        if *k.get_ref() == 0 {
+            return Err(loc.at(k.span().start, key("top_k"), "must be at least 1"));
+        }
+        sampling.top_k = Some(k.into_inner());
+    }
+    if let Some(p) = r.repetition_penalty {
+        if !(p.get_ref().is_finite() && *p.get_ref() > 0.0) {
+            return Err(loc.at(p.span().start, key("repetition_penalty"), "must be a number > 0 (1 = off)"));
+        }
+        sampling.repetition_penalty = p.into_inner();
+    }
     Ok(LaneSpec {
         id: r.id.into_inner(),
         backend,

@@ -1,0 +1,124 @@
+//! One lane's generation as a resumable job: prefill in chunks, then one token per step, so a device
+//! worker can interleave lanes and honour cancellation between steps.
+
+use std::sync::Arc;
+
+use super::model::Llama;
+use super::sampler::Sampler;
+use super::stream::{Piece, TextStream};
+use super::tokenizer::Tokenizer;
+use super::{LocalError, Result};
+use crate::engine::{LaneSink, Usage};
+use crate::workspace::Sampling;
+
+/// Prompt tokens per prefill step: long enough to be efficient, short enough that Esc and the
+/// other lanes never wait long.
+pub const PREFILL_CHUNK: usize = 64;
+
+pub struct Job {
+    model: Arc<Llama>,
+    tok: Arc<Tokenizer>,
+    cache: super::cache::KvCache,
+    /// Prompt, then the answer as it grows.
+    ids: Vec<u32>,
+    prompt_len: usize,
+    /// Positions already in the cache.
+    done: usize,
+    max_tokens: usize,
+    sampler: Sampler,
+    stream: TextStream,
+    pub sink: LaneSink,
+}
+
+pub enum Step {
+    More,
+    Finished(Result<Usage>),
+}
+
+impl Job {
+    pub fn new(model: Arc<Llama>, tok: Arc<Tokenizer>, prompt: Vec<u32>, s: &Sampling, sink: LaneSink) -> Result<Self> {
+        let ctx = model.base.cfg.context;
+        if prompt.is_empty() {
+            return Err(LocalError::Run("the prompt encodes to no tokens".into()));
+        }
+        if prompt.len() >= ctx {
+            return Err(LocalError::Run(format!(
+                "the prompt is {} tokens; the model's context is {ctx}: shorten the prompt or the input",
+                prompt.len()
+            )));
+        }
+        let max_tokens = (s.max_tokens as usize).min(ctx - prompt.len());
+        let cache = model.new_cache(prompt.len() + max_tokens)?;
+        Ok(Self {
+            model,
+            tok,
+            cache,
+            prompt_len: prompt.len(),
+            ids: prompt,
+            done: 0,
+            max_tokens,
+            sampler: Sampler::new(s),
+            stream: TextStream::new(&s.stop),
+            sink,
+        })
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Advances by one prefill chunk or one decoded token.
+    pub fn step(&mut self) -> Step {
+        match self.try_step() {
+            Ok(Some(usage)) => Step::Finished(Ok(usage)),
+            Ok(None) => Step::More,
+            Err(e) => Step::Finished(Err(e)),
+        }
+    }
+
+    fn try_step(&mut self) -> Result<Option<Usage>> {
+        let end = if self.done < self.prompt_len { (self.done + PREFILL_CHUNK).min(self.prompt_len) } else { self.ids.len() };
+        let logits = self.model.forward_last(&self.ids[self.done..end], self.done, &mut self.cache)?;
+        self.done = end;
+        if self.done < self.prompt_len {
+            return Ok(None); // more prompt to prefill
+        }
+        let answer_len = self.ids.len() - self.prompt_len;
+        let id = self.sampler.next(&logits, &self.ids)?;
+        self.ids.push(id);
+        if self.tok.is_stop(id) {
+            return Ok(Some(self.finish(true)));
+        }
+        match self.stream.push(&self.tok, id) {
+            Piece::Stop(before) => {
+                if !before.is_empty() {
+                    self.sink.token(before);
+                }
+                return Ok(Some(self.usage()));
+            }
+            Piece::Text(t) if !t.is_empty() => self.sink.token(t),
+            Piece::Text(_) => {}
+        }
+        if answer_len + 1 >= self.max_tokens {
+            return Ok(Some(self.finish(false)));
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self, _eos: bool) -> Usage {
+        let rest = self.stream.flush(&self.tok);
+        if !rest.is_empty() {
+            self.sink.token(rest);
+        }
+        self.usage()
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: Some(self.prompt_len as u64),
+            completion_tokens: Some((self.ids.len() - self.prompt_len) as u64),
+            cached_prompt_tokens: None,
+            estimated: false,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! A Hugging Face model folder: config.json + tokenizer.json (+ tokenizer_config.json) + *.safetensors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::linear::{BaseLinear, WeightPlan};
+use super::tokenizer::{Model, Tokenizer, Vocab};
+use super::weights::{BaseLayer, BaseWeights, Config, MODULES, finish};
+use super::{LocalError, Result};
+
+#[derive(Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    architectures: Vec<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: f64,
+    #[serde(default = "theta")]
+    rope_theta: f32,
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+fn theta() -> f32 {
+    10_000.0
+}
+
+#[derive(Deserialize, Default)]
+struct TokConfig {
+    chat_template: Option<serde_json::Value>,
+    add_bos_token: Option<bool>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text).map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))
+}
+
+pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeights, Tokenizer)> {
+    let hc: HfConfig = read_json(&dir.join("config.json"))?;
+    let arch = hc.architectures.first().cloned().unwrap_or_default();
+    if !matches!(arch.as_str(), "LlamaForCausalLM" | "MistralForCausalLM") {
+        return Err(LocalError::Unsupported(format!("model architecture `{arch}` (supported: LlamaForCausalLM, MistralForCausalLM)")));
+    }
+    let cfg = Config {
+        vocab: hc.vocab_size,
+        hidden: hc.hidden_size,
+        layers: hc.num_hidden_layers,
+        heads: hc.num_attention_heads,
+        kv_heads: hc.num_key_value_heads.unwrap_or(hc.num_attention_heads),
+        head_dim: hc.head_dim.unwrap_or(hc.hidden_size / hc.num_attention_heads.max(1)),
+        rms_eps: hc.rms_norm_eps,
+        rope_theta: hc.rope_theta,
+        context: hc.max_position_embeddings,
+        rope_interleaved: false,
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LocalError::Model(format!("{}: no *.safetensors files", dir.display())));
+    }
+    let mut tensors = std::collections::HashMap::new();
+    for f in &files {
+        tensors.extend(candle_core::safetensors::load(f, device).map_err(|e| LocalError::Model(format!("{}: {e}", f.display())))?);
+    }
+    let mut take = |name: &str| -> Result<Tensor> {
+        let t = tensors.remove(name).ok_or_else(|| LocalError::Model(format!("{}: no tensor `{name}`", dir.display())))?;
+        if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            return Err(LocalError::Unsupported(format!("tensor `{name}` of type {:?} (f32, f16 or bf16 expected)", t.dtype())));
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    };
+    let embed = take("model.embed_tokens.weight")?;
+    let norm = take("model.norm.weight")?;
+    let head = if hc.tie_word_embeddings { embed.clone() } else { take("lm_head.weight")? };
+    let lm_head = Arc::new(BaseLinear::from_tensor("lm_head", head, WeightPlan { f32_prefill: false, ..plan })?);
+    let mut layers = Vec::with_capacity(cfg.layers);
+    for i in 0..cfg.layers {
+        let mut linears = Vec::with_capacity(7);
+        for m in MODULES {
+            let name = format!("model.layers.{i}.{m}");
+            linears.push(Arc::new(BaseLinear::from_tensor(&name, take(&format!("{name}.weight"))?, plan)?));
+        }
+        layers.push(BaseLayer {
+            attn_norm: take(&format!("model.layers.{i}.input_layernorm.weight"))?,
+            ffn_norm: take(&format!("model.layers.{i}.post_attention_layernorm.weight"))?,
+            linears,
+        });
+    }
+    let format = plan.describe("f32");
+    let base = finish(cfg, device, embed, layers, norm, lm_head, format)?;
+
+    let tc: TokConfig = if dir.join("tokenizer_config.json").is_file() { read_json(&dir.join("tokenizer_config.json"))? } else { TokConfig::default() };
+    let template = match tc.chat_template {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let eos = match &hc.eos_token_id {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32),
+        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|x| x as u32),
+        _ => None,
+    };
+    let stop_ids: Vec<u32> = match &hc.eos_token_id {
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64().map(|x| x as u32)).collect(),
+        _ => eos.into_iter().collect(),
+    };
+    let seed = Vocab::finish(Vec::new(), Vec::new(), Vec::new(), Model::Spm { add_space_prefix: false }, hc.bos_token_id, eos, stop_ids, tc.add_bos_token.unwrap_or(false), template);
+    let tokenizer = Tokenizer::from_hf_json(&dir.join("tokenizer.json"), seed)?;
+    Ok((base, tokenizer))
+}

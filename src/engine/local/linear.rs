@@ -1,0 +1,95 @@
+//! Linear layers of the base model, with the weight form chosen per phase (decode vs prefill).
+//! The model sees only `Arc<dyn Lin>`: a factory keyed by weight name may wrap a base layer (LoRA).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
+
+/// What the model calls; implemented by base layers and by wrappers around them.
+pub trait Lin: Send + Sync {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+/// How a base layer's weights are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightPlan {
+    /// The quantized form used for single-token decode (None: the file's float weights).
+    pub decode: Option<GgmlDType>,
+    /// Keep an f32 copy for multi-token prefill (fast matmul), when memory allows.
+    pub f32_prefill: bool,
+}
+
+impl WeightPlan {
+    pub fn describe(&self, source: &str) -> String {
+        let decode = self.decode.map_or_else(|| source.to_string(), |d| format!("{d:?}"));
+        if self.f32_prefill { format!("{decode} decode · f32 prefill") } else { format!("{decode} weights") }
+    }
+}
+
+pub struct BaseLinear {
+    pub name: String,
+    decode: QMatMul,
+    prefill: Option<Tensor>,
+    pub out_dim: usize,
+    pub in_dim: usize,
+}
+
+impl BaseLinear {
+    /// From a quantized (or float) GGUF tensor `[out, in]`, requantized per the plan where its shape allows.
+    pub fn from_qtensor(name: &str, q: QTensor, plan: WeightPlan) -> Result<Self> {
+        let (out_dim, in_dim) = q.shape().dims2()?;
+        let dev = q.device();
+        let float_src = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let f32 = if plan.f32_prefill || float_src || plan.decode.is_some() { Some(q.dequantize(&dev)?) } else { None };
+        let decode = match (plan.decode, &f32) {
+            // Requantizing needs whole blocks along the input dimension.
+            (Some(dt), Some(w)) if dt != q.dtype() && in_dim % dt.block_size() == 0 => {
+                QMatMul::from_qtensor(QTensor::quantize(w, dt)?)?
+            }
+            (_, Some(w)) if float_src => QMatMul::Tensor(w.clone()),
+            _ => QMatMul::from_qtensor(q)?,
+        };
+        let prefill = if plan.f32_prefill { f32 } else { None };
+        Ok(Self { name: name.to_string(), decode, prefill, out_dim, in_dim })
+    }
+
+    /// From float weights `[out, in]` (safetensors).
+    pub fn from_tensor(name: &str, w: Tensor, plan: WeightPlan) -> Result<Self> {
+        let (out_dim, in_dim) = w.dims2()?;
+        let w = w.to_dtype(DType::F32)?;
+        let decode = match plan.decode {
+            Some(dt) if in_dim % dt.block_size() == 0 => QMatMul::from_qtensor(QTensor::quantize(&w, dt)?)?,
+            _ => QMatMul::Tensor(w.clone()),
+        };
+        let prefill = plan.f32_prefill.then_some(w);
+        Ok(Self { name: name.to_string(), decode, prefill, out_dim, in_dim })
+    }
+
+    /// Bytes held for this layer (for memory accounting).
+    pub fn bytes(&self) -> usize {
+        let d = match &self.decode {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+        };
+        d + self.prefill.as_ref().map_or(0, |t| t.elem_count() * 4)
+    }
+}
+
+impl Lin for BaseLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+        match &self.prefill {
+            Some(w) if rows > 1 => x.broadcast_matmul(&w.t()?),
+            _ => self.decode.forward(x),
+        }
+    }
+}
+
+/// Chooses the layer a model slot gets: the base layer, or a wrapper around it (e.g. a LoRA adapter).
+pub type LinearFactory<'a> = dyn Fn(&str, &Arc<BaseLinear>) -> Result<Arc<dyn Lin>> + 'a;
+
+/// The plain factory: every slot gets its base layer.
+pub fn plain(_: &str, base: &Arc<BaseLinear>) -> Result<Arc<dyn Lin>> {
+    Ok(base.clone())
+}

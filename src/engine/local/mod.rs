@@ -1,0 +1,78 @@
+//! Local lanes: llama-family models in-process on candle. One copy of each model's weights serves every
+//! lane; each device has one worker thread that interleaves its lanes' jobs step by step.
+
+mod cache;
+mod generate;
+mod hf;
+mod linear;
+mod model;
+pub mod paths;
+mod sampler;
+mod store;
+mod stream;
+pub mod template;
+pub mod tokenizer;
+mod weights;
+mod worker;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
+
+pub use generate::PREFILL_CHUNK;
+pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
+pub use model::Llama;
+pub use store::{LoadedModel, ModelStore};
+pub use weights::{BaseWeights, Config, MODULES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Model(String),
+    #[error("unsupported {0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Run(String),
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error(transparent)]
+    Template(#[from] template::TemplateError),
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, LocalError>;
+
+/// The `local` backend: runs lanes on the CPU or a GPU through per-device workers.
+#[derive(Clone, Default)]
+pub struct LocalBackend {
+    workers: Arc<worker::Workers>,
+}
+
+impl LocalBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The model store shared by this backend's workers (for tests and tools).
+    pub fn store(&self) -> Arc<ModelStore> {
+        self.workers.store.clone()
+    }
+}
+
+impl Backend for LocalBackend {
+    fn run(&self, req: RunRequest, sink: LaneSink, cancel: CancellationToken) -> BoxFuture<'static, std::result::Result<Usage, EngineError>> {
+        let workers = self.workers.clone();
+        Box::pin(async move {
+            let device = req.model.as_ref().map_or("auto".to_string(), |m| m.device.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            workers.submit(&device, worker::Request { req, sink, cancel, reply: tx }).map_err(EngineError::Backend)?;
+            rx.await.unwrap_or_else(|_| Err(EngineError::Backend("the local worker stopped".into())))
+        })
+    }
+}

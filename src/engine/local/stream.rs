@@ -1,0 +1,87 @@
+//! Turning sampled ids into streamed text: whole UTF-8 characters only, and stop strings never shown.
+
+use super::tokenizer::Tokenizer;
+
+/// Decodes generated ids incrementally; text that could still become a stop string is held back.
+pub struct TextStream {
+    ids: Vec<u32>,
+    /// Decoded text already handed out.
+    sent: String,
+    stops: Vec<String>,
+}
+
+pub enum Piece {
+    Text(String),
+    /// A stop string appeared: the text before it (not sent yet) ends the answer.
+    Stop(String),
+}
+
+impl TextStream {
+    pub fn new(stops: &[String]) -> Self {
+        Self { ids: Vec::new(), sent: String::new(), stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect() }
+    }
+
+    /// Adds one id; returns the text that may be shown now.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Piece {
+        self.ids.push(id);
+        let full = tok.decode(&self.ids);
+        // A trailing U+FFFD is an incomplete UTF-8 sequence: wait for the next token.
+        let stable = full.trim_end_matches('\u{FFFD}');
+        let stable = if stable.len() < full.len() { stable } else { full.as_str() };
+        if !stable.starts_with(&self.sent) {
+            // Byte-level merges can rewrite the tail; only ever send forward.
+            return Piece::Text(String::new());
+        }
+        let pending = &stable[self.sent.len()..];
+        // Check the window that could contain a stop string spanning sent and pending text.
+        for s in &self.stops {
+            let window_start = floor_char(stable, self.sent.len().saturating_sub(s.len()));
+            if let Some(i) = stable[window_start..].find(s.as_str()) {
+                let cut = window_start + i;
+                let before = if cut >= self.sent.len() { stable[self.sent.len()..cut].to_string() } else { String::new() };
+                return Piece::Stop(before);
+            }
+        }
+        let hold = self.stops.iter().map(|s| partial_suffix(pending, s)).max().unwrap_or(0);
+        let send = floor_char(pending, pending.len() - hold);
+        let out = pending[..send].to_string();
+        self.sent.push_str(&out);
+        Piece::Text(out)
+    }
+
+    /// Text held back for a possible stop string that never came.
+    pub fn flush(&mut self, tok: &Tokenizer) -> String {
+        let full = tok.decode(&self.ids);
+        let rest = full.get(self.sent.len()..).unwrap_or("").to_string();
+        self.sent.push_str(&rest);
+        rest
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
+fn partial_suffix(text: &str, stop: &str) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
+        .unwrap_or(0)
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_suffix_finds_stop_prefixes() {
+        assert_eq!(partial_suffix("hello wor", "world"), 3);
+        assert_eq!(partial_suffix("hello", "world"), 0);
+        assert_eq!(partial_suffix("a\n", "\n\n"), 1);
+    }
+}

@@ -1,0 +1,225 @@
+//! Text ↔ token ids exactly as llama.cpp does for a GGUF (BPE or SentencePiece), or from a tokenizer.json.
+//! Special tokens are split out first, as llama.cpp does; text marked plain never yields a control token.
+
+mod bpe;
+pub mod spm;
+pub mod vocab;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+pub use vocab::{Model, TokenType, Vocab};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("the model file has no `{0}`")]
+    Missing(String),
+    #[error("invalid tokenizer data: {0}")]
+    Invalid(String),
+    #[error("unsupported {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Hf(String),
+}
+
+enum Inner {
+    Bpe { tok: tokenizers::Tokenizer, bytes: HashMap<char, u8> },
+    Spm { add_space_prefix: bool },
+    /// A tokenizer.json; its added tokens are matched here, never inside plain text.
+    Hf(tokenizers::Tokenizer),
+}
+
+pub struct Tokenizer {
+    pub vocab: Vocab,
+    inner: Inner,
+    /// Control, user-defined and unknown tokens, longest text first (llama.cpp's special-token cache).
+    specials: Vec<(String, u32, TokenType)>,
+}
+
+enum Fragment<'a> {
+    Text { text: &'a str, parse_special: bool },
+    Token(u32),
+}
+
+impl Tokenizer {
+    pub fn from_vocab(vocab: Vocab) -> Result<Self, TokenizerError> {
+        let inner = match &vocab.model {
+            Model::Bpe { pre, merges } => {
+                Inner::Bpe { tok: bpe::build(&vocab, pre, merges)?, bytes: bpe::char_to_byte() }
+            }
+            Model::Spm { add_space_prefix } => Inner::Spm { add_space_prefix: *add_space_prefix },
+        };
+        Ok(Self::with_specials(vocab, inner))
+    }
+
+    /// From a Hugging Face tokenizer.json (plus the special ids and template the caller read beside it).
+    pub fn from_hf_json(path: &Path, mut vocab: Vocab) -> Result<Self, TokenizerError> {
+        let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Hf(e.to_string()))?;
+        tok.set_encode_special_tokens(true);
+        let n = tok.get_vocab_size(true);
+        let mut tokens = vec![String::new(); n];
+        for (t, id) in tok.get_vocab(true) {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = t;
+            }
+        }
+        let mut types = vec![TokenType::Normal; n];
+        for (id, added) in tok.get_added_tokens_decoder() {
+            if let Some(slot) = types.get_mut(id as usize) {
+                *slot = if added.special { TokenType::Control } else { TokenType::UserDefined };
+            }
+        }
+        vocab = Vocab::finish(
+            tokens,
+            types,
+            vec![0.0; n],
+            vocab.model,
+            vocab.bos,
+            vocab.eos,
+            vocab.stop_ids,
+            vocab.add_bos,
+            vocab.chat_template,
+        );
+        Ok(Self::with_specials(vocab, Inner::Hf(tok)))
+    }
+
+    fn with_specials(vocab: Vocab, inner: Inner) -> Self {
+        let mut specials: Vec<(String, u32, TokenType)> = vocab
+            .types
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                matches!(t, TokenType::Control | TokenType::UserDefined | TokenType::Unknown)
+                    && !vocab.tokens[*i].is_empty()
+            })
+            .map(|(i, t)| (vocab.tokens[i].clone(), i as u32, *t))
+            .collect();
+        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Self { vocab, inner, specials }
+    }
+
+    /// Token ids of `text` without BOS; with `parse_special`, control-token text becomes control tokens.
+    pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        let plain: Vec<Range<usize>> = if parse_special { Vec::new() } else { vec![0..text.len()] };
+        self.encode_marked(text, &plain)
+    }
+
+    /// Encodes a rendered prompt: control tokens are recognised everywhere except inside `plain`
+    /// (the user's and system's own text), where `<|im_end|>` is just characters.
+    pub fn encode_marked(&self, text: &str, plain: &[Range<usize>]) -> Result<Vec<u32>, TokenizerError> {
+        let mut frags = Vec::new();
+        let mut at = 0;
+                for r in plain {
+            if r.start < at || r.end > text.len() {
+                continue;
+            }
+            if r.start > at {
+                frags.push(Fragment::Text { text: &text[at..r.start], parse_special: true });
+            }
+            frags.push(Fragment::Text { text: &text[r.clone()], parse_special: false });
+            at = r.end;
+        }
+        if at < text.len() {
+            frags.push(Fragment::Text { text: &text[at..], parse_special: true });
+        }
+        for (piece, id, kind) in &self.specials {
+            frags = frags
+                .into_iter()
+                .flat_map(|f| match f {
+                    Fragment::Text { text, parse_special }
+                        if parse_special || *kind == TokenType::UserDefined =>
+                    {
+                        split_on(text, piece, *id, parse_special)
+                    }
+                    other => vec![other],
+                })
+                .collect();
+        }
+        let mut out = Vec::new();
+        let mut prev_special = true;
+        for f in frags {
+            match f {
+                Fragment::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Fragment::Text { text, .. } => {
+                    self.encode_raw(text, prev_special, &mut out)?;
+                    prev_special = false;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn encode_raw(&self, text: &str, prev_special: bool, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        match &self.inner {
+            Inner::Bpe { tok, .. } | Inner::Hf(tok) => {
+                let enc = tok.encode(text, false).map_err(|e| TokenizerError::Hf(e.to_string()))?;
+                out.extend_from_slice(enc.get_ids());
+            }
+            Inner::Spm { add_space_prefix } => {
+                let mut s = String::with_capacity(text.len() + 1);
+                if *add_space_prefix && prev_special {
+                    s.push(' ');
+                }
+                s.push_str(text);
+                spm::tokenize(&self.vocab, &s.replace(' ', "\u{2581}"), out);
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of a sequence of generated ids; control tokens print nothing.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        if let Inner::Hf(tok) = &self.inner {
+            return tok.decode(ids, true).unwrap_or_default();
+        }
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend(self.token_bytes(id));
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The raw bytes one GGUF token stands for (empty for control tokens).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(piece) = self.vocab.tokens.get(id as usize) else { return Vec::new() };
+                match self.vocab.types[id as usize] {
+            TokenType::Control | TokenType::Unknown | TokenType::Unused => Vec::new(),
+            // llama.cpp stores user-defined tokens as literal text.
+            TokenType::UserDefined => piece.as_bytes().to_vec(),
+            TokenType::Normal | TokenType::Byte => match &self.inner {
+                Inner::Bpe { bytes, .. } => piece.chars().filter_map(|c| bytes.get(&c).copied()).collect(),
+                Inner::Spm { .. } => spm::token_bytes(piece),
+                Inner::Hf(tok) => tok.decode(&[id], true).unwrap_or_default().into_bytes(),
+            },
+        }
+    }
+
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.vocab.stop_ids.contains(&id)
+    }
+
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.vocab.ids.get(text).copied()
+    }
+}
+
+/// Splits a text fragment at every occurrence of a special token's text.
+fn split_on<'a>(text: &'a str, piece: &str, id: u32, parse_special: bool) -> Vec<Fragment<'a>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(piece) {
+        if i > 0 {
+            out.push(Fragment::Text { text: &rest[..i], parse_special });
+        }
+        out.push(Fragment::Token(id));
+        rest = &rest[i + piece.len()..];
+    }
+    if !rest.is_empty() {
+        out.push(Fragment::Text { text: rest, parse_special });
+    }
+    out
+}

@@ -1,0 +1,164 @@
+//! A model's vocabulary as GGUF stores it (tokenizer.ggml.*): tokens, types, scores, merges, special ids.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+
+use super::TokenizerError;
+
+/// llama.cpp's token types (tokenizer.ggml.token_type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    Normal,
+    Unknown,
+    Control,
+    UserDefined,
+    Unused,
+    Byte,
+}
+
+impl TokenType {
+    fn from_i32(v: i32) -> Self {
+        match v {
+            2 => Self::Unknown,
+            3 => Self::Control,
+            4 => Self::UserDefined,
+            5 => Self::Unused,
+            6 => Self::Byte,
+            _ => Self::Normal,
+        }
+    }
+}
+
+/// How raw text becomes tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    /// GPT-2 style byte-level BPE, with the pre-tokenizer regexes of `tokenizer.ggml.pre`.
+    Bpe { pre: String, merges: Vec<(String, String)> },
+    /// SentencePiece (Llama 2, TinyLlama, Mistral): merges by score, byte fallback.
+    Spm { add_space_prefix: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    pub tokens: Vec<String>,
+    pub types: Vec<TokenType>,
+    pub scores: Vec<f32>,
+    pub ids: HashMap<String, u32>,
+    pub model: Model,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    /// Tokens that end a turn besides EOS (e.g. `<|im_end|>`, `<|eot_id|>`).
+    pub stop_ids: Vec<u32>,
+    pub add_bos: bool,
+    pub chat_template: Option<String>,
+}
+
+impl Vocab {
+    pub fn from_gguf(ct: &Content) -> Result<Self, TokenizerError> {
+        let md = |k: &str| ct.metadata.get(k);
+        let need = |k: &str| md(k).ok_or_else(|| TokenizerError::Missing(k.to_string()));
+        let kind = need("tokenizer.ggml.model")?.to_string().map_err(|e| bad("tokenizer.ggml.model", e))?.clone();
+        let tokens: Vec<String> = strings(need("tokenizer.ggml.tokens")?, "tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let types = match md("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| bad("tokenizer.ggml.token_type", e))?
+                .iter()
+                .map(|t| t.to_i32().map(TokenType::from_i32).map_err(|e| bad("tokenizer.ggml.token_type", e)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![TokenType::Normal; n],
+        };
+        let scores = match md("tokenizer.ggml.scores") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| bad("tokenizer.ggml.scores", e))?
+                .iter()
+                .map(|s| s.to_f32().map_err(|e| bad("tokenizer.ggml.scores", e)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![0.0; n],
+        };
+        if types.len() != n || scores.len() != n {
+            return Err(TokenizerError::Invalid("token_type / scores do not match the token count".into()));
+        }
+        let model = match kind.as_str() {
+            "gpt2" => {
+                let pre = match md("tokenizer.ggml.pre") {
+                    Some(p) => p.to_string().map_err(|e| bad("tokenizer.ggml.pre", e))?.clone(),
+                    None => "default".to_string(),
+                };
+                let merges = strings(need("tokenizer.ggml.merges")?, "tokenizer.ggml.merges")?
+                    .into_iter()
+                    .map(|m| {
+                        m.split_once(' ')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| TokenizerError::Invalid(format!("merge `{m}` has no space")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Model::Bpe { pre, merges }
+            }
+            "llama" => Model::Spm { add_space_prefix: flag(ct, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true) },
+            other => return Err(TokenizerError::Unsupported(format!("tokenizer model `{other}`"))),
+        };
+        let id = |k: &str| -> Result<Option<u32>, TokenizerError> {
+            md(k).map(|v| v.to_u32().map_err(|e| bad(k, e))).transpose()
+        };
+        let bos = id("tokenizer.ggml.bos_token_id")?;
+        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let add_bos = flag(ct, "tokenizer.ggml.add_bos_token")?.unwrap_or(matches!(model, Model::Spm { .. }));
+        let chat_template =
+            md("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned().filter(|t| !t.trim().is_empty());
+        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
+        stop_ids.extend(id("tokenizer.ggml.eot_token_id")?);
+        Ok(Self::finish(tokens, types, scores, model, bos, eos, stop_ids, add_bos, chat_template))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        tokens: Vec<String>,
+        types: Vec<TokenType>,
+        scores: Vec<f32>,
+        model: Model,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        mut stop_ids: Vec<u32>,
+        add_bos: bool,
+        chat_template: Option<String>,
+    ) -> Self {
+        let ids: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        // Chat models end turns with these even when EOS says otherwise; llama.cpp treats them as EOG too.
+        for marker in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<end_of_turn>"] {
+            if let Some(&i) = ids.get(marker) {
+                if types[i as usize] == TokenType::Control && !stop_ids.contains(&i) {
+                    stop_ids.push(i);
+                }
+            }
+        }
+        Self { tokens, types, scores, ids, model, bos, eos, stop_ids, add_bos, chat_template }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+fn strings(v: &Value, key: &str) -> Result<Vec<String>, TokenizerError> {
+    v.to_vec()
+        .map_err(|e| bad(key, e))?
+        .iter()
+        .map(|s| s.to_string().cloned().map_err(|e| bad(key, e)))
+        .collect()
+}
+
+fn flag(ct: &Content, key: &str) -> Result<Option<bool>, TokenizerError> {
+    ct.metadata.get(key).map(|v| v.to_bool().map_err(|e| bad(key, e))).transpose()
+}
+
+fn bad(key: &str, e: candle_core::Error) -> TokenizerError {
+    TokenizerError::Invalid(format!("{key}: {e}"))
+}

@@ -1,0 +1,160 @@
+//! Base model weights, loaded once and shared by every lane: from a GGUF file or a safetensors folder.
+
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+
+use super::linear::{BaseLinear, WeightPlan};
+use super::{LocalError, Result};
+
+/// The seven projections of a llama block, named as PEFT names them (`model.layers.N.<module>`).
+pub const MODULES: [&str; 7] =
+    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+const GGUF_NAMES: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    pub context: usize,
+    /// GGUF llama weights have q/k rows permuted for interleaved rotary pairs; HF weights use halves.
+    pub rope_interleaved: bool,
+}
+
+pub struct BaseLayer {
+    pub attn_norm: Tensor,
+    pub ffn_norm: Tensor,
+    /// In `MODULES` order.
+    pub linears: Vec<Arc<BaseLinear>>,
+}
+
+pub struct BaseWeights {
+    pub cfg: Config,
+    pub device: Device,
+    pub embed: Tensor,
+    pub layers: Vec<BaseLayer>,
+    pub norm: Tensor,
+    pub lm_head: Arc<BaseLinear>,
+    pub cos: Tensor,
+    pub sin: Tensor,
+    /// e.g. "Q8_0 decode · f32 prefill", for the pane title.
+    pub format: String,
+}
+
+impl BaseWeights {
+    pub fn bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        t(&self.embed)
+            + self.lm_head.bytes()
+            + self.layers.iter().map(|l| l.linears.iter().map(|x| x.bytes()).sum::<usize>()).sum::<usize>()
+    }
+}
+
+/// Reads GGUF metadata, naming the key when it is missing or of the wrong type.
+pub struct Meta<'a>(pub &'a Content);
+
+impl Meta<'_> {
+    pub fn get(&self, key: &str) -> Result<&Value> {
+        self.0.metadata.get(key).ok_or_else(|| LocalError::Model(format!("GGUF metadata has no `{key}`")))
+    }
+    pub fn u32(&self, key: &str) -> Result<u32> {
+        self.get(key)?.to_u32().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {e}")))
+    }
+    pub fn f32(&self, key: &str) -> Result<f32> {
+        self.get(key)?.to_f32().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {e}")))
+    }
+    pub fn string(&self, key: &str) -> Result<String> {
+        self.get(key)?.to_string().cloned().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {e}")))
+    }
+}
+
+pub fn gguf_config(ct: &Content) -> Result<Config> {
+    let m = Meta(ct);
+    let arch = m.string("general.architecture")?;
+    if arch != "llama" {
+        return Err(LocalError::Unsupported(format!("model architecture `{arch}` (supported: llama)")));
+    }
+    let hidden = m.u32("llama.embedding_length")? as usize;
+    let heads = m.u32("llama.attention.head_count")? as usize;
+    let head_dim = match m.u32("llama.attention.key_length") {
+        Ok(k) => k as usize,
+        Err(_) => hidden / heads.max(1),
+    };
+    let vocab = match m.u32("llama.vocab_size") {
+        Ok(v) => v as usize,
+        Err(_) => m.get("tokenizer.ggml.tokens")?.to_vec().map(|v| v.len()).unwrap_or(0),
+    };
+    Ok(Config {
+        vocab,
+        hidden,
+        layers: m.u32("llama.block_count")? as usize,
+        heads,
+        kv_heads: m.u32("llama.attention.head_count_kv").unwrap_or(heads as u32) as usize,
+        head_dim,
+        rms_eps: f64::from(m.f32("llama.attention.layer_norm_rms_epsilon")?),
+        rope_theta: m.f32("llama.rope.freq_base").unwrap_or(10_000.0),
+        context: m.u32("llama.context_length")? as usize,
+        rope_interleaved: true,
+    })
+}
+
+/// Loads a GGUF model's tensors onto `device` with the given weight plan.
+pub fn load_gguf<R: std::io::Read + std::io::Seek>(
+    ct: &Content,
+    reader: &mut R,
+    device: &Device,
+    plan: WeightPlan,
+) -> Result<BaseWeights> {
+    let cfg = gguf_config(ct)?;
+    let mut get = |name: &str| ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {e}")));
+    let embed_q = get("token_embd.weight")?;
+    let embed = embed_q.dequantize(device)?;
+    let norm = get("output_norm.weight")?.dequantize(device)?;
+    // SmolLM2 ties the output head to the embeddings: no output.weight in the file.
+    let head_q = if ct.tensor_infos.contains_key("output.weight") { get("output.weight")? } else { embed_q };
+    let lm_head = Arc::new(BaseLinear::from_qtensor("lm_head", head_q, WeightPlan { f32_prefill: false, ..plan })?);
+    let mut layers = Vec::with_capacity(cfg.layers);
+    for i in 0..cfg.layers {
+        let mut linears = Vec::with_capacity(7);
+        for (module, g) in MODULES.iter().zip(GGUF_NAMES) {
+            let q = get(&format!("blk.{i}.{g}.weight"))?;
+            linears.push(Arc::new(BaseLinear::from_qtensor(&format!("model.layers.{i}.{module}"), q, plan)?));
+        }
+        layers.push(BaseLayer {
+            attn_norm: get(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?,
+            ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?,
+            linears,
+        });
+    }
+    let source = ct.tensor_infos.get("blk.0.attn_q.weight").map_or("?".into(), |t| format!("{:?}", t.ggml_dtype));
+    finish(cfg, device, embed, layers, norm, lm_head, plan.describe(&source))
+}
+
+pub fn finish(
+    cfg: Config,
+    device: &Device,
+    embed: Tensor,
+    layers: Vec<BaseLayer>,
+    norm: Tensor,
+    lm_head: Arc<BaseLinear>,
+    format: String,
+) -> Result<BaseWeights> {
+    let (cos, sin) = rope_tables(&cfg, device)?;
+    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, cos, sin, format })
+}
+
+fn rope_tables(cfg: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let inv: Vec<f32> = (0..half).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+    let inv = Tensor::from_vec(inv, (1, half), device)?;
+    let pos = Tensor::arange(0u32, cfg.context as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
+    let freqs = pos.matmul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}

@@ -1,0 +1,163 @@
+//! One worker thread per device: admits runs, then steps every active run in turn (a prefill chunk or
+//! one token each), so lanes on one device stream together and cancellation is seen between steps.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use candle_core::Device;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::generate::{Job, Step};
+use super::store::ModelStore;
+use super::{LocalError, Result};
+use crate::engine::{EngineError, LaneSink, RunRequest, Usage};
+
+pub struct Request {
+    pub req: RunRequest,
+    pub sink: LaneSink,
+    pub cancel: CancellationToken,
+    pub reply: oneshot::Sender<std::result::Result<Usage, EngineError>>,
+}
+
+#[derive(Default)]
+pub struct Workers {
+    pub store: Arc<ModelStore>,
+    queues: Mutex<HashMap<String, Sender<Request>>>,
+}
+
+impl Workers {
+    /// Hands a run to the worker of its device, starting the worker on first use.
+    pub fn submit(&self, device_spec: &str, r: Request) -> std::result::Result<(), String> {
+        let (name, device) = pick_device(device_spec).map_err(|e| e.to_string())?;
+        let mut queues = self.queues.lock().map_err(|_| "the local worker table was poisoned".to_string())?;
+        let tx = match queues.get(&name) {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = channel();
+                let store = self.store.clone();
+                let label = name.clone();
+                std::thread::Builder::new()
+                    .name(format!("tunebench-{name}"))
+                    .spawn(move || run_worker(rx, store, device, label))
+                    .map_err(|e| format!("cannot start the {name} worker: {e}"))?;
+                queues.insert(name.clone(), tx.clone());
+                tx
+            }
+        };
+        tx.send(r).map_err(|_| format!("the {name} worker has stopped"))
+    }
+}
+
+/// `auto` takes the GPU this build supports, else the CPU; a GPU this build lacks is an error.
+pub fn pick_device(spec: &str) -> Result<(String, Device)> {
+    let gpu_missing = |what: &str| LocalError::Run(format!("device `{spec}`: this build has no {what} support (rebuild with --features {what})"));
+    match spec {
+        "cpu" => Ok(("cpu".into(), Device::Cpu)),
+        "metal" if cfg!(feature = "metal") => Ok(("metal".into(), Device::new_metal(0)?)),
+        "metal" => Err(gpu_missing("metal")),
+        s if s.starts_with("cuda:") => {
+            if !cfg!(feature = "cuda") {
+                return Err(gpu_missing("cuda"));
+            }
+            let n: usize = s[5..].parse().map_err(|_| LocalError::Run(format!("bad device `{s}`")))?;
+            Ok((s.to_string(), Device::new_cuda(n)?))
+        }
+        _ => {
+            if cfg!(feature = "cuda") {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(("cuda:0".into(), d));
+                }
+            }
+            if cfg!(feature = "metal") {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(("metal".into(), d));
+                }
+            }
+            Ok(("cpu".into(), Device::Cpu))
+        }
+    }
+}
+
+struct Active {
+    job: Job,
+    cancel: CancellationToken,
+    reply: oneshot::Sender<std::result::Result<Usage, EngineError>>,
+}
+
+fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, name: String) {
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        if active.is_empty() {
+            match rx.recv() {
+                Ok(r) => admit(r, &store, &device, &name, &mut active),
+                Err(_) => return,
+            }
+        }
+        while let Ok(r) = rx.try_recv() {
+            admit(r, &store, &device, &name, &mut active);
+        }
+        let mut i = 0;
+        while i < active.len() {
+            if active[i].cancel.is_cancelled() || active[i].job.sink.is_closed() {
+                let a = active.swap_remove(i);
+                let _ = a.reply.send(Err(EngineError::Cancelled));
+                continue;
+            }
+            let step = catch_unwind(AssertUnwindSafe(|| active[i].job.step()))
+                .unwrap_or_else(|p| Step::Finished(Err(LocalError::Run(format!("panicked: {}", panic_text(&*p))))));
+            match step {
+                Step::More => i += 1,
+                Step::Finished(r) => {
+                    let a = active.swap_remove(i);
+                    let _ = a.reply.send(r.map_err(|e| EngineError::Backend(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn admit(r: Request, store: &ModelStore, device: &Device, name: &str, active: &mut Vec<Active>) {
+    let Request { req, sink, cancel, reply } = r;
+    let made = catch_unwind(AssertUnwindSafe(|| prepare(&req, sink, store, device, name)))
+        .unwrap_or_else(|p| Err(LocalError::Run(format!("panicked while loading: {}", panic_text(&*p)))));
+    match made {
+        Ok(job) => active.push(Active { job, cancel, reply }),
+        Err(e) => {
+            let _ = reply.send(Err(EngineError::Backend(e.to_string())));
+        }
+    }
+}
+
+/// Loads (or reuses) the model, renders and tokenizes the prompt, and reports where the lane runs.
+fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device, name: &str) -> Result<Job> {
+    let spec = req.model.as_ref().ok_or_else(|| LocalError::Run("a local lane needs a [models] entry".into()))?;
+    if let Some(a) = &req.lane.adapter {
+        return Err(LocalError::Unsupported(format!(
+            "adapter `{a}`: LoRA adapters are not supported by this build yet; remove `adapter` to run the base model"
+        )));
+    }
+    let model = store.get(&spec.path, device, name)?;
+    let tok = &model.tokenizer;
+    let piece = |id: Option<u32>| id.and_then(|i| tok.vocab.tokens.get(i as usize)).cloned().unwrap_or_default();
+    let (bos, eos) = (piece(tok.vocab.bos), piece(tok.vocab.eos));
+    let rendered = model.template.render(&req.system_prompt, &req.input, &bos, &eos)?;
+    let mut ids = Vec::new();
+    // The model's BOS goes first unless the template already wrote it (no double BOS).
+    if tok.vocab.add_bos && !(bos.is_empty() || rendered.text.starts_with(&bos)) {
+        ids.extend(tok.vocab.bos);
+    }
+    ids.extend(tok.encode_marked(&rendered.text, &rendered.plain)?);
+    sink.info(format!("{name} · {}", model.base().format));
+    if let Some(w) = model.template.warning() {
+        sink.warning(w);
+    }
+    sink.started(Some(ids.len() as u64));
+    Job::new(model.plain.clone(), model.tokenizer.clone(), ids, &req.lane.sampling, sink)
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
