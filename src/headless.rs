@@ -62,7 +62,7 @@ pub async fn run(ws: &Workspace, input: &str, lanes: &[LaneIdx], registry: Regis
                 prompt_tokens[ev.lane] = *p;
                 continue;
             }
-                        EventKind::Token { text } => {
+            EventKind::Token { text } => {
                 outputs[ev.lane].push_str(text);
                 continue;
             }

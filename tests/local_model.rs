@@ -104,8 +104,11 @@ async fn a_greedy_completion_is_identical_across_runs() {
     // The copy's relative model path points into the temp dir; aim it at the real file.
     let ws_text = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
     let abs = model_path().unwrap();
-    std::fs::write(root.join("workspace.toml"), ws_text.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", abs.to_str().unwrap()))
-        .unwrap();
+    std::fs::write(
+        root.join("workspace.toml"),
+        ws_text.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", abs.to_str().unwrap()),
+    )
+    .unwrap();
     let ws = tunebench::workspace::load(&root).unwrap();
     let base = tunebench::headless::select_lanes(&ws, &["base".into()]).unwrap();
     let input = "Order #4411 arrived broken; I want a refund of $25.99.";

@@ -56,7 +56,7 @@ pub struct LaneState {
     pub error: Option<EngineError>,
     /// Lines scrolled up from the bottom; 0 follows the stream.
     pub scroll_back: u16,
-        /// The lane's settings when the current run began.
+    /// The lane's settings when the current run began.
     pub spec: Option<LaneSpec>,
     /// Device and weight formats as the backend reported them.
     pub detail: Option<String>,
@@ -75,7 +75,7 @@ impl Default for LaneState {
             timings: None,
             error: None,
             scroll_back: 0,
-                        spec: None,
+            spec: None,
             detail: None,
             warnings: Vec::new(),
         }
@@ -95,7 +95,7 @@ impl LaneState {
             status: LaneStatus::Waiting,
             run: Some(run),
             input: input.to_string(),
-                        spec: Some(spec.clone()),
+            spec: Some(spec.clone()),
             // What the backend said about where it runs stays until it says otherwise.
             detail: self.detail.take(),
             ..Self::default()
@@ -113,7 +113,7 @@ impl LaneState {
                 self.prompt_tokens = prompt_tokens;
                 None
             }
-                        EventKind::Info { detail } => {
+            EventKind::Info { detail } => {
                 self.detail = Some(detail);
                 None
             }

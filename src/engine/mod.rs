@@ -60,14 +60,27 @@ pub enum EngineError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    Started { prompt_tokens: Option<u64> },
+    Started {
+        prompt_tokens: Option<u64>,
+    },
     /// Where and how the lane runs (device, weight formats), for its pane title.
-    Info { detail: String },
+    Info {
+        detail: String,
+    },
     /// Something the user should see that does not stop the run (e.g. a fallback chat template).
-    Warning { text: String },
-    Token { text: String },
-    Done { usage: Usage, timings: Timings },
-    Failed { error: EngineError },
+    Warning {
+        text: String,
+    },
+    Token {
+        text: String,
+    },
+    Done {
+        usage: Usage,
+        timings: Timings,
+    },
+    Failed {
+        error: EngineError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

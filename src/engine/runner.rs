@@ -19,7 +19,7 @@ pub struct Registry {
 
 impl Registry {
     /// The backends compiled into this build.
-        pub fn builtin() -> Self {
+    pub fn builtin() -> Self {
         Self::default().with(BackendKind::Local, Arc::new(super::local::LocalBackend::new()))
     }
 
@@ -88,7 +88,7 @@ impl LaneSink {
         self.send(EventKind::Started { prompt_tokens });
     }
 
-        pub fn info(&self, detail: impl Into<String>) {
+    pub fn info(&self, detail: impl Into<String>) {
         self.send(EventKind::Info { detail: detail.into() });
     }
 

@@ -19,7 +19,7 @@ pub struct LaneView<'a> {
 pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     let lane = &state.lanes[idx];
     let t = &state.theme;
-        let mut lines: Vec<Line<'static>> =
+    let mut lines: Vec<Line<'static>> =
         lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
     let mut text = if lane.output.is_empty() {
         let hint = match lane.status {
@@ -31,7 +31,7 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     } else {
         Text::styled(lane.output.clone(), Style::default().fg(t.fg))
     };
-        if !lines.is_empty() {
+    if !lines.is_empty() {
         lines.extend(text.lines);
         text = Text::from(lines);
     }
@@ -106,7 +106,7 @@ impl Widget for LaneView<'_> {
 pub fn subtitle(state: &AppState, idx: usize) -> String {
     let spec = &state.ws.lanes[idx];
     let mut s = format!("{} · {}", spec.model, spec.backend);
-        match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+    match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
         (Some(d), _) => s.push_str(&format!(" · {d}")),
         (None, Some(m)) => s.push_str(&format!(" · {}", m.device)),
         _ => {}

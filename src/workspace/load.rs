@@ -255,7 +255,7 @@ fn build_lane(
         }
         sampling.top_p = p.into_inner();
     }
-        if let Some(k) = r.top_k {
+    if let Some(k) = r.top_k {
         if *k.get_ref() == 0 {
             return Err(loc.at(k.span().start, key("top_k"), "must be at least 1"));
         }

@@ -69,7 +69,7 @@ pub struct ModelSpec {
 pub struct Sampling {
     pub max_tokens: u32,
     pub temperature: f64,
-        pub top_p: f64,
+    pub top_p: f64,
     /// Sample among the k most likely tokens (local lanes; None = no limit).
     pub top_k: Option<u32>,
     /// >1 discourages repeating recent tokens (local lanes; 1 = off).
@@ -80,10 +80,15 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self { max_tokens: 256, temperature: 0.0,             top_p: 1.0,
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
             top_k: None,
             repetition_penalty: 1.0,
-            seed: None, stop: Vec::new() }
+            seed: None,
+            stop: Vec::new(),
+        }
     }
 }
 

@@ -46,7 +46,7 @@ pub struct RawLane {
     pub api_key_env: Option<Spanned<String>>,
     pub max_tokens: Option<Spanned<u32>>,
     pub temperature: Option<Spanned<f64>>,
-        pub top_p: Option<Spanned<f64>>,
+    pub top_p: Option<Spanned<f64>>,
     pub top_k: Option<Spanned<u32>>,
     pub repetition_penalty: Option<Spanned<f64>>,
     pub seed: Option<u64>,

@@ -63,10 +63,6 @@ impl Job {
         })
     }
 
-    pub fn cache_bytes(&self) -> usize {
-        self.cache.bytes()
-    }
-
     /// Advances by one prefill chunk or one decoded token.
     pub fn step(&mut self) -> Step {
         match self.try_step() {
@@ -77,7 +73,8 @@ impl Job {
     }
 
     fn try_step(&mut self) -> Result<Option<Usage>> {
-        let end = if self.done < self.prompt_len { (self.done + PREFILL_CHUNK).min(self.prompt_len) } else { self.ids.len() };
+        let end =
+            if self.done < self.prompt_len { (self.done + PREFILL_CHUNK).min(self.prompt_len) } else { self.ids.len() };
         let logits = self.model.forward_last(&self.ids[self.done..end], self.done, &mut self.cache)?;
         self.done = end;
         if self.done < self.prompt_len {

@@ -50,7 +50,9 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
     let hc: HfConfig = read_json(&dir.join("config.json"))?;
     let arch = hc.architectures.first().cloned().unwrap_or_default();
     if !matches!(arch.as_str(), "LlamaForCausalLM" | "MistralForCausalLM") {
-        return Err(LocalError::Unsupported(format!("model architecture `{arch}` (supported: LlamaForCausalLM, MistralForCausalLM)")));
+        return Err(LocalError::Unsupported(format!(
+            "model architecture `{arch}` (supported: LlamaForCausalLM, MistralForCausalLM)"
+        )));
     }
     let cfg = Config {
         vocab: hc.vocab_size,
@@ -75,12 +77,19 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
     }
     let mut tensors = std::collections::HashMap::new();
     for f in &files {
-        tensors.extend(candle_core::safetensors::load(f, device).map_err(|e| LocalError::Model(format!("{}: {e}", f.display())))?);
+        tensors.extend(
+            candle_core::safetensors::load(f, device)
+                .map_err(|e| LocalError::Model(format!("{}: {e}", f.display())))?,
+        );
     }
     let mut take = |name: &str| -> Result<Tensor> {
-        let t = tensors.remove(name).ok_or_else(|| LocalError::Model(format!("{}: no tensor `{name}`", dir.display())))?;
+        let t =
+            tensors.remove(name).ok_or_else(|| LocalError::Model(format!("{}: no tensor `{name}`", dir.display())))?;
         if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-            return Err(LocalError::Unsupported(format!("tensor `{name}` of type {:?} (f32, f16 or bf16 expected)", t.dtype())));
+            return Err(LocalError::Unsupported(format!(
+                "tensor `{name}` of type {:?} (f32, f16 or bf16 expected)",
+                t.dtype()
+            )));
         }
         Ok(t.to_dtype(DType::F32)?)
     };
@@ -104,7 +113,11 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
     let format = plan.describe("f32");
     let base = finish(cfg, device, embed, layers, norm, lm_head, format)?;
 
-    let tc: TokConfig = if dir.join("tokenizer_config.json").is_file() { read_json(&dir.join("tokenizer_config.json"))? } else { TokConfig::default() };
+    let tc: TokConfig = if dir.join("tokenizer_config.json").is_file() {
+        read_json(&dir.join("tokenizer_config.json"))?
+    } else {
+        TokConfig::default()
+    };
     let template = match tc.chat_template {
         Some(serde_json::Value::String(s)) => Some(s),
         _ => None,
@@ -118,7 +131,17 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
         Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64().map(|x| x as u32)).collect(),
         _ => eos.into_iter().collect(),
     };
-    let seed = Vocab::finish(Vec::new(), Vec::new(), Vec::new(), Model::Spm { add_space_prefix: false }, hc.bos_token_id, eos, stop_ids, tc.add_bos_token.unwrap_or(false), template);
+    let seed = Vocab::finish(
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Model::Spm { add_space_prefix: false },
+        hc.bos_token_id,
+        eos,
+        stop_ids,
+        tc.add_bos_token.unwrap_or(false),
+        template,
+    );
     let tokenizer = Tokenizer::from_hf_json(&dir.join("tokenizer.json"), seed)?;
     Ok((base, tokenizer))
 }

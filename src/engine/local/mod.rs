@@ -66,7 +66,12 @@ impl LocalBackend {
 }
 
 impl Backend for LocalBackend {
-    fn run(&self, req: RunRequest, sink: LaneSink, cancel: CancellationToken) -> BoxFuture<'static, std::result::Result<Usage, EngineError>> {
+    fn run(
+        &self,
+        req: RunRequest,
+        sink: LaneSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, std::result::Result<Usage, EngineError>> {
         let workers = self.workers.clone();
         Box::pin(async move {
             let device = req.model.as_ref().map_or("auto".to_string(), |m| m.device.clone());

@@ -62,7 +62,7 @@ impl Llama {
         let mut x = b.embed.index_select(&ids_t, 0)?.unsqueeze(0)?;
         let cos = b.cos.narrow(0, pos, n)?;
         let sin = b.sin.narrow(0, pos, n)?;
-                let rep = c.heads / c.kv_heads.max(1);
+        let rep = c.heads / c.kv_heads.max(1);
         let mask = if n > 1 { Some(causal_mask(n, pos, rep, &b.device)?) } else { None };
         for (i, (layer, lins)) in b.layers.iter().zip(&self.layers).enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, c.rms_eps as f32)?;
@@ -75,7 +75,7 @@ impl Llama {
             } else {
                 (rope(&q, &cos, &sin)?, rope(&k, &cos, &sin)?)
             };
-                        let (k, v) = cache.append(i, pos, &k, &v)?;
+            let (k, v) = cache.append(i, pos, &k, &v)?;
             // Grouped-query attention without copying K/V per query head: the `rep` query heads that
             // share a KV head become `rep * n` rows against that head's keys.
             let rep = c.heads / c.kv_heads;
@@ -102,8 +102,9 @@ impl Llama {
 fn causal_mask(n: usize, pos: usize, rep: usize, dev: &Device) -> Result<Tensor> {
     let total = pos + n;
     let mask: Vec<f32> = (0..rep)
-        .flat_map(|_| (0..n).flat_map(move |i| (0..total).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY })))
+        .flat_map(|_| {
+            (0..n).flat_map(move |i| (0..total).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY }))
+        })
         .collect();
     Ok(Tensor::from_vec(mask, (rep * n, total), dev)?)
 }
-

@@ -46,8 +46,13 @@ impl ModelStore {
             return Ok(m.clone());
         }
         let started = std::time::Instant::now();
-        let (base, tokenizer) = if resolved.is_dir() { hf::load(&resolved, device, plan_for(device, 0))? } else { load_gguf_file(&resolved, device)? };
-        let template = ChatTemplate::new(tokenizer.vocab.chat_template.as_deref(), |t| tokenizer.token_id(t).is_some())?;
+        let (base, tokenizer) = if resolved.is_dir() {
+            hf::load(&resolved, device, plan_for(device, 0))?
+        } else {
+            load_gguf_file(&resolved, device)?
+        };
+        let template =
+            ChatTemplate::new(tokenizer.vocab.chat_template.as_deref(), |t| tokenizer.token_id(t).is_some())?;
         let plain = Arc::new(Llama::new(Arc::new(base), &plain)?);
         let model = Arc::new(LoadedModel {
             plain,
@@ -63,7 +68,8 @@ impl ModelStore {
 
 fn load_gguf_file(path: &Path, device: &Device) -> Result<(BaseWeights, Tokenizer)> {
     let mut f = std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
-    let ct = gguf_file::Content::read(&mut f).map_err(|e| LocalError::Model(format!("{}: not a GGUF file: {e}", path.display())))?;
+    let ct = gguf_file::Content::read(&mut f)
+        .map_err(|e| LocalError::Model(format!("{}: not a GGUF file: {e}", path.display())))?;
     let f32_bytes: usize = ct.tensor_infos.values().map(|t| t.shape.elem_count() * 4).sum();
     let base = load_gguf(&ct, &mut f, device, plan_for(device, f32_bytes))?;
     let tokenizer = Tokenizer::from_vocab(Vocab::from_gguf(&ct)?)?;

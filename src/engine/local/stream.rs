@@ -38,7 +38,8 @@ impl TextStream {
             let window_start = floor_char(stable, self.sent.len().saturating_sub(s.len()));
             if let Some(i) = stable[window_start..].find(s.as_str()) {
                 let cut = window_start + i;
-                let before = if cut >= self.sent.len() { stable[self.sent.len()..cut].to_string() } else { String::new() };
+                let before =
+                    if cut >= self.sent.len() { stable[self.sent.len()..cut].to_string() } else { String::new() };
                 return Piece::Stop(before);
             }
         }
@@ -77,6 +78,59 @@ fn floor_char(s: &str, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::engine::local::tokenizer::{Model, TokenType, Vocab};
+
+    /// A byte-level vocabulary whose id n is byte n.
+    fn bytes_tokenizer() -> Tokenizer {
+        let table = crate::engine::local::tokenizer::byte_chars();
+        let tokens: Vec<String> = (0..=255u8).map(|b| table[&b].to_string()).collect();
+        let v = Vocab::finish(
+            tokens,
+            vec![TokenType::Normal; 256],
+            vec![0.0; 256],
+            Model::Bpe { pre: "gpt2".into(), merges: Vec::new() },
+            None,
+            None,
+            Vec::new(),
+            false,
+            None,
+        );
+        Tokenizer::from_vocab(v).unwrap()
+    }
+
+    #[test]
+    fn multi_byte_characters_are_never_split() {
+        let tok = bytes_tokenizer();
+        let mut s = TextStream::new(&[]);
+        let mut pieces = Vec::new();
+        for b in "aé東🚀".bytes() {
+            if let Piece::Text(t) = s.push(&tok, u32::from(b)) {
+                pieces.push(t);
+            }
+        }
+        let shown: Vec<&str> = pieces.iter().map(String::as_str).filter(|p| !p.is_empty()).collect();
+        assert_eq!(shown, ["a", "é", "東", "🚀"]);
+    }
+
+    #[test]
+    fn stop_strings_are_held_back_then_cut() {
+        let tok = bytes_tokenizer();
+        let mut s = TextStream::new(&["END".to_string()]);
+        let mut shown = String::new();
+        for b in "abcEN".bytes() {
+            if let Piece::Text(t) = s.push(&tok, u32::from(b)) {
+                shown.push_str(&t);
+            }
+        }
+        assert_eq!(shown, "abc", "`EN` might start the stop string");
+        assert!(matches!(s.push(&tok, u32::from(b'D')), Piece::Stop(rest) if rest.is_empty()));
+        let mut s = TextStream::new(&["END".to_string()]);
+        for b in "abEx".bytes() {
+            s.push(&tok, u32::from(b));
+        }
+        assert_eq!(s.flush(&tok), "", "nothing held once `Ex` ruled the stop out");
+    }
 
     #[test]
     fn partial_suffix_finds_stop_prefixes() {

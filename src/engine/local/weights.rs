@@ -9,8 +9,15 @@ use super::linear::{BaseLinear, WeightPlan};
 use super::{LocalError, Result};
 
 /// The seven projections of a llama block, named as PEFT names them (`model.layers.N.<module>`).
-pub const MODULES: [&str; 7] =
-    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+pub const MODULES: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
 const GGUF_NAMES: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +120,8 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     plan: WeightPlan,
 ) -> Result<BaseWeights> {
     let cfg = gguf_config(ct)?;
-    let mut get = |name: &str| ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {e}")));
+    let mut get =
+        |name: &str| ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {e}")));
     let embed_q = get("token_embd.weight")?;
     let embed = embed_q.dequantize(device)?;
     let norm = get("output_norm.weight")?.dequantize(device)?;

@@ -53,7 +53,9 @@ impl Workers {
 
 /// `auto` takes the GPU this build supports, else the CPU; a GPU this build lacks is an error.
 pub fn pick_device(spec: &str) -> Result<(String, Device)> {
-    let gpu_missing = |what: &str| LocalError::Run(format!("device `{spec}`: this build has no {what} support (rebuild with --features {what})"));
+    let gpu_missing = |what: &str| {
+        LocalError::Run(format!("device `{spec}`: this build has no {what} support (rebuild with --features {what})"))
+    };
     match spec {
         "cpu" => Ok(("cpu".into(), Device::Cpu)),
         "metal" if cfg!(feature = "metal") => Ok(("metal".into(), Device::new_metal(0)?)),
@@ -66,15 +68,15 @@ pub fn pick_device(spec: &str) -> Result<(String, Device)> {
             Ok((s.to_string(), Device::new_cuda(n)?))
         }
         _ => {
-            if cfg!(feature = "cuda") {
-                if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(("cuda:0".into(), d));
-                }
+            if cfg!(feature = "cuda")
+                && let Ok(d) = Device::new_cuda(0)
+            {
+                return Ok(("cuda:0".into(), d));
             }
-            if cfg!(feature = "metal") {
-                if let Ok(d) = Device::new_metal(0) {
-                    return Ok(("metal".into(), d));
-                }
+            if cfg!(feature = "metal")
+                && let Ok(d) = Device::new_metal(0)
+            {
+                return Ok(("metal".into(), d));
             }
             Ok(("cpu".into(), Device::Cpu))
         }

@@ -30,7 +30,8 @@ pub fn pre_regexes(pre: &str) -> Result<(Vec<&'static str>, bool), TokenizerErro
 /// A `tokenizers` pipeline equivalent to llama.cpp's BPE session for this vocabulary.
 pub fn build(vocab: &Vocab, pre: &str, merges: &[(String, String)]) -> Result<Tokenizer, TokenizerError> {
     let (regexes, ignore_merges) = pre_regexes(pre)?;
-    let map: tokenizers::models::bpe::Vocab = vocab.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let map: tokenizers::models::bpe::Vocab =
+        vocab.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let bpe = BPE::builder()
         .vocab_and_merges(map, merges.to_vec())
         .ignore_merges(ignore_merges)

@@ -24,8 +24,13 @@ pub enum TokenizerError {
 }
 
 enum Inner {
-    Bpe { tok: tokenizers::Tokenizer, bytes: HashMap<char, u8> },
-    Spm { add_space_prefix: bool },
+    Bpe {
+        tok: tokenizers::Tokenizer,
+        bytes: HashMap<char, u8>,
+    },
+    Spm {
+        add_space_prefix: bool,
+    },
     /// A tokenizer.json; its added tokens are matched here, never inside plain text.
     Hf(tokenizers::Tokenizer),
 }
@@ -95,14 +100,16 @@ impl Tokenizer {
             })
             .map(|(i, t)| (vocab.tokens[i].clone(), i as u32, *t))
             .collect();
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        specials.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         Self { vocab, inner, specials }
     }
 
     /// Token ids of `text` without BOS; with `parse_special`, control-token text becomes control tokens.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let plain: Vec<Range<usize>> = if parse_special { Vec::new() } else { vec![0..text.len()] };
-        self.encode_marked(text, &plain)
+        // One span covering the whole text (not a list of its indices).
+        #[allow(clippy::single_range_in_vec_init)]
+        let all = [0..text.len()];
+        self.encode_marked(text, if parse_special { &[] } else { &all })
     }
 
     /// Encodes a rendered prompt: control tokens are recognised everywhere except inside `plain`
@@ -110,7 +117,7 @@ impl Tokenizer {
     pub fn encode_marked(&self, text: &str, plain: &[Range<usize>]) -> Result<Vec<u32>, TokenizerError> {
         let mut frags = Vec::new();
         let mut at = 0;
-                for r in plain {
+        for r in plain {
             if r.start < at || r.end > text.len() {
                 continue;
             }
@@ -127,9 +134,7 @@ impl Tokenizer {
             frags = frags
                 .into_iter()
                 .flat_map(|f| match f {
-                    Fragment::Text { text, parse_special }
-                        if parse_special || *kind == TokenType::UserDefined =>
-                    {
+                    Fragment::Text { text, parse_special } if parse_special || *kind == TokenType::UserDefined => {
                         split_on(text, piece, *id, parse_special)
                     }
                     other => vec![other],
@@ -186,7 +191,7 @@ impl Tokenizer {
     /// The raw bytes one GGUF token stands for (empty for control tokens).
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
         let Some(piece) = self.vocab.tokens.get(id as usize) else { return Vec::new() };
-                match self.vocab.types[id as usize] {
+        match self.vocab.types[id as usize] {
             TokenType::Control | TokenType::Unknown | TokenType::Unused => Vec::new(),
             // llama.cpp stores user-defined tokens as literal text.
             TokenType::UserDefined => piece.as_bytes().to_vec(),
@@ -205,6 +210,11 @@ impl Tokenizer {
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.vocab.ids.get(text).copied()
     }
+}
+
+/// GPT-2's byte → printable-character table (the inverse of what byte-level tokens decode through).
+pub fn byte_chars() -> HashMap<u8, char> {
+    bpe::char_to_byte().into_iter().map(|(c, b)| (b, c)).collect()
 }
 
 /// Splits a text fragment at every occurrence of a special token's text.

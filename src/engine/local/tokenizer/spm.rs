@@ -55,7 +55,11 @@ pub fn tokenize(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     }
     let mut queue = BinaryHeap::new();
     let mut rev_merge: HashMap<String, (usize, usize)> = HashMap::new();
-    let try_add = |symbols: &[Symbol], l: isize, r: isize, q: &mut BinaryHeap<Bigram>, rm: &mut HashMap<String, (usize, usize)>| {
+    let try_add = |symbols: &[Symbol],
+                   l: isize,
+                   r: isize,
+                   q: &mut BinaryHeap<Bigram>,
+                   rm: &mut HashMap<String, (usize, usize)>| {
         if l < 0 || r < 0 {
             return;
         }
@@ -127,10 +131,12 @@ pub fn byte_token(vocab: &Vocab, b: u8) -> Option<u32> {
 
 /// The bytes a token stands for: `▁` is a space, `<0xNN>` a raw byte.
 pub fn token_bytes(piece: &str) -> Vec<u8> {
-    if piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
-        if let Ok(b) = u8::from_str_radix(&piece[3..5], 16) {
-            return vec![b];
-        }
+    if piece.len() == 6
+        && piece.starts_with("<0x")
+        && piece.ends_with('>')
+        && let Ok(b) = u8::from_str_radix(&piece[3..5], 16)
+    {
+        return vec![b];
     }
     piece.replace('\u{2581}', " ").into_bytes()
 }

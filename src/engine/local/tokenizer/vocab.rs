@@ -129,10 +129,11 @@ impl Vocab {
         let ids: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         // Chat models end turns with these even when EOS says otherwise; llama.cpp treats them as EOG too.
         for marker in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<end_of_turn>"] {
-            if let Some(&i) = ids.get(marker) {
-                if types[i as usize] == TokenType::Control && !stop_ids.contains(&i) {
-                    stop_ids.push(i);
-                }
+            if let Some(&i) = ids.get(marker)
+                && types[i as usize] == TokenType::Control
+                && !stop_ids.contains(&i)
+            {
+                stop_ids.push(i);
             }
         }
         Self { tokens, types, scores, ids, model, bos, eos, stop_ids, add_bos, chat_template }
@@ -148,11 +149,7 @@ impl Vocab {
 }
 
 fn strings(v: &Value, key: &str) -> Result<Vec<String>, TokenizerError> {
-    v.to_vec()
-        .map_err(|e| bad(key, e))?
-        .iter()
-        .map(|s| s.to_string().cloned().map_err(|e| bad(key, e)))
-        .collect()
+    v.to_vec().map_err(|e| bad(key, e))?.iter().map(|s| s.to_string().cloned().map_err(|e| bad(key, e))).collect()
 }
 
 fn flag(ct: &Content, key: &str) -> Result<Option<bool>, TokenizerError> {

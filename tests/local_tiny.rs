@@ -1,0 +1,223 @@
+//! Local lanes on a tiny random llama the tests write themselves: formats, sharing, scheduling,
+//! sampling, stop rules, cancellation and limits — no downloads, a few seconds.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_core::Device;
+use support::tiny;
+use tokio::sync::mpsc;
+use tunebench::engine::local::{LocalBackend, ModelStore, plain};
+use tunebench::engine::{Engine, EngineError, EngineEvent, EventKind, Registry, RunRequest};
+use tunebench::workspace::{self, BackendKind, Workspace};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    gguf: std::path::PathBuf,
+    hf: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+fn fixture(extra_lane_keys: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, hf) = tiny::write(dir.path(), None);
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let lane = |id: &str| {
+        format!(
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nmax_tokens = 40\n{extra_lane_keys}\n"
+        )
+    };
+    let toml = format!(
+        "name = \"tiny\"\n[prompts.p]\ntext = \"Be brief.\"\n[models.tiny]\npath = \"{}\"\ndevice = \"cpu\"\n[models.tinyhf]\npath = \"{}\"\ndevice = \"cpu\"\n{}{}",
+        gguf.display(),
+        hf.display(),
+        lane("a"),
+        lane("b")
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    Fixture { _dir: dir, gguf, hf, root }
+}
+
+async fn run_lanes(ws: &Workspace, backend: &LocalBackend, lanes: &[usize], input: &str) -> Vec<EngineEvent> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let engine = Engine::new(Registry::default().with(BackendKind::Local, Arc::new(backend.clone())), tx);
+    let _tokens: Vec<_> =
+        lanes.iter().map(|&l| engine.start(l, l as u64, RunRequest::for_lane(ws, l, input).unwrap())).collect();
+    drop(engine);
+    let mut events = Vec::new();
+    let mut open = lanes.len();
+    while open > 0 {
+        let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap();
+        if matches!(ev.kind, EventKind::Done { .. } | EventKind::Failed { .. }) {
+            open -= 1;
+        }
+        events.push(ev);
+    }
+    events
+}
+
+fn text(events: &[EngineEvent], lane: usize) -> String {
+    events
+        .iter()
+        .filter(|e| e.lane == lane)
+        .filter_map(|e| if let EventKind::Token { text } = &e.kind { Some(text.as_str()) } else { None })
+        .collect()
+}
+
+fn end(events: &[EngineEvent], lane: usize) -> &EventKind {
+    &events.iter().rev().find(|e| e.lane == lane).unwrap().kind
+}
+
+#[test]
+fn gguf_and_safetensors_copies_give_the_same_logits() {
+    let f = fixture("");
+    let store = ModelStore::default();
+    let g = store.get(&f.gguf, &Device::Cpu, "cpu").unwrap();
+    let h = store.get(&f.hf, &Device::Cpu, "cpu").unwrap();
+    assert!(g.base().cfg.rope_interleaved && !h.base().cfg.rope_interleaved);
+    let ids: Vec<u32> = (0..20).map(|i| (i * 13 % 260) as u32).collect();
+    let run = |m: &tunebench::engine::local::LoadedModel| {
+        let mut cache = m.plain.new_cache(ids.len()).unwrap();
+        m.plain.forward_all(&ids, 0, &mut cache).unwrap()
+    };
+    let diff = (run(&g) - run(&h)).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-3, "max logit difference {diff}");
+    // Prefill in chunks through the cache equals one pass over everything.
+    let full = run(&g);
+    let max_abs = |t: candle_core::Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let mut cache = g.plain.new_cache(ids.len()).unwrap();
+    g.plain.forward_last(&ids[..7], 0, &mut cache).unwrap();
+    let chunked = g.plain.forward_last(&ids[7..19], 7, &mut cache).unwrap();
+    let d = max_abs((chunked - full.get(18).unwrap()).unwrap());
+    assert!(d < 1e-4, "chunked prefill differs from a full pass by {d}");
+    // A one-token decode step runs the Q8_0 weights: equal up to quantization.
+    let step = g.plain.forward_last(&ids[19..], 19, &mut cache).unwrap();
+    let scale = max_abs(full.get(19).unwrap());
+    let d = max_abs((step - full.get(19).unwrap()).unwrap());
+    assert!(d / scale < 0.05, "decode step differs by {d} on logits up to {scale}");
+}
+
+#[test]
+fn lanes_share_one_copy_of_the_weights() {
+    let f = fixture("");
+    let store = ModelStore::default();
+    let a = store.get(&f.gguf, &Device::Cpu, "cpu").unwrap();
+    let b = store.get(&f.gguf, &Device::Cpu, "cpu").unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "the store loads a model once");
+    // A second lane's view (what an adapter lane builds) holds the same base, and only adds its cache.
+    let view = tunebench::engine::local::Llama::new(a.base().clone(), &plain).unwrap();
+    assert!(Arc::ptr_eq(&view.base, a.base()));
+    assert_eq!(Arc::strong_count(a.base()), 2);
+    let cache = view.new_cache(100).unwrap();
+    let c = &a.base().cfg;
+    assert_eq!(cache.bytes(), 2 * c.layers * c.kv_heads * 100 * c.head_dim * 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_lanes_on_one_device_stream_interleaved_and_deterministically() {
+    let f = fixture("seed = 7\ntemperature = 0.9");
+    let ws = workspace::load(&f.root).unwrap();
+    let backend = LocalBackend::new();
+    let ev = run_lanes(&ws, &backend, &[0, 1], "hello world").await;
+    let order: Vec<usize> = ev.iter().filter(|e| matches!(e.kind, EventKind::Token { .. })).map(|e| e.lane).collect();
+    let last_a = order.iter().rposition(|&l| l == 0).unwrap();
+    let first_b = order.iter().position(|&l| l == 1).unwrap();
+    assert!(first_b < last_a, "lane b started before lane a finished: {order:?}");
+    assert!(
+        matches!(end(&ev, 0), EventKind::Done { usage, .. } if usage.completion_tokens.is_some()),
+        "{:?}",
+        end(&ev, 0)
+    );
+    // Same seed, same settings → same text.
+    assert_eq!(text(&ev, 0), text(&ev, 1));
+    let info = ev
+        .iter()
+        .find_map(|e| if let EventKind::Info { detail } = &e.kind { Some(detail.clone()) } else { None })
+        .unwrap();
+    assert!(info.starts_with("cpu · "), "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_tokens_stop_strings_and_seeds() {
+    let f = fixture("");
+    let ws = workspace::load(&f.root).unwrap();
+    let backend = LocalBackend::new();
+    let greedy = run_lanes(&ws, &backend, &[0], "hello").await;
+    let out = text(&greedy, 0);
+    let EventKind::Done { usage, .. } = end(&greedy, 0) else { panic!("{:?}", end(&greedy, 0)) };
+    assert_eq!(usage.completion_tokens, Some(40), "random weights never say EOS: max_tokens ends it");
+    // Prompt tokens are the rendered chat prompt's, as the model's tokenizer counts them.
+    let m = ModelStore::default().get(&f.gguf, &Device::Cpu, "cpu").unwrap();
+    let r = m.template.render("Be brief.", "hello", "<|im_start|>", "<|im_end|>").unwrap();
+    assert_eq!(usage.prompt_tokens, Some(m.tokenizer.encode_marked(&r.text, &r.plain).unwrap().len() as u64));
+    // A stop string taken from the greedy answer cuts it right there, and is not shown.
+    let chars: Vec<char> = out.chars().collect();
+    assert!(chars.len() > 6, "{out:?}");
+    let stop: String = chars[3..5].iter().collect();
+    let cut = out.find(&stop).unwrap();
+    let toml = std::fs::read_to_string(f.root.join("workspace.toml")).unwrap();
+    let stop_toml = format!("stop = [{}]\n", serde_json::to_string(&stop).unwrap());
+    std::fs::write(
+        f.root.join("workspace.toml"),
+        toml.replace("max_tokens = 40\n", &format!("max_tokens = 40\n{stop_toml}")),
+    )
+    .unwrap();
+    let ws2 = workspace::load(&f.root).unwrap();
+    let stopped = run_lanes(&ws2, &backend, &[0], "hello").await;
+    assert_eq!(text(&stopped, 0), out[..cut]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_one_lane_leaves_the_other_running() {
+    let f = fixture("max_tokens = 200");
+    let toml = std::fs::read_to_string(f.root.join("workspace.toml")).unwrap().replace("max_tokens = 40\n", "");
+    std::fs::write(f.root.join("workspace.toml"), toml).unwrap();
+    let ws = workspace::load(&f.root).unwrap();
+    let backend = LocalBackend::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let engine = Engine::new(Registry::default().with(BackendKind::Local, Arc::new(backend.clone())), tx);
+    let ca = engine.start(0, 1, RunRequest::for_lane(&ws, 0, "hello").unwrap());
+    let _cb = engine.start(1, 2, RunRequest::for_lane(&ws, 1, "hello").unwrap());
+    let mut ended = Vec::new();
+    let mut a_tokens = 0;
+    while ended.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap();
+        match ev.kind {
+            EventKind::Token { .. } if ev.lane == 0 => {
+                a_tokens += 1;
+                if a_tokens == 3 {
+                    ca.cancel();
+                }
+            }
+            EventKind::Done { .. } | EventKind::Failed { .. } => ended.push((ev.lane, ev.kind)),
+            _ => {}
+        }
+    }
+    assert!(ended.iter().any(|(l, k)| *l == 0 && matches!(k, EventKind::Failed { error: EngineError::Cancelled })));
+    assert!(ended.iter().any(|(l, k)| *l == 1 && matches!(k, EventKind::Done { usage, .. } if usage.completion_tokens == Some(200))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clear_errors_for_overlong_prompts_missing_models_and_adapters() {
+    let f = fixture("");
+    let ws = workspace::load(&f.root).unwrap();
+    let backend = LocalBackend::new();
+    let long = "word ".repeat(400);
+    let ev = run_lanes(&ws, &backend, &[0], &long).await;
+    let EventKind::Failed { error } = end(&ev, 0) else { panic!() };
+    assert!(error.to_string().contains("the model's context is 256"), "{error}");
+
+    let toml = std::fs::read_to_string(f.root.join("workspace.toml")).unwrap();
+    std::fs::write(
+        f.root.join("workspace.toml"),
+        toml.replace(&f.gguf.display().to_string(), "/nonexistent/model.gguf"),
+    )
+    .unwrap();
+    let ws = workspace::load(&f.root).unwrap();
+    let ev = run_lanes(&ws, &backend, &[0], "hi").await;
+    let EventKind::Failed { error } = end(&ev, 0) else { panic!() };
+    assert!(error.to_string().contains("model not found: /nonexistent/model.gguf"), "{error}");
+}
