@@ -25,7 +25,7 @@ use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 pub use generate::PREFILL_CHUNK;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
 pub use model::Llama;
-pub use store::{LoadedModel, ModelStore};
+pub use store::{LoadedModel, ModelStore, load, plan_for};
 pub use weights::{BaseWeights, Config, MODULES};
 
 #[derive(Debug, thiserror::Error)]

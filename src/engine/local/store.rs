@@ -45,33 +45,37 @@ impl ModelStore {
         if let Some(m) = self.models.lock().map_err(|_| poisoned())?.get(&key) {
             return Ok(m.clone());
         }
-        let started = std::time::Instant::now();
-        let (base, tokenizer) = if resolved.is_dir() {
-            hf::load(&resolved, device, plan_for(device, 0))?
-        } else {
-            load_gguf_file(&resolved, device)?
-        };
-        let template =
-            ChatTemplate::new(tokenizer.vocab.chat_template.as_deref(), |t| tokenizer.token_id(t).is_some())?;
-        let plain = Arc::new(Llama::new(Arc::new(base), &plain)?);
-        let model = Arc::new(LoadedModel {
-            plain,
-            tokenizer: Arc::new(tokenizer),
-            template,
-            path: resolved,
-            load_secs: started.elapsed().as_secs_f64(),
-        });
+        let model = Arc::new(load(&resolved, device, None)?);
         self.models.lock().map_err(|_| poisoned())?.insert(key, model.clone());
         Ok(model)
     }
 }
 
-fn load_gguf_file(path: &Path, device: &Device) -> Result<(BaseWeights, Tokenizer)> {
+/// Loads a model without the store: with `plan`, exactly that weight form (benchmarks compare them).
+pub fn load(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<LoadedModel> {
+    let started = std::time::Instant::now();
+    let (base, tokenizer) = if path.is_dir() {
+        hf::load(path, device, plan.unwrap_or_else(|| plan_for(device, 0)))?
+    } else {
+        load_gguf_file(path, device, plan)?
+    };
+    let template = ChatTemplate::new(tokenizer.vocab.chat_template.as_deref(), |t| tokenizer.token_id(t).is_some())?;
+    let plain = Arc::new(Llama::new(Arc::new(base), &plain)?);
+    Ok(LoadedModel {
+        plain,
+        tokenizer: Arc::new(tokenizer),
+        template,
+        path: path.to_path_buf(),
+        load_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn load_gguf_file(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(BaseWeights, Tokenizer)> {
     let mut f = std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
     let ct = gguf_file::Content::read(&mut f)
         .map_err(|e| LocalError::Model(format!("{}: not a GGUF file: {e}", path.display())))?;
     let f32_bytes: usize = ct.tensor_infos.values().map(|t| t.shape.elem_count() * 4).sum();
-    let base = load_gguf(&ct, &mut f, device, plan_for(device, f32_bytes))?;
+    let base = load_gguf(&ct, &mut f, device, plan.unwrap_or_else(|| plan_for(device, f32_bytes)))?;
     let tokenizer = Tokenizer::from_vocab(Vocab::from_gguf(&ct)?)?;
     if tokenizer.vocab.len() != base.cfg.vocab {
         return Err(LocalError::Model(format!(

@@ -1,0 +1,100 @@
+//! Local-engine speed on the default model: load time, prefill and decode tok/s for each weight form,
+//! as ratios against the file's own Q4_1 measured in the same run; llama.cpp alongside when
+//! LLAMA_BENCH names a llama-bench binary. Run: `cargo bench --bench local` (or scripts/bench).
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Device;
+use candle_core::quantized::GgmlDType;
+use tunebench::engine::local::{PREFILL_CHUNK, WeightPlan, load, plan_for};
+
+const PROMPT: usize = 512;
+const DECODE: usize = 64;
+
+struct Row {
+    name: String,
+    load_s: f64,
+    prefill: f64,
+    decode: f64,
+}
+
+fn measure(path: &Path, name: &str, plan: WeightPlan) -> Row {
+    let m = load(path, &Device::Cpu, Some(plan)).expect("model loads");
+    let vocab = m.base().cfg.vocab as u32;
+    let ids: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let mut cache = m.plain.new_cache(PROMPT + DECODE + 1).unwrap();
+    // Warm-up outside the clock: first calls allocate.
+    m.plain.forward_last(&ids[..8], 0, &mut m.plain.new_cache(16).unwrap()).unwrap();
+    let t = Instant::now();
+    let mut pos = 0;
+    while pos < PROMPT {
+        let end = (pos + PREFILL_CHUNK).min(PROMPT);
+        m.plain.forward_last(&ids[pos..end], pos, &mut cache).unwrap();
+        pos = end;
+    }
+    let prefill = PROMPT as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut tok = ids[0];
+    for i in 0..DECODE {
+        let logits = m.plain.forward_last(&[tok], PROMPT + i, &mut cache).unwrap();
+        tok = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+    }
+    let decode = DECODE as f64 / t.elapsed().as_secs_f64();
+    Row { name: name.into(), load_s: m.load_secs, prefill, decode }
+}
+
+fn main() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.is_file() {
+        eprintln!("bench: {} is absent; run scripts/fetch-model first", path.display());
+        return;
+    }
+    let chosen = plan_for(&Device::Cpu, 0);
+    let plans = [
+        ("Q4_1 (file's own, reference)", WeightPlan { decode: None, f32_prefill: false }),
+        ("Q8_0 requantized", WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: false }),
+        ("f32 dequantized", WeightPlan { decode: Some(GgmlDType::F32), f32_prefill: true }),
+        ("tunebench's choice", chosen),
+    ];
+    println!(
+        "SmolLM2-135M-Instruct Q4_1 on CPU ({} threads); prompt {PROMPT} tokens in chunks of {PREFILL_CHUNK}, then {DECODE} decode steps",
+        candle_core::utils::get_num_threads()
+    );
+    println!("tunebench's choice = {}", chosen.describe("Q4_1"));
+    let rows: Vec<Row> = plans.iter().map(|(n, p)| measure(&path, n, *p)).collect();
+    let r0 = &rows[0];
+    println!("{:<30} {:>8} {:>16} {:>16}", "weights", "load s", "prefill tok/s", "decode tok/s");
+    for r in &rows {
+        println!(
+            "{:<30} {:>8.2} {:>9.1} ({:>4.2}x) {:>9.1} ({:>4.2}x)",
+            r.name,
+            r.load_s,
+            r.prefill,
+            r.prefill / r0.prefill,
+            r.decode,
+            r.decode / r0.decode
+        );
+    }
+    if let Some(bin) = std::env::var_os("LLAMA_BENCH") {
+        let threads = candle_core::utils::get_num_threads().to_string();
+        let out = std::process::Command::new(&bin)
+            .args([
+                "-m",
+                path.to_str().unwrap(),
+                "-p",
+                &PROMPT.to_string(),
+                "-n",
+                &DECODE.to_string(),
+                "-t",
+                &threads,
+                "-o",
+                "md",
+            ])
+            .output();
+        match out {
+            Ok(o) => println!("\nllama.cpp ({}):\n{}", Path::new(&bin).display(), String::from_utf8_lossy(&o.stdout)),
+            Err(e) => eprintln!("bench: cannot run {}: {e}", Path::new(&bin).display()),
+        }
+    }
+}
