@@ -27,6 +27,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Count (and list) the tokens of a text in a local model's own tokenizer.
+    Tokenize {
+        /// A GGUF file or a model folder (config.json + tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Print the token ids too.
+        #[arg(long)]
+        ids: bool,
+        /// Recognise control-token text such as `<|im_end|>` (off: it is plain text, as user input is).
+        #[arg(long)]
+        parse_special: bool,
+        text: String,
+    },
     /// Run lanes on one input without a terminal UI.
     Run {
         workspace: PathBuf,
@@ -63,6 +76,7 @@ fn main() -> ExitCode {
             Some(Command::Run { workspace, input, input_file, lanes, json }) => {
                 run_headless(&workspace, input, input_file, &lanes, json).await
             }
+            Some(Command::Tokenize { model, ids, parse_special, text }) => tokenize(&model, ids, parse_special, &text),
             None => run_tui(cli.workspace, cli.theme).await.map(|()| ExitCode::SUCCESS),
         }
     });
@@ -152,6 +166,16 @@ async fn run_headless(
         eprintln!("tunebench: {} of {} lane(s) failed: {}", failed.len(), reports.len(), failed.join("; "));
         Ok(ExitCode::from(1))
     }
+}
+
+fn tokenize(model: &Path, show_ids: bool, parse_special: bool, text: &str) -> anyhow::Result<ExitCode> {
+    let tok = tunebench::engine::local::tokenizer::Tokenizer::open(model)?;
+    let ids = tok.encode(text, parse_special)?;
+    println!("{}", ids.len());
+    if show_ids {
+        println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The bundled example: from the current folder, else from the source tree this binary was built from.

@@ -221,3 +221,22 @@ async fn clear_errors_for_overlong_prompts_missing_models_and_adapters() {
     let EventKind::Failed { error } = end(&ev, 0) else { panic!() };
     assert!(error.to_string().contains("model not found: /nonexistent/model.gguf"), "{error}");
 }
+
+#[test]
+fn tokenize_prints_the_count_and_ids_in_the_models_own_tokenizer() {
+    let f = fixture("");
+    let m = ModelStore::default().get(&f.gguf, &Device::Cpu, "cpu").unwrap();
+    let want = m.tokenizer.encode("hello world 42", false).unwrap();
+    for model in [&f.gguf, &f.hf] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(["tokenize", "--ids", "--model", model.to_str().unwrap(), "hello world 42"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let ids: Vec<u32> = stdout.lines().nth(1).unwrap().split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(stdout.lines().next().unwrap(), want.len().to_string());
+        assert_eq!(ids, want, "{}", model.display());
+    }
+    // `hello` uses the merges h+e, l+l, he+ll: fewer tokens than characters.
+    assert!(want.len() < "hello world 42".len());
+}

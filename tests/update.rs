@@ -364,14 +364,14 @@ fn f6_sets_an_api_lanes_endpoint_key_variable_and_stops() {
     };
     type_row(&mut s, 4, "http://127.0.0.1:8080/v1");
     type_row(&mut s, 1, "LOCAL_KEY");
-    type_row(&mut s, 5, r#"["\n\n", "%%"]"#);
+    type_row(&mut s, 7, r#"["\n\n", "%%"]"#);
     let lane = &s.ws.lanes[2];
     assert_eq!(lane.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
     assert_eq!(lane.api_key_env.as_deref(), Some("LOCAL_KEY"));
     assert_eq!(lane.sampling.stop, ["\n\n", "%%"]);
     assert!(s.ws.to_toml().contains(r#"stop = ["\n\n", "%%"]"#), "{}", s.ws.to_toml());
     // Moving it to `local` is refused while it still has API-only keys.
-    for _ in 0..10 {
+    for _ in 0..12 {
         update(&mut s, key(KeyCode::Up));
     }
     update(&mut s, key(KeyCode::Left));

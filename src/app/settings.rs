@@ -19,12 +19,14 @@ pub enum SettingsRow {
     MaxTokens,
     Temperature,
     TopP,
+    TopK,
+    RepetitionPenalty,
     Seed,
     Stop,
 }
 
 impl SettingsRow {
-    pub const ALL: [SettingsRow; 11] = [
+    pub const ALL: [SettingsRow; 13] = [
         Self::Backend,
         Self::Model,
         Self::Prompt,
@@ -34,6 +36,8 @@ impl SettingsRow {
         Self::MaxTokens,
         Self::Temperature,
         Self::TopP,
+        Self::TopK,
+        Self::RepetitionPenalty,
         Self::Seed,
         Self::Stop,
     ];
@@ -50,6 +54,8 @@ impl SettingsRow {
             Self::MaxTokens => "max_tokens",
             Self::Temperature => "temperature",
             Self::TopP => "top_p",
+            Self::TopK => "top_k",
+            Self::RepetitionPenalty => "repetition_penalty",
             Self::Seed => "seed",
         }
     }
@@ -73,6 +79,8 @@ impl SettingsRow {
             Self::MaxTokens => s.max_tokens.to_string(),
             Self::Temperature => s.temperature.to_string(),
             Self::TopP => s.top_p.to_string(),
+            Self::TopK => s.top_k.map(|k| k.to_string()).unwrap_or_default(),
+            Self::RepetitionPenalty => s.repetition_penalty.to_string(),
             Self::Seed => s.seed.map(|x| x.to_string()).unwrap_or_default(),
         }
     }
@@ -109,6 +117,15 @@ impl SettingsRow {
             Self::TopP => match t.parse::<f64>() {
                 Ok(x) if x > 0.0 && x <= 1.0 => LaneEdit::TopP(x),
                 _ => return Err(num("a number in (0, 1]")),
+            },
+            Self::TopK if t.is_empty() => LaneEdit::TopK(None),
+            Self::TopK => match t.parse::<u32>() {
+                Ok(k) if k > 0 => LaneEdit::TopK(Some(k)),
+                _ => return Err(num("a whole number ≥ 1 (or empty for no limit)")),
+            },
+            Self::RepetitionPenalty => match t.parse::<f64>() {
+                Ok(x) if x.is_finite() && x > 0.0 => LaneEdit::RepetitionPenalty(x),
+                _ => return Err(num("a number > 0 (1 = off)")),
             },
             Self::Seed if t.is_empty() => LaneEdit::Seed(None),
             Self::Seed => match t.parse::<u64>() {

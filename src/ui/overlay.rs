@@ -135,8 +135,8 @@ fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm
     for (i, row) in SettingsRow::ALL.iter().enumerate() {
         let selected = i == form.row;
         let style = if selected { Style::default().bg(t.selection).fg(t.title) } else { Style::default().fg(t.fg) };
-        let [label, value] = Layout::horizontal([Constraint::Length(15), Constraint::Min(0)]).areas(rows[i]);
-        frame.render_widget(Paragraph::new(Span::styled(format!(" {:<13}", row.label()), style)), label);
+        let [label, value] = Layout::horizontal([Constraint::Length(21), Constraint::Min(0)]).areas(rows[i]);
+        frame.render_widget(Paragraph::new(Span::styled(format!(" {:<19}", row.label()), style)), label);
         match (&form.editing, selected) {
             (Some(field), true) => frame.render_widget(field, value),
             _ => {

@@ -18,6 +18,8 @@ pub enum LaneEdit {
     MaxTokens(u32),
     Temperature(f64),
     TopP(f64),
+    TopK(Option<u32>),
+    RepetitionPenalty(f64),
     Seed(Option<u64>),
     Stop(Vec<String>),
 }
@@ -37,6 +39,8 @@ impl LaneEdit {
             Self::MaxTokens(n) => spec.sampling.max_tokens = n,
             Self::Temperature(t) => spec.sampling.temperature = t,
             Self::TopP(p) => spec.sampling.top_p = p,
+            Self::TopK(k) => spec.sampling.top_k = k,
+            Self::RepetitionPenalty(r) => spec.sampling.repetition_penalty = r,
             Self::Seed(s) => spec.sampling.seed = s,
             Self::Stop(s) => spec.sampling.stop = s,
         }
@@ -55,6 +59,8 @@ impl LaneEdit {
             Self::MaxTokens(n) => ("max_tokens", Some(value(i64::from(*n)))),
             Self::Temperature(t) => ("temperature", Some(value(*t))),
             Self::TopP(p) => ("top_p", Some(value(*p))),
+            Self::TopK(k) => ("top_k", k.map(|k| value(i64::from(k)))),
+            Self::RepetitionPenalty(r) => ("repetition_penalty", Some(value(*r))),
             Self::Seed(s) => ("seed", s.and_then(|s| i64::try_from(s).ok()).map(value)),
             Self::Stop(s) if s.is_empty() => ("stop", None),
             Self::Stop(s) => ("stop", stop_array(s).parse::<toml_edit::Value>().ok().map(Item::Value)),

@@ -112,7 +112,16 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
     }
     let format = plan.describe("f32");
     let base = finish(cfg, device, embed, layers, norm, lm_head, format)?;
+    Ok((base, tokenizer_with(dir, &hc)?))
+}
 
+/// The tokenizer of a model folder (tokenizer.json, with specials and template from the configs).
+pub fn tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let hc: HfConfig = read_json(&dir.join("config.json"))?;
+    tokenizer_with(dir, &hc)
+}
+
+fn tokenizer_with(dir: &Path, hc: &HfConfig) -> Result<Tokenizer> {
     let tc: TokConfig = if dir.join("tokenizer_config.json").is_file() {
         read_json(&dir.join("tokenizer_config.json"))?
     } else {
@@ -142,6 +151,5 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
         tc.add_bos_token.unwrap_or(false),
         template,
     );
-    let tokenizer = Tokenizer::from_hf_json(&dir.join("tokenizer.json"), seed)?;
-    Ok((base, tokenizer))
+    Ok(Tokenizer::from_hf_json(&dir.join("tokenizer.json"), seed)?)
 }

@@ -21,6 +21,8 @@ pub enum TokenizerError {
     Unsupported(String),
     #[error("tokenizer: {0}")]
     Hf(String),
+    #[error("{0}")]
+    Open(String),
 }
 
 enum Inner {
@@ -56,6 +58,18 @@ impl Tokenizer {
             Model::Spm { add_space_prefix } => Inner::Spm { add_space_prefix: *add_space_prefix },
         };
         Ok(Self::with_specials(vocab, inner))
+    }
+
+    /// The tokenizer of a GGUF file (read from its metadata, no weights) or of a model folder.
+    pub fn open(path: &Path) -> Result<Self, TokenizerError> {
+        let path = super::paths::resolve(path).map_err(|e| TokenizerError::Open(e.to_string()))?;
+        if path.is_dir() {
+            return super::hf::tokenizer(&path).map_err(|e| TokenizerError::Open(e.to_string()));
+        }
+        let mut f = std::fs::File::open(&path).map_err(|e| TokenizerError::Open(format!("{}: {e}", path.display())))?;
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut f)
+            .map_err(|e| TokenizerError::Open(format!("{}: not a GGUF file: {e}", path.display())))?;
+        Self::from_vocab(Vocab::from_gguf(&ct)?)
     }
 
     /// From a Hugging Face tokenizer.json (plus the special ids and template the caller read beside it).
