@@ -27,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Download a model from the Hugging Face hub into its local cache (the only command that goes online).
+    Pull {
+        /// hf:org/name (a safetensors folder) or hf:org/name/file.gguf
+        model: String,
+    },
     /// Count (and list) the tokens of a text in a local model's own tokenizer.
     Tokenize {
         /// A GGUF file or a model folder (config.json + tokenizer.json).
@@ -75,6 +80,11 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Run { workspace, input, input_file, lanes, json }) => {
                 run_headless(&workspace, input, input_file, &lanes, json).await
+            }
+            Some(Command::Pull { model }) => {
+                let path = tokio::task::spawn_blocking(move || tunebench::engine::local::pull::pull(&model)).await??;
+                println!("{}", path.display());
+                Ok(ExitCode::SUCCESS)
             }
             Some(Command::Tokenize { model, ids, parse_special, text }) => tokenize(&model, ids, parse_special, &text),
             None => run_tui(cli.workspace, cli.theme).await.map(|()| ExitCode::SUCCESS),

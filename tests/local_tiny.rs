@@ -240,3 +240,46 @@ fn tokenize_prints_the_count_and_ids_in_the_models_own_tokenizer() {
     // `hello` uses the merges h+e, l+l, he+ll: fewer tokens than characters.
     assert!(want.len() < "hello world 42".len());
 }
+
+#[test]
+fn hf_cache_entries_resolve_offline_and_pull_fails_cleanly_without_a_hub() {
+    let f = fixture("");
+    // The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<rev>/file}.
+    let hub = f.root.join("hub");
+    let snap = hub.join("models--acme--tiny/snapshots/abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hub.join("models--acme--tiny/refs")).unwrap();
+    std::fs::write(hub.join("models--acme--tiny/refs/main"), "abc123").unwrap();
+    std::fs::copy(&f.gguf, snap.join("tiny.gguf")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(args)
+            .env("HF_HUB_CACHE", &hub)
+            .env("HF_HOME", f.root.join("hf-home"))
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["tokenize", "--model", "hf:acme/tiny/tiny.gguf", "hello"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["tokenize", "--model", "hf:acme/absent/x.gguf", "hello"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the Hugging Face cache"));
+    // Nothing is downloaded unless asked; asked with no hub reachable, the error says what failed.
+    let out = run(&["pull", "hf:acme/tiny/other.gguf"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("downloading acme/tiny/other.gguf") && err.contains("127.0.0.1:9"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_cut_by_the_context_says_so() {
+    let f = fixture("");
+    let toml =
+        std::fs::read_to_string(f.root.join("workspace.toml")).unwrap().replace("max_tokens = 40", "max_tokens = 1000");
+    std::fs::write(f.root.join("workspace.toml"), toml).unwrap();
+    let ws = workspace::load(&f.root).unwrap();
+    let ev = run_lanes(&ws, &LocalBackend::new(), &[0], "hello").await;
+    let EventKind::Done { usage, .. } = end(&ev, 0) else { panic!("{:?}", end(&ev, 0)) };
+    assert_eq!(usage.prompt_tokens.unwrap() + usage.completion_tokens.unwrap(), tiny::CONTEXT as u64);
+    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::Warning { text } if text.contains("256-token context"))));
+}

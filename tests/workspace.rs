@@ -23,7 +23,7 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("bad_device", 8, "models.m.device", "unknown device `gpu`"),
     ("temperature_range", 14, "lanes[0].temperature", "between 0 and 2"),
     ("top_p_range", 14, "lanes[0].top_p", "(0, 1]"),
-        ("max_tokens_zero", 14, "lanes[0].max_tokens", "at least 1"),
+    ("max_tokens_zero", 14, "lanes[0].max_tokens", "at least 1"),
     ("top_k_zero", 14, "lanes[0].top_k", "at least 1"),
     ("repetition_penalty_negative", 14, "lanes[0].repetition_penalty", "> 0"),
     ("bad_lane_id", 10, "lanes[0].id", "`base lane`"),

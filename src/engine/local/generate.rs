@@ -25,6 +25,8 @@ pub struct Job {
     /// Positions already in the cache.
     done: usize,
     max_tokens: usize,
+    /// The model's context, not max_tokens, limits this answer.
+    context_bound: bool,
     sampler: Sampler,
     stream: TextStream,
     pub sink: LaneSink,
@@ -48,6 +50,7 @@ impl Job {
             )));
         }
         let max_tokens = (s.max_tokens as usize).min(ctx - prompt.len());
+        let context_bound = max_tokens < s.max_tokens as usize;
         let cache = model.new_cache(prompt.len() + max_tokens)?;
         Ok(Self {
             model,
@@ -57,6 +60,7 @@ impl Job {
             ids: prompt,
             done: 0,
             max_tokens,
+            context_bound,
             sampler: Sampler::new(s),
             stream: TextStream::new(&s.stop),
             sink,
@@ -84,7 +88,7 @@ impl Job {
         let id = self.sampler.next(&logits, &self.ids)?;
         self.ids.push(id);
         if self.tok.is_stop(id) {
-            return Ok(Some(self.finish(true)));
+            return Ok(Some(self.finish()));
         }
         match self.stream.push(&self.tok, id) {
             Piece::Stop(before) => {
@@ -97,12 +101,16 @@ impl Job {
             Piece::Text(_) => {}
         }
         if answer_len + 1 >= self.max_tokens {
-            return Ok(Some(self.finish(false)));
+            if self.context_bound {
+                let ctx = self.model.base.cfg.context;
+                self.sink.warning(format!("the answer reached the end of the model's {ctx}-token context"));
+            }
+            return Ok(Some(self.finish()));
         }
         Ok(None)
     }
 
-    fn finish(&mut self, _eos: bool) -> Usage {
+    fn finish(&mut self) -> Usage {
         let rest = self.stream.flush(&self.tok);
         if !rest.is_empty() {
             self.sink.token(rest);

@@ -140,3 +140,55 @@ pub fn token_bytes(piece: &str) -> Vec<u8> {
     }
     piece.replace('\u{2581}', " ").into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Model, TokenType, Tokenizer, Vocab};
+
+    fn tokenizer() -> Tokenizer {
+        let vocab: &[(&str, f32)] = &[
+            ("<unk>", 0.0),
+            ("<0xCE>", 0.0),
+            ("<0xA9>", 0.0),
+            ("\u{2581}", -1.0),
+            ("h", -1.0),
+            ("e", -1.0),
+            ("l", -1.0),
+            ("o", -1.0),
+            ("he", -1.0),
+            ("ll", -2.0),
+            ("hell", -3.0),
+            ("hello", -4.0),
+            ("\u{2581}hello", -5.0),
+        ];
+        let types = vocab
+            .iter()
+            .map(|(t, _)| match *t {
+                "<unk>" => TokenType::Unknown,
+                t if t.starts_with("<0x") => TokenType::Byte,
+                _ => TokenType::Normal,
+            })
+            .collect();
+        let v = Vocab::finish(
+            vocab.iter().map(|(t, _)| t.to_string()).collect(),
+            types,
+            vocab.iter().map(|(_, s)| *s).collect(),
+            Model::Spm { add_space_prefix: true },
+            None,
+            None,
+            Vec::new(),
+            true,
+            None,
+        );
+        Tokenizer::from_vocab(v).unwrap()
+    }
+
+    #[test]
+    fn merges_by_score_with_a_space_prefix_and_falls_back_to_bytes() {
+        let tok = tokenizer();
+        let ids = tok.encode("hello Ω", false).unwrap();
+        let pieces: Vec<&str> = ids.iter().map(|&i| tok.vocab.tokens[i as usize].as_str()).collect();
+        assert_eq!(pieces, ["\u{2581}hello", "\u{2581}", "<0xCE>", "<0xA9>"]);
+        assert_eq!(tok.decode(&ids), " hello Ω");
+    }
+}
