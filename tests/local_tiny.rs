@@ -283,3 +283,99 @@ async fn an_answer_cut_by_the_context_says_so() {
     assert_eq!(usage.prompt_tokens.unwrap() + usage.completion_tokens.unwrap(), tiny::CONTEXT as u64);
     assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::Warning { text } if text.contains("256-token context"))));
 }
+
+fn lane_workspace(dir: &std::path::Path, model: &std::path::Path) -> Workspace {
+    let root = dir.join("ws2");
+    std::fs::create_dir_all(&root).unwrap();
+    let toml = format!(
+        "name = \"t\"\n[prompts.p]\ntext = \"Be brief.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"a\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"p\"\nmax_tokens = 20\n",
+        model.display()
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    workspace::load(&root).unwrap()
+}
+
+#[test]
+fn other_architectures_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, hf) = tiny::write_with(dir.path(), &tiny::Options { arch: "qwen2", ..Default::default() });
+    let store = ModelStore::default();
+    let err = store.get(&gguf, &Device::Cpu, "cpu").err().unwrap().to_string();
+    assert!(err.contains("unsupported model architecture `qwen2`"), "{err}");
+    let err = store.get(&hf, &Device::Cpu, "cpu").err().unwrap().to_string();
+    assert!(err.contains("unsupported model architecture `Qwen2ForCausalLM`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_without_a_template_gets_chatml_with_a_visible_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = tiny::write_with(dir.path(), &tiny::Options { template: None, ..Default::default() });
+    let ws = lane_workspace(dir.path(), &gguf);
+    let ev = run_lanes(&ws, &LocalBackend::new(), &[0], "hello").await;
+    assert!(
+        ev.iter()
+            .any(|e| matches!(&e.kind, EventKind::Warning { text } if text.contains("using the `chatml` template")))
+    );
+    assert!(matches!(end(&ev, 0), EventKind::Done { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bos_is_added_once_whether_or_not_the_template_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = |template: &'static str, sub: &str| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        // A BOS of its own (`<|endoftext|>` here), as models that add one have.
+        let bos = tiny::vocab().0.iter().position(|t| t == "<|endoftext|>").map(|i| i as u32);
+        let (gguf, _) =
+            tiny::write_with(&d, &tiny::Options { template: Some(template), add_bos: true, bos, ..Default::default() });
+        gguf
+    };
+    let with_bos = count(tiny::BOS_TEMPLATE, "a");
+    let plain_template = count(tiny::BOS_TEMPLATE.trim_start_matches("{{ bos_token }}"), "b");
+    let backend = LocalBackend::new();
+    let mut prompts = Vec::new();
+    for model in [&with_bos, &plain_template] {
+        let ws = lane_workspace(model.parent().unwrap(), model);
+        let ev = run_lanes(&ws, &backend, &[0], "hello").await;
+        let started = ev
+            .iter()
+            .find_map(|e| if let EventKind::Started { prompt_tokens } = e.kind { prompt_tokens } else { None });
+        prompts.push(started.unwrap());
+    }
+    assert_eq!(prompts[0], prompts[1], "the template's BOS replaces the added one; never two");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generation_stops_at_the_models_end_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = tiny::write(dir.path(), None);
+    let ws = lane_workspace(dir.path(), &gguf);
+    let backend = LocalBackend::new();
+    let greedy = run_lanes(&ws, &backend, &[0], "hello").await;
+    // Make the third greedily chosen token the end-of-turn token: the answer must stop right before it.
+    let m = ModelStore::default().get(&gguf, &Device::Cpu, "cpu").unwrap();
+    let r = m.template.render("Be brief.", "hello", "", "").unwrap();
+    let prompt = m.tokenizer.encode_marked(&r.text, &r.plain).unwrap();
+    let mut ids = prompt.clone();
+    let mut cache = m.plain.new_cache(prompt.len() + 3).unwrap();
+    let mut logits = m.plain.forward_last(&ids, 0, &mut cache).unwrap();
+    for _ in 0..3 {
+        let next = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        ids.push(next);
+        logits = m.plain.forward_last(&[next], ids.len() - 1, &mut cache).unwrap();
+    }
+    let third = ids[prompt.len() + 2];
+    if ids[prompt.len()..prompt.len() + 2].contains(&third) {
+        return; // the random weights repeat early; the cut point would be ambiguous
+    }
+    let d2 = dir.path().join("eos");
+    std::fs::create_dir_all(&d2).unwrap();
+    let (gguf2, _) = tiny::write_with(&d2, &tiny::Options { eos: Some(third), ..Default::default() });
+    let ws2 = lane_workspace(&d2, &gguf2);
+    let stopped = run_lanes(&ws2, &backend, &[0], "hello").await;
+    let EventKind::Done { usage, .. } = end(&stopped, 0) else { panic!() };
+    assert_eq!(usage.completion_tokens, Some(3), "two tokens, then the end token");
+    assert_eq!(text(&stopped, 0), m.tokenizer.decode(&ids[prompt.len()..prompt.len() + 2]));
+    assert!(text(&greedy, 0).starts_with(&text(&stopped, 0)));
+}

@@ -65,8 +65,36 @@ pub fn permute(w: &Tensor, heads: usize) -> Tensor {
         .unwrap()
 }
 
+/// Variations of the tiny model's metadata.
+#[derive(Clone)]
+pub struct Options {
+    pub arch: &'static str,
+    /// None: the model ships no chat template.
+    pub template: Option<&'static str>,
+    pub add_bos: bool,
+    /// Overrides the EOS id (default: `<|im_end|>`).
+    pub eos: Option<u32>,
+    /// Overrides the BOS id (default: `<|im_start|>`, as SmolLM2 has it).
+    pub bos: Option<u32>,
+    pub quant: Option<GgmlDType>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { arch: "llama", template: Some(TEMPLATE), add_bos: false, eos: None, bos: None, quant: None }
+    }
+}
+
+/// The chatml template with the BOS token written by the template itself.
+pub const BOS_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
 /// Writes `tiny.gguf` (f32 tensors unless `quant`) and `tiny-hf/` under `dir`; returns both paths.
 pub fn write(dir: &Path, quant: Option<GgmlDType>) -> (PathBuf, PathBuf) {
+    write_with(dir, &Options { quant, ..Options::default() })
+}
+
+pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
+    let quant = o.quant;
     let (tokens, merges) = vocab();
     let vocab_n = tokens.len();
     let hd = HIDDEN / HEADS;
@@ -130,8 +158,8 @@ pub fn write(dir: &Path, quant: Option<GgmlDType>) -> (PathBuf, PathBuf) {
         .collect();
     let types: Vec<Value> =
         tokens.iter().map(|t| Value::I32(if SPECIALS.contains(&t.as_str()) { 3 } else { 1 })).collect();
-    let md: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String("llama".into())),
+    let mut md: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String(o.arch.into())),
         ("llama.embedding_length", Value::U32(HIDDEN as u32)),
         ("llama.block_count", Value::U32(LAYERS as u32)),
         ("llama.attention.head_count", Value::U32(HEADS as u32)),
@@ -148,11 +176,13 @@ pub fn write(dir: &Path, quant: Option<GgmlDType>) -> (PathBuf, PathBuf) {
             "tokenizer.ggml.merges",
             Value::Array(merges.iter().map(|(a, b)| Value::String(format!("{a} {b}"))).collect()),
         ),
-        ("tokenizer.ggml.bos_token_id", Value::U32(vocab_n as u32 - 2)),
-        ("tokenizer.ggml.eos_token_id", Value::U32(vocab_n as u32 - 1)),
-        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
-        ("tokenizer.chat_template", Value::String(TEMPLATE.into())),
+        ("tokenizer.ggml.bos_token_id", Value::U32(o.bos.unwrap_or(vocab_n as u32 - 2))),
+        ("tokenizer.ggml.eos_token_id", Value::U32(o.eos.unwrap_or(vocab_n as u32 - 1))),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(o.add_bos)),
     ];
+    if let Some(t) = o.template {
+        md.push(("tokenizer.chat_template", Value::String(t.into())));
+    }
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(&gguf_path).unwrap();
@@ -164,7 +194,7 @@ pub fn write(dir: &Path, quant: Option<GgmlDType>) -> (PathBuf, PathBuf) {
     let hf: HashMap<String, Tensor> = hf.into_iter().map(|(k, v)| (k, v.to_dtype(DType::BF16).unwrap())).collect();
     candle_core::safetensors::save(&hf, hf_dir.join("model.safetensors")).unwrap();
     let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "vocab_size": vocab_n, "hidden_size": HIDDEN,
+                "architectures": [if o.arch == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }], "vocab_size": vocab_n, "hidden_size": HIDDEN,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "intermediate_size": FFN, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "max_position_embeddings": CONTEXT, "tie_word_embeddings": false,
