@@ -3,6 +3,7 @@
 pub mod app;
 pub mod engine;
 pub mod headless;
+pub mod lora;
 pub mod metrics;
 pub mod runtime;
 pub mod terminal;

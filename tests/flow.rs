@@ -175,10 +175,10 @@ async fn lanes_that_cannot_run_say_why_in_their_pane() {
         let ev = rx.recv().await.unwrap();
         rt.dispatch(&mut state, Action::Engine(ev));
     }
-    // The copy has no models/ beside it; the tuned lane's adapter is not supported yet; no API backend is built.
+        // The copy has no models/ beside it (the model is checked first); no API backend is built.
     let why = [
         "model not found",
-        "adapter `adapters/ticket-lora`: LoRA adapters are not supported by this build yet",
+                        "model not found",
         "the `openai` backend is not available in this build",
     ];
     for (i, want) in why.iter().enumerate() {

@@ -76,12 +76,14 @@ pub struct Options {
     pub eos: Option<u32>,
     /// Overrides the BOS id (default: `<|im_start|>`, as SmolLM2 has it).
     pub bos: Option<u32>,
+    /// Tie the output head to the embeddings (no output.weight / lm_head.weight), as SmolLM2 does.
+    pub tied: bool,
     pub quant: Option<GgmlDType>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { arch: "llama", template: Some(TEMPLATE), add_bos: false, eos: None, bos: None, quant: None }
+        Self { arch: "llama", template: Some(TEMPLATE), add_bos: false, eos: None, bos: None, tied: false, quant: None }
     }
 }
 
@@ -112,8 +114,10 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
     hf.insert("model.norm.weight".into(), norm.clone());
     gg.push(("output_norm.weight".into(), norm));
     let head = mk(&[vocab_n, HIDDEN]);
-    hf.insert("lm_head.weight".into(), head.clone());
-    gg.push(("output.weight".into(), head));
+    if !o.tied {
+        hf.insert("lm_head.weight".into(), head.clone());
+        gg.push(("output.weight".into(), head));
+    }
     for l in 0..LAYERS {
         let p = |m: &str| format!("model.layers.{l}.{m}.weight");
         let g = |m: &str| format!("blk.{l}.{m}.weight");
@@ -197,7 +201,7 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
                 "architectures": [if o.arch == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }], "vocab_size": vocab_n, "hidden_size": HIDDEN,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "intermediate_size": FFN, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "max_position_embeddings": CONTEXT, "tie_word_embeddings": false,
+        "max_position_embeddings": CONTEXT, "tie_word_embeddings": o.tied,
         "bos_token_id": vocab_n - 2, "eos_token_id": vocab_n - 1,
     });
     std::fs::write(hf_dir.join("config.json"), config.to_string()).unwrap();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::linear::{BaseLinear, WeightPlan};
 use super::tokenizer::{Model, Tokenizer, Vocab};
-use super::weights::{BaseLayer, BaseWeights, Config, MODULES, finish};
+use super::weights::{BaseLayer, BaseWeights, Config, MODULES, Parts, finish};
 use super::{LocalError, Result};
 
 #[derive(Deserialize)]
@@ -111,7 +111,7 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
         });
     }
     let format = plan.describe("f32");
-    let base = finish(cfg, device, embed, layers, norm, lm_head, format)?;
+    let base = finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head: hc.tie_word_embeddings })?;
     Ok((base, tokenizer_with(dir, &hc)?))
 }
 

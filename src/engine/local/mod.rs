@@ -26,7 +26,7 @@ use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 pub use generate::PREFILL_CHUNK;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
 pub use model::Llama;
-pub use store::{LoadedModel, ModelStore, load, plan_for};
+pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, plan_for};
 pub use weights::{BaseWeights, Config, MODULES};
 
 #[derive(Debug, thiserror::Error)]

@@ -21,12 +21,96 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
     pub path: PathBuf,
     pub load_secs: f64,
+    /// Adapter views of this base, by adapter folder, with the weights file's mtime they were read at.
+    adapters: Mutex<AdapterCache>,
+    sha256: std::sync::OnceLock<String>,
+}
+
+/// Adapter views by folder, with the weights file's mtime when read.
+type AdapterCache = HashMap<PathBuf, (Option<std::time::SystemTime>, Arc<AdapterView>)>;
+
+/// A lane's model with an adapter applied (sharing this base), and what to tell the user about it.
+pub struct AdapterView {
+    pub model: Arc<Llama>,
+    pub name: String,
+    pub rank: usize,
+    pub modules: usize,
+    pub warnings: Vec<String>,
 }
 
 impl LoadedModel {
     pub fn base(&self) -> &Arc<BaseWeights> {
         &self.plain.base
     }
+
+    /// The base with the adapter at `dir`; re-read when the adapter's files change, never the base.
+    pub fn with_adapter(&self, dir: &Path) -> Result<Arc<AdapterView>> {
+        let mtime = std::fs::metadata(dir.join("adapter_model.safetensors")).and_then(|m| m.modified()).ok();
+        let mut cache = self.adapters.lock().map_err(|_| poisoned())?;
+        if let Some((t, v)) = cache.get(dir)
+            && *t == mtime
+            && mtime.is_some()
+        {
+            return Ok(v.clone());
+        }
+        let adapter = crate::lora::Adapter::load(dir, self.base())
+            .map_err(|e| LocalError::Run(format!("adapter {}: {e}", dir.display())))?;
+        let mut warnings = Vec::new();
+        if !adapter.unmatched.is_empty() {
+            warnings.push(format!(
+                "adapter {}: {} tensor(s) match no layer of this model and are not applied (first: {})",
+                adapter.name,
+                adapter.unmatched.len(),
+                adapter.unmatched[0]
+            ));
+        }
+        if let Some(want) = adapter.provenance.as_ref().and_then(|p| p.base_sha256.clone()) {
+            let have = self.sha256()?;
+            if !want.eq_ignore_ascii_case(&have) {
+                warnings.push(format!(
+                    "adapter {} was trained on another base (sha256 {}…), not this model ({}…)",
+                    adapter.name,
+                    &want[..want.len().min(12)],
+                    &have[..12]
+                ));
+            }
+        }
+        let model = Arc::new(adapter.view(self.base()).map_err(|e| LocalError::Run(e.to_string()))?);
+        let view = Arc::new(AdapterView {
+            model,
+            name: adapter.name.clone(),
+            rank: adapter.rank(),
+            modules: adapter.modules.len(),
+            warnings,
+        });
+        cache.insert(dir.to_path_buf(), (mtime, view.clone()));
+        Ok(view)
+    }
+
+    /// sha256 of the model file (computed once, when an adapter's provenance asks for it).
+    pub fn sha256(&self) -> Result<String> {
+        if let Some(s) = self.sha256.get() {
+            return Ok(s.clone());
+        }
+        let s = file_sha256(&self.path)?;
+        Ok(self.sha256.get_or_init(|| s).clone())
+    }
+}
+
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[derive(Default)]
@@ -67,6 +151,8 @@ pub fn load(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<Lo
         template,
         path: path.to_path_buf(),
         load_secs: started.elapsed().as_secs_f64(),
+        adapters: Mutex::default(),
+        sha256: std::sync::OnceLock::new(),
     })
 }
 

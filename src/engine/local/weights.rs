@@ -53,6 +53,8 @@ pub struct BaseWeights {
     pub sin: Tensor,
     /// e.g. "Q8_0 decode · f32 prefill", for the pane title.
     pub format: String,
+    /// The output head is the token embedding matrix (no separate lm_head weights).
+    pub tied_head: bool,
 }
 
 impl BaseWeights {
@@ -126,7 +128,8 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     let embed = embed_q.dequantize(device)?;
     let norm = get("output_norm.weight")?.dequantize(device)?;
     // SmolLM2 ties the output head to the embeddings: no output.weight in the file.
-    let head_q = if ct.tensor_infos.contains_key("output.weight") { get("output.weight")? } else { embed_q };
+    let tied_head = !ct.tensor_infos.contains_key("output.weight");
+    let head_q = if tied_head { embed_q } else { get("output.weight")? };
     let lm_head = Arc::new(BaseLinear::from_qtensor("lm_head", head_q, WeightPlan { f32_prefill: false, ..plan })?);
     let mut layers = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
@@ -142,20 +145,23 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
         });
     }
     let source = ct.tensor_infos.get("blk.0.attn_q.weight").map_or("?".into(), |t| format!("{:?}", t.ggml_dtype));
-    finish(cfg, device, embed, layers, norm, lm_head, plan.describe(&source))
+    finish(cfg, device, Parts { embed, layers, norm, lm_head, format: plan.describe(&source), tied_head })
 }
 
-pub fn finish(
-    cfg: Config,
-    device: &Device,
-    embed: Tensor,
-    layers: Vec<BaseLayer>,
-    norm: Tensor,
-    lm_head: Arc<BaseLinear>,
-    format: String,
-) -> Result<BaseWeights> {
+/// The loaded tensors of a model, before the shared tables are built.
+pub struct Parts {
+    pub embed: Tensor,
+    pub layers: Vec<BaseLayer>,
+    pub norm: Tensor,
+    pub lm_head: Arc<BaseLinear>,
+    pub format: String,
+    pub tied_head: bool,
+}
+
+pub fn finish(cfg: Config, device: &Device, p: Parts) -> Result<BaseWeights> {
     let (cos, sin) = rope_tables(&cfg, device)?;
-    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, cos, sin, format })
+    let Parts { embed, layers, norm, lm_head, format, tied_head } = p;
+    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, cos, sin, format, tied_head })
 }
 
 fn rope_tables(cfg: &Config, device: &Device) -> Result<(Tensor, Tensor)> {

@@ -136,12 +136,18 @@ fn admit(r: Request, store: &ModelStore, device: &Device, name: &str, active: &m
 /// Loads (or reuses) the model, renders and tokenizes the prompt, and reports where the lane runs.
 fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device, name: &str) -> Result<Job> {
     let spec = req.model.as_ref().ok_or_else(|| LocalError::Run("a local lane needs a [models] entry".into()))?;
-    if let Some(a) = &req.lane.adapter {
-        return Err(LocalError::Unsupported(format!(
-            "adapter `{a}`: LoRA adapters are not supported by this build yet; remove `adapter` to run the base model"
-        )));
-    }
     let model = store.get(&spec.path, device, name)?;
+    let (view, adapter_note) = match &req.lane.adapter {
+        None => (model.plain.clone(), String::new()),
+        Some(a) => {
+            let dir = if std::path::Path::new(a).is_absolute() { a.into() } else { req.workspace_root.join(a) };
+            let v = model.with_adapter(&dir)?;
+            for w in &v.warnings {
+                sink.warning(w.clone());
+            }
+            (v.model.clone(), format!(" · LoRA {} r{} ×{}", v.name, v.rank, v.modules))
+        }
+    };
     let tok = &model.tokenizer;
     let piece = |id: Option<u32>| id.and_then(|i| tok.vocab.tokens.get(i as usize)).cloned().unwrap_or_default();
     let (bos, eos) = (piece(tok.vocab.bos), piece(tok.vocab.eos));
@@ -152,12 +158,12 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
         ids.extend(tok.vocab.bos);
     }
     ids.extend(tok.encode_marked(&rendered.text, &rendered.plain)?);
-    sink.info(format!("{name} · {}", model.base().format));
+    sink.info(format!("{name} · {}{adapter_note}", model.base().format));
     if let Some(w) = model.template.warning() {
         sink.warning(w);
     }
     sink.started(Some(ids.len() as u64));
-    Job::new(model.plain.clone(), model.tokenizer.clone(), ids, &req.lane.sampling, sink)
+    Job::new(view, model.tokenizer.clone(), ids, &req.lane.sampling, sink)
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {

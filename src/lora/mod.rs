@@ -1,0 +1,23 @@
+//! LoRA adapters in PEFT's format: reading them, and layers that add scale·B·A to a shared base layer.
+
+pub mod adapter;
+pub mod config;
+pub mod layer;
+
+pub use adapter::{Adapter, Provenance};
+pub use config::AdapterConfig;
+pub use layer::LoraLinear;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoraError {
+    #[error("adapter_config.json: {0}")]
+    Config(String),
+    #[error("unsupported adapter option: {0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Shape(String),
+    #[error("{0}")]
+    Load(String),
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
