@@ -175,12 +175,8 @@ async fn lanes_that_cannot_run_say_why_in_their_pane() {
         let ev = rx.recv().await.unwrap();
         rt.dispatch(&mut state, Action::Engine(ev));
     }
-        // The copy has no models/ beside it (the model is checked first); no API backend is built.
-    let why = [
-        "model not found",
-                        "model not found",
-        "the `openai` backend is not available in this build",
-    ];
+    // The copy has no models/ beside it (the model is checked first); no API backend is built.
+    let why = ["model not found", "model not found", "the `openai` backend is not available in this build"];
     for (i, want) in why.iter().enumerate() {
         let text = tunebench::ui::output_text(&state, i).to_string();
         assert!(text.contains(want), "lane {i}: {text}");

@@ -29,6 +29,11 @@ struct HfConfig {
     tie_word_embeddings: bool,
     bos_token_id: Option<u32>,
     eos_token_id: Option<serde_json::Value>,
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
 }
 
 fn theta() -> f32 {
@@ -46,7 +51,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))
 }
 
-pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeights, Tokenizer)> {
+/// `plan` None: the per-device default, sized by the weights' f32 footprint.
+pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(BaseWeights, Tokenizer)> {
     let hc: HfConfig = read_json(&dir.join("config.json"))?;
     let arch = hc.architectures.first().cloned().unwrap_or_default();
     if !matches!(arch.as_str(), "LlamaForCausalLM" | "MistralForCausalLM") {
@@ -54,7 +60,13 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
             "model architecture `{arch}` (supported: LlamaForCausalLM, MistralForCausalLM)"
         )));
     }
-    let cfg = Config {
+    if hc.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(LocalError::Unsupported("rope_scaling (config.json)".into()));
+    }
+    if hc.attention_bias || hc.mlp_bias {
+        return Err(LocalError::Unsupported("attention_bias / mlp_bias (config.json)".into()));
+    }
+    let mut cfg = Config {
         vocab: hc.vocab_size,
         hidden: hc.hidden_size,
         layers: hc.num_hidden_layers,
@@ -66,6 +78,7 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
         context: hc.max_position_embeddings,
         rope_interleaved: false,
     };
+    let capped = cfg.validate()?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -82,6 +95,8 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
                 .map_err(|e| LocalError::Model(format!("{}: {e}", f.display())))?,
         );
     }
+    let f32_bytes: usize = tensors.values().map(|t| t.elem_count() * 4).sum();
+    let plan = plan.unwrap_or_else(|| super::store::plan_for(device, f32_bytes));
     let mut take = |name: &str| -> Result<Tensor> {
         let t =
             tensors.remove(name).ok_or_else(|| LocalError::Model(format!("{}: no tensor `{name}`", dir.display())))?;
@@ -110,7 +125,10 @@ pub fn load(dir: &Path, device: &Device, plan: WeightPlan) -> Result<(BaseWeight
             linears,
         });
     }
-    let format = plan.describe("f32");
+    let mut format = plan.describe("f32");
+    if let Some(note) = capped {
+        format.push_str(&format!(" · {note}"));
+    }
     let base = finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head: hc.tie_word_embeddings })?;
     Ok((base, tokenizer_with(dir, &hc)?))
 }

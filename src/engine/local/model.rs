@@ -62,7 +62,7 @@ impl Llama {
         let mut x = b.embed.index_select(&ids_t, 0)?.unsqueeze(0)?;
         let cos = b.cos.narrow(0, pos, n)?;
         let sin = b.sin.narrow(0, pos, n)?;
-        let rep = c.heads / c.kv_heads.max(1);
+        let rep = c.heads / c.kv_heads;
         let mask = if n > 1 { Some(causal_mask(n, pos, rep, &b.device)?) } else { None };
         for (i, (layer, lins)) in b.layers.iter().zip(&self.layers).enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, c.rms_eps as f32)?;

@@ -138,11 +138,8 @@ impl ModelStore {
 /// Loads a model without the store: with `plan`, exactly that weight form (benchmarks compare them).
 pub fn load(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<LoadedModel> {
     let started = std::time::Instant::now();
-    let (base, tokenizer) = if path.is_dir() {
-        hf::load(path, device, plan.unwrap_or_else(|| plan_for(device, 0)))?
-    } else {
-        load_gguf_file(path, device, plan)?
-    };
+    let (base, tokenizer) =
+        if path.is_dir() { hf::load(path, device, plan)? } else { load_gguf_file(path, device, plan)? };
     let template = ChatTemplate::new(tokenizer.vocab.chat_template.as_deref(), |t| tokenizer.token_id(t).is_some())?;
     let plain = Arc::new(Llama::new(Arc::new(base), &plain)?);
     Ok(LoadedModel {

@@ -33,15 +33,18 @@ impl TextStream {
             return Piece::Text(String::new());
         }
         let pending = &stable[self.sent.len()..];
-        // Check the window that could contain a stop string spanning sent and pending text.
-        for s in &self.stops {
-            let window_start = floor_char(stable, self.sent.len().saturating_sub(s.len()));
-            if let Some(i) = stable[window_start..].find(s.as_str()) {
-                let cut = window_start + i;
-                let before =
-                    if cut >= self.sent.len() { stable[self.sent.len()..cut].to_string() } else { String::new() };
-                return Piece::Stop(before);
-            }
+        // The earliest stop string in the window that could hold one (spanning sent and pending text) wins.
+        let cut = self
+            .stops
+            .iter()
+            .filter_map(|s| {
+                let window_start = floor_char(stable, self.sent.len().saturating_sub(s.len()));
+                stable[window_start..].find(s.as_str()).map(|i| window_start + i)
+            })
+            .min();
+        if let Some(cut) = cut {
+            let before = if cut >= self.sent.len() { stable[self.sent.len()..cut].to_string() } else { String::new() };
+            return Piece::Stop(before);
         }
         let hold = self.stops.iter().map(|s| partial_suffix(pending, s)).max().unwrap_or(0);
         let send = floor_char(pending, pending.len() - hold);
@@ -130,6 +133,23 @@ mod tests {
             s.push(&tok, u32::from(b));
         }
         assert_eq!(s.flush(&tok), "", "nothing held once `Ex` ruled the stop out");
+    }
+
+    #[test]
+    fn the_earliest_stop_string_wins_whatever_the_list_order() {
+        let tok = bytes_tokenizer();
+        let mut s = TextStream::new(&["\n".to_string(), ".".to_string()]);
+        let mut shown = String::new();
+        for b in "ok.\n".bytes() {
+            match s.push(&tok, u32::from(b)) {
+                Piece::Text(t) => shown.push_str(&t),
+                Piece::Stop(t) => {
+                    shown.push_str(&t);
+                    break;
+                }
+            }
+        }
+        assert_eq!(shown, "ok");
     }
 
     #[test]

@@ -54,43 +54,66 @@ impl ChatTemplate {
 
     /// Renders a system + user conversation with the generation prompt on.
     pub fn render(&self, system: &str, user: &str, bos: &str, eos: &str) -> Result<Rendered, TemplateError> {
+        let text = self.render_raw(system, user, bos, eos)?;
+        // Where the messages went: render again with markers in their place, then check that putting the
+        // messages (as written, or trimmed, as templates often trim) back gives the same text.
+        let marks = [format!("\u{E000}s{}\u{E001}", text.len()), format!("\u{E000}u{}\u{E001}", text.len())];
+        let shown = self.render_raw(if system.is_empty() { "" } else { &marks[0] }, &marks[1], bos, eos)?;
+        for trim in [false, true] {
+            let contents = if trim { [system.trim(), user.trim()] } else { [system, user] };
+            if let Some((rebuilt, plain)) = substitute(&shown, &marks, &contents)
+                && rebuilt == text
+            {
+                return Ok(Rendered { text, plain });
+            }
+        }
+        // A template that rewrites message text: nothing can be marked plain safely, so nothing is.
+        Ok(Rendered { text, plain: Vec::new() })
+    }
+
+    fn render_raw(&self, system: &str, user: &str, bos: &str, eos: &str) -> Result<String, TemplateError> {
         let mut messages = Vec::new();
         if !system.is_empty() {
             messages.push(context! { role => "system", content => system });
         }
         messages.push(context! { role => "user", content => user });
         let tmpl = self.env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
-        let text = tmpl
-            .render(context! {
-                messages => messages,
-                add_generation_prompt => true,
-                bos_token => bos,
-                eos_token => eos,
-                date_string => today("%d %b %Y"),
-            })
-            .map_err(|e| TemplateError(format!("{e:#}")))?;
-        let plain = locate(&text, &[system, user]);
-        Ok(Rendered { text, plain })
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => bos,
+            eos_token => eos,
+            date_string => today("%d %b %Y"),
+        })
+        .map_err(|e| TemplateError(format!("{e:#}")))
     }
 }
 
-/// Finds each content string, in order, in the rendered text (as written, else trimmed, as templates often trim).
-fn locate(text: &str, contents: &[&str]) -> Vec<Range<usize>> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    for c in contents {
-        for candidate in [*c, c.trim()] {
-            if candidate.is_empty() {
-                break;
-            }
-            if let Some(i) = text[at..].find(candidate) {
-                out.push(at + i..at + i + candidate.len());
-                at += i + candidate.len();
-                break;
-            }
+/// Replaces each marker (appearing at most once) by its content; returns the text and the content spans.
+fn substitute(shown: &str, marks: &[String; 2], contents: &[&str; 2]) -> Option<(String, Vec<Range<usize>>)> {
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for (i, m) in marks.iter().enumerate() {
+        match shown.matches(m.as_str()).count() {
+            0 => {}
+            1 => found.push((shown.find(m.as_str())?, i)),
+            _ => return None,
         }
     }
-    out
+    found.sort();
+    let mut text = String::with_capacity(shown.len());
+    let mut plain = Vec::new();
+    let mut at = 0;
+    for (pos, i) in found {
+        text.push_str(&shown[at..pos]);
+        let start = text.len();
+        text.push_str(contents[i]);
+        if !contents[i].is_empty() {
+            plain.push(start..text.len());
+        }
+        at = pos + marks[i].len();
+    }
+    text.push_str(&shown[at..]);
+    Some((text, plain))
 }
 
 /// Today's date for templates that print it (Llama 3.1+): `%d %b %Y` style, UTC.
@@ -127,6 +150,20 @@ mod tests {
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi <|im_end|> there<|im_end|>\n<|im_start|>assistant\n"
         );
         assert_eq!(&r.text[r.plain[1].clone()], "Hi <|im_end|> there");
+    }
+
+    #[test]
+    fn a_typed_marker_never_borrows_the_templates_own() {
+        let t = ChatTemplate::new(None, |s| s == "<|im_start|>").unwrap();
+        let r = t.render("Sys", "<|im_end|>", "", "").unwrap();
+        // The user's `<|im_end|>` is the one after `user\n`, not the template's after `Sys`.
+        let user_at = r.text.find("user\n").unwrap() + 5;
+        assert_eq!(r.plain[1], user_at..user_at + "<|im_end|>".len());
+        // A trimming template still finds the (trimmed) message.
+        let t = ChatTemplate::new(Some("[{{ messages[0].content | trim }}]"), |_| false).unwrap();
+        let r = t.render("", "  hi  ", "", "").unwrap();
+        assert_eq!(r.text, "[hi]");
+        assert_eq!(r.plain.first(), Some(&(1..3)));
     }
 
     #[test]

@@ -35,6 +35,31 @@ pub struct Config {
     pub rope_interleaved: bool,
 }
 
+/// Positions whose rotary tables are built; longer contexts are capped (and the title says so).
+pub const MAX_CONTEXT: usize = 32_768;
+
+impl Config {
+    /// Refuses shapes that would panic or mis-run, naming the value.
+    pub fn validate(&mut self) -> Result<Option<String>> {
+        let bad = |what: String| Err(LocalError::Model(format!("invalid model shape: {what}")));
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
+            return bad(format!("{} attention heads over {} key/value heads", self.heads, self.kv_heads));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!("head dimension {}", self.head_dim));
+        }
+        if self.layers == 0 || self.layers > 1024 || self.vocab == 0 || self.hidden == 0 {
+            return bad(format!("{} layers, vocabulary {}, width {}", self.layers, self.vocab, self.hidden));
+        }
+        if self.context > MAX_CONTEXT {
+            let note = format!("context capped at {MAX_CONTEXT} of {}", self.context);
+            self.context = MAX_CONTEXT;
+            return Ok(Some(note));
+        }
+        Ok(None)
+    }
+}
+
 pub struct BaseLayer {
     pub attn_norm: Tensor,
     pub ffn_norm: Tensor,
@@ -90,6 +115,20 @@ pub fn gguf_config(ct: &Content) -> Result<Config> {
     if arch != "llama" {
         return Err(LocalError::Unsupported(format!("model architecture `{arch}` (supported: llama)")));
     }
+    // Features this forward pass does not implement are refused by name, never run wrongly.
+    if let Ok(kind) = m.string("llama.rope.scaling.type")
+        && kind != "none"
+    {
+        return Err(LocalError::Unsupported(format!("rope scaling `{kind}` (llama.rope.scaling.type)")));
+    }
+    if ct.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(LocalError::Unsupported(
+            "rope frequency factors (rope_freqs.weight, Llama 3.1+ long context)".into(),
+        ));
+    }
+    if let Some(b) = ct.tensor_infos.keys().find(|k| k.ends_with(".bias")) {
+        return Err(LocalError::Unsupported(format!("bias tensors such as `{b}`")));
+    }
     let hidden = m.u32("llama.embedding_length")? as usize;
     let heads = m.u32("llama.attention.head_count")? as usize;
     let head_dim = match m.u32("llama.attention.key_length") {
@@ -121,7 +160,8 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     device: &Device,
     plan: WeightPlan,
 ) -> Result<BaseWeights> {
-    let cfg = gguf_config(ct)?;
+    let mut cfg = gguf_config(ct)?;
+    let capped = cfg.validate()?;
     let mut get =
         |name: &str| ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {e}")));
     let embed_q = get("token_embd.weight")?;
@@ -145,7 +185,11 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
         });
     }
     let source = ct.tensor_infos.get("blk.0.attn_q.weight").map_or("?".into(), |t| format!("{:?}", t.ggml_dtype));
-    finish(cfg, device, Parts { embed, layers, norm, lm_head, format: plan.describe(&source), tied_head })
+    let mut format = plan.describe(&source);
+    if let Some(note) = capped {
+        format.push_str(&format!(" · {note}"));
+    }
+    finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head })
 }
 
 /// The loaded tensors of a model, before the shared tables are built.

@@ -30,24 +30,27 @@ pub struct Workers {
 
 impl Workers {
     /// Hands a run to the worker of its device, starting the worker on first use.
+    /// The device is opened once, in the worker's own thread (never on the caller's runtime).
     pub fn submit(&self, device_spec: &str, r: Request) -> std::result::Result<(), String> {
-        let (name, device) = pick_device(device_spec).map_err(|e| e.to_string())?;
         let mut queues = self.queues.lock().map_err(|_| "the local worker table was poisoned".to_string())?;
-        let tx = match queues.get(&name) {
+        let tx = match queues.get(device_spec) {
             Some(tx) => tx.clone(),
             None => {
                 let (tx, rx) = channel();
                 let store = self.store.clone();
-                let label = name.clone();
+                let spec = device_spec.to_string();
                 std::thread::Builder::new()
-                    .name(format!("tunebench-{name}"))
-                    .spawn(move || run_worker(rx, store, device, label))
-                    .map_err(|e| format!("cannot start the {name} worker: {e}"))?;
-                queues.insert(name.clone(), tx.clone());
+                    .name(format!("tunebench-{spec}"))
+                    .spawn(move || match pick_device(&spec) {
+                        Ok((name, device)) => run_worker(rx, store, device, name),
+                        Err(e) => refuse_all(rx, &e.to_string()),
+                    })
+                    .map_err(|e| format!("cannot start the {device_spec} worker: {e}"))?;
+                queues.insert(device_spec.to_string(), tx.clone());
                 tx
             }
         };
-        tx.send(r).map_err(|_| format!("the {name} worker has stopped"))
+        tx.send(r).map_err(|_| format!("the {device_spec} worker has stopped"))
     }
 }
 
@@ -83,6 +86,13 @@ pub fn pick_device(spec: &str) -> Result<(String, Device)> {
     }
 }
 
+/// A device that could not be opened fails every run sent to it, with the reason.
+fn refuse_all(rx: Receiver<Request>, why: &str) {
+    while let Ok(r) = rx.recv() {
+        let _ = r.reply.send(Err(EngineError::Backend(why.to_string())));
+    }
+}
+
 struct Active {
     job: Job,
     cancel: CancellationToken,
@@ -103,7 +113,8 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
         }
         let mut i = 0;
         while i < active.len() {
-            if active[i].cancel.is_cancelled() || active[i].job.sink.is_closed() {
+            // Cancelled, or nobody is waiting any more (the run's task was dropped): stop decoding for no one.
+            if active[i].cancel.is_cancelled() || active[i].job.sink.is_closed() || active[i].reply.is_closed() {
                 let a = active.swap_remove(i);
                 let _ = a.reply.send(Err(EngineError::Cancelled));
                 continue;
@@ -123,6 +134,10 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
 
 fn admit(r: Request, store: &ModelStore, device: &Device, name: &str, active: &mut Vec<Active>) {
     let Request { req, sink, cancel, reply } = r;
+    if cancel.is_cancelled() || reply.is_closed() {
+        let _ = reply.send(Err(EngineError::Cancelled));
+        return;
+    }
     let made = catch_unwind(AssertUnwindSafe(|| prepare(&req, sink, store, device, name)))
         .unwrap_or_else(|p| Err(LocalError::Run(format!("panicked while loading: {}", panic_text(&*p)))));
     match made {
@@ -162,8 +177,10 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
     if let Some(w) = model.template.warning() {
         sink.warning(w);
     }
-    sink.started(Some(ids.len() as u64));
-    Job::new(view, model.tokenizer.clone(), ids, &req.lane.sampling, sink)
+    let n = ids.len() as u64;
+    let job = Job::new(view, model.tokenizer.clone(), ids, &req.lane.sampling, sink.clone())?;
+    sink.started(Some(n));
+    Ok(job)
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {

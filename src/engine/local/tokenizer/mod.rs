@@ -155,19 +155,37 @@ impl Tokenizer {
                 })
                 .collect();
         }
+        // Whether a span is the user's only decides where control tokens may match: the text between two
+        // special tokens is tokenized in one pass, as llama.cpp does, so template and message join cleanly.
         let mut out = Vec::new();
         let mut prev_special = true;
+        let mut run: Option<(usize, usize)> = None;
+        let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
         for f in frags {
             match f {
                 Fragment::Token(id) => {
+                    if let Some((a, b)) = run.take() {
+                        self.encode_raw(&text[a..b], prev_special, &mut out)?;
+                    }
                     out.push(id);
                     prev_special = true;
                 }
-                Fragment::Text { text, .. } => {
-                    self.encode_raw(text, prev_special, &mut out)?;
-                    prev_special = false;
+                Fragment::Text { text: t, .. } => {
+                    let (a, b) = (offset(t), offset(t) + t.len());
+                    run = Some(match run {
+                        Some((start, end)) if end == a => (start, b),
+                        Some((start, end)) => {
+                            self.encode_raw(&text[start..end], prev_special, &mut out)?;
+                            prev_special = false;
+                            (a, b)
+                        }
+                        None => (a, b),
+                    });
                 }
             }
+        }
+        if let Some((a, b)) = run {
+            self.encode_raw(&text[a..b], prev_special, &mut out)?;
         }
         Ok(out)
     }

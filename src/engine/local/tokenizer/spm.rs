@@ -124,9 +124,14 @@ fn resegment(
     }
 }
 
-/// `<0xNN>`, else the byte as a one-character token (llama.cpp's byte_to_token for SPM).
+/// `<0xNN>`, else an ASCII byte as its own one-character token, else the unknown token.
 pub fn byte_token(vocab: &Vocab, b: u8) -> Option<u32> {
-    vocab.ids.get(&format!("<0x{b:02X}>")).or_else(|| vocab.ids.get(&(b as char).to_string())).copied()
+    vocab
+        .ids
+        .get(&format!("<0x{b:02X}>"))
+        .or_else(|| if b.is_ascii() { vocab.ids.get(&(b as char).to_string()) } else { None })
+        .copied()
+        .or_else(|| vocab.types.iter().position(|t| *t == super::TokenType::Unknown).map(|i| i as u32))
 }
 
 /// The bytes a token stands for: `▁` is a space, `<0xNN>` a raw byte.
