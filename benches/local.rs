@@ -44,6 +44,49 @@ fn measure(path: &Path, name: &str, plan: WeightPlan) -> Row {
     Row { name: name.into(), load_s: m.load_secs, prefill, decode }
 }
 
+/// Decode tok/s of the base and of the base + a random r=16 adapter on every linear layer, same run.
+fn lora_decode(path: &Path) -> (f64, f64) {
+    let m = load(path, &Device::Cpu, None).expect("model loads");
+    let base = m.base().clone();
+    let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = serde_json::json!({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": "all-linear", "bias": "none"});
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for layer in &base.layers {
+        for lin in &layer.linears {
+            let a = candle_core::Tensor::randn(0f32, 0.02, (16, lin.in_dim), &Device::Cpu).unwrap();
+            let b = candle_core::Tensor::randn(0f32, 0.02, (lin.out_dim, 16), &Device::Cpu).unwrap();
+            tensors.insert(format!("base_model.model.{}.lora_A.weight", lin.name), a);
+            tensors.insert(format!("base_model.model.{}.lora_B.weight", lin.name), b);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
+    let view = m.with_adapter(&dir).expect("adapter loads");
+    let _ = std::fs::remove_dir_all(&dir);
+    let vocab = base.cfg.vocab as u32;
+    let ids: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let decode = |model: &tunebench::engine::local::Llama| {
+        let mut cache = model.new_cache(PROMPT + DECODE + 1).unwrap();
+        let mut pos = 0;
+        while pos < PROMPT {
+            let end = (pos + PREFILL_CHUNK).min(PROMPT);
+            model.forward_last(&ids[pos..end], pos, &mut cache).unwrap();
+            pos = end;
+        }
+        let t = Instant::now();
+        let mut tok = ids[0];
+        for i in 0..DECODE {
+            let logits = model.forward_last(&[tok], PROMPT + i, &mut cache).unwrap();
+            tok = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        }
+        DECODE as f64 / t.elapsed().as_secs_f64()
+    };
+    // Alternate to share any drift in machine load fairly.
+    let (b1, a1, b2, a2) = (decode(&m.plain), decode(&view.model), decode(&m.plain), decode(&view.model));
+    ((b1 + b2) / 2.0, (a1 + a2) / 2.0)
+}
+
 fn main() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.is_file() {
@@ -76,6 +119,16 @@ fn main() {
             r.decode / r0.decode
         );
     }
+    let (base, lora) = lora_decode(&path);
+    println!("\nLoRA r=16 on all 210 linear layers (unmerged), decode after a {PROMPT}-token prompt:");
+    println!(
+        "{:<30} {:>9.1} tok/s (1.00x)\n{:<30} {:>9.1} tok/s ({:.2}x)",
+        "base lane",
+        base,
+        "adapter lane",
+        lora,
+        lora / base
+    );
     if let Some(bin) = std::env::var_os("LLAMA_BENCH") {
         let threads = candle_core::utils::get_num_threads().to_string();
         let out = std::process::Command::new(&bin)
