@@ -66,7 +66,7 @@ pub async fn run(ws: &Workspace, input: &str, lanes: &[LaneIdx], registry: Regis
                 outputs[ev.lane].push_str(text);
                 continue;
             }
-            EventKind::Info { .. } => continue,
+            EventKind::Info { .. } | EventKind::Progress { .. } => continue,
             EventKind::Warning { text } => {
                 warnings.push(format!("lane `{}`: {text}", spec.id));
                 continue;

@@ -379,3 +379,18 @@ async fn generation_stops_at_the_models_end_token() {
     assert_eq!(text(&stopped, 0), m.tokenizer.decode(&ids[prompt.len()..prompt.len() + 2]));
     assert!(text(&greedy, 0).starts_with(&text(&stopped, 0)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_longer_than_one_chunk_reports_progress_before_the_first_token() {
+    let f = fixture("");
+    let ws = workspace::load(&f.root).unwrap();
+    let ev = run_lanes(&ws, &LocalBackend::new(), &[0], &"ab cd ".repeat(18)).await;
+    let first_token = ev.iter().position(|e| matches!(e.kind, EventKind::Token { .. })).unwrap();
+    let progress: Vec<(u64, u64)> = ev[..first_token]
+        .iter()
+        .filter_map(|e| if let EventKind::Progress { done, total } = e.kind { Some((done, total)) } else { None })
+        .collect();
+    assert!(!progress.is_empty(), "{:?}", &ev[..first_token]);
+    assert_eq!(progress[0].0, tunebench::engine::local::PREFILL_CHUNK as u64);
+    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0 && w[1].0 < w[1].1));
+}

@@ -379,3 +379,14 @@ fn f6_sets_an_api_lanes_endpoint_key_variable_and_stops() {
     assert!(form.error.as_deref().unwrap_or("").contains("local lanes"), "{:?}", form.error);
     assert!(s.ws.lanes[2].backend.is_api());
 }
+
+#[test]
+fn a_long_prefill_shows_its_progress_until_the_first_token() {
+    let mut s = state();
+    update(&mut s, ctrl('r'));
+    update(&mut s, ev(0, 1, EventKind::Started { prompt_tokens: Some(1305) }));
+    update(&mut s, ev(0, 1, EventKind::Progress { done: 640, total: 1305 }));
+    assert!(tunebench::ui::output_text(&s, 0).to_string().contains("reading the prompt: 640/1,305 tokens…"));
+    update(&mut s, ev(0, 1, EventKind::Token { text: "{".into() }));
+    assert_eq!(tunebench::ui::output_text(&s, 0).to_string(), "{");
+}

@@ -60,6 +60,8 @@ pub struct LaneState {
     pub spec: Option<LaneSpec>,
     /// Device and weight formats as the backend reported them.
     pub detail: Option<String>,
+    /// Prompt tokens processed / total, while no token has arrived.
+    pub progress: Option<(u64, u64)>,
     pub warnings: Vec<String>,
 }
 
@@ -77,6 +79,7 @@ impl Default for LaneState {
             scroll_back: 0,
             spec: None,
             detail: None,
+            progress: None,
             warnings: Vec::new(),
         }
     }
@@ -119,6 +122,10 @@ impl LaneState {
             }
             EventKind::Warning { text } => {
                 self.warnings.push(text);
+                None
+            }
+            EventKind::Progress { done, total } => {
+                self.progress = Some((done, total));
                 None
             }
             EventKind::Token { text } => {

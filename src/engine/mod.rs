@@ -71,6 +71,11 @@ pub enum EventKind {
     Warning {
         text: String,
     },
+    /// Prompt tokens processed so far, before the first token (long local prefills).
+    Progress {
+        done: u64,
+        total: u64,
+    },
     Token {
         text: String,
     },

@@ -92,6 +92,10 @@ impl LaneSink {
         self.send(EventKind::Info { detail: detail.into() });
     }
 
+    pub fn progress(&self, done: u64, total: u64) {
+        self.send(EventKind::Progress { done, total });
+    }
+
     pub fn warning(&self, text: impl Into<String>) {
         self.send(EventKind::Warning { text: text.into() });
     }

@@ -22,10 +22,13 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     let mut lines: Vec<Line<'static>> =
         lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
     let mut text = if lane.output.is_empty() {
-        let hint = match lane.status {
-            LaneStatus::Idle => "Ctrl+R runs every lane, F5 this one",
-            LaneStatus::Waiting => "waiting for the first token…",
-            _ => "",
+        let hint = match (lane.status, lane.progress) {
+            (LaneStatus::Idle, _) => "Ctrl+R runs every lane, F5 this one".to_string(),
+            (LaneStatus::Waiting, Some((done, total))) => {
+                format!("reading the prompt: {}/{} tokens…", fmt_count(done), fmt_count(total))
+            }
+            (LaneStatus::Waiting, None) => "waiting for the first token…".to_string(),
+            _ => String::new(),
         };
         if hint.is_empty() { Text::default() } else { Text::from(Line::styled(hint, Style::default().fg(t.muted))) }
     } else {

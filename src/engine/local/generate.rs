@@ -82,6 +82,7 @@ impl Job {
         let logits = self.model.forward_last(&self.ids[self.done..end], self.done, &mut self.cache)?;
         self.done = end;
         if self.done < self.prompt_len {
+            self.sink.progress(self.done as u64, self.prompt_len as u64);
             return Ok(None); // more prompt to prefill
         }
         let answer_len = self.ids.len() - self.prompt_len;
