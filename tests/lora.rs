@@ -171,7 +171,7 @@ fn scaling_follows_peft_rslora_and_patterns() {
     assert_eq!(c.rank_and_scale("model.layers.0.mlp.up_proj").unwrap(), (8, 16.0 / 8f64.sqrt()));
     assert!(c.targets("model.layers.0.mlp.up_proj").unwrap() && !c.targets("lm_head").unwrap());
     let c = AdapterConfig::parse(
-        r#"{"r": 8, "lora_alpha": 16, "target_modules": ".*\\.(q|k)_proj", "rank_pattern": {"q_proj": 4},
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj"], "rank_pattern": {"q_proj": 4},
             "alpha_pattern": {"layers\\.1\\.self_attn\\.k_proj": 64}, "layers_to_transform": [1]}"#,
     )
     .unwrap();
@@ -179,6 +179,36 @@ fn scaling_follows_peft_rslora_and_patterns() {
     assert_eq!(c.rank_and_scale("model.layers.1.self_attn.k_proj").unwrap(), (8, 8.0));
     assert!(c.targets("model.layers.1.self_attn.k_proj").unwrap());
     assert!(!c.targets("model.layers.0.self_attn.k_proj").unwrap(), "layers_to_transform");
+    // A regex target is a full match (Python syntax); with layers_to_transform it is refused, as in PEFT.
+    let c = AdapterConfig::parse(r#"{"r": 4, "lora_alpha": 8, "target_modules": ".*\\.(?P<m>q|v)_proj"}"#).unwrap();
+    assert!(
+        c.targets("model.layers.2.self_attn.v_proj").unwrap()
+            && !c.targets("model.layers.2.self_attn.v_proj_x").unwrap()
+    );
+    let err =
+        AdapterConfig::parse(r#"{"r": 4, "lora_alpha": 8, "target_modules": ".*q_proj", "layers_to_transform": [0]}"#)
+            .unwrap_err();
+    assert!(err.to_string().contains("cannot be combined"), "{err}");
+    // Patterns are tried in the order written: the first match wins.
+    let c = AdapterConfig::parse(r#"{"r": 8, "lora_alpha": 8, "target_modules": "all-linear", "rank_pattern": {"q_proj": 4, "layers.0.self_attn.q_proj": 16}}"#).unwrap();
+    assert_eq!(c.rank_and_scale("model.layers.0.self_attn.q_proj").unwrap().0, 4);
+    let c = AdapterConfig::parse(r#"{"r": 8, "lora_alpha": 8, "target_modules": "all-linear", "rank_pattern": {"layers.0.self_attn.q_proj": 16, "q_proj": 4}}"#).unwrap();
+    assert_eq!(c.rank_and_scale("model.layers.0.self_attn.q_proj").unwrap().0, 16);
+    for (json, words) in [
+        (
+            r#"{"r": 4, "lora_alpha": 8, "target_modules": "all-linear", "init_lora_weights": "pissa"}"#,
+            "init_lora_weights",
+        ),
+        (
+            r#"{"r": 4, "lora_alpha": 8, "target_modules": "all-linear", "target_parameters": ["w"]}"#,
+            "target_parameters",
+        ),
+        (r#"{"r": 4, "lora_alpha": 8}"#, "no target_modules"),
+        (r#"{"r": 4, "lora_alpha": 8, "target_modules": "all-linear", "rank_pattern": {"q_proj": 0}}"#, "at least 1"),
+    ] {
+        let err = AdapterConfig::parse(json).unwrap_err().to_string();
+        assert!(err.contains(words), "{json}: {err}");
+    }
     // End to end: a rank_pattern rank must match the tensors.
     let m = models();
     let ad = m.root.join("rp");
@@ -191,7 +221,7 @@ fn scaling_follows_peft_rslora_and_patterns() {
     let err =
         ModelStore::default().get(&m.hf, &Device::Cpu, "cpu").unwrap().with_adapter(&ad).err().unwrap().to_string();
     assert!(
-        err.contains("self_attn.o_proj.lora_A.weight` has shape [4, 64] but the base layer needs [2, 64]"),
+        err.contains("self_attn.o_proj.lora_A.weight` has rank 4 but adapter_config.json gives this module rank 2"),
         "{err}"
     );
 }
@@ -262,6 +292,9 @@ fn stray_tensors_and_a_foreign_base_are_visible_warnings() {
         "{:?}",
         view.warnings
     );
+    // A folder base is hashed too (its safetensors in name order): a mismatch is a warning, never a failure.
+    let view = ModelStore::default().get(&m.hf, &Device::Cpu, "cpu").unwrap().with_adapter(&ad).unwrap();
+    assert!(view.warnings.iter().any(|w| w.contains("trained on another base")), "{:?}", view.warnings);
     // The matching base: no warning.
     let sha = tunebench::engine::local::file_sha256(&m.gguf).unwrap();
     std::fs::write(ad.join("tunebench.json"), format!(r#"{{"base_sha256": "{sha}"}}"#)).unwrap();
@@ -269,6 +302,22 @@ fn stray_tensors_and_a_foreign_base_are_visible_warnings() {
     std::fs::rename(&ad, &ad2).unwrap();
     let view = ModelStore::default().get(&m.gguf, &Device::Cpu, "cpu").unwrap().with_adapter(&ad2).unwrap();
     assert!(!view.warnings.iter().any(|w| w.contains("another base")));
+}
+
+#[test]
+fn tensors_the_config_does_not_target_are_left_out_and_said() {
+    let m = models();
+    let ad = m.root.join("q-only");
+    write_adapter(&ad, serde_json::json!({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}), 4, false);
+    let view = ModelStore::default().get(&m.hf, &Device::Cpu, "cpu").unwrap().with_adapter(&ad).unwrap();
+    assert_eq!(view.modules, tiny::LAYERS, "only q_proj of each layer");
+    assert!(view.warnings.iter().any(|w| w.contains("does not target")), "{:?}", view.warnings);
+    // Nothing that applies at all is an error, not a lane that silently runs the base.
+    let ad = m.root.join("none");
+    write_adapter(&ad, serde_json::json!({"r": 4, "lora_alpha": 8, "target_modules": ["nothing_proj"]}), 4, false);
+    let err =
+        ModelStore::default().get(&m.hf, &Device::Cpu, "cpu").unwrap().with_adapter(&ad).err().unwrap().to_string();
+    assert!(err.contains("no lora_A/lora_B pair applies"), "{err}");
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub struct Adapter {
     pub provenance: Option<Provenance>,
     /// Tensors that match no layer of the base (reported, not applied).
     pub unmatched: Vec<String>,
+    /// Tensors of layers adapter_config.json does not target (reported, not applied, as PEFT would).
+    pub untargeted: Vec<String>,
+    /// tunebench.json was there but could not be read.
+    pub provenance_error: Option<String>,
 }
 
 const PREFIX: &str = "base_model.model.";
@@ -73,6 +77,7 @@ impl Adapter {
             .collect();
         let mut pairs: HashMap<String, (Option<Tensor>, Option<Tensor>)> = HashMap::new();
         let mut unmatched = Vec::new();
+        let mut untargeted = Vec::new();
         let mut names: Vec<&String> = tensors.keys().collect();
         names.sort();
         for name in names {
@@ -90,7 +95,15 @@ impl Adapter {
                     "`{name}`: this model ties lm_head to the token embeddings, so lm_head cannot carry its own adapter"
                 )));
             }
-            let t = tensors[name].to_dtype(DType::F32)?;
+            if !config.targets(module)? {
+                untargeted.push(name.clone());
+                continue;
+            }
+            let t = &tensors[name];
+            if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+                return Err(LoraError::Shape(format!("`{name}` is {:?}; adapters hold f32, f16 or bf16", t.dtype())));
+            }
+            let t = t.to_dtype(DType::F32)?;
             let slot = pairs.entry(module.to_string()).or_default();
             if is_a { slot.0 = Some(t) } else { slot.1 = Some(t) }
         }
@@ -104,6 +117,12 @@ impl Adapter {
             };
             let base_layer = layers[module.as_str()];
             let (rank, scale) = config.rank_and_scale(&module)?;
+            if a.dim(0)? != rank {
+                return Err(LoraError::Shape(format!(
+                    "`{PREFIX}{module}.lora_A.weight` has rank {} but adapter_config.json gives this module rank {rank} (r or rank_pattern)",
+                    a.dim(0)?
+                )));
+            }
             let want_a = [rank, base_layer.in_dim];
             let want_b = [base_layer.out_dim, rank];
             for (t, want, which) in [(&a, want_a, "lora_A"), (&b, want_b, "lora_B")] {
@@ -117,15 +136,22 @@ impl Adapter {
             let b = gguf_row_order(&module, b, base)?;
             modules.insert(module, ModuleDelta { a, b, rank, scale });
         }
-        let provenance = match std::fs::read_to_string(dir.join("tunebench.json")) {
-            Ok(t) => Some(
-                serde_json::from_str(&t)
-                    .map_err(|e| LoraError::Load(format!("{}: {e}", dir.join("tunebench.json").display())))?,
-            ),
-            Err(_) => None,
+        if modules.is_empty() {
+            return Err(LoraError::Load(format!(
+                "{}: no lora_A/lora_B pair applies to this model (names must look like {PREFIX}model.layers.0.self_attn.q_proj.lora_A.weight)",
+                weights.display()
+            )));
+        }
+        // Provenance only feeds a warning, so a bad tunebench.json is one too.
+        let (provenance, provenance_error) = match std::fs::read_to_string(dir.join("tunebench.json")) {
+            Ok(t) => match serde_json::from_str(&t) {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(format!("{}: {e}", dir.join("tunebench.json").display()))),
+            },
+            Err(_) => (None, None),
         };
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(Self { name, dir: dir.to_path_buf(), config, modules, provenance, unmatched })
+        Ok(Self { name, dir: dir.to_path_buf(), config, modules, provenance, unmatched, untargeted, provenance_error })
     }
 
     /// The largest rank used (for the pane title).

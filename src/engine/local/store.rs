@@ -27,7 +27,7 @@ pub struct LoadedModel {
 }
 
 /// Adapter views by folder, with the weights file's mtime when read.
-type AdapterCache = HashMap<PathBuf, (Option<std::time::SystemTime>, Arc<AdapterView>)>;
+type AdapterCache = HashMap<PathBuf, (Option<String>, Arc<AdapterView>)>;
 
 /// A lane's model with an adapter applied (sharing this base), and what to tell the user about it.
 pub struct AdapterView {
@@ -45,11 +45,15 @@ impl LoadedModel {
 
     /// The base with the adapter at `dir`; re-read when the adapter's files change, never the base.
     pub fn with_adapter(&self, dir: &Path) -> Result<Arc<AdapterView>> {
-        let mtime = std::fs::metadata(dir.join("adapter_model.safetensors")).and_then(|m| m.modified()).ok();
+        // Any of the adapter's files changing (weights, config, provenance) means reading it again.
+        let stamp = |f: &str| std::fs::metadata(dir.join(f)).ok().map(|m| (m.len(), m.modified().ok()));
+        let mtime = Some(format!(
+            "{:?}",
+            [stamp("adapter_model.safetensors"), stamp("adapter_config.json"), stamp("tunebench.json")]
+        ));
         let mut cache = self.adapters.lock().map_err(|_| poisoned())?;
         if let Some((t, v)) = cache.get(dir)
             && *t == mtime
-            && mtime.is_some()
         {
             return Ok(v.clone());
         }
@@ -64,15 +68,27 @@ impl LoadedModel {
                 adapter.unmatched[0]
             ));
         }
+        if !adapter.untargeted.is_empty() {
+            warnings.push(format!(
+                "adapter {}: {} tensor(s) are for modules adapter_config.json does not target and are not applied (first: {})",
+                adapter.name,
+                adapter.untargeted.len(),
+                adapter.untargeted[0]
+            ));
+        }
+        if let Some(e) = &adapter.provenance_error {
+            warnings.push(format!("adapter {}: provenance not read: {e}", adapter.name));
+        }
         if let Some(want) = adapter.provenance.as_ref().and_then(|p| p.base_sha256.clone()) {
-            let have = self.sha256()?;
-            if !want.eq_ignore_ascii_case(&have) {
-                warnings.push(format!(
+            match self.sha256() {
+                Ok(have) if !want.eq_ignore_ascii_case(&have) => warnings.push(format!(
                     "adapter {} was trained on another base (sha256 {}…), not this model ({}…)",
                     adapter.name,
-                    &want[..want.len().min(12)],
-                    &have[..12]
-                ));
+                    want.chars().take(12).collect::<String>(),
+                    have.chars().take(12).collect::<String>()
+                )),
+                Ok(_) => {}
+                Err(e) => warnings.push(format!("adapter {}: cannot compare its recorded base: {e}", adapter.name)),
             }
         }
         let model = Arc::new(adapter.view(self.base()).map_err(|e| LocalError::Run(e.to_string()))?);
@@ -87,14 +103,30 @@ impl LoadedModel {
         Ok(view)
     }
 
-    /// sha256 of the model file (computed once, when an adapter's provenance asks for it).
+    /// sha256 of the model file, or of a folder's *.safetensors in name order (computed once, when an
+    /// adapter's provenance asks for it).
     pub fn sha256(&self) -> Result<String> {
         if let Some(s) = self.sha256.get() {
             return Ok(s.clone());
         }
-        let s = file_sha256(&self.path)?;
+        let s = if self.path.is_dir() { folder_sha256(&self.path)? } else { file_sha256(&self.path)? };
         Ok(self.sha256.get_or_init(|| s).clone())
     }
+}
+
+fn folder_sha256(dir: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        h.update(file_sha256(&f)?.as_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn file_sha256(path: &Path) -> Result<String> {
