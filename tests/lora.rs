@@ -312,6 +312,12 @@ fn tensors_the_config_does_not_target_are_left_out_and_said() {
     let view = ModelStore::default().get(&m.hf, &Device::Cpu, "cpu").unwrap().with_adapter(&ad).unwrap();
     assert_eq!(view.modules, tiny::LAYERS, "only q_proj of each layer");
     assert!(view.warnings.iter().any(|w| w.contains("does not target")), "{:?}", view.warnings);
+    // A missing folder is named once, with what to do.
+    let absent = m.root.join("absent");
+    let err =
+        ModelStore::default().get(&m.hf, &Device::Cpu, "cpu").unwrap().with_adapter(&absent).err().unwrap().to_string();
+    assert!(err.contains("no such folder: no adapter has been trained or copied there yet"), "{err}");
+    assert_eq!(err.matches(absent.to_str().unwrap()).count(), 1, "{err}");
     // Nothing that applies at all is an error, not a lane that silently runs the base.
     let ad = m.root.join("none");
     write_adapter(&ad, serde_json::json!({"r": 4, "lora_alpha": 8, "target_modules": ["nothing_proj"]}), 4, false);

@@ -48,10 +48,11 @@ const PREFIX: &str = "base_model.model.";
 impl Adapter {
     pub fn load(dir: &Path, base: &BaseWeights) -> Result<Self, LoraError> {
         if !dir.is_dir() {
-            return Err(LoraError::Load(format!(
-                "adapter folder {} does not exist (no adapter has been trained or copied there; remove `adapter` to run the base)",
-                dir.display()
-            )));
+            // The caller names the folder; say what is wrong with it.
+            return Err(LoraError::Load(
+                "no such folder: no adapter has been trained or copied there yet (remove `adapter` to run the base)"
+                    .into(),
+            ));
         }
         let read = |f: &str| {
             std::fs::read_to_string(dir.join(f)).map_err(|e| LoraError::Load(format!("{}: {e}", dir.join(f).display())))
