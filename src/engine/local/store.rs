@@ -60,21 +60,17 @@ impl LoadedModel {
         let adapter = crate::lora::Adapter::load(dir, self.base())
             .map_err(|e| LocalError::Run(format!("adapter {}: {e}", dir.display())))?;
         let mut warnings = Vec::new();
-        if !adapter.unmatched.is_empty() {
-            warnings.push(format!(
-                "adapter {}: {} tensor(s) match no layer of this model and are not applied (first: {})",
-                adapter.name,
-                adapter.unmatched.len(),
-                adapter.unmatched[0]
-            ));
-        }
-        if !adapter.untargeted.is_empty() {
-            warnings.push(format!(
-                "adapter {}: {} tensor(s) are for modules adapter_config.json does not target and are not applied (first: {})",
-                adapter.name,
-                adapter.untargeted.len(),
-                adapter.untargeted[0]
-            ));
+        for (left_out, why) in [
+            (&adapter.unmatched, "match no layer of this model"),
+            (&adapter.untargeted, "are for modules adapter_config.json does not target"),
+        ] {
+            if let Some(first) = left_out.first() {
+                warnings.push(format!(
+                    "adapter {}: {} tensor(s) {why} and are not applied (first: {first})",
+                    adapter.name,
+                    left_out.len()
+                ));
+            }
         }
         if let Some(e) = &adapter.provenance_error {
             warnings.push(format!("adapter {}: provenance not read: {e}", adapter.name));
