@@ -51,6 +51,17 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))
 }
 
+/// A folder's weight files, in name order (the order shards and hashes use).
+pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// `plan` None: the per-device default, sized by the weights' f32 footprint.
 pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(BaseWeights, Tokenizer)> {
     let hc: HfConfig = read_json(&dir.join("config.json"))?;
@@ -79,12 +90,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
         rope_interleaved: false,
     };
     let capped = cfg.validate()?;
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
+    let files = safetensors_files(dir)?;
     if files.is_empty() {
         return Err(LocalError::Model(format!("{}: no *.safetensors files", dir.display())));
     }

@@ -112,14 +112,8 @@ impl LoadedModel {
 
 fn folder_sha256(dir: &Path) -> Result<String> {
     use sha2::Digest;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
     let mut h = sha2::Sha256::new();
-    for f in files {
+    for f in hf::safetensors_files(dir)? {
         h.update(file_sha256(&f)?.as_bytes());
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
