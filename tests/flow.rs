@@ -169,14 +169,15 @@ async fn lanes_that_cannot_run_say_why_in_their_pane() {
     let (_tmp, root) = support::example_copy();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut state = support::state_for(&root, 80, 24);
-    let mut rt = Runtime::new(tunebench::engine::Registry::builtin(), tx);
+    // No key in this environment, whatever the machine running the tests has set.
+    let mut rt = Runtime::new(tunebench::engine::Registry::builtin_with_env(std::sync::Arc::new(|_| None)), tx);
     rt.dispatch(&mut state, ctrl('r'));
     while state.any_running() {
         let ev = rx.recv().await.unwrap();
         rt.dispatch(&mut state, Action::Engine(ev));
     }
-    // The copy has no models/ beside it (the model is checked first); no API backend is built.
-    let why = ["model not found", "model not found", "the `openai` backend is not available in this build"];
+    // The copy has no models/ beside it (the model is checked first); the API lane has no key.
+    let why = ["model not found", "model not found", "no API key: OPENAI_API_KEY is not set"];
     for (i, want) in why.iter().enumerate() {
         let text = tunebench::ui::output_text(&state, i).to_string();
         assert!(text.contains(want), "lane {i}: {text}");

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -18,9 +18,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The backends compiled into this build.
+    /// The backends compiled into this build, API keys read from the process environment.
     pub fn builtin() -> Self {
-        Self::default().with(BackendKind::Local, Arc::new(super::local::LocalBackend::new()))
+        Self::builtin_with_env(super::api::process_env())
+    }
+
+    /// The built-in backends with API keys looked up through `env`.
+    pub fn builtin_with_env(env: super::api::Env) -> Self {
+        Self::default()
+            .with(BackendKind::Local, Arc::new(super::local::LocalBackend::new()))
+            .with(BackendKind::OpenAi, super::api::ApiBackend::new(BackendKind::OpenAi, env.clone()))
+            .with(BackendKind::Anthropic, super::api::ApiBackend::new(BackendKind::Anthropic, env))
     }
 
     pub fn with(mut self, kind: BackendKind, backend: Arc<dyn Backend>) -> Self {
@@ -39,7 +47,8 @@ pub struct LaneSink {
     tx: EventSender,
     lane: LaneIdx,
     run: RunId,
-    started: Instant,
+    /// When the run (or, for API lanes, its latest attempt) was sent; timings count from here.
+    started: Arc<Mutex<Instant>>,
     first_token: Arc<OnceLock<Instant>>,
     tokens: Arc<AtomicU64>,
     prompt_tokens: Arc<OnceLock<u64>>,
@@ -53,7 +62,7 @@ impl LaneSink {
             tx,
             lane,
             run,
-            started: Instant::now(),
+            started: Arc::new(Mutex::new(Instant::now())),
             first_token: Arc::default(),
             tokens: Arc::default(),
             prompt_tokens: Arc::default(),
@@ -107,8 +116,16 @@ impl LaneSink {
         self.send(EventKind::Token { text: text.into() });
     }
 
+    /// A request is on its way (again, after a retry): timings measure this attempt, not the waits before it.
+    pub fn request_sent(&self) {
+        if self.first_token.get().is_none() {
+            *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        }
+    }
+
     fn timings(&self) -> Timings {
-        Timings { ttft: self.first_token.get().map(|t| t.duration_since(self.started)), total: self.started.elapsed() }
+        let started = *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Timings { ttft: self.first_token.get().map(|t| t.saturating_duration_since(started)), total: started.elapsed() }
     }
 
     fn chunks(&self) -> u64 {

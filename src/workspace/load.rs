@@ -66,7 +66,7 @@ fn build(
     let mut seen = BTreeSet::new();
     for (i, lane) in raw.lanes.into_iter().enumerate() {
         let id_at = lane.get_ref().id.span().start;
-        let lane = build_lane(loc, i, lane, &prompts, &models)?;
+        let lane = build_lane(root, loc, i, lane, &prompts, &models)?;
         if !seen.insert(lane.id.clone()) {
             return Err(loc.at(id_at, format!("lanes[{i}].id"), format!("duplicate lane id `{}`", lane.id)));
         }
@@ -180,6 +180,7 @@ fn build_pricing(
 }
 
 fn build_lane(
+    root: &Path,
     loc: &Locator<'_>,
     i: usize,
     sp: Spanned<RawLane>,
@@ -228,15 +229,15 @@ fn build_lane(
                 ),
             ));
         }
-        for (field, v) in [("base_url", &r.base_url), ("api_key_env", &r.api_key_env)] {
-            if let Some(v) = v {
-                return Err(loc.at(v.span().start, key(field), "only API lanes (openai, anthropic) take this key"));
-            }
-        }
     } else if let Some(a) = &r.adapter {
         return Err(loc.at(a.span().start, key("adapter"), "adapters run on local lanes only"));
     }
-    let mut sampling = Sampling { seed: r.seed, stop: r.stop.unwrap_or_default(), ..Sampling::default() };
+    let api = super::lane_api::build(loc, i, &r, backend, root)?;
+    let mut sampling = Sampling {
+        seed: r.seed.map(Spanned::into_inner),
+        stop: r.stop.map(Spanned::into_inner).unwrap_or_default(),
+        ..Sampling::default()
+    };
     if let Some(m) = r.max_tokens {
         if *m.get_ref() == 0 {
             return Err(loc.at(m.span().start, key("max_tokens"), "must be at least 1"));
@@ -276,6 +277,7 @@ fn build_lane(
         base_url: r.base_url.map(Spanned::into_inner),
         api_key_env: r.api_key_env.map(Spanned::into_inner),
         sampling,
+        api,
     })
 }
 

@@ -3,6 +3,7 @@
 mod edit;
 mod error;
 mod inputs;
+mod lane_api;
 mod load;
 mod model;
 mod raw;
@@ -11,5 +12,6 @@ pub mod store;
 pub use edit::{LaneEdit, MAX_SEED, stop_array};
 pub use error::{WorkspaceError, line_col};
 pub use inputs::{SavedInput, load_inputs, save_new_input};
+pub use lane_api::MAX_RETRIES;
 pub use load::{WORKSPACE_FILE, load, parse, valid_device};
 pub use model::*;

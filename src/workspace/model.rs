@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where a lane's answer comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,6 +105,71 @@ pub struct LaneSpec {
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub sampling: Sampling,
+    /// Timeouts, retries and output format of API lanes (defaults on local lanes, which use none of it).
+    pub api: ApiOptions,
+}
+
+/// How an API lane talks to its server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiOptions {
+    /// Opening the TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// From sending the request to the response's first bytes.
+    pub first_byte_timeout: Duration,
+    /// The longest gap between two pieces of a streamed answer.
+    pub idle_timeout: Duration,
+    /// Further attempts after a transient failure, made only before any answer text arrived.
+    pub max_retries: u32,
+    pub response_format: ResponseFormat,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_retries: 4,
+            response_format: ResponseFormat::Text,
+        }
+    }
+}
+
+/// The answer's format as requested from an OpenAI-compatible server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    /// JSON mode: any valid JSON object.
+    JsonObject,
+    /// Structured output: JSON matching a schema; `json_schema` is the request's `{"name", "schema", "strict"}`.
+    JsonSchema {
+        file: String,
+        json_schema: serde_json::Value,
+    },
+}
+
+impl ResponseFormat {
+    pub const NAMES: [&str; 3] = ["text", "json_object", "json_schema"];
+}
+
+impl BackendKind {
+    /// Where the lane's requests go unless `base_url` says otherwise.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::Local => None,
+            Self::OpenAi => Some("https://api.openai.com/v1"),
+            Self::Anthropic => Some("https://api.anthropic.com"),
+        }
+    }
+
+    /// The environment variable holding the key unless `api_key_env` names another.
+    pub fn default_key_env(self) -> Option<&'static str> {
+        match self {
+            Self::Local => None,
+            Self::OpenAi => Some("OPENAI_API_KEY"),
+            Self::Anthropic => Some("ANTHROPIC_API_KEY"),
+        }
+    }
 }
 
 /// Dollars per million tokens.

@@ -49,8 +49,14 @@ pub struct RawLane {
     pub top_p: Option<Spanned<f64>>,
     pub top_k: Option<Spanned<u32>>,
     pub repetition_penalty: Option<Spanned<f64>>,
-    pub seed: Option<u64>,
-    pub stop: Option<Vec<String>>,
+    pub seed: Option<Spanned<u64>>,
+    pub stop: Option<Spanned<Vec<String>>>,
+    pub connect_timeout_s: Option<Spanned<f64>>,
+    pub first_byte_timeout_s: Option<Spanned<f64>>,
+    pub idle_timeout_s: Option<Spanned<f64>>,
+    pub max_retries: Option<Spanned<u32>>,
+    pub response_format: Option<Spanned<String>>,
+    pub json_schema: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

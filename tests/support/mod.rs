@@ -182,4 +182,5 @@ pub fn state_for(root: &Path, w: u16, h: u16) -> tunebench::app::AppState {
 pub fn example_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")
 }
+pub mod http;
 pub mod tiny;

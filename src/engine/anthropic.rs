@@ -1,0 +1,202 @@
+//! Anthropic Messages: `POST {base_url}/v1/messages`, streamed as named events.
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::fault::{Fault, excerpt};
+use super::api::{Prepared, Secret, SseEvent, Step};
+use super::{RunRequest, Usage};
+
+/// The API version every Messages request states.
+pub const API_VERSION: &str = "2023-06-01";
+
+/// Builds the request: `system` top-level, `max_tokens` always, sampling only where it differs from the API default.
+pub fn prepare(req: &RunRequest, key: Option<&Secret>, _warnings: &mut Vec<String>) -> Result<Prepared, String> {
+    let lane = &req.lane;
+    let s = &lane.sampling;
+    let base = lane.base_url.as_deref().or(lane.backend.default_base_url()).unwrap_or_default();
+    let base = base.trim_end_matches('/');
+    // base_url may be given with or without the version segment.
+    let url = if base.ends_with("/v1") { format!("{base}/messages") } else { format!("{base}/v1/messages") };
+    let mut body = json!({
+        "model": lane.model,
+        "max_tokens": s.max_tokens,
+        "messages": [{"role": "user", "content": req.input}],
+        "stream": true,
+        "temperature": s.temperature,
+    });
+    if !req.system_prompt.is_empty() {
+        body["system"] = json!(req.system_prompt);
+    }
+    // Recent models refuse temperature and top_p together; top_p goes only when the lane changed it.
+    if s.top_p != 1.0 {
+        body["top_p"] = json!(s.top_p);
+    }
+    if let Some(k) = s.top_k {
+        body["top_k"] = json!(k);
+    }
+    if !s.stop.is_empty() {
+        body["stop_sequences"] = json!(s.stop);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    headers.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(API_VERSION));
+    if let Some(k) = key {
+        headers.insert(HeaderName::from_static("x-api-key"), k.header("")?);
+    }
+    Ok(Prepared::new(url, headers, &body))
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<Message>,
+    content_block: Option<Block>,
+    delta: Option<Delta>,
+    usage: Option<EventUsage>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    usage: Option<EventUsage>,
+}
+
+#[derive(Deserialize)]
+struct Block {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl EventUsage {
+    /// Anthropic counts cached and cache-writing prompt tokens apart from `input_tokens`; the prompt is all three.
+    fn prompt(&self) -> Option<u64> {
+        let parts = [self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens];
+        parts.iter().any(Option::is_some).then(|| parts.iter().flatten().sum())
+    }
+}
+
+/// Turns message_start / content_block_delta / message_delta / message_stop into steps.
+#[derive(Debug, Default)]
+pub struct Decoder;
+
+impl Decoder {
+    pub fn event(&mut self, ev: &SseEvent) -> Result<Vec<Step>, Fault> {
+        let data = ev.data.trim();
+        let malformed = |e: serde_json::Error| Fault::fatal(format!("malformed event ({e}): {}", excerpt(data)));
+        let v: serde_json::Value = serde_json::from_str(data).map_err(malformed)?;
+        // The event name and the payload's `type` agree; a proxy that drops `event:` lines leaves only the latter.
+        let name = if ev.event == "message" { v.get("type").and_then(|t| t.as_str()).unwrap_or("") } else { &ev.event };
+        if name == "error" {
+            return Err(super::openai::mid_stream(&v));
+        }
+        if !matches!(name, "message_start" | "content_block_start" | "content_block_delta" | "message_delta") {
+            return Ok(if name == "message_stop" { vec![Step::End] } else { Vec::new() });
+        }
+        let e: Event = serde_json::from_value(v).map_err(malformed)?;
+        let mut steps = Vec::new();
+        match e.kind.as_str() {
+            "message_start" => {
+                if let Some(u) = e.message.and_then(|m| m.usage) {
+                    if let Some(n) = u.prompt() {
+                        steps.push(Step::PromptTokens(n));
+                    }
+                    steps.push(Step::Usage(Usage {
+                        prompt_tokens: u.prompt(),
+                        cached_prompt_tokens: u.cache_read_input_tokens,
+                        ..Usage::default()
+                    }));
+                }
+            }
+            "content_block_start" => {
+                if let Some(Block { kind, text: Some(t) }) = e.content_block
+                    && kind == "text"
+                {
+                    steps.push(Step::Text(t));
+                }
+            }
+            "content_block_delta" => {
+                // thinking_delta, signature_delta, input_json_delta and citations are not answer text.
+                if let Some(Delta { kind: Some(k), text: Some(t), .. }) = e.delta
+                    && k == "text_delta"
+                {
+                    steps.push(Step::Text(t));
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = e.delta.and_then(|d| d.stop_reason) {
+                    steps.push(Step::Stop(r));
+                }
+                if let Some(u) = e.usage {
+                    // output_tokens here is cumulative: the final one is the answer's length.
+                    steps.push(Step::Usage(Usage {
+                        prompt_tokens: u.prompt(),
+                        completion_tokens: u.output_tokens,
+                        cached_prompt_tokens: u.cache_read_input_tokens,
+                        estimated: false,
+                    }));
+                }
+            }
+            _ => {}
+        }
+        Ok(steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(name: &str, data: &str) -> SseEvent {
+        SseEvent { event: name.into(), data: data.into() }
+    }
+
+    #[test]
+    fn a_whole_stream() {
+        let mut d = Decoder;
+        let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":20,"cache_read_input_tokens":5,"output_tokens":1}}}"#;
+        let steps = d.event(&ev("message_start", start)).unwrap();
+        assert_eq!(steps[0], Step::PromptTokens(25));
+        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#;
+        assert_eq!(d.event(&ev("content_block_delta", delta)).unwrap(), [Step::Text("Hello".into())]);
+        let thinking = r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}"#;
+        assert_eq!(d.event(&ev("content_block_delta", thinking)).unwrap(), []);
+        assert_eq!(d.event(&ev("ping", r#"{"type":"ping"}"#)).unwrap(), []);
+        let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":12}}"#;
+        let steps = d.event(&ev("message_delta", end)).unwrap();
+        assert_eq!(steps[0], Step::Stop("end_turn".into()));
+        let Step::Usage(u) = &steps[1] else { panic!() };
+        assert_eq!(u.completion_tokens, Some(12));
+        assert_eq!(d.event(&ev("message_stop", r#"{"type":"message_stop"}"#)).unwrap(), [Step::End]);
+        assert_eq!(d.event(&ev("message", r#"{"type":"message_stop"}"#)).unwrap(), [Step::End]);
+    }
+
+    #[test]
+    fn error_events() {
+        let mut d = Decoder;
+        let f = d.event(&ev("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#));
+        let f = f.unwrap_err();
+        assert!(f.transient && f.message.contains("overloaded_error: Overloaded"), "{f:?}");
+        assert!(d.event(&ev("content_block_delta", "{not json")).is_err());
+        assert!(d.event(&ev("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":"x"}}"#)).is_err());
+    }
+}
