@@ -35,6 +35,17 @@ pub struct Finished {
 
 /// Runs the chosen lanes concurrently on `input`; each finished run is appended to the workspace's runs.jsonl.
 pub async fn run(ws: &Workspace, input: &str, lanes: &[LaneIdx], registry: Registry) -> Finished {
+    run_with(ws, input, lanes, registry, &mut |_| {}).await
+}
+
+/// `run`, telling `on_warning` of each warning as it happens (a retry's wait should not look like a hang).
+pub async fn run_with(
+    ws: &Workspace,
+    input: &str,
+    lanes: &[LaneIdx],
+    registry: Registry,
+    on_warning: &mut (dyn FnMut(&str) + Send),
+) -> Finished {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let engine = Engine::new(registry, tx);
     let n = ws.lanes.len();
@@ -68,7 +79,9 @@ pub async fn run(ws: &Workspace, input: &str, lanes: &[LaneIdx], registry: Regis
             }
             EventKind::Info { .. } | EventKind::Progress { .. } => continue,
             EventKind::Warning { text } => {
-                warnings.push(format!("lane `{}`: {text}", spec.id));
+                let w = format!("lane `{}`: {text}", spec.id);
+                on_warning(&w);
+                warnings.push(w);
                 continue;
             }
             EventKind::Done { usage, timings } => Outcome::Done { usage, timings },
@@ -76,7 +89,9 @@ pub async fn run(ws: &Workspace, input: &str, lanes: &[LaneIdx], registry: Regis
         };
         let report = LaneReport::new(ws, spec, &outputs[ev.lane], outcome);
         if let Err(e) = store::append_line(&ws.runs_path(), &RunRecord::now(input, &report).to_json()) {
-            warnings.push(format!("lane `{}` not recorded: {e}", spec.id));
+            let w = format!("lane `{}` not recorded: {e}", spec.id);
+            on_warning(&w);
+            warnings.push(w);
         }
         reports[ev.lane] = Some(report);
         pending -= 1;

@@ -140,10 +140,9 @@ async fn run_headless(
         (None, None) => bail!("give --input TEXT or --input-file FILE"),
     };
     let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
-    let headless::Finished { reports, warnings } = headless::run(&ws, &input, &chosen, Registry::builtin()).await;
-    for w in &warnings {
-        eprintln!("tunebench: warning: {w}");
-    }
+    let mut warn = |w: &str| eprintln!("tunebench: warning: {w}");
+    let headless::Finished { reports, .. } =
+        headless::run_with(&ws, &input, &chosen, Registry::builtin(), &mut warn).await;
     for r in &reports {
         if json {
             println!("{}", r.to_json());

@@ -324,3 +324,88 @@ async fn cancelling_aborts_the_request_at_once() {
     assert_eq!(closed.len(), 1, "the server saw the connection close");
     assert!(closed[0].duration_since(at) < Duration::from_millis(500));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_llamacpp_stream_decodes_the_same_in_any_chunking() {
+    let raw = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llamacpp_0c1e570_stream.sse"),
+    )
+    .unwrap();
+    let expected: String = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()))
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect();
+    assert!(expected.contains("commande"), "{expected}");
+    for size in [1, 3, 7, 64, raw.len()] {
+        // Chunks may end inside a multi-byte character, as TCP segments do.
+        let parts = raw.as_bytes().chunks(size).map(|c| Part::Bytes(c.to_vec())).collect();
+        let reply = Reply { parts, ..Reply::sse::<&str>(&[]) };
+        let (r, _, _) = openai_one(vec![reply], "").await;
+        assert_eq!((r.output.as_str(), r.error.as_deref()), (expected.as_str(), None), "chunks of {size}");
+        assert_eq!((r.prompt_tokens, r.completion_tokens, r.estimated), (Some(31), Some(17), false));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_accepts_hits_the_connect_timeout() {
+    // A listener with a backlog of 0 whose queue is filled: the kernel drops further SYNs, so connecting hangs.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let _listener = sock.listen(0).unwrap();
+    let mut held = Vec::new();
+    let full = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) if held.len() < 16 => held.push(s),
+            Ok(_) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(full, "the accept queue never filled; cannot stage a connect timeout here");
+    let l = lane("api", "openai", &format!("http://{addr}/v1"), "connect_timeout_s = 0.3")
+        .replace("max_retries = 2", "max_retries = 0");
+    let started = Instant::now();
+    let (reports, _, _dir) = run(&[l]).await;
+    assert_eq!(reports[0].error.as_deref(), Some("connect timeout after 0.3s (connect_timeout_s)"));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_schema_and_reasoning_models_shape_the_request() {
+    let server = MockServer::start(vec![
+        Reply::sse(&openai_stream(&["{}"], None)),
+        Reply::sse(&openai_stream(&["thought"], None)),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = r#"{"type":"object","properties":{"intent":{"type":"string"}},"required":["intent"]}"#;
+    std::fs::write(dir.path().join("ticket.json"), schema).unwrap();
+    let url = format!("{}/v1", server.url);
+    let structured = lane("structured", "openai", &url, "json_schema = \"ticket.json\"");
+    let reasoning = lane("reasoning", "openai", &url, "stop = [\"END\"]").replace("test-model", "o3-mini");
+    let ws = workspace(dir.path(), &[structured]);
+    let done = headless::run(&ws, "hi", &[0], registry()).await;
+    assert_eq!(done.reports[0].error, None);
+    let ws = workspace(dir.path(), &[reasoning]);
+    let done = headless::run(&ws, "hi", &[0], registry()).await;
+    assert_eq!(done.reports[0].error, None);
+    assert_eq!(
+        done.warnings,
+        ["lane `reasoning`: o3-mini is a reasoning model: temperature, stop not sent (the API refuses them); \
+          max_tokens also covers its reasoning"]
+    );
+    let reqs = server.requests();
+    let rf = &reqs[0].body["response_format"];
+    assert_eq!(rf["type"], "json_schema");
+    assert_eq!(
+        (rf["json_schema"]["name"].as_str(), rf["json_schema"]["strict"].as_bool()),
+        (Some("ticket"), Some(true))
+    );
+    assert_eq!(rf["json_schema"]["schema"]["required"][0], "intent");
+    let b = &reqs[1].body;
+    assert_eq!(b["max_completion_tokens"], 64);
+    for absent in ["max_tokens", "temperature", "top_p", "stop"] {
+        assert!(b.get(absent).is_none(), "{absent} sent to a reasoning model");
+    }
+}

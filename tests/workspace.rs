@@ -32,6 +32,20 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("negative_price", 16, "pricing.\"gpt-4o-mini\".input_per_mtok", "≥ 0"),
     ("missing_lane_field", 9, "lanes[0]", "missing field `prompt`"),
     ("missing_name", 1, "(root)", "missing field `name`"),
+    ("timeout_range", 14, "lanes[0].connect_timeout_s", "seconds in (0, 3600]"),
+    ("max_retries_range", 14, "lanes[0].max_retries", "at most 10"),
+    ("response_format_unknown", 14, "lanes[0].response_format", "unknown response_format `yaml`"),
+    ("json_schema_missing", 14, "lanes[0].json_schema", "schemas/nope.json"),
+    ("json_schema_without_format", 14, "lanes[0].response_format", "needs `json_schema"),
+    ("top_k_on_openai", 14, "lanes[0].top_k", "has no top_k"),
+    ("api_key_env_pasted_key", 14, "lanes[0].api_key_env", "if a key was pasted here"),
+    ("base_url_scheme", 14, "lanes[0].base_url", "http:// or https://"),
+    ("stop_too_many", 14, "lanes[0].stop", "at most 4 stop"),
+    ("repetition_penalty_on_api", 14, "lanes[0].repetition_penalty", "local lanes only"),
+    ("seed_on_anthropic", 14, "lanes[0].seed", "has no seed"),
+    ("response_format_on_anthropic", 14, "lanes[0].response_format", "no response_format"),
+    ("anthropic_temperature", 14, "lanes[0].temperature", "between 0 and 1"),
+    ("timeout_on_local", 14, "lanes[0].idle_timeout_s", "only API lanes"),
 ];
 
 #[test]
@@ -188,4 +202,59 @@ fn multi_line_inline_prompts_stay_readable_when_saved() {
     let text = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
     assert!(text.contains("Line one.\nLine two."), "written as a multi-line string: {text}");
     assert_eq!(workspace::load(&root).unwrap().prompts["short"].text, "Line one.\nLine two.");
+}
+
+#[test]
+fn a_key_pasted_into_api_key_env_is_not_echoed() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/api_key_env_pasted_key.toml");
+    let err = workspace::load(&path).unwrap_err().to_string();
+    assert!(!err.contains("sk-proj-abc123"), "{err}");
+}
+
+#[test]
+fn api_lane_options_load_with_defaults_and_schema_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    let bare = r#"{"type":"object","properties":{"intent":{"type":"string"}},"required":["intent"],"additionalProperties":false}"#;
+    std::fs::write(dir.path().join("schemas/ticket v2.json"), bare).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/wrapped.json"),
+        format!(r#"{{"name":"ticket","strict":false,"schema":{bare}}}"#),
+    )
+    .unwrap();
+    let toml = r#"name = "w"
+[prompts.p]
+text = "x"
+[[lanes]]
+id = "a"
+backend = "openai"
+model = "gpt-4o-mini"
+prompt = "p"
+json_schema = "schemas/ticket v2.json"
+idle_timeout_s = 2.5
+max_retries = 0
+[[lanes]]
+id = "b"
+backend = "openai"
+model = "gpt-4o-mini"
+prompt = "p"
+response_format = "json_schema"
+json_schema = "schemas/wrapped.json"
+[[lanes]]
+id = "c"
+backend = "anthropic"
+model = "claude-sonnet-4-5"
+prompt = "p"
+"#;
+    std::fs::write(dir.path().join("workspace.toml"), toml).unwrap();
+    let ws = workspace::load(dir.path()).unwrap();
+    let (a, b, c) = (&ws.lanes[0].api, &ws.lanes[1].api, &ws.lanes[2].api);
+    let workspace::ResponseFormat::JsonSchema { json_schema, .. } = &a.response_format else { panic!("{a:?}") };
+    assert_eq!((json_schema["name"].as_str(), json_schema["strict"].as_bool()), (Some("ticket_v2"), Some(true)));
+    assert_eq!(json_schema["schema"]["required"][0], "intent");
+    assert_eq!((a.idle_timeout, a.max_retries), (std::time::Duration::from_millis(2500), 0));
+    let workspace::ResponseFormat::JsonSchema { json_schema, .. } = &b.response_format else { panic!("{b:?}") };
+    assert_eq!((json_schema["name"].as_str(), json_schema["strict"].as_bool()), (Some("ticket"), Some(false)));
+    assert_eq!(c, &workspace::ApiOptions::default());
+    assert_eq!(BackendKind::Anthropic.default_key_env(), Some("ANTHROPIC_API_KEY"));
 }

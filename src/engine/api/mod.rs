@@ -113,13 +113,19 @@ impl Inner {
         let client = self.client(&req.lane, &prepared.url).map_err(redact)?;
         let api = &req.lane.api;
         let mut retry = 0;
+        let lane = &req.lane.id;
         loop {
+            tracing::info!(lane, url = %redact(prepared.url.clone()), retry, "sending");
             sink.request_sent();
             let mut shown = false;
             let fault = match stream::attempt(self.kind, &client, &prepared, api, &sink, &mut shown).await {
-                Ok(usage) => return Ok(finish_usage(usage, &req)),
+                Ok(usage) => {
+                    tracing::info!(lane, ?usage, "answered");
+                    return Ok(finish_usage(usage, &req));
+                }
                 Err(f) => f,
             };
+            tracing::warn!(lane, fault = %redact(fault.message.clone()), shown, "attempt failed");
             let may_retry = fault.transient && !shown;
             if !may_retry || retry >= api.max_retries {
                 let gave_up =
