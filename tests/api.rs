@@ -409,3 +409,91 @@ async fn json_schema_and_reasoning_models_shape_the_request() {
         assert!(b.get(absent).is_none(), "{absent} sent to a reasoning model");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_forms_and_waits_too_long_to_honour() {
+    let long = Reply::status(429, r#"{"error":{"message":"slow down"}}"#).header("retry-after", "120");
+    let (r, warnings, server) = openai_one(vec![long], "").await;
+    assert_eq!(server.requests().len(), 1);
+    assert!(warnings.is_empty());
+    assert_eq!(
+        r.error.as_deref(),
+        Some("429 rate limited: slow down — the server asks to wait 2m 0s before retrying; not retried")
+    );
+    let dated = Reply::status(503, "").header("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT");
+    let (r, warnings, _) = openai_one(vec![dated, Reply::sse(&openai_stream(&["ok"], None))], "").await;
+    assert_eq!(r.error, None);
+    assert!(warnings[0].ends_with("— retry 1/2 in 0s"), "{warnings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_echoed_anywhere_in_a_reply_is_scrubbed_before_it_is_cut_or_shown() {
+    let padding = "x".repeat(190);
+    let body = format!(r#"{{"error":{{"message":"{padding} {KEY} more"}}}}"#);
+    let bad_chunk = sse(&format!(r#"{{"choices":[{{"delta":{{"content":"{padding}{KEY}"#));
+    let (r, warnings, _) = openai_one(
+        vec![Reply::status(500, &body), Reply::status(502, &format!("<html>{KEY}</html>")), Reply::sse(&[bad_chunk])],
+        "",
+    )
+    .await;
+    let all = format!("{:?} {warnings:?}", r.error);
+    assert!(r.error.as_deref().unwrap().starts_with("malformed chunk"), "{all}");
+    assert_eq!(warnings.len(), 2, "{all}");
+    // Not the key, and not a cut-off start of it either.
+    assert!(!all.contains(&KEY[..12]), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_then_silence_is_a_first_byte_timeout() {
+    let silent = || Reply::sse::<&str>(&[]).then(Part::Hang);
+    let l = "first_byte_timeout_s = 0.3\nidle_timeout_s = 30";
+    let (r, _, server) = openai_one(vec![silent(), silent(), silent()], l).await;
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(r.error.as_deref(), Some("no response within 0.3s (first_byte_timeout_s) (gave up after 2 retries)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_error_event_and_a_compressed_stream_are_clear_errors() {
+    let (r, _, _) = openai_one(
+        vec![Reply::sse(&[named("error", r#"{"error":{"message":"bad input","type":"invalid_request_error"}}"#)])],
+        "",
+    )
+    .await;
+    assert_eq!(r.error.as_deref(), Some("error in the stream: invalid_request_error: bad input"));
+    let gz = Reply::sse(&openai_stream(&["x"], None)).header("content-encoding", "gzip");
+    let (r, _, _) = openai_one(vec![gz], "").await;
+    assert_eq!(r.error.as_deref(), Some("the server sent a compressed stream (content-encoding: gzip) unasked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_complete_answer_without_its_end_marker_is_kept_with_a_warning() {
+    let chunks = anthropic_stream(&["All ", "done"], 7, 0, 2);
+    let server = MockServer::start(vec![Reply::sse(&chunks[..chunks.len() - 1])]).await;
+    let (reports, warnings, _dir) = run(&[lane("claude", "anthropic", &server.url, "")]).await;
+    assert_eq!((reports[0].output.as_str(), reports[0].error.as_deref()), ("All done", None));
+    assert_eq!((reports[0].prompt_tokens, reports[0].completion_tokens), (Some(7), Some(2)));
+    assert_eq!(warnings, ["lane `claude`: the stream closed without its end marker after a complete answer"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_during_a_retry_wait_ends_the_run_at_once() {
+    let limited = Reply::status(429, "{}").header("retry-after", "30");
+    let server = MockServer::start(vec![limited]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace(dir.path(), &[lane("api", "openai", &format!("{}/v1", server.url), "")]);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = tunebench::engine::Engine::new(registry(), tx);
+    let cancel = engine.start(0, 1, tunebench::engine::RunRequest::for_lane(&ws, 0, "hi").unwrap());
+    loop {
+        if let EventKind::Warning { text } = rx.recv().await.unwrap().kind {
+            assert!(text.contains("retry 1/2 in 30s"), "{text}");
+            break;
+        }
+    }
+    let at = Instant::now();
+    cancel.cancel();
+    let ev = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(ev.kind, EventKind::Failed { error: EngineError::Cancelled });
+    assert!(at.elapsed() < Duration::from_millis(200));
+    assert_eq!(server.requests().len(), 1);
+}

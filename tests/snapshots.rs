@@ -21,8 +21,13 @@ fn mid_stream(w: u16, h: u16) -> AppState {
     update(&mut s, ctrl('r'));
     ev(&mut s, 0, EventKind::Started { prompt_tokens: Some(1287) });
     ev(&mut s, 0, EventKind::Token { text: r#"{"intent": "replacement", "product": "Aero X1 headphones", "urgency": "high", "sentiment": "negative", "summary": "Right ear cup silent on arrival; customer wants a replacement."}"#.into() });
-    let usage =
-        Usage { prompt_tokens: Some(1287), completion_tokens: Some(52), cached_prompt_tokens: None, estimated: false };
+    let usage = Usage {
+        prompt_tokens: Some(1287),
+        completion_tokens: Some(52),
+        cached_prompt_tokens: None,
+        reasoning_tokens: None,
+        estimated: false,
+    };
     let timings = Timings { ttft: Some(Duration::from_millis(3120)), total: Duration::from_millis(4140) };
     ev(&mut s, 0, EventKind::Done { usage, timings });
     ev(&mut s, 1, EventKind::Started { prompt_tokens: Some(231) });

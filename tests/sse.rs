@@ -72,7 +72,7 @@ proptest! {
                                     data in prop_oneof![json_like(), ".{0,64}"]) {
         let ev = SseEvent { event, data };
         let _ = tunebench::engine::openai::Decoder.event(&ev);
-        let _ = tunebench::engine::anthropic::Decoder.event(&ev);
+        let _ = tunebench::engine::anthropic::Decoder::default().event(&ev);
     }
 }
 

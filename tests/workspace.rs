@@ -46,6 +46,7 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("response_format_on_anthropic", 14, "lanes[0].response_format", "no response_format"),
     ("anthropic_temperature", 14, "lanes[0].temperature", "between 0 and 1"),
     ("timeout_on_local", 14, "lanes[0].idle_timeout_s", "only API lanes"),
+    ("base_url_without_key_env", 14, "lanes[0].base_url", "OPENAI_API_KEY goes only to api.openai.com"),
 ];
 
 #[test]
@@ -245,6 +246,11 @@ id = "c"
 backend = "anthropic"
 model = "claude-sonnet-4-5"
 prompt = "p"
+[[lanes]]
+id = "d"
+backend = "openai"
+model = "o3"
+prompt = "p"
 "#;
     std::fs::write(dir.path().join("workspace.toml"), toml).unwrap();
     let ws = workspace::load(dir.path()).unwrap();
@@ -256,5 +262,7 @@ prompt = "p"
     let workspace::ResponseFormat::JsonSchema { json_schema, .. } = &b.response_format else { panic!("{b:?}") };
     assert_eq!((json_schema["name"].as_str(), json_schema["strict"].as_bool()), (Some("ticket"), Some(false)));
     assert_eq!(c, &workspace::ApiOptions::default());
+    let d = &ws.lanes[3].api;
+    assert_eq!((d.first_byte_timeout.as_secs(), d.idle_timeout.as_secs()), (600, 600), "reasoning models think first");
     assert_eq!(BackendKind::Anthropic.default_key_env(), Some("ANTHROPIC_API_KEY"));
 }

@@ -12,7 +12,7 @@ use super::{RunRequest, Usage};
 pub const API_VERSION: &str = "2023-06-01";
 
 /// Builds the request: `system` top-level, `max_tokens` always, sampling only where it differs from the API default.
-pub fn prepare(req: &RunRequest, key: Option<&Secret>, _warnings: &mut Vec<String>) -> Result<Prepared, String> {
+pub fn prepare(req: &RunRequest, key: Option<&Secret>, warnings: &mut Vec<String>) -> Result<Prepared, String> {
     let lane = &req.lane;
     let s = &lane.sampling;
     let base = lane.base_url.as_deref().or(lane.backend.default_base_url()).unwrap_or_default();
@@ -23,15 +23,18 @@ pub fn prepare(req: &RunRequest, key: Option<&Secret>, _warnings: &mut Vec<Strin
         "model": lane.model,
         "max_tokens": s.max_tokens,
         "messages": [{"role": "user", "content": req.input}],
-        "stream": true,
-        "temperature": s.temperature,
+                "stream": true,
     });
     if !req.system_prompt.is_empty() {
         body["system"] = json!(req.system_prompt);
     }
-    // Recent models refuse temperature and top_p together; top_p goes only when the lane changed it.
+    // Recent models refuse temperature and top_p together: a lane that sets top_p samples by it alone.
     if s.top_p != 1.0 {
         body["top_p"] = json!(s.top_p);
+        warnings
+            .push(format!("top_p = {} is set, so temperature is not sent (recent Claude models refuse both)", s.top_p));
+    } else {
+        body["temperature"] = json!(s.temperature);
     }
     if let Some(k) = s.top_k {
         body["top_k"] = json!(k);
@@ -46,7 +49,7 @@ pub fn prepare(req: &RunRequest, key: Option<&Secret>, _warnings: &mut Vec<Strin
     if let Some(k) = key {
         headers.insert(HeaderName::from_static("x-api-key"), k.header("")?);
     }
-    Ok(Prepared::new(url, headers, &body))
+    Ok(Prepared::new(url, headers, &body, key))
 }
 
 #[derive(Deserialize)]
@@ -97,19 +100,31 @@ impl EventUsage {
 
 /// Turns message_start / content_block_delta / message_delta / message_stop into steps.
 #[derive(Debug, Default)]
-pub struct Decoder;
+pub struct Decoder {
+    /// The whole prompt as message_start counted it (input + cache reads + cache writes).
+    prompt: Option<u64>,
+}
+
+/// Events whose payload carries something tunebench uses; every other name is skipped unread.
+const READ: [&str; 5] = ["message_start", "content_block_start", "content_block_delta", "message_delta", "error"];
 
 impl Decoder {
     pub fn event(&mut self, ev: &SseEvent) -> Result<Vec<Step>, Fault> {
         let data = ev.data.trim();
+        match ev.event.as_str() {
+            "message_stop" => return Ok(vec![Step::End]),
+            // A proxy that drops `event:` lines leaves only the payload's `type`, read below.
+            "message" => {}
+            name if !READ.contains(&name) => return Ok(Vec::new()),
+            _ => {}
+        }
         let malformed = |e: serde_json::Error| Fault::fatal(format!("malformed event ({e}): {}", excerpt(data)));
         let v: serde_json::Value = serde_json::from_str(data).map_err(malformed)?;
-        // The event name and the payload's `type` agree; a proxy that drops `event:` lines leaves only the latter.
         let name = if ev.event == "message" { v.get("type").and_then(|t| t.as_str()).unwrap_or("") } else { &ev.event };
         if name == "error" {
             return Err(super::openai::mid_stream(&v));
         }
-        if !matches!(name, "message_start" | "content_block_start" | "content_block_delta" | "message_delta") {
+        if !READ.contains(&name) {
             return Ok(if name == "message_stop" { vec![Step::End] } else { Vec::new() });
         }
         let e: Event = serde_json::from_value(v).map_err(malformed)?;
@@ -118,6 +133,7 @@ impl Decoder {
             "message_start" => {
                 if let Some(u) = e.message.and_then(|m| m.usage) {
                     if let Some(n) = u.prompt() {
+                        self.prompt = Some(n);
                         steps.push(Step::PromptTokens(n));
                     }
                     steps.push(Step::Usage(Usage {
@@ -147,11 +163,17 @@ impl Decoder {
                     steps.push(Step::Stop(r));
                 }
                 if let Some(u) = e.usage {
-                    // output_tokens here is cumulative: the final one is the answer's length.
+                    // output_tokens here is cumulative: the final one is the answer's length. A delta that
+                    // repeats only some prompt fields must not shrink the count message_start gave.
+                    let prompt = match (self.prompt, u.prompt()) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
                     steps.push(Step::Usage(Usage {
-                        prompt_tokens: u.prompt(),
+                        prompt_tokens: prompt,
                         completion_tokens: u.output_tokens,
                         cached_prompt_tokens: u.cache_read_input_tokens,
+                        reasoning_tokens: None,
                         estimated: false,
                     }));
                 }
@@ -172,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_whole_stream() {
-        let mut d = Decoder;
+        let mut d = Decoder::default();
         let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":20,"cache_read_input_tokens":5,"output_tokens":1}}}"#;
         let steps = d.event(&ev("message_start", start)).unwrap();
         assert_eq!(steps[0], Step::PromptTokens(25));
@@ -188,11 +210,18 @@ mod tests {
         assert_eq!(u.completion_tokens, Some(12));
         assert_eq!(d.event(&ev("message_stop", r#"{"type":"message_stop"}"#)).unwrap(), [Step::End]);
         assert_eq!(d.event(&ev("message", r#"{"type":"message_stop"}"#)).unwrap(), [Step::End]);
+        // Unknown or keep-alive events are skipped unread, whatever their data.
+        assert_eq!(d.event(&ev("ping", "")).unwrap(), []);
+        assert_eq!(d.event(&ev("vendor_note", "not json")).unwrap(), []);
+        // A later delta with only input_tokens keeps the whole prompt message_start counted.
+        let partial = r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":20,"output_tokens":13}}"#;
+        let Step::Usage(u) = &d.event(&ev("message_delta", partial)).unwrap()[0] else { panic!() };
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(25), Some(13)));
     }
 
     #[test]
     fn error_events() {
-        let mut d = Decoder;
+        let mut d = Decoder::default();
         let f = d.event(&ev("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#));
         let f = f.unwrap_err();
         assert!(f.transient && f.message.contains("overloaded_error: Overloaded"), "{f:?}");

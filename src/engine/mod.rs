@@ -29,6 +29,8 @@ pub struct Usage {
     pub completion_tokens: Option<u64>,
     /// Prompt tokens served from the provider's prefix cache.
     pub cached_prompt_tokens: Option<u64>,
+    /// Completion tokens a reasoning model spent thinking before the answer (within `completion_tokens`).
+    pub reasoning_tokens: Option<u64>,
     /// True when some count was estimated here rather than reported by the backend.
     pub estimated: bool,
 }

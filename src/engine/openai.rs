@@ -81,13 +81,13 @@ pub fn prepare(
     if let Some(k) = key {
         headers.insert(AUTHORIZATION, k.header("Bearer ")?);
     }
-    Ok(super::api::Prepared::new(url, headers, &body))
+    Ok(super::api::Prepared::new(url, headers, &body, key))
 }
 
 #[derive(Deserialize)]
 struct Chunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
+    /// Absent or null in usage-only chunks, depending on the server.
+    choices: Option<Vec<Choice>>,
     usage: Option<ChunkUsage>,
 }
 
@@ -109,11 +109,17 @@ struct ChunkUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize)]
 struct PromptDetails {
     cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
 }
 
 /// Turns `data:` chunks into steps; `[DONE]` ends the answer.
@@ -143,7 +149,7 @@ impl Decoder {
             serde_json::from_value(v).map_err(|e| Fault::fatal(format!("malformed chunk ({e}): {}", excerpt(data))))?;
         let mut steps = Vec::new();
         // One answer was asked for (n = 1); another index would be a different answer.
-        for c in chunk.choices.into_iter().filter(|c| c.index == 0) {
+        for c in chunk.choices.unwrap_or_default().into_iter().filter(|c| c.index == 0) {
             if let Some(text) = c.delta.and_then(|d| d.content) {
                 steps.push(Step::Text(text));
             }
@@ -156,6 +162,7 @@ impl Decoder {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
                 cached_prompt_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+                reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
                 estimated: false,
             }));
         }
@@ -199,6 +206,9 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens), (Some(9), Some(2), Some(0)));
         assert_eq!(d.event(&ev("[DONE]")).unwrap(), [Step::End]);
         assert_eq!(d.event(&SseEvent { event: "keepalive".into(), data: "x".into() }).unwrap(), []);
+        let null_choices = r#"{"choices":null,"usage":{"prompt_tokens":1,"completion_tokens":90,"completion_tokens_details":{"reasoning_tokens":64}}}"#;
+        let Step::Usage(u) = &d.event(&ev(null_choices)).unwrap()[0] else { panic!() };
+        assert_eq!((u.completion_tokens, u.reasoning_tokens), (Some(90), Some(64)));
     }
 
     #[test]

@@ -79,7 +79,10 @@ impl RunFigures {
         Self {
             ttft_ms: timings.ttft.map(ms),
             total_ms: ms(timings.total),
-            tokens_per_s: timings.tokens_per_s(usage.completion_tokens).map(|r| (r * 10.0).round() / 10.0),
+            // Thinking happens before the first visible token, so the decode rate counts the answer only.
+            tokens_per_s: timings
+                .tokens_per_s(usage.completion_tokens.map(|n| n.saturating_sub(usage.reasoning_tokens.unwrap_or(0))))
+                .map(|r| (r * 10.0).round() / 10.0),
             cost_nanos: cost_nanos(price, usage),
         }
     }
@@ -112,6 +115,7 @@ mod tests {
             prompt_tokens: Some(1198),
             completion_tokens: Some(70),
             cached_prompt_tokens: None,
+            reasoning_tokens: None,
             estimated: false,
         };
         // 1198 × 0.15e-6 + 70 × 0.6e-6 = 0.0001797 + 0.000042 = 0.0002217 $
@@ -129,5 +133,8 @@ mod tests {
         assert_eq!(t.tokens_per_s(Some(51)), Some(50.0));
         assert_eq!(t.tokens_per_s(Some(1)), None);
         assert_eq!(Timings { ttft: None, total: Duration::from_secs(1) }.tokens_per_s(Some(5)), None);
+        // A reasoning model's thinking tokens came before the first visible one: not part of the decode rate.
+        let u = Usage { completion_tokens: Some(251), reasoning_tokens: Some(200), ..Usage::default() };
+        assert_eq!(RunFigures::new(&u, &t, None).tokens_per_s, Some(50.0));
     }
 }

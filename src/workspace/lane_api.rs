@@ -13,6 +13,14 @@ use super::raw::RawLane;
 /// The most retries a lane may ask for; more only hammers a struggling server.
 pub const MAX_RETRIES: u32 = 10;
 const MAX_TIMEOUT_S: f64 = 3600.0;
+/// Default first-byte and idle timeouts of OpenAI's reasoning models.
+pub const REASONING_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The host (and port) of an http(s) URL.
+fn host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
 
 /// Refuses keys a lane's backend cannot honour (never silently ignored) and builds the API options.
 pub fn build(
@@ -63,6 +71,24 @@ pub fn build(
             );
         }
     }
+    let own_host = r.base_url.as_ref().is_none_or(|u| {
+        let default = backend.default_base_url().unwrap_or_default();
+        host(u.get_ref()).eq_ignore_ascii_case(host(default))
+    });
+    if let (Some(u), None, false) = (&r.base_url, &r.api_key_env, own_host) {
+        // The provider's default variable is never sent to another host unasked.
+        return err(
+            u.span().start,
+            "base_url",
+            &format!(
+                "a lane pointed at {} names its key's variable: add api_key_env = \"NAME\" (\"\" for none); \
+                 {} goes only to {}",
+                host(u.get_ref()),
+                backend.default_key_env().unwrap_or_default(),
+                host(backend.default_base_url().unwrap_or_default())
+            ),
+        );
+    }
     match backend {
         BackendKind::OpenAi => {
             if let Some(k) = &r.top_k {
@@ -87,6 +113,11 @@ pub fn build(
         BackendKind::Local => unreachable!("local lanes returned above"),
     }
     let mut api = ApiOptions::default();
+    if backend == BackendKind::OpenAi && crate::engine::openai::is_reasoning_model(r.model.get_ref()) {
+        // A reasoning model may think for minutes before its first byte or between chunks.
+        api.first_byte_timeout = REASONING_TIMEOUT;
+        api.idle_timeout = REASONING_TIMEOUT;
+    }
     for (field, value, slot) in [
         ("connect_timeout_s", &r.connect_timeout_s, &mut api.connect_timeout),
         ("first_byte_timeout_s", &r.first_byte_timeout_s, &mut api.first_byte_timeout),

@@ -113,6 +113,7 @@ impl Backend for ScriptedBackend {
                     prompt_tokens: s.prompt_tokens,
                     completion_tokens: Some(s.chunks.len() as u64),
                     cached_prompt_tokens: None,
+                    reasoning_tokens: None,
                     estimated: false,
                 }
             } else {

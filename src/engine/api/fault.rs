@@ -32,8 +32,9 @@ const BASE_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(8);
 
 /// Statuses worth another attempt: timeouts, conflicts, rate limits, server errors, Anthropic's 529 overload.
+/// 501 (not implemented) and 505 (HTTP version) will answer the same way every time.
 pub fn retryable_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
+    matches!(status.as_u16(), 408 | 409 | 429) || (status.is_server_error() && !matches!(status.as_u16(), 501 | 505))
 }
 
 /// The provider's error fields, from the JSON body both APIs send (`{"error": {"message", "type", "code"}}`).
@@ -59,13 +60,19 @@ impl ErrorBody {
         Self { message: field("message"), kind: field("type"), code: field("code") }
     }
 
-    /// Out of credit rather than out of rate: waiting will not help.
+    /// Out of credit rather than out of rate: waiting will not help. Matched on the providers' codes and
+    /// their exact wording, since rate-limit messages also mention quotas ("quota increase", "Quota exceeded
+    /// for metric … per minute") and must stay retryable.
     pub fn quota_exhausted(&self) -> bool {
-        let words = ["insufficient_quota", "quota", "billing", "spend limit", "credit balance", "insufficient credits"];
-        [&self.code, &self.kind, &self.message]
-            .into_iter()
-            .flatten()
-            .any(|s| words.iter().any(|w| s.to_ascii_lowercase().contains(w)))
+        let codes = ["insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"];
+        let coded = [&self.code, &self.kind].into_iter().flatten().any(|c| codes.contains(&c.as_str()));
+        let phrases =
+            ["exceeded your current quota", "credit balance is too low", "spend limit", "insufficient credits"];
+        let said = self.message.as_deref().is_some_and(|m| {
+            let m = m.to_ascii_lowercase();
+            phrases.iter().any(|p| m.contains(p))
+        });
+        coded || said
     }
 }
 
@@ -113,12 +120,14 @@ pub fn excerpt(body: &str) -> String {
 /// `retry-after-ms` (OpenAI, Anthropic) first, then `retry-after` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    // Clamped: a server's absurd value must not overflow a Duration (it is then refused as too long a wait).
+    let secs = |s: f64| (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(1e9)));
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+        return secs(ms / 1000.0);
     }
     let v = get("retry-after")?;
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)));
+    if let Ok(s) = v.parse::<f64>() {
+        return secs(s);
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
@@ -175,6 +184,15 @@ mod tests {
         for s in [408, 409, 500, 502, 503] {
             assert!(from_status(StatusCode::from_u16(s).unwrap(), &headers(&[]), "").transient, "{s}");
         }
+        for s in [501, 505] {
+            assert!(!from_status(StatusCode::from_u16(s).unwrap(), &headers(&[]), "").transient, "{s}");
+        }
+        // Rate limits that mention quotas are still rate limits.
+        let azure = r#"{"error":{"code":"429","message":"Requests have exceeded the call rate limit. Please retry after 2 seconds. For a quota increase go here: https://aka.ms/oai/quotaincrease"}}"#;
+        let gemini = r#"{"error":{"code":429,"message":"Quota exceeded for metric: generate_content_requests per minute","status":"RESOURCE_EXHAUSTED"}}"#;
+        for body in [azure, gemini] {
+            assert!(from_status(StatusCode::TOO_MANY_REQUESTS, &headers(&[]), body).transient, "{body}");
+        }
     }
 
     #[test]
@@ -187,6 +205,11 @@ mod tests {
         assert_eq!(retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])), Some(Duration::ZERO));
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "-1")])), None);
+        assert_eq!(retry_after(&headers(&[("retry-after-ms", "1e30")])), Some(Duration::from_secs(1_000_000_000)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "99999999999999999999")])),
+            Some(Duration::from_secs(1_000_000_000))
+        );
     }
 
     #[test]

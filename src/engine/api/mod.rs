@@ -191,8 +191,21 @@ pub fn is_loopback(url: &str) -> bool {
 }
 
 impl Prepared {
-    pub fn new(url: String, headers: reqwest::header::HeaderMap, body: &serde_json::Value) -> Self {
-        Self { url, headers, body: body.to_string().into_bytes() }
+    pub fn new(
+        url: String,
+        headers: reqwest::header::HeaderMap,
+        body: &serde_json::Value,
+        key: Option<&Secret>,
+    ) -> Self {
+        Self { url, headers, body: body.to_string().into_bytes(), key: key.cloned() }
+    }
+
+    /// Text from the server with the key scrubbed out, before anything is cut, shown or stored.
+    pub fn scrub(&self, text: String) -> String {
+        match &self.key {
+            Some(k) if text.contains(k.expose()) => k.redact(&text),
+            _ => text,
+        }
     }
 }
 

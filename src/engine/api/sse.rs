@@ -26,9 +26,13 @@ pub struct SseDecoder {
     data: String,
     /// Whether any `data` field arrived for the pending event (an empty `data:` still counts).
     has_data: bool,
+    /// A line passed `MAX_LINE`; the stream is broken.
+    overflow: bool,
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// The longest line kept; a server streaming without line breaks must not grow memory without end.
+pub const MAX_LINE: usize = 8 << 20;
 
 impl SseDecoder {
     pub fn new() -> Self {
@@ -73,7 +77,16 @@ impl SseDecoder {
             }
         }
         self.line.extend_from_slice(bytes);
+        if self.line.len() > MAX_LINE {
+            self.overflow = true;
+            self.line.clear();
+        }
         out
+    }
+
+    /// Whether a line grew past `MAX_LINE` (its bytes were dropped).
+    pub fn overflowed(&self) -> bool {
+        self.overflow
     }
 
     fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {

@@ -15,6 +15,8 @@ pub struct Prepared {
     pub url: String,
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
+    /// Kept to scrub the key from whatever the server sends back.
+    pub key: Option<super::Secret>,
 }
 
 /// Largest error body read; error bodies are short, and a misbehaving server must not fill memory.
@@ -42,8 +44,14 @@ pub async fn attempt(
     let status = resp.status();
     if !status.is_success() {
         let headers = resp.headers().clone();
-        let body = read_capped(resp, api.idle_timeout).await;
+        let body = p.scrub(read_capped(resp, api.idle_timeout).await);
         return Err(fault::from_status(status, &headers, &body));
+    }
+    if let Some(enc) = resp.headers().get(reqwest::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok())
+        && !enc.eq_ignore_ascii_case("identity")
+    {
+        // Nothing asked for compression; a proxy that adds it anyway would otherwise look like garbage.
+        return Err(Fault::fatal(format!("the server sent a compressed stream (content-encoding: {enc}) unasked")));
     }
     let content_type = resp
         .headers()
@@ -52,7 +60,7 @@ pub async fn attempt(
         .unwrap_or_default()
         .to_ascii_lowercase();
     if !content_type.is_empty() && !content_type.starts_with("text/event-stream") {
-        let body = read_capped(resp, api.idle_timeout).await;
+        let body = p.scrub(read_capped(resp, api.idle_timeout).await);
         let detail = ErrorBody::parse(&body).message.unwrap_or_else(|| fault::excerpt(&body));
         return Err(Fault::fatal(format!("expected an event stream, got {content_type}: {detail}")));
     }
@@ -62,6 +70,8 @@ pub async fn attempt(
     let mut usage = Usage::default();
     let mut chars = 0usize;
     let mut got_bytes = false;
+    // Why the model stopped, once said: an answer that has it is complete even if the end marker never comes.
+    let mut stopped = false;
     loop {
         let wait = if got_bytes { api.idle_timeout } else { deadline.saturating_duration_since(Instant::now()) };
         let next = match tokio::time::timeout(wait, body.next()).await {
@@ -76,6 +86,10 @@ pub async fn attempt(
             Ok(n) => n,
         };
         let bytes = match next {
+            None if stopped => {
+                sink.warning("the stream closed without its end marker after a complete answer");
+                return Ok(usage);
+            }
             None => {
                 return Err(Fault::transient(format!("stream ended before the answer was complete{}", after(chars))));
             }
@@ -83,7 +97,16 @@ pub async fn attempt(
             Some(Ok(b)) => b,
         };
         got_bytes = true;
-        for ev in sse.feed(&bytes) {
+        let events = sse.feed(&bytes);
+        if sse.overflowed() {
+            return Err(Fault::fatal(format!(
+                "the server sent an event line over {} MiB{}",
+                super::sse::MAX_LINE >> 20,
+                after(chars)
+            )));
+        }
+        for mut ev in events {
+            ev.data = p.scrub(ev.data);
             for step in decoder.event(&ev)? {
                 match step {
                     Step::Text(t) if t.is_empty() => {}
@@ -95,6 +118,7 @@ pub async fn attempt(
                     Step::PromptTokens(n) => sink.started(Some(n)),
                     Step::Usage(u) => merge(&mut usage, u),
                     Step::Stop(reason) => {
+                        stopped = true;
                         if let Some(w) = stop_warning(&reason) {
                             sink.warning(w);
                         }
@@ -172,8 +196,13 @@ fn transport(e: &reqwest::Error, api: &ApiOptions) -> Fault {
     if e.is_builder() {
         return Fault::fatal(format!("bad request URL: {}", chain(e)));
     }
+    let detail = chain(e);
+    // A certificate the client rejects will be rejected again.
+    if detail.to_ascii_lowercase().contains("certificate") {
+        return Fault::fatal(format!("TLS: {detail}"));
+    }
     let what = if e.is_connect() { "cannot connect" } else { "request failed" };
-    Fault::transient(format!("{what}: {}", chain(e)))
+    Fault::transient(format!("{what}: {detail}"))
 }
 
 /// Reads an error body, at most `MAX_ERROR_BODY` bytes, giving up on a stall; best effort.

@@ -124,6 +124,7 @@ impl Job {
             prompt_tokens: Some(self.prompt_len as u64),
             completion_tokens: Some((self.ids.len() - self.prompt_len) as u64),
             cached_prompt_tokens: None,
+            reasoning_tokens: None,
             estimated: false,
         }
     }
