@@ -183,5 +183,6 @@ pub fn state_for(root: &Path, w: u16, h: u16) -> tunebench::app::AppState {
 pub fn example_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")
 }
+pub mod api;
 pub mod http;
 pub mod tiny;
