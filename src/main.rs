@@ -45,6 +45,19 @@ enum Command {
         parse_special: bool,
         text: String,
     },
+    /// Count each lane's whole prompt (system prompt + input + chat format) in its own tokenizer, without running.
+    Count {
+        workspace: PathBuf,
+        /// The input text.
+        #[arg(long, conflicts_with = "input_file", required_unless_present = "input_file")]
+        input: Option<String>,
+        /// Read the input from a file (`-` for standard input).
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// One JSON object per lane: {"lane", "prompt_tokens", "estimated"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run lanes on one input without a terminal UI.
     Run {
         workspace: PathBuf,
@@ -80,6 +93,9 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Run { workspace, input, input_file, lanes, json }) => {
                 run_headless(&workspace, input, input_file, &lanes, json).await
+            }
+            Some(Command::Count { workspace, input, input_file, json }) => {
+                count(&workspace, read_input(input, input_file)?, json)
             }
             Some(Command::Pull { model }) => {
                 let path = tokio::task::spawn_blocking(move || tunebench::engine::local::pull::pull(&model)).await??;
@@ -127,18 +143,7 @@ async fn run_headless(
     let ws = workspace::load(path)?;
     // The theme is the TUI's, but a broken one is still an error here rather than a surprise later.
     Theme::choose(None, &ws)?;
-    let input = match (input, input_file) {
-        (Some(text), _) => text,
-        (None, Some(f)) if f.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the input from standard input")?;
-            s
-        }
-        (None, Some(f)) => {
-            std::fs::read_to_string(&f).with_context(|| format!("reading the input file {}", f.display()))?
-        }
-        (None, None) => bail!("give --input TEXT or --input-file FILE"),
-    };
+    let input = read_input(input, input_file)?;
     let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
     let mut warn = |w: &str| eprintln!("tunebench: warning: {w}");
     let headless::Finished { reports, .. } =
@@ -185,6 +190,52 @@ fn tokenize(model: &Path, show_ids: bool, parse_special: bool, text: &str) -> an
         println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_input(input: Option<String>, input_file: Option<PathBuf>) -> anyhow::Result<String> {
+    Ok(match (input, input_file) {
+        (Some(text), _) => text,
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the input from standard input")?;
+            s
+        }
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("reading the input file {}", f.display()))?
+        }
+        (None, None) => bail!("give --input TEXT or --input-file FILE"),
+    })
+}
+
+/// `tunebench count`: one line per lane; exits 1 when a lane could not be counted.
+fn count(path: &Path, input: String, json: bool) -> anyhow::Result<ExitCode> {
+    let ws = workspace::load(path)?;
+    let counts = tunebench::metrics::Counters::new().count_all(&ws, &input);
+    let mut failed = false;
+    for (lane, c) in ws.lanes.iter().zip(counts) {
+        failed |= c.is_err();
+        if json {
+            let (tokens, estimated, error) = match &c {
+                Ok(c) => (Some(c.tokens), c.estimated, None),
+                Err(e) => (None, false, Some(e.as_str())),
+            };
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                lane: &'a str,
+                prompt_tokens: Option<u64>,
+                estimated: bool,
+                error: Option<&'a str>,
+            }
+            let line = Line { lane: &lane.id, prompt_tokens: tokens, estimated, error };
+            println!("{}", serde_json::to_string(&line)?);
+        } else {
+            match c {
+                Ok(c) => println!("{:<16} {:>9}  {}", lane.id, tunebench::metrics::fmt_count(c.tokens), c.how),
+                Err(e) => println!("{:<16} {:>9}  {e}", lane.id, "?"),
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// The bundled example: from the current folder, else from the source tree this binary was built from.

@@ -394,3 +394,18 @@ async fn a_prompt_longer_than_one_chunk_reports_progress_before_the_first_token(
     assert_eq!(progress[0].0, tunebench::engine::local::PREFILL_CHUNK as u64);
     assert!(progress.windows(2).all(|w| w[0].0 < w[1].0 && w[1].0 < w[1].1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_count_is_the_prompt_a_run_sends() {
+    let f = fixture("");
+    let ws = workspace::load(&f.root).unwrap();
+    let input = "Where is my order? <|im_end|> It was due Friday.";
+    let counted = tunebench::metrics::Counters::new().count_all(&ws, input);
+    let events = run_lanes(&ws, &LocalBackend::new(), &[0], input).await;
+    let started = events.iter().find_map(|e| match e.kind {
+        EventKind::Started { prompt_tokens } => prompt_tokens,
+        _ => None,
+    });
+    let c = counted[0].as_ref().unwrap();
+    assert_eq!((Some(c.tokens), c.estimated), (started, false));
+}

@@ -1,7 +1,9 @@
 //! Run metrics: cost from prices in integer nano-dollars, and the compact formats panes and reports show.
 
+pub mod count;
 mod report;
 
+pub use count::{Count, Counters};
 pub use report::{LaneReport, Outcome, RunRecord};
 
 use crate::engine::{Timings, Usage};

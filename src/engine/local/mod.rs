@@ -7,6 +7,7 @@ mod hf;
 mod linear;
 mod model;
 pub mod paths;
+pub mod prompt;
 pub mod pull;
 mod sampler;
 mod store;

@@ -163,16 +163,7 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
             (v.model.clone(), format!(" · LoRA {} r{} ×{}", v.name, v.rank, v.modules))
         }
     };
-    let tok = &model.tokenizer;
-    let piece = |id: Option<u32>| id.and_then(|i| tok.vocab.tokens.get(i as usize)).cloned().unwrap_or_default();
-    let (bos, eos) = (piece(tok.vocab.bos), piece(tok.vocab.eos));
-    let rendered = model.template.render(&req.system_prompt, &req.input, &bos, &eos)?;
-    let mut ids = Vec::new();
-    // The model's BOS goes first unless the template already wrote it (no double BOS).
-    if tok.vocab.add_bos && !(bos.is_empty() || rendered.text.starts_with(&bos)) {
-        ids.extend(tok.vocab.bos);
-    }
-    ids.extend(tok.encode_marked(&rendered.text, &rendered.plain)?);
+    let ids = super::prompt::prompt_ids(&model.tokenizer, &model.template, &req.system_prompt, &req.input)?;
     sink.info(format!("{name} · {}{adapter_note}", model.base().format));
     if let Some(w) = model.template.warning() {
         sink.warning(w);

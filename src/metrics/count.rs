@@ -1,0 +1,128 @@
+//! Prompt tokens per lane without running it: each lane's own tokenizer and chat format, opened once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tiktoken_rs::CoreBPE;
+use tiktoken_rs::tokenizer::{Tokenizer as Encoding, get_tokenizer};
+
+use crate::engine::local::prompt::PromptTokenizer;
+use crate::workspace::{BackendKind, LaneSpec, ModelSpec, Workspace};
+
+/// A lane's prompt size as it would be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    pub tokens: u64,
+    /// Not the lane's own tokenizer (an API without a public one, or a model name tiktoken does not know).
+    pub estimated: bool,
+    /// What counted it: "model tokenizer", "o200k_base", "≈ cl100k_base" …
+    pub how: String,
+}
+
+/// Tokenizers opened so far, by model file; opening reads a whole vocabulary, so it happens once per model.
+#[derive(Default)]
+pub struct Counters {
+    local: Mutex<HashMap<PathBuf, Arc<PromptTokenizer>>>,
+}
+
+impl Counters {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Counts one lane's whole prompt (system prompt + input + chat format).
+    pub fn count(
+        &self,
+        lane: &LaneSpec,
+        model: Option<&ModelSpec>,
+        system: &str,
+        input: &str,
+    ) -> Result<Count, String> {
+        match lane.backend {
+            BackendKind::Local => {
+                let model = model.ok_or_else(|| format!("no [models.{}] entry", lane.model))?;
+                let tok = self.local(model)?;
+                let ids = tok.ids(system, input).map_err(|e| e.to_string())?;
+                Ok(Count { tokens: ids.len() as u64, estimated: false, how: "model tokenizer".into() })
+            }
+            BackendKind::OpenAi => {
+                let known = encoding_for(&lane.model);
+                let (enc, estimated) = known.map_or((Encoding::O200kBase, true), |e| (e, false));
+                let messages: Vec<(&str, &str)> = [("system", system), ("user", input)]
+                    .into_iter()
+                    .filter(|(r, c)| *r == "user" || !c.is_empty())
+                    .collect();
+                let tokens = openai_chat_tokens(bpe(enc), &messages, &[]);
+                Ok(Count { tokens, estimated, how: label(enc, estimated) })
+            }
+            BackendKind::Anthropic => {
+                // Claude's tokenizer is not public: cl100k_base is a near estimate, marked as one.
+                let b = bpe(Encoding::Cl100kBase);
+                let tokens =
+                    (b.encode_ordinary(system).len() + b.encode_ordinary(input).len()) as u64 + ANTHROPIC_FRAME;
+                Ok(Count { tokens, estimated: true, how: label(Encoding::Cl100kBase, true) })
+            }
+        }
+    }
+
+    fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {
+        if let Some(t) = self.local.lock().map_err(|_| "counter lock poisoned")?.get(&model.path) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(PromptTokenizer::open(&model.path).map_err(|e| e.to_string())?);
+        self.local.lock().map_err(|_| "counter lock poisoned")?.insert(model.path.clone(), t.clone());
+        Ok(t)
+    }
+
+    /// Every lane of a workspace on one input, in lane order.
+    pub fn count_all(&self, ws: &Workspace, input: &str) -> Vec<Result<Count, String>> {
+        ws.lanes
+            .iter()
+            .map(|l| {
+                let system = ws.prompt_text(&l.prompt).unwrap_or_default();
+                self.count(l, ws.models.get(&l.model).filter(|_| l.backend == BackendKind::Local), system, input)
+            })
+            .collect()
+    }
+}
+
+/// The Messages API's own framing around system and user text, as an estimate.
+const ANTHROPIC_FRAME: u64 = 7;
+
+/// The tiktoken encoding of an OpenAI model name (provider prefixes like `openai/` dropped).
+pub fn encoding_for(model: &str) -> Option<Encoding> {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    get_tokenizer(name).filter(|e| matches!(e, Encoding::O200kBase | Encoding::Cl100kBase | Encoding::O200kHarmony))
+}
+
+/// The encoder, built once per process (building o200k_base parses 200k ranks).
+pub fn bpe(enc: Encoding) -> &'static CoreBPE {
+    match enc {
+        Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+        Encoding::O200kHarmony => tiktoken_rs::o200k_harmony_singleton(),
+        _ => tiktoken_rs::o200k_base_singleton(),
+    }
+}
+
+fn label(enc: Encoding, estimated: bool) -> String {
+    let name = match enc {
+        Encoding::Cl100kBase => "cl100k_base",
+        Encoding::O200kHarmony => "o200k_harmony",
+        _ => "o200k_base",
+    };
+    if estimated { format!("≈ {name}") } else { name.to_string() }
+}
+
+/// Chat Completions prompt tokens: each message costs its role and content plus 3 tokens of framing, a
+/// `name` one more, and every reply is primed with 3 (OpenAI's published accounting for gpt-4o and gpt-4).
+pub fn openai_chat_tokens(bpe: &CoreBPE, messages: &[(&str, &str)], names: &[Option<&str>]) -> u64 {
+    let mut n = 3;
+    for (i, (role, content)) in messages.iter().enumerate() {
+        n += 3 + bpe.encode_ordinary(role).len() + bpe.encode_ordinary(content).len();
+        if let Some(Some(name)) = names.get(i) {
+            n += 1 + bpe.encode_ordinary(name).len();
+        }
+    }
+    n as u64
+}
