@@ -165,7 +165,10 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
     let (itx, mut irx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     spawn_input_reader(itx, stop.clone());
-    let mut rt = Runtime::new(registry, etx);
+        let mut rt = Runtime::new(registry, etx);
+    let (ctx, mut crx) = mpsc::unbounded_channel();
+    let mut live = crate::app::counting::LiveCounts::start(crate::metrics::Counters::new(), ctx);
+    live.refresh(&state);
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
     let result = loop {
@@ -189,8 +192,12 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
                 }
                 None => break Err(anyhow::anyhow!("the terminal input stream ended")),
             },
-            Some(ev) = erx.recv() => {
+                        Some(ev) = erx.recv() => {
                 rt.dispatch(&mut state, Action::Engine(ev));
+                dirty = true;
+            },
+            Some(counted) = crx.recv() => {
+                rt.dispatch(&mut state, counted);
                 dirty = true;
             },
             () = tokio::time::sleep(wait) => {}
@@ -201,9 +208,11 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
                 rt.dispatch(&mut state, a);
             }
         }
-        while let Ok(ev) = erx.try_recv() {
+                while let Ok(ev) = erx.try_recv() {
             rt.dispatch(&mut state, Action::Engine(ev));
         }
+        // Typing, switching inputs or editing prompts changes what each lane would send: count it again.
+        live.refresh(&state);
     };
     rt.cancel_all();
     stop.cancel();

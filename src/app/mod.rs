@@ -1,5 +1,6 @@
 //! Application state and its single mutation point, `update(&mut AppState, Action) -> Vec<Effect>`; no I/O here.
 
+pub mod counting;
 mod keys;
 mod lane;
 mod prompt;
@@ -65,8 +66,10 @@ pub enum Action {
     InputSaved(Result<SavedInput, String>),
     /// Result of `Effect::Copy` (chars copied) or an error text.
     Copied(Result<usize, String>),
-    /// A runs.jsonl append failed.
+        /// A runs.jsonl append failed.
     RecordFailed(String),
+    /// Live prompt counts for the text as typed, one per lane.
+    Counted(Vec<Result<crate::metrics::Count, String>>),
 }
 
 /// I/O the runtime performs for `update`; results come back as actions.

@@ -26,7 +26,13 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             state.size = (w, h);
             Vec::new()
         }
-        Action::Engine(ev) => on_engine(state, ev),
+                Action::Engine(ev) => on_engine(state, ev),
+        Action::Counted(counts) => {
+            for (lane, c) in state.lanes.iter_mut().zip(counts) {
+                lane.live = Some(c);
+            }
+            Vec::new()
+        }
         Action::Saved(Ok(msg)) => {
             state.info(msg);
             Vec::new()

@@ -130,8 +130,10 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let lane = &state.lanes[idx];
     let spec = &state.ws.lanes[idx];
     let dash = || "—".to_string();
-    let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
-    let prompt = lane.prompt_tokens.map_or_else(dash, fmt_count);
+        let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
+    let prompt = lane
+        .shown_prompt_tokens(&state.input_text())
+        .map_or_else(dash, |(n, est)| format!("{}{}", if est { "≈" } else { "" }, fmt_count(n)));
     let completion = lane
         .usage
         .as_ref()

@@ -82,8 +82,13 @@ fn saved(state: &AppState) -> &str {
 /// The comparison line: prompt tokens the shortest-prompt lane saves against the longest, per run.
 fn summary(state: &AppState) -> Paragraph<'static> {
     let t = &state.theme;
-    let known: Vec<(usize, u64)> =
-        state.lanes.iter().enumerate().filter_map(|(i, l)| Some((i, l.prompt_tokens?))).collect();
+        let input = state.input_text();
+    let known: Vec<(usize, u64)> = state
+        .lanes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i, l.shown_prompt_tokens(&input)?.0)))
+        .collect();
     let lo = known.iter().min_by_key(|(_, n)| *n);
     let hi = known.iter().max_by_key(|(_, n)| *n);
     let line = match (lo, hi) {

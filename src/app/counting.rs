@@ -1,0 +1,85 @@
+//! Live prompt counts while typing: a worker thread counts the latest text, never the UI thread.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Action, AppState};
+use crate::metrics::{Count, Counters};
+use crate::workspace::{BackendKind, LaneSpec, ModelSpec};
+
+/// Keystrokes closer together than this are counted once, after the last.
+const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// What one count covers: every lane's prompt with the input as typed.
+struct Job {
+    lanes: Vec<(LaneSpec, Option<ModelSpec>, String)>,
+    input: String,
+}
+
+/// Sends count jobs to the counting thread when the input or the lanes change.
+pub struct LiveCounts {
+    tx: std_mpsc::Sender<Job>,
+    last: Option<u64>,
+}
+
+impl LiveCounts {
+    /// Starts the counting thread; its results arrive as `Action::Counted` on `results`.
+    pub fn start(counters: Arc<Counters>, results: UnboundedSender<Action>) -> Self {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new().name("tunebench-count".into()).spawn(move || {
+            while let Ok(mut job) = rx.recv() {
+                // Let a burst of keystrokes settle, then count only the newest text.
+                let settle = Instant::now() + DEBOUNCE;
+                loop {
+                    match rx.recv_timeout(settle.saturating_duration_since(Instant::now())) {
+                        Ok(newer) => job = newer,
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                let counts: Vec<Result<Count, String>> = job
+                    .lanes
+                    .iter()
+                    .map(|(lane, model, system)| counters.count(lane, model.as_ref(), system, &job.input))
+                    .collect();
+                if results.send(Action::Counted(counts)).is_err() {
+                    return;
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the counting thread: {e}");
+        }
+        Self { tx, last: None }
+    }
+
+    /// Queues a count when what it depends on changed since the last one.
+    pub fn refresh(&mut self, state: &AppState) {
+        let input = state.input_text();
+        let ws = &state.ws;
+        let lanes: Vec<(LaneSpec, Option<ModelSpec>, String)> = ws
+            .lanes
+            .iter()
+            .map(|l| {
+                let model = ws.models.get(&l.model).filter(|_| l.backend == BackendKind::Local).cloned();
+                (l.clone(), model, ws.prompt_text(&l.prompt).unwrap_or_default().to_string())
+            })
+            .collect();
+        let mut h = DefaultHasher::new();
+        input.hash(&mut h);
+        for (lane, model, system) in &lanes {
+            (lane.backend, &lane.model, system).hash(&mut h);
+            model.as_ref().map(|m| &m.path).hash(&mut h);
+        }
+        let key = h.finish();
+        if self.last != Some(key) {
+            self.last = Some(key);
+            let _ = self.tx.send(Job { lanes, input });
+        }
+    }
+}
