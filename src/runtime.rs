@@ -165,7 +165,7 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
     let (itx, mut irx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     spawn_input_reader(itx, stop.clone());
-        let mut rt = Runtime::new(registry, etx);
+    let mut rt = Runtime::new(registry, etx);
     let (ctx, mut crx) = mpsc::unbounded_channel();
     let mut live = crate::app::counting::LiveCounts::start(crate::metrics::Counters::new(), ctx);
     live.refresh(&state);
@@ -208,7 +208,7 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
                 rt.dispatch(&mut state, a);
             }
         }
-                while let Ok(ev) = erx.try_recv() {
+        while let Ok(ev) = erx.try_recv() {
             rt.dispatch(&mut state, Action::Engine(ev));
         }
         // Typing, switching inputs or editing prompts changes what each lane would send: count it again.

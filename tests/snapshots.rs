@@ -87,3 +87,22 @@ fn settings_overlay_80x24() {
 fn ratatui_key_tab() -> Action {
     key(ratatui::crossterm::event::KeyCode::Tab)
 }
+
+/// The F3 panel on live counts: every lane against the reference (base), with the example's prices.
+#[test]
+fn savings_panel_100x30() {
+    use tunebench::metrics::Count;
+    let mut s = support::state_for(&support::example_root(), 100, 30);
+    let count = |tokens, estimated: bool| Ok(Count { tokens, estimated, how: String::new() });
+    update(&mut s, Action::Counted(vec![count(1375, false), count(123, false), count(1249, false)]));
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(3)));
+    let screen = screen(&s);
+    // base at $0.02/Mtok: 1,375 tokens = $0.0000275; tuned 123 = $0.00000246; api (gpt-4o-mini $0.15) 1,249 = $0.000187.
+    assert!(
+        screen.contains("$0.0000275") && screen.contains("$0.00000246") && screen.contains("$0.000187"),
+        "{screen}"
+    );
+    snap!("savings_panel_100x30", screen);
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::Esc));
+    assert!(matches!(s.mode, tunebench::app::Mode::Normal), "any key closes the panel");
+}

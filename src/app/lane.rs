@@ -62,7 +62,7 @@ pub struct LaneState {
     pub detail: Option<String>,
     /// Prompt tokens processed / total, while no token has arrived.
     pub progress: Option<(u64, u64)>,
-        pub warnings: Vec<String>,
+    pub warnings: Vec<String>,
     /// The prompt's size for the input as typed now (counted live, off the UI thread).
     pub live: Option<Result<crate::metrics::Count, String>>,
 }
@@ -81,7 +81,7 @@ impl Default for LaneState {
             scroll_back: 0,
             spec: None,
             detail: None,
-                        progress: None,
+            progress: None,
             warnings: Vec::new(),
             live: None,
         }
@@ -103,13 +103,13 @@ impl LaneState {
             input: input.to_string(),
             spec: Some(spec.clone()),
             // What the backend said about where it runs stays until it says otherwise.
-                        detail: self.detail.take(),
+            detail: self.detail.take(),
             live: self.live.take(),
             ..Self::default()
         };
     }
 
-        /// Prompt tokens to show: the run's own figure while its input is the one in the editor, else the live
+    /// Prompt tokens to show: the run's own figure while its input is the one in the editor, else the live
     /// count of what a run would send now; with whether it is an estimate.
     pub fn shown_prompt_tokens(&self, current_input: &str) -> Option<(u64, bool)> {
         let run_is_current = self.status != LaneStatus::Idle && self.input == current_input;

@@ -33,7 +33,11 @@ pub enum Focus {
 #[derive(Debug)]
 pub enum Mode {
     Normal,
-    Help { scroll: u16 },
+    Help {
+        scroll: u16,
+    },
+    /// The savings panel (F3).
+    Savings,
     Prompt(Box<PromptEditor>),
     Settings(Box<SettingsForm>),
     ConfirmQuit,
@@ -66,7 +70,7 @@ pub enum Action {
     InputSaved(Result<SavedInput, String>),
     /// Result of `Effect::Copy` (chars copied) or an error text.
     Copied(Result<usize, String>),
-        /// A runs.jsonl append failed.
+    /// A runs.jsonl append failed.
     RecordFailed(String),
     /// Live prompt counts for the text as typed, one per lane.
     Counted(Vec<Result<crate::metrics::Count, String>>),

@@ -26,7 +26,7 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             state.size = (w, h);
             Vec::new()
         }
-                Action::Engine(ev) => on_engine(state, ev),
+        Action::Engine(ev) => on_engine(state, ev),
         Action::Counted(counts) => {
             for (lane, c) in state.lanes.iter_mut().zip(counts) {
                 lane.live = Some(c);
@@ -78,6 +78,12 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
                 KeyCode::Down | KeyCode::Char('j') => Mode::Help { scroll: scroll.saturating_add(1) },
                 _ => Mode::Normal,
             };
+            return Vec::new();
+        }
+        Mode::Savings => {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                return global_save_quit(state, key);
+            }
             return Vec::new();
         }
         Mode::Prompt(mut ed) => {
@@ -137,6 +143,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::PageUp => scroll(state, state.selected, Scroll::PageUp),
         KeyCode::PageDown => scroll(state, state.selected, Scroll::PageDown),
         KeyCode::F(1) => state.mode = Mode::Help { scroll: 0 },
+        KeyCode::F(3) => state.mode = Mode::Savings,
         KeyCode::F(2) => prompt::open(state),
         KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
         _ if prev_item(&key) => step_input(state, false),
@@ -311,7 +318,7 @@ fn on_paste(state: &mut AppState, text: &str) {
     match &mut state.mode {
         Mode::Prompt(ed) => prompt::paste(ed, &text),
         Mode::Settings(form) => settings::paste(form, &text),
-        Mode::Help { .. } | Mode::ConfirmQuit => {}
+        Mode::Help { .. } | Mode::Savings | Mode::ConfirmQuit => {}
         Mode::Normal => {
             state.focus = Focus::Input;
             state.editor.insert_str(&text);

@@ -1,7 +1,9 @@
 //! Run metrics: cost from prices in integer nano-dollars, and the compact formats panes and reports show.
 
 pub mod count;
+pub mod prices;
 mod report;
+pub mod savings;
 
 pub use count::{Count, Counters};
 pub use report::{LaneReport, Outcome, RunRecord};
@@ -75,8 +77,16 @@ pub struct RunFigures {
     pub cost_nanos: Option<u64>,
 }
 
+/// What a run cost at a lane's rate: tokens at token prices, or busy time at a machine's hourly rate.
+pub fn run_cost_nanos(rate: Option<prices::Rate>, usage: &Usage, timings: &Timings) -> Option<u64> {
+    match rate? {
+        prices::Rate::Tokens(p) => cost_nanos(Some(&p), usage),
+        prices::Rate::GpuHour(usd) => Some((timings.total.as_secs_f64() * usd / 3600.0 * 1e9).round() as u64),
+    }
+}
+
 impl RunFigures {
-    pub fn new(usage: &Usage, timings: &Timings, price: Option<&Price>) -> Self {
+    pub fn new(usage: &Usage, timings: &Timings, rate: Option<prices::Rate>) -> Self {
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
         Self {
             ttft_ms: timings.ttft.map(ms),
@@ -85,7 +95,7 @@ impl RunFigures {
             tokens_per_s: timings
                 .tokens_per_s(usage.completion_tokens.map(|n| n.saturating_sub(usage.reasoning_tokens.unwrap_or(0))))
                 .map(|r| (r * 10.0).round() / 10.0),
-            cost_nanos: cost_nanos(price, usage),
+            cost_nanos: run_cost_nanos(rate, usage, timings),
         }
     }
 }
@@ -127,6 +137,10 @@ mod tests {
         assert_eq!(cost_nanos(Some(&price), &cached), Some(26_100 + 76_800 + 42_000));
         assert_eq!(cost_nanos(None, &usage), None);
         assert_eq!(fmt_cost_nanos(1_230_000_000), "$1.23");
+        // A local lane at $2.40 per GPU-hour busy for 1.5 s: 2.4 / 3600 × 1.5 = $0.001.
+        let t = Timings { ttft: None, total: Duration::from_millis(1500) };
+        assert_eq!(run_cost_nanos(Some(prices::Rate::GpuHour(2.4)), &usage, &t), Some(1_000_000));
+        assert_eq!(run_cost_nanos(None, &usage, &t), None);
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl LaneReport {
         };
         match outcome {
             Outcome::Done { usage, timings } => {
-                let f = RunFigures::new(usage, timings, ws.pricing.get(&lane.model));
+                let f = RunFigures::new(usage, timings, super::prices::rate(ws, lane));
                 r.prompt_tokens = usage.prompt_tokens;
                 r.completion_tokens = usage.completion_tokens;
                 r.ttft_ms = f.ttft_ms;

@@ -130,7 +130,7 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let lane = &state.lanes[idx];
     let spec = &state.ws.lanes[idx];
     let dash = || "—".to_string();
-        let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
+    let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
     let prompt = lane
         .shown_prompt_tokens(&state.input_text())
         .map_or_else(dash, |(n, est)| format!("{}{}", if est { "≈" } else { "" }, fmt_count(n)));
@@ -140,13 +140,14 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
         .and_then(|u| u.completion_tokens)
         .map_or_else(dash, |n| format!("{approx}{}", fmt_count(n)));
     let figures = match (&lane.usage, &lane.timings) {
-        (Some(u), Some(tm)) => Some(RunFigures::new(u, tm, state.ws.pricing.get(&spec.model))),
+        (Some(u), Some(tm)) => Some(RunFigures::new(u, tm, crate::metrics::prices::rate(&state.ws, spec))),
         _ => None,
     };
     let ttft = lane.timings.and_then(|tm| tm.ttft).map_or_else(dash, fmt_duration);
     let total = lane.timings.map_or_else(dash, |tm| fmt_duration(tm.total));
     let rate = figures.and_then(|f| f.tokens_per_s).map_or_else(dash, |r| format!("{r:.1}"));
-    let cost = figures.and_then(|f| f.cost_nanos).map_or_else(dash, fmt_cost_nanos);
+    // A run whose price is unknown costs "?", never a silent 0.
+    let cost = figures.map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), fmt_cost_nanos));
     [
         format!("in {prompt} · out {completion}"),
         format!("ttft {ttft} · total {total}"),

@@ -4,6 +4,7 @@ mod input;
 mod lane;
 pub mod layout;
 mod overlay;
+pub mod savings;
 pub mod theme;
 
 use ratatui::Frame;
@@ -79,28 +80,12 @@ fn saved(state: &AppState) -> &str {
     state.input_idx.and_then(|i| state.inputs.get(i)).map_or("", |s| s.text.as_str())
 }
 
-/// The comparison line: prompt tokens the shortest-prompt lane saves against the longest, per run.
+/// The comparison line: what the lane saving the most prompt tokens saves against the reference, in tokens
+/// and dollars; the lane counts when nothing can be compared yet.
 fn summary(state: &AppState) -> Paragraph<'static> {
     let t = &state.theme;
-        let input = state.input_text();
-    let known: Vec<(usize, u64)> = state
-        .lanes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| Some((i, l.shown_prompt_tokens(&input)?.0)))
-        .collect();
-    let lo = known.iter().min_by_key(|(_, n)| *n);
-    let hi = known.iter().max_by_key(|(_, n)| *n);
-    let line = match (lo, hi) {
-        (Some(&(li, ln)), Some(&(hi_i, hn))) if hn > ln => {
-            let pct = 100.0 * (hn - ln) as f64 / hn as f64;
-            format!(
-                " {} vs {}: −{} prompt tok/run (−{pct:.0}%)",
-                state.ws.lanes[li].id,
-                state.ws.lanes[hi_i].id,
-                fmt_count(hn - ln)
-            )
-        }
+    let line = match savings::summary(state) {
+        Some(line) => line,
         _ => {
             let running = state.lanes.iter().filter(|l| l.status.is_running()).count();
             let failed = state.lanes.iter().filter(|l| l.status == crate::app::LaneStatus::Failed).count();
@@ -131,6 +116,7 @@ fn hints(state: &AppState) -> Paragraph<'static> {
             "^S save",
             "F7/F8 input",
             "F2 prompt",
+            "F3 savings",
             "F6 lane",
             "Esc cancel",
         ],

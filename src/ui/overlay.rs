@@ -24,6 +24,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("F2", "prompt editor: the focused lane's system prompt"),
     ("  F7 / F8 in F2", "switch the lane to the previous / next variant"),
     ("  Ctrl+N in F2", "save the text as a new named variant"),
+    ("F3", "savings: each lane against the reference, per run, per month, break-even"),
     ("F6", "lane settings: backend, model, prompt, adapter…"),
     ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
@@ -36,6 +37,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
     match &state.mode {
         Mode::Normal => {}
         Mode::Help { scroll } => help(state, frame, area, *scroll),
+        Mode::Savings => super::savings::panel(state, frame, area),
         Mode::Prompt(ed) => prompt(state, frame, area, ed),
         Mode::Settings(form) => settings(state, frame, area, form),
         Mode::ConfirmQuit => confirm(state, frame, area),

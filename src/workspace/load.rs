@@ -72,6 +72,7 @@ fn build(
         }
         lanes.push(lane);
     }
+    let savings = build_savings(loc, raw.savings, &lanes)?;
     Ok(Workspace {
         root: root.to_path_buf(),
         file: file.to_path_buf(),
@@ -82,6 +83,7 @@ fn build(
         models,
         lanes,
         pricing,
+        savings,
         doc,
         dirty_prompt_files: BTreeSet::new(),
         dirty: false,
@@ -138,9 +140,15 @@ fn build_models(
                 d.into_inner()
             }
         };
+        let gpu_hour_usd = match m.gpu_hour_usd {
+            Some(v) if !(v.get_ref().is_finite() && *v.get_ref() >= 0.0) => {
+                return Err(loc.at(v.span().start, format!("models.{name}.gpu_hour_usd"), "must be a number ≥ 0"));
+            }
+            v => v.map(Spanned::into_inner),
+        };
         let path_raw = m.path.into_inner();
         let path = resolve(root, &path_raw);
-        out.insert(name.clone(), ModelSpec { name, path_raw, path, device });
+        out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd });
     }
     Ok(out)
 }
@@ -279,6 +287,36 @@ fn build_lane(
         sampling,
         api,
     })
+}
+
+fn build_savings(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawSavings>>,
+    lanes: &[LaneSpec],
+) -> Result<SavingsSpec, WorkspaceError> {
+    let mut s = SavingsSpec::default();
+    let Some(raw) = raw.map(Spanned::into_inner) else { return Ok(s) };
+    if let Some(r) = raw.reference {
+        if !lanes.iter().any(|l| &l.id == r.get_ref()) {
+            let ids: Vec<&str> = lanes.iter().map(|l| l.id.as_str()).collect();
+            let msg = format!("no lane `{}` (lanes: {})", r.get_ref(), list(&ids));
+            return Err(loc.at(r.span().start, "savings.reference", msg));
+        }
+        s.reference = Some(r.into_inner());
+    }
+    if let Some(m) = raw.monthly_runs {
+        if *m.get_ref() == 0 {
+            return Err(loc.at(m.span().start, "savings.monthly_runs", "must be at least 1"));
+        }
+        s.monthly_runs = m.into_inner();
+    }
+    if let Some(c) = raw.finetune_cost_usd {
+        if !(c.get_ref().is_finite() && *c.get_ref() >= 0.0) {
+            return Err(loc.at(c.span().start, "savings.finetune_cost_usd", "must be a number ≥ 0"));
+        }
+        s.finetune_cost_usd = Some(c.into_inner());
+    }
+    Ok(s)
 }
 
 fn list(items: &[&str]) -> String {

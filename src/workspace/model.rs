@@ -64,6 +64,25 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// `auto | cpu | cuda:N | metal`.
     pub device: String,
+    /// What an hour of the machine running this model costs, for pricing its runs by busy time.
+    pub gpu_hour_usd: Option<f64>,
+}
+
+/// How the savings projection is set up (`[savings]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavingsSpec {
+    /// The lane others are compared against (default: the first).
+    pub reference: Option<String>,
+    /// Runs a month, for the monthly figures.
+    pub monthly_runs: u64,
+    /// One-off cost of fine-tuning the adapter, for the break-even point.
+    pub finetune_cost_usd: Option<f64>,
+}
+
+impl Default for SavingsSpec {
+    fn default() -> Self {
+        Self { reference: None, monthly_runs: 100_000, finetune_cost_usd: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +192,8 @@ impl BackendKind {
 }
 
 /// Dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
@@ -193,6 +213,7 @@ pub struct Workspace {
     pub models: BTreeMap<String, ModelSpec>,
     pub lanes: Vec<LaneSpec>,
     pub pricing: BTreeMap<String, Price>,
+    pub savings: SavingsSpec,
     /// The editable document: comments and key order survive a save.
     pub(crate) doc: toml_edit::DocumentMut,
     /// Prompt variants whose file must be rewritten on save.

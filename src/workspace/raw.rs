@@ -18,6 +18,15 @@ pub struct RawWorkspace {
     pub lanes: Vec<Spanned<RawLane>>,
     #[serde(default)]
     pub pricing: BTreeMap<String, Spanned<RawPrice>>,
+    pub savings: Option<Spanned<RawSavings>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSavings {
+    pub reference: Option<Spanned<String>>,
+    pub monthly_runs: Option<Spanned<u64>>,
+    pub finetune_cost_usd: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +41,7 @@ pub struct RawPrompt {
 pub struct RawModel {
     pub path: Spanned<String>,
     pub device: Option<Spanned<String>>,
+    pub gpu_hour_usd: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

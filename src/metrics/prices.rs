@@ -1,0 +1,81 @@
+//! Prices: the shipped table (data/prices.toml, source and date inside), workspace overrides, GPU-hour rates.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use crate::workspace::{BackendKind, LaneSpec, Price, Workspace};
+
+const TABLE: &str = include_str!("../../data/prices.toml");
+
+#[derive(Deserialize)]
+struct Table {
+    models: BTreeMap<String, Price>,
+}
+
+/// The shipped table, parsed once (a test checks it parses).
+pub fn shipped() -> &'static BTreeMap<String, Price> {
+    static PRICES: OnceLock<BTreeMap<String, Price>> = OnceLock::new();
+    PRICES.get_or_init(|| toml::from_str::<Table>(TABLE).map(|t| t.models).unwrap_or_default())
+}
+
+/// The table entry for a model name: exact, else the listed name it extends with a date or version
+/// (`-2024-07-18`, `-20250929`, `-latest`), after dropping a provider prefix such as `openai/`. Other
+/// suffixes (`-audio-preview`, `-search`) are different products with different prices: unknown.
+pub fn lookup<'a>(table: &'a BTreeMap<String, Price>, model: &str) -> Option<&'a Price> {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    table.get(name).or_else(|| {
+        table
+            .iter()
+            .filter(|(k, _)| {
+                name.strip_prefix(k.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|v| v == "latest" || v.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, p)| p)
+    })
+}
+
+/// How a lane's runs are charged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// $ per million tokens (hosted models; local ones priced per token in workspace.toml).
+    Tokens(Price),
+    /// $ per hour of the machine, times the run's busy time (local lanes).
+    GpuHour(f64),
+}
+
+/// A lane's rate: the workspace's `[pricing."model"]` first, then a local model's `gpu_hour_usd`, then the
+/// shipped table for API models; None when unknown (shown as "?", never as free).
+pub fn rate(ws: &Workspace, lane: &LaneSpec) -> Option<Rate> {
+    if let Some(p) = ws.pricing.get(&lane.model) {
+        return Some(Rate::Tokens(*p));
+    }
+    match lane.backend {
+        BackendKind::Local => ws.models.get(&lane.model).and_then(|m| m.gpu_hour_usd).map(Rate::GpuHour),
+        _ => lookup(shipped(), &lane.model).copied().map(Rate::Tokens),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_table_parses_and_resolves_variants() {
+        let t = shipped();
+        assert!(t.len() >= 15, "{}", t.len());
+        let mini = lookup(t, "gpt-4o-mini-2024-07-18").unwrap();
+        assert_eq!((mini.input_per_mtok, mini.output_per_mtok), (0.15, 0.60));
+        assert_eq!(lookup(t, "openai/gpt-4o").unwrap().input_per_mtok, 2.50);
+        assert_eq!(lookup(t, "gpt-4.1-mini").unwrap().input_per_mtok, 0.40, "not gpt-4.1's price");
+        assert_eq!(lookup(t, "claude-sonnet-4-5-20250929").unwrap().output_per_mtok, 15.0);
+        assert!(lookup(t, "gpt-4o-minimal").is_none());
+        assert!(lookup(t, "gpt-4o-audio-preview").is_none(), "a different product, not gpt-4o's price");
+        assert_eq!(lookup(t, "o3-2025-04-16").unwrap().input_per_mtok, 2.0);
+        assert!(lookup(t, "llama3.1:8b").is_none());
+        assert!(TABLE.contains("Source:") && TABLE.contains("November 2025"));
+    }
+}
