@@ -68,7 +68,7 @@ impl Runtime {
                 osc52_copy(&text).map(|()| text.chars().count()).map_err(|e| format!("copy failed: {e}")),
             )),
             Effect::Record { input, report } => {
-                let line = RunRecord::now(&input, &report).to_json();
+                let line = RunRecord::now(&state.ws, &input, &report).to_json();
                 store::append_line(&state.ws.runs_path(), &line).err().map(|e| Action::RecordFailed(e.to_string()))
             }
             Effect::Quit => {

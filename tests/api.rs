@@ -20,6 +20,7 @@ async fn openai_streams_the_answer_and_reports_the_servers_usage() {
     assert_eq!(r.error, None);
     assert_eq!(r.output, "Your order ships today.");
     assert_eq!((r.prompt_tokens, r.completion_tokens, r.estimated), (Some(42), Some(5), false));
+    assert_eq!(r.cost_usd, None, "a model with no known price costs null, never 0");
     let (ttft, total) = (r.ttft_ms.unwrap(), r.total_ms.unwrap());
     assert!(ttft > 0.0 && ttft <= total, "ttft {ttft} total {total}");
     assert!(warnings.is_empty(), "{warnings:?}");

@@ -8,7 +8,7 @@ use support::{Script, ScriptedBackend};
 use tunebench::{headless, workspace};
 
 /// design.md's line, then the fields tunebench adds at the end.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 16] = [
     "lane",
     "backend",
     "model",
@@ -23,6 +23,8 @@ const KEYS: [&str; 14] = [
     "cost_usd",
     "error",
     "estimated",
+    "cached_prompt_tokens",
+    "reasoning_tokens",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +52,8 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert_eq!(v[0]["completion_tokens"], 3);
     assert!(v[0]["total_ms"].as_f64().unwrap() >= v[0]["ttft_ms"].as_f64().unwrap());
     assert!(v[0]["error"].is_null());
-    assert!(v[0]["cost_usd"].is_null(), "no price for a local lane yet: null, never 0");
+    // The example prices SmolLM2 at $0.02/$0.08 per Mtok: 1,287 × 0.02e-6 + 3 × 0.08e-6 = $0.00002598.
+    assert!((v[0]["cost_usd"].as_f64().unwrap() - 0.00002598).abs() < 1e-12, "{}", v[0]["cost_usd"]);
     assert_eq!(v[1]["adapter"], "adapters/ticket-lora");
     assert_eq!(v[1]["prompt_variant"], "short");
     assert_eq!(v[2]["output"], "partial answer ", "a failed lane keeps its partial output");
@@ -59,6 +62,24 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
 
     let runs = std::fs::read_to_string(ws.runs_path()).unwrap();
     assert_eq!(runs.lines().count(), 3, "each finished lane is appended to runs.jsonl");
+    // Each record says exactly what ran: hashes of the input and of the lane's system prompt.
+    let sha = tunebench::metrics::history::sha256_hex;
+    let recs: Vec<serde_json::Value> = runs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let base = recs.iter().find(|r| r["lane"] == "base").unwrap();
+    assert_eq!(base["input_sha256"], sha(b"My order arrived broken."));
+    assert_eq!(base["prompt_sha256"], sha(ws.prompt_text("long").unwrap().as_bytes()));
+    assert!(base["adapter_sha256"].is_null() && base["time_unix_ms"].as_u64().unwrap() > 0);
+    let tuned = recs.iter().find(|r| r["lane"] == "tuned").unwrap();
+    assert!(tuned["adapter_sha256"].is_null(), "the example's adapter folder does not exist yet");
+
+    // `tunebench runs --csv` exports the same records, one row each, header first.
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tunebench")).args(["runs", root.to_str().unwrap(), "--csv"]).output().unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut rows = csv.lines();
+    assert_eq!(rows.next().unwrap(), tunebench::metrics::history::CSV_COLUMNS.join(","));
+    assert_eq!(rows.count(), 3);
+    assert!(csv.contains(&sha(b"My order arrived broken.")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

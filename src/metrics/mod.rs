@@ -1,6 +1,7 @@
 //! Run metrics: cost from prices in integer nano-dollars, and the compact formats panes and reports show.
 
 pub mod count;
+pub mod history;
 pub mod prices;
 mod report;
 pub mod savings;

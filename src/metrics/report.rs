@@ -24,6 +24,10 @@ pub struct LaneReport {
     pub error: Option<String>,
     /// True when a token count was estimated by tunebench, not reported by the backend (an extension).
     pub estimated: bool,
+    /// Prompt tokens the provider served from its prefix cache (an extension).
+    pub cached_prompt_tokens: Option<u64>,
+    /// Completion tokens a reasoning model spent thinking (an extension).
+    pub reasoning_tokens: Option<u64>,
 }
 
 /// How a run ended.
@@ -49,6 +53,8 @@ impl LaneReport {
             cost_usd: None,
             error: None,
             estimated: false,
+            cached_prompt_tokens: None,
+            reasoning_tokens: None,
         };
         match outcome {
             Outcome::Done { usage, timings } => {
@@ -60,6 +66,8 @@ impl LaneReport {
                 r.tokens_per_s = f.tokens_per_s;
                 r.cost_usd = f.cost_nanos.map(nanos_to_usd);
                 r.estimated = usage.estimated;
+                r.cached_prompt_tokens = usage.cached_prompt_tokens;
+                r.reasoning_tokens = usage.reasoning_tokens;
             }
             Outcome::Failed { error, prompt_tokens } => {
                 r.prompt_tokens = prompt_tokens;
@@ -70,11 +78,14 @@ impl LaneReport {
     }
 }
 
-/// A runs.jsonl record: the report plus when and on what input.
+/// A runs.jsonl record: the report plus when, on what input, and what exactly ran (content hashes).
 #[derive(Debug, Serialize)]
 pub struct RunRecord<'a> {
     pub time_unix_ms: u128,
     pub input: &'a str,
+    pub input_sha256: String,
+    #[serde(flatten)]
+    pub provenance: super::history::Provenance,
     #[serde(flatten)]
     pub report: &'a LaneReport,
 }
@@ -89,10 +100,11 @@ impl LaneReport {
 }
 
 impl<'a> RunRecord<'a> {
-    pub fn now(input: &'a str, report: &'a LaneReport) -> Self {
+    pub fn now(ws: &Workspace, input: &'a str, report: &'a LaneReport) -> Self {
         let time_unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        Self { time_unix_ms, input, report }
+        let provenance = ws.lane(&report.lane).map(|l| super::history::Provenance::of(ws, l)).unwrap_or_default();
+        Self { time_unix_ms, input, input_sha256: super::history::sha256_hex(input.as_bytes()), provenance, report }
     }
 
     pub fn to_json(&self) -> String {

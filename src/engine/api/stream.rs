@@ -38,7 +38,7 @@ pub async fn attempt(
         || Fault::transient(format!("no response within {} (first_byte_timeout_s)", fmt_wait(api.first_byte_timeout)));
     let resp = match tokio::time::timeout(api.first_byte_timeout, request.send()).await {
         Err(_) => return Err(first_byte()),
-        Ok(Err(e)) => return Err(transport(&e, api)),
+        Ok(Err(e)) => return Err(transport(&e, api, &p.url)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
@@ -186,7 +186,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn transport(e: &reqwest::Error, api: &ApiOptions) -> Fault {
+fn transport(e: &reqwest::Error, api: &ApiOptions, url: &str) -> Fault {
     if e.is_connect() && e.is_timeout() {
         return Fault::transient(format!(
             "connect timeout after {} (connect_timeout_s)",
@@ -201,8 +201,16 @@ fn transport(e: &reqwest::Error, api: &ApiOptions) -> Fault {
     if detail.to_ascii_lowercase().contains("certificate") {
         return Fault::fatal(format!("TLS: {detail}"));
     }
-    let what = if e.is_connect() { "cannot connect" } else { "request failed" };
-    Fault::transient(format!("{what}: {detail}"))
+    if e.is_connect() {
+        // The innermost cause says it (refused, unreachable, DNS); the layers above repeat the URL.
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let host = url.split_once("://").map_or(url, |(_, r)| r).split('/').next().unwrap_or(url);
+        return Fault::transient(format!("cannot connect to {host}: {cause}"));
+    }
+    Fault::transient(format!("request failed: {detail}"))
 }
 
 /// Reads an error body, at most `MAX_ERROR_BODY` bytes, giving up on a stall; best effort.

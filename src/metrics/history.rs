@@ -1,0 +1,136 @@
+//! Run history: what identifies a run in runs.jsonl (content hashes), reading it back, and CSV export.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use sha2::Digest;
+
+use crate::workspace::{LaneSpec, Workspace};
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Content hashes that say exactly what a run ran: the system prompt's text and the adapter's files.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Provenance {
+    pub prompt_sha256: String,
+    /// sha256 over the adapter folder's adapter_config.json and weights; None without an adapter (or unreadable).
+    pub adapter_sha256: Option<String>,
+}
+
+impl Provenance {
+    pub fn of(ws: &Workspace, lane: &LaneSpec) -> Self {
+        let prompt = ws.prompt_text(&lane.prompt).unwrap_or_default();
+        let adapter_sha256 = lane.adapter.as_ref().and_then(|a| adapter_hash(&ws.resolve(a)));
+        Self { prompt_sha256: sha256_hex(prompt.as_bytes()), adapter_sha256 }
+    }
+}
+
+/// Adapter folders hashed once per modification: a run is recorded on the UI thread and adapters are megabytes.
+fn adapter_hash(dir: &Path) -> Option<String> {
+    static CACHE: Mutex<Option<HashMap<PathBuf, (SystemTime, String)>>> = Mutex::new(None);
+    let files: Vec<PathBuf> = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.is_file())
+        .collect();
+    let newest = files.iter().filter_map(|p| p.metadata().and_then(|m| m.modified()).ok()).max()?;
+    let mut cache = CACHE.lock().ok()?;
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some((at, h)) = cache.get(dir)
+        && *at == newest
+    {
+        return Some(h.clone());
+    }
+    let mut h = sha2::Sha256::new();
+    for f in &files {
+        h.update(std::fs::read(f).ok()?);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    cache.insert(dir.to_path_buf(), (newest, hex.clone()));
+    Some(hex)
+}
+
+/// runs.jsonl read back: each record as JSON, and the lines that were not records (file:line: why).
+pub fn read(path: &Path) -> std::io::Result<(Vec<serde_json::Value>, Vec<String>)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(e),
+    };
+    let mut records = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v.is_object() => records.push(v),
+            Ok(_) => bad.push(format!("{}:{}: not a JSON object", path.display(), i + 1)),
+            Err(e) => bad.push(format!("{}:{}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok((records, bad))
+}
+
+/// The CSV columns, in order (RFC 4180 quoting).
+pub const CSV_COLUMNS: [&str; 21] = [
+    "time_unix_ms",
+    "lane",
+    "backend",
+    "model",
+    "adapter",
+    "prompt_variant",
+    "prompt_sha256",
+    "adapter_sha256",
+    "input_sha256",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_prompt_tokens",
+    "estimated",
+    "ttft_ms",
+    "total_ms",
+    "tokens_per_s",
+    "cost_usd",
+    "error",
+    "input",
+    "output",
+    "reasoning_tokens",
+];
+
+pub fn to_csv(records: &[serde_json::Value]) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push('\n');
+    for r in records {
+        let cells: Vec<String> = CSV_COLUMNS
+            .iter()
+            .map(|c| match r.get(*c) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => quote(s),
+                Some(v) => quote(&v.to_string()),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let r = serde_json::json!({"lane": "a", "output": "x, \"y\"\nz", "prompt_tokens": 5, "error": null});
+        let csv = to_csv(&[r]);
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.starts_with(",a,"), "{row}");
+        assert!(csv.contains("\"x, \"\"y\"\"\nz\""), "{csv}");
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
