@@ -19,11 +19,13 @@ const FRAME: Duration = Duration::from_millis(16);
 pub struct Runtime {
     engine: Engine,
     runs: HashMap<LaneIdx, CancellationToken>,
+    /// Tokenizers shared by the live counts and F4.
+    pub counters: std::sync::Arc<crate::metrics::Counters>,
 }
 
 impl Runtime {
     pub fn new(registry: Registry, tx: mpsc::UnboundedSender<EngineEvent>) -> Self {
-        Self { engine: Engine::new(registry, tx), runs: HashMap::new() }
+        Self { engine: Engine::new(registry, tx), runs: HashMap::new(), counters: crate::metrics::Counters::new() }
     }
 
     /// Applies `action`, then every effect it causes (and the effects of their results).
@@ -70,6 +72,14 @@ impl Runtime {
             Effect::Record { input, report } => {
                 let line = RunRecord::now(&state.ws, &input, &report).to_json();
                 store::append_line(&state.ws.runs_path(), &line).err().map(|e| Action::RecordFailed(e.to_string()))
+            }
+            Effect::ShowTokens { lane } => {
+                let ws = &state.ws;
+                let spec = ws.lanes.get(lane)?;
+                let model = ws.models.get(&spec.model).filter(|_| !spec.backend.is_api());
+                let system = ws.prompt_text(&spec.prompt).unwrap_or_default();
+                let result = self.counters.segments(spec, model, system, &state.input_text());
+                Some(Action::TokensReady(Box::new(crate::app::TokenView { lane, scroll: 0, result })))
             }
             Effect::Quit => {
                 state.quit = true;
@@ -167,7 +177,7 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
     spawn_input_reader(itx, stop.clone());
     let mut rt = Runtime::new(registry, etx);
     let (ctx, mut crx) = mpsc::unbounded_channel();
-    let mut live = crate::app::counting::LiveCounts::start(crate::metrics::Counters::new(), ctx);
+    let mut live = crate::app::counting::LiveCounts::start(rt.counters.clone(), ctx);
     live.refresh(&state);
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;

@@ -95,3 +95,18 @@ fn count_json_prints_one_line_per_lane_in_contract_order() {
     assert!(lines[2].contains("missing.gguf"), "the error names the file: {}", lines[2]);
     assert_eq!(out.status.code(), Some(1), "a lane that cannot be counted fails the command");
 }
+
+#[test]
+fn the_token_view_shows_exactly_the_counted_tokens() {
+    let ws = workspace::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")).unwrap();
+    let api = ws.lane("api").unwrap();
+    let system = ws.prompt_text(&api.prompt).unwrap();
+    let input = "Mon casque Aero X1 est cassé 🎧 — remboursement ?";
+    let (count, segs) = Counters::new().segments(api, None, system, input).unwrap();
+    let text: String = segs.iter().filter(|s| !s.framing).map(|s| s.text.as_str()).collect();
+    assert_eq!(text, format!("{system}{input}"), "the tokens put back together are the prompt");
+    let shown: u64 = segs.iter().map(|s| u64::from(s.tokens)).sum();
+    // Content and framing as shown (per-message framing, the reply's priming) add up to the count.
+    assert_eq!(shown, count.tokens);
+    assert!(segs.iter().any(|s| s.text.contains('🎧') && s.tokens >= 2), "the emoji is whole, over its tokens");
+}

@@ -38,6 +38,8 @@ pub enum Mode {
     },
     /// The savings panel (F3).
     Savings,
+    /// A lane's prompt exactly as sent, token by token (F4).
+    Tokens(Box<TokenView>),
     Prompt(Box<PromptEditor>),
     Settings(Box<SettingsForm>),
     ConfirmQuit,
@@ -74,6 +76,16 @@ pub enum Action {
     RecordFailed(String),
     /// Live prompt counts for the text as typed, one per lane.
     Counted(Vec<Result<crate::metrics::Count, String>>),
+    /// Result of `Effect::ShowTokens`.
+    TokensReady(Box<TokenView>),
+}
+
+/// F4's content: one lane's rendered prompt split into tokens, or why it could not be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenView {
+    pub lane: usize,
+    pub scroll: u16,
+    pub result: Result<(crate::metrics::Count, Vec<crate::metrics::count::Segment>), String>,
 }
 
 /// I/O the runtime performs for `update`; results come back as actions.
@@ -94,6 +106,10 @@ pub enum Effect {
         text: String,
     },
     Copy(String),
+    /// Tokenize one lane's prompt for F4 (answered with `Action::TokensReady`).
+    ShowTokens {
+        lane: usize,
+    },
     Record {
         input: String,
         report: Box<LaneReport>,

@@ -27,6 +27,10 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Engine(ev) => on_engine(state, ev),
+        Action::TokensReady(view) => {
+            state.mode = Mode::Tokens(view);
+            Vec::new()
+        }
         Action::Counted(counts) => {
             for (lane, c) in state.lanes.iter_mut().zip(counts) {
                 lane.live = Some(c);
@@ -84,6 +88,21 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 return global_save_quit(state, key);
             }
+            return Vec::new();
+        }
+        Mode::Tokens(mut view) => {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                return global_save_quit(state, key);
+            }
+            let step = match key.code {
+                KeyCode::Up | KeyCode::Char('k') => -1,
+                KeyCode::Down | KeyCode::Char('j') => 1,
+                KeyCode::PageUp => -10,
+                KeyCode::PageDown => 10,
+                _ => return Vec::new(),
+            };
+            view.scroll = view.scroll.saturating_add_signed(step);
+            state.mode = Mode::Tokens(view);
             return Vec::new();
         }
         Mode::Prompt(mut ed) => {
@@ -144,6 +163,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::PageDown => scroll(state, state.selected, Scroll::PageDown),
         KeyCode::F(1) => state.mode = Mode::Help { scroll: 0 },
         KeyCode::F(3) => state.mode = Mode::Savings,
+        KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
         KeyCode::F(2) => prompt::open(state),
         KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
         _ if prev_item(&key) => step_input(state, false),
@@ -318,7 +338,7 @@ fn on_paste(state: &mut AppState, text: &str) {
     match &mut state.mode {
         Mode::Prompt(ed) => prompt::paste(ed, &text),
         Mode::Settings(form) => settings::paste(form, &text),
-        Mode::Help { .. } | Mode::Savings | Mode::ConfirmQuit => {}
+        Mode::Help { .. } | Mode::Savings | Mode::Tokens(_) | Mode::ConfirmQuit => {}
         Mode::Normal => {
             state.focus = Focus::Input;
             state.editor.insert_str(&text);

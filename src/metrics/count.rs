@@ -20,6 +20,48 @@ pub struct Count {
     pub how: String,
 }
 
+/// One token of a rendered prompt, as F4 shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub text: String,
+    /// A control token or the chat format's own framing (not text anyone wrote).
+    pub framing: bool,
+    /// Tokens this piece stands for: more than one where a character's bytes span tokens (emoji, CJK).
+    pub tokens: u32,
+}
+
+/// Joins token bytes into displayable pieces: a character split over tokens is shown once, whole.
+#[derive(Default)]
+struct Pieces {
+    out: Vec<Segment>,
+    pending: Vec<u8>,
+    n: u32,
+}
+
+impl Pieces {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        self.n += 1;
+        // Up to 3 bytes of an unfinished character may wait for the next token; beyond that it is not UTF-8.
+        let valid = std::str::from_utf8(&self.pending).is_ok();
+        if valid || self.pending.len() > 3 + bytes.len() {
+            self.flush();
+        }
+    }
+
+    fn framing(&mut self, text: impl Into<String>, tokens: u32) {
+        self.flush();
+        self.out.push(Segment { text: text.into(), framing: true, tokens });
+    }
+
+    fn flush(&mut self) {
+        if self.n > 0 {
+            let text = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
+            self.out.push(Segment { text, framing: false, tokens: std::mem::take(&mut self.n) });
+        }
+    }
+}
+
 /// Tokenizers opened so far, by model file; opening reads a whole vocabulary, so it happens once per model.
 #[derive(Default)]
 pub struct Counters {
@@ -64,6 +106,60 @@ impl Counters {
                 Ok(Count { tokens, estimated: true, how: label(Encoding::Cl100kBase, true) })
             }
         }
+    }
+
+    /// The prompt exactly as the lane sends it, token by token (framing the API adds shown as markers).
+    pub fn segments(
+        &self,
+        lane: &LaneSpec,
+        model: Option<&ModelSpec>,
+        system: &str,
+        input: &str,
+    ) -> Result<(Count, Vec<Segment>), String> {
+        let count = self.count(lane, model, system, input)?;
+        let mut out = Pieces::default();
+        match lane.backend {
+            BackendKind::Local => {
+                let model = model.ok_or_else(|| format!("no [models.{}] entry", lane.model))?;
+                let tok = self.local(model)?;
+                for id in tok.ids(system, input).map_err(|e| e.to_string())? {
+                    let bytes = tok.tokenizer.token_bytes(id);
+                    if bytes.is_empty() {
+                        out.framing(tok.tokenizer.vocab.tokens.get(id as usize).cloned().unwrap_or_default(), 1);
+                    } else {
+                        out.bytes(&bytes);
+                    }
+                }
+            }
+            BackendKind::OpenAi | BackendKind::Anthropic => {
+                let anthropic = lane.backend == BackendKind::Anthropic;
+                let enc = if anthropic {
+                    Encoding::Cl100kBase
+                } else {
+                    encoding_for(&lane.model).unwrap_or(Encoding::O200kBase)
+                };
+                let b = bpe(enc);
+                for (role, text) in [("system", system), ("user", input)] {
+                    if role == "system" && text.is_empty() {
+                        continue;
+                    }
+                    // OpenAI frames each message with 3 tokens plus its role.
+                    let frame = if anthropic { 0 } else { 3 + b.encode_ordinary(role).len() as u32 };
+                    out.framing(format!("⟨{role}⟩\n"), frame);
+                    for bytes in b._decode_native_and_split(b.encode_ordinary(text)) {
+                        out.bytes(&bytes);
+                    }
+                    out.framing("\n", 0);
+                }
+                if anthropic {
+                    out.framing(format!("⟨≈ {ANTHROPIC_FRAME} tokens of Messages framing⟩"), ANTHROPIC_FRAME as u32);
+                } else {
+                    out.framing("⟨assistant⟩ (the reply is primed with 3 tokens)", 3);
+                }
+            }
+        }
+        out.flush();
+        Ok((count, out.out))
     }
 
     fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {

@@ -25,6 +25,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("  F7 / F8 in F2", "switch the lane to the previous / next variant"),
     ("  Ctrl+N in F2", "save the text as a new named variant"),
     ("F3", "savings: each lane against the reference, per run, per month, break-even"),
+    ("F4", "the selected lane's prompt exactly as sent, token by token"),
     ("F6", "lane settings: backend, model, prompt, adapter…"),
     ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
@@ -38,6 +39,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
         Mode::Normal => {}
         Mode::Help { scroll } => help(state, frame, area, *scroll),
         Mode::Savings => super::savings::panel(state, frame, area),
+        Mode::Tokens(view) => tokens(state, frame, area, view),
         Mode::Prompt(ed) => prompt(state, frame, area, ed),
         Mode::Settings(form) => settings(state, frame, area, form),
         Mode::ConfirmQuit => confirm(state, frame, area),
@@ -174,4 +176,44 @@ fn confirm(state: &AppState, frame: &mut Frame, area: Rect) {
     ];
     frame.render_widget(Clear, rect);
     frame.render_widget(Paragraph::new(text).block(frame_block(state, " Quit? ".into())), rect);
+}
+
+/// F4: the prompt as sent, each token on alternating shading, framing in the accent colour.
+fn tokens(state: &AppState, frame: &mut Frame, area: Rect, view: &crate::app::TokenView) {
+    let t = &state.theme;
+    let id = state.ws.lanes.get(view.lane).map_or("?", |l| l.id.as_str());
+    let (title, lines) = match &view.result {
+        Err(e) => {
+            (format!(" {id} · cannot tokenize "), vec![Line::styled(format!(" {e}"), Style::default().fg(t.error))])
+        }
+        Ok((count, segs)) => {
+            let approx = if count.estimated { "≈" } else { "" };
+            let title = format!(" {id} · {approx}{} tokens · {} ", fmt_count(count.tokens), count.how);
+            let shades = [Style::default().fg(t.fg), Style::default().fg(t.fg).bg(t.selection)];
+            let mut lines = vec![Line::default()];
+            for (i, seg) in segs.iter().enumerate() {
+                let style = if seg.framing { Style::default().fg(t.accent) } else { shades[i % 2] };
+                let mut parts = seg.text.split('\n').peekable();
+                while let Some(part) = parts.next() {
+                    if !part.is_empty() {
+                        lines.last_mut().expect("one line at least").push_span(Span::styled(part.to_string(), style));
+                    }
+                    if parts.peek().is_some() {
+                        lines.push(Line::default());
+                    }
+                }
+            }
+            (title, lines)
+        }
+    };
+    let r = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    frame.render_widget(Clear, r);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .border_style(Style::default().fg(t.accent))
+        .title(title)
+        .title_bottom(" ↑↓ PgUp PgDn scroll · any other key closes ");
+    let para = Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((view.scroll, 0));
+    frame.render_widget(para, r);
 }
