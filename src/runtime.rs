@@ -73,6 +73,13 @@ impl Runtime {
                 let line = RunRecord::now(&state.ws, &input, &report).to_json();
                 store::append_line(&state.ws.runs_path(), &line).err().map(|e| Action::RecordFailed(e.to_string()))
             }
+            Effect::LoadHistory => {
+                let path = state.ws.runs_path();
+                let r = crate::metrics::history::read(&path)
+                    .map(|(records, bad)| (records, bad.len()))
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()));
+                Some(Action::HistoryLoaded(r))
+            }
             Effect::ShowTokens { lane } => {
                 let ws = &state.ws;
                 let spec = ws.lanes.get(lane)?;

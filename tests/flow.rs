@@ -203,3 +203,33 @@ async fn save_and_quit_keeps_a_typed_new_input_and_edited_ones() {
     assert_eq!(inputs[n].text, "Where is my parcel?");
     assert!(inputs[n].name.starts_with(&format!("{:02}-where-is-my-parcel", n + 1)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn f9_lists_recorded_runs_newest_first_and_f4_tokenizes_the_focused_lane() {
+    let backend = ScriptedBackend::new([
+        ("base", Script::text("a").prompt_tokens(10)),
+        ("tuned", Script::text("b").prompt_tokens(5)),
+        ("api", Script::text("c").prompt_tokens(9)),
+    ]);
+    let mut r = rig(backend);
+    r.rt.dispatch(&mut r.state, ctrl('r'));
+    r.settle().await;
+    r.rt.dispatch(&mut r.state, key(KeyCode::F(9)));
+    let tunebench::app::Mode::History { records, skipped, .. } = &r.state.mode else { panic!("{:?}", r.state.mode) };
+    assert_eq!((records.len(), *skipped), (3, 0));
+    let screen = {
+        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| tunebench::ui::render(&r.state, f)).unwrap();
+        t.backend().to_string()
+    };
+    assert!(screen.contains("Run history · 3 run(s)"), "{screen}");
+    r.rt.dispatch(&mut r.state, key(KeyCode::Esc));
+    assert!(matches!(r.state.mode, tunebench::app::Mode::Normal));
+
+    // F4 on the api lane (o200k_base, no model file needed): the view adds up to the live count.
+    r.state.selected = 2;
+    r.rt.dispatch(&mut r.state, key(KeyCode::F(4)));
+    let tunebench::app::Mode::Tokens(view) = &r.state.mode else { panic!("{:?}", r.state.mode) };
+    let (count, segs) = view.result.as_ref().unwrap();
+    assert_eq!(segs.iter().map(|s| u64::from(s.tokens)).sum::<u64>(), count.tokens);
+}

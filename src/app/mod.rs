@@ -40,6 +40,12 @@ pub enum Mode {
     Savings,
     /// A lane's prompt exactly as sent, token by token (F4).
     Tokens(Box<TokenView>),
+    /// The run history from runs.jsonl, newest first (F9).
+    History {
+        scroll: u16,
+        records: Vec<serde_json::Value>,
+        skipped: usize,
+    },
     Prompt(Box<PromptEditor>),
     Settings(Box<SettingsForm>),
     ConfirmQuit,
@@ -78,6 +84,8 @@ pub enum Action {
     Counted(Vec<Result<crate::metrics::Count, String>>),
     /// Result of `Effect::ShowTokens`.
     TokensReady(Box<TokenView>),
+    /// Result of `Effect::LoadHistory`: the records, and how many lines were not records.
+    HistoryLoaded(Result<(Vec<serde_json::Value>, usize), String>),
 }
 
 /// F4's content: one lane's rendered prompt split into tokens, or why it could not be.
@@ -106,6 +114,8 @@ pub enum Effect {
         text: String,
     },
     Copy(String),
+    /// Read runs.jsonl for F9 (answered with `Action::HistoryLoaded`).
+    LoadHistory,
     /// Tokenize one lane's prompt for F4 (answered with `Action::TokensReady`).
     ShowTokens {
         lane: usize,

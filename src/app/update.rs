@@ -27,6 +27,15 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Engine(ev) => on_engine(state, ev),
+        Action::HistoryLoaded(Ok((mut records, skipped))) => {
+            records.reverse();
+            state.mode = Mode::History { scroll: 0, records, skipped };
+            Vec::new()
+        }
+        Action::HistoryLoaded(Err(e)) => {
+            state.error(e);
+            Vec::new()
+        }
         Action::TokensReady(view) => {
             state.mode = Mode::Tokens(view);
             Vec::new()
@@ -88,6 +97,20 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 return global_save_quit(state, key);
             }
+            return Vec::new();
+        }
+        Mode::History { scroll, records, skipped } => {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                return global_save_quit(state, key);
+            }
+            let scroll = match key.code {
+                KeyCode::Up | KeyCode::Char('k') => scroll.saturating_sub(1),
+                KeyCode::Down | KeyCode::Char('j') => scroll.saturating_add(1),
+                KeyCode::PageUp => scroll.saturating_sub(10),
+                KeyCode::PageDown => scroll.saturating_add(10),
+                _ => return Vec::new(),
+            };
+            state.mode = Mode::History { scroll, records, skipped };
             return Vec::new();
         }
         Mode::Tokens(mut view) => {
@@ -164,6 +187,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::F(1) => state.mode = Mode::Help { scroll: 0 },
         KeyCode::F(3) => state.mode = Mode::Savings,
         KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
+        KeyCode::F(9) => return vec![Effect::LoadHistory],
         KeyCode::F(2) => prompt::open(state),
         KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
         _ if prev_item(&key) => step_input(state, false),
@@ -338,7 +362,7 @@ fn on_paste(state: &mut AppState, text: &str) {
     match &mut state.mode {
         Mode::Prompt(ed) => prompt::paste(ed, &text),
         Mode::Settings(form) => settings::paste(form, &text),
-        Mode::Help { .. } | Mode::Savings | Mode::Tokens(_) | Mode::ConfirmQuit => {}
+        Mode::Help { .. } | Mode::Savings | Mode::Tokens(_) | Mode::History { .. } | Mode::ConfirmQuit => {}
         Mode::Normal => {
             state.focus = Focus::Input;
             state.editor.insert_str(&text);

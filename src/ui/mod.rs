@@ -1,5 +1,6 @@
 //! Pure rendering of `&AppState`: header, input editor, lane panes, summary, key hints, overlays.
 
+mod history;
 mod input;
 mod lane;
 pub mod layout;

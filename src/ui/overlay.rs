@@ -27,6 +27,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("F3", "savings vs the reference lane: run, month, break-even"),
     ("F4", "the focused lane's prompt as sent, token by token"),
     ("F6", "lane settings: backend, model, prompt, adapter…"),
+    ("F9", "run history (runs.jsonl), newest first"),
     ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
     ("Click", "focus the lane under the mouse"),
@@ -40,6 +41,9 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
         Mode::Help { scroll } => help(state, frame, area, *scroll),
         Mode::Savings => super::savings::panel(state, frame, area),
         Mode::Tokens(view) => tokens(state, frame, area, view),
+        Mode::History { scroll, records, skipped } => {
+            super::history::panel(state, frame, area, *scroll, records, *skipped)
+        }
         Mode::Prompt(ed) => prompt(state, frame, area, ed),
         Mode::Settings(form) => settings(state, frame, area, form),
         Mode::ConfirmQuit => confirm(state, frame, area),
