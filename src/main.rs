@@ -57,6 +57,9 @@ enum Command {
         /// One JSON object per lane: {"lane", "prompt_tokens", "estimated"}.
         #[arg(long)]
         json: bool,
+        /// Ask Anthropic's count_tokens endpoint for Anthropic lanes (needs their key; free) instead of estimating.
+        #[arg(long)]
+        exact: bool,
     },
     /// The workspace's run history (runs.jsonl): a table, or every field as CSV.
     Runs {
@@ -101,8 +104,8 @@ fn main() -> ExitCode {
             Some(Command::Run { workspace, input, input_file, lanes, json }) => {
                 run_headless(&workspace, input, input_file, &lanes, json).await
             }
-            Some(Command::Count { workspace, input, input_file, json }) => {
-                count(&workspace, read_input(input, input_file)?, json)
+            Some(Command::Count { workspace, input, input_file, json, exact }) => {
+                count(&workspace, read_input(input, input_file)?, json, exact).await
             }
             Some(Command::Runs { workspace, csv }) => runs(&workspace, csv),
             Some(Command::Pull { model }) => {
@@ -216,9 +219,20 @@ fn read_input(input: Option<String>, input_file: Option<PathBuf>) -> anyhow::Res
 }
 
 /// `tunebench count`: one line per lane; exits 1 when a lane could not be counted.
-fn count(path: &Path, input: String, json: bool) -> anyhow::Result<ExitCode> {
+async fn count(path: &Path, input: String, json: bool, exact: bool) -> anyhow::Result<ExitCode> {
     let ws = workspace::load(path)?;
-    let counts = tunebench::metrics::Counters::new().count_all(&ws, &input);
+    let mut counts = tunebench::metrics::Counters::new().count_all(&ws, &input);
+    if exact {
+        let env = tunebench::engine::api::process_env();
+        for (lane, c) in ws.lanes.iter().zip(counts.iter_mut()) {
+            if lane.backend == workspace::BackendKind::Anthropic {
+                let system = ws.prompt_text(&lane.prompt).unwrap_or_default();
+                *c = tunebench::engine::api::count_tokens::anthropic(lane, &env, system, &input).await.map(|n| {
+                    tunebench::metrics::Count { tokens: n, estimated: false, how: "count_tokens endpoint".into() }
+                });
+            }
+        }
+    }
     let mut failed = false;
     for (lane, c) in ws.lanes.iter().zip(counts) {
         failed |= c.is_err();

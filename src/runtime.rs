@@ -21,11 +21,18 @@ pub struct Runtime {
     runs: HashMap<LaneIdx, CancellationToken>,
     /// Tokenizers shared by the live counts and F4.
     pub counters: std::sync::Arc<crate::metrics::Counters>,
+    /// Where work finished off the loop reports back (exact counts from a provider).
+    pub actions: Option<mpsc::UnboundedSender<Action>>,
 }
 
 impl Runtime {
     pub fn new(registry: Registry, tx: mpsc::UnboundedSender<EngineEvent>) -> Self {
-        Self { engine: Engine::new(registry, tx), runs: HashMap::new(), counters: crate::metrics::Counters::new() }
+        Self {
+            engine: Engine::new(registry, tx),
+            runs: HashMap::new(),
+            counters: crate::metrics::Counters::new(),
+            actions: None,
+        }
     }
 
     /// Applies `action`, then every effect it causes (and the effects of their results).
@@ -85,7 +92,19 @@ impl Runtime {
                 let spec = ws.lanes.get(lane)?;
                 let model = ws.models.get(&spec.model).filter(|_| !spec.backend.is_api());
                 let system = ws.prompt_text(&spec.prompt).unwrap_or_default();
-                let result = self.counters.segments(spec, model, system, &state.input_text());
+                let input = state.input_text();
+                // Anthropic publishes no tokenizer: F4 also asks its count_tokens endpoint for the exact figure.
+                if spec.backend == crate::workspace::BackendKind::Anthropic
+                    && let Some(tx) = self.actions.clone()
+                {
+                    let (spec, system, input) = (spec.clone(), system.to_string(), input.clone());
+                    tokio::spawn(async move {
+                        let env = crate::engine::api::process_env();
+                        let result = crate::engine::api::count_tokens::anthropic(&spec, &env, &system, &input).await;
+                        let _ = tx.send(Action::ExactCount { lane, result });
+                    });
+                }
+                let result = self.counters.segments(spec, model, system, &input);
                 Some(Action::TokensReady(Box::new(crate::app::TokenView { lane, scroll: 0, result })))
             }
             Effect::Quit => {
@@ -184,6 +203,7 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
     spawn_input_reader(itx, stop.clone());
     let mut rt = Runtime::new(registry, etx);
     let (ctx, mut crx) = mpsc::unbounded_channel();
+    rt.actions = Some(ctx.clone());
     let mut live = crate::app::counting::LiveCounts::start(rt.counters.clone(), ctx);
     live.refresh(&state);
     let mut dirty = true;

@@ -188,3 +188,27 @@ async fn json_schema_and_reasoning_models_shape_the_request() {
         assert!(b.get(absent).is_none(), "{absent} sent to a reasoning model");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn count_exact_asks_anthropics_count_tokens_endpoint() {
+    let server = MockServer::start(vec![Reply::status(200, r#"{"input_tokens": 1234}"#)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    workspace(dir.path(), &[lane("claude", "anthropic", &server.url, "")]);
+    let ws_path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(["count", ws_path.to_str().unwrap(), "--input", "hello", "--json", "--exact"])
+            .env("TB_KEY", KEY)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim(), r#"{"lane":"claude","prompt_tokens":1234,"estimated":false,"error":null}"#);
+    let req = &server.requests()[0];
+    assert_eq!(req.path, "/v1/messages/count_tokens");
+    assert_eq!(req.header("x-api-key"), Some(KEY));
+    assert_eq!(req.body["system"], "Answer briefly.");
+    assert_eq!(req.body["messages"], serde_json::json!([{"role": "user", "content": "hello"}]));
+}

@@ -84,6 +84,11 @@ pub enum Action {
     Counted(Vec<Result<crate::metrics::Count, String>>),
     /// Result of `Effect::ShowTokens`.
     TokensReady(Box<TokenView>),
+    /// An exact prompt count from the provider (Anthropic's count_tokens), for one lane.
+    ExactCount {
+        lane: usize,
+        result: Result<u64, String>,
+    },
     /// Result of `Effect::LoadHistory`: the records, and how many lines were not records.
     HistoryLoaded(Result<(Vec<serde_json::Value>, usize), String>),
 }

@@ -36,6 +36,23 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             state.error(e);
             Vec::new()
         }
+        Action::ExactCount { lane, result: Ok(n) } => {
+            let exact = crate::metrics::Count { tokens: n, estimated: false, how: "count_tokens endpoint".into() };
+            if let Some(l) = state.lanes.get_mut(lane) {
+                l.live = Some(Ok(exact.clone()));
+            }
+            if let Mode::Tokens(view) = &mut state.mode
+                && view.lane == lane
+                && let Ok((count, _)) = &mut view.result
+            {
+                *count = exact;
+            }
+            Vec::new()
+        }
+        Action::ExactCount { result: Err(e), .. } => {
+            state.error(e);
+            Vec::new()
+        }
         Action::TokensReady(view) => {
             state.mode = Mode::Tokens(view);
             Vec::new()

@@ -1,5 +1,6 @@
 //! Hosted API lanes: key lookup, the per-lane HTTP client and the retry loop shared by both dialects.
 
+pub mod count_tokens;
 pub mod fault;
 mod secret;
 pub mod sse;
@@ -63,21 +64,28 @@ impl ApiBackend {
 
 impl Inner {
     fn key(&self, lane: &LaneSpec) -> Result<Option<Secret>, String> {
-        let default = self.kind.default_key_env().unwrap_or_default();
-        let var = lane.api_key_env.as_deref().unwrap_or(default);
-        if var.is_empty() {
-            return Ok(None);
-        }
-        match (self.env)(var) {
-            Some(k) if !k.trim().is_empty() => Ok(Some(Secret::new(k.trim()))),
-            Some(_) => Err(format!("no API key: {var} is set but empty")),
-            None => Err(format!(
-                "no API key: {var} is not set (export it, name another variable with api_key_env, \
-                 or set api_key_env = \"\" for a server that needs none)"
-            )),
-        }
+        lane_key(lane, &self.env)
     }
+}
 
+/// The key a lane names (None when it names none, `api_key_env = ""`); a missing one says what to do.
+pub fn lane_key(lane: &LaneSpec, env: &Env) -> Result<Option<Secret>, String> {
+    let default = lane.backend.default_key_env().unwrap_or_default();
+    let var = lane.api_key_env.as_deref().unwrap_or(default);
+    if var.is_empty() {
+        return Ok(None);
+    }
+    match env(var) {
+        Some(k) if !k.trim().is_empty() => Ok(Some(Secret::new(k.trim()))),
+        Some(_) => Err(format!("no API key: {var} is set but empty")),
+        None => Err(format!(
+            "no API key: {var} is not set (export it, name another variable with api_key_env, \
+             or set api_key_env = \"\" for a server that needs none)"
+        )),
+    }
+}
+
+impl Inner {
     fn client(&self, lane: &LaneSpec, url: &str) -> Result<reqwest::Client, String> {
         let loopback = is_loopback(url);
         let slot = (lane.api.connect_timeout.as_millis(), loopback);
