@@ -113,7 +113,11 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
                 let saved = if *i == p.reference {
                     "reference".to_string()
                 } else {
-                    let sign = if s.tokens_saved >= 0 { "−" } else { "+" };
+                    let sign = match s.tokens_saved {
+                        0 => "±",
+                        n if n > 0 => "−",
+                        _ => "+",
+                    };
                     format!("{sign}{} ({sign}{:.0}%)", fmt_count(s.tokens_saved.unsigned_abs()), s.pct_saved.abs())
                 };
                 let cost = side.cost_nanos.map_or("?".into(), |n| fmt_signed_cost(n as i64));
