@@ -110,3 +110,27 @@ fn the_token_view_shows_exactly_the_counted_tokens() {
     assert_eq!(shown, count.tokens);
     assert!(segs.iter().any(|s| s.text.contains('🎧') && s.tokens >= 2), "the emoji is whole, over its tokens");
 }
+
+#[test]
+fn prices_come_from_overrides_then_the_table_and_unknown_stays_unknown() {
+    use tunebench::metrics::prices::{Rate, rate};
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "name = \"p\"\n[prompts.p]\ntext = \"x\"\n\
+                [models.hourly]\npath = \"a.gguf\"\ngpu_hour_usd = 2.4\n[models.free]\npath = \"b.gguf\"\n\
+                [[lanes]]\nid = \"over\"\nbackend = \"openai\"\nmodel = \"gpt-4o-mini\"\nprompt = \"p\"\n\
+                [[lanes]]\nid = \"table\"\nbackend = \"openai\"\nmodel = \"gpt-4o-2024-08-06\"\nprompt = \"p\"\n\
+                [[lanes]]\nid = \"unknown\"\nbackend = \"openai\"\nmodel = \"my-finetune\"\nprompt = \"p\"\n\
+                [[lanes]]\nid = \"gpu\"\nbackend = \"local\"\nmodel = \"hourly\"\nprompt = \"p\"\n\
+                [[lanes]]\nid = \"unpriced\"\nbackend = \"local\"\nmodel = \"free\"\nprompt = \"p\"\n\
+                [pricing.\"gpt-4o-mini\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n";
+    std::fs::write(dir.path().join("workspace.toml"), toml).unwrap();
+    let ws = workspace::load(dir.path()).unwrap();
+    let r = |id: &str| rate(&ws, ws.lane(id).unwrap());
+    assert!(matches!(r("over"), Some(Rate::Tokens(p)) if p.input_per_mtok == 1.0 && p.cached_input_per_mtok.is_none()));
+    assert!(
+        matches!(r("table"), Some(Rate::Tokens(p)) if p.input_per_mtok == 2.5 && p.cached_input_per_mtok == Some(1.25))
+    );
+    assert_eq!(r("unknown"), None);
+    assert_eq!(r("gpu"), Some(Rate::GpuHour(2.4)));
+    assert_eq!(r("unpriced"), None, "a local model without a price is unknown, not free");
+}
