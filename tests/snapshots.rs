@@ -95,7 +95,7 @@ fn savings_panel_100x30() {
     let mut s = support::state_for(&support::example_root(), 100, 30);
     let count = |tokens, estimated: bool| Ok(Count { tokens, estimated, how: String::new() });
     update(&mut s, Action::Counted(vec![count(1375, false), count(123, false), count(1249, false)]));
-    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(3)));
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(12)));
     let screen = screen(&s);
     // base at $0.02/Mtok: 1,375 tokens = $0.0000275; tuned 123 = $0.00000246; api (gpt-4o-mini $0.15) 1,249 = $0.000187.
     assert!(

@@ -36,7 +36,7 @@ pub enum Mode {
     Help {
         scroll: u16,
     },
-    /// The savings panel (F3).
+    /// The savings panel (F12, or `$` with the lanes focused).
     Savings,
     /// A lane's prompt exactly as sent, token by token (F4).
     Tokens(Box<TokenView>),

@@ -202,7 +202,8 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::PageUp => scroll(state, state.selected, Scroll::PageUp),
         KeyCode::PageDown => scroll(state, state.selected, Scroll::PageDown),
         KeyCode::F(1) => state.mode = Mode::Help { scroll: 0 },
-        KeyCode::F(3) => state.mode = Mode::Savings,
+        // F3 is the dataset view's (issue 7): savings sit on F12, and `$` while the lanes have focus.
+        KeyCode::F(12) => state.mode = Mode::Savings,
         KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
         KeyCode::F(9) => return vec![Effect::LoadHistory],
         KeyCode::F(2) => prompt::open(state),
@@ -249,6 +250,7 @@ fn lanes_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     }
     match key.code {
         KeyCode::Char('?') => state.mode = Mode::Help { scroll: 0 },
+        KeyCode::Char('$') => state.mode = Mode::Savings,
         KeyCode::Enter => return run(state, vec![state.selected]),
         KeyCode::Up | KeyCode::Char('k') => scroll(state, state.selected, Scroll::Lines(1)),
         KeyCode::Down | KeyCode::Char('j') => scroll(state, state.selected, Scroll::Lines(-1)),

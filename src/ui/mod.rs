@@ -117,7 +117,7 @@ fn hints(state: &AppState) -> Paragraph<'static> {
             "^S save",
             "F7/F8 input",
             "F2 prompt",
-            "F3 savings",
+            "F12 savings",
             "F6 lane",
             "Esc cancel",
         ],

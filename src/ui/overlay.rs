@@ -24,7 +24,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("F2", "prompt editor: the focused lane's system prompt"),
     ("  F7 / F8 in F2", "switch the lane to the previous / next variant"),
     ("  Ctrl+N in F2", "save the text as a new named variant"),
-    ("F3", "savings vs the reference lane: run, month, break-even"),
+    ("F12, $ (lanes)", "savings vs the reference lane: run, month, break-even"),
     ("F4", "the focused lane's prompt as sent, token by token"),
     ("F6", "lane settings: backend, model, prompt, adapter…"),
     ("F9", "run history (runs.jsonl), newest first"),

@@ -1,4 +1,4 @@
-//! The savings line and the F3 panel: every lane against the reference lane, per run, per month, break-even.
+//! The savings line and the F12 panel: every lane against the reference lane, per run, per month, break-even.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -78,11 +78,11 @@ pub fn summary(state: &AppState) -> Option<String> {
     if let Some(n) = s.break_even_runs {
         line.push_str(&format!(" · fine-tune paid back after {} runs", fmt_count(n)));
     }
-    line.push_str(if p.basis == Basis::Prompts { " · prompts only (F3)" } else { " · last runs (F3)" });
+    line.push_str(if p.basis == Basis::Prompts { " · prompts only (F12)" } else { " · last runs (F12)" });
     Some(line)
 }
 
-/// The F3 panel: one row per lane.
+/// The F12 panel: one row per lane.
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let ws = &state.ws;
@@ -139,6 +139,6 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
         .borders(Borders::ALL)
         .border_type(BorderType::Rounded)
         .border_style(Style::default().fg(t.accent))
-        .title(" Savings (F3) — any key closes ");
+        .title(" Savings (F12) — any key closes ");
     frame.render_widget(Paragraph::new(lines).block(block).style(Style::default().fg(t.fg)), r);
 }
