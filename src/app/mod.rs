@@ -6,6 +6,7 @@ mod lane;
 mod prompt;
 mod settings;
 mod update;
+mod views;
 
 use std::collections::BTreeMap;
 

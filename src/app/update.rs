@@ -27,41 +27,8 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Engine(ev) => on_engine(state, ev),
-        Action::HistoryLoaded(Ok((mut records, skipped))) => {
-            records.reverse();
-            state.mode = Mode::History { scroll: 0, records, skipped };
-            Vec::new()
-        }
-        Action::HistoryLoaded(Err(e)) => {
-            state.error(e);
-            Vec::new()
-        }
-        Action::ExactCount { lane, result: Ok(n) } => {
-            let exact = crate::metrics::Count { tokens: n, estimated: false, how: "count_tokens endpoint".into() };
-            if let Some(l) = state.lanes.get_mut(lane) {
-                l.live = Some(Ok(exact.clone()));
-            }
-            if let Mode::Tokens(view) = &mut state.mode
-                && view.lane == lane
-                && let Ok((count, _)) = &mut view.result
-            {
-                *count = exact;
-            }
-            Vec::new()
-        }
-        Action::ExactCount { result: Err(e), .. } => {
-            state.error(e);
-            Vec::new()
-        }
-        Action::TokensReady(view) => {
-            state.mode = Mode::Tokens(view);
-            Vec::new()
-        }
-        Action::Counted(counts) => {
-            for (lane, c) in state.lanes.iter_mut().zip(counts) {
-                lane.live = Some(c);
-            }
-            Vec::new()
+        Action::HistoryLoaded(_) | Action::ExactCount { .. } | Action::TokensReady(_) | Action::Counted(_) => {
+            super::views::on_result(state, action)
         }
         Action::Saved(Ok(msg)) => {
             state.info(msg);
@@ -110,39 +77,11 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             };
             return Vec::new();
         }
-        Mode::Savings => {
+        mode @ (Mode::Savings | Mode::History { .. } | Mode::Tokens(_)) => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 return global_save_quit(state, key);
             }
-            return Vec::new();
-        }
-        Mode::History { scroll, records, skipped } => {
-            if ctrl(&key, 's') || ctrl(&key, 'q') {
-                return global_save_quit(state, key);
-            }
-            let scroll = match key.code {
-                KeyCode::Up | KeyCode::Char('k') => scroll.saturating_sub(1),
-                KeyCode::Down | KeyCode::Char('j') => scroll.saturating_add(1),
-                KeyCode::PageUp => scroll.saturating_sub(10),
-                KeyCode::PageDown => scroll.saturating_add(10),
-                _ => return Vec::new(),
-            };
-            state.mode = Mode::History { scroll, records, skipped };
-            return Vec::new();
-        }
-        Mode::Tokens(mut view) => {
-            if ctrl(&key, 's') || ctrl(&key, 'q') {
-                return global_save_quit(state, key);
-            }
-            let step = match key.code {
-                KeyCode::Up | KeyCode::Char('k') => -1,
-                KeyCode::Down | KeyCode::Char('j') => 1,
-                KeyCode::PageUp => -10,
-                KeyCode::PageDown => 10,
-                _ => return Vec::new(),
-            };
-            view.scroll = view.scroll.saturating_add_signed(step);
-            state.mode = Mode::Tokens(view);
+            state.mode = super::views::scroll(mode, key.code);
             return Vec::new();
         }
         Mode::Prompt(mut ed) => {
