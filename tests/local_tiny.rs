@@ -408,4 +408,10 @@ async fn a_live_count_is_the_prompt_a_run_sends() {
     });
     let c = counted[0].as_ref().unwrap();
     assert_eq!((Some(c.tokens), c.estimated), (started, false));
+    let timings = events.iter().find_map(|e| match e.kind {
+        EventKind::Done { timings, .. } => Some(timings),
+        _ => None,
+    });
+    let t = timings.unwrap();
+    assert!(t.busy.is_some_and(|b| b > std::time::Duration::ZERO && b <= t.total), "{t:?}");
 }

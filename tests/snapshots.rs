@@ -28,7 +28,7 @@ fn mid_stream(w: u16, h: u16) -> AppState {
         reasoning_tokens: None,
         estimated: false,
     };
-    let timings = Timings { ttft: Some(Duration::from_millis(3120)), total: Duration::from_millis(4140) };
+    let timings = Timings { ttft: Some(Duration::from_millis(3120)), total: Duration::from_millis(4140), busy: None };
     ev(&mut s, 0, EventKind::Done { usage, timings });
     ev(&mut s, 1, EventKind::Started { prompt_tokens: Some(231) });
     ev(&mut s, 1, EventKind::Token { text: r#"{"intent": "replacement", "product": "Aero X1 head"#.into() });

@@ -90,8 +90,11 @@ fn events_stream_into_the_lane_and_stale_runs_are_dropped() {
     update(&mut s, ev(0, 1, EventKind::Token { text: "late".into() }));
     assert_eq!(s.lanes[0].output, "");
     let usage = Usage { prompt_tokens: Some(1204), completion_tokens: Some(2), ..Usage::default() };
-    let timings =
-        Timings { ttft: Some(std::time::Duration::from_millis(300)), total: std::time::Duration::from_secs(1) };
+    let timings = Timings {
+        ttft: Some(std::time::Duration::from_millis(300)),
+        total: std::time::Duration::from_secs(1),
+        busy: None,
+    };
     update(&mut s, ev(0, 4, EventKind::Token { text: "ok".into() }));
     let fx = update(&mut s, ev(0, 4, EventKind::Done { usage, timings }));
     assert_eq!(s.lanes[0].status, LaneStatus::Done);

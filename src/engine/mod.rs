@@ -40,6 +40,9 @@ pub struct Timings {
     /// Time to first token.
     pub ttft: Option<Duration>,
     pub total: Duration,
+    /// Compute time spent on this run alone (local lanes: their own prefill and decode steps, not the
+    /// turns of other lanes sharing the device, nor model loading); what machine time is priced by.
+    pub busy: Option<Duration>,
 }
 
 impl Timings {

@@ -51,6 +51,8 @@ pub struct LaneSink {
     started: Arc<Mutex<Instant>>,
     first_token: Arc<OnceLock<Instant>>,
     tokens: Arc<AtomicU64>,
+    /// Nanoseconds of compute this run used, when the backend measures it.
+    busy_nanos: Arc<AtomicU64>,
     prompt_tokens: Arc<OnceLock<u64>>,
     /// Set once the run's last event is sent; a straggling backend thread then talks to no one.
     closed: Arc<AtomicBool>,
@@ -65,6 +67,7 @@ impl LaneSink {
             started: Arc::new(Mutex::new(Instant::now())),
             first_token: Arc::default(),
             tokens: Arc::default(),
+            busy_nanos: Arc::default(),
             prompt_tokens: Arc::default(),
             closed: Arc::default(),
         }
@@ -116,6 +119,11 @@ impl LaneSink {
         self.send(EventKind::Token { text: text.into() });
     }
 
+    /// Adds compute time spent on this run (a local job's step).
+    pub fn add_busy(&self, d: std::time::Duration) {
+        self.busy_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// A request is on its way (again, after a retry): timings measure this attempt, not the waits before it.
     pub fn request_sent(&self) {
         if self.first_token.get().is_none() {
@@ -125,7 +133,12 @@ impl LaneSink {
 
     fn timings(&self) -> Timings {
         let started = *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Timings { ttft: self.first_token.get().map(|t| t.saturating_duration_since(started)), total: started.elapsed() }
+        let busy = self.busy_nanos.load(Ordering::Relaxed);
+        Timings {
+            ttft: self.first_token.get().map(|t| t.saturating_duration_since(started)),
+            total: started.elapsed(),
+            busy: (busy > 0).then(|| std::time::Duration::from_nanos(busy)),
+        }
     }
 
     fn chunks(&self) -> u64 {

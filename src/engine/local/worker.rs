@@ -119,8 +119,10 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
                 let _ = a.reply.send(Err(EngineError::Cancelled));
                 continue;
             }
+            let began = std::time::Instant::now();
             let step = catch_unwind(AssertUnwindSafe(|| active[i].job.step()))
                 .unwrap_or_else(|p| Step::Finished(Err(LocalError::Run(format!("panicked: {}", panic_text(&*p))))));
+            active[i].job.sink.add_busy(began.elapsed());
             match step {
                 Step::More => i += 1,
                 Step::Finished(r) => {
