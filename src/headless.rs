@@ -88,7 +88,10 @@ pub async fn run_with(
             EventKind::Failed { error } => Outcome::Failed { error, prompt_tokens: prompt_tokens[ev.lane] },
         };
         let report = LaneReport::new(ws, spec, &outputs[ev.lane], outcome);
-        if let Err(e) = store::append_line(&ws.runs_path(), &RunRecord::now(ws, input, &report).to_json()) {
+        if let Err(e) = store::append_line(
+            &ws.runs_path(),
+            &RunRecord::now(ws, input, ws.prompt_text(&spec.prompt).unwrap_or_default(), &report).to_json(),
+        ) {
             let w = format!("lane `{}` not recorded: {e}", spec.id);
             on_warning(&w);
             warnings.push(w);

@@ -393,17 +393,3 @@ fn a_long_prefill_shows_its_progress_until_the_first_token() {
     update(&mut s, ev(0, 1, EventKind::Token { text: "{".into() }));
     assert_eq!(tunebench::ui::output_text(&s, 0).to_string(), "{");
 }
-
-#[test]
-fn savings_open_on_f12_and_on_dollar_with_the_lanes_focused() {
-    use ratatui::crossterm::event::KeyCode;
-    let mut s = support::state_for(&support::example_root(), 80, 24);
-    update(&mut s, support::keys::key(KeyCode::F(12)));
-    assert!(matches!(s.mode, tunebench::app::Mode::Savings));
-    update(&mut s, support::keys::key(KeyCode::Esc));
-    update(&mut s, support::keys::ch('$'));
-    assert!(matches!(s.mode, tunebench::app::Mode::Normal), "in the input, `$` is text");
-    update(&mut s, support::keys::key(KeyCode::Tab));
-    update(&mut s, support::keys::ch('$'));
-    assert!(matches!(s.mode, tunebench::app::Mode::Savings));
-}

@@ -58,6 +58,8 @@ pub struct LaneState {
     pub scroll_back: u16,
     /// The lane's settings when the current run began.
     pub spec: Option<LaneSpec>,
+    /// The system prompt text the current run was sent with.
+    pub system_prompt: String,
     /// Device and weight formats as the backend reported them.
     pub detail: Option<String>,
     /// Prompt tokens processed / total, while no token has arrived.
@@ -80,6 +82,7 @@ impl Default for LaneState {
             error: None,
             scroll_back: 0,
             spec: None,
+            system_prompt: String::new(),
             detail: None,
             progress: None,
             warnings: Vec::new(),
@@ -96,12 +99,13 @@ pub enum Finished {
 
 impl LaneState {
     /// Resets for a new run.
-    pub fn begin(&mut self, run: RunId, input: &str, spec: &LaneSpec) {
+    pub fn begin(&mut self, run: RunId, input: &str, spec: &LaneSpec, system_prompt: &str) {
         *self = Self {
             status: LaneStatus::Waiting,
             run: Some(run),
             input: input.to_string(),
             spec: Some(spec.clone()),
+            system_prompt: system_prompt.to_string(),
             // What the backend said about where it runs stays until it says otherwise.
             detail: self.detail.take(),
             live: self.live.take(),
@@ -109,17 +113,23 @@ impl LaneState {
         };
     }
 
-    /// Prompt tokens to show: the run's own figure while its input is the one in the editor, else the live
+    /// Whether the last run sent what a run would send now: same input, same lane settings, same prompt.
+    pub fn run_is_current(&self, input: &str, spec: &LaneSpec, system_prompt: &str) -> bool {
+        self.status != LaneStatus::Idle
+            && self.input == input
+            && self.spec.as_ref() == Some(spec)
+            && self.system_prompt == system_prompt
+    }
+
+    /// Prompt tokens to show: the run's own figure while it is current (see `run_is_current`), else the live
     /// count of what a run would send now; with whether it is an estimate.
-    pub fn shown_prompt_tokens(&self, current_input: &str) -> Option<(u64, bool)> {
-        let run_is_current = self.status != LaneStatus::Idle && self.input == current_input;
-        if run_is_current && let Some(n) = self.prompt_tokens {
+    pub fn shown_prompt_tokens(&self, current: bool) -> Option<(u64, bool)> {
+        if current && let Some(n) = self.prompt_tokens {
             return Some((n, self.usage.as_ref().is_some_and(|u| u.estimated)));
         }
         match &self.live {
             Some(Ok(c)) => Some((c.tokens, c.estimated)),
-            _ if run_is_current => None,
-            _ => self.prompt_tokens.map(|n| (n, false)),
+            _ => None,
         }
     }
 

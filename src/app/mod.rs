@@ -128,6 +128,8 @@ pub enum Effect {
     },
     Record {
         input: String,
+        /// The system prompt the run was sent with (hashed into the record).
+        system_prompt: String,
         report: Box<LaneReport>,
     },
     Quit,
@@ -229,6 +231,17 @@ impl AppState {
             inputs: self.drafts.iter().filter_map(|(k, v)| k.map(|i| (i, v.clone()))).collect(),
             new_input: self.drafts.get(&None).filter(|t| !t.trim().is_empty()).cloned(),
         }
+    }
+
+    /// Whether lane `i`'s last run matches what it would send now (input, settings and prompt unchanged).
+    pub fn run_is_current(&self, i: usize, input: &str) -> bool {
+        let (Some(lane), Some(spec)) = (self.lanes.get(i), self.ws.lanes.get(i)) else { return false };
+        lane.run_is_current(input, spec, self.ws.prompt_text(&spec.prompt).unwrap_or_default())
+    }
+
+    /// Prompt tokens lane `i`'s footer shows (see `LaneState::shown_prompt_tokens`).
+    pub fn shown_prompt_tokens(&self, i: usize, input: &str) -> Option<(u64, bool)> {
+        self.lanes.get(i)?.shown_prompt_tokens(self.run_is_current(i, input))
     }
 
     pub fn any_running(&self) -> bool {

@@ -250,7 +250,7 @@ fn run(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
         }
         let run = state.next_run;
         state.next_run += 1;
-        state.lanes[lane].begin(run, &input, &req.lane);
+        state.lanes[lane].begin(run, &input, &req.lane, &req.system_prompt);
         effects.push(Effect::Start { lane, run, req: Box::new(req) });
     }
     state.status = None;
@@ -311,7 +311,8 @@ fn on_engine(state: &mut AppState, ev: crate::engine::EngineEvent) -> Vec<Effect
         state.error(msg);
     }
     let input = state.lanes[ev.lane].input.clone();
-    vec![Effect::Record { input, report: Box::new(report) }]
+    let system_prompt = state.lanes[ev.lane].system_prompt.clone();
+    vec![Effect::Record { input, system_prompt, report: Box::new(report) }]
 }
 
 fn on_paste(state: &mut AppState, text: &str) {

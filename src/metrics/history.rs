@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use sha2::Digest;
 
-use crate::workspace::{LaneSpec, Workspace};
+use crate::workspace::Workspace;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -22,10 +22,9 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    pub fn of(ws: &Workspace, lane: &LaneSpec) -> Self {
-        let prompt = ws.prompt_text(&lane.prompt).unwrap_or_default();
-        let adapter_sha256 = lane.adapter.as_ref().and_then(|a| adapter_hash(&ws.resolve(a)));
-        Self { prompt_sha256: sha256_hex(prompt.as_bytes()), adapter_sha256 }
+    pub fn of(ws: &Workspace, system_prompt: &str, adapter: Option<&str>) -> Self {
+        let adapter_sha256 = adapter.and_then(|a| adapter_hash(&ws.resolve(a)));
+        Self { prompt_sha256: sha256_hex(system_prompt.as_bytes()), adapter_sha256 }
     }
 }
 

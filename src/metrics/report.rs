@@ -100,10 +100,11 @@ impl LaneReport {
 }
 
 impl<'a> RunRecord<'a> {
-    pub fn now(ws: &Workspace, input: &'a str, report: &'a LaneReport) -> Self {
+    /// A record of a finished run; `system_prompt` is the text the run was sent with (not the workspace's now).
+    pub fn now(ws: &Workspace, input: &'a str, system_prompt: &str, report: &'a LaneReport) -> Self {
         let time_unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let provenance = ws.lane(&report.lane).map(|l| super::history::Provenance::of(ws, l)).unwrap_or_default();
+        let provenance = super::history::Provenance::of(ws, system_prompt, report.adapter.as_deref());
         Self { time_unix_ms, input, input_sha256: super::history::sha256_hex(input.as_bytes()), provenance, report }
     }
 

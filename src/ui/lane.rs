@@ -131,8 +131,8 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let spec = &state.ws.lanes[idx];
     let dash = || "—".to_string();
     let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
-    let prompt = lane
-        .shown_prompt_tokens(&state.input_text())
+    let prompt = state
+        .shown_prompt_tokens(idx, &state.input_text())
         .map_or_else(dash, |(n, est)| format!("{}{}", if est { "≈" } else { "" }, fmt_count(n)));
     let completion = lane
         .usage

@@ -26,13 +26,14 @@ pub fn projection(state: &AppState) -> Option<Projection> {
     let reference = ws.savings.reference.as_ref().and_then(|id| ws.lanes.iter().position(|l| &l.id == id)).unwrap_or(0);
     let current_run = |i: usize| {
         let l = &state.lanes[i];
-        (l.status == LaneStatus::Done && l.input == input).then_some(()).and(l.usage.as_ref().zip(l.timings.as_ref()))
+        (l.status == LaneStatus::Done && state.run_is_current(i, &input))
+            .then_some(())
+            .and(l.usage.as_ref().zip(l.timings.as_ref()))
     };
-    let counted: Vec<usize> =
-        (0..ws.lanes.len()).filter(|&i| state.lanes[i].shown_prompt_tokens(&input).is_some()).collect();
+    let counted: Vec<usize> = (0..ws.lanes.len()).filter(|&i| state.shown_prompt_tokens(i, &input).is_some()).collect();
     let basis = if counted.iter().all(|&i| current_run(i).is_some()) { Basis::Runs } else { Basis::Prompts };
     let side = |i: usize| -> Option<Side> {
-        let (tokens, estimated) = state.lanes[i].shown_prompt_tokens(&input)?;
+        let (tokens, estimated) = state.shown_prompt_tokens(i, &input)?;
         let r = rate(ws, &ws.lanes[i]);
         let cost_nanos = match basis {
             Basis::Runs => current_run(i).and_then(|(u, t)| run_cost_nanos(r, u, t)),

@@ -1,0 +1,39 @@
+//! The read-only views and the figures lanes show: keys that open them, when a run's figures still apply.
+
+mod support;
+
+use tunebench::app::update;
+
+#[test]
+fn savings_open_on_f12_and_on_dollar_with_the_lanes_focused() {
+    use ratatui::crossterm::event::KeyCode;
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, support::keys::key(KeyCode::F(12)));
+    assert!(matches!(s.mode, tunebench::app::Mode::Savings));
+    update(&mut s, support::keys::key(KeyCode::Esc));
+    update(&mut s, support::keys::ch('$'));
+    assert!(matches!(s.mode, tunebench::app::Mode::Normal), "in the input, `$` is text");
+    update(&mut s, support::keys::key(KeyCode::Tab));
+    update(&mut s, support::keys::ch('$'));
+    assert!(matches!(s.mode, tunebench::app::Mode::Savings));
+}
+
+#[test]
+fn a_run_stops_being_current_when_its_input_prompt_or_settings_change() {
+    let ws = tunebench::workspace::load(&support::example_root()).unwrap();
+    let spec = ws.lanes[0].clone();
+    let mut lane = tunebench::app::LaneState::default();
+    lane.begin(7, "input", &spec, "system");
+    lane.prompt_tokens = Some(100);
+    lane.live = Some(Ok(tunebench::metrics::Count { tokens: 120, estimated: false, how: String::new() }));
+    assert!(lane.run_is_current("input", &spec, "system"));
+    assert_eq!(lane.shown_prompt_tokens(true), Some((100, false)), "the run's own figure while current");
+    assert!(!lane.run_is_current("input!", &spec, "system"));
+    assert!(!lane.run_is_current("input", &spec, "edited system prompt"));
+    let mut other = spec.clone();
+    other.sampling.max_tokens += 1;
+    assert!(!lane.run_is_current("input", &other, "system"));
+    assert_eq!(lane.shown_prompt_tokens(false), Some((120, false)), "otherwise the live count");
+    lane.live = Some(Err("model not found".into()));
+    assert_eq!(lane.shown_prompt_tokens(false), None, "never an old run's figure as if it were current");
+}
