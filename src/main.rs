@@ -227,9 +227,17 @@ async fn count(path: &Path, input: String, json: bool, exact: bool) -> anyhow::R
         for (lane, c) in ws.lanes.iter().zip(counts.iter_mut()) {
             if lane.backend == workspace::BackendKind::Anthropic {
                 let system = ws.prompt_text(&lane.prompt).unwrap_or_default();
-                *c = tunebench::engine::api::count_tokens::anthropic(lane, &env, system, &input).await.map(|n| {
-                    tunebench::metrics::Count { tokens: n, estimated: false, how: "count_tokens endpoint".into() }
-                });
+                // Unreachable or refused: keep the ≈ estimate, and say why the exact figure is missing.
+                match tunebench::engine::api::count_tokens::anthropic(lane, &env, system, &input).await {
+                    Ok(n) => {
+                        *c = Ok(tunebench::metrics::Count {
+                            tokens: n,
+                            estimated: false,
+                            how: "count_tokens endpoint".into(),
+                        })
+                    }
+                    Err(e) => eprintln!("tunebench: warning: lane `{}`: {e}; showing the estimate", lane.id),
+                }
             }
         }
     }

@@ -82,35 +82,55 @@ impl Runtime {
             }
             Effect::LoadHistory => {
                 let path = state.ws.runs_path();
-                let r = crate::metrics::history::read(&path)
-                    .map(|(records, bad)| (records, bad.len()))
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()));
-                Some(Action::HistoryLoaded(r))
+                self.off_loop(move || {
+                    let r = crate::metrics::history::read(&path)
+                        .map(|(records, bad)| (records, bad.len()))
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()));
+                    Action::HistoryLoaded(r)
+                })
             }
             Effect::ShowTokens { lane } => {
                 let ws = &state.ws;
-                let spec = ws.lanes.get(lane)?;
-                let model = ws.models.get(&spec.model).filter(|_| !spec.backend.is_api());
-                let system = ws.prompt_text(&spec.prompt).unwrap_or_default();
+                let spec = ws.lanes.get(lane)?.clone();
+                let model = ws.models.get(&spec.model).filter(|_| !spec.backend.is_api()).cloned();
+                let system = ws.prompt_text(&spec.prompt).unwrap_or_default().to_string();
                 let input = state.input_text();
                 // Anthropic publishes no tokenizer: F4 also asks its count_tokens endpoint for the exact figure.
                 if spec.backend == crate::workspace::BackendKind::Anthropic
                     && let Some(tx) = self.actions.clone()
                 {
-                    let (spec, system, input) = (spec.clone(), system.to_string(), input.clone());
+                    let (spec, system, input) = (spec.clone(), system.clone(), input.clone());
                     tokio::spawn(async move {
                         let env = crate::engine::api::process_env();
                         let result = crate::engine::api::count_tokens::anthropic(&spec, &env, &system, &input).await;
-                        let _ = tx.send(Action::ExactCount { lane, result });
+                        let _ = tx.send(Action::ExactCount { lane, input, system, result });
                     });
                 }
-                let result = self.counters.segments(spec, model, system, &input);
-                Some(Action::TokensReady(Box::new(crate::app::TokenView { lane, scroll: 0, result })))
+                let counters = self.counters.clone();
+                self.off_loop(move || {
+                    let result = counters.segments(&spec, model.as_ref(), &system, &input);
+                    Action::TokensReady(Box::new(crate::app::TokenView { lane, scroll: 0, result }))
+                })
             }
             Effect::Quit => {
                 state.quit = true;
                 None
             }
+        }
+    }
+
+    /// Runs blocking work (file reads, opening a vocabulary) on a blocking thread when the TUI loop is
+    /// listening for its result; without a loop (tests, scripts) it runs here and returns the action.
+    fn off_loop(&self, work: impl FnOnce() -> Action + Send + 'static) -> Option<Action> {
+        match &self.actions {
+            Some(tx) => {
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(work());
+                });
+                None
+            }
+            None => Some(work()),
         }
     }
 

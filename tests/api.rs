@@ -212,3 +212,28 @@ async fn count_exact_asks_anthropics_count_tokens_endpoint() {
     assert_eq!(req.body["system"], "Answer briefly.");
     assert_eq!(req.body["messages"], serde_json::json!([{"role": "user", "content": "hello"}]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn count_exact_keeps_the_estimate_when_the_endpoint_fails() {
+    let server = MockServer::start(vec![Reply::status(
+        529,
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    workspace(dir.path(), &[lane("claude", "anthropic", &server.url, "")]);
+    let ws_path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(["count", ws_path.to_str().unwrap(), "--input", "hello", "--json", "--exact"])
+            .env("TB_KEY", KEY)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert!(stdout.contains(r#""estimated":true"#) && stdout.contains(r#""error":null"#), "{stdout}");
+    assert!(stderr.contains("529 overloaded") && stderr.contains("showing the estimate"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -26,6 +26,7 @@ fn mid_stream(w: u16, h: u16) -> AppState {
         completion_tokens: Some(52),
         cached_prompt_tokens: None,
         reasoning_tokens: None,
+        cache_write_tokens: None,
         estimated: false,
     };
     let timings = Timings { ttft: Some(Duration::from_millis(3120)), total: Duration::from_millis(4140), busy: None };

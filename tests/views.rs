@@ -37,3 +37,16 @@ fn a_run_stops_being_current_when_its_input_prompt_or_settings_change() {
     lane.live = Some(Err("model not found".into()));
     assert_eq!(lane.shown_prompt_tokens(false), None, "never an old run's figure as if it were current");
 }
+
+#[test]
+fn an_exact_count_for_text_since_edited_is_dropped() {
+    use tunebench::app::Action;
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    let system = s.ws.prompt_text("long").unwrap().to_string();
+    let input = s.input_text();
+    update(&mut s, Action::ExactCount { lane: 2, input: "older text".into(), system: system.clone(), result: Ok(9) });
+    assert!(s.lanes[2].live.is_none(), "a late answer about old text is not shown");
+    update(&mut s, Action::ExactCount { lane: 2, input, system, result: Ok(1234) });
+    let c = s.lanes[2].live.clone().unwrap().unwrap();
+    assert_eq!((c.tokens, c.estimated), (1234, false));
+}

@@ -86,8 +86,11 @@ pub enum Action {
     /// Result of `Effect::ShowTokens`.
     TokensReady(Box<TokenView>),
     /// An exact prompt count from the provider (Anthropic's count_tokens), for one lane.
+    /// `input` and `system` are what was counted: a figure for text since edited is dropped.
     ExactCount {
         lane: usize,
+        input: String,
+        system: String,
         result: Result<u64, String>,
     },
     /// Result of `Effect::LoadHistory`: the records, and how many lines were not records.

@@ -13,7 +13,11 @@ pub fn on_result(state: &mut AppState, action: Action) -> Vec<Effect> {
             state.mode = Mode::History { scroll: 0, records, skipped };
         }
         Action::HistoryLoaded(Err(e)) | Action::ExactCount { result: Err(e), .. } => state.error(e),
-        Action::ExactCount { lane, result: Ok(n) } => {
+        Action::ExactCount { lane, input, system, result: Ok(n) } => {
+            let now = state.ws.lanes.get(lane).and_then(|l| state.ws.prompt_text(&l.prompt)).unwrap_or_default();
+            if input != state.input_text() || system != now {
+                return Vec::new();
+            }
             let exact = Count { tokens: n, estimated: false, how: "count_tokens endpoint".into() };
             if let Some(l) = state.lanes.get_mut(lane) {
                 l.live = Some(Ok(exact.clone()));

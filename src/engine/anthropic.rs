@@ -139,6 +139,7 @@ impl Decoder {
                     steps.push(Step::Usage(Usage {
                         prompt_tokens: u.prompt(),
                         cached_prompt_tokens: u.cache_read_input_tokens,
+                        cache_write_tokens: u.cache_creation_input_tokens,
                         ..Usage::default()
                     }));
                 }
@@ -174,6 +175,7 @@ impl Decoder {
                         completion_tokens: u.output_tokens,
                         cached_prompt_tokens: u.cache_read_input_tokens,
                         reasoning_tokens: None,
+                        cache_write_tokens: u.cache_creation_input_tokens,
                         estimated: false,
                     }));
                 }

@@ -31,6 +31,8 @@ pub struct Usage {
     pub cached_prompt_tokens: Option<u64>,
     /// Completion tokens a reasoning model spent thinking before the answer (within `completion_tokens`).
     pub reasoning_tokens: Option<u64>,
+    /// Prompt tokens written into the provider's cache this run (within `prompt_tokens`; Anthropic).
+    pub cache_write_tokens: Option<u64>,
     /// True when some count was estimated here rather than reported by the backend.
     pub estimated: bool,
 }

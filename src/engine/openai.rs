@@ -163,6 +163,7 @@ impl Decoder {
                 completion_tokens: u.completion_tokens,
                 cached_prompt_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
                 reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+                cache_write_tokens: None,
                 estimated: false,
             }));
         }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer as Encoding, get_tokenizer};
@@ -65,8 +66,13 @@ impl Pieces {
 /// Tokenizers opened so far, by model file; opening reads a whole vocabulary, so it happens once per model.
 #[derive(Default)]
 pub struct Counters {
-    local: Mutex<HashMap<PathBuf, Arc<PromptTokenizer>>>,
+    /// By model path, with the file's modification time: a failure is remembered too, so a broken model is
+    /// not re-read on every keystroke, and a fixed or replaced file is read again.
+        local: Mutex<HashMap<PathBuf, Opened>>,
 }
+
+/// A model file's tokenizer as opened at a modification time (or why it could not be).
+type Opened = (Option<SystemTime>, Result<Arc<PromptTokenizer>, String>);
 
 impl Counters {
     pub fn new() -> Arc<Self> {
@@ -163,12 +169,15 @@ impl Counters {
     }
 
     fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {
-        if let Some(t) = self.local.lock().map_err(|_| "counter lock poisoned")?.get(&model.path) {
-            return Ok(t.clone());
+        let mtime = std::fs::metadata(&model.path).and_then(|m| m.modified()).ok();
+        if let Some((at, t)) = self.local.lock().map_err(|_| "counter lock poisoned")?.get(&model.path)
+            && *at == mtime
+        {
+            return t.clone();
         }
-        let t = Arc::new(PromptTokenizer::open(&model.path).map_err(|e| e.to_string())?);
-        self.local.lock().map_err(|_| "counter lock poisoned")?.insert(model.path.clone(), t.clone());
-        Ok(t)
+        let t = PromptTokenizer::open(&model.path).map(Arc::new).map_err(|e| e.to_string());
+        self.local.lock().map_err(|_| "counter lock poisoned")?.insert(model.path.clone(), (mtime, t.clone()));
+        t
     }
 
     /// Every lane of a workspace on one input, in lane order.

@@ -55,14 +55,22 @@ fn adapter_hash(dir: &Path) -> Option<String> {
 
 /// runs.jsonl read back: each record as JSON, and the lines that were not records (file:line: why).
 pub fn read(path: &Path) -> std::io::Result<(Vec<serde_json::Value>, Vec<String>)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(e),
     };
     let mut records = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    // Line by line, so one damaged line (a write cut mid-character) costs that line only.
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(raw) else {
+            bad.push(format!("{}:{}: not UTF-8", path.display(), i + 1));
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
         match serde_json::from_str::<serde_json::Value>(line) {
             Ok(v) if v.is_object() => records.push(v),
             Ok(_) => bad.push(format!("{}:{}: not a JSON object", path.display(), i + 1)),
@@ -131,5 +139,18 @@ mod tests {
         assert!(row.starts_with(",a,"), "{row}");
         assert!(csv.contains("\"x, \"\"y\"\"\nz\""), "{csv}");
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn damaged_lines_cost_only_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("runs.jsonl");
+        std::fs::write(&p, b"{\"lane\":\"a\"}\n{\"lane\":\"\xff\"}\nnot json\n[1]\n\n{\"lane\":\"b\"}\n").unwrap();
+        let (records, bad) = read(&p).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert!(
+            bad[0].ends_with(":2: not UTF-8") && bad[1].contains(":3:") && bad[2].contains(":4: not a JSON object")
+        );
     }
 }

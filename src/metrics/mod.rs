@@ -18,12 +18,15 @@ pub fn cost_nanos(price: Option<&Price>, usage: &Usage) -> Option<u64> {
     let prompt = usage.prompt_tokens?;
     let completion = usage.completion_tokens?;
     let cached = usage.cached_prompt_tokens.unwrap_or(0).min(prompt);
+    let written = usage.cache_write_tokens.unwrap_or(0).min(prompt - cached);
     let cached_rate = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
+    let write_rate = price.cache_write_per_mtok.unwrap_or(price.input_per_mtok);
     // $ per Mtok is nano-dollars per 1e-3 token: tokens × rate × 1000 nano-dollars.
     let nanos = |tokens: u64, per_mtok: f64| (tokens as f64 * per_mtok * 1000.0).round() as u64;
     Some(
-        nanos(prompt - cached, price.input_per_mtok)
+        nanos(prompt - cached - written, price.input_per_mtok)
             + nanos(cached, cached_rate)
+            + nanos(written, write_rate)
             + nanos(completion, price.output_per_mtok),
     )
 }
@@ -64,9 +67,13 @@ pub fn fmt_cost_nanos(n: u64) -> String {
         return "$0".into();
     }
     let usd = nanos_to_usd(n);
+    // Round to 3 significant figures first: 999,600 nanos is $0.001 00, not $0.001 000.
     let digits = usd.log10().floor() as i32;
+    let scale = 10f64.powi(2 - digits);
+    let rounded = (usd * scale).round() / scale;
+    let digits = rounded.log10().floor() as i32;
     let decimals = (2 - digits).max(2) as usize;
-    format!("${usd:.decimals$}")
+    format!("${rounded:.decimals$}")
 }
 
 /// Metrics of a finished run, in the units reports use.
@@ -126,12 +133,18 @@ mod tests {
 
     #[test]
     fn cost_uses_cached_rate_and_three_figures() {
-        let price = Price { input_per_mtok: 0.15, output_per_mtok: 0.60, cached_input_per_mtok: Some(0.075) };
+        let price = Price {
+            input_per_mtok: 0.15,
+            output_per_mtok: 0.60,
+            cached_input_per_mtok: Some(0.075),
+            cache_write_per_mtok: None,
+        };
         let usage = Usage {
             prompt_tokens: Some(1198),
             completion_tokens: Some(70),
             cached_prompt_tokens: None,
             reasoning_tokens: None,
+            cache_write_tokens: None,
             estimated: false,
         };
         // 1198 × 0.15e-6 + 70 × 0.6e-6 = 0.0001797 + 0.000042 = 0.0002217 $
@@ -140,7 +153,19 @@ mod tests {
         let cached = Usage { cached_prompt_tokens: Some(1024), ..usage.clone() };
         assert_eq!(cost_nanos(Some(&price), &cached), Some(26_100 + 76_800 + 42_000));
         assert_eq!(cost_nanos(None, &usage), None);
+        // Anthropic: 2,000 prompt tokens of which 1,500 written to the cache at $3.75 (sonnet at $3 / $15):
+        // 500 × 3 + 1,500 × 3.75 + 100 × 15 = 8,625 $/M-token units = $0.008625.
+        let sonnet = prices::lookup(prices::shipped(), "claude-sonnet-4-5").copied();
+        let write = Usage {
+            prompt_tokens: Some(2000),
+            completion_tokens: Some(100),
+            cache_write_tokens: Some(1500),
+            ..Usage::default()
+        };
+        assert_eq!(cost_nanos(sonnet.as_ref(), &write), Some(8_625_000));
         assert_eq!(fmt_cost_nanos(1_230_000_000), "$1.23");
+        assert_eq!(fmt_cost_nanos(999_600), "$0.00100", "three significant figures after rounding up");
+        assert_eq!(fmt_cost_nanos(99_960), "$0.000100");
         // A local lane at $2.40 per GPU-hour busy for 1.5 s: 2.4 / 3600 × 1.5 = $0.001.
         let t = Timings { ttft: None, total: Duration::from_millis(1500), busy: None };
         assert_eq!(run_cost_nanos(Some(prices::Rate::GpuHour(2.4)), &usage, &t), Some(1_000_000));

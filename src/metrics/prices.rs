@@ -20,22 +20,29 @@ pub fn shipped() -> &'static BTreeMap<String, Price> {
     PRICES.get_or_init(|| toml::from_str::<Table>(TABLE).map(|t| t.models).unwrap_or_default())
 }
 
-/// The table entry for a model name: exact, else the listed name it extends with a date or version
-/// (`-2024-07-18`, `-20250929`, `-latest`), after dropping a provider prefix such as `openai/`. Other
-/// suffixes (`-audio-preview`, `-search`) are different products with different prices: unknown.
+/// The table entry for a model name: exact, else the listed name it extends with a date snapshot
+/// (`-2024-07-18`, `-20250929`) or `-latest`, after dropping a provider prefix such as `openai/`. Other
+/// suffixes (`-audio-preview`, `-4-6`) are different products with their own prices: unknown. Snapshots
+/// priced apart from their family are listed by their full name, which matches first.
 pub fn lookup<'a>(table: &'a BTreeMap<String, Price>, model: &str) -> Option<&'a Price> {
     let name = model.rsplit('/').next().unwrap_or(model);
     table.get(name).or_else(|| {
         table
             .iter()
             .filter(|(k, _)| {
-                name.strip_prefix(k.as_str())
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|v| v == "latest" || v.starts_with(|c: char| c.is_ascii_digit()))
+                name.strip_prefix(k.as_str()).and_then(|rest| rest.strip_prefix('-')).is_some_and(is_snapshot)
             })
             .max_by_key(|(k, _)| k.len())
             .map(|(_, p)| p)
     })
+}
+
+/// `2024-07-18`, `20250929` or `latest`.
+fn is_snapshot(v: &str) -> bool {
+    let b = v.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let dashed = b.len() == 10 && digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10);
+    v == "latest" || (b.len() == 8 && digits(0..8)) || dashed
 }
 
 /// How a lane's runs are charged.
@@ -50,7 +57,7 @@ pub enum Rate {
 /// A lane's rate: the workspace's `[pricing."model"]` first, then a local model's `gpu_hour_usd`, then the
 /// shipped table for API models; None when unknown (shown as "?", never as free).
 pub fn rate(ws: &Workspace, lane: &LaneSpec) -> Option<Rate> {
-    if let Some(p) = ws.pricing.get(&lane.model) {
+    if let Some(p) = lookup(&ws.pricing, &lane.model) {
         return Some(Rate::Tokens(*p));
     }
     match lane.backend {
@@ -75,6 +82,9 @@ mod tests {
         assert!(lookup(t, "gpt-4o-minimal").is_none());
         assert!(lookup(t, "gpt-4o-audio-preview").is_none(), "a different product, not gpt-4o's price");
         assert_eq!(lookup(t, "o3-2025-04-16").unwrap().input_per_mtok, 2.0);
+        assert!(lookup(t, "claude-sonnet-4-6").is_none(), "a newer model is not its predecessor");
+        let first_4o = lookup(t, "gpt-4o-2024-05-13").unwrap();
+        assert_eq!((first_4o.input_per_mtok, first_4o.output_per_mtok), (5.0, 15.0), "priced apart from gpt-4o");
         assert!(lookup(t, "llama3.1:8b").is_none());
         assert!(TABLE.contains("Source:") && TABLE.contains("November 2025"));
     }

@@ -147,7 +147,8 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let total = lane.timings.map_or_else(dash, |tm| fmt_duration(tm.total));
     let rate = figures.and_then(|f| f.tokens_per_s).map_or_else(dash, |r| format!("{r:.1}"));
     // A run whose price is unknown costs "?", never a silent 0.
-    let cost = figures.map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), fmt_cost_nanos));
+    let cost = figures
+        .map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), |n| format!("{approx}{}", fmt_cost_nanos(n))));
     [
         format!("in {prompt} · out {completion}"),
         format!("ttft {ttft} · total {total}"),

@@ -181,6 +181,11 @@ fn build_pricing(
                 .as_ref()
                 .map(|v| check(v, "cached_input_per_mtok"))
                 .transpose()?,
+            cache_write_per_mtok: p
+                .cache_write_per_mtok
+                .as_ref()
+                .map(|v| check(v, "cache_write_per_mtok"))
+                .transpose()?,
         };
         out.insert(model, price);
     }

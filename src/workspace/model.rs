@@ -198,6 +198,9 @@ pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
     pub cached_input_per_mtok: Option<f64>,
+    /// Writing a prompt prefix into the provider's cache (Anthropic charges it above the input price).
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Clone)]

@@ -75,4 +75,5 @@ pub struct RawPrice {
     pub input_per_mtok: Spanned<f64>,
     pub output_per_mtok: Spanned<f64>,
     pub cached_input_per_mtok: Option<Spanned<f64>>,
+    pub cache_write_per_mtok: Option<Spanned<f64>>,
 }

@@ -114,6 +114,7 @@ impl Backend for ScriptedBackend {
                     completion_tokens: Some(s.chunks.len() as u64),
                     cached_prompt_tokens: None,
                     reasoning_tokens: None,
+                    cache_write_tokens: None,
                     estimated: false,
                 }
             } else {

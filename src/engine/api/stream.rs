@@ -155,6 +155,7 @@ fn merge(into: &mut Usage, u: Usage) {
     into.prompt_tokens = u.prompt_tokens.or(into.prompt_tokens);
     into.completion_tokens = u.completion_tokens.or(into.completion_tokens);
     into.cached_prompt_tokens = u.cached_prompt_tokens.or(into.cached_prompt_tokens);
+    into.cache_write_tokens = u.cache_write_tokens.or(into.cache_write_tokens);
 }
 
 /// Stop reasons worth a line in the pane: the answer is cut or withheld.

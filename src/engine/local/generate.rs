@@ -125,6 +125,7 @@ impl Job {
             completion_tokens: Some((self.ids.len() - self.prompt_len) as u64),
             cached_prompt_tokens: None,
             reasoning_tokens: None,
+            cache_write_tokens: None,
             estimated: false,
         }
     }
