@@ -68,7 +68,7 @@ impl Pieces {
 pub struct Counters {
     /// By model path, with the file's modification time: a failure is remembered too, so a broken model is
     /// not re-read on every keystroke, and a fixed or replaced file is read again.
-        local: Mutex<HashMap<PathBuf, Opened>>,
+    local: Mutex<HashMap<PathBuf, Opened>>,
 }
 
 /// A model file's tokenizer as opened at a modification time (or why it could not be).

@@ -175,11 +175,13 @@ impl Backend for ApiBackend {
     }
 }
 
-/// Counts the server did not report are estimated (about 4 characters a token) and marked so.
+/// A prompt count the server did not report is taken from tunebench's own count (tiktoken and the chat
+/// framing; needs no files for API lanes) and marked estimated.
 fn finish_usage(mut usage: Usage, req: &RunRequest) -> Usage {
     if usage.prompt_tokens.is_none() {
+        let counted = crate::metrics::Counters::default().count(&req.lane, None, &req.system_prompt, &req.input);
         let chars = req.system_prompt.chars().count() + req.input.chars().count();
-        usage.prompt_tokens = Some(chars.div_ceil(4) as u64);
+        usage.prompt_tokens = Some(counted.map_or(chars.div_ceil(4) as u64, |c| c.tokens));
         usage.estimated = true;
     }
     usage
