@@ -201,16 +201,7 @@ async fn count_exact_asks_anthropics_count_tokens_endpoint() {
     let server = MockServer::start(vec![Reply::status(200, r#"{"input_tokens": 1234}"#)]).await;
     let dir = tempfile::tempdir().unwrap();
     workspace(dir.path(), &[lane("claude", "anthropic", &server.url, "")]);
-    let ws_path = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
-            .args(["count", ws_path.to_str().unwrap(), "--input", "hello", "--json", "--exact"])
-            .env("TB_KEY", KEY)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = count_exact(dir.path()).await;
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.trim(), r#"{"lane":"claude","prompt_tokens":1234,"estimated":false,"error":null}"#);
     let req = &server.requests()[0];
@@ -229,18 +220,23 @@ async fn count_exact_keeps_the_estimate_when_the_endpoint_fails() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     workspace(dir.path(), &[lane("claude", "anthropic", &server.url, "")]);
-    let ws_path = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = count_exact(dir.path()).await;
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert!(stdout.contains(r#""estimated":true"#) && stdout.contains(r#""error":null"#), "{stdout}");
+    assert!(stderr.contains("529 overloaded") && stderr.contains("showing the estimate"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// `tunebench count WS --input hello --json --exact` with the test key in its environment.
+async fn count_exact(ws: &Path) -> std::process::Output {
+    let ws = ws.to_path_buf();
+    tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
-            .args(["count", ws_path.to_str().unwrap(), "--input", "hello", "--json", "--exact"])
+            .args(["count", ws.to_str().unwrap(), "--input", "hello", "--json", "--exact"])
             .env("TB_KEY", KEY)
             .output()
             .unwrap()
     })
     .await
-    .unwrap();
-    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
-    assert!(stdout.contains(r#""estimated":true"#) && stdout.contains(r#""error":null"#), "{stdout}");
-    assert!(stderr.contains("529 overloaded") && stderr.contains("showing the estimate"), "{stderr}");
-    assert_eq!(out.status.code(), Some(0));
+    .unwrap()
 }

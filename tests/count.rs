@@ -102,7 +102,9 @@ fn the_token_view_shows_exactly_the_counted_tokens() {
     let api = ws.lane("api").unwrap();
     let system = ws.prompt_text(&api.prompt).unwrap();
     let input = "Mon casque Aero X1 est cassé 🎧 — remboursement ?";
-    let (count, segs) = Counters::new().segments(api, None, system, input).unwrap();
+    let counters = Counters::new();
+    let (_, segs) = counters.segments(api, None, system, input).unwrap();
+    let count = counters.count(api, None, system, input).unwrap();
     let text: String = segs.iter().filter(|s| !s.framing).map(|s| s.text.as_str()).collect();
     assert_eq!(text, format!("{system}{input}"), "the tokens put back together are the prompt");
     let shown: u64 = segs.iter().map(|s| u64::from(s.tokens)).sum();

@@ -230,6 +230,9 @@ async fn f9_lists_recorded_runs_newest_first_and_f4_tokenizes_the_focused_lane()
     r.state.selected = 2;
     r.rt.dispatch(&mut r.state, key(KeyCode::F(4)));
     let tunebench::app::Mode::Tokens(view) = &r.state.mode else { panic!("{:?}", r.state.mode) };
-    let (count, segs) = view.result.as_ref().unwrap();
+    let (_, segs) = view.result.as_ref().unwrap();
+    let api = &r.state.ws.lanes[2];
+    let system = r.state.ws.prompt_text(&api.prompt).unwrap();
+    let count = tunebench::metrics::Counters::new().count(api, None, system, &r.state.input_text()).unwrap();
     assert_eq!(segs.iter().map(|s| u64::from(s.tokens)).sum::<u64>(), count.tokens);
 }

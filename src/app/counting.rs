@@ -58,28 +58,25 @@ impl LiveCounts {
         Self { tx, last: None }
     }
 
-    /// Queues a count when what it depends on changed since the last one.
+    /// Queues a count when what it depends on changed since the last one. Called after every batch of
+    /// events, so it only hashes borrowed text; the job is built when something changed.
     pub fn refresh(&mut self, state: &AppState) {
-        let input = state.input_text();
         let ws = &state.ws;
-        let lanes: Vec<(LaneSpec, Option<ModelSpec>, String)> = ws
-            .lanes
-            .iter()
-            .map(|l| {
-                let model = ws.models.get(&l.model).filter(|_| l.backend == BackendKind::Local).cloned();
-                (l.clone(), model, ws.prompt_text(&l.prompt).unwrap_or_default().to_string())
-            })
-            .collect();
+        let model = |l: &LaneSpec| ws.models.get(&l.model).filter(|_| l.backend == BackendKind::Local);
+        let system = |l: &LaneSpec| ws.prompt_text(&l.prompt).unwrap_or_default();
         let mut h = DefaultHasher::new();
-        input.hash(&mut h);
-        for (lane, model, system) in &lanes {
-            (lane.backend, &lane.model, system).hash(&mut h);
-            model.as_ref().map(|m| &m.path).hash(&mut h);
+        for line in state.editor.lines() {
+            line.hash(&mut h);
+        }
+        for l in &ws.lanes {
+            (l.backend, &l.model, system(l), model(l).map(|m| &m.path)).hash(&mut h);
         }
         let key = h.finish();
-        if self.last != Some(key) {
-            self.last = Some(key);
-            let _ = self.tx.send(Job { lanes, input });
+        if self.last == Some(key) {
+            return;
         }
+        self.last = Some(key);
+        let lanes = ws.lanes.iter().map(|l| (l.clone(), model(l).cloned(), system(l).to_string())).collect();
+        let _ = self.tx.send(Job { lanes, input: state.input_text() });
     }
 }

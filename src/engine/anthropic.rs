@@ -11,14 +11,17 @@ use super::{RunRequest, Usage};
 /// The API version every Messages request states.
 pub const API_VERSION: &str = "2023-06-01";
 
+/// `{base_url}/v1/{path}`; base_url may be given with or without the version segment.
+pub fn endpoint(lane: &crate::workspace::LaneSpec, path: &str) -> String {
+    let base = lane.base_url().trim_end_matches('/');
+    if base.ends_with("/v1") { format!("{base}/{path}") } else { format!("{base}/v1/{path}") }
+}
+
 /// Builds the request: `system` top-level, `max_tokens` always, sampling only where it differs from the API default.
 pub fn prepare(req: &RunRequest, key: Option<&Secret>, warnings: &mut Vec<String>) -> Result<Prepared, String> {
     let lane = &req.lane;
     let s = &lane.sampling;
-    let base = lane.base_url.as_deref().or(lane.backend.default_base_url()).unwrap_or_default();
-    let base = base.trim_end_matches('/');
-    // base_url may be given with or without the version segment.
-    let url = if base.ends_with("/v1") { format!("{base}/messages") } else { format!("{base}/v1/messages") };
+    let url = endpoint(lane, "messages");
     let mut body = json!({
         "model": lane.model,
         "max_tokens": s.max_tokens,

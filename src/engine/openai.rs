@@ -24,7 +24,7 @@ pub fn prepare(
 ) -> Result<super::api::Prepared, String> {
     let lane = &req.lane;
     let s = &lane.sampling;
-    let base = lane.base_url.as_deref().or(lane.backend.default_base_url()).unwrap_or_default();
+    let base = lane.base_url();
     let url = format!("{}/chat/completions", base.trim_end_matches('/'));
     let mut messages = Vec::with_capacity(2);
     if !req.system_prompt.is_empty() {

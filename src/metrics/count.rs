@@ -95,8 +95,7 @@ impl Counters {
                 Ok(Count { tokens: ids.len() as u64, estimated: false, how: "model tokenizer".into() })
             }
             BackendKind::OpenAi => {
-                let known = encoding_for(&lane.model);
-                let (enc, estimated) = known.map_or((Encoding::O200kBase, true), |e| (e, false));
+                let (enc, estimated) = api_encoding(lane);
                 let messages: Vec<(&str, &str)> = [("system", system), ("user", input)]
                     .into_iter()
                     .filter(|(r, c)| *r == "user" || !c.is_empty())
@@ -105,11 +104,11 @@ impl Counters {
                 Ok(Count { tokens, estimated, how: label(enc, estimated) })
             }
             BackendKind::Anthropic => {
-                // Claude's tokenizer is not public: cl100k_base is a near estimate, marked as one.
-                let b = bpe(Encoding::Cl100kBase);
+                let (enc, estimated) = api_encoding(lane);
+                let b = bpe(enc);
                 let tokens =
                     (b.encode_ordinary(system).len() + b.encode_ordinary(input).len()) as u64 + ANTHROPIC_FRAME;
-                Ok(Count { tokens, estimated: true, how: label(Encoding::Cl100kBase, true) })
+                Ok(Count { tokens, estimated, how: label(enc, estimated) })
             }
         }
     }
@@ -122,9 +121,9 @@ impl Counters {
         system: &str,
         input: &str,
     ) -> Result<(Count, Vec<Segment>), String> {
-        let count = self.count(lane, model, system, input)?;
         let mut out = Pieces::default();
-        match lane.backend {
+        // The count is what the segments add up to: one tokenization, not a second one beside them.
+        let (estimated, how) = match lane.backend {
             BackendKind::Local => {
                 let model = model.ok_or_else(|| format!("no [models.{}] entry", lane.model))?;
                 let tok = self.local(model)?;
@@ -136,14 +135,11 @@ impl Counters {
                         out.bytes(&bytes);
                     }
                 }
+                (false, "model tokenizer".to_string())
             }
             BackendKind::OpenAi | BackendKind::Anthropic => {
                 let anthropic = lane.backend == BackendKind::Anthropic;
-                let enc = if anthropic {
-                    Encoding::Cl100kBase
-                } else {
-                    encoding_for(&lane.model).unwrap_or(Encoding::O200kBase)
-                };
+                let (enc, estimated) = api_encoding(lane);
                 let b = bpe(enc);
                 for (role, text) in [("system", system), ("user", input)] {
                     if role == "system" && text.is_empty() {
@@ -162,10 +158,12 @@ impl Counters {
                 } else {
                     out.framing("⟨assistant⟩ (the reply is primed with 3 tokens)", 3);
                 }
+                (estimated, label(enc, estimated))
             }
-        }
+        };
         out.flush();
-        Ok((count, out.out))
+        let tokens = out.out.iter().map(|s| u64::from(s.tokens)).sum();
+        Ok((Count { tokens, estimated, how }, out.out))
     }
 
     fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {
@@ -194,6 +192,15 @@ impl Counters {
 
 /// The Messages API's own framing around system and user text, as an estimate.
 const ANTHROPIC_FRAME: u64 = 7;
+
+/// The encoding an API lane is counted in, and whether that is only an estimate: an OpenAI model's own,
+/// o200k_base for a name tiktoken does not know, cl100k_base for Claude (whose tokenizer is not public).
+fn api_encoding(lane: &LaneSpec) -> (Encoding, bool) {
+    match lane.backend {
+        BackendKind::Anthropic => (Encoding::Cl100kBase, true),
+        _ => encoding_for(&lane.model).map_or((Encoding::O200kBase, true), |e| (e, false)),
+    }
+}
 
 /// The tiktoken encoding of an OpenAI model name (provider prefixes like `openai/` dropped).
 pub fn encoding_for(model: &str) -> Option<Encoding> {

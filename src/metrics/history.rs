@@ -10,7 +10,12 @@ use sha2::Digest;
 use crate::workspace::Workspace;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Content hashes that say exactly what a run ran: the system prompt's text and the adapter's files.
@@ -48,9 +53,9 @@ fn adapter_hash(dir: &Path) -> Option<String> {
     for f in &files {
         h.update(std::fs::read(f).ok()?);
     }
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    cache.insert(dir.to_path_buf(), (newest, hex.clone()));
-    Some(hex)
+    let digest = hex(&h.finalize());
+    cache.insert(dir.to_path_buf(), (newest, digest.clone()));
+    Some(digest)
 }
 
 /// runs.jsonl read back: each record as JSON, and the lines that were not records (file:line: why).

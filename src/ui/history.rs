@@ -4,7 +4,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
+use ratatui::widgets::{Clear, Paragraph};
 
 use crate::app::AppState;
 
@@ -75,18 +75,9 @@ pub fn panel(
         if skipped > 0 { format!(" · {skipped} unreadable line(s) skipped") } else { String::new() },
         state.ws.runs_path().display()
     );
-    let r = Rect {
-        x: area.x + 1,
-        y: area.y + 1,
-        width: area.width.saturating_sub(2),
-        height: area.height.saturating_sub(2),
-    };
+    let r = super::overlay::popup(area, area.width.saturating_sub(2), area.height.saturating_sub(2));
     frame.render_widget(Clear, r);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Rounded)
-        .border_style(Style::default().fg(t.accent))
-        .title(title)
+    let block = super::overlay::view_block(state, title)
         .title_bottom(" ↑↓ PgUp PgDn scroll · any other key closes · `tunebench runs --csv` exports ");
     frame.render_widget(Paragraph::new(lines).block(block).scroll((scroll, 0)), r);
 }

@@ -118,9 +118,8 @@ pub fn subtitle(state: &AppState, idx: usize) -> String {
         let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
         s.push_str(&format!(" + {name}"));
     }
-    if let Some(url) = spec.base_url.as_deref().or(spec.backend.default_base_url()) {
-        let host = url.split("//").nth(1).unwrap_or(url).split('/').next().unwrap_or(url);
-        s.push_str(&format!(" · {host}"));
+    if spec.backend.is_api() {
+        s.push_str(&format!(" · {}", crate::workspace::url_host(spec.base_url())));
     }
     s
 }

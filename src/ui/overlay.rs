@@ -50,7 +50,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
     }
 }
 
-fn popup(area: Rect, width: u16, height: u16) -> Rect {
+pub(super) fn popup(area: Rect, width: u16, height: u16) -> Rect {
     let w = width.min(area.width);
     let h = height.min(area.height);
     Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
@@ -63,6 +63,15 @@ fn frame_block(state: &AppState, title: String) -> Block<'static> {
         .border_type(BorderType::Thick)
         .border_style(Style::default().fg(t.border_focus))
         .title(Span::styled(title, Style::default().fg(t.title).add_modifier(Modifier::BOLD)))
+}
+
+/// The frame of a read-only view (savings, tokens, history): rounded, in the accent colour.
+pub(super) fn view_block(state: &AppState, title: String) -> Block<'static> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .border_style(Style::default().fg(state.theme.accent))
+        .title(title)
 }
 
 fn help(state: &AppState, frame: &mut Frame, area: Rect, scroll: u16) {
@@ -199,8 +208,10 @@ fn tokens(state: &AppState, frame: &mut Frame, area: Rect, view: &crate::app::To
                 let style = if seg.framing { Style::default().fg(t.accent) } else { shades[i % 2] };
                 let mut parts = seg.text.split('\n').peekable();
                 while let Some(part) = parts.next() {
-                    if !part.is_empty() {
-                        lines.last_mut().expect("one line at least").push_span(Span::styled(part.to_string(), style));
+                    if !part.is_empty()
+                        && let Some(line) = lines.last_mut()
+                    {
+                        line.push_span(Span::styled(part.to_string(), style));
                     }
                     if parts.peek().is_some() {
                         lines.push(Line::default());
@@ -212,12 +223,7 @@ fn tokens(state: &AppState, frame: &mut Frame, area: Rect, view: &crate::app::To
     };
     let r = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
     frame.render_widget(Clear, r);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Rounded)
-        .border_style(Style::default().fg(t.accent))
-        .title(title)
-        .title_bottom(" ↑↓ PgUp PgDn scroll · any other key closes ");
+    let block = view_block(state, title).title_bottom(" ↑↓ PgUp PgDn scroll · any other key closes ");
     let para = Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((view.scroll, 0));
     frame.render_widget(para, r);
 }

@@ -4,7 +4,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
+use ratatui::widgets::{Clear, Paragraph};
 
 use crate::app::{AppState, LaneStatus};
 use crate::metrics::prices::{Rate, rate};
@@ -132,14 +132,8 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
             }
         }
     }
-    let h = (lines.len() as u16 + 2).min(area.height);
-    let w = 96.min(area.width);
-    let r = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    let r = super::overlay::popup(area, 96, lines.len() as u16 + 2);
     frame.render_widget(Clear, r);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Rounded)
-        .border_style(Style::default().fg(t.accent))
-        .title(" Savings (F12) — any key closes ");
+    let block = super::overlay::view_block(state, " Savings (F12) — any key closes ".into());
     frame.render_widget(Paragraph::new(lines).block(block).style(Style::default().fg(t.fg)), r);
 }

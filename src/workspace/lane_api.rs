@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::WorkspaceError;
 use super::error::Locator;
-use super::model::{ApiOptions, BackendKind, ResponseFormat};
+use super::model::{ApiOptions, BackendKind, ResponseFormat, url_host};
 use super::raw::RawLane;
 
 /// The most retries a lane may ask for; more only hammers a struggling server.
@@ -15,12 +15,6 @@ pub const MAX_RETRIES: u32 = 10;
 const MAX_TIMEOUT_S: f64 = 3600.0;
 /// Default first-byte and idle timeouts of OpenAI's reasoning models.
 pub const REASONING_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The host (and port) of an http(s) URL.
-fn host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split(['/', '?', '#']).next().unwrap_or_default()
-}
 
 /// Refuses keys a lane's backend cannot honour (never silently ignored) and builds the API options.
 pub fn build(
@@ -73,7 +67,7 @@ pub fn build(
     }
     let own_host = r.base_url.as_ref().is_none_or(|u| {
         let default = backend.default_base_url().unwrap_or_default();
-        host(u.get_ref()).eq_ignore_ascii_case(host(default))
+        url_host(u.get_ref()).eq_ignore_ascii_case(url_host(default))
     });
     if let (Some(u), None, false) = (&r.base_url, &r.api_key_env, own_host) {
         // The provider's default variable is never sent to another host unasked.
@@ -83,9 +77,9 @@ pub fn build(
             &format!(
                 "a lane pointed at {} names its key's variable: add api_key_env = \"NAME\" (\"\" for none); \
                  {} goes only to {}",
-                host(u.get_ref()),
+                url_host(u.get_ref()),
                 backend.default_key_env().unwrap_or_default(),
-                host(backend.default_base_url().unwrap_or_default())
+                url_host(backend.default_base_url().unwrap_or_default())
             ),
         );
     }

@@ -171,6 +171,20 @@ impl ResponseFormat {
     pub const NAMES: [&str; 3] = ["text", "json_object", "json_schema"];
 }
 
+impl LaneSpec {
+    /// Where an API lane's requests go: its `base_url`, else its backend's default ("" for local lanes).
+    pub fn base_url(&self) -> &str {
+        self.base_url.as_deref().or(self.backend.default_base_url()).unwrap_or_default()
+    }
+}
+
+/// The host (and port) of an http(s) URL, without credentials: `api.openai.com`, `127.0.0.1:8080`.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+}
+
 impl BackendKind {
     /// Where the lane's requests go unless `base_url` says otherwise.
     pub fn default_base_url(self) -> Option<&'static str> {

@@ -11,22 +11,12 @@ use crate::workspace::LaneSpec;
 /// The prompt tokens Anthropic counts for this lane's system prompt and input (free; no answer is generated).
 pub async fn anthropic(lane: &LaneSpec, env: &Env, system: &str, input: &str) -> Result<u64, String> {
     let key = lane_key(lane, env)?;
-    let base = lane.base_url.as_deref().or(lane.backend.default_base_url()).unwrap_or_default();
-    let base = base.trim_end_matches('/');
-    let url = if base.ends_with("/v1") {
-        format!("{base}/messages/count_tokens")
-    } else {
-        format!("{base}/v1/messages/count_tokens")
-    };
+    let url = crate::engine::anthropic::endpoint(lane, "messages/count_tokens");
     let mut body = json!({"model": lane.model, "messages": [{"role": "user", "content": input}]});
     if !system.is_empty() {
         body["system"] = json!(system);
     }
-    let mut b = reqwest::Client::builder().connect_timeout(lane.api.connect_timeout);
-    if super::is_loopback(&url) {
-        b = b.no_proxy();
-    }
-    let client = b.build().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+    let client = super::http_client(lane, &url)?;
     let mut req = client
         .post(&url)
         .header("anthropic-version", crate::engine::anthropic::API_VERSION)
@@ -35,7 +25,7 @@ pub async fn anthropic(lane: &LaneSpec, env: &Env, system: &str, input: &str) ->
     if let Some(k) = &key {
         req = req.header("x-api-key", k.header("")?);
     }
-    let redact = |s: String| key.as_ref().map_or_else(|| s.clone(), |k| k.redact(&s));
+    let redact = |s: String| super::secret::scrub(key.as_ref(), s);
     // A short JSON answer: one limit for the whole exchange is right here (no stream to cut).
     let limit = lane.api.first_byte_timeout + lane.api.idle_timeout.min(Duration::from_secs(30));
     let exchange = async {

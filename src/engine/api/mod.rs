@@ -93,22 +93,14 @@ impl Inner {
         if let Some(c) = clients.get(&slot) {
             return Ok(c.clone());
         }
-        // No overall `timeout`: it would cap the whole stream and cut long answers; the loop times each phase.
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(lane.api.connect_timeout)
-            .user_agent(concat!("tunebench/", env!("CARGO_PKG_VERSION")));
-        if loopback {
-            // A local server (llama.cpp, Ollama, vLLM) is never reached through a proxy.
-            b = b.no_proxy();
-        }
-        let c = b.build().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let c = http_client(lane, url)?;
         clients.insert(slot, c.clone());
         Ok(c)
     }
 
     async fn call(self: Arc<Self>, req: RunRequest, sink: LaneSink) -> Result<Usage, String> {
         let key = self.key(&req.lane)?;
-        let redact = |s: String| key.as_ref().map_or_else(|| s.clone(), |k| k.redact(&s));
+        let redact = |s: String| secret::scrub(key.as_ref(), s);
         let mut warnings = Vec::new();
         let prepared = match self.kind {
             BackendKind::Anthropic => super::anthropic::prepare(&req, key.as_ref(), &mut warnings),
@@ -187,36 +179,28 @@ fn finish_usage(mut usage: Usage, req: &RunRequest) -> Usage {
     usage
 }
 
+/// A client for one lane's server. No overall `timeout`: it would cap the whole stream and cut long
+/// answers; callers time each phase themselves.
+pub fn http_client(lane: &LaneSpec, url: &str) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(lane.api.connect_timeout)
+        .user_agent(concat!("tunebench/", env!("CARGO_PKG_VERSION")));
+    if is_loopback(url) {
+        // A local server (llama.cpp, Ollama, vLLM) is never reached through a proxy.
+        b = b.no_proxy();
+    }
+    b.build().map_err(|e| format!("cannot set up HTTP: {e}"))
+}
+
 /// Whether a URL's host is this machine.
 pub fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = crate::workspace::url_host(url);
     let host = if let Some(v6) = host_port.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
     } else {
         host_port.split(':').next().unwrap_or_default()
     };
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-impl Prepared {
-    pub fn new(
-        url: String,
-        headers: reqwest::header::HeaderMap,
-        body: &serde_json::Value,
-        key: Option<&Secret>,
-    ) -> Self {
-        Self { url, headers, body: body.to_string().into_bytes(), key: key.cloned() }
-    }
-
-    /// Text from the server with the key scrubbed out, before anything is cut, shown or stored.
-    pub fn scrub(&self, text: String) -> String {
-        match &self.key {
-            Some(k) if text.contains(k.expose()) => k.redact(&text),
-            _ => text,
-        }
-    }
 }
 
 #[cfg(test)]

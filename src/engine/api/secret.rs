@@ -31,6 +31,14 @@ impl Secret {
     }
 }
 
+/// `text` with the key (if any) replaced; untouched, without copying, when the key is not in it.
+pub fn scrub(key: Option<&Secret>, text: String) -> String {
+    match key {
+        Some(k) if !k.0.is_empty() && text.contains(k.expose()) => k.redact(&text),
+        _ => text,
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)

@@ -19,6 +19,22 @@ pub struct Prepared {
     pub key: Option<super::Secret>,
 }
 
+impl Prepared {
+    pub fn new(
+        url: String,
+        headers: reqwest::header::HeaderMap,
+        body: &serde_json::Value,
+        key: Option<&super::Secret>,
+    ) -> Self {
+        Self { url, headers, body: body.to_string().into_bytes(), key: key.cloned() }
+    }
+
+    /// Text from the server with the key scrubbed out, before anything is cut, shown or stored.
+    pub fn scrub(&self, text: String) -> String {
+        super::secret::scrub(self.key.as_ref(), text)
+    }
+}
+
 /// Largest error body read; error bodies are short, and a misbehaving server must not fill memory.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -208,8 +224,7 @@ fn transport(e: &reqwest::Error, api: &ApiOptions, url: &str) -> Fault {
         while let Some(next) = cause.source() {
             cause = next;
         }
-        let host = url.split_once("://").map_or(url, |(_, r)| r).split('/').next().unwrap_or(url);
-        return Fault::transient(format!("cannot connect to {host}: {cause}"));
+        return Fault::transient(format!("cannot connect to {}: {cause}", crate::workspace::url_host(url)));
     }
     Fault::transient(format!("request failed: {detail}"))
 }

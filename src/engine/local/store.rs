@@ -116,7 +116,7 @@ fn folder_sha256(dir: &Path) -> Result<String> {
     for f in hf::safetensors_files(dir)? {
         h.update(file_sha256(&f)?.as_bytes());
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::metrics::history::hex(&h.finalize()))
 }
 
 pub fn file_sha256(path: &Path) -> Result<String> {
@@ -132,7 +132,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::metrics::history::hex(&h.finalize()))
 }
 
 #[derive(Default)]
