@@ -1,6 +1,8 @@
 //! tunebench: compare prompted and fine-tuned LLM lanes side by side, in a terminal or headless.
 
 pub mod app;
+pub mod dataset;
+pub mod dataset_cmd;
 pub mod engine;
 pub mod headless;
 pub mod lora;

@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         exact: bool,
     },
+    /// The workspace's training examples: stats, split, check, export, import.
+    Dataset {
+        workspace: PathBuf,
+        #[command(subcommand)]
+        action: tunebench::dataset_cmd::DatasetCmd,
+    },
     /// The workspace's run history (runs.jsonl): a table, or every field as CSV.
     Runs {
         workspace: PathBuf,
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
                 count(&workspace, read_input(input, input_file)?, json, exact).await
             }
             Some(Command::Runs { workspace, csv }) => runs(&workspace, csv),
+            Some(Command::Dataset { workspace, action }) => tunebench::dataset_cmd::run(&workspace, action),
             Some(Command::Pull { model }) => {
                 let path = tokio::task::spawn_blocking(move || tunebench::engine::local::pull::pull(&model)).await??;
                 println!("{}", path.display());

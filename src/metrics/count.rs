@@ -166,7 +166,8 @@ impl Counters {
         Ok((Count { tokens, estimated, how }, out.out))
     }
 
-    fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {
+    /// The tokenizer and chat template of a local model, opened once per file version.
+    pub fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {
         let mtime = std::fs::metadata(&model.path).and_then(|m| m.modified()).ok();
         if let Some((at, t)) = self.local.lock().map_err(|_| "counter lock poisoned")?.get(&model.path)
             && *at == mtime

@@ -73,6 +73,7 @@ fn build(
         lanes.push(lane);
     }
     let savings = build_savings(loc, raw.savings, &lanes)?;
+    let dataset = build_dataset(loc, raw.dataset, &lanes, &prompts)?;
     Ok(Workspace {
         root: root.to_path_buf(),
         file: file.to_path_buf(),
@@ -84,6 +85,7 @@ fn build(
         lanes,
         pricing,
         savings,
+        dataset,
         doc,
         dirty_prompt_files: BTreeSet::new(),
         dirty: false,
@@ -322,6 +324,50 @@ fn build_savings(
         s.finetune_cost_usd = Some(c.into_inner());
     }
     Ok(s)
+}
+
+/// `[dataset]`: an explicit lane must be local (its tokenizer measures examples); by default the first lane
+/// with an adapter, whose prompt variant is also the default system prompt of the examples.
+fn build_dataset(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<RawDataset>>,
+    lanes: &[LaneSpec],
+    prompts: &BTreeMap<String, PromptVariant>,
+) -> Result<DatasetSpec, WorkspaceError> {
+    let raw = raw.map(Spanned::into_inner);
+    let (raw_prompt, raw_lane) = raw.map_or((None, None), |r| (r.system_prompt, r.lane));
+    let adapter_lane = lanes.iter().find(|l| l.adapter.is_some());
+    let lane = match raw_lane {
+        Some(l) => {
+            let Some(spec) = lanes.iter().find(|s| &s.id == l.get_ref()) else {
+                let ids: Vec<&str> = lanes.iter().map(|l| l.id.as_str()).collect();
+                return Err(loc.at(
+                    l.span().start,
+                    "dataset.lane",
+                    format!("no lane `{}` (lanes: {})", l.get_ref(), list(&ids)),
+                ));
+            };
+            if spec.backend.is_api() {
+                let msg = format!(
+                    "lane `{}` is an API lane; name a local lane (its tokenizer measures the examples)",
+                    spec.id
+                );
+                return Err(loc.at(l.span().start, "dataset.lane", msg));
+            }
+            Some(spec)
+        }
+        None => adapter_lane.or_else(|| lanes.iter().find(|l| !l.backend.is_api())),
+    };
+    let system_prompt = match raw_prompt {
+        Some(p) if !prompts.contains_key(p.get_ref()) => {
+            let names: Vec<&str> = prompts.keys().map(String::as_str).collect();
+            let msg = format!("no prompt variant `{}` (variants: {})", p.get_ref(), list(&names));
+            return Err(loc.at(p.span().start, "dataset.system_prompt", msg));
+        }
+        Some(p) => p.into_inner(),
+        None => adapter_lane.or(lane).or(lanes.first()).map(|l| l.prompt.clone()).unwrap_or_default(),
+    };
+    Ok(DatasetSpec { system_prompt, lane: lane.map(|l| l.id.clone()) })
 }
 
 fn list(items: &[&str]) -> String {

@@ -85,6 +85,15 @@ impl Default for SavingsSpec {
     }
 }
 
+/// How training examples are stored (`[dataset]`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatasetSpec {
+    /// The prompt variant examples are stored against (default: the adapter lane's).
+    pub system_prompt: String,
+    /// The local lane whose tokenizer and context measure examples (default: the adapter lane).
+    pub lane: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
     pub max_tokens: u32,
@@ -231,6 +240,7 @@ pub struct Workspace {
     pub lanes: Vec<LaneSpec>,
     pub pricing: BTreeMap<String, Price>,
     pub savings: SavingsSpec,
+    pub dataset: DatasetSpec,
     /// The editable document: comments and key order survive a save.
     pub(crate) doc: toml_edit::DocumentMut,
     /// Prompt variants whose file must be rewritten on save.
@@ -263,5 +273,20 @@ impl Workspace {
 
     pub fn inputs_dir(&self) -> PathBuf {
         self.root.join("inputs")
+    }
+
+    pub fn dataset_dir(&self) -> PathBuf {
+        self.root.join("dataset")
+    }
+
+    /// The system prompt training examples carry (the `[dataset] system_prompt` variant's text).
+    pub fn dataset_system_prompt(&self) -> &str {
+        self.prompt_text(&self.dataset.system_prompt).unwrap_or_default()
+    }
+
+    /// The lane whose tokenizer measures examples, with its model.
+    pub fn dataset_lane(&self) -> Option<(&LaneSpec, &ModelSpec)> {
+        let lane = self.lane(self.dataset.lane.as_deref()?)?;
+        Some((lane, self.models.get(&lane.model)?))
     }
 }

@@ -19,6 +19,14 @@ pub struct RawWorkspace {
     #[serde(default)]
     pub pricing: BTreeMap<String, Spanned<RawPrice>>,
     pub savings: Option<Spanned<RawSavings>>,
+    pub dataset: Option<Spanned<RawDataset>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    pub system_prompt: Option<Spanned<String>>,
+    pub lane: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

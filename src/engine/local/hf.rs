@@ -164,7 +164,7 @@ fn tokenizer_with(dir: &Path, hc: &HfConfig) -> Result<Tokenizer> {
         Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64().map(|x| x as u32)).collect(),
         _ => eos.into_iter().collect(),
     };
-    let seed = Vocab::finish(
+    let mut seed = Vocab::finish(
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -175,5 +175,6 @@ fn tokenizer_with(dir: &Path, hc: &HfConfig) -> Result<Tokenizer> {
         tc.add_bos_token.unwrap_or(false),
         template,
     );
+    seed.context_length = Some(hc.max_position_embeddings);
     Ok(Tokenizer::from_hf_json(&dir.join("tokenizer.json"), seed)?)
 }

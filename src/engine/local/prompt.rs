@@ -25,16 +25,36 @@ impl PromptTokenizer {
     pub fn ids(&self, system: &str, input: &str) -> Result<Vec<u32>> {
         prompt_ids(&self.tokenizer, &self.template, system, input)
     }
+
+    /// A whole conversation (e.g. a training example, answer included) as the model sees it.
+    pub fn chat_ids(&self, messages: &[(&str, &str)]) -> Result<Vec<u32>> {
+        let (bos, eos) = specials(&self.tokenizer);
+        let rendered = self.template.render_chat(messages, false, &bos, &eos)?;
+        encode(&self.tokenizer, &bos, &rendered)
+    }
+
+    /// The model's context window in tokens, where its files say.
+    pub fn context_length(&self) -> Option<usize> {
+        self.tokenizer.vocab.context_length
+    }
+}
+
+fn specials(tok: &Tokenizer) -> (String, String) {
+    let piece = |id: Option<u32>| id.and_then(|i| tok.vocab.tokens.get(i as usize)).cloned().unwrap_or_default();
+    (piece(tok.vocab.bos), piece(tok.vocab.eos))
 }
 
 /// Renders and encodes one system prompt + user input as the model will see it.
 pub fn prompt_ids(tok: &Tokenizer, template: &ChatTemplate, system: &str, input: &str) -> Result<Vec<u32>> {
-    let piece = |id: Option<u32>| id.and_then(|i| tok.vocab.tokens.get(i as usize)).cloned().unwrap_or_default();
-    let (bos, eos) = (piece(tok.vocab.bos), piece(tok.vocab.eos));
+    let (bos, eos) = specials(tok);
     let rendered = template.render(system, input, &bos, &eos)?;
+    encode(tok, &bos, &rendered)
+}
+
+fn encode(tok: &Tokenizer, bos: &str, rendered: &super::template::Rendered) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     // The model's BOS goes first unless the template already wrote it (no double BOS).
-    if tok.vocab.add_bos && !(bos.is_empty() || rendered.text.starts_with(&bos)) {
+    if tok.vocab.add_bos && !(bos.is_empty() || rendered.text.starts_with(bos)) {
         ids.extend(tok.vocab.bos);
     }
     ids.extend(tok.encode_marked(&rendered.text, &rendered.plain)?);

@@ -52,15 +52,37 @@ impl ChatTemplate {
         self.fallback.map(|n| format!("the model has no chat template; using the `{n}` template"))
     }
 
-    /// Renders a system + user conversation with the generation prompt on.
+    /// Renders a system + user conversation with the generation prompt on (an empty system is left out).
     pub fn render(&self, system: &str, user: &str, bos: &str, eos: &str) -> Result<Rendered, TemplateError> {
-        let text = self.render_raw(system, user, bos, eos)?;
+        let mut messages = Vec::with_capacity(2);
+        if !system.is_empty() {
+            messages.push(("system", system));
+        }
+        messages.push(("user", user));
+        self.render_chat(&messages, true, bos, eos)
+    }
+
+    /// Renders `(role, content)` messages; `generation` appends the assistant's opening (a prompt to answer).
+    /// A finished conversation (for training data) is rendered with it off.
+    pub fn render_chat(
+        &self,
+        messages: &[(&str, &str)],
+        generation: bool,
+        bos: &str,
+        eos: &str,
+    ) -> Result<Rendered, TemplateError> {
+        let text = self.render_raw(messages, generation, bos, eos)?;
         // Where the messages went: render again with markers in their place, then check that putting the
         // messages (as written, or trimmed, as templates often trim) back gives the same text.
-        let marks = [format!("\u{E000}s{}\u{E001}", text.len()), format!("\u{E000}u{}\u{E001}", text.len())];
-        let shown = self.render_raw(if system.is_empty() { "" } else { &marks[0] }, &marks[1], bos, eos)?;
+        let marks: Vec<String> = (0..messages.len()).map(|i| format!("\u{E000}{i}:{}\u{E001}", text.len())).collect();
+        let marked: Vec<(&str, &str)> = messages
+            .iter()
+            .zip(&marks)
+            .map(|(&(role, content), m)| (role, if content.is_empty() { "" } else { m.as_str() }))
+            .collect();
+        let shown = self.render_raw(&marked, generation, bos, eos)?;
         for trim in [false, true] {
-            let contents = if trim { [system.trim(), user.trim()] } else { [system, user] };
+            let contents: Vec<&str> = messages.iter().map(|&(_, c)| if trim { c.trim() } else { c }).collect();
             if let Some((rebuilt, plain)) = substitute(&shown, &marks, &contents)
                 && rebuilt == text
             {
@@ -71,16 +93,19 @@ impl ChatTemplate {
         Ok(Rendered { text, plain: Vec::new() })
     }
 
-    fn render_raw(&self, system: &str, user: &str, bos: &str, eos: &str) -> Result<String, TemplateError> {
-        let mut messages = Vec::new();
-        if !system.is_empty() {
-            messages.push(context! { role => "system", content => system });
-        }
-        messages.push(context! { role => "user", content => user });
+    fn render_raw(
+        &self,
+        messages: &[(&str, &str)],
+        generation: bool,
+        bos: &str,
+        eos: &str,
+    ) -> Result<String, TemplateError> {
+        let messages: Vec<_> =
+            messages.iter().map(|&(role, content)| context! { role => role, content => content }).collect();
         let tmpl = self.env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
-            add_generation_prompt => true,
+            add_generation_prompt => generation,
             bos_token => bos,
             eos_token => eos,
             date_string => today("%d %b %Y"),
@@ -90,7 +115,7 @@ impl ChatTemplate {
 }
 
 /// Replaces each marker (appearing at most once) by its content; returns the text and the content spans.
-fn substitute(shown: &str, marks: &[String; 2], contents: &[&str; 2]) -> Option<(String, Vec<Range<usize>>)> {
+fn substitute(shown: &str, marks: &[String], contents: &[&str]) -> Option<(String, Vec<Range<usize>>)> {
     let mut found: Vec<(usize, usize)> = Vec::new();
     for (i, m) in marks.iter().enumerate() {
         match shown.matches(m.as_str()).count() {

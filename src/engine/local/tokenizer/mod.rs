@@ -74,6 +74,7 @@ impl Tokenizer {
 
     /// From a Hugging Face tokenizer.json (plus the special ids and template the caller read beside it).
     pub fn from_hf_json(path: &Path, mut vocab: Vocab) -> Result<Self, TokenizerError> {
+        let context_length = vocab.context_length;
         let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Hf(e.to_string()))?;
         tok.set_encode_special_tokens(true);
         let n = tok.get_vocab_size(true);
@@ -100,6 +101,7 @@ impl Tokenizer {
             vocab.add_bos,
             vocab.chat_template,
         );
+        vocab.context_length = context_length;
         Ok(Self::with_specials(vocab, Inner::Hf(tok)))
     }
 

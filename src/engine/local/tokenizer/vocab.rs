@@ -52,6 +52,8 @@ pub struct Vocab {
     pub stop_ids: Vec<u32>,
     pub add_bos: bool,
     pub chat_template: Option<String>,
+    /// The model's context window (GGUF `{arch}.context_length`, config.json `max_position_embeddings`).
+    pub context_length: Option<usize>,
 }
 
 impl Vocab {
@@ -111,7 +113,10 @@ impl Vocab {
             md("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned().filter(|t| !t.trim().is_empty());
         let mut stop_ids: Vec<u32> = eos.into_iter().collect();
         stop_ids.extend(id("tokenizer.ggml.eot_token_id")?);
-        Ok(Self::finish(tokens, types, scores, model, bos, eos, stop_ids, add_bos, chat_template))
+        let mut vocab = Self::finish(tokens, types, scores, model, bos, eos, stop_ids, add_bos, chat_template);
+        let arch = md("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+        vocab.context_length = md(&format!("{arch}.context_length")).and_then(|v| v.to_u64().ok()).map(|n| n as usize);
+        Ok(vocab)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -136,7 +141,7 @@ impl Vocab {
                 stop_ids.push(i);
             }
         }
-        Self { tokens, types, scores, ids, model, bos, eos, stop_ids, add_bos, chat_template }
+        Self { tokens, types, scores, ids, model, bos, eos, stop_ids, add_bos, chat_template, context_length: None }
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,188 @@
+//! `tunebench dataset WORKSPACE …`: stats, split, check, export and import from the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use crate::dataset::{self, Check, Dataset, Format, Measure, Severity, Split, SplitPlan};
+use crate::metrics::Counters;
+use crate::workspace::{self, Workspace};
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCmd {
+    /// Examples and token lengths per split (in the adapter lane's tokenizer).
+    Stats {
+        /// One JSON object per split.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-split every example into train/valid/test, deterministically for a seed (near-duplicates stay together).
+    Split {
+        #[arg(long, default_value_t = 0.1)]
+        valid: f64,
+        #[arg(long, default_value_t = 0.1)]
+        test: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Duplicates and leaks across splits and into the long prompt's few-shot examples, role order, empty and
+    /// over-long examples, system prompts; exits 1 on any error.
+    Check {
+        /// One JSON object per finding.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a split in a trainer's format (OpenAI chat JSONL, Alpaca, ShareGPT).
+    Export {
+        #[arg(long, value_parser = ["openai", "alpaca", "sharegpt"])]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// train, valid, test or all.
+        #[arg(long, default_value = "train")]
+        split: String,
+    },
+    /// Add examples from a file in one of those formats (duplicates of present inputs are skipped and listed).
+    Import {
+        #[arg(long, value_parser = ["openai", "alpaca", "sharegpt"])]
+        format: String,
+        file: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+    },
+}
+
+pub fn run(path: &Path, cmd: DatasetCmd) -> anyhow::Result<ExitCode> {
+    let ws = workspace::load(path)?;
+    let dir = ws.dataset_dir();
+    let ds = Dataset::load(&dir)?;
+    for (s, m) in ds.malformed() {
+        eprintln!("tunebench: {}:{}: not an example: {}", ds.path(s).display(), m.line, m.error);
+    }
+    match cmd {
+        DatasetCmd::Stats { json } => stats(&ws, &ds, json),
+        DatasetCmd::Split { valid, test, seed } => {
+            let next = dataset::resplit(&ds, SplitPlan { valid, test, seed })?;
+            let n: Vec<String> = Split::ALL.iter().map(|&s| format!("{s} {}", next.count(s))).collect();
+            println!("split {} (seed {seed}): {}", dir.display(), n.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        DatasetCmd::Check { json } => check(&ws, &ds, json),
+        DatasetCmd::Export { format, out, split } => {
+            let format = Format::parse(&format).context("unknown format")?;
+            let splits = splits(&split)?;
+            let examples: Vec<_> = ds.examples().filter(|(s, ..)| splits.contains(s)).map(|(_, x, _)| x).collect();
+            let text = dataset::export(&examples, format, &out)?;
+            workspace::store::write_atomic(&out, text.as_bytes())?;
+            println!("exported {} {split} example(s) to {}", examples.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        DatasetCmd::Import { format, file, split } => import(ds, &format, &file, &split),
+    }
+}
+
+fn splits(name: &str) -> anyhow::Result<Vec<Split>> {
+    if name == "all" {
+        return Ok(Split::ALL.to_vec());
+    }
+    Split::parse(name).map(|s| vec![s]).with_context(|| format!("--split `{name}`: use train, valid, test or all"))
+}
+
+fn measure(ws: &Workspace) -> Result<Measure, String> {
+    Measure::open(ws, &Counters::new())
+}
+
+fn stats(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
+    let m = measure(ws);
+    let count = m.as_ref().ok().map(|m| move |x: &dataset::Example| m.tokens(x));
+    let st = dataset::stats(ds, count.as_ref().map(|f| f as dataset::CountTokens<'_>));
+    if json {
+        for s in &st.splits {
+            println!("{}", serde_json::to_string(s)?);
+        }
+    } else {
+        println!("{} — stored against the `{}` prompt", ds.dir.display(), ws.dataset.system_prompt);
+        match &m {
+            Ok(m) => println!(
+                "tokens per example in {}{}",
+                m.label,
+                m.context.map_or(String::new(), |c| format!(", context {c}"))
+            ),
+            Err(e) => println!("no token figures: {e}"),
+        }
+        print!("{}", st.table());
+    }
+    if let Some(e) = st.tokens_error {
+        eprintln!("tunebench: warning: token figures incomplete: {e}");
+    }
+    Ok(if st.malformed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn check(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
+    let m = measure(ws);
+    if let Err(e) = &m {
+        eprintln!("tunebench: warning: over-long examples not checked: {e}");
+    }
+    let count = m.as_ref().ok().map(|m| move |x: &dataset::Example| m.tokens(x));
+    let prompts: Vec<(&str, &str)> = ws
+        .prompts
+        .iter()
+        .filter(|(name, _)| **name != ws.dataset.system_prompt)
+        .map(|(name, p)| (name.as_str(), p.text.as_str()))
+        .collect();
+    let c = Check {
+        system_prompt: ws.dataset_system_prompt(),
+        system_variant: &ws.dataset.system_prompt,
+        prompts,
+        tokens: count.as_ref().map(|f| f as dataset::CountTokens<'_>),
+        context: m.as_ref().ok().and_then(|m| m.context),
+    };
+    let findings = dataset::check(ds, &c);
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    for f in &findings {
+        let sev = if f.severity == Severity::Error { "error" } else { "warning" };
+        if json {
+            let line = serde_json::json!({"severity": sev, "kind": f.kind.name(), "at": f.at, "id": f.id, "message": f.message});
+            println!("{line}");
+        } else {
+            println!(
+                "{sev:<7} {:<13} {:<16} {:<13} {}",
+                f.kind.name(),
+                f.at,
+                f.id.as_deref().unwrap_or("—"),
+                f.message
+            );
+        }
+    }
+    if !json {
+        let n: Vec<String> = Split::ALL.iter().map(|&s| format!("{s} {}", ds.count(s))).collect();
+        println!(
+            "{} example(s) checked ({}): {errors} error(s), {} warning(s)",
+            ds.examples().count(),
+            n.join(", "),
+            findings.len() - errors
+        );
+    }
+    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn import(mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Result<ExitCode> {
+    let format = Format::parse(format).context("unknown format")?;
+    let Some(split) = Split::parse(split) else { bail!("--split `{split}`: use train, valid or test") };
+    let examples = dataset::import(file, format)?;
+    let (mut added, mut skipped) = (0, 0);
+    for x in examples {
+        match ds.append(split, x) {
+            Ok(_) => added += 1,
+            Err(dataset::DatasetError::Refused(why)) => {
+                skipped += 1;
+                eprintln!("tunebench: skipped: {why}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("imported {added} example(s) into {}; {skipped} duplicate(s) skipped", ds.path(split).display());
+    Ok(ExitCode::SUCCESS)
+}
