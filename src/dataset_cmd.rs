@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::dataset::{self, Check, Dataset, Format, Measure, Severity, Split, SplitPlan};
+use crate::dataset::{self, Context, Dataset, Format, Severity, Split, SplitPlan};
 use crate::metrics::Counters;
 use crate::workspace::{self, Workspace};
 
@@ -62,7 +62,7 @@ pub fn run(path: &Path, cmd: DatasetCmd) -> anyhow::Result<ExitCode> {
         eprintln!("tunebench: {}:{}: not an example: {}", ds.path(s).display(), m.line, m.error);
     }
     match cmd {
-        DatasetCmd::Stats { json } => stats(&ws, &ds, json),
+        DatasetCmd::Stats { json } => stats(&ws, ds, json),
         DatasetCmd::Split { valid, test, seed } => {
             let next = dataset::resplit(&ds, SplitPlan { valid, test, seed })?;
             let n: Vec<String> = Split::ALL.iter().map(|&s| format!("{s} {}", next.count(s))).collect();
@@ -90,56 +90,34 @@ fn splits(name: &str) -> anyhow::Result<Vec<Split>> {
     Split::parse(name).map(|s| vec![s]).with_context(|| format!("--split `{name}`: use train, valid, test or all"))
 }
 
-fn measure(ws: &Workspace) -> Result<Measure, String> {
-    Measure::open(ws, &Counters::new())
-}
-
-fn stats(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
-    let m = measure(ws);
-    let count = m.as_ref().ok().map(|m| move |x: &dataset::Example| m.tokens(x));
-    let st = dataset::stats(ds, count.as_ref().map(|f| f as dataset::CountTokens<'_>));
+fn stats(ws: &Workspace, ds: Dataset, json: bool) -> anyhow::Result<ExitCode> {
+    let ctx = Context::of(ws);
+    let r = ctx.report(ds, &Counters::new());
     if json {
-        for s in &st.splits {
+        for s in &r.stats.splits {
             println!("{}", serde_json::to_string(s)?);
         }
     } else {
-        println!("{} — stored against the `{}` prompt", ds.dir.display(), ws.dataset.system_prompt);
-        match &m {
-            Ok(m) => println!(
-                "tokens per example in {}{}",
-                m.label,
-                m.context.map_or(String::new(), |c| format!(", context {c}"))
-            ),
+        println!("{} — stored against the `{}` prompt", r.dataset.dir.display(), ctx.variant);
+        match &r.measured_by {
+            Ok(by) => println!("tokens per example in {by}"),
             Err(e) => println!("no token figures: {e}"),
         }
-        print!("{}", st.table());
+        print!("{}", r.stats.table());
     }
-    if let Some(e) = st.tokens_error {
+    if let Some(e) = &r.stats.tokens_error {
         eprintln!("tunebench: warning: token figures incomplete: {e}");
     }
-    Ok(if st.malformed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if r.stats.malformed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn check(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
-    let m = measure(ws);
+    let ctx = Context::of(ws);
+    let m = ctx.measure(&Counters::new());
     if let Err(e) = &m {
         eprintln!("tunebench: warning: over-long examples not checked: {e}");
     }
-    let count = m.as_ref().ok().map(|m| move |x: &dataset::Example| m.tokens(x));
-    let prompts: Vec<(&str, &str)> = ws
-        .prompts
-        .iter()
-        .filter(|(name, _)| **name != ws.dataset.system_prompt)
-        .map(|(name, p)| (name.as_str(), p.text.as_str()))
-        .collect();
-    let c = Check {
-        system_prompt: ws.dataset_system_prompt(),
-        system_variant: &ws.dataset.system_prompt,
-        prompts,
-        tokens: count.as_ref().map(|f| f as dataset::CountTokens<'_>),
-        context: m.as_ref().ok().and_then(|m| m.context),
-    };
-    let findings = dataset::check(ds, &c);
+    let findings = ctx.check(ds, m.as_ref().ok());
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     for f in &findings {
         let sev = if f.severity == Severity::Error { "error" } else { "warning" };

@@ -1,8 +1,10 @@
 //! Application state and its single mutation point, `update(&mut AppState, Action) -> Vec<Effect>`; no I/O here.
 
 pub mod counting;
+mod dataset;
 mod keys;
 mod lane;
+mod promote;
 mod prompt;
 mod settings;
 mod update;
@@ -18,7 +20,9 @@ use crate::metrics::LaneReport;
 use crate::ui::theme::Theme;
 use crate::workspace::{SavedInput, Workspace};
 
+pub use dataset::{DatasetOp, DatasetView, Pane};
 pub use lane::{LaneState, LaneStatus};
+pub use promote::{PromoteField, PromoteForm, Promotion};
 pub use prompt::PromptEditor;
 pub use settings::{SettingsForm, SettingsRow};
 pub use update::update;
@@ -49,6 +53,10 @@ pub enum Mode {
     },
     Prompt(Box<PromptEditor>),
     Settings(Box<SettingsForm>),
+    /// Ctrl+P: the focused lane's answer on its way into the dataset.
+    Promote(Box<PromoteForm>),
+    /// F3: the training examples.
+    Dataset(Box<DatasetView>),
     ConfirmQuit,
 }
 
@@ -95,6 +103,10 @@ pub enum Action {
     },
     /// Result of `Effect::LoadHistory`: the records, and how many lines were not records.
     HistoryLoaded(Result<(Vec<serde_json::Value>, usize), String>),
+    /// Result of `Effect::LoadDataset` or `Effect::Dataset`: the dataset as now on disk, and what was done.
+    DatasetLoaded(Result<(Box<crate::dataset::Report>, Option<String>), String>),
+    /// Result of `Effect::Promote`: what was stored where, or why not.
+    Promoted(Result<String, String>),
 }
 
 /// F4's content: one lane's rendered prompt split into tokens, or why it could not be.
@@ -125,6 +137,12 @@ pub enum Effect {
     Copy(String),
     /// Read runs.jsonl for F9 (answered with `Action::HistoryLoaded`).
     LoadHistory,
+    /// Read the dataset with its figures and check findings for F3.
+    LoadDataset,
+    /// Change the dataset (re-read first), then read it back.
+    Dataset(DatasetOp),
+    /// Store a promoted (or rejected) example.
+    Promote(Box<Promotion>),
     /// Tokenize one lane's prompt for F4 (answered with `Action::TokensReady`).
     ShowTokens {
         lane: usize,

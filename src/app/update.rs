@@ -30,11 +30,19 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
         Action::HistoryLoaded(_) | Action::ExactCount { .. } | Action::TokensReady(_) | Action::Counted(_) => {
             super::views::on_result(state, action)
         }
+        Action::DatasetLoaded(result) => {
+            super::dataset::on_loaded(state, result.map(|(r, m)| (*r, m)));
+            Vec::new()
+        }
+        Action::Promoted(Ok(msg)) => {
+            state.info(msg);
+            Vec::new()
+        }
         Action::Saved(Ok(msg)) => {
             state.info(msg);
             Vec::new()
         }
-        Action::Saved(Err(e)) | Action::Copied(Err(e)) | Action::RecordFailed(e) => {
+        Action::Saved(Err(e)) | Action::Copied(Err(e)) | Action::RecordFailed(e) | Action::Promoted(Err(e)) => {
             state.error(e);
             Vec::new()
         }
@@ -98,6 +106,29 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             }
             return Vec::new();
         }
+        Mode::Promote(mut form) => {
+            if ctrl(&key, 'q') {
+                state.mode = Mode::Promote(form);
+                return global_save_quit(state, key);
+            }
+            let (effects, open) = super::promote::key(state, &mut form, key);
+            if open {
+                state.mode = Mode::Promote(form);
+            }
+            return effects;
+        }
+        Mode::Dataset(mut view) => {
+            // Ctrl+S writes the example being edited; elsewhere in the view it saves the workspace.
+            if ctrl(&key, 'q') || (ctrl(&key, 's') && !matches!(view.pane, super::Pane::Edit { .. })) {
+                state.mode = Mode::Dataset(view);
+                return global_save_quit(state, key);
+            }
+            let (effects, open) = super::dataset::key(state, &mut view, key);
+            if open {
+                state.mode = Mode::Dataset(view);
+            }
+            return effects;
+        }
         Mode::Settings(mut form) => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 // A field being typed is applied first, as Enter would; a bad value keeps the form open.
@@ -123,6 +154,12 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     if run_focused(&key) {
         return run(state, vec![state.selected]);
     }
+    if ctrl(&key, 'p') {
+        if let Some(form) = super::promote::open(state) {
+            state.mode = Mode::Promote(Box::new(form));
+        }
+        return Vec::new();
+    }
     if ctrl(&key, 'n') {
         let text = state.input_text();
         if text.trim().is_empty() {
@@ -141,7 +178,10 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::PageUp => scroll(state, state.selected, Scroll::PageUp),
         KeyCode::PageDown => scroll(state, state.selected, Scroll::PageDown),
         KeyCode::F(1) => state.mode = Mode::Help { scroll: 0 },
-        // F3 is the dataset view's (issue 7): savings sit on F12, and `$` while the lanes have focus.
+        KeyCode::F(3) => {
+            state.mode = Mode::Dataset(Box::default());
+            return vec![Effect::LoadDataset];
+        }
         KeyCode::F(12) => state.mode = Mode::Savings,
         KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
         KeyCode::F(9) => return vec![Effect::LoadHistory],
@@ -321,6 +361,8 @@ fn on_paste(state: &mut AppState, text: &str) {
     match &mut state.mode {
         Mode::Prompt(ed) => prompt::paste(ed, &text),
         Mode::Settings(form) => settings::paste(form, &text),
+        Mode::Promote(form) => super::promote::paste(form, &text),
+        Mode::Dataset(view) => super::dataset::paste(view, &text),
         Mode::Help { .. } | Mode::Savings | Mode::Tokens(_) | Mode::History { .. } | Mode::ConfirmQuit => {}
         Mode::Normal => {
             state.focus = Focus::Input;

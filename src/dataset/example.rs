@@ -24,6 +24,9 @@ pub struct Meta {
     pub source_lane: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The LoRA adapter of the source lane, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
     /// The prompt variant the answer was produced with (the example itself carries the dataset's prompt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_variant: Option<String>,

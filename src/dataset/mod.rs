@@ -12,7 +12,7 @@ mod text;
 pub use check::{Check, Finding, Kind, Severity, check};
 pub use example::{Example, Message, Meta, new_id};
 pub use formats::{Format, export, import};
-pub use measure::Measure;
+pub use measure::{Context, Measure, Report};
 pub use split::{SplitPlan, resplit};
 pub use stats::{SplitStats, Stats, stats};
 pub use store::{Dataset, Entry, Malformed};

@@ -1,10 +1,12 @@
 //! Pure rendering of `&AppState`: header, input editor, lane panes, summary, key hints, overlays.
 
+mod dataset;
 mod history;
 mod input;
 mod lane;
 pub mod layout;
 mod overlay;
+mod promote;
 pub mod savings;
 pub mod theme;
 
@@ -117,6 +119,8 @@ fn hints(state: &AppState) -> Paragraph<'static> {
             "^S save",
             "F7/F8 input",
             "F2 prompt",
+            "^P promote",
+            "F3 dataset",
             "F12 savings",
             "F6 lane",
             "Esc cancel",

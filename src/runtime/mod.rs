@@ -1,5 +1,7 @@
 //! The TUI loop: input first, then engine events, drained before one render at most every ~16 ms.
 
+mod dataset;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -111,6 +113,20 @@ impl Runtime {
                     let result = counters.segments(&spec, model.as_ref(), &system, &input);
                     Action::TokensReady(Box::new(crate::app::TokenView { lane, scroll: 0, result }))
                 })
+            }
+            Effect::LoadDataset => {
+                let (ctx, counters) = (crate::dataset::Context::of(&state.ws), self.counters.clone());
+                self.off_loop(move || dataset::load(&ctx, &counters))
+            }
+            Effect::Dataset(op) => {
+                let (ctx, counters) = (crate::dataset::Context::of(&state.ws), self.counters.clone());
+                self.off_loop(move || dataset::apply(&ctx, &counters, op))
+            }
+            Effect::Promote(p) => {
+                let ctx = crate::dataset::Context::of(&state.ws);
+                let now =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                self.off_loop(move || dataset::promote(&ctx, *p, now as u64))
             }
             Effect::Quit => {
                 state.quit = true;

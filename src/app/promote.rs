@@ -1,0 +1,150 @@
+//! Ctrl+P: promote the focused lane's answer into a training example (edit first, rate 1–5, tag, or reject).
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use tui_textarea::TextArea;
+
+use super::keys::ctrl;
+use super::{AppState, Effect, LaneStatus, text_area};
+use crate::dataset::{Example, Meta};
+
+/// Where the typing goes in the promote dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromoteField {
+    /// Keys are commands (rate, edit, promote …).
+    None,
+    Answer,
+    Tags,
+}
+
+#[derive(Debug)]
+pub struct PromoteForm {
+    pub lane: usize,
+    pub input: String,
+    /// The lane's answer as produced, to tell whether it was edited.
+    pub original: String,
+    pub answer: TextArea<'static>,
+    pub tags: TextArea<'static>,
+    pub rating: Option<u8>,
+    pub field: PromoteField,
+    /// The lane failed: its answer is partial.
+    pub partial: bool,
+}
+
+/// What the runtime stores for a promotion (answered with `Action::Promoted`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Promotion {
+    pub example: Example,
+    /// Kept in dataset/rejected.jsonl (never trained on), not in a split.
+    pub reject: bool,
+}
+
+impl PromoteForm {
+    /// The answer as it will be stored (trailing whitespace dropped).
+    pub fn answer_text(&self) -> String {
+        self.answer.lines().join("\n").trim_end().to_string()
+    }
+
+    pub fn edited(&self) -> bool {
+        self.answer_text() != self.original.trim_end()
+    }
+}
+
+/// Opens the dialog for the focused lane, or says why not.
+pub fn open(state: &mut AppState) -> Option<PromoteForm> {
+    let i = state.selected;
+    let (lane, spec) = (state.lanes.get(i)?, state.ws.lanes.get(i)?);
+    if lane.status.is_running() {
+        state.warn(format!("lane `{}` is still answering; promote it when it is done", spec.id));
+        return None;
+    }
+    if lane.output.trim().is_empty() {
+        state.warn(format!("lane `{}` has no answer to promote (run it first: F5)", spec.id));
+        return None;
+    }
+    Some(PromoteForm {
+        lane: i,
+        input: lane.input.clone(),
+        original: lane.output.clone(),
+        answer: text_area(&lane.output),
+        tags: TextArea::default(),
+        rating: None,
+        field: PromoteField::None,
+        partial: lane.status == LaneStatus::Failed,
+    })
+}
+
+/// A key in the dialog: returns the effects and whether the dialog stays open.
+pub fn key(state: &mut AppState, form: &mut PromoteForm, key: KeyEvent) -> (Vec<Effect>, bool) {
+    match form.field {
+        PromoteField::Answer => {
+            if key.code == KeyCode::Esc {
+                form.field = PromoteField::None;
+            } else {
+                form.answer.input(key);
+            }
+            return (Vec::new(), true);
+        }
+        PromoteField::Tags => {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Enter) {
+                form.field = PromoteField::None;
+            } else {
+                form.tags.input(key);
+            }
+            return (Vec::new(), true);
+        }
+        PromoteField::None => {}
+    }
+    match key.code {
+        KeyCode::Char(c @ '1'..='5') => form.rating = Some(c as u8 - b'0'),
+        KeyCode::Char('0') => form.rating = None,
+        KeyCode::Char('e') => form.field = PromoteField::Answer,
+        // Writing the right answer from scratch is common (the lane got it wrong): start from a blank.
+        KeyCode::Char('c') => {
+            form.answer = TextArea::default();
+            form.field = PromoteField::Answer;
+        }
+        KeyCode::Char('t') => form.field = PromoteField::Tags,
+        KeyCode::Enter => return (vec![Effect::Promote(Box::new(promotion(state, form, false)))], false),
+        KeyCode::Char('x') => return (vec![Effect::Promote(Box::new(promotion(state, form, true)))], false),
+        KeyCode::Esc | KeyCode::Char('q') => {
+            state.info("promotion cancelled");
+            return (Vec::new(), false);
+        }
+        _ if ctrl(&key, 'p') => return (vec![Effect::Promote(Box::new(promotion(state, form, false)))], false),
+        _ => {}
+    }
+    (Vec::new(), true)
+}
+
+/// The example as stored: the dataset's system prompt (not the lane's), the run's input, the answer.
+fn promotion(state: &AppState, form: &PromoteForm, reject: bool) -> Promotion {
+    let spec = &state.ws.lanes[form.lane];
+    let tags: Vec<String> =
+        form.tags.lines().join(" ").split([',', ' ']).filter(|t| !t.is_empty()).map(str::to_string).collect();
+    let meta = Meta {
+        source_lane: Some(spec.id.clone()),
+        model: Some(spec.model.clone()),
+        adapter: spec.adapter.clone(),
+        prompt_variant: Some(spec.prompt.clone()),
+        rating: form.rating,
+        edited: form.edited(),
+        tags,
+        ..Meta::default()
+    };
+    let example =
+        Example::chat(String::new(), state.ws.dataset_system_prompt(), &form.input, &form.answer_text(), meta);
+    Promotion { example, reject }
+}
+
+/// A paste goes into the field being typed (none: ignored, keys are commands there).
+pub fn paste(form: &mut PromoteForm, text: &str) {
+    match form.field {
+        PromoteField::Answer => {
+            form.answer.insert_str(text);
+        }
+        PromoteField::Tags => {
+            form.tags.insert_str(text.replace('\n', " "));
+        }
+        PromoteField::None => {}
+    }
+}
