@@ -47,6 +47,9 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("anthropic_temperature", 14, "lanes[0].temperature", "between 0 and 1"),
     ("timeout_on_local", 14, "lanes[0].idle_timeout_s", "only API lanes"),
     ("base_url_without_key_env", 14, "lanes[0].base_url", "OPENAI_API_KEY goes only to api.openai.com"),
+    ("dataset_unknown_prompt", 22, "dataset.system_prompt", "no prompt variant `short` (variants: long)"),
+    ("dataset_unknown_lane", 22, "dataset.lane", "no lane `tuned` (lanes: base, api)"),
+    ("dataset_api_lane", 22, "dataset.lane", "is an API lane; name a local lane"),
 ];
 
 #[test]

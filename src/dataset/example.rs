@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One chat turn. Roles are kept as written so `check` can report a wrong one instead of failing to load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
