@@ -387,7 +387,7 @@ fn the_cli_catches_a_planted_train_test_leak_and_round_trips_exports() {
         cli(&["dataset", fresh.to_str().unwrap(), "import", "--format", "sharegpt", out_file.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(
-        out.contains(&format!("imported 0 example(s) into")) && out.contains(&format!("{total} duplicate(s) skipped")),
+        out.contains("imported 0 example(s) into") && out.contains(&format!("{total} duplicate(s) skipped")),
         "{out}"
     );
     assert!(err.contains("already example"), "{err}");
