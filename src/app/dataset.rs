@@ -130,8 +130,37 @@ fn loaded(state: &mut AppState, view: &mut DatasetView, result: Result<(Report, 
     }
 }
 
+/// A key while the promote dialog or the dataset view is open. Ctrl+Q quits from both; Ctrl+S writes the
+/// example being edited in the view, and saves the workspace anywhere else.
+pub fn overlay_key(state: &mut AppState, mode: super::Mode, key: KeyEvent) -> Vec<Effect> {
+    use super::Mode;
+    let (effects, open) = match mode {
+        Mode::Promote(mut form) => {
+            if ctrl(&key, 'q') {
+                state.mode = Mode::Promote(form);
+                return super::update::global_save_quit(state, key);
+            }
+            let (effects, open) = super::promote::key(state, &mut form, key);
+            (effects, open.then_some(Mode::Promote(form)))
+        }
+        Mode::Dataset(mut view) => {
+            if ctrl(&key, 'q') || (ctrl(&key, 's') && !matches!(view.pane, Pane::Edit { .. })) {
+                state.mode = Mode::Dataset(view);
+                return super::update::global_save_quit(state, key);
+            }
+            let (effects, open) = self::key(state, &mut view, key);
+            (effects, open.then_some(Mode::Dataset(view)))
+        }
+        other => (Vec::new(), Some(other)),
+    };
+    if let Some(mode) = open {
+        state.mode = mode;
+    }
+    effects
+}
+
 /// A key in the view: the effects, and whether the view stays open.
-pub fn key(state: &mut AppState, view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
+fn key(state: &mut AppState, view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
     match std::mem::replace(&mut view.pane, Pane::List) {
         Pane::List => {}
         Pane::Open { scroll } => {

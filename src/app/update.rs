@@ -106,29 +106,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             }
             return Vec::new();
         }
-        Mode::Promote(mut form) => {
-            if ctrl(&key, 'q') {
-                state.mode = Mode::Promote(form);
-                return global_save_quit(state, key);
-            }
-            let (effects, open) = super::promote::key(state, &mut form, key);
-            if open {
-                state.mode = Mode::Promote(form);
-            }
-            return effects;
-        }
-        Mode::Dataset(mut view) => {
-            // Ctrl+S writes the example being edited; elsewhere in the view it saves the workspace.
-            if ctrl(&key, 'q') || (ctrl(&key, 's') && !matches!(view.pane, super::Pane::Edit { .. })) {
-                state.mode = Mode::Dataset(view);
-                return global_save_quit(state, key);
-            }
-            let (effects, open) = super::dataset::key(state, &mut view, key);
-            if open {
-                state.mode = Mode::Dataset(view);
-            }
-            return effects;
-        }
+        mode @ (Mode::Promote(_) | Mode::Dataset(_)) => return super::dataset::overlay_key(state, mode, key),
         Mode::Settings(mut form) => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 // A field being typed is applied first, as Enter would; a bad value keeps the form open.
@@ -197,7 +175,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     Vec::new()
 }
 
-fn global_save_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
+pub(super) fn global_save_quit(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     if ctrl(&key, 's') {
         return vec![Effect::Save(state.save_request())];
     }
