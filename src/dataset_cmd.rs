@@ -150,17 +150,15 @@ fn import(mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Re
     let format = Format::parse(format).context("unknown format")?;
     let Some(split) = Split::parse(split) else { bail!("--split `{split}`: use train, valid or test") };
     let examples = dataset::import(file, format)?;
-    let (mut added, mut skipped) = (0, 0);
-    for x in examples {
-        match ds.append(split, x) {
-            Ok(_) => added += 1,
-            Err(dataset::DatasetError::Refused(why)) => {
-                skipped += 1;
-                eprintln!("tunebench: skipped: {why}");
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let (added, skipped) = ds.append_all(split, examples)?;
+    for why in &skipped {
+        eprintln!("tunebench: skipped: {why}");
     }
-    println!("imported {added} example(s) into {}; {skipped} duplicate(s) skipped", ds.path(split).display());
+    println!(
+        "imported {} example(s) into {}; {} duplicate(s) skipped",
+        added.len(),
+        ds.path(split).display(),
+        skipped.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

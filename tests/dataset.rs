@@ -148,6 +148,24 @@ fn split_is_deterministic_complete_and_keeps_near_duplicates_together() {
         d.examples().filter(|(s, ..)| *s == Split::Test).map(|(_, x, _)| x.id.clone()).collect::<Vec<_>>()
     };
     assert_ne!(tests(&da), tests(&other));
+    // A cluster bigger than an eval split trains rather than swamping it; two examples still leave one training.
+    let c = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (0..40).map(|i| ex(&format!("ex_{i:04}"), SYS, &ticket(i), "{}").to_line()).collect();
+    let shared = "my lamp flickers every evening when the heating comes on and then it dies completely";
+    lines.extend((0..20).map(|i| ex(&format!("clu_{i:02}"), SYS, &format!("{shared} {i}"), "{}").to_line()));
+    write(c.path(), Split::Train, &lines);
+    let dc = dataset::resplit(&Dataset::load(c.path()).unwrap(), plan).unwrap();
+    assert_eq!((dc.count(Split::Valid), dc.count(Split::Test)), (6, 6), "first fit keeps eval splits at size");
+    assert!((0..20).all(|i| dc.find(&format!("clu_{i:02}")).unwrap().0 == Split::Train));
+    let two = tempfile::tempdir().unwrap();
+    write(
+        two.path(),
+        Split::Train,
+        &[ex("a", SYS, &ticket(1), "{}").to_line(), ex("b", SYS, &ticket(2), "{}").to_line()],
+    );
+    let d2 =
+        dataset::resplit(&Dataset::load(two.path()).unwrap(), SplitPlan { valid: 0.45, test: 0.45, seed: 1 }).unwrap();
+    assert_eq!(d2.count(Split::Train), 1);
     // Bad fractions are refused before anything is written.
     let err = dataset::resplit(&da, SplitPlan { valid: 0.6, test: 0.5, seed: 1 }).unwrap_err();
     assert!(err.to_string().contains("leave some examples for training"), "{err}");
@@ -354,7 +372,7 @@ fn the_cli_catches_a_planted_train_test_leak_and_round_trips_exports() {
     assert_eq!(code, 1, "{out}");
     let leak = out.lines().find(|l| l.contains("leak")).unwrap_or_else(|| panic!("{out}"));
     assert!(
-        leak.contains(&leaked_id) && leak.contains("ex_planted") && leak.contains("the eval split also trains"),
+        leak.contains(&leaked_id) && leak.contains("ex_planted") && leak.contains("an eval example that also trains"),
         "{leak}"
     );
 
@@ -380,7 +398,9 @@ fn the_cli_catches_a_planted_train_test_leak_and_round_trips_exports() {
     let total = Dataset::load(&root.join("dataset")).unwrap().examples().count();
     assert!(out.contains(&format!("imported {total} example(s)")), "{out}{err}");
     let back = Dataset::load(&fresh.join("dataset")).unwrap();
-    let msgs = |d: &Dataset| d.examples().map(|(_, x, _)| x.messages.clone()).collect::<BTreeSet<_>>();
+    let msgs = |d: &Dataset| {
+        d.examples().map(|(_, x, _)| serde_json::to_string(&x.messages).unwrap()).collect::<BTreeSet<_>>()
+    };
     assert_eq!(msgs(&back), msgs(&Dataset::load(&root.join("dataset")).unwrap()));
     // Importing the same file again adds nothing: every input is already there.
     let (code, out, err) =

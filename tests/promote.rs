@@ -192,6 +192,14 @@ async fn a_rejected_answer_is_kept_apart_and_never_trained_on() {
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["messages"][2]["content"], WRONG);
     assert_eq!(r.lines("train.jsonl").len(), before);
+    // An emptied answer is no example: the dialog stays open and nothing is written.
+    r.promote_api();
+    r.send(ch('c'));
+    r.send(key(KeyCode::Esc));
+    r.send(key(KeyCode::Enter));
+    assert!(matches!(r.state.mode, Mode::Promote(_)) && r.status().contains("empty answer"), "{}", r.status());
+    r.send(key(KeyCode::Esc));
+    assert_eq!(r.lines("train.jsonl").len(), before);
     // Esc cancels without writing.
     r.promote_api();
     r.send(key(KeyCode::Esc));

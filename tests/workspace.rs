@@ -187,12 +187,13 @@ fn a_failed_save_keeps_prompt_edits_for_the_next_try() {
     let (_tmp, root) = support::example_copy();
     let mut ws = workspace::load(&root).unwrap();
     ws.set_prompt_text("long", "edited").unwrap();
-    // Make prompts/long.md unwritable by putting a directory where its temporary file would go.
+    // Make prompts/long.md unwritable: a non-empty directory in its place cannot be renamed over.
     let prompts = root.join("prompts");
-    std::fs::create_dir(prompts.join(format!(".long.md.{}.tmp", std::process::id()))).unwrap();
+    std::fs::remove_file(prompts.join("long.md")).unwrap();
+    std::fs::create_dir_all(prompts.join("long.md/in-the-way")).unwrap();
     assert!(ws.save().is_err());
     assert!(ws.is_dirty());
-    std::fs::remove_dir(prompts.join(format!(".long.md.{}.tmp", std::process::id()))).unwrap();
+    std::fs::remove_dir_all(prompts.join("long.md")).unwrap();
     ws.save().unwrap();
     assert_eq!(std::fs::read_to_string(prompts.join("long.md")).unwrap(), "edited");
 }

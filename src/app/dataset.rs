@@ -1,6 +1,6 @@
 //! The F3 dataset view: list, search, open, edit, move between splits, delete; results come from the runtime.
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tui_textarea::TextArea;
 
 use super::keys::ctrl;
@@ -15,19 +15,31 @@ pub enum DatasetOp {
     Delete { id: String },
 }
 
+/// What the view shows below its header. Panes about one example name it by id: a read arriving meanwhile
+/// (a move, an edit elsewhere) can reorder the rows, never redirect the action to another example.
 #[derive(Debug)]
 pub enum Pane {
     List,
     /// One example in full, scrolled.
     Open {
+        id: String,
         scroll: u16,
     },
-    /// Editing one turn ("user" or "assistant") of the selected example.
+    /// Editing one turn ("user" or "assistant"); `saving` from Ctrl+S until the write comes back, so a
+    /// failed write keeps the text.
     Edit {
+        id: String,
         role: &'static str,
         area: Box<TextArea<'static>>,
+        saving: bool,
     },
-    ConfirmDelete,
+    ConfirmDelete {
+        id: String,
+    },
+    /// Every check finding, scrolled.
+    Findings {
+        scroll: u16,
+    },
 }
 
 #[derive(Debug)]
@@ -73,9 +85,15 @@ impl DatasetView {
         self.rows().get(self.selected).copied()
     }
 
-    fn clamp(&mut self) {
-        let n = self.rows().len();
-        self.selected = self.selected.min(n.saturating_sub(1));
+    pub fn example(&self, id: &str) -> Option<(Split, &Example)> {
+        self.data.as_ref()?.dataset.find(id).map(|(s, x, _)| (s, x))
+    }
+
+    /// Keeps the selection on the example it was on (by id) across a re-read, else within bounds.
+    fn reselect(&mut self, id: Option<String>) {
+        let rows = self.rows();
+        let at = id.and_then(|id| rows.iter().position(|(_, x)| x.id == id));
+        self.selected = at.unwrap_or(self.selected).min(rows.len().saturating_sub(1));
     }
 }
 
@@ -113,15 +131,23 @@ pub fn on_loaded(state: &mut AppState, result: Result<(Report, Option<String>), 
 fn loaded(state: &mut AppState, view: &mut DatasetView, result: Result<(Report, Option<String>), String>) {
     match result {
         Ok((data, message)) => {
+            let id = view.current().map(|(_, x)| x.id.clone());
             view.data = Some(data);
             view.error = None;
-            view.clamp();
+            view.reselect(id);
+            if matches!(view.pane, Pane::Edit { saving: true, .. }) {
+                view.pane = Pane::List;
+            }
             if let Some(m) = message {
                 state.info(m);
             }
         }
         Err(e) => {
-            // A failed write leaves the view as it was; a failed first read shows why in the view.
+            // A failed write leaves the view as it was (an edit stays open with its text); a failed first
+            // read shows why in the view.
+            if let Pane::Edit { saving, .. } = &mut view.pane {
+                *saving = false;
+            }
             if view.data.is_none() {
                 view.error = Some(e.clone());
             }
@@ -144,7 +170,13 @@ pub fn overlay_key(state: &mut AppState, mode: super::Mode, key: KeyEvent) -> Ve
             (effects, open.then_some(Mode::Promote(form)))
         }
         Mode::Dataset(mut view) => {
-            if ctrl(&key, 'q') || (ctrl(&key, 's') && !matches!(view.pane, Pane::Edit { .. })) {
+            let editing = matches!(view.pane, Pane::Edit { .. });
+            if editing && ctrl(&key, 'q') {
+                state.warn("an example is being edited: Ctrl+S writes it, Esc discards it");
+                state.mode = Mode::Dataset(view);
+                return Vec::new();
+            }
+            if ctrl(&key, 'q') || (ctrl(&key, 's') && !editing) {
                 state.mode = Mode::Dataset(view);
                 return super::update::global_save_quit(state, key);
             }
@@ -161,65 +193,91 @@ pub fn overlay_key(state: &mut AppState, mode: super::Mode, key: KeyEvent) -> Ve
 
 /// A key in the view: the effects, and whether the view stays open.
 fn key(state: &mut AppState, view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
+    let none = (Vec::new(), true);
     match std::mem::replace(&mut view.pane, Pane::List) {
         Pane::List => {}
-        Pane::Open { scroll } => {
+        Pane::Open { id, scroll } => {
             view.pane = match key.code {
-                KeyCode::Up | KeyCode::Char('k') => Pane::Open { scroll: scroll.saturating_sub(1) },
-                KeyCode::Down | KeyCode::Char('j') => Pane::Open { scroll: scroll.saturating_add(1) },
-                KeyCode::PageUp => Pane::Open { scroll: scroll.saturating_sub(10) },
-                KeyCode::PageDown => Pane::Open { scroll: scroll.saturating_add(10) },
-                KeyCode::Char('e' | 'u') => return list_key(view, key),
+                KeyCode::Up | KeyCode::Char('k') => Pane::Open { id, scroll: scroll.saturating_sub(1) },
+                KeyCode::Down | KeyCode::Char('j') => Pane::Open { id, scroll: scroll.saturating_add(1) },
+                KeyCode::PageUp => Pane::Open { id, scroll: scroll.saturating_sub(10) },
+                KeyCode::PageDown => Pane::Open { id, scroll: scroll.saturating_add(10) },
+                KeyCode::Char(c @ ('e' | 'u')) => edit(view, &id, c),
                 _ => Pane::List,
             };
-            return (Vec::new(), true);
+            return none;
         }
-        Pane::Edit { role, mut area } => {
+        Pane::Findings { scroll } => {
+            view.pane = match key.code {
+                KeyCode::Up | KeyCode::Char('k') => Pane::Findings { scroll: scroll.saturating_sub(1) },
+                KeyCode::Down | KeyCode::Char('j') => Pane::Findings { scroll: scroll.saturating_add(1) },
+                KeyCode::PageUp => Pane::Findings { scroll: scroll.saturating_sub(10) },
+                KeyCode::PageDown => Pane::Findings { scroll: scroll.saturating_add(10) },
+                _ => Pane::List,
+            };
+            return none;
+        }
+        Pane::Edit { id, role, mut area, saving } => {
+            if saving {
+                view.pane = Pane::Edit { id, role, area, saving };
+                return none;
+            }
             if ctrl(&key, 's') {
-                let Some((_, x)) = view.current() else { return (Vec::new(), true) };
+                let Some((_, x)) = view.example(&id) else {
+                    state.error(format!("example {id} is no longer in the dataset; Esc discards the edit"));
+                    view.pane = Pane::Edit { id, role, area, saving: false };
+                    return none;
+                };
                 let mut x = x.clone();
                 let text = area.lines().join("\n").trim_end().to_string();
                 if text.trim().is_empty() {
                     state.warn("an empty turn is not a training example; Esc discards the edit");
-                    view.pane = Pane::Edit { role, area };
-                    return (Vec::new(), true);
+                    view.pane = Pane::Edit { id, role, area, saving: false };
+                    return none;
                 }
                 let changed = text != if role == "user" { x.user() } else { x.assistant() };
                 x.set_turn(role, text);
                 x.meta.edited |= changed;
+                view.pane = Pane::Edit { id, role, area, saving: true };
                 return (vec![Effect::Dataset(DatasetOp::Replace(Box::new(x)))], true);
             }
             if key.code == KeyCode::Esc {
                 state.info("edit discarded");
             } else {
                 area.input(key);
-                view.pane = Pane::Edit { role, area };
+                view.pane = Pane::Edit { id, role, area, saving: false };
             }
-            return (Vec::new(), true);
+            return none;
         }
-        Pane::ConfirmDelete => {
-            if key.code == KeyCode::Char('y')
-                && let Some((_, x)) = view.current()
-            {
-                return (vec![Effect::Dataset(DatasetOp::Delete { id: x.id.clone() })], true);
+        Pane::ConfirmDelete { id } => {
+            if key.code == KeyCode::Char('y') {
+                return (vec![Effect::Dataset(DatasetOp::Delete { id })], true);
             }
             state.info("not deleted");
-            return (Vec::new(), true);
+            return none;
         }
     }
     if view.searching {
+        let typed = key.modifiers.difference(KeyModifiers::SHIFT).is_empty();
         match key.code {
             KeyCode::Enter | KeyCode::Esc => view.searching = false,
             KeyCode::Backspace => {
                 view.query.pop();
             }
-            KeyCode::Char(c) => view.query.push(c),
+            KeyCode::Char(c) if typed => view.query.push(c),
             _ => {}
         }
         view.selected = 0;
-        return (Vec::new(), true);
+        return none;
     }
     list_key(view, key)
+}
+
+/// The edit pane for turn `e` (answer) or `u` (input) of example `id`.
+fn edit(view: &DatasetView, id: &str, which: char) -> Pane {
+    let Some((_, x)) = view.example(id) else { return Pane::List };
+    let (role, text) = if which == 'u' { ("user", x.user()) } else { ("assistant", x.assistant()) };
+    Pane::Edit { id: id.to_string(), role, area: Box::new(text_area(text)), saving: false }
 }
 
 fn list_key(view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
@@ -232,6 +290,7 @@ fn list_key(view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
         KeyCode::Home | KeyCode::Char('g') => view.selected = 0,
         KeyCode::End | KeyCode::Char('G') => view.selected = n.saturating_sub(1),
         KeyCode::Char('/') => view.searching = true,
+        KeyCode::Char('c') => view.pane = Pane::Findings { scroll: 0 },
         KeyCode::Tab => {
             view.only = match view.only {
                 None => Some(Split::Train),
@@ -249,17 +308,12 @@ fn list_key(view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
             let Some((split, x)) = view.current() else {
                 return (Vec::new(), true);
             };
+            let id = x.id.clone();
             match key.code {
-                KeyCode::Enter => view.pane = Pane::Open { scroll: 0 },
-                KeyCode::Char('e') => {
-                    view.pane = Pane::Edit { role: "assistant", area: Box::new(text_area(x.assistant())) }
-                }
-                KeyCode::Char('u') => view.pane = Pane::Edit { role: "user", area: Box::new(text_area(x.user())) },
-                KeyCode::Char('m') => {
-                    let op = DatasetOp::Move { id: x.id.clone(), to: split.next() };
-                    return (vec![Effect::Dataset(op)], true);
-                }
-                KeyCode::Char('d') | KeyCode::Delete => view.pane = Pane::ConfirmDelete,
+                KeyCode::Enter => view.pane = Pane::Open { id, scroll: 0 },
+                KeyCode::Char(c @ ('e' | 'u')) => view.pane = edit(view, &id, c),
+                KeyCode::Char('m') => return (vec![Effect::Dataset(DatasetOp::Move { id, to: split.next() })], true),
+                KeyCode::Char('d') | KeyCode::Delete => view.pane = Pane::ConfirmDelete { id },
                 _ => {}
             }
         }

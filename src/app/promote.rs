@@ -104,16 +104,25 @@ pub fn key(state: &mut AppState, form: &mut PromoteForm, key: KeyEvent) -> (Vec<
             form.field = PromoteField::Answer;
         }
         KeyCode::Char('t') => form.field = PromoteField::Tags,
-        KeyCode::Enter => return (vec![Effect::Promote(Box::new(promotion(state, form, false)))], false),
-        KeyCode::Char('x') => return (vec![Effect::Promote(Box::new(promotion(state, form, true)))], false),
+        KeyCode::Enter => return store(state, form, false),
+        KeyCode::Char('x') => return store(state, form, true),
         KeyCode::Esc | KeyCode::Char('q') => {
             state.info("promotion cancelled");
             return (Vec::new(), false);
         }
-        _ if ctrl(&key, 'p') => return (vec![Effect::Promote(Box::new(promotion(state, form, false)))], false),
+        _ if ctrl(&key, 'p') => return store(state, form, false),
         _ => {}
     }
     (Vec::new(), true)
+}
+
+/// Stores the example (or the rejection); an empty answer or input is no example and keeps the dialog open.
+fn store(state: &mut AppState, form: &PromoteForm, reject: bool) -> (Vec<Effect>, bool) {
+    if !reject && (form.answer_text().trim().is_empty() || form.input.trim().is_empty()) {
+        state.warn("an empty answer or input is not a training example: e edits the answer, Esc cancels");
+        return (Vec::new(), true);
+    }
+    (vec![Effect::Promote(Box::new(promotion(state, form, reject)))], false)
 }
 
 /// The example as stored: the dataset's system prompt (not the lane's), the run's input, the answer.

@@ -124,7 +124,19 @@ pub fn check(ds: &Dataset, c: &Check<'_>) -> Vec<Finding> {
 fn duplicates(all: &[(Split, &Example, usize)], out: &mut Vec<Finding>) {
     let sets: Vec<HashSet<u64>> = all.iter().map(|(_, x, _)| shingles(x.user())).collect();
     let keys: Vec<String> = all.iter().map(|(_, x, _)| normalized(x.user())).collect();
-    for (i, j, score) in similar_pairs(&sets, NEAR) {
+    let mut pairs = similar_pairs(&sets, NEAR);
+    // Inputs with no words (emoji, punctuation) have no shingles: equal ones are paired by their text.
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (j, k) in keys.iter().enumerate() {
+        match first.get(k.as_str()) {
+            Some(&i) if sets[j].is_empty() => pairs.push((i, j, 1.0)),
+            Some(_) => {}
+            None => {
+                first.insert(k, j);
+            }
+        }
+    }
+    for (i, j, score) in pairs {
         let ((si, xi, li), (sj, xj, lj)) = (all[i], all[j]);
         let exact = keys[i] == keys[j];
         let how = if exact {
@@ -133,7 +145,12 @@ fn duplicates(all: &[(Split, &Example, usize)], out: &mut Vec<Finding>) {
             format!("a near-duplicate input (5-gram Jaccard {score:.2})")
         };
         let (kind, severity, msg) = if si != sj {
-            let what = format!("{how} as {} ({}:{lj}): the eval split also trains", xj.id, sj.file_name());
+            let why = if si == Split::Train || sj == Split::Train {
+                "an eval example that also trains"
+            } else {
+                "valid and test overlap, so the test score is not independent of model selection"
+            };
+            let what = format!("{how} as {} ({}:{lj}): {why}", xj.id, sj.file_name());
             (Kind::Leak, Severity::Error, what)
         } else if exact {
             (Kind::Duplicate, Severity::Error, format!("{how} as {} (line {lj})", xj.id))

@@ -3,15 +3,18 @@
 use serde::{Deserialize, Serialize};
 
 /// One chat turn. Roles are kept as written so `check` can report a wrong one instead of failing to load.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// Other keys a trainer reads (`weight`, `name` …), kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Message {
     pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self { role: role.to_string(), content: content.into() }
+        Self { role: role.to_string(), content: content.into(), extra: serde_json::Map::new() }
     }
 }
 
@@ -43,6 +46,9 @@ pub struct Meta {
     /// `import:FILE` for imported examples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Keys written by another tool or a later version, kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A stored example: `{"messages": […], "id": …, "meta": {…}}`; other keys on the line are kept as they were.

@@ -88,7 +88,7 @@ pub fn import(path: &Path, format: Format) -> Result<Vec<Example>> {
             }
             let at = format!("{name}:{}", i + 1);
             let v = serde_json::from_str(line)
-                .map_err(|e| DatasetError::Invalid { where_: at.clone(), message: e.to_string() })?;
+                .map_err(|e| DatasetError::Invalid { where_: at.clone(), message: super::store::describe(&e) })?;
             records.push((at, v));
         }
     }
@@ -119,7 +119,7 @@ fn messages(v: &Value, format: Format) -> Result<Vec<Message>, String> {
                 .map(|(i, m)| {
                     let role = text(m, "role").map_err(|e| format!("messages[{i}]: {e}"))?;
                     let content = text(m, "content").map_err(|e| format!("messages[{i}]: {e}"))?;
-                    Ok(Message { role, content })
+                    Ok(Message { role, content, extra: serde_json::Map::new() })
                 })
                 .collect()
         }

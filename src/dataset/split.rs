@@ -43,24 +43,29 @@ pub fn resplit(ds: &Dataset, plan: SplitPlan) -> Result<Dataset> {
         .collect();
     order.sort();
     let n = all.len();
-    let want_test = (n as f64 * plan.test).round() as usize;
-    let want_valid = (n as f64 * plan.valid).round() as usize;
-    let mut next = Dataset { dir: ds.dir.clone(), files: BTreeMap::new() };
+    // At least one example always trains.
+    let want_test = ((n as f64 * plan.test).round() as usize).min(n.saturating_sub(1));
+    let want_valid = ((n as f64 * plan.valid).round() as usize).min(n.saturating_sub(1) - want_test);
+    let mut files: BTreeMap<Split, Vec<Entry>> = BTreeMap::new();
     let (mut test, mut valid) = (0, 0);
+    // First fit: a group joins test (then valid) only while it fits, so one big near-duplicate cluster
+    // cannot swamp an eval split; what does not fit trains.
     for (_, group) in order {
-        let split = if test < want_test {
-            test += group.len();
+        let k = group.len();
+        let split = if test + k <= want_test {
+            test += k;
             Split::Test
-        } else if valid < want_valid {
-            valid += group.len();
+        } else if valid + k <= want_valid {
+            valid += k;
             Split::Valid
         } else {
             Split::Train
         };
         for i in group {
-            next.files.entry(split).or_default().push(Entry::Example(all[i].clone(), 0));
+            files.entry(split).or_default().push(Entry::Example(all[i].clone(), 0));
         }
     }
+    let mut next = Dataset::planned(&ds.dir, files);
     // Within a split, examples keep a stable order (by id) so reruns give byte-identical files.
     for lines in next.files.values_mut() {
         lines.sort_by(|a, b| match (a, b) {

@@ -8,6 +8,15 @@ use crate::workspace::store::append_line;
 
 type Loaded = Result<(Box<Report>, Option<String>), String>;
 
+/// One change at a time: each reads the files, then rewrites them from what it read, so two overlapping
+/// changes (keys pressed faster than a write) would otherwise lose one of them.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn writing() -> std::sync::MutexGuard<'static, ()> {
+    // A panic while holding the lock left no partial file behind (writes are atomic): carry on.
+    WRITING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn load(ctx: &Context, counters: &Counters) -> Action {
     Action::DatasetLoaded(read(ctx, counters, None))
 }
@@ -18,6 +27,7 @@ fn read(ctx: &Context, counters: &Counters, message: Option<String>) -> Loaded {
 }
 
 pub fn apply(ctx: &Context, counters: &Counters, op: DatasetOp) -> Action {
+    let guard = writing();
     let done = (|| {
         let ds = Dataset::load(&ctx.dir)?;
         let (next, msg) = match op {
@@ -30,6 +40,7 @@ pub fn apply(ctx: &Context, counters: &Counters, op: DatasetOp) -> Action {
         };
         Ok::<_, crate::dataset::DatasetError>((next, msg))
     })();
+    drop(guard);
     Action::DatasetLoaded(match done {
         Ok((ds, msg)) => Ok((Box::new(ctx.report(ds, counters)), Some(msg))),
         Err(e) => Err(e.to_string()),
@@ -39,6 +50,7 @@ pub fn apply(ctx: &Context, counters: &Counters, op: DatasetOp) -> Action {
 /// Appends the example to train.jsonl (refused for an input already in the dataset), or a rejected
 /// answer to rejected.jsonl, which no split, check or export reads.
 pub fn promote(ctx: &Context, p: Promotion, now_ms: u64) -> Action {
+    let _guard = writing();
     let mut x = p.example;
     x.meta.time_unix_ms = Some(now_ms);
     let result = if p.reject {

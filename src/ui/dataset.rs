@@ -31,11 +31,13 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect, view: &DatasetView
     let hints = match view.pane {
         Pane::List if view.searching => " type to search · Enter/Esc done ",
         Pane::List => {
-            " ↑↓ select · Enter open · e answer · u input · m move · d delete · / search · Tab split · Esc close "
+            " ↑↓ select · Enter open · e answer · u input · m move · d delete · / search · Tab split · c findings · Esc close "
         }
         Pane::Open { .. } => " ↑↓ scroll · e edit answer · u edit input · any other key back ",
+        Pane::Edit { saving: true, .. } => " writing… ",
         Pane::Edit { .. } => " ^S save the example · Esc discard ",
-        Pane::ConfirmDelete => " y delete · any other key keeps it ",
+        Pane::ConfirmDelete { .. } => " y delete · any other key keeps it ",
+        Pane::Findings { .. } => " ↑↓ scroll · any other key back ",
     };
     let block = view_block(state, title).title_bottom(Line::styled(hints, Style::default().fg(t.muted)));
     let inner = block.inner(rect);
@@ -47,16 +49,32 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect, view: &DatasetView
     frame.render_widget(findings_line(state, data), findings);
     frame.render_widget(filter_line(state, view), filter);
     match &view.pane {
-        Pane::List | Pane::ConfirmDelete => list(state, frame, body, view, data),
-        Pane::Open { scroll } => {
-            if let Some((split, x)) = view.current() {
+        Pane::List | Pane::ConfirmDelete { .. } => list(state, frame, body, view, data),
+        Pane::Findings { scroll } => {
+            let lines: Vec<Line> = data
+                .findings
+                .iter()
+                .map(|f| {
+                    let colour = if f.severity == Severity::Error { t.error } else { t.warn };
+                    let id = f.id.as_deref().unwrap_or("—");
+                    Line::styled(
+                        format!(" {:<13} {:<15} {id:<13} {}", f.kind.name(), f.at, f.message),
+                        Style::default().fg(colour),
+                    )
+                })
+                .collect();
+            let lines =
+                if lines.is_empty() { vec![Line::styled(" no problems", Style::default().fg(t.ok))] } else { lines };
+            frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((*scroll, 0)), body);
+        }
+        Pane::Open { id, scroll } => {
+            if let Some((split, x)) = view.example(id) {
                 let p = Paragraph::new(detail(state, split, x)).wrap(Wrap { trim: false }).scroll((*scroll, 0));
                 frame.render_widget(p, body);
             }
         }
-        Pane::Edit { role, area } => {
+        Pane::Edit { id, role, area, .. } => {
             let [label, text] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(body);
-            let id = view.current().map_or("?", |(_, x)| x.id.as_str());
             let what = if *role == "user" { "input" } else { "answer" };
             let style = Style::default().fg(t.accent).add_modifier(Modifier::BOLD);
             frame.render_widget(Paragraph::new(Line::styled(format!(" editing the {what} of {id}"), style)), label);
@@ -104,8 +122,7 @@ fn findings_line(state: &AppState, data: &Report) -> Paragraph<'static> {
 
 fn filter_line(state: &AppState, view: &DatasetView) -> Paragraph<'static> {
     let t = &state.theme;
-    if matches!(view.pane, Pane::ConfirmDelete) {
-        let id = view.current().map_or("?", |(_, x)| x.id.as_str());
+    if let Pane::ConfirmDelete { id } = &view.pane {
         let text = format!(" delete {id}? y deletes it from its split file · any other key keeps it");
         return Paragraph::new(Line::styled(text, Style::default().fg(t.warn).add_modifier(Modifier::BOLD)));
     }
