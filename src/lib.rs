@@ -9,5 +9,6 @@ pub mod lora;
 pub mod metrics;
 pub mod runtime;
 pub mod terminal;
+pub mod train_cmd;
 pub mod ui;
 pub mod workspace;

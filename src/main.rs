@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         exact: bool,
     },
+    /// Train the adapter lane's LoRA adapter on the workspace's dataset (PEFT format in adapters/NAME).
+    Train {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: tunebench::train_cmd::TrainArgs,
+    },
     /// The workspace's training examples: stats, split, check, export, import.
     Dataset {
         workspace: PathBuf,
@@ -115,6 +121,9 @@ fn main() -> ExitCode {
             }
             Some(Command::Runs { workspace, csv }) => runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => tunebench::dataset_cmd::run(&workspace, action),
+            Some(Command::Train { workspace, args }) => {
+                tokio::task::spawn_blocking(move || tunebench::train_cmd::run(&workspace, &args)).await?
+            }
             Some(Command::Pull { model }) => {
                 let path = tokio::task::spawn_blocking(move || tunebench::engine::local::pull::pull(&model)).await??;
                 println!("{}", path.display());

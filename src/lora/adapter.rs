@@ -19,6 +19,11 @@ pub struct Provenance {
     pub dataset_sha256: Option<String>,
     #[serde(default)]
     pub hyperparameters: serde_json::Map<String, serde_json::Value>,
+    /// Training loss at the saved step, and validation loss there (when there was a validation set).
+    #[serde(default)]
+    pub train_loss: Option<f64>,
+    #[serde(default)]
+    pub valid_loss: Option<f64>,
 }
 
 /// One adapted module: A `[r, in]`, B `[out, r]` (rows already in the base's order), and its scale.

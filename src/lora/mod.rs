@@ -3,6 +3,7 @@
 pub mod adapter;
 pub mod config;
 pub mod layer;
+pub mod train;
 
 pub use adapter::{Adapter, Provenance};
 pub use config::AdapterConfig;

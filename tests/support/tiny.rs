@@ -79,11 +79,22 @@ pub struct Options {
     /// Tie the output head to the embeddings (no output.weight / lm_head.weight), as SmolLM2 does.
     pub tied: bool,
     pub quant: Option<GgmlDType>,
+    /// Scales the output head: random small weights cap the logits' range, and so how low a loss can go.
+    pub head_scale: f64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { arch: "llama", template: Some(TEMPLATE), add_bos: false, eos: None, bos: None, tied: false, quant: None }
+        Self {
+            arch: "llama",
+            template: Some(TEMPLATE),
+            add_bos: false,
+            eos: None,
+            bos: None,
+            tied: false,
+            quant: None,
+            head_scale: 1.0,
+        }
     }
 }
 
@@ -113,7 +124,7 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
     let norm = (mk(&[HIDDEN]) + 1.0).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
     hf.insert("model.norm.weight".into(), norm.clone());
     gg.push(("output_norm.weight".into(), norm));
-    let head = mk(&[vocab_n, HIDDEN]);
+    let head = (mk(&[vocab_n, HIDDEN]) * o.head_scale).unwrap();
     if !o.tied {
         hf.insert("lm_head.weight".into(), head.clone());
         gg.push(("output.weight".into(), head));

@@ -66,6 +66,19 @@ impl BaseLinear {
         Ok(Self { name: name.to_string(), decode, prefill, out_dim, in_dim })
     }
 
+    /// The weights `[out, in]` in f32 exactly as multi-token forwards use them (the f32 copy when there is
+    /// one, shared; else the decode weights dequantized): what training computes against.
+    pub fn weight_f32(&self) -> Result<Tensor> {
+        if let Some(w) = &self.prefill {
+            return Ok(w.clone());
+        }
+        match &self.decode {
+            QMatMul::QTensor(q) => q.dequantize(&q.device()),
+            QMatMul::Tensor(t) => t.to_dtype(DType::F32),
+            QMatMul::TensorF16(t) => t.to_dtype(DType::F32),
+        }
+    }
+
     /// Bytes held for this layer (for memory accounting).
     pub fn bytes(&self) -> usize {
         let d = match &self.decode {

@@ -29,6 +29,7 @@ pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
 pub use model::Llama;
 pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, plan_for};
 pub use weights::{BaseWeights, Config, MODULES};
+pub use worker::pick_device;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {

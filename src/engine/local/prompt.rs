@@ -28,9 +28,7 @@ impl PromptTokenizer {
 
     /// A whole conversation (e.g. a training example, answer included) as the model sees it.
     pub fn chat_ids(&self, messages: &[(&str, &str)]) -> Result<Vec<u32>> {
-        let (bos, eos) = specials(&self.tokenizer);
-        let rendered = self.template.render_chat(messages, false, &bos, &eos)?;
-        encode(&self.tokenizer, &bos, &rendered)
+        chat_ids(&self.tokenizer, &self.template, messages, false)
     }
 
     /// The model's context window in tokens, where its files say.
@@ -42,6 +40,18 @@ impl PromptTokenizer {
 fn specials(tok: &Tokenizer) -> (String, String) {
     let piece = |id: Option<u32>| id.and_then(|i| tok.vocab.tokens.get(i as usize)).cloned().unwrap_or_default();
     (piece(tok.vocab.bos), piece(tok.vocab.eos))
+}
+
+/// Renders and encodes `(role, content)` messages; `generation` appends the assistant's opening.
+pub fn chat_ids(
+    tok: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[(&str, &str)],
+    generation: bool,
+) -> Result<Vec<u32>> {
+    let (bos, eos) = specials(tok);
+    let rendered = template.render_chat(messages, generation, &bos, &eos)?;
+    encode(tok, &bos, &rendered)
 }
 
 /// Renders and encodes one system prompt + user input as the model will see it.

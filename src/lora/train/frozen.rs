@@ -1,0 +1,52 @@
+//! `x · Wᵀ` for a frozen base weight whose backward pass gives only the input's gradient. Candle's plain
+//! matmul backward also computes the weight's gradient — a second matmul per layer and a weight-sized
+//! tensor per layer per step — which training never uses.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+
+/// A frozen `[out, in]` weight and its transpose, applied as a custom op on the CPU.
+#[derive(Clone)]
+pub struct Frozen {
+    /// `[out, in]`.
+    w: Tensor,
+    /// `[in, out]`, contiguous.
+    w_t: Tensor,
+}
+
+impl Frozen {
+    pub fn new(w: Tensor) -> Result<Self> {
+        let w_t = w.t()?.contiguous()?;
+        Ok(Self { w, w_t })
+    }
+
+    /// `x [.., in] → [.., out]`. Other devices than the CPU use the plain matmul (correct, just wasteful).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // The op is cheap to clone: two shared tensors.
+        if x.device().is_cpu() { x.contiguous()?.apply_op1(self.clone()) } else { x.broadcast_matmul(&self.w_t) }
+    }
+}
+
+impl CustomOp1 for Frozen {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-linear: input not contiguous".into()))?;
+        let x = match storage {
+            CpuStorage::F32(v) => &v[start..end],
+            _ => return Err(candle_core::Error::Msg("frozen-linear: f32 input only".into())),
+        };
+        let dims = layout.shape().dims();
+        let x = Tensor::from_slice(x, dims, &candle_core::Device::Cpu)?;
+        let y = x.broadcast_matmul(&self.w_t)?;
+        let shape = y.shape().clone();
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.broadcast_matmul(&self.w)?))
+    }
+}

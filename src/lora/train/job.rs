@@ -1,0 +1,169 @@
+//! A training run prepared from a workspace: the adapter lane's model, the dataset's train and valid
+//! splits rendered into sequences, where the adapter goes — shared by `tunebench train` and the TUI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::{Event, Output, Sequence, Summary, TrainConfig, TrainError, data};
+use crate::dataset::{Dataset, Split};
+use crate::engine::local::{LoadedModel, MODULES};
+use crate::lora::Provenance;
+use crate::workspace::Workspace;
+
+/// What the user chose (the CLI's flags; the TUI uses the defaults).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The adapter folder name under adapters/ (default: the adapter lane's).
+    pub adapter: Option<String>,
+    /// `all-linear` or short module names (`q_proj,v_proj`).
+    pub targets: String,
+    pub device: String,
+    pub resume: bool,
+    pub config: TrainConfig,
+}
+
+pub struct Job {
+    pub model: Arc<LoadedModel>,
+    pub config: TrainConfig,
+    pub train: Vec<Sequence>,
+    pub valid: Vec<Sequence>,
+    /// Examples left out, with why.
+    pub skipped: Vec<String>,
+    pub output: Output,
+    /// The lane that will use the adapter.
+    pub lane: String,
+    pub device: String,
+}
+
+/// Short module names for `--targets`.
+pub fn targets(spec: &str) -> Result<Vec<String>, String> {
+    let known: Vec<&str> = MODULES.iter().map(|m| m.rsplit('.').next().unwrap_or(m)).collect();
+    if spec == "all-linear" {
+        return Ok(known.iter().map(|s| s.to_string()).collect());
+    }
+    let mut out = Vec::new();
+    for t in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !known.contains(&t) {
+            return Err(format!("--targets: unknown module `{t}` (all-linear, or some of {})", known.join(", ")));
+        }
+        out.push(t.to_string());
+    }
+    if out.is_empty() {
+        return Err("--targets: name at least one module, or all-linear".into());
+    }
+    Ok(out)
+}
+
+impl Job {
+    pub fn prepare(ws: &Workspace, opts: &Options) -> Result<Self, String> {
+        let lane = ws
+            .lanes
+            .iter()
+            .find(|l| l.adapter.is_some())
+            .or_else(|| ws.dataset_lane().map(|(l, _)| l))
+            .ok_or("no local lane to train for: give a local lane an `adapter = \"adapters/NAME\"`")?;
+        let model_spec =
+            ws.models.get(&lane.model).ok_or_else(|| format!("lane `{}`: no [models.{}]", lane.id, lane.model))?;
+        let name = match (&opts.adapter, &lane.adapter) {
+            (Some(n), _) => n.clone(),
+            (None, Some(a)) => {
+                PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            }
+            (None, None) => "lora".into(),
+        };
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(format!("--adapter `{name}`: a folder name under adapters/"));
+        }
+        let mut config = opts.config.clone();
+        config.targets = targets(&opts.targets)?;
+        if config.rank == 0 || config.batch == 0 || config.grad_accum == 0 || config.epochs == 0 {
+            return Err("--rank, --batch, --grad-accum and --epochs must be at least 1".into());
+        }
+        if !(config.lr.is_finite() && config.lr > 0.0) {
+            return Err(format!("--lr {} must be a positive number", config.lr));
+        }
+        let ds = Dataset::load(&ws.dataset_dir()).map_err(|e| e.to_string())?;
+        if let Some((s, m)) = ds.malformed().next() {
+            return Err(format!(
+                "{}:{}: not an example ({}); `tunebench dataset … check` lists them",
+                ds.path(s).display(),
+                m.line,
+                m.error
+            ));
+        }
+        let split = |s: Split| ds.examples().filter(|(x, ..)| *x == s).map(|(_, x, _)| x).collect::<Vec<_>>();
+        let (train_x, valid_x) = (split(Split::Train), split(Split::Valid));
+        if train_x.is_empty() {
+            return Err(format!(
+                "{}: no training examples (Ctrl+P promotes answers; `dataset import` adds files)",
+                ds.path(Split::Train).display()
+            ));
+        }
+        let (device, dev) = crate::engine::local::pick_device(&opts.device).map_err(|e| e.to_string())?;
+        let model = Arc::new(crate::engine::local::load(&model_spec.path, &dev, None).map_err(|e| e.to_string())?);
+        config.base_name = base_name(&model_spec.path);
+        let (train, mut skipped) = data::sequences(&model.tokenizer, &model.template, &train_x, config.max_seq_len);
+        let (valid, skipped_valid) = data::sequences(&model.tokenizer, &model.template, &valid_x, config.max_seq_len);
+        skipped.extend(skipped_valid);
+        let mut all = train_x.clone();
+        all.extend(&valid_x);
+        let dataset_sha256 = data::hash(&all);
+        let hyperparameters = match serde_json::to_value(&config) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let provenance = Provenance {
+            base_sha256: model.sha256().ok(),
+            dataset_sha256: Some(dataset_sha256.clone()),
+            hyperparameters,
+            train_loss: None,
+            valid_loss: None,
+        };
+        let output = Output {
+            adapter_dir: ws.root.join("adapters").join(&name),
+            provenance,
+            dataset_sha256,
+            resume: opts.resume,
+        };
+        Ok(Self { model, config, train, valid, skipped, output, lane: lane.id.clone(), device })
+    }
+
+    pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Summary, TrainError> {
+        super::run(self.model.base().clone(), &self.config, &self.train, &self.valid, &mut self.output, stop, on_event)
+    }
+}
+
+/// What adapter_config.json names as the base (PEFT's `base_model_name_or_path`): the Hugging Face repo
+/// the GGUF names, else its organization and the file name without the quantization suffix
+/// (`HuggingFaceTB` + `SmolLM2-135M-Instruct.Q4_1.gguf` → `HuggingFaceTB/SmolLM2-135M-Instruct`), else
+/// the path as given.
+fn base_name(path: &std::path::Path) -> String {
+    let file = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    if path.is_dir() {
+        return path.display().to_string();
+    }
+    let meta = |key: &str| -> Option<String> {
+        let mut f = std::fs::File::open(path).ok()?;
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut f).ok()?;
+        ct.metadata.get(key).and_then(|v| v.to_string().ok()).cloned()
+    };
+    if let Some(repo) = meta("general.source.huggingface.repository").or_else(|| meta("general.base_model.0.repo_url"))
+    {
+        return repo.trim_start_matches("https://huggingface.co/").to_string();
+    }
+    let stem = file.strip_suffix(".gguf").unwrap_or(&file);
+    let stem = match stem.rsplit_once(['.', '-']) {
+        Some((head, quant))
+            if quant.to_ascii_uppercase().starts_with(['Q', 'F', 'B', 'I'])
+                && quant.chars().any(|c| c.is_ascii_digit()) =>
+        {
+            head
+        }
+        _ => stem,
+    };
+    match meta("general.organization") {
+        Some(org) => format!("{org}/{stem}"),
+        None => path.display().to_string(),
+    }
+}

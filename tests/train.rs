@@ -1,0 +1,226 @@
+//! LoRA training on the tiny model (written by the tests, quantized): gradients against finite
+//! differences, the loss falling, the saved adapter reproducing the trained logits through the inference
+//! path, resume continuing the same curve, and the prompt masked out of the loss.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+use support::tiny;
+use tunebench::dataset::{Example, Meta};
+use tunebench::engine::local::LoadedModel;
+use tunebench::lora::Provenance;
+use tunebench::lora::train::data::{Sequence, sequences};
+use tunebench::lora::train::{Event, Output, Schedule, TrainConfig, TrainModel, run, save};
+
+fn model(dir: &Path, quant: Option<GgmlDType>) -> (std::path::PathBuf, LoadedModel) {
+    let (gguf, _) = tiny::write(dir, quant);
+    let m = tunebench::engine::local::load(&gguf, &Device::Cpu, None).unwrap();
+    (gguf, m)
+}
+
+const ALL: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+fn config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: ALL.iter().map(|s| s.to_string()).collect(),
+        lr: 1e-2,
+        epochs: 1000,
+        max_steps: Some(steps),
+        batch: 2,
+        grad_accum: 1,
+        max_seq_len: 256,
+        seed: 7,
+        warmup_ratio: 0.1,
+        schedule: Schedule::Cosine,
+        weight_decay: 0.0,
+        max_grad_norm: 1.0,
+        eval_every: None,
+        patience: 0,
+        save_every: Some(4),
+        base_name: "tiny".into(),
+    }
+}
+
+fn examples() -> Vec<Example> {
+    [("hello world", "or"), ("the world", "hell"), ("say hello", "world world"), ("who", "hello")]
+        .iter()
+        .map(|(u, a)| Example::chat(format!("ex_{u}"), "be brief", u, a, Meta::default()))
+        .collect()
+}
+
+fn seqs(m: &LoadedModel) -> Vec<Sequence> {
+    let xs = examples();
+    let refs: Vec<&Example> = xs.iter().collect();
+    let (s, skipped) = sequences(&m.tokenizer, &m.template, &refs, 256);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    s
+}
+
+fn output(dir: &Path, resume: bool) -> Output {
+    Output { adapter_dir: dir.to_path_buf(), provenance: Provenance::default(), dataset_sha256: "d".into(), resume }
+}
+
+fn train(m: &LoadedModel, cfg: &TrainConfig, dir: &Path, resume: bool, stop_at: Option<usize>) -> Vec<(usize, f64)> {
+    let stop = AtomicBool::new(false);
+    let mut losses = Vec::new();
+    let mut on = |e: Event| {
+        if let Event::Step { step, loss, .. } = e {
+            losses.push((step, loss));
+            if Some(step) == stop_at {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    run(m.base().clone(), cfg, &seqs(m), &[], &mut output(dir, resume), &stop, &mut on).unwrap();
+    losses
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_scalar::<f32>().unwrap() as f64
+}
+
+#[test]
+fn every_lora_tensor_of_every_layer_gets_the_finite_difference_gradient_on_a_quantized_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, m) = model(dir.path(), Some(GgmlDType::Q8_0));
+    let tm = TrainModel::new(m.base().clone(), &ALL.map(String::from), 2, 4.0, 3).unwrap();
+    // B starts at zero (so A's gradient would be zero): give it values to test both.
+    for (i, p) in tm.lora.values().enumerate() {
+        let shape = p.b.as_tensor().shape().clone();
+        let n = shape.elem_count();
+        let v: Vec<f32> = (0..n).map(|k| ((k as f32 + i as f32 * 13.0) * 0.37).sin() * 0.1).collect();
+        p.b.set(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap();
+    }
+    let s = &seqs(&m)[2];
+    let loss = |tm: &TrainModel| tm.loss(&s.ids, &s.positions, &s.targets).unwrap();
+    let grads = loss(&tm).backward().unwrap();
+    assert_eq!(tm.lora.len(), 7 * tiny::LAYERS);
+    let eps = 1e-2f32;
+    for (name, p) in &tm.lora {
+        for (which, var) in [("A", &p.a), ("B", &p.b)] {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}.{which}: no gradient"));
+            let gv: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+            let norm = gv.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!(norm > 0.0, "{name}.{which}: zero gradient");
+            // The entry with the largest gradient, checked by central differences.
+            let (k, &gk) = gv.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+            let orig = var.as_tensor().copy().unwrap();
+            let mut vals: Vec<f32> = orig.flatten_all().unwrap().to_vec1().unwrap();
+            let base = vals[k];
+            let mut at = |x: f32| {
+                vals[k] = x;
+                var.set(&Tensor::from_vec(vals.clone(), orig.shape(), &Device::Cpu).unwrap()).unwrap();
+                scalar(&loss(&tm))
+            };
+            let fd = (at(base + eps) - at(base - eps)) / (2.0 * eps as f64);
+            var.set(&orig).unwrap();
+            let tol = 0.05 * (gk.abs() as f64) + 2e-3;
+            assert!((fd - gk as f64).abs() < tol, "{name}.{which}[{k}]: backward {gk} vs finite difference {fd}");
+        }
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_below_a_tenth_and_the_saved_adapter_reproduces_its_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    // All-f32 weights for both paths: a quantized head multiplies quantized activations at inference, a few
+    // 1e-2 off by itself, which would hide what this compares.
+    let (gguf, _) = tiny::write_with(dir.path(), &tiny::Options { head_scale: 8.0, ..tiny::Options::default() });
+    let plan = tunebench::engine::local::WeightPlan { decode: None, f32_prefill: true };
+    let m = tunebench::engine::local::load(&gguf, &Device::Cpu, Some(plan)).unwrap();
+    let out = dir.path().join("adapters/t");
+    let cfg = config(60);
+    let losses = train(&m, &cfg, &out, false, None);
+    let (first, last) = (losses[0].1, losses.last().unwrap().1);
+
+    // The trained state as training left it (the last checkpoint) against the adapter read back by the
+    // inference path: PEFT names, HF row order undone and redone, the scale, over the shared base.
+    let tm = TrainModel::new(m.base().clone(), &ALL.map(String::from), cfg.rank, cfg.alpha, cfg.seed).unwrap();
+    let mut opt = tunebench::lora::train::AdamW::new(
+        tunebench::lora::train::OptimConfig {
+            lr: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            total_steps: 1,
+            schedule: Schedule::Cosine,
+            max_grad_norm: 1.0,
+        },
+        &tm.vars(),
+    )
+    .unwrap();
+    let st = save::restore(&tm, &mut opt, &save::latest(&out.join("checkpoints")).unwrap()).unwrap();
+    assert_eq!(st.step, 60);
+    let s = &seqs(&m)[0];
+    let all: Vec<u32> = (0..s.ids.len() as u32).collect();
+    let trained = tm.logits(&s.ids, &all).unwrap();
+    let view = m.with_adapter(&out).unwrap();
+    let mut cache = view.model.new_cache(s.ids.len()).unwrap();
+    let served = view.model.forward_all(&s.ids, 0, &mut cache).unwrap();
+    let d = (trained - &served).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d < 1e-3, "trained vs reloaded logits differ by {d}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["peft_type"].as_str(), config["r"].as_u64()), (Some("LORA"), Some(4)));
+    let names = candle_core::safetensors::load(out.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let a = &names["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"];
+    let b = &names["base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"];
+    assert_eq!((a.dims(), b.dims()), (&[4, tiny::FFN][..], &[tiny::HIDDEN / 2, 4][..]));
+    assert!(last < first * 0.1, "loss {first} → {last}");
+}
+
+#[test]
+fn a_resumed_run_continues_the_same_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, m) = model(dir.path(), None);
+    let cfg = config(8);
+    let whole = train(&m, &cfg, &dir.path().join("a"), false, None);
+    let part = train(&m, &cfg, &dir.path().join("b"), false, Some(4));
+    assert_eq!(part.len(), 4, "stopped after step 4");
+    assert_eq!(&whole[..4], &part[..], "same seed, same steps");
+    let rest = train(&m, &cfg, &dir.path().join("b"), true, None);
+    assert_eq!(rest.first().map(|s| s.0), Some(5));
+    for ((s1, l1), (s2, l2)) in whole[4..].iter().zip(&rest) {
+        assert_eq!(s1, s2);
+        assert!((l1 - l2).abs() < 1e-6, "step {s1}: {l1} vs resumed {l2}");
+    }
+    // Other settings cannot resume this run.
+    let other = TrainConfig { lr: 5e-3, ..cfg };
+    let stop = AtomicBool::new(false);
+    let err =
+        run(m.base().clone(), &other, &seqs(&m), &[], &mut output(&dir.path().join("b"), true), &stop, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("other settings"), "{err}");
+}
+
+#[test]
+fn the_loss_reads_only_the_answer_and_its_end_of_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, m) = model(dir.path(), None);
+    let s = &seqs(&m)[0];
+    let prompt_len = s.ids.len() - s.targets.len();
+    assert_eq!(s.positions.first().copied(), Some(prompt_len as u32 - 1), "the first target follows the prompt");
+    assert_eq!(s.positions.len(), s.targets.len());
+    assert_eq!(&s.ids[prompt_len..], &s.targets[..]);
+    let end = m.tokenizer.token_id("<|im_end|>").unwrap();
+    assert_eq!(m.tokenizer.decode(&s.targets), "or\n", "the answer and what ends its turn, nothing of the prompt");
+    assert!(s.targets.contains(&end), "the end-of-turn token is learned (so the model stops)");
+    let prompt = m.tokenizer.decode(&s.ids[..prompt_len]);
+    assert!(prompt.ends_with("assistant\n") && prompt.contains("hello world"), "{prompt:?}");
+    // Changing only the targets' logits moves the loss; the prompt positions do not enter it.
+    let tm = TrainModel::new(m.base().clone(), &ALL.map(String::from), 2, 4.0, 1).unwrap();
+    let full = tm.logits(&s.ids, &s.positions).unwrap();
+    let want =
+        candle_nn::loss::cross_entropy(&full, &Tensor::new(s.targets.as_slice(), &Device::Cpu).unwrap()).unwrap();
+    let got = tm.loss(&s.ids, &s.positions, &s.targets).unwrap();
+    assert!((scalar(&want) - scalar(&got)).abs() < 1e-6);
+}
