@@ -100,6 +100,16 @@ impl TrainArgs {
     }
 }
 
+/// The CLI's defaults (what F10 in the TUI trains with).
+pub fn default_options() -> Options {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+    <Defaults as clap::Parser>::parse_from(["train"]).args.options()
+}
+
 pub fn run(path: &Path, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let ws = workspace::load(path)?;
     let mut job = Job::prepare(&ws, &args.options()).map_err(anyhow::Error::msg)?;

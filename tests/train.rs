@@ -224,3 +224,62 @@ fn the_loss_reads_only_the_answer_and_its_end_of_turn() {
     let got = tm.loss(&s.ids, &s.positions, &s.targets).unwrap();
     assert!((scalar(&want) - scalar(&got)).abs() < 1e-6);
 }
+
+/// A workspace on the tiny model: a base lane and a tuned lane whose adapter training writes.
+fn tiny_workspace(dir: &Path) -> std::path::PathBuf {
+    let (gguf, _) = tiny::write_with(dir, &tiny::Options { head_scale: 8.0, ..tiny::Options::default() });
+    let root = dir.join("ws");
+    std::fs::create_dir_all(root.join("dataset")).unwrap();
+    let toml = format!(
+        "name = \"tiny\"\n[prompts.p]\ntext = \"be brief\"\n[models.tiny]\npath = \"{}\"\ndevice = \"cpu\"\n\
+         [[lanes]]\nid = \"base\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nmax_tokens = 4\n\
+         [[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nadapter = \"adapters/t\"\nmax_tokens = 4\n",
+        gguf.display()
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    let xs = examples();
+    let lines = |xs: &[Example]| xs.iter().map(|x| x.to_line() + "\n").collect::<String>();
+    std::fs::write(root.join("dataset/train.jsonl"), lines(&xs[..3])).unwrap();
+    std::fs::write(root.join("dataset/valid.jsonl"), lines(&xs[3..])).unwrap();
+    root
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use tunebench::app::{Action, AppState, LaneStatus, Mode, TrainStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let root = tiny_workspace(dir.path());
+    let ws = tunebench::workspace::load(&root).unwrap();
+    let mut state = AppState::new(ws, Vec::new(), tunebench::ui::theme::Theme::default());
+    state.size = (100, 30);
+    state.editor.insert_str("hello world");
+    let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
+    let (atx, mut arx) = tokio::sync::mpsc::unbounded_channel();
+    let mut rt = tunebench::runtime::Runtime::new(tunebench::engine::Registry::builtin(), etx);
+    rt.actions = Some(atx);
+    let key = |c: KeyCode| Action::Key(KeyEvent::new(c, KeyModifiers::NONE));
+    rt.dispatch(&mut state, key(KeyCode::F(10)));
+    assert!(matches!(state.mode, Mode::Train));
+    rt.dispatch(&mut state, key(KeyCode::Enter));
+    while state.train.running() {
+        let a = tokio::time::timeout(std::time::Duration::from_secs(120), arx.recv()).await.unwrap().unwrap();
+        rt.dispatch(&mut state, a);
+    }
+    assert_eq!(state.train.status, TrainStatus::Done, "{:?}", state.train.error);
+    let steps = state.train.steps;
+    assert_eq!(state.train.train_loss.len(), steps, "a point per step");
+    assert!(state.train.valid_loss.len() >= 2, "before training and after each epoch");
+    assert!(root.join("adapters/t/adapter_model.safetensors").is_file());
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 30)).unwrap();
+    term.draw(|f| tunebench::ui::render(&state, f)).unwrap();
+    let screen = term.backend().to_string();
+    assert!(screen.contains("train loss") && screen.contains(&format!("step {steps}/{steps}")), "{screen}");
+    // Enter runs the tuned lane, which loads the adapter just written.
+    rt.dispatch(&mut state, key(KeyCode::Enter));
+    while state.lanes[1].status.is_running() {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(60), erx.recv()).await.unwrap().unwrap();
+        rt.dispatch(&mut state, Action::Engine(ev));
+    }
+    assert_eq!(state.lanes[1].status, LaneStatus::Done, "{:?}", state.lanes[1].error);
+}

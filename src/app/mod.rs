@@ -7,6 +7,7 @@ mod lane;
 mod promote;
 mod prompt;
 mod settings;
+mod train;
 mod update;
 mod views;
 
@@ -25,6 +26,7 @@ pub use lane::{LaneState, LaneStatus};
 pub use promote::{PromoteField, PromoteForm, Promotion};
 pub use prompt::PromptEditor;
 pub use settings::{SettingsForm, SettingsRow};
+pub use train::{TrainMsg, TrainState, TrainStatus};
 pub use update::update;
 
 /// Where typing goes: the input editor, or the lanes (keys then scroll, copy, run).
@@ -57,6 +59,8 @@ pub enum Mode {
     Promote(Box<PromoteForm>),
     /// F3: the training examples.
     Dataset(Box<DatasetView>),
+    /// F10: training the adapter (the run itself lives in `AppState::train`).
+    Train,
     ConfirmQuit,
 }
 
@@ -107,6 +111,8 @@ pub enum Action {
     DatasetLoaded(Result<(Box<crate::dataset::Report>, Option<String>), String>),
     /// Result of `Effect::Promote`: what was stored where, or why not.
     Promoted(Result<String, String>),
+    /// A training run's progress.
+    Training(TrainMsg),
 }
 
 /// F4's content: one lane's rendered prompt split into tokens, or why it could not be.
@@ -143,6 +149,9 @@ pub enum Effect {
     Dataset(DatasetOp),
     /// Store a promoted (or rejected) example.
     Promote(Box<Promotion>),
+    /// Train the adapter lane's adapter on the dataset (progress comes back as `Action::Training`).
+    StartTraining,
+    StopTraining,
     /// Tokenize one lane's prompt for F4 (answered with `Action::TokensReady`).
     ShowTokens {
         lane: usize,
@@ -182,6 +191,8 @@ pub struct AppState {
     pub size: (u16, u16),
     pub next_run: RunId,
     pub quit: bool,
+    /// The training run started from F10, if any.
+    pub train: TrainState,
 }
 
 impl AppState {
@@ -202,6 +213,7 @@ impl AppState {
             size: (80, 24),
             next_run: 1,
             quit: false,
+            train: TrainState::default(),
         };
         if !state.inputs.is_empty() {
             state.show_input(Some(0));

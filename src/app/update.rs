@@ -34,6 +34,10 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             super::dataset::on_loaded(state, result.map(|(r, m)| (*r, m)));
             Vec::new()
         }
+        Action::Training(msg) => {
+            super::train::on_msg(state, msg);
+            Vec::new()
+        }
         Action::Promoted(Ok(msg)) => {
             state.info(msg);
             Vec::new()
@@ -107,6 +111,17 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             return Vec::new();
         }
         mode @ (Mode::Promote(_) | Mode::Dataset(_)) => return super::dataset::overlay_key(state, mode, key),
+        Mode::Train => {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                state.mode = Mode::Train;
+                return global_save_quit(state, key);
+            }
+            let (effects, open) = super::train::key(state, key);
+            if open && matches!(state.mode, Mode::Normal) {
+                state.mode = Mode::Train;
+            }
+            return effects;
+        }
         Mode::Settings(mut form) => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 // A field being typed is applied first, as Enter would; a bad value keeps the form open.
@@ -163,6 +178,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::F(12) => state.mode = Mode::Savings,
         KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
         KeyCode::F(9) => return vec![Effect::LoadHistory],
+        KeyCode::F(10) => super::train::open(state),
         KeyCode::F(2) => prompt::open(state),
         KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
         _ if prev_item(&key) => step_input(state, false),
@@ -250,6 +266,10 @@ fn step_input(state: &mut AppState, forward: bool) {
     let next = if forward { (slot + 1) % (n + 1) } else { (slot + n) % (n + 1) };
     state.show_input((next < n).then_some(next));
     state.status = None;
+}
+
+pub(super) fn run_lanes(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
+    run(state, lanes)
 }
 
 fn run(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
@@ -341,7 +361,12 @@ fn on_paste(state: &mut AppState, text: &str) {
         Mode::Settings(form) => settings::paste(form, &text),
         Mode::Promote(form) => super::promote::paste(form, &text),
         Mode::Dataset(view) => super::dataset::paste(view, &text),
-        Mode::Help { .. } | Mode::Savings | Mode::Tokens(_) | Mode::History { .. } | Mode::ConfirmQuit => {}
+        Mode::Help { .. }
+        | Mode::Savings
+        | Mode::Tokens(_)
+        | Mode::History { .. }
+        | Mode::ConfirmQuit
+        | Mode::Train => {}
         Mode::Normal => {
             state.focus = Focus::Input;
             state.editor.insert_str(&text);

@@ -1,6 +1,7 @@
 //! The TUI loop: input first, then engine events, drained before one render at most every ~16 ms.
 
 mod dataset;
+mod train;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ pub struct Runtime {
     pub counters: std::sync::Arc<crate::metrics::Counters>,
     /// Where work finished off the loop reports back (exact counts from a provider).
     pub actions: Option<mpsc::UnboundedSender<Action>>,
+    /// Stops the training run started from F10.
+    train_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Runtime {
@@ -34,6 +37,7 @@ impl Runtime {
             runs: HashMap::new(),
             counters: crate::metrics::Counters::new(),
             actions: None,
+            train_stop: Default::default(),
         }
     }
 
@@ -128,6 +132,14 @@ impl Runtime {
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
                 self.off_loop(move || dataset::promote(&ctx, *p, now as u64))
             }
+            Effect::StartTraining => {
+                self.train_stop = Default::default();
+                train::start(&state.ws, self.actions.clone(), self.train_stop.clone())
+            }
+            Effect::StopTraining => {
+                self.train_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
             Effect::Quit => {
                 state.quit = true;
                 None
@@ -154,6 +166,7 @@ impl Runtime {
         for (_, t) in self.runs.drain() {
             t.cancel();
         }
+        self.train_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

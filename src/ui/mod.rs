@@ -9,6 +9,7 @@ mod overlay;
 mod promote;
 pub mod savings;
 pub mod theme;
+mod train;
 
 use ratatui::Frame;
 use ratatui::layout::Rect;

@@ -30,9 +30,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("F6", "lane settings: backend, model, prompt, adapter…"),
     ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
     ("F9", "run history (runs.jsonl), newest first"),
+    ("F10", "train the adapter: loss chart, stop, then run the lane"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
-    ("F1, ? (lanes)", "this help (↑↓ scroll, any other key closes)"),
-    ("Ctrl+Q", "quit (asks when there are unsaved changes)"),
+    ("F1, ? (lanes) / Ctrl+Q", "this help (↑↓ scrolls) / quit (asks if unsaved)"),
 ];
 
 pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
@@ -48,6 +48,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
         Mode::Settings(form) => settings(state, frame, area, form),
         Mode::Promote(form) => super::promote::dialog(state, frame, area, form),
         Mode::Dataset(view) => super::dataset::panel(state, frame, area, view),
+        Mode::Train => super::train::panel(state, frame, area),
         Mode::ConfirmQuit => confirm(state, frame, area),
     }
 }

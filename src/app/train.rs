@@ -1,0 +1,148 @@
+//! The F10 train view's state: a training run started from the TUI, its loss curve as it comes in, stop,
+//! and — when it ends — the offer to run the adapter lane with the new adapter. Training goes on when the
+//! view is closed; the view only shows it.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+use super::{AppState, Effect, Mode};
+use crate::lora::train::{Event, Summary};
+
+/// What the runtime reports about a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainMsg {
+    /// The model and data are ready: where the adapter goes, for which lane, on how many examples.
+    Prepared {
+        lane: String,
+        adapter_dir: String,
+        train: usize,
+        valid: usize,
+        skipped: Vec<String>,
+    },
+    Event(Event),
+    Finished(Result<Summary, String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainStatus {
+    Idle,
+    Preparing,
+    Running,
+    Stopping,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    pub status: TrainStatus,
+    pub lane: Option<String>,
+    pub adapter_dir: Option<String>,
+    pub examples: (usize, usize),
+    pub skipped: Vec<String>,
+    pub steps: usize,
+    /// (step, training loss) and (step, validation loss).
+    pub train_loss: Vec<(f64, f64)>,
+    pub valid_loss: Vec<(f64, f64)>,
+    pub last: Option<Event>,
+    pub summary: Option<Summary>,
+    pub error: Option<String>,
+}
+
+impl Default for TrainState {
+    fn default() -> Self {
+        Self {
+            status: TrainStatus::Idle,
+            lane: None,
+            adapter_dir: None,
+            examples: (0, 0),
+            skipped: Vec::new(),
+            steps: 0,
+            train_loss: Vec::new(),
+            valid_loss: Vec::new(),
+            last: None,
+            summary: None,
+            error: None,
+        }
+    }
+}
+
+impl TrainState {
+    pub fn running(&self) -> bool {
+        matches!(self.status, TrainStatus::Preparing | TrainStatus::Running | TrainStatus::Stopping)
+    }
+}
+
+/// Applies a report from the runtime (whether or not the view is open).
+pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
+    let t = &mut state.train;
+    match msg {
+        TrainMsg::Prepared { lane, adapter_dir, train, valid, skipped } => {
+            t.status = if t.status == TrainStatus::Stopping { TrainStatus::Stopping } else { TrainStatus::Running };
+            t.lane = Some(lane);
+            t.adapter_dir = Some(adapter_dir);
+            t.examples = (train, valid);
+            t.skipped = skipped;
+        }
+        TrainMsg::Event(e) => {
+            match &e {
+                Event::Started { steps, .. } => t.steps = *steps,
+                Event::Step { step, loss, .. } => t.train_loss.push((*step as f64, *loss)),
+                Event::Eval { step, valid_loss, .. } => t.valid_loss.push((*step as f64, *valid_loss)),
+                Event::Checkpoint { .. } => {}
+            }
+            if matches!(e, Event::Step { .. }) {
+                t.last = Some(e);
+            }
+        }
+        TrainMsg::Finished(Ok(summary)) => {
+            let msg = match (summary.valid_before, summary.valid_best) {
+                (Some(a), Some(b)) => {
+                    format!("training done: valid loss {a:.3} → {b:.3}; F10 shows it, Enter there runs the lane")
+                }
+                _ => "training done; F10 shows it".to_string(),
+            };
+            t.status = TrainStatus::Done;
+            t.summary = Some(summary);
+            state.info(msg);
+        }
+        TrainMsg::Finished(Err(e)) => {
+            t.status = TrainStatus::Failed;
+            t.error = Some(e.clone());
+            state.error(format!("training failed: {e}"));
+        }
+    }
+}
+
+/// A key in the train view: the effects, and whether the view stays open.
+pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
+    match (key.code, state.train.status) {
+        (KeyCode::Enter, TrainStatus::Idle | TrainStatus::Failed) => {
+            state.train = TrainState { status: TrainStatus::Preparing, ..TrainState::default() };
+            (vec![Effect::StartTraining], true)
+        }
+        (KeyCode::Char('s'), TrainStatus::Preparing | TrainStatus::Running) => {
+            state.train.status = TrainStatus::Stopping;
+            state.info("stopping after this step (a checkpoint is kept: `tunebench train --resume` goes on)");
+            (vec![Effect::StopTraining], true)
+        }
+        // Done: run the adapter lane on the current input, with the adapter just written.
+        (KeyCode::Enter, TrainStatus::Done) => {
+            let lane = state.train.lane.clone().and_then(|id| state.ws.lanes.iter().position(|l| l.id == id));
+            match lane {
+                Some(i) => (super::update::run_lanes(state, vec![i]), false),
+                None => (Vec::new(), false),
+            }
+        }
+        (KeyCode::Char('n'), TrainStatus::Done) => {
+            state.train = TrainState::default();
+            (Vec::new(), true)
+        }
+        (KeyCode::Esc | KeyCode::F(10) | KeyCode::Char('q'), _) => (Vec::new(), false),
+        _ => (Vec::new(), true),
+    }
+}
+
+/// F10 opens the view.
+pub fn open(state: &mut AppState) {
+    state.mode = Mode::Train;
+}

@@ -1,0 +1,138 @@
+//! F10: the training run — what is being trained, progress, the loss per step and validation loss per
+//! evaluation as a chart, and the keys for what can be done next; mirrors `app::TrainState`.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Chart, Clear, Dataset, Gauge, GraphType, Paragraph, Wrap};
+
+use super::overlay::{popup, view_block};
+use crate::app::{AppState, TrainStatus};
+use crate::lora::train::Event;
+
+pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
+    let tr = &state.train;
+    let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    frame.render_widget(Clear, rect);
+    let hints = match tr.status {
+        TrainStatus::Idle | TrainStatus::Failed => " Enter train · Esc close ",
+        TrainStatus::Preparing | TrainStatus::Running => " s stop (keeps a checkpoint) · Esc close (training goes on) ",
+        TrainStatus::Stopping => " stopping after this step · Esc close ",
+        TrainStatus::Done => " Enter run the lane with the new adapter · n new run · Esc close ",
+    };
+    let title = match (&tr.adapter_dir, &tr.lane) {
+        (Some(dir), Some(lane)) => format!(" train {dir} for lane `{lane}` "),
+        _ => " train the adapter ".to_string(),
+    };
+    let block = view_block(state, title).title_bottom(Line::styled(hints, Style::default().fg(t.muted)));
+    let inner = block.inner(rect);
+    frame.render_widget(block, rect);
+    let [info, gauge, chart] =
+        Layout::vertical([Constraint::Length(3), Constraint::Length(1), Constraint::Min(3)]).areas(inner);
+    frame.render_widget(Paragraph::new(info_lines(state)).wrap(Wrap { trim: true }), info);
+    let step = match &tr.last {
+        Some(Event::Step { step, .. }) => *step,
+        _ => 0,
+    };
+    let ratio = if tr.steps == 0 { 0.0 } else { (step as f64 / tr.steps as f64).min(1.0) };
+    frame.render_widget(
+        Gauge::default()
+            .gauge_style(Style::default().fg(t.accent))
+            .ratio(ratio)
+            .label(format!("step {step}/{}", tr.steps)),
+        gauge,
+    );
+    if tr.train_loss.is_empty() && tr.valid_loss.is_empty() {
+        return;
+    }
+    let max_x = (tr.steps.max(1)) as f64;
+    let ys = tr.train_loss.iter().chain(&tr.valid_loss).map(|p| p.1).filter(|y| y.is_finite());
+    let (lo, hi) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+    let (lo, hi) = if lo < hi { (lo.min(0.0), hi * 1.05) } else { (0.0, hi.max(1.0)) };
+    let sets = vec![
+        Dataset::default()
+            .name("train loss")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(t.accent))
+            .data(&tr.train_loss),
+        Dataset::default()
+            .name("valid loss")
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(t.warn).add_modifier(Modifier::BOLD))
+            .data(&tr.valid_loss),
+    ];
+    let label = |v: f64| Span::styled(format!("{v:.2}"), Style::default().fg(t.muted));
+    let chart_widget =
+        Chart::new(sets)
+            .x_axis(
+                Axis::default().title(Span::styled("step", Style::default().fg(t.muted))).bounds([0.0, max_x]).labels(
+                    [Span::raw("0"), Span::raw(format!("{}", tr.steps / 2)), Span::raw(format!("{}", tr.steps))],
+                ),
+            )
+            .y_axis(Axis::default().bounds([lo, hi]).labels([label(lo), label((lo + hi) / 2.0), label(hi)]));
+    frame.render_widget(chart_widget, chart);
+}
+
+fn info_lines(state: &AppState) -> Vec<Line<'static>> {
+    let t = &state.theme;
+    let tr = &state.train;
+    let muted = Style::default().fg(t.muted);
+    let mut lines = Vec::new();
+    match tr.status {
+        TrainStatus::Idle => {
+            let lane = state.ws.lanes.iter().find(|l| l.adapter.is_some()).map_or("?", |l| l.id.as_str());
+            lines.push(Line::styled(
+                format!(
+                    " Trains lane `{lane}`'s adapter on dataset/train.jsonl (valid.jsonl for early stopping) with \
+                     `tunebench train`'s defaults; the CLI takes every setting."
+                ),
+                Style::default().fg(t.fg),
+            ));
+        }
+        TrainStatus::Preparing => lines.push(Line::styled(" loading the model and rendering the examples…", muted)),
+        TrainStatus::Failed => {
+            let e = tr.error.clone().unwrap_or_default();
+            lines.push(Line::styled(format!(" failed: {e}"), Style::default().fg(t.error)));
+        }
+        _ => {}
+    }
+    if let Some(Event::Step { loss, lr, tokens_per_s, eta_s, .. }) = &tr.last {
+        lines.push(Line::styled(
+            format!(
+                " {} train / {} valid examples · loss {loss:.4} · lr {lr:.2e} · {tokens_per_s:.0} tok/s · ETA {:.0}s",
+                tr.examples.0, tr.examples.1, eta_s
+            ),
+            Style::default().fg(t.fg),
+        ));
+    }
+    if let Some(&(step, v)) = tr.valid_loss.last() {
+        let first = tr.valid_loss.first().map_or(v, |p| p.1);
+        lines.push(Line::styled(format!(" valid loss {first:.4} at start → {v:.4} at step {step}"), muted));
+    }
+    if let Some(s) = &tr.summary {
+        let how = if s.cancelled {
+            "stopped"
+        } else if s.stopped_early {
+            "stopped early (no gain)"
+        } else {
+            "done"
+        };
+        let rss = s.peak_rss_bytes.map_or(String::new(), |b| format!(" · peak RSS {:.0} MiB", b as f64 / 1048576.0));
+        lines.push(Line::styled(
+            format!(" {how}: {} steps, {} tokens in {:.0}s{rss}", s.steps, s.tokens, s.seconds),
+            Style::default().fg(t.ok),
+        ));
+    }
+    if !tr.skipped.is_empty() {
+        lines.push(Line::styled(
+            format!(" {} example(s) left out (too long)", tr.skipped.len()),
+            Style::default().fg(t.warn),
+        ));
+    }
+    lines
+}
