@@ -282,4 +282,13 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
         rt.dispatch(&mut state, Action::Engine(ev));
     }
     assert_eq!(state.lanes[1].status, LaneStatus::Done, "{:?}", state.lanes[1].error);
+    // A later session (or a run from the CLI) shows the curve the checkpoint recorded.
+    let curve = state.train.train_loss.clone();
+    state.train = Default::default();
+    rt.dispatch(&mut state, key(KeyCode::F(10)));
+    let a = tokio::time::timeout(std::time::Duration::from_secs(10), arx.recv()).await.unwrap().unwrap();
+    rt.dispatch(&mut state, a);
+    assert!(state.train.last_run);
+    assert_eq!(state.train.train_loss.len(), curve.len());
+    assert!(state.train.train_loss.iter().zip(&curve).all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-9));
 }

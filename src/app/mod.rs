@@ -152,6 +152,8 @@ pub enum Effect {
     /// Train the adapter lane's adapter on the dataset (progress comes back as `Action::Training`).
     StartTraining,
     StopTraining,
+    /// Read the adapter lane's last training curve from its checkpoint (answered with `Action::Training`).
+    LoadLastTraining,
     /// Tokenize one lane's prompt for F4 (answered with `Action::TokensReady`).
     ShowTokens {
         lane: usize,

@@ -20,6 +20,14 @@ pub enum TrainMsg {
     },
     Event(Event),
     Finished(Result<Summary, String>),
+    /// The curve of the adapter's last run (from its checkpoint), shown when F10 opens with nothing running.
+    Last {
+        lane: String,
+        adapter_dir: String,
+        state: Box<crate::lora::train::save::State>,
+    },
+    /// No checkpoint to show: the view stays as it is.
+    NeverTrained,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +54,8 @@ pub struct TrainState {
     pub last: Option<Event>,
     pub summary: Option<Summary>,
     pub error: Option<String>,
+    /// Shown from the adapter's last checkpoint (a run from the CLI or an earlier session).
+    pub last_run: bool,
 }
 
 impl Default for TrainState {
@@ -62,6 +72,7 @@ impl Default for TrainState {
             last: None,
             summary: None,
             error: None,
+            last_run: false,
         }
     }
 }
@@ -105,6 +116,21 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
             t.summary = Some(summary);
             state.info(msg);
         }
+        TrainMsg::NeverTrained => {}
+        TrainMsg::Last { lane, adapter_dir, state: st } => {
+            if t.status == TrainStatus::Idle {
+                *t = TrainState {
+                    status: TrainStatus::Done,
+                    lane: Some(lane),
+                    adapter_dir: Some(adapter_dir),
+                    steps: st.step,
+                    train_loss: st.train_losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+                    valid_loss: st.valid_losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+                    last_run: true,
+                    ..TrainState::default()
+                };
+            }
+        }
         TrainMsg::Finished(Err(e)) => {
             t.status = TrainStatus::Failed;
             t.error = Some(e.clone());
@@ -134,15 +160,16 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
             }
         }
         (KeyCode::Char('n'), TrainStatus::Done) => {
-            state.train = TrainState::default();
-            (Vec::new(), true)
+            state.train = TrainState { status: TrainStatus::Preparing, ..TrainState::default() };
+            (vec![Effect::StartTraining], true)
         }
         (KeyCode::Esc | KeyCode::F(10) | KeyCode::Char('q'), _) => (Vec::new(), false),
         _ => (Vec::new(), true),
     }
 }
 
-/// F10 opens the view.
-pub fn open(state: &mut AppState) {
+/// F10 opens the view; with nothing running, the last run's curve is read from its checkpoint.
+pub fn open(state: &mut AppState) -> Vec<Effect> {
     state.mode = Mode::Train;
+    if state.train.status == TrainStatus::Idle { vec![Effect::LoadLastTraining] } else { Vec::new() }
 }

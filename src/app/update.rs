@@ -178,7 +178,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::F(12) => state.mode = Mode::Savings,
         KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
         KeyCode::F(9) => return vec![Effect::LoadHistory],
-        KeyCode::F(10) => super::train::open(state),
+        KeyCode::F(10) => return super::train::open(state),
         KeyCode::F(2) => prompt::open(state),
         KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
         _ if prev_item(&key) => step_input(state, false),

@@ -136,6 +136,10 @@ impl Runtime {
                 self.train_stop = Default::default();
                 train::start(&state.ws, self.actions.clone(), self.train_stop.clone())
             }
+            Effect::LoadLastTraining => {
+                let ws = state.ws.clone();
+                self.off_loop(move || train::last(&ws))
+            }
             Effect::StopTraining => {
                 self.train_stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 None

@@ -39,3 +39,15 @@ pub fn start(ws: &Workspace, tx: Option<UnboundedSender<Action>>, stop: Arc<Atom
         Err(e) => Some(Action::Training(TrainMsg::Finished(Err(format!("cannot start the training thread: {e}"))))),
     }
 }
+
+/// The adapter lane's last run as its newest checkpoint recorded it (nothing when never trained).
+pub fn last(ws: &Workspace) -> Action {
+    let found = (|| {
+        let lane = ws.lanes.iter().find(|l| l.adapter.is_some())?;
+        let dir = ws.resolve(lane.adapter.as_deref()?);
+        let ckpt = crate::lora::train::save::latest(&dir.join("checkpoints"))?;
+        let state = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).ok()?).ok()?;
+        Some(TrainMsg::Last { lane: lane.id.clone(), adapter_dir: dir.display().to_string(), state: Box::new(state) })
+    })();
+    Action::Training(found.unwrap_or(TrainMsg::NeverTrained))
+}

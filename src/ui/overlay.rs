@@ -30,7 +30,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("F6", "lane settings: backend, model, prompt, adapter…"),
     ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
     ("F9", "run history (runs.jsonl), newest first"),
-    ("F10", "train the adapter: loss chart, stop, then run the lane"),
+    ("F10", "train the adapter: loss curve, stop, run the lane"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
     ("F1, ? (lanes) / Ctrl+Q", "this help (↑↓ scrolls) / quit (asks if unsaved)"),
 ];

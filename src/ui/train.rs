@@ -21,7 +21,7 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
         TrainStatus::Idle | TrainStatus::Failed => " Enter train · Esc close ",
         TrainStatus::Preparing | TrainStatus::Running => " s stop (keeps a checkpoint) · Esc close (training goes on) ",
         TrainStatus::Stopping => " stopping after this step · Esc close ",
-        TrainStatus::Done => " Enter run the lane with the new adapter · n new run · Esc close ",
+        TrainStatus::Done => " Enter run the lane with the adapter · n train again · Esc close ",
     };
     let title = match (&tr.adapter_dir, &tr.lane) {
         (Some(dir), Some(lane)) => format!(" train {dir} for lane `{lane}` "),
@@ -113,6 +113,9 @@ fn info_lines(state: &AppState) -> Vec<Line<'static>> {
     if let Some(&(step, v)) = tr.valid_loss.last() {
         let first = tr.valid_loss.first().map_or(v, |p| p.1);
         lines.push(Line::styled(format!(" valid loss {first:.4} at start → {v:.4} at step {step}"), muted));
+    }
+    if tr.last_run {
+        lines.push(Line::styled(" the adapter's last training run, read from its checkpoint", muted));
     }
     if let Some(s) = &tr.summary {
         let how = if s.cancelled {

@@ -11,18 +11,24 @@ pub struct Frozen {
     w: Tensor,
     /// `[in, out]`, contiguous.
     w_t: Tensor,
+    /// Use candle's plain matmul (the reference the benchmark compares with).
+    pub plain: bool,
 }
 
 impl Frozen {
     pub fn new(w: Tensor) -> Result<Self> {
         let w_t = w.t()?.contiguous()?;
-        Ok(Self { w, w_t })
+        Ok(Self { w, w_t, plain: false })
     }
 
     /// `x [.., in] → [.., out]`. Other devices than the CPU use the plain matmul (correct, just wasteful).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // The op is cheap to clone: two shared tensors.
-        if x.device().is_cpu() { x.contiguous()?.apply_op1(self.clone()) } else { x.broadcast_matmul(&self.w_t) }
+        if x.device().is_cpu() && !self.plain {
+            x.contiguous()?.apply_op1(self.clone())
+        } else {
+            x.broadcast_matmul(&self.w_t)
+        }
     }
 }
 

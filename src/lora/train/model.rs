@@ -59,6 +59,15 @@ impl TrainModel {
         Ok(Self { base, linears, head, lora, rank, alpha })
     }
 
+    /// Base layers through candle's plain matmul, whose backward also computes the frozen weights'
+    /// gradients: the reference `benches/train.rs` measures the custom op against.
+    pub fn with_plain_matmul(mut self) -> Self {
+        for f in self.linears.iter_mut().flatten().chain(std::iter::once(&mut self.head)) {
+            f.plain = true;
+        }
+        self
+    }
+
     pub fn device(&self) -> &Device {
         &self.base.device
     }
