@@ -292,3 +292,55 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
     assert_eq!(state.train.train_loss.len(), curve.len());
     assert!(state.train.train_loss.iter().zip(&curve).all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-9));
 }
+
+/// The default model: present in CI (which fetches it); elsewhere the real-model test skips, saying so.
+fn default_model() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must fetch the default model first (scripts/fetch-model)");
+    eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-model)", p.display());
+    None
+}
+
+#[test]
+fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
+    if default_model().is_none() {
+        return;
+    }
+    let (_tmp, root) = support::example_copy();
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::write(
+        root.join("workspace.toml"),
+        toml.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", model.to_str().unwrap()),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_tunebench");
+    let ws = root.to_str().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["train", ws, "--max-steps", "1", "--batch", "2", "--eval-every", "1", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["steps"], 1);
+    assert!(summary["valid_loss_before"].as_f64().is_some_and(f64::is_finite), "{summary}");
+    assert!(summary["valid_loss_best"].as_f64().is_some_and(f64::is_finite), "{summary}");
+    let dir = root.join("adapters/ticket-lora");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["base_model_name_or_path"], "HuggingFaceTB/SmolLM2-135M-Instruct");
+    // 30 layers × 7 modules × (A, B).
+    let t = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(t.len(), 420);
+    let run = std::process::Command::new(bin)
+        .args(["run", ws, "--lanes", "tuned", "--input", "lumen lamp buzzing. refund", "--json"])
+        .output()
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(line["adapter"], "adapters/ticket-lora");
+    assert!(line["error"].is_null() && run.status.success(), "{line}");
+}

@@ -133,7 +133,7 @@ fn info_lines(state: &AppState) -> Vec<Line<'static>> {
     }
     if !tr.skipped.is_empty() {
         lines.push(Line::styled(
-            format!(" {} example(s) left out (too long)", tr.skipped.len()),
+            format!(" {} example(s) left out, e.g. {}", tr.skipped.len(), tr.skipped[0]),
             Style::default().fg(t.warn),
         ));
     }

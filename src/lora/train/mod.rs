@@ -75,7 +75,7 @@ pub struct TrainConfig {
 /// What happens during a run, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Started { steps: usize, examples: usize, valid: usize, skipped: Vec<String>, resumed_at: usize },
+    Started { steps: usize, examples: usize, valid: usize, resumed_at: usize },
     Step { step: usize, steps: usize, loss: f64, lr: f64, grad_norm: f64, tokens_per_s: f64, eta_s: f64 },
     Eval { step: usize, valid_loss: f64, best: bool },
     Checkpoint { step: usize, dir: PathBuf },
@@ -177,13 +177,7 @@ pub fn run(
         }
         st = saved;
     }
-    on_event(Event::Started {
-        steps: total,
-        examples: train.len(),
-        valid: valid.len(),
-        skipped: Vec::new(),
-        resumed_at: st.step,
-    });
+    on_event(Event::Started { steps: total, examples: train.len(), valid: valid.len(), resumed_at: st.step });
     let valid_before = if st.step == 0 && !valid.is_empty() {
         let v = mean_loss(&model, valid)?;
         st.valid_losses.push((0, v));
