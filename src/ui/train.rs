@@ -35,7 +35,7 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(info_lines(state)).wrap(Wrap { trim: true }), info);
     let step = match &tr.last {
         Some(Event::Step { step, .. }) => *step,
-        _ => 0,
+        _ => tr.train_loss.last().map_or(0, |p| p.0 as usize),
     };
     let ratio = if tr.steps == 0 { 0.0 } else { (step as f64 / tr.steps as f64).min(1.0) };
     frame.render_widget(
