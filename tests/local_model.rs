@@ -11,13 +11,7 @@ use serde_json::Value;
 use tunebench::engine::local::{LoadedModel, ModelStore};
 
 fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must fetch the default model first (scripts/fetch-model)");
-    eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-model)", p.display());
-    None
+    support::default_model()
 }
 
 fn model() -> Option<Arc<LoadedModel>> {

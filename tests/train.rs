@@ -293,25 +293,11 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
     assert!(state.train.train_loss.iter().zip(&curve).all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-9));
 }
 
-/// The default model: present in CI (which fetches it); elsewhere the real-model test skips, saying so.
-fn default_model() -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must fetch the default model first (scripts/fetch-model)");
-    eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-model)", p.display());
-    None
-}
-
 #[test]
 fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
-    if default_model().is_none() {
-        return;
-    }
+    let Some(model) = support::default_model() else { return };
     let (_tmp, root) = support::example_copy();
     let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     std::fs::write(
         root.join("workspace.toml"),
         toml.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", model.to_str().unwrap()),

@@ -120,18 +120,23 @@ impl Example {
     }
 }
 
-/// A fresh id: `ex_` and 10 hex digits from the time, the process and the text, unique among `taken`.
-pub fn new_id(text: &str, taken: &dyn Fn(&str) -> bool) -> String {
+/// `ex_` and the first 10 hex digits of the sha256 of `parts`.
+pub fn hashed_id(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    format!("ex_{}", &crate::metrics::history::hex(&h.finalize())[..10])
+}
+
+/// A fresh id from the time, the process and the text, unique among `taken`.
+pub fn new_id(text: &str, taken: &dyn Fn(&str) -> bool) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let pid = std::process::id().to_le_bytes();
     let mut salt = 0u64;
     loop {
-        let mut h = Sha256::new();
-        h.update(nanos.to_le_bytes());
-        h.update(std::process::id().to_le_bytes());
-        h.update(salt.to_le_bytes());
-        h.update(text.as_bytes());
-        let id = format!("ex_{}", &crate::metrics::history::hex(&h.finalize())[..10]);
+        let id = hashed_id(&[&nanos.to_le_bytes(), &pid, &salt.to_le_bytes(), text.as_bytes()]);
         if !taken(&id) {
             return id;
         }

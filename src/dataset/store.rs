@@ -291,9 +291,8 @@ pub fn parse_lines(bytes: &[u8], split: Split) -> (Vec<Entry>, usize) {
         match parsed {
             Ok(mut x) => {
                 if x.id.is_empty() {
-                    use sha2::{Digest, Sha256};
                     let seed = format!("{}:{line}:{}", split.name(), String::from_utf8_lossy(raw));
-                    x.id = format!("ex_{}", &crate::metrics::history::hex(&Sha256::digest(seed.as_bytes()))[..10]);
+                    x.id = super::example::hashed_id(&[seed.as_bytes()]);
                 }
                 out.push(Entry::Example(x, line));
             }

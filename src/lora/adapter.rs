@@ -48,7 +48,8 @@ pub struct Adapter {
     pub provenance_error: Option<String>,
 }
 
-const PREFIX: &str = "base_model.model.";
+/// What PEFT puts before a module's name in adapter_model.safetensors.
+pub const PREFIX: &str = "base_model.model.";
 
 impl Adapter {
     pub fn load(dir: &Path, base: &BaseWeights) -> Result<Self, LoraError> {
@@ -180,17 +181,23 @@ impl Adapter {
 /// llama.cpp's converter permutes q/k weight rows per head (pairs interleaved for its rotary layout);
 /// B's rows are outputs of those projections, so on a GGUF base they are permuted the same way.
 fn gguf_row_order(module: &str, b: Tensor, base: &BaseWeights) -> Result<Tensor, LoraError> {
-    if !base.cfg.rope_interleaved {
-        return Ok(b);
+    match permuted_heads(module, &base.cfg) {
+        Some(heads) => Ok(permute_rows(&b, heads)?),
+        None => Ok(b),
     }
-    let heads = if module.ends_with("self_attn.q_proj") {
-        base.cfg.heads
+}
+
+/// The head count a module's output rows are permuted by on a GGUF base (q and k projections), if any.
+pub fn permuted_heads(module: &str, cfg: &crate::engine::local::Config) -> Option<usize> {
+    if !cfg.rope_interleaved {
+        None
+    } else if module.ends_with("self_attn.q_proj") {
+        Some(cfg.heads)
     } else if module.ends_with("self_attn.k_proj") {
-        base.cfg.kv_heads
+        Some(cfg.kv_heads)
     } else {
-        return Ok(b);
-    };
-    Ok(permute_rows(&b, heads)?)
+        None
+    }
 }
 
 /// Rows of each head `[h0 half0 | h0 half1 | …]` → pairs interleaved, as convert_hf_to_gguf.py permutes.

@@ -43,7 +43,7 @@ pub fn start(ws: &Workspace, tx: Option<UnboundedSender<Action>>, stop: Arc<Atom
 /// The adapter lane's last run as its newest checkpoint recorded it (nothing when never trained).
 pub fn last(ws: &Workspace) -> Action {
     let found = (|| {
-        let lane = ws.lanes.iter().find(|l| l.adapter.is_some())?;
+        let lane = ws.adapter_lane()?;
         let dir = ws.resolve(lane.adapter.as_deref()?);
         let ckpt = crate::lora::train::save::latest(&dir.join("checkpoints"))?;
         let state = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).ok()?).ok()?;

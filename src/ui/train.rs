@@ -85,7 +85,7 @@ fn info_lines(state: &AppState) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match tr.status {
         TrainStatus::Idle => {
-            let lane = state.ws.lanes.iter().find(|l| l.adapter.is_some()).map_or("?", |l| l.id.as_str());
+            let lane = state.ws.adapter_lane().map_or("?", |l| l.id.as_str());
             lines.push(Line::styled(
                 format!(
                     " Trains lane `{lane}`'s adapter on dataset/train.jsonl (valid.jsonl for early stopping) with \

@@ -284,6 +284,11 @@ impl Workspace {
         self.prompt_text(&self.dataset.system_prompt).unwrap_or_default()
     }
 
+    /// The first lane with a LoRA adapter: the one training writes for.
+    pub fn adapter_lane(&self) -> Option<&LaneSpec> {
+        self.lanes.iter().find(|l| l.adapter.is_some())
+    }
+
     /// The lane whose tokenizer measures examples, with its model.
     pub fn dataset_lane(&self) -> Option<(&LaneSpec, &ModelSpec)> {
         let lane = self.lane(self.dataset.lane.as_deref()?)?;

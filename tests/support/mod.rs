@@ -181,6 +181,17 @@ pub fn state_for(root: &Path, w: u16, h: u16) -> tunebench::app::AppState {
     s
 }
 
+/// The default model: present in CI (which fetches it); elsewhere the tests needing it skip, saying so.
+pub fn default_model() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must fetch the default model first (scripts/fetch-model)");
+    eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-model)", p.display());
+    None
+}
+
 pub fn example_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")
 }

@@ -141,20 +141,24 @@ fn substitute(shown: &str, marks: &[String], contents: &[&str]) -> Option<(Strin
     Some((text, plain))
 }
 
-/// Today's date for templates that print it (Llama 3.1+): `%d %b %Y` style, UTC.
-fn today(fmt: &str) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
+/// (year, month 1–12, day 1–31) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
+    let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Today's date for templates that print it (Llama 3.1+): `%d %b %Y` style, UTC.
+fn today(fmt: &str) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
     fmt.replace("%d", &format!("{d:02}"))
         .replace("%b", MONTHS[(m - 1) as usize])
         .replace("%m", &format!("{m:02}"))

@@ -58,9 +58,7 @@ pub fn targets(spec: &str) -> Result<Vec<String>, String> {
 impl Job {
     pub fn prepare(ws: &Workspace, opts: &Options) -> Result<Self, String> {
         let lane = ws
-            .lanes
-            .iter()
-            .find(|l| l.adapter.is_some())
+            .adapter_lane()
             .or_else(|| ws.dataset_lane().map(|(l, _)| l))
             .ok_or("no local lane to train for: give a local lane an `adapter = \"adapters/NAME\"`")?;
         let model_spec =

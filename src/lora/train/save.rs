@@ -11,10 +11,8 @@ use super::model::TrainModel;
 use super::optim::AdamW;
 use super::{TrainConfig, TrainError};
 use crate::lora::Provenance;
-use crate::lora::adapter::unpermute_rows;
+use crate::lora::adapter::{PREFIX, permuted_heads, unpermute_rows};
 use crate::workspace::store::write_atomic;
-
-const PREFIX: &str = "base_model.model.";
 
 fn tensors_bytes(map: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, TrainError> {
     let contiguous: BTreeMap<&String, Tensor> =
@@ -29,14 +27,10 @@ pub fn adapter(model: &TrainModel, cfg: &TrainConfig, dir: &Path, prov: &Provena
     let c = &model.base.cfg;
     let mut map = BTreeMap::new();
     for (name, pair) in &model.lora {
-        let mut b = pair.b.as_tensor().clone();
-        if c.rope_interleaved {
-            if name.ends_with("self_attn.q_proj") {
-                b = unpermute_rows(&b, c.heads)?;
-            } else if name.ends_with("self_attn.k_proj") {
-                b = unpermute_rows(&b, c.kv_heads)?;
-            }
-        }
+        let b = match permuted_heads(name, c) {
+            Some(heads) => unpermute_rows(pair.b.as_tensor(), heads)?,
+            None => pair.b.as_tensor().clone(),
+        };
         map.insert(format!("{PREFIX}{name}.lora_A.weight"), pair.a.as_tensor().clone());
         map.insert(format!("{PREFIX}{name}.lora_B.weight"), b);
     }
