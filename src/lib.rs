@@ -4,6 +4,8 @@ pub mod app;
 pub mod dataset;
 pub mod dataset_cmd;
 pub mod engine;
+pub mod eval;
+pub mod eval_cmd;
 pub mod headless;
 pub mod lora;
 pub mod metrics;

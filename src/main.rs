@@ -67,6 +67,12 @@ enum Command {
         #[command(flatten)]
         args: tunebench::train_cmd::TrainArgs,
     },
+    /// Evaluate lanes over the test split (dataset/test.jsonl) with evals.toml's assertions: a scoreboard.
+    Eval {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: tunebench::eval_cmd::EvalArgs,
+    },
     /// The workspace's training examples: stats, split, check, export, import.
     Dataset {
         workspace: PathBuf,
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
             Some(Command::Count { workspace, input, input_file, json, exact }) => {
                 count(&workspace, read_input(input, input_file)?, json, exact).await
             }
+            Some(Command::Eval { workspace, args }) => eval(&workspace, &args).await,
             Some(Command::Runs { workspace, csv }) => runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => tunebench::dataset_cmd::run(&workspace, action),
             Some(Command::Train { workspace, args }) => {
@@ -141,6 +148,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn eval(path: &Path, args: &tunebench::eval_cmd::EvalArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut stdin = std::io::BufReader::new(std::io::stdin());
+    let terminal = std::io::stdin().is_terminal() && err.is_terminal();
+    let streams = tunebench::eval_cmd::Streams {
+        stdout: &mut out,
+        stderr: &mut err,
+        confirm: if terminal { Some(&mut stdin) } else { None },
+        tty: std::io::stderr().is_terminal(),
+    };
+    let code = tunebench::eval_cmd::execute(path, args, Registry::builtin(), streams).await?;
+    Ok(ExitCode::from(code))
 }
 
 async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result<()> {

@@ -196,12 +196,12 @@ pub fn run(path: &Path, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bar(step: usize, steps: usize) -> String {
+pub fn bar(step: usize, steps: usize) -> String {
     let filled = (20 * step).checked_div(steps).unwrap_or(20).min(20);
     format!("[{}{}]", "█".repeat(filled), "·".repeat(20 - filled))
 }
 
-fn eta(s: f64) -> String {
+pub fn eta(s: f64) -> String {
     let s = s.max(0.0).round() as u64;
     if s >= 3600 { format!("{}h{:02}m", s / 3600, s % 3600 / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
 }

@@ -70,7 +70,9 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert_eq!(base["prompt_sha256"], sha(ws.prompt_text("long").unwrap().as_bytes()));
     assert!(base["adapter_sha256"].is_null() && base["time_unix_ms"].as_u64().unwrap() > 0);
     let tuned = recs.iter().find(|r| r["lane"] == "tuned").unwrap();
-    assert!(tuned["adapter_sha256"].is_null(), "the example's adapter folder does not exist yet");
+    let adapter = ws.resolve("adapters/ticket-lora");
+    let files = ["adapter_config.json", "adapter_model.safetensors"].map(|f| std::fs::read(adapter.join(f)).unwrap());
+    assert_eq!(tuned["adapter_sha256"], sha(&files.concat()), "the shipped adapter's contents");
 
     // `tunebench runs --csv` exports the same records, one row each, header first.
     let out =

@@ -128,7 +128,8 @@ pub fn to_csv(records: &[serde_json::Value]) -> String {
     out
 }
 
-fn quote(s: &str) -> String {
+/// One RFC 4180 field: quoted when it holds a comma, a quote or a line break.
+pub fn quote(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 

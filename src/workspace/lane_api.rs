@@ -12,6 +12,8 @@ use super::raw::RawLane;
 
 /// The most retries a lane may ask for; more only hammers a struggling server.
 pub const MAX_RETRIES: u32 = 10;
+/// The most requests an eval keeps in flight on one lane.
+pub const MAX_CONCURRENCY: u32 = 64;
 const MAX_TIMEOUT_S: f64 = 3600.0;
 /// Default first-byte and idle timeouts of OpenAI's reasoning models.
 pub const REASONING_TIMEOUT: Duration = Duration::from_secs(600);
@@ -27,13 +29,14 @@ pub fn build(
     let key = |k: &str| format!("lanes[{i}].{k}");
     let err = |at: usize, k: &str, msg: &str| Err(loc.at(at, key(k), msg));
     if backend == BackendKind::Local {
-        let api_only: [(&str, Option<usize>); 8] = [
+        let api_only: [(&str, Option<usize>); 9] = [
             ("base_url", r.base_url.as_ref().map(|v| v.span().start)),
             ("api_key_env", r.api_key_env.as_ref().map(|v| v.span().start)),
             ("connect_timeout_s", r.connect_timeout_s.as_ref().map(|v| v.span().start)),
             ("first_byte_timeout_s", r.first_byte_timeout_s.as_ref().map(|v| v.span().start)),
             ("idle_timeout_s", r.idle_timeout_s.as_ref().map(|v| v.span().start)),
             ("max_retries", r.max_retries.as_ref().map(|v| v.span().start)),
+            ("concurrency", r.concurrency.as_ref().map(|v| v.span().start)),
             ("response_format", r.response_format.as_ref().map(|v| v.span().start)),
             ("json_schema", r.json_schema.as_ref().map(|v| v.span().start)),
         ];
@@ -130,6 +133,12 @@ pub fn build(
             return err(m.span().start, "max_retries", &format!("must be at most {MAX_RETRIES}"));
         }
         api.max_retries = *m.get_ref();
+    }
+    if let Some(c) = &r.concurrency {
+        if !(1..=MAX_CONCURRENCY).contains(c.get_ref()) {
+            return err(c.span().start, "concurrency", &format!("must be 1 to {MAX_CONCURRENCY}"));
+        }
+        api.concurrency = Some(*c.get_ref());
     }
     api.response_format = response_format(loc, i, r, backend, root)?;
     Ok(api)

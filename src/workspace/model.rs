@@ -148,6 +148,8 @@ pub struct ApiOptions {
     pub idle_timeout: Duration,
     /// Further attempts after a transient failure, made only before any answer text arrived.
     pub max_retries: u32,
+    /// Requests an eval keeps in flight on this lane (None: `eval --concurrency`, default 4).
+    pub concurrency: Option<u32>,
     pub response_format: ResponseFormat,
 }
 
@@ -158,6 +160,7 @@ impl Default for ApiOptions {
             first_byte_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_retries: 4,
+            concurrency: None,
             response_format: ResponseFormat::Text,
         }
     }

@@ -73,6 +73,7 @@ pub struct RawLane {
     pub first_byte_timeout_s: Option<Spanned<f64>>,
     pub idle_timeout_s: Option<Spanned<f64>>,
     pub max_retries: Option<Spanned<u32>>,
+    pub concurrency: Option<Spanned<u32>>,
     pub response_format: Option<Spanned<String>>,
     pub json_schema: Option<Spanned<String>>,
 }

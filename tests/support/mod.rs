@@ -195,6 +195,7 @@ pub fn default_model() -> Option<PathBuf> {
 pub fn example_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage")
 }
+pub mod answers;
 pub mod api;
 pub mod http;
 pub mod tiny;

@@ -1,0 +1,244 @@
+//! Scores answers against their assertions and sums them per lane: pass rate with a Wilson interval,
+//! per-assertion rates, token, time and cost figures, and savings against the reference lane.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::assert::Observed;
+use super::runner::Job;
+use super::{Answer, Case, Check, Evals};
+use crate::engine::LaneIdx;
+use crate::workspace::Workspace;
+
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval for `passed` of `n` at 95%: unlike p ± z·se it stays inside [0, 1] and is honest for
+/// small n and rates near 0 or 1, which is where evals live.
+pub fn wilson(passed: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (n, p) = (n as f64, passed as f64 / n as f64);
+    let z2 = Z95 * Z95;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// One lane's answer to one case, judged.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub job: Job,
+    pub answer: Answer,
+    pub checks: Vec<Check>,
+    pub pass: bool,
+    /// Weighted share of assertions passed (0–1).
+    pub score: f64,
+}
+
+pub fn judge(ws: &Workspace, case: &Case, evals: &Evals, job: Job, answer: Answer) -> Scored {
+    let lane = &ws.lanes[job.lane];
+    let observed = Observed {
+        output: &answer.output,
+        expected: &case.expected,
+        total_ms: answer.total_ms,
+        cost_usd: answer.cost_usd(ws, lane),
+        prompt_tokens: answer.prompt_tokens,
+    };
+    let mut checks: Vec<Check> = evals.for_case(case).iter().map(|a| a.check(&observed)).collect();
+    if let Some(e) = &answer.error {
+        checks.insert(0, Check { name: "run".into(), pass: false, weight: 1.0, detail: e.clone() });
+    }
+    let gating = checks.iter().filter(|c| c.weight > 0.0);
+    let pass = gating.clone().all(|c| c.pass);
+    let total: f64 = gating.clone().map(|c| c.weight).sum();
+    // Adding 0.0 turns the empty sum's -0.0 into 0.0.
+    let score = if total > 0.0 { gating.filter(|c| c.pass).map(|c| c.weight).sum::<f64>() / total + 0.0 } else { 1.0 };
+    Scored { job, answer, checks, pass, score }
+}
+
+/// Mean and 95th percentile (nearest rank) of the values known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stat {
+    pub mean: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+impl Stat {
+    pub fn of(values: impl Iterator<Item = Option<f64>>) -> Self {
+        let mut v: Vec<f64> = values.flatten().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((0.95 * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Self { mean: Some(v.iter().sum::<f64>() / v.len() as f64), p95: Some(v[rank - 1]) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AssertRate {
+    pub name: String,
+    pub passed: usize,
+    pub total: usize,
+}
+
+/// What a lane saves against the reference lane.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VsReference {
+    pub lane: String,
+    /// Reference cost per 1,000 cases minus this lane's (positive: this lane is cheaper).
+    pub saved_per_1k_usd: Option<f64>,
+    pub saved_per_month_usd: Option<f64>,
+    /// This lane's pass rate minus the reference's.
+    pub pass_rate_delta: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneScore {
+    pub lane: String,
+    pub idx: LaneIdx,
+    /// Cases answered (run or cached); `not_run` were not.
+    pub cases: usize,
+    pub not_run: usize,
+    pub passed: usize,
+    pub errors: usize,
+    pub cached: usize,
+    pub mean_score: f64,
+    pub assertions: Vec<AssertRate>,
+    pub prompt_tokens: Stat,
+    pub completion_tokens: Stat,
+    pub ttft_ms: Stat,
+    pub total_ms: Stat,
+    pub cost_per_case_usd: Option<f64>,
+    pub vs_reference: Option<VsReference>,
+}
+
+impl LaneScore {
+    pub fn pass_rate(&self) -> f64 {
+        if self.cases == 0 { 0.0 } else { self.passed as f64 / self.cases as f64 }
+    }
+
+    pub fn ci95(&self) -> (f64, f64) {
+        wilson(self.passed, self.cases)
+    }
+
+    pub fn cost_per_1k_usd(&self) -> Option<f64> {
+        self.cost_per_case_usd.map(|c| c * 1000.0)
+    }
+}
+
+/// Every judged answer and the per-lane sums.
+#[derive(Debug, Clone, Default)]
+pub struct Scoreboard {
+    pub lanes: Vec<LaneScore>,
+    /// Per case (in case order), the judged answers of the lanes that have one (in lane order).
+    pub rows: Vec<Vec<Scored>>,
+    pub reference: Option<String>,
+}
+
+impl Scoreboard {
+    pub fn build(
+        ws: &Workspace,
+        cases: &[Case],
+        evals: &Evals,
+        lanes: &[LaneIdx],
+        mut answers: HashMap<(usize, LaneIdx), Answer>,
+    ) -> Self {
+        let rows: Vec<Vec<Scored>> = (0..cases.len())
+            .map(|ci| {
+                lanes
+                    .iter()
+                    .filter_map(|&l| {
+                        answers.remove(&(ci, l)).map(|a| judge(ws, &cases[ci], evals, Job { case: ci, lane: l }, a))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut scores: Vec<LaneScore> = lanes.iter().map(|&l| lane_score(ws, l, cases.len(), &rows)).collect();
+        let reference = ws.savings.reference.clone().filter(|r| scores.iter().any(|s| &s.lane == r));
+        if let Some(r) = &reference
+            && let Some(base) = scores.iter().find(|s| &s.lane == r).cloned()
+        {
+            for s in scores.iter_mut().filter(|s| &s.lane != r) {
+                let saved = base.cost_per_case_usd.zip(s.cost_per_case_usd).map(|(b, c)| b - c);
+                s.vs_reference = Some(VsReference {
+                    lane: r.clone(),
+                    saved_per_1k_usd: saved.map(|d| d * 1000.0),
+                    saved_per_month_usd: saved.map(|d| d * ws.savings.monthly_runs as f64),
+                    pass_rate_delta: s.pass_rate() - base.pass_rate(),
+                });
+            }
+        }
+        Self { lanes: scores, rows, reference }
+    }
+
+    /// The judged answer of `lane` to case `ci`, if any.
+    pub fn get(&self, ci: usize, lane: LaneIdx) -> Option<&Scored> {
+        self.rows.get(ci)?.iter().find(|s| s.job.lane == lane)
+    }
+}
+
+fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Scored>]) -> LaneScore {
+    let mine: Vec<&Scored> = rows.iter().flatten().filter(|s| s.job.lane == lane).collect();
+    let spec = &ws.lanes[lane];
+    let mut rates: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for (order, c) in mine.iter().flat_map(|s| s.checks.iter()).enumerate() {
+        let e = rates.entry(c.name.clone()).or_insert((order, 0, 0));
+        e.1 += usize::from(c.pass);
+        e.2 += 1;
+    }
+    let mut assertions: Vec<(usize, AssertRate)> =
+        rates.into_iter().map(|(name, (order, passed, total))| (order, AssertRate { name, passed, total })).collect();
+    assertions.sort_by_key(|(order, _)| *order);
+    let costs: Vec<Option<f64>> = mine.iter().map(|s| s.answer.cost_usd(ws, spec)).collect();
+    let ok = mine.iter().filter(|s| s.answer.error.is_none());
+    LaneScore {
+        lane: spec.id.clone(),
+        idx: lane,
+        cases: mine.len(),
+        not_run: total_cases - mine.len(),
+        passed: mine.iter().filter(|s| s.pass).count(),
+        errors: mine.iter().filter(|s| s.answer.error.is_some()).count(),
+        cached: mine.iter().filter(|s| s.answer.from_cache).count(),
+        mean_score: if mine.is_empty() { 0.0 } else { mine.iter().map(|s| s.score).sum::<f64>() / mine.len() as f64 },
+        assertions: assertions.into_iter().map(|(_, a)| a).collect(),
+        prompt_tokens: Stat::of(ok.clone().map(|s| s.answer.prompt_tokens.map(|n| n as f64))),
+        completion_tokens: Stat::of(ok.clone().map(|s| s.answer.completion_tokens.map(|n| n as f64))),
+        ttft_ms: Stat::of(ok.clone().map(|s| s.answer.ttft_ms)),
+        total_ms: Stat::of(ok.map(|s| s.answer.total_ms)),
+        cost_per_case_usd: {
+            let known: Vec<f64> = costs.iter().flatten().copied().collect();
+            (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+        },
+        vs_reference: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_matches_published_values() {
+        // 8/10: the textbook interval is [0.490, 0.943]; 0/10 and 10/10 stay inside [0, 1].
+        let (lo, hi) = wilson(8, 10);
+        assert!((lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3, "{lo} {hi}");
+        let (lo, hi) = wilson(0, 10);
+        assert!(lo == 0.0 && (hi - 0.2775).abs() < 1e-3, "{hi}");
+        let (lo, hi) = wilson(10, 10);
+        assert!((lo - 0.7225).abs() < 1e-3 && (hi - 1.0).abs() < 1e-12, "{hi}");
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn p95_is_the_nearest_rank() {
+        let s = Stat::of((1..=20).map(|v| Some(v as f64)));
+        assert_eq!((s.mean, s.p95), (Some(10.5), Some(19.0)));
+        assert_eq!(Stat::of([None, Some(3.0)].into_iter()).p95, Some(3.0));
+        assert_eq!(Stat::of(std::iter::empty()), Stat::default());
+    }
+}

@@ -1,0 +1,190 @@
+//! `tunebench eval`: every test case through the chosen lanes, with a progress bar, the paid-call
+//! confirmation, the cache, the scoreboard (text or `--json` lines), reports and the `--fail-under` gate.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Registry;
+use crate::eval::runner::{self, Progress};
+use crate::eval::{Estimate, Scoreboard, Setup, report};
+use crate::workspace;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Comma-separated lane ids (default: every lane).
+    #[arg(long, value_delimiter = ',')]
+    pub lanes: Vec<String>,
+    /// Only the first N test cases.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Requests in flight per API lane without its own `concurrency` key (local lanes take turns on their model).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// One JSON object per lane, one per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a report: .md (Markdown), .csv or .jsonl (one line per case and lane).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Exit 1 when a lane's pass rate is below this (0 to 1).
+    #[arg(long)]
+    pub fail_under: Option<f64>,
+    /// Run paid API calls without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Run every case again, ignoring cached answers (fresh timings).
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// Where the command talks: `confirm` is None when there is no terminal to ask on.
+pub struct Streams<'a> {
+    pub stdout: &'a mut (dyn Write + Send),
+    pub stderr: &'a mut (dyn Write + Send),
+    pub confirm: Option<&'a mut (dyn BufRead + Send)>,
+    /// Redraw one progress line (a terminal) rather than print progress lines.
+    pub tty: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Markdown,
+    Csv,
+    Jsonl,
+}
+
+fn format_of(path: &Path) -> anyhow::Result<Format> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("md" | "markdown") => Ok(Format::Markdown),
+        Some("csv") => Ok(Format::Csv),
+        Some("jsonl") => Ok(Format::Jsonl),
+        _ => bail!("--out {}: the report format comes from the extension: .md, .csv or .jsonl", path.display()),
+    }
+}
+
+/// Runs the eval; the exit code is 0, or 1 when a lane is below `--fail-under`. Errors (bad input, a refused
+/// confirmation) come back as `Err` and exit 2.
+pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Streams<'_>) -> anyhow::Result<u8> {
+    let Streams { stdout, stderr, confirm, tty } = io;
+    if let Some(f) = args.fail_under
+        && !(0.0..=1.0).contains(&f)
+    {
+        bail!("--fail-under {f}: give a pass rate from 0 to 1 (0.8 is 80%)");
+    }
+    let format = args.out.as_deref().map(format_of).transpose()?;
+    let ws = workspace::load(path)?;
+    let lanes = crate::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
+    let mut setup = Setup::load(&ws, lanes, args.limit)?;
+    if setup.cache.skipped > 0 {
+        writeln!(
+            stderr,
+            "tunebench: warning: {} unreadable line(s) in {} ignored",
+            setup.cache.skipped,
+            setup.cache.path.display()
+        )?;
+    }
+    let plan = setup.plan(args.fresh);
+    let estimate = Estimate::of(&ws, &setup.cases, &plan.run);
+    if estimate.calls > 0 && !args.yes {
+        let Some(input) = confirm else {
+            bail!("{}; not confirmed: no terminal to ask on (pass --yes to run them)", estimate.describe());
+        };
+        write!(stderr, "{}. Proceed? [y/N] ", estimate.describe())?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        input.read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            bail!("not confirmed: no paid calls were made");
+        }
+    }
+    writeln!(
+        stderr,
+        "eval: {} case(s) × {} lane(s): {} cached, {} to run",
+        setup.cases.len(),
+        setup.lanes.len(),
+        plan.cached.len(),
+        plan.run.len()
+    )?;
+    let mut answers: HashMap<(usize, usize), crate::eval::Answer> =
+        plan.cached.into_iter().map(|(j, a)| ((j.case, j.lane), a)).collect();
+    let total = plan.run.len();
+    let limits = runner::limits(&ws, &setup.lanes, args.concurrency as usize);
+    let started = Instant::now();
+    let (mut done, mut failed) = (0usize, 0usize);
+    let every = (total / 10).max(1);
+    let cache = &mut setup.cache;
+    let cases = &setup.cases;
+    let mut on = |p: Progress| match p {
+        Progress::Started(_) => {}
+        Progress::Warning(w) => {
+            let _ = writeln!(stderr, "{}tunebench: warning: {w}", if tty { "\r\x1b[2K" } else { "" });
+        }
+        Progress::Finished(job, answer) => {
+            done += 1;
+            if let Some(e) = &answer.error {
+                failed += 1;
+                let _ = writeln!(
+                    stderr,
+                    "{}case {} · lane {}: {e}",
+                    if tty { "\r\x1b[2K" } else { "" },
+                    cases[job.case].id,
+                    answer.lane
+                );
+            }
+            if let Err(e) = cache.put(&answer) {
+                let _ = writeln!(stderr, "tunebench: warning: answer not cached: {e}");
+            }
+            answers.insert((job.case, job.lane), *answer);
+            let secs = started.elapsed().as_secs_f64();
+            let eta = secs / done as f64 * (total - done) as f64;
+            let line = format!(
+                "{} {done}/{total} runs · {failed} failed · {:.1}s · ETA {}",
+                crate::train_cmd::bar(done, total),
+                secs,
+                crate::train_cmd::eta(eta)
+            );
+            let _ = if tty {
+                write!(stderr, "\r\x1b[2K{line}").and_then(|()| stderr.flush())
+            } else if done % every == 0 || done == total {
+                writeln!(stderr, "{line}")
+            } else {
+                Ok(())
+            };
+        }
+    };
+    runner::run(&ws, cases, &setup.hashes, plan.run, &limits, registry, CancellationToken::new(), &mut on).await;
+    if tty && total > 0 {
+        writeln!(stderr)?;
+    }
+    let board = Scoreboard::build(&ws, &setup.cases, &setup.evals, &setup.lanes, answers);
+    if args.json {
+        for s in &board.lanes {
+            writeln!(stdout, "{}", report::lane_json(s))?;
+        }
+    } else {
+        write!(stdout, "{}", report::text(&board))?;
+    }
+    if let (Some(out), Some(format)) = (&args.out, format) {
+        let title = format!("tunebench eval · {}", ws.name);
+        let body = match format {
+            Format::Markdown => report::markdown(&board, &setup.cases, &title),
+            Format::Csv => report::csv(&board, &setup.cases),
+            Format::Jsonl => report::case_lines(&board, &setup.cases),
+        };
+        workspace::store::write_atomic(out, body.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+        writeln!(stderr, "report: {}", out.display())?;
+    }
+    let mut code = 0;
+    if let Some(f) = args.fail_under {
+        for s in board.lanes.iter().filter(|s| s.pass_rate() < f) {
+            writeln!(stderr, "lane `{}`: pass rate {:.3} is below --fail-under {f}", s.lane, s.pass_rate())?;
+            code = 1;
+        }
+    }
+    Ok(code)
+}

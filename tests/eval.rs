@@ -1,0 +1,422 @@
+//! `tunebench eval`: assertion kinds, evals.toml errors, the default comparison, caching and reruns, the
+//! per-lane concurrency limit, the paid-call confirmation, exit codes, the --json contract and the reports.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::answers::AnswerBackend;
+use tunebench::engine::Registry;
+use tunebench::eval::assert::Observed;
+use tunebench::eval::{Case, Evals};
+use tunebench::eval_cmd::{EvalArgs, Streams, execute};
+use tunebench::workspace::BackendKind;
+
+fn case(id: &str, input: &str, expected: &str) -> Case {
+    Case { id: id.into(), input: input.into(), expected: expected.into(), line: 1, hash: id.into() }
+}
+
+fn evals(src: &str, cases: &[Case]) -> Result<Evals, String> {
+    Evals::parse(Path::new("/ws/evals.toml"), src, cases).map_err(|e| e.to_string())
+}
+
+/// The verdicts of every assertion in `src` on one answer.
+fn verdicts(src: &str, output: &str, expected: &str) -> Vec<bool> {
+    let c = case("c", "in", expected);
+    let e = evals(src, std::slice::from_ref(&c)).unwrap();
+    let o = Observed { output, expected, total_ms: Some(900.0), cost_usd: Some(0.002), prompt_tokens: Some(120) };
+    e.for_case(&c).iter().map(|a| a.check(&o).pass).collect()
+}
+
+#[test]
+fn each_assertion_kind_passes_and_fails() {
+    let expected = r#"{"intent": "refund", "product": "Lumen desk lamp", "summary": "The customer wants a refund for a buzzing lamp."}"#;
+    let good = "```json\n{\"intent\": \"REFUND\", \"product\": \"lumen  desk lamp\", \"summary\": \"The customer wants a refund for the buzzing lamp.\"}\n```";
+    let wrong = r#"{"intent": "return", "product": "Lumen desk lamp", "summary": "Lamp."}"#;
+    let cases: [(&str, &str, bool); 26] = [
+        ("type = \"equals\"", expected, true),
+        ("type = \"equals\"", wrong, false),
+        ("type = \"equals\"\nvalue = \"Paris\"", "  Paris\n", true),
+        ("type = \"contains\"\nvalue = \"Refund\"", good, false),
+        ("type = \"contains\"\nvalue = \"Refund\"\nignore_case = true", good, true),
+        ("type = \"not-contains\"\nvalue = \"return\"", good, true),
+        ("type = \"not-contains\"\nvalue = \"return\"", wrong, false),
+        ("type = \"regex\"\nvalue = '\"intent\":\\s*\"(refund|REFUND)\"'", good, true),
+        ("type = \"regex\"\nvalue = '^\\{\"intent\": \"refund\"'", wrong, false),
+        ("type = \"is-json\"", good, true),
+        ("type = \"is-json\"", "Sure! {\"intent\": 1}", false),
+        (
+            "type = \"json-schema\"\nvalue = { type = \"object\", required = [\"intent\"], properties = { intent = { enum = [\"refund\", \"return\"] } } }",
+            wrong,
+            true,
+        ),
+        (
+            "type = \"json-schema\"\nvalue = { type = \"object\", required = [\"intent\"], properties = { intent = { enum = [\"refund\"] } } }",
+            wrong,
+            false,
+        ),
+        ("type = \"json-fields\"\nfields = [\"intent\", \"product\"]", good, true),
+        ("type = \"json-fields\"\nfields = [\"intent\", \"product\"]", wrong, false),
+        ("type = \"json-fields\"", good, false), // every field, the free-text summary included
+        ("type = \"similarity\"\nmetric = \"chrf\"\nfield = \"summary\"\nthreshold = 0.7", good, true),
+        ("type = \"similarity\"\nmetric = \"chrf\"\nfield = \"summary\"\nthreshold = 0.7", wrong, false),
+        ("type = \"similarity\"\nmetric = \"rouge-l\"\nthreshold = 0.6", good, true),
+        ("type = \"similarity\"\nmetric = \"rouge-l\"\nthreshold = 0.9", wrong, false),
+        ("type = \"max-latency\"\nthreshold = 1000", good, true),
+        ("type = \"max-latency\"\nthreshold = 500", good, false),
+        ("type = \"max-cost\"\nthreshold = 0.01", good, true),
+        ("type = \"max-cost\"\nthreshold = 0.001", good, false),
+        ("type = \"max-prompt-tokens\"\nthreshold = 120", good, true),
+        ("type = \"max-prompt-tokens\"\nthreshold = 100", good, false),
+    ];
+    for (body, output, want) in cases {
+        let got = verdicts(&format!("[[assert]]\n{body}\n"), output, expected);
+        assert_eq!(got, vec![want], "{body}\non {output}");
+    }
+}
+
+#[test]
+fn a_schema_file_and_per_case_assertions_and_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), r#"{"type": "object", "required": ["a"]}"#).unwrap();
+    let cs = [case("one", "x", "{\"a\": 1}"), case("two", "y", "{\"a\": 2}")];
+    let src = "[[assert]]\ntype = \"json-schema\"\nfile = \"schema.json\"\n\n[[assert]]\ntype = \"contains\"\nvalue = \"zzz\"\nweight = 0\n\n[[cases]]\nid = \"two\"\n[[cases.assert]]\ntype = \"contains\"\nvalue = \"2\"\n";
+    let e = Evals::parse(&dir.path().join("evals.toml"), src, &cs).unwrap();
+    assert_eq!(e.for_case(&cs[0]).len(), 2);
+    let two = e.for_case(&cs[1]);
+    assert_eq!(
+        two.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["json-schema", "contains \"zzz\"", "contains \"2\""]
+    );
+    let o = |out| Observed { output: out, expected: "{\"a\": 2}", total_ms: None, cost_usd: None, prompt_tokens: None };
+    let checks: Vec<bool> = two.iter().map(|a| a.check(&o("{\"a\": 2}")).pass).collect();
+    assert_eq!(checks, [true, false, true], "the weight-0 assertion fails but is only informational");
+    assert!(!two[0].check(&o("{\"b\": 2}")).pass);
+}
+
+#[test]
+fn the_default_comparison_is_field_by_field_for_json_and_trimmed_equality_otherwise() {
+    let json = r#"{"intent": "refund", "urgency": "High"}"#;
+    assert_eq!(verdicts("", "{\"urgency\": \"high \", \"intent\": \"REFUND\", \"extra\": 1}", json), [true]);
+    assert_eq!(verdicts("", "{\"intent\": \"refund\"}", json), [false], "a missing field fails");
+    assert_eq!(verdicts("", "{\"intent\": \"refund\", \"urgency\": \"low\"}", json), [false]);
+    assert_eq!(verdicts("", "  Paris \n", "Paris"), [true]);
+    assert_eq!(verdicts("", "paris", "Paris"), [false], "plain text is compared exactly, after trimming");
+    let c = case("c", "in", json);
+    assert_eq!(evals("", std::slice::from_ref(&c)).unwrap().for_case(&c)[0].name, "json-fields");
+}
+
+#[test]
+fn evals_toml_errors_name_the_line_and_key() {
+    let cs = [case("ex_1", "x", "y")];
+    let bad: [(&str, &str); 8] = [
+        ("[[assert]]\ntype = \"contain\"\n", "evals.toml:2:8: assert[0].type: unknown type `contain`"),
+        (
+            "[[assert]]\ntype = \"contains\"\nfields = [\"a\"]\nvalue = \"x\"\n",
+            "evals.toml:3:10: assert[0].fields: `contains` takes no `fields`",
+        ),
+        ("[[assert]]\ntype = \"regex\"\nvalue = \"(unclosed\"\n", "evals.toml:3:9: assert[0].value: regex parse error"),
+        ("[[assert]]\ntype = \"contains\"\n", "evals.toml:1:1: assert[0].value: `contains` needs `value`"),
+        (
+            "[[assert]]\ntype = \"similarity\"\nthreshold = 2\n",
+            "evals.toml:3:13: assert[0].threshold: must be a score from 0 to 1",
+        ),
+        ("[[cases]]\nid = \"ex_9\"\n", "evals.toml:2:6: cases[0].id: no case `ex_9` in dataset/test.jsonl"),
+        ("[[assert]]\ntype = \"is-json\"\nweight = -1\n", "evals.toml:3:10: assert[0].weight: must be 0 or more"),
+        (
+            "[[assert]]\ntype = \"is-json\"\ncolour = 1\n",
+            "evals.toml:3:1: assert[0].colour: unknown field `colour`, expected one of `type`",
+        ),
+    ];
+    for (src, want) in bad {
+        let got = evals(src, &cs).unwrap_err();
+        assert!(got.contains(want), "{src}\n got: {got}\nwant: {want}");
+    }
+}
+
+// ---- the command, end to end, against a workspace the tests write ----
+
+const JSON_CASES: [(&str, &str, &str); 4] = [
+    ("c1", "my lamp buzzes, refund please", r#"{"intent": "refund", "summary": "The customer wants a refund."}"#),
+    ("c2", "charged twice", r#"{"intent": "billing", "summary": "The customer was charged twice."}"#),
+    ("c3", "where is my parcel", r#"{"intent": "shipping", "summary": "The parcel is late."}"#),
+    ("c4", "app login fails", r#"{"intent": "account", "summary": "The customer cannot log in."}"#),
+];
+
+fn write_ws(dir: &Path, lane_extra: &str, base_url: &str, n_cases: usize) -> PathBuf {
+    let root = dir.join("ws");
+    std::fs::create_dir_all(root.join("dataset")).unwrap();
+    let lane = |id: &str, prompt: &str, model: &str| {
+        format!(
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"openai\"\nbase_url = \"{base_url}\"\napi_key_env = \"\"\nmodel = \"{model}\"\nprompt = \"{prompt}\"\n{lane_extra}\n"
+        )
+    };
+    let toml = format!(
+        "name = \"evaltest\"\n[prompts.long]\ntext = \"Long rules, examples and more rules.\"\n[prompts.short]\ntext = \"Short.\"\n{}{}[pricing.\"m-long\"]\ninput_per_mtok = 10.0\noutput_per_mtok = 20.0\n[pricing.\"m-short\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n[savings]\nreference = \"long\"\nmonthly_runs = 1000\n",
+        lane("long", "long", "m-long"),
+        lane("short", "short", "m-short"),
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    let mut lines = String::new();
+    for i in 0..n_cases {
+        let (id, input, expected) = JSON_CASES[i % 4];
+        let (id, input) = (format!("{id}_{i}"), format!("{input} #{i}"));
+        let ex = serde_json::json!({"messages": [{"role": "system", "content": "Short."}, {"role": "user", "content": input}, {"role": "assistant", "content": expected}], "id": id});
+        lines.push_str(&format!("{ex}\n"));
+    }
+    std::fs::write(root.join("dataset/test.jsonl"), lines).unwrap();
+    root
+}
+
+/// The long lane answers every case right; the short one gets billing wrong (so 3 of 4 right).
+fn answers() -> Arc<AnswerBackend> {
+    AnswerBackend::new(|lane, input| {
+        let (_, _, expected) = JSON_CASES.iter().find(|(_, i, _)| input.starts_with(i)).copied().unwrap();
+        Ok(if lane == "short" && input.starts_with("charged") {
+            expected.replace("billing", "refund")
+        } else {
+            expected.into()
+        })
+    })
+}
+
+fn registry(b: &Arc<AnswerBackend>) -> Registry {
+    Registry::default().with(BackendKind::OpenAi, Arc::new(support::answers::Handle(b.clone())))
+}
+
+fn args(extra: &[&str]) -> EvalArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: EvalArgs,
+    }
+    Cli::parse_from(std::iter::once("eval").chain(extra.iter().copied())).a
+}
+
+struct Ran {
+    result: Result<u8, String>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn eval(root: &Path, b: &Arc<AnswerBackend>, a: &[&str], confirm: Option<&str>) -> Ran {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut input = confirm.map(|c| std::io::Cursor::new(c.as_bytes().to_vec()));
+    let streams = Streams {
+        stdout: &mut out,
+        stderr: &mut err,
+        confirm: input.as_mut().map(|i| i as &mut (dyn std::io::BufRead + Send)),
+        tty: false,
+    };
+    let result = execute(root, &args(a), registry(b), streams).await.map_err(|e| format!("{e:#}"));
+    Ran { result, stdout: String::from_utf8(out).unwrap(), stderr: String::from_utf8(err).unwrap() }
+}
+
+fn lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn json_lines_follow_the_contract_and_fail_under_sets_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 8);
+    let b = answers();
+    let r = eval(&root, &b, &["--json", "--fail-under", "0.8"], None).await;
+    assert_eq!(r.result, Ok(1), "short passes 6/8 < 0.8; stderr: {}", r.stderr);
+    assert!(r.stderr.contains("lane `short`: pass rate 0.750 is below --fail-under 0.8"), "{}", r.stderr);
+    let ls = lines(&r.stdout);
+    let contract = [
+        "lane",
+        "cases",
+        "passed",
+        "pass_rate",
+        "pass_rate_ci95",
+        "mean_prompt_tokens",
+        "mean_completion_tokens",
+        "mean_ttft_ms",
+        "mean_total_ms",
+        "cost_per_1k_usd",
+    ];
+    let first = r.stdout.lines().next().unwrap();
+    let at: Vec<usize> = contract.iter().map(|k| first.find(&format!("\"{k}\":")).unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]) && at[0] == 1, "the contract's fields lead, in order: {first}");
+    assert!(
+        first.starts_with(
+            "{\"lane\":\"long\",\"cases\":8,\"passed\":8,\"pass_rate\":1.0,\"pass_rate_ci95\":[0.6756,1.0],"
+        ),
+        "{first}"
+    );
+    assert_eq!(
+        (ls[0]["lane"].as_str(), ls[0]["cases"].as_u64(), ls[0]["passed"].as_u64()),
+        (Some("long"), Some(8), Some(8))
+    );
+    assert_eq!(
+        (ls[1]["lane"].as_str(), ls[1]["passed"].as_u64(), ls[1]["pass_rate"].as_f64()),
+        (Some("short"), Some(6), Some(0.75))
+    );
+    let ci: Vec<f64> = ls[1]["pass_rate_ci95"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((ci[0] - 0.4093).abs() < 1e-3 && (ci[1] - 0.9285).abs() < 1e-3, "Wilson 6/8: {ci:?}");
+    assert_eq!(ls[1]["assertions"]["json-fields"].as_f64(), Some(0.75));
+    // Prices: long pays 10$/Mtok in and 20$/Mtok for 3 tokens out; short a tenth of that.
+    let cost = |l: &serde_json::Value| l["cost_per_1k_usd"].as_f64().unwrap();
+    assert!(cost(&ls[0]) > 9.0 * cost(&ls[1]) && cost(&ls[1]) > 0.0, "{} {}", cost(&ls[0]), cost(&ls[1]));
+    let vs = &ls[1]["vs_reference"];
+    assert_eq!(vs["lane"], "long");
+    assert!((vs["saved_per_1k_usd"].as_f64().unwrap() - (cost(&ls[0]) - cost(&ls[1]))).abs() < 1e-6);
+    assert!((vs["pass_rate_delta"].as_f64().unwrap() + 0.25).abs() < 1e-9);
+    let r = eval(&root, &b, &["--json", "--fail-under", "0.7"], None).await;
+    assert_eq!(r.result, Ok(0));
+    let r = eval(&root, &b, &["--fail-under", "80"], None).await;
+    assert!(r.result.unwrap_err().contains("--fail-under 80: give a pass rate from 0 to 1"));
+}
+
+#[tokio::test]
+async fn answers_are_cached_and_a_rerun_runs_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 4);
+    let b = answers();
+    let first = eval(&root, &b, &["--json"], None).await;
+    assert_eq!((first.result, b.calls()), (Ok(0), 8));
+    let again = eval(&root, &b, &["--json"], None).await;
+    assert_eq!(b.calls(), 8, "everything cached: {}", again.stderr);
+    assert!(again.stderr.contains("4 case(s) × 2 lane(s): 8 cached, 0 to run"), "{}", again.stderr);
+    let strip = |s: &str| {
+        lines(s)
+            .into_iter()
+            .map(|mut v| {
+                v["cached"] = 0.into();
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&first.stdout), strip(&again.stdout), "the same scoreboard from the cache");
+    // Editing a prompt changes that lane's hash only.
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap().replace("Short.", "Short, and JSON.");
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    let r = eval(&root, &b, &["--json"], None).await;
+    assert_eq!(b.calls(), 12, "only the short lane's 4 cases ran again: {}", r.stderr);
+    // Editing an expected answer re-scores the cached answers without running anything.
+    let test = std::fs::read_to_string(root.join("dataset/test.jsonl")).unwrap().replace("billing", "refund");
+    std::fs::write(root.join("dataset/test.jsonl"), test).unwrap();
+    let r = eval(&root, &b, &["--json"], None).await;
+    assert_eq!(b.calls(), 12);
+    let ls = lines(&r.stdout);
+    assert_eq!(
+        (ls[0]["passed"].as_u64(), ls[1]["passed"].as_u64()),
+        (Some(3), Some(4)),
+        "now the short lane is the right one"
+    );
+    // A new case runs alone; --fresh runs everything; --limit runs a prefix.
+    let r = eval(&root, &b, &["--limit", "2"], None).await;
+    assert_eq!((r.result, b.calls()), (Ok(0), 12));
+    let r = eval(&root, &b, &["--fresh", "--lanes", "long"], None).await;
+    assert_eq!((r.result, b.calls()), (Ok(0), 16));
+}
+
+#[tokio::test]
+async fn failed_runs_count_as_failures_keep_partial_output_and_are_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 4);
+    let flaky = AnswerBackend::new(|lane, input| {
+        if lane == "short" && input.starts_with("where") {
+            Err("HTTP 503 from the server".into())
+        } else {
+            answers_for(input)
+        }
+    });
+    let out = dir.path().join("report.jsonl");
+    let r = eval(&root, &flaky, &["--json", "--out", out.to_str().unwrap()], None).await;
+    assert_eq!(r.result, Ok(0));
+    assert!(r.stderr.contains("case c3_2 · lane short: HTTP 503 from the server"), "{}", r.stderr);
+    let ls = lines(&r.stdout);
+    assert_eq!((ls[1]["passed"].as_u64(), ls[1]["errors"].as_u64()), (Some(3), Some(1)));
+    let report: Vec<serde_json::Value> = lines(&std::fs::read_to_string(&out).unwrap());
+    let failed = report.iter().find(|v| v["lane"] == "short" && v["case_id"] == "c3_2").unwrap();
+    assert_eq!((failed["output"].as_str(), failed["pass"].as_bool()), (Some("partial"), Some(false)));
+    assert_eq!(failed["checks"][0]["name"], "run");
+    let fixed = answers();
+    let r = eval(&root, &fixed, &["--json"], None).await;
+    assert_eq!(fixed.calls(), 1, "only the failed run is tried again: {}", r.stderr);
+}
+
+fn answers_for(input: &str) -> Result<String, String> {
+    Ok(JSON_CASES.iter().find(|(_, i, _)| input.starts_with(i)).unwrap().2.into())
+}
+
+#[tokio::test]
+async fn api_lanes_keep_to_their_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 12);
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap().replacen(
+        "prompt = \"long\"\n",
+        "prompt = \"long\"\nconcurrency = 3\n",
+        1,
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    let b = AnswerBackend::with_delay(Duration::from_millis(40), |_, input| answers_for(input));
+    let r = eval(&root, &b, &["--concurrency", "2"], None).await;
+    assert_eq!(r.result, Ok(0), "{}", r.stderr);
+    assert_eq!(b.calls(), 24);
+    assert_eq!(b.max_in_flight("long"), 3, "the lane's own key");
+    assert_eq!(b.max_in_flight("short"), 2, "--concurrency for a lane without one");
+}
+
+#[tokio::test]
+async fn paid_calls_need_a_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "https://api.example.com/v1", 3);
+    let b = answers();
+    let r = eval(&root, &b, &[], None).await;
+    let e = r.result.unwrap_err();
+    assert!(e.contains("6 paid call(s) on lane(s) long, short") && e.contains("pass --yes"), "{e}");
+    assert_eq!(b.calls(), 0, "nothing ran without a terminal to confirm on");
+    let r = eval(&root, &b, &[], Some("n\n")).await;
+    assert!(r.result.unwrap_err().contains("not confirmed"));
+    assert!(r.stderr.contains("at most $") && r.stderr.contains("Proceed? [y/N]"), "{}", r.stderr);
+    assert_eq!(b.calls(), 0);
+    let r = eval(&root, &b, &[], Some("y\n")).await;
+    assert_eq!((r.result, b.calls()), (Ok(0), 6));
+    let r = eval(&root, &b, &["--fresh", "--yes"], None).await;
+    assert_eq!((r.result, b.calls()), (Ok(0), 12), "--yes skips the question");
+    assert!(!r.stderr.contains("Proceed?"));
+    let r = eval(&root, &b, &[], None).await;
+    assert_eq!(r.result, Ok(0), "all cached: nothing to pay for, nothing to ask");
+}
+
+#[tokio::test]
+async fn reports_in_markdown_csv_and_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 4);
+    let b = answers();
+    for ext in ["md", "csv", "jsonl"] {
+        let out = dir.path().join(format!("report.{ext}"));
+        let r = eval(&root, &b, &["--out", out.to_str().unwrap()], None).await;
+        assert_eq!(r.result, Ok(0), "{}", r.stderr);
+        let text = std::fs::read_to_string(&out).unwrap();
+        match ext {
+            "md" => {
+                assert!(text.starts_with("# tunebench eval · evaltest\n\n| lane | pass | rate (95% CI) |"), "{text}");
+                assert!(text.contains("| short | 3/4 | 75% (30–95%) |"), "{text}");
+                assert!(text.contains("| json-fields | 4/4 | 3/4 |"), "{text}");
+                assert!(
+                    text.contains("- `c2_1` · lane `short`: json-fields (intent: \"refund\" ≠ \"billing\")"),
+                    "{text}"
+                );
+            }
+            "csv" => {
+                assert_eq!(text.lines().count(), 1 + 8);
+                assert!(text.starts_with("case_id,lane,pass,score,failed_assertions,"));
+                assert!(text.contains("c2_1,short,false,0.0000,json-fields,"), "{text}");
+            }
+            _ => assert_eq!(lines(&text).len(), 8),
+        }
+    }
+    // The terminal table (no --json) shows the same figures.
+    let r = eval(&root, &b, &[], None).await;
+    assert!(r.stdout.contains("short  3/4") && r.stdout.contains("reference"), "{}", r.stdout);
+    let r = eval(&root, &b, &["--out", "x.html"], None).await;
+    assert!(r.result.unwrap_err().contains(".md, .csv or .jsonl"));
+}
