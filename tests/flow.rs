@@ -205,7 +205,7 @@ async fn save_and_quit_keeps_a_typed_new_input_and_edited_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn f9_lists_recorded_runs_newest_first_and_f4_tokenizes_the_focused_lane() {
+async fn f9_h_lists_recorded_runs_newest_first_and_f4_tokenizes_the_focused_lane() {
     let backend = ScriptedBackend::new([
         ("base", Script::text("a").prompt_tokens(10)),
         ("tuned", Script::text("b").prompt_tokens(5)),
@@ -214,7 +214,10 @@ async fn f9_lists_recorded_runs_newest_first_and_f4_tokenizes_the_focused_lane()
     let mut r = rig(backend);
     r.rt.dispatch(&mut r.state, ctrl('r'));
     r.settle().await;
+    // F9 opens the eval view; h there opens the run history.
     r.rt.dispatch(&mut r.state, key(KeyCode::F(9)));
+    assert!(matches!(r.state.mode, tunebench::app::Mode::Eval));
+    r.rt.dispatch(&mut r.state, key(KeyCode::Char('h')));
     let tunebench::app::Mode::History { records, skipped, .. } = &r.state.mode else { panic!("{:?}", r.state.mode) };
     assert_eq!((records.len(), *skipped), (3, 0));
     let screen = {

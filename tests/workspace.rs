@@ -34,6 +34,8 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("missing_name", 1, "(root)", "missing field `name`"),
     ("timeout_range", 14, "lanes[0].connect_timeout_s", "seconds in (0, 3600]"),
     ("max_retries_range", 14, "lanes[0].max_retries", "at most 10"),
+    ("concurrency_range", 14, "lanes[0].concurrency", "must be 1 to 64"),
+    ("concurrency_on_local", 14, "lanes[0].concurrency", "only API lanes"),
     ("response_format_unknown", 14, "lanes[0].response_format", "unknown response_format `yaml`"),
     ("json_schema_missing", 14, "lanes[0].json_schema", "schemas/nope.json"),
     ("json_schema_without_format", 14, "lanes[0].response_format", "needs `json_schema"),

@@ -2,6 +2,7 @@
 
 pub mod counting;
 mod dataset;
+mod eval;
 mod keys;
 mod lane;
 mod promote;
@@ -22,6 +23,7 @@ use crate::ui::theme::Theme;
 use crate::workspace::{SavedInput, Workspace};
 
 pub use dataset::{DatasetOp, DatasetView, Pane};
+pub use eval::{EvalData, EvalMsg, EvalPane, EvalView, shown_answer};
 pub use lane::{LaneState, LaneStatus};
 pub use promote::{PromoteField, PromoteForm, Promotion};
 pub use prompt::PromptEditor;
@@ -61,6 +63,8 @@ pub enum Mode {
     Dataset(Box<DatasetView>),
     /// F10: training the adapter (the run itself lives in `AppState::train`).
     Train,
+    /// F9: the eval scoreboard and case browser (its state lives in `AppState::eval`).
+    Eval,
     ConfirmQuit,
 }
 
@@ -113,6 +117,8 @@ pub enum Action {
     Promoted(Result<String, String>),
     /// A training run's progress.
     Training(TrainMsg),
+    /// The eval view's data, a run's progress, a promotion's result.
+    Eval(EvalMsg),
 }
 
 /// F4's content: one lane's rendered prompt split into tokens, or why it could not be.
@@ -141,8 +147,23 @@ pub enum Effect {
         text: String,
     },
     Copy(String),
-    /// Read runs.jsonl for F9 (answered with `Action::HistoryLoaded`).
+    /// Read runs.jsonl (answered with `Action::HistoryLoaded`).
     LoadHistory,
+    /// Read the test cases, evals.toml and the cache into a scoreboard (answered with `EvalMsg::Loaded`).
+    LoadEval,
+    /// Run every (case, lane) pair the cache lacks; paid calls need `confirmed`.
+    RunEval {
+        confirmed: bool,
+        /// Leave out the paid lanes' runs (the user declined them but wants the rest).
+        free_only: bool,
+    },
+    StopEval,
+    /// Make a lane's answer the expected answer of a test case.
+    EvalPromote {
+        case_id: String,
+        lane: LaneIdx,
+        answer: String,
+    },
     /// Read the dataset with its figures and check findings for F3.
     LoadDataset,
     /// Change the dataset (re-read first), then read it back.
@@ -195,6 +216,7 @@ pub struct AppState {
     pub quit: bool,
     /// The training run started from F10, if any.
     pub train: TrainState,
+    pub eval: EvalView,
 }
 
 impl AppState {
@@ -216,6 +238,7 @@ impl AppState {
             next_run: 1,
             quit: false,
             train: TrainState::default(),
+            eval: EvalView::default(),
         };
         if !state.inputs.is_empty() {
             state.show_input(Some(0));

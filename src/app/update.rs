@@ -38,6 +38,7 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             super::train::on_msg(state, msg);
             Vec::new()
         }
+        Action::Eval(msg) => super::eval::on_msg(state, msg),
         Action::Promoted(Ok(msg)) => {
             state.info(msg);
             Vec::new()
@@ -111,6 +112,13 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             return Vec::new();
         }
         mode @ (Mode::Promote(_) | Mode::Dataset(_)) => return super::dataset::overlay_key(state, mode, key),
+        Mode::Eval => {
+            state.mode = Mode::Eval;
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                return global_save_quit(state, key);
+            }
+            return super::eval::key(state, key);
+        }
         Mode::Train => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 state.mode = Mode::Train;
@@ -177,7 +185,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::F(12) => state.mode = Mode::Savings,
         KeyCode::F(4) => return vec![Effect::ShowTokens { lane: state.selected }],
-        KeyCode::F(9) => return vec![Effect::LoadHistory],
+        KeyCode::F(9) => return super::eval::open(state),
         KeyCode::F(10) => return super::train::open(state),
         KeyCode::F(2) => prompt::open(state),
         KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
@@ -366,6 +374,7 @@ fn on_paste(state: &mut AppState, text: &str) {
         | Mode::Tokens(_)
         | Mode::History { .. }
         | Mode::ConfirmQuit
+        | Mode::Eval
         | Mode::Train => {}
         Mode::Normal => {
             state.focus = Focus::Input;

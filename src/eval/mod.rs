@@ -2,6 +2,7 @@
 
 pub mod assert;
 pub mod cache;
+pub mod diff;
 pub mod report;
 pub mod runner;
 pub mod score;

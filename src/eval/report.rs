@@ -171,7 +171,7 @@ pub fn text(board: &Scoreboard) -> String {
     out
 }
 
-fn assertion_text(board: &Scoreboard) -> String {
+pub fn assertion_text(board: &Scoreboard) -> String {
     let mut out = String::new();
     for s in &board.lanes {
         let parts: Vec<String> = s.assertions.iter().map(|a| format!("{} {}/{}", a.name, a.passed, a.total)).collect();

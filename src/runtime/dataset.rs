@@ -12,7 +12,7 @@ type Loaded = Result<(Box<Report>, Option<String>), String>;
 /// changes (keys pressed faster than a write) would otherwise lose one of them.
 static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn writing() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn writing() -> std::sync::MutexGuard<'static, ()> {
     // A panic while holding the lock left no partial file behind (writes are atomic): carry on.
     WRITING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

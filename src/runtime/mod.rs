@@ -1,6 +1,7 @@
 //! The TUI loop: input first, then engine events, drained before one render at most every ~16 ms.
 
 mod dataset;
+mod eval;
 mod train;
 
 use std::collections::HashMap;
@@ -28,12 +29,18 @@ pub struct Runtime {
     pub actions: Option<mpsc::UnboundedSender<Action>>,
     /// Stops the training run started from F10.
     train_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The backends again, for F9's eval runs (which have their own engine and channel).
+    registry: Registry,
+    /// Stops the eval run started from F9.
+    eval_stop: CancellationToken,
 }
 
 impl Runtime {
     pub fn new(registry: Registry, tx: mpsc::UnboundedSender<EngineEvent>) -> Self {
         Self {
-            engine: Engine::new(registry, tx),
+            engine: Engine::new(registry.clone(), tx),
+            registry,
+            eval_stop: CancellationToken::new(),
             runs: HashMap::new(),
             counters: crate::metrics::Counters::new(),
             actions: None,
@@ -140,6 +147,23 @@ impl Runtime {
                 let ws = state.ws.clone();
                 self.off_loop(move || train::last(&ws))
             }
+            Effect::LoadEval => {
+                let ws = state.ws.clone();
+                self.off_loop(move || eval::load(&ws))
+            }
+            Effect::RunEval { confirmed, free_only } => {
+                self.eval_stop = CancellationToken::new();
+                let (registry, tx, stop) = (self.registry.clone(), self.actions.clone(), self.eval_stop.clone());
+                eval::start(&state.ws, registry, tx, eval::Consent { confirmed, free_only }, stop)
+            }
+            Effect::StopEval => {
+                self.eval_stop.cancel();
+                None
+            }
+            Effect::EvalPromote { case_id, lane, answer } => {
+                let ws = state.ws.clone();
+                self.off_loop(move || eval::promote(&ws, &case_id, lane, &answer))
+            }
             Effect::StopTraining => {
                 self.train_stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 None
@@ -171,6 +195,7 @@ impl Runtime {
             t.cancel();
         }
         self.train_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.eval_stop.cancel();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pure rendering of `&AppState`: header, input editor, lane panes, summary, key hints, overlays.
 
 mod dataset;
+mod eval;
 mod history;
 mod input;
 mod lane;

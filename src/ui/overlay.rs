@@ -29,7 +29,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("F4", "the focused lane's prompt as sent, token by token"),
     ("F6", "lane settings: backend, model, prompt, adapter…"),
     ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
-    ("F9", "run history (runs.jsonl), newest first"),
+    ("F9", "eval: scoreboard, case browser; h run history"),
     ("F10", "train the adapter: loss curve, stop, run the lane"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
     ("F1, ? (lanes) / Ctrl+Q", "this help (↑↓ scrolls) / quit (asks if unsaved)"),
@@ -49,6 +49,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
         Mode::Promote(form) => super::promote::dialog(state, frame, area, form),
         Mode::Dataset(view) => super::dataset::panel(state, frame, area, view),
         Mode::Train => super::train::panel(state, frame, area),
+        Mode::Eval => super::eval::panel(state, frame, area),
         Mode::ConfirmQuit => confirm(state, frame, area),
     }
 }

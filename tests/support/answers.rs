@@ -6,8 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
-use tunebench::engine::{Backend, EngineError, LaneSink, RunRequest, Usage};
+
+use tunebench::engine::{Backend, EngineError, LaneSink, Registry, RunRequest, Usage};
+use tunebench::workspace::BackendKind;
 
 type Answerer = dyn Fn(&str, &str) -> Result<String, String> + Send + Sync;
 
@@ -84,4 +87,58 @@ impl Backend for Handle {
             out
         })
     }
+}
+
+// ---- a workspace of two API lanes and JSON test cases, for the eval tests ----
+
+pub const JSON_CASES: [(&str, &str, &str); 4] = [
+    ("c1", "my lamp buzzes, refund please", r#"{"intent": "refund", "summary": "The customer wants a refund."}"#),
+    ("c2", "charged twice", r#"{"intent": "billing", "summary": "The customer was charged twice."}"#),
+    ("c3", "where is my parcel", r#"{"intent": "shipping", "summary": "The parcel is late."}"#),
+    ("c4", "app login fails", r#"{"intent": "account", "summary": "The customer cannot log in."}"#),
+];
+
+pub fn write_ws(dir: &Path, lane_extra: &str, base_url: &str, n_cases: usize) -> PathBuf {
+    let root = dir.join("ws");
+    std::fs::create_dir_all(root.join("dataset")).unwrap();
+    let lane = |id: &str, prompt: &str, model: &str| {
+        format!(
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"openai\"\nbase_url = \"{base_url}\"\napi_key_env = \"\"\nmodel = \"{model}\"\nprompt = \"{prompt}\"\n{lane_extra}\n"
+        )
+    };
+    let toml = format!(
+        "name = \"evaltest\"\n[prompts.long]\ntext = \"Long rules, examples and more rules.\"\n[prompts.short]\ntext = \"Short.\"\n{}{}[pricing.\"m-long\"]\ninput_per_mtok = 10.0\noutput_per_mtok = 20.0\n[pricing.\"m-short\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n[savings]\nreference = \"long\"\nmonthly_runs = 1000\n",
+        lane("long", "long", "m-long"),
+        lane("short", "short", "m-short"),
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    let mut lines = String::new();
+    for i in 0..n_cases {
+        let (id, input, expected) = JSON_CASES[i % 4];
+        let (id, input) = (format!("{id}_{i}"), format!("{input} #{i}"));
+        let ex = serde_json::json!({"messages": [{"role": "system", "content": "Short."}, {"role": "user", "content": input}, {"role": "assistant", "content": expected}], "id": id});
+        lines.push_str(&format!("{ex}\n"));
+    }
+    std::fs::write(root.join("dataset/test.jsonl"), lines).unwrap();
+    root
+}
+
+/// The long lane answers every case right; the short one gets billing wrong (so 3 of 4 right).
+pub fn answers() -> Arc<AnswerBackend> {
+    AnswerBackend::new(|lane, input| {
+        let (_, _, expected) = JSON_CASES.iter().find(|(_, i, _)| input.starts_with(i)).copied().unwrap();
+        Ok(if lane == "short" && input.starts_with("charged") {
+            expected.replace("billing", "refund")
+        } else {
+            expected.into()
+        })
+    })
+}
+
+pub fn registry(b: &Arc<AnswerBackend>) -> Registry {
+    Registry::default().with(BackendKind::OpenAi, Arc::new(Handle(b.clone())))
+}
+
+pub fn answers_for(input: &str) -> Result<String, String> {
+    Ok(JSON_CASES.iter().find(|(_, i, _)| input.starts_with(i)).unwrap().2.into())
 }
