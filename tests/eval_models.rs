@@ -1,5 +1,5 @@
-//! `tunebench eval` with real local backends: the tiny test model (always), and the example workspace's base
-//! and tuned lanes on the default model (in CI, which fetches it).
+//! `tunebench eval` as a command: exit codes, and real local backends — the tiny test model (always), and
+//! the example workspace's base and tuned lanes on the default model (in CI, which fetches it).
 
 mod support;
 
@@ -106,4 +106,24 @@ fn eval_of_the_example_compares_base_and_tuned() {
     let tokens = |l: &serde_json::Value| l["mean_prompt_tokens"].as_f64().unwrap();
     assert!(tokens(base) > 4.0 * tokens(tuned), "the long prompt against the short one: {base} {tuned}");
     assert_eq!(tuned["assertions"]["schema"].as_f64(), Some(1.0), "the shipped adapter answers in the schema: {tuned}");
+}
+
+#[test]
+fn the_command_exits_2_on_bad_input_and_on_paid_calls_nobody_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = support::answers::write_ws(dir.path(), "", "https://api.example.com/v1", 2);
+    let ws = root.to_str().unwrap();
+    let (status, _, stderr) = eval(&[ws, "--out", "report.html"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(".md, .csv or .jsonl"), "{stderr}");
+    std::fs::write(root.join("evals.toml"), "[[assert]]\ntype = \"regex\"\nvalue = \"(\"\n").unwrap();
+    let (status, _, stderr) = eval(&[ws]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("evals.toml:3:9: assert[0].value: regex parse error"), "{stderr}");
+    std::fs::remove_file(root.join("evals.toml")).unwrap();
+    // Standard input is not a terminal here: the paid calls are refused before any is made.
+    let (status, _, stderr) = eval(&[ws]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("4 paid call(s) on lane(s) long, short") && stderr.contains("pass --yes"), "{stderr}");
+    assert!(!root.join("eval-cache.jsonl").exists());
 }

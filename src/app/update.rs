@@ -39,11 +39,7 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Eval(msg) => super::eval::on_msg(state, msg),
-        Action::Promoted(Ok(msg)) => {
-            state.info(msg);
-            Vec::new()
-        }
-        Action::Saved(Ok(msg)) => {
+        Action::Promoted(Ok(msg)) | Action::Saved(Ok(msg)) => {
             state.info(msg);
             Vec::new()
         }

@@ -136,7 +136,11 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     s.cases,
                     if s.errors > 0 { format!(" ({} failed runs)", s.errors) } else { String::new() }
                 ),
-                format!("{:.0}% ({:.0}–{:.0}%)", s.pass_rate() * 100.0, lo * 100.0, hi * 100.0),
+                if s.cases == 0 {
+                    "not run".into()
+                } else {
+                    format!("{:.0}% ({:.0}–{:.0}%)", s.pass_rate() * 100.0, lo * 100.0, hi * 100.0)
+                },
                 stat(s.prompt_tokens, 0),
                 stat(s.completion_tokens, 0),
                 stat(s.ttft_ms, 0),

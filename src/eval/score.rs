@@ -163,7 +163,7 @@ impl Scoreboard {
         if let Some(r) = &reference
             && let Some(base) = scores.iter().find(|s| &s.lane == r).cloned()
         {
-            for s in scores.iter_mut().filter(|s| &s.lane != r) {
+            for s in scores.iter_mut().filter(|s| &s.lane != r && s.cases > 0) {
                 let saved = base.cost_per_case_usd.zip(s.cost_per_case_usd).map(|(b, c)| b - c);
                 s.vs_reference = Some(VsReference {
                     lane: r.clone(),

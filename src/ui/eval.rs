@@ -79,7 +79,26 @@ fn status_line(state: &AppState, v: &EvalView, d: &EvalData) -> Line<'static> {
 fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
     let t = &state.theme;
     let v = &state.eval;
-    let (head, rows) = report::table(&d.board);
+    // The terminal is narrower than a report: $/case goes ($/1k says the same), headers shorten.
+    let (_, rows) = report::table(&d.board);
+    let head = [
+        "lane",
+        "pass",
+        "rate (95% CI)",
+        "prompt tok",
+        "compl tok",
+        "ttft ms",
+        "latency ms",
+        "$/1k cases",
+        "vs reference",
+    ];
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|mut r| {
+            r.remove(7);
+            r.iter().map(|c| c.replace(" / ", "/")).collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -90,7 +109,10 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         let padded: Vec<String> = cs.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         format!(" {}", padded.join("  "))
     };
-    let mut lines = vec![status_line(state, v, d), Line::default()];
+    let mut lines = vec![
+        status_line(state, v, d),
+        Line::styled(" token and time columns: mean/p95 over completed runs", Style::default().fg(t.muted)),
+    ];
     lines.push(Line::styled(
         cells(head.iter().map(|h| h.to_string()).collect()),
         Style::default().add_modifier(Modifier::BOLD),
@@ -168,6 +190,7 @@ fn case(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         ),
         verdict,
     ]);
+    let area = area.inner(ratatui::layout::Margin { horizontal: 1, vertical: 0 });
     let [title_area, input_area, cols, rest] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(4),
@@ -185,7 +208,8 @@ fn case(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
             .wrap(Wrap { trim: false }),
         input_area,
     );
-    let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(cols);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).spacing(2).areas(cols);
     frame.render_widget(
         Paragraph::new(c.expected.clone()).block(boxed(" expected ".into())).wrap(Wrap { trim: false }),
         left,
