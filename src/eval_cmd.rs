@@ -20,8 +20,8 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',')]
     pub lanes: Vec<String>,
     /// Only the first N test cases.
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
     /// Requests in flight per API lane without its own `concurrency` key (local lanes take turns on their model).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
@@ -79,7 +79,8 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let format = args.out.as_deref().map(format_of).transpose()?;
     let ws = workspace::load(path)?;
     let lanes = crate::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
-    let mut setup = Setup::load(&ws, lanes, args.limit)?;
+    let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut setup = Setup::load(&ws, lanes, limit)?;
     if setup.cache.skipped > 0 {
         writeln!(
             stderr,

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::answers::{AnswerBackend, answers, answers_for, registry, write_ws};
+use tunebench::engine::Registry;
 use tunebench::eval::assert::Observed;
 use tunebench::eval::{Case, Evals};
 use tunebench::eval_cmd::{EvalArgs, Streams, execute};
+use tunebench::workspace::BackendKind;
 
 fn case(id: &str, input: &str, expected: &str) -> Case {
     Case { id: id.into(), input: input.into(), expected: expected.into(), line: 1, hash: id.into() }
@@ -100,6 +102,10 @@ fn the_default_comparison_is_field_by_field_for_json_and_trimmed_equality_otherw
     assert_eq!(verdicts("", "{\"urgency\": \"high \", \"intent\": \"REFUND\", \"extra\": 1}", json), [true]);
     assert_eq!(verdicts("", "{\"intent\": \"refund\"}", json), [false], "a missing field fails");
     assert_eq!(verdicts("", "{\"intent\": \"refund\", \"urgency\": \"low\"}", json), [false]);
+    assert_eq!(
+        verdicts("", "{\"intent\": \"refund\", \"urgency\": \"high\", \"n\": 1.0}", &json.replace('}', ", \"n\": 1}")),
+        [true]
+    );
     assert_eq!(verdicts("", "  Paris \n", "Paris"), [true]);
     assert_eq!(verdicts("", "paris", "Paris"), [false], "plain text is compared exactly, after trimming");
     let c = case("c", "in", json);
@@ -308,6 +314,26 @@ async fn api_lanes_keep_to_their_concurrency() {
     assert_eq!(b.calls(), 24);
     assert_eq!(b.max_in_flight("long"), 3, "the lane's own key");
     assert_eq!(b.max_in_flight("short"), 2, "--concurrency for a lane without one");
+    assert_eq!(b.max_in_flight("*"), 5);
+    // Local lanes on one device take turns, one run at a time, so each run's timings are its own.
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let local = toml
+        .replace(
+            "backend = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"\"\n",
+            "backend = \"local\"\n",
+        )
+        .replace("concurrency = 3\n", "")
+        .replace("model = \"m-long\"", "model = \"m\"")
+        .replace("model = \"m-short\"", "model = \"m\"")
+        + "[models.m]\npath = \"model.gguf\"\ndevice = \"cpu\"\n";
+    std::fs::write(root.join("workspace.toml"), local).unwrap();
+    let b = AnswerBackend::with_delay(Duration::from_millis(10), |_, input| answers_for(input));
+    let reg = Registry::default().with(BackendKind::Local, Arc::new(support::answers::Handle(b.clone())));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let streams = Streams { stdout: &mut out, stderr: &mut err, confirm: None, tty: false };
+    let r = execute(&root, &args(&["--concurrency", "8"]), reg, streams).await;
+    assert_eq!(r.map_err(|e| e.to_string()), Ok(0), "{}", String::from_utf8_lossy(&err));
+    assert_eq!((b.calls(), b.max_in_flight("*")), (24, 1));
 }
 
 #[tokio::test]

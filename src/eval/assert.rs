@@ -226,6 +226,8 @@ pub fn normalize(v: &Value) -> Value {
         Value::String(s) => Value::String(s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()),
         Value::Array(xs) => Value::Array(xs.iter().map(normalize).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
+        // 1 and 1.0 are the same number.
+        Value::Number(n) => n.as_f64().and_then(serde_json::Number::from_f64).map_or_else(|| v.clone(), Value::Number),
         other => other.clone(),
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::engine::{Timings, Usage};
 use crate::metrics::history::{Provenance, sha256_hex};
@@ -28,6 +29,9 @@ pub struct Answer {
     pub completion_tokens: Option<u64>,
     #[serde(default)]
     pub cached_prompt_tokens: Option<u64>,
+    /// Prompt tokens written into the provider's cache (Anthropic), priced apart.
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
     pub ttft_ms: Option<f64>,
     pub total_ms: Option<f64>,
     /// Compute time of a local run, for lanes priced by the machine hour.
@@ -49,6 +53,7 @@ impl Answer {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             cached_prompt_tokens: self.cached_prompt_tokens,
+            cache_write_tokens: self.cache_write_tokens,
             ..Usage::default()
         };
         let ms = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0);
@@ -64,14 +69,7 @@ pub fn lane_hash(ws: &Workspace, lane: &LaneSpec) -> String {
     let system = ws.prompt_text(&lane.prompt).unwrap_or_default();
     let provenance = Provenance::of(ws, system, lane.adapter.as_deref());
     let model = match ws.models.get(&lane.model).filter(|_| !lane.backend.is_api()) {
-        Some(m) => {
-            let meta = std::fs::metadata(&m.path).ok();
-            let stamp = meta
-                .as_ref()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            format!("{}|{:?}|{:?}", m.path.display(), meta.map(|m| m.len()), stamp.map(|d| d.as_nanos()))
-        }
+        Some(m) => fingerprint(&m.path).unwrap_or_else(|| m.path_raw.clone()),
         None => lane.model.clone(),
     };
     let s = &lane.sampling;
@@ -93,6 +91,40 @@ pub fn lane_hash(ws: &Workspace, lane: &LaneSpec) -> String {
         ws.models.get(&lane.model).map(|m| m.device.clone()),
     );
     sha256_hex(key.as_bytes())[..16].to_string()
+}
+
+/// What identifies a local model's contents without reading gigabytes: each weight, config and tokenizer
+/// file's size and the hash of its first and last MiB (a changed file changes its header, its tail or its size).
+/// Not its path or modification time, so a fresh checkout or a copied workspace keeps its cache.
+fn fingerprint(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const EDGE: u64 = 1 << 20;
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        let wanted = |p: &Path| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.ends_with(".safetensors") || name.ends_with(".gguf") || name.ends_with(".json")
+        };
+        std::fs::read_dir(path).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| wanted(p)).collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files.sort();
+    let mut h = sha2::Sha256::new();
+    for f in &files {
+        let mut file = std::fs::File::open(f).ok()?;
+        let len = file.metadata().ok()?.len();
+        h.update(len.to_le_bytes());
+        let mut buf = Vec::new();
+        (&mut file).take(EDGE).read_to_end(&mut buf).ok()?;
+        if len > 2 * EDGE {
+            file.seek(SeekFrom::Start(len - EDGE)).ok()?;
+            file.take(EDGE).read_to_end(&mut buf).ok()?;
+        } else {
+            file.read_to_end(&mut buf).ok()?;
+        }
+        h.update(&buf);
+    }
+    Some(crate::metrics::history::hex(&h.finalize()))
 }
 
 /// The cache as read: the newest answer per key.

@@ -9,7 +9,7 @@ pub enum Piece {
 }
 
 /// Beyond this many words on a side the table would be large; the texts are then shown as one change.
-const MAX_WORDS: usize = 2000;
+const MAX_WORDS: usize = 600;
 
 /// Words (with their trailing whitespace kept out) aligned by their longest common subsequence.
 pub fn words(expected: &str, answer: &str) -> Vec<Piece> {

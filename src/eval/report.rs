@@ -253,6 +253,7 @@ pub fn case_lines(board: &Scoreboard, cases: &[Case]) -> String {
                 "completion_tokens": a.completion_tokens,
                 "ttft_ms": a.ttft_ms,
                 "total_ms": a.total_ms,
+                "cost_usd": s.cost_usd,
                 "cached": a.from_cache,
             });
             out.push_str(&v.to_string());
@@ -265,13 +266,14 @@ pub fn case_lines(board: &Scoreboard, cases: &[Case]) -> String {
 /// One CSV row per case and lane (RFC 4180).
 pub fn csv(board: &Scoreboard, cases: &[Case]) -> String {
     let mut out = String::from(
-        "case_id,lane,pass,score,failed_assertions,prompt_tokens,completion_tokens,ttft_ms,total_ms,error,output,expected\n",
+        "case_id,lane,pass,score,failed_assertions,prompt_tokens,completion_tokens,ttft_ms,total_ms,cost_usd,error,output,expected\n",
     );
     let opt = |v: Option<String>| v.unwrap_or_default();
     for (ci, row) in board.rows.iter().enumerate() {
         for s in row {
             let a = &s.answer;
-            let failed: Vec<&str> = s.checks.iter().filter(|c| !c.pass).map(|c| c.name.as_str()).collect();
+            let failed: Vec<&str> =
+                s.checks.iter().filter(|c| !c.pass && c.weight > 0.0).map(|c| c.name.as_str()).collect();
             let cells = [
                 quote(&cases[ci].id),
                 quote(&a.lane),
@@ -282,6 +284,7 @@ pub fn csv(board: &Scoreboard, cases: &[Case]) -> String {
                 opt(a.completion_tokens.map(|v| v.to_string())),
                 opt(a.ttft_ms.map(|v| v.to_string())),
                 opt(a.total_ms.map(|v| v.to_string())),
+                opt(s.cost_usd.map(|v| v.to_string())),
                 quote(a.error.as_deref().unwrap_or_default()),
                 quote(&a.output),
                 quote(&cases[ci].expected),

@@ -1,6 +1,6 @@
 //! Runs every (case, lane) pair not already cached: each lane with its own limit of runs in flight.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,17 +39,32 @@ pub fn plan(cases: &[Case], lanes: &[LaneIdx], hashes: &[String], cache: &Cache,
     p
 }
 
-/// How many runs each lane keeps in flight: local lanes one (lanes on one device share its model and take
-/// turns on it, so more would only queue), API lanes their `concurrency` key, else `default_api`.
-pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize) -> HashMap<LaneIdx, usize> {
-    lanes
-        .iter()
-        .map(|&l| {
-            let spec = &ws.lanes[l];
-            let n = if spec.backend.is_api() { spec.api.concurrency.map_or(default_api, |c| c as usize) } else { 1 };
-            (l, n.max(1))
-        })
-        .collect()
+/// Lanes that share a limit on runs in flight, and that limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub lanes: Vec<LaneIdx>,
+    pub limit: usize,
+}
+
+/// Each API lane is its own group of `concurrency` (its key, else `default_api`). Local lanes on one device
+/// form one group of one run at a time: the device's worker would only interleave them (no throughput gained)
+/// and each run's time to first token and latency would then include the other lanes' turns.
+pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize) -> Vec<Group> {
+    let mut groups: Vec<(Option<String>, Group)> = Vec::new();
+    for &l in lanes {
+        let spec = &ws.lanes[l];
+        if spec.backend.is_api() {
+            let limit = spec.api.concurrency.map_or(default_api, |c| c as usize).max(1);
+            groups.push((None, Group { lanes: vec![l], limit }));
+            continue;
+        }
+        let device = ws.models.get(&spec.model).map(|m| m.device.clone()).unwrap_or_default();
+        match groups.iter_mut().find(|(d, _)| d.as_deref() == Some(device.as_str())) {
+            Some((_, g)) => g.lanes.push(l),
+            None => groups.push((Some(device), Group { lanes: vec![l], limit: 1 })),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// Something that happened during a run, as it happens.
@@ -60,49 +75,55 @@ pub enum Progress {
 }
 
 /// Runs `jobs`; every finished run is reported through `on` (failed ones too, with their partial output).
-/// Cancelling stops starting runs and cancels those in flight.
+/// Cancelling stops starting runs and cancels those in flight; runs that finish meanwhile are still reported,
+/// cancelled ones are not. A warning is reported once per lane.
 #[allow(clippy::too_many_arguments)] // the run's whole context; a struct would only rename it
 pub async fn run(
     ws: &Workspace,
     cases: &[Case],
     hashes: &[String],
     jobs: Vec<Job>,
-    limits: &HashMap<LaneIdx, usize>,
+    groups: &[Group],
     registry: Registry,
     cancel: CancellationToken,
     on: &mut (dyn FnMut(Progress) + Send),
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let engine = Engine::new(registry, tx);
-    let mut queues: BTreeMap<LaneIdx, VecDeque<usize>> = BTreeMap::new();
+    // Jobs come case by case, so a group's queue alternates its lanes on each case.
+    let group_of = |lane: LaneIdx| groups.iter().position(|g| g.lanes.contains(&lane));
+    let mut queues: BTreeMap<usize, VecDeque<usize>> = BTreeMap::new();
     for (i, j) in jobs.iter().enumerate() {
-        queues.entry(j.lane).or_default().push_back(i);
+        if let Some(g) = group_of(j.lane) {
+            queues.entry(g).or_default().push_back(i);
+        }
     }
-    let mut in_flight: HashMap<LaneIdx, usize> = HashMap::new();
+    let mut in_flight = vec![0usize; groups.len()];
     let mut running: HashMap<u64, (String, Option<u64>, CancellationToken)> = HashMap::new();
-    let mut left = jobs.len();
-    while left > 0 {
-        for (lane, queue) in &mut queues {
-            let limit = limits.get(lane).copied().unwrap_or(1);
-            while in_flight.get(lane).copied().unwrap_or(0) < limit
+    let mut warned: HashSet<(LaneIdx, String)> = HashSet::new();
+    let mut stopping = false;
+    loop {
+        if !stopping && cancel.is_cancelled() {
+            stopping = true;
+            running.values().for_each(|(_, _, c)| c.cancel());
+        }
+        for (&g, queue) in queues.iter_mut().filter(|_| !stopping) {
+            while in_flight[g] < groups[g].limit
                 && let Some(i) = queue.pop_front()
             {
                 let job = jobs[i];
-                let Some(req) = RunRequest::for_lane(ws, job.lane, &cases[job.case].input) else {
-                    left -= 1;
-                    continue;
-                };
-                *in_flight.entry(job.lane).or_default() += 1;
+                let Some(req) = RunRequest::for_lane(ws, job.lane, &cases[job.case].input) else { continue };
+                in_flight[g] += 1;
                 on(Progress::Started(job));
                 running.insert(i as u64, (String::new(), None, engine.start(job.lane, i as u64, req)));
             }
         }
+        if running.is_empty() {
+            return;
+        }
         let ev = tokio::select! {
             biased;
-            () = cancel.cancelled() => {
-                running.values().for_each(|(_, _, c)| c.cancel());
-                return;
-            }
+            () = cancel.cancelled(), if !stopping => continue,
             ev = rx.recv() => match ev { Some(ev) => ev, None => return },
         };
         let Some((out, prompt_tokens, _)) = running.get_mut(&ev.run) else { continue };
@@ -117,7 +138,9 @@ pub async fn run(
                 None
             }
             EventKind::Warning { text } => {
-                on(Progress::Warning(format!("lane `{}`: {text}", ws.lanes[job.lane].id)));
+                if warned.insert((job.lane, text.clone())) {
+                    on(Progress::Warning(format!("lane `{}`: {text}", ws.lanes[job.lane].id)));
+                }
                 None
             }
             EventKind::Info { .. } | EventKind::Progress { .. } => None,
@@ -126,10 +149,12 @@ pub async fn run(
         };
         let Some((result, prompt_tokens)) = finished else { continue };
         let Some((output, _, _)) = running.remove(&ev.run) else { continue };
-        if let Some(n) = in_flight.get_mut(&job.lane) {
-            *n = n.saturating_sub(1);
+        if let Some(g) = group_of(job.lane) {
+            in_flight[g] = in_flight[g].saturating_sub(1);
         }
-        left -= 1;
+        if matches!(&result, Err(e) if stopping && e == &crate::engine::EngineError::Cancelled.to_string()) {
+            continue; // stopped by the user: not an answer, and run again next time
+        }
         let case = &cases[job.case];
         let mut a = Answer {
             lane_hash: hashes[job.lane].clone(),
@@ -141,6 +166,7 @@ pub async fn run(
             prompt_tokens,
             completion_tokens: None,
             cached_prompt_tokens: None,
+            cache_write_tokens: None,
             ttft_ms: None,
             total_ms: None,
             busy_ms: None,
@@ -156,6 +182,7 @@ pub async fn run(
                 a.prompt_tokens = usage.prompt_tokens.or(prompt_tokens);
                 a.completion_tokens = usage.completion_tokens;
                 a.cached_prompt_tokens = usage.cached_prompt_tokens;
+                a.cache_write_tokens = usage.cache_write_tokens;
                 a.ttft_ms = timings.ttft.map(ms);
                 a.total_ms = Some(ms(timings.total));
                 a.busy_ms = timings.busy.map(ms);

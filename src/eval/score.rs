@@ -34,18 +34,20 @@ pub struct Scored {
     pub job: Job,
     pub answer: Answer,
     pub checks: Vec<Check>,
+    /// At the lane's current price; None when unknown (no price, or a failed run).
+    pub cost_usd: Option<f64>,
     pub pass: bool,
     /// Weighted share of assertions passed (0–1).
     pub score: f64,
 }
 
 pub fn judge(ws: &Workspace, case: &Case, evals: &Evals, job: Job, answer: Answer) -> Scored {
-    let lane = &ws.lanes[job.lane];
+    let cost_usd = answer.cost_usd(ws, &ws.lanes[job.lane]);
     let observed = Observed {
         output: &answer.output,
         expected: &case.expected,
         total_ms: answer.total_ms,
-        cost_usd: answer.cost_usd(ws, lane),
+        cost_usd,
         prompt_tokens: answer.prompt_tokens,
     };
     let mut checks: Vec<Check> = evals.for_case(case).iter().map(|a| a.check(&observed)).collect();
@@ -57,7 +59,7 @@ pub fn judge(ws: &Workspace, case: &Case, evals: &Evals, job: Job, answer: Answe
     let total: f64 = gating.clone().map(|c| c.weight).sum();
     // Adding 0.0 turns the empty sum's -0.0 into 0.0.
     let score = if total > 0.0 { gating.filter(|c| c.pass).map(|c| c.weight).sum::<f64>() / total + 0.0 } else { 1.0 };
-    Scored { job, answer, checks, pass, score }
+    Scored { job, answer, checks, cost_usd, pass, score }
 }
 
 /// Mean and 95th percentile (nearest rank) of the values known.
@@ -90,6 +92,8 @@ pub struct AssertRate {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VsReference {
     pub lane: String,
+    /// Cases both lanes answered: the figures below are over these.
+    pub cases: usize,
     /// Reference cost per 1,000 cases minus this lane's (positive: this lane is cheaper).
     pub saved_per_1k_usd: Option<f64>,
     pub saved_per_month_usd: Option<f64>,
@@ -159,18 +163,14 @@ impl Scoreboard {
             })
             .collect();
         let mut scores: Vec<LaneScore> = lanes.iter().map(|&l| lane_score(ws, l, cases.len(), &rows)).collect();
-        let reference = ws.savings.reference.clone().filter(|r| scores.iter().any(|s| &s.lane == r));
+        // The workspace's reference lane (as F12 takes it: `[savings] reference`, else the first lane).
+        let reference = ws.savings.reference.clone().or_else(|| ws.lanes.first().map(|l| l.id.clone()));
+        let reference = reference.filter(|r| scores.iter().any(|s| &s.lane == r));
         if let Some(r) = &reference
-            && let Some(base) = scores.iter().find(|s| &s.lane == r).cloned()
+            && let Some(&base) = lanes.iter().find(|&&l| &ws.lanes[l].id == r)
         {
-            for s in scores.iter_mut().filter(|s| &s.lane != r && s.cases > 0) {
-                let saved = base.cost_per_case_usd.zip(s.cost_per_case_usd).map(|(b, c)| b - c);
-                s.vs_reference = Some(VsReference {
-                    lane: r.clone(),
-                    saved_per_1k_usd: saved.map(|d| d * 1000.0),
-                    saved_per_month_usd: saved.map(|d| d * ws.savings.monthly_runs as f64),
-                    pass_rate_delta: s.pass_rate() - base.pass_rate(),
-                });
+            for s in scores.iter_mut().filter(|s| &s.lane != r) {
+                s.vs_reference = versus(ws, &rows, base, s.idx);
             }
         }
         Self { lanes: scores, rows, reference }
@@ -180,6 +180,30 @@ impl Scoreboard {
     pub fn get(&self, ci: usize, lane: LaneIdx) -> Option<&Scored> {
         self.rows.get(ci)?.iter().find(|s| s.job.lane == lane)
     }
+}
+
+/// A lane against the reference over the cases both answered, so that a partial run compares like with like.
+fn versus(ws: &Workspace, rows: &[Vec<Scored>], reference: LaneIdx, lane: LaneIdx) -> Option<VsReference> {
+    let pairs: Vec<(&Scored, &Scored)> = rows
+        .iter()
+        .filter_map(|row| {
+            Some((row.iter().find(|s| s.job.lane == reference)?, row.iter().find(|s| s.job.lane == lane)?))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let n = pairs.len() as f64;
+    let priced: Vec<(f64, f64)> = pairs.iter().filter_map(|(r, l)| r.cost_usd.zip(l.cost_usd)).collect();
+    let saved = (!priced.is_empty()).then(|| priced.iter().map(|(r, l)| r - l).sum::<f64>() / priced.len() as f64);
+    let passed = |f: &dyn Fn(&(&Scored, &Scored)) -> bool| pairs.iter().filter(|p| f(p)).count() as f64;
+    Some(VsReference {
+        lane: ws.lanes[reference].id.clone(),
+        cases: pairs.len(),
+        saved_per_1k_usd: saved.map(|d| d * 1000.0),
+        saved_per_month_usd: saved.map(|d| d * ws.savings.monthly_runs as f64),
+        pass_rate_delta: (passed(&|p| p.1.pass) - passed(&|p| p.0.pass)) / n,
+    })
 }
 
 fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Scored>]) -> LaneScore {
@@ -194,7 +218,7 @@ fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Sco
     let mut assertions: Vec<(usize, AssertRate)> =
         rates.into_iter().map(|(name, (order, passed, total))| (order, AssertRate { name, passed, total })).collect();
     assertions.sort_by_key(|(order, _)| *order);
-    let costs: Vec<Option<f64>> = mine.iter().map(|s| s.answer.cost_usd(ws, spec)).collect();
+    let costs: Vec<Option<f64>> = mine.iter().map(|s| s.cost_usd).collect();
     let ok = mine.iter().filter(|s| s.answer.error.is_none());
     LaneScore {
         lane: spec.id.clone(),

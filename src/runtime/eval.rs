@@ -109,8 +109,9 @@ pub fn promote(ws: &Workspace, case_id: &str, lane: LaneIdx, answer: &str) -> Ac
     let _guard = super::dataset::writing();
     let r = (|| {
         let ds = Dataset::load(&ws.dataset_dir()).map_err(|e| e.to_string())?;
-        let (split, ex, _) =
-            ds.find(case_id).ok_or_else(|| format!("no example `{case_id}` in the dataset any more"))?;
+        let (split, ex, _) = ds.find(case_id).ok_or_else(|| {
+            format!("no example with id `{case_id}` in the dataset (moved or deleted? an example without an id cannot be promoted)")
+        })?;
         if split != Split::Test {
             return Err(format!("`{case_id}` is in {} now, not test", split.file_name()));
         }

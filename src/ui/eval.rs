@@ -92,11 +92,11 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         "$/1k cases",
         "vs reference",
     ];
+    let (full_head, _) = report::table(&d.board);
     let rows: Vec<Vec<String>> = rows
         .into_iter()
-        .map(|mut r| {
-            r.remove(7);
-            r.iter().map(|c| c.replace(" / ", "/")).collect()
+        .map(|r| {
+            r.iter().zip(&full_head).filter(|(_, h)| **h != "$/case").map(|(c, _)| c.replace(" / ", "/")).collect()
         })
         .collect();
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();

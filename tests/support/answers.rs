@@ -18,7 +18,7 @@ pub struct AnswerBackend {
     answer: Box<Answerer>,
     pub delay: Duration,
     pub calls: AtomicUsize,
-    /// Per lane: (in flight now, most in flight at once).
+    /// Per lane, and "*" for all lanes together: (in flight now, most in flight at once).
     pub flight: Mutex<HashMap<String, (usize, usize)>>,
 }
 
@@ -59,9 +59,11 @@ impl Backend for Handle {
             me.calls.fetch_add(1, Ordering::SeqCst);
             {
                 let mut f = me.flight.lock().unwrap();
-                let e = f.entry(req.lane.id.clone()).or_default();
-                e.0 += 1;
-                e.1 = e.1.max(e.0);
+                for key in [req.lane.id.clone(), "*".into()] {
+                    let e = f.entry(key).or_default();
+                    e.0 += 1;
+                    e.1 = e.1.max(e.0);
+                }
             }
             let result = (me.answer)(&req.lane.id, &req.input);
             let prompt_tokens = (req.system_prompt.len() + req.input.len()) as u64 / 4;
@@ -83,7 +85,11 @@ impl Backend for Handle {
                     Err(EngineError::Backend(e))
                 }
             };
-            me.flight.lock().unwrap().entry(req.lane.id.clone()).or_default().0 -= 1;
+            let mut f = me.flight.lock().unwrap();
+            for key in [req.lane.id.clone(), "*".into()] {
+                f.entry(key).or_default().0 -= 1;
+            }
+            drop(f);
             out
         })
     }
