@@ -129,7 +129,7 @@ pub fn registry(backend: Arc<ScriptedBackend>) -> Registry {
     BackendKind::ALL.into_iter().fold(Registry::default(), |r, k| r.with(k, backend.clone()))
 }
 
-/// A private copy of the example workspace (so tests can write runs.jsonl and save).
+/// A private copy of the example workspace (so tests can write runs.jsonl and save), without local history or eval cache.
 pub fn example_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage");
@@ -145,7 +145,7 @@ fn copy_dir(src: &Path, dst: &Path) {
         let to = dst.join(e.file_name());
         if e.file_type().unwrap().is_dir() {
             copy_dir(&e.path(), &to);
-        } else if e.file_name() != "runs.jsonl" {
+        } else if e.file_name() != "runs.jsonl" && e.file_name() != "eval-cache.jsonl" {
             std::fs::copy(e.path(), &to).unwrap();
         }
     }
