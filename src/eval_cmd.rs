@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// Requests in flight per API lane without its own `concurrency` key (local lanes take turns on their model).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = runner::DEFAULT_API_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
     /// One JSON object per lane, one per line.
     #[arg(long)]

@@ -84,13 +84,7 @@ fn the_tiny_model_answers_every_case_and_a_rerun_comes_from_the_cache() {
 #[test]
 fn eval_of_the_example_compares_base_and_tuned() {
     let Some(model) = support::default_model() else { return };
-    let (_tmp, root) = support::example_copy();
-    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
-    std::fs::write(
-        root.join("workspace.toml"),
-        toml.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", model.to_str().unwrap()),
-    )
-    .unwrap();
+    let (_tmp, root) = support::example_copy_with_model(&model);
     let (status, lines, stderr) = eval(&[root.to_str().unwrap(), "--lanes", "base,tuned", "--limit", "2", "--json"]);
     assert!(status.success(), "{stderr}");
     assert_eq!(lines.len(), 2);

@@ -296,13 +296,7 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
 #[test]
 fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
     let Some(model) = support::default_model() else { return };
-    let (_tmp, root) = support::example_copy();
-    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
-    std::fs::write(
-        root.join("workspace.toml"),
-        toml.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", model.to_str().unwrap()),
-    )
-    .unwrap();
+    let (_tmp, root) = support::example_copy_with_model(&model);
     let bin = env!("CARGO_BIN_EXE_tunebench");
     let ws = root.to_str().unwrap();
     let out = std::process::Command::new(bin)

@@ -154,23 +154,26 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
     (head, rows)
 }
 
-/// The scoreboard as aligned plain text, for the terminal.
-pub fn text(board: &Scoreboard) -> String {
-    let (head, rows) = table(board);
+/// The header and rows as lines of columns padded to their widest cell, two spaces apart.
+pub fn align(head: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        padded.join("  ").trim_end().to_string() + "\n"
+        padded.join("  ").trim_end().to_string()
     };
-    let mut out = line(head.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r));
-    }
+    let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    std::iter::once(line(&head)).chain(rows.iter().map(|r| line(r))).collect()
+}
+
+/// The scoreboard as aligned plain text, for the terminal.
+pub fn text(board: &Scoreboard) -> String {
+    let (head, rows) = table(board);
+    let mut out: String = align(&head, &rows).into_iter().map(|l| l + "\n").collect();
     out.push_str(&assertion_text(board));
     out
 }

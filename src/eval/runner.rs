@@ -39,6 +39,9 @@ pub fn plan(cases: &[Case], lanes: &[LaneIdx], hashes: &[String], cache: &Cache,
     p
 }
 
+/// Requests in flight on an API lane without its own `concurrency` key (`eval --concurrency` changes it).
+pub const DEFAULT_API_CONCURRENCY: u32 = 4;
+
 /// Lanes that share a limit on runs in flight, and that limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
@@ -178,14 +181,14 @@ pub async fn run(
         };
         match result {
             Ok((usage, timings)) => {
-                let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+                let figures = crate::metrics::RunFigures::new(&usage, &timings, None);
                 a.prompt_tokens = usage.prompt_tokens.or(prompt_tokens);
                 a.completion_tokens = usage.completion_tokens;
                 a.cached_prompt_tokens = usage.cached_prompt_tokens;
                 a.cache_write_tokens = usage.cache_write_tokens;
-                a.ttft_ms = timings.ttft.map(ms);
-                a.total_ms = Some(ms(timings.total));
-                a.busy_ms = timings.busy.map(ms);
+                a.ttft_ms = figures.ttft_ms;
+                a.total_ms = Some(figures.total_ms);
+                a.busy_ms = timings.busy.map(|d| d.as_secs_f64() * 1000.0);
                 a.estimated = usage.estimated;
             }
             Err(e) => a.error = Some(e),

@@ -11,9 +11,6 @@ use crate::eval::runner::{self, Progress};
 use crate::eval::{Estimate, Scoreboard, Setup};
 use crate::workspace::Workspace;
 
-/// API lanes without their own `concurrency` key keep this many requests in flight (as `eval`'s default).
-const DEFAULT_API_CONCURRENCY: usize = 4;
-
 fn all_lanes(ws: &Workspace) -> Vec<LaneIdx> {
     (0..ws.lanes.len()).collect()
 }
@@ -77,7 +74,7 @@ pub fn start(
             return send(EvalMsg::NeedsConfirm(text));
         }
         let total = plan.run.len();
-        let limits = runner::limits(&ws, &setup.lanes, DEFAULT_API_CONCURRENCY);
+        let limits = runner::limits(&ws, &setup.lanes, runner::DEFAULT_API_CONCURRENCY as usize);
         let (mut done, mut failed, mut uncached) = (0, 0, 0);
         send(EvalMsg::Progress { done, total, failed });
         let cache = &mut setup.cache;

@@ -80,7 +80,7 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
     let t = &state.theme;
     let v = &state.eval;
     // The terminal is narrower than a report: $/case goes ($/1k says the same), headers shorten.
-    let (_, rows) = report::table(&d.board);
+    let (full_head, rows) = report::table(&d.board);
     let head = [
         "lane",
         "pass",
@@ -92,34 +92,21 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         "$/1k cases",
         "vs reference",
     ];
-    let (full_head, _) = report::table(&d.board);
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|r| {
             r.iter().zip(&full_head).filter(|(_, h)| **h != "$/case").map(|(c, _)| c.replace(" / ", "/")).collect()
         })
         .collect();
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let cells = |cs: Vec<String>| -> String {
-        let padded: Vec<String> = cs.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        format!(" {}", padded.join("  "))
-    };
+    let mut aligned = report::align(&head, &rows).into_iter().map(|l| format!(" {l}"));
     let mut lines = vec![
         status_line(state, v, d),
         Line::styled(" token and time columns: mean/p95 over completed runs", Style::default().fg(t.muted)),
     ];
-    lines.push(Line::styled(
-        cells(head.iter().map(|h| h.to_string()).collect()),
-        Style::default().add_modifier(Modifier::BOLD),
-    ));
-    for (r, s) in rows.into_iter().zip(&d.board.lanes) {
+    lines.push(Line::styled(aligned.next().unwrap_or_default(), Style::default().add_modifier(Modifier::BOLD)));
+    for (row, s) in aligned.zip(&d.board.lanes) {
         let c = if s.cases == 0 { t.muted } else { t.fg };
-        lines.push(Line::styled(cells(r), Style::default().fg(c)));
+        lines.push(Line::styled(row, Style::default().fg(c)));
     }
     lines.push(Line::styled(" pass rate per assertion:", Style::default().fg(t.title)));
     for l in report::assertion_text(&d.board).lines() {

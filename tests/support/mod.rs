@@ -138,6 +138,15 @@ pub fn example_copy() -> (tempfile::TempDir, PathBuf) {
     (dir, ws)
 }
 
+/// `example_copy` with its model path pointing at `model` (the copy's relative path would not reach it).
+pub fn example_copy_with_model(model: &Path) -> (tempfile::TempDir, PathBuf) {
+    let (tmp, root) = example_copy();
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let toml = toml.replace("../../models/SmolLM2-135M-Instruct.Q4_1.gguf", model.to_str().unwrap());
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    (tmp, root)
+}
+
 fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for e in std::fs::read_dir(src).unwrap() {
