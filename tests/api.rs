@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use support::api::*;
 use support::http::{MockServer, Part, Reply, anthropic_stream, named, openai_stream};
+use tunebench::cli::headless;
 use tunebench::engine::{EngineError, EventKind};
-use tunebench::headless;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_streams_the_answer_and_reports_the_servers_usage() {

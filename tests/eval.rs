@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::answers::{AnswerBackend, answers, answers_for, registry, write_ws};
+use tunebench::cli::eval::{EvalArgs, Streams, execute};
 use tunebench::engine::Registry;
 use tunebench::eval::assert::Observed;
 use tunebench::eval::{Case, Evals};
-use tunebench::eval_cmd::{EvalArgs, Streams, execute};
 use tunebench::workspace::BackendKind;
 
 fn case(id: &str, input: &str, expected: &str) -> Case {

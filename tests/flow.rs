@@ -179,7 +179,7 @@ async fn lanes_that_cannot_run_say_why_in_their_pane() {
     // The copy has no models/ beside it (the model is checked first); the API lane has no key.
     let why = ["model not found", "model not found", "no API key: OPENAI_API_KEY is not set"];
     for (i, want) in why.iter().enumerate() {
-        let text = tunebench::ui::output_text(&state, i).to_string();
+        let text = tunebench::app::geometry::output_text(&state, i).to_string();
         assert!(text.contains(want), "lane {i}: {text}");
     }
 }

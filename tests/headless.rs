@@ -5,7 +5,8 @@ mod support;
 use std::process::Command;
 
 use support::{Script, ScriptedBackend};
-use tunebench::{headless, workspace};
+use tunebench::cli::headless;
+use tunebench::workspace;
 
 /// design.md's line, then the fields tunebench adds at the end.
 const KEYS: [&str; 16] = [

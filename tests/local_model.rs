@@ -104,11 +104,11 @@ async fn a_greedy_completion_is_identical_across_runs() {
     )
     .unwrap();
     let ws = tunebench::workspace::load(&root).unwrap();
-    let base = tunebench::headless::select_lanes(&ws, &["base".into()]).unwrap();
+    let base = tunebench::cli::headless::select_lanes(&ws, &["base".into()]).unwrap();
     let input = "Order #4411 arrived broken; I want a refund of $25.99.";
     let registry = tunebench::engine::Registry::builtin();
-    let a = tunebench::headless::run(&ws, input, &base, registry.clone()).await.reports;
-    let b = tunebench::headless::run(&ws, input, &base, registry).await.reports;
+    let a = tunebench::cli::headless::run(&ws, input, &base, registry.clone()).await.reports;
+    let b = tunebench::cli::headless::run(&ws, input, &base, registry).await.reports;
     assert_eq!(a[0].error, None);
     assert!(!a[0].output.is_empty());
     assert_eq!(a[0].output, b[0].output);

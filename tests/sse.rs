@@ -71,8 +71,8 @@ proptest! {
                                                          Just("message_delta".to_string()), "[a-z_]{0,12}"],
                                     data in prop_oneof![json_like(), ".{0,64}"]) {
         let ev = SseEvent { event, data };
-        let _ = tunebench::engine::openai::Decoder.event(&ev);
-        let _ = tunebench::engine::anthropic::Decoder::default().event(&ev);
+        let _ = tunebench::engine::api::openai::Decoder.event(&ev);
+        let _ = tunebench::engine::api::anthropic::Decoder::default().event(&ev);
     }
 }
 

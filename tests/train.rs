@@ -251,7 +251,7 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
     let dir = tempfile::tempdir().unwrap();
     let root = tiny_workspace(dir.path());
     let ws = tunebench::workspace::load(&root).unwrap();
-    let mut state = AppState::new(ws, Vec::new(), tunebench::ui::theme::Theme::default());
+    let mut state = AppState::new(ws, Vec::new(), tunebench::theme::Theme::default());
     state.size = (100, 30);
     state.editor.insert_str("hello world");
     let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();

@@ -389,7 +389,7 @@ fn a_long_prefill_shows_its_progress_until_the_first_token() {
     update(&mut s, ctrl('r'));
     update(&mut s, ev(0, 1, EventKind::Started { prompt_tokens: Some(1305) }));
     update(&mut s, ev(0, 1, EventKind::Progress { done: 640, total: 1305 }));
-    assert!(tunebench::ui::output_text(&s, 0).to_string().contains("reading the prompt: 640/1,305 tokens…"));
+    assert!(tunebench::app::geometry::output_text(&s, 0).to_string().contains("reading the prompt: 640/1,305 tokens…"));
     update(&mut s, ev(0, 1, EventKind::Token { text: "{".into() }));
-    assert_eq!(tunebench::ui::output_text(&s, 0).to_string(), "{");
+    assert_eq!(tunebench::app::geometry::output_text(&s, 0).to_string(), "{");
 }

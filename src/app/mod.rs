@@ -3,6 +3,7 @@
 pub mod counting;
 mod dataset;
 mod eval;
+pub mod geometry;
 mod keys;
 mod lane;
 mod promote;
@@ -19,7 +20,7 @@ use tui_textarea::TextArea;
 
 use crate::engine::{EngineEvent, LaneIdx, RunId, RunRequest};
 use crate::metrics::LaneReport;
-use crate::ui::theme::Theme;
+use crate::theme::Theme;
 use crate::workspace::{SavedInput, Workspace};
 
 pub use dataset::{DatasetOp, DatasetView, Pane};

@@ -2,13 +2,13 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseEventKind};
 
+use super::geometry;
 use super::keys::{alt, ctrl, is_press, next_item, prev_item, run_focused};
 use super::lane::Finished;
 use super::settings::{self, SettingsForm};
 use super::{Action, AppState, Effect, Focus, Mode, prompt};
 use crate::engine::{EventKind, LaneIdx, RunRequest};
 use crate::metrics::{LaneReport, Outcome};
-use crate::ui::layout;
 
 pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
     let effects = match action {
@@ -329,11 +329,11 @@ fn on_engine(state: &mut AppState, ev: crate::engine::EngineEvent) -> Vec<Effect
     }
     let kind = ev.kind;
     let grew = matches!(kind, EventKind::Token { .. }) && lane.scroll_back > 0;
-    let before = if grew { layout::lane_scroll_bounds(state, ev.lane).0 } else { 0 };
+    let before = if grew { geometry::lane_scroll_bounds(state, ev.lane).0 } else { 0 };
     let Some(end) = state.lanes[ev.lane].apply(kind) else {
         if grew {
             // Keep the text being read in place while new lines arrive below it.
-            let added = layout::lane_scroll_bounds(state, ev.lane).0.saturating_sub(before);
+            let added = geometry::lane_scroll_bounds(state, ev.lane).0.saturating_sub(before);
             let lane = &mut state.lanes[ev.lane];
             lane.scroll_back = lane.scroll_back.saturating_add(added);
         }
@@ -383,7 +383,7 @@ fn on_mouse(state: &mut AppState, m: ratatui::crossterm::event::MouseEvent) {
     if !matches!(state.mode, Mode::Normal) {
         return;
     }
-    let Some(lane) = layout::lane_at(state, m.column, m.row) else {
+    let Some(lane) = geometry::lane_at(state, m.column, m.row) else {
         return;
     };
     match m.kind {
@@ -406,7 +406,7 @@ enum Scroll {
 }
 
 fn scroll(state: &mut AppState, lane: LaneIdx, how: Scroll) {
-    let (max, page) = layout::lane_scroll_bounds(state, lane);
+    let (max, page) = geometry::lane_scroll_bounds(state, lane);
     let page = i32::from(page.max(1));
     let cur = i32::from(state.lanes[lane].scroll_back.min(max));
     let next = match how {

@@ -1,9 +1,7 @@
 //! The Backend contract: one event stream per run (Started/Token/Done/Failed), tagged with lane and run ids.
 
-pub mod anthropic;
 pub mod api;
 pub mod local;
-pub mod openai;
 mod runner;
 
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ pub fn start(ws: &Workspace, tx: Option<UnboundedSender<Action>>, stop: Arc<Atom
         let _ = tx.send(Action::Training(m));
     };
     let spawned = std::thread::Builder::new().name("tunebench-train".into()).spawn(move || {
-        let mut job = match Job::prepare(&ws, &crate::train_cmd::default_options()) {
+        let mut job = match Job::prepare(&ws, &crate::cli::train::default_options()) {
             Ok(j) => j,
             Err(e) => return send(TrainMsg::Finished(Err(e))),
         };

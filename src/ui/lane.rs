@@ -3,46 +3,16 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Rect};
 use ratatui::style::{Modifier, Style};
-use ratatui::text::{Line, Span, Text};
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Widget};
 
-use super::layout::{lane_parts, output_paragraph};
+use crate::app::geometry::{lane_parts, output_paragraph, output_text, subtitle};
 use crate::app::{AppState, Focus, LaneStatus};
 use crate::metrics::{RunFigures, fmt_cost_nanos, fmt_count, fmt_duration};
 
 pub struct LaneView<'a> {
     pub state: &'a AppState,
     pub idx: usize,
-}
-
-/// The output text as wrapped and scrolled: streamed text, then the error of a failed run.
-pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
-    let lane = &state.lanes[idx];
-    let t = &state.theme;
-    let mut lines: Vec<Line<'static>> =
-        lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
-    let mut text = if lane.output.is_empty() {
-        let hint = match (lane.status, lane.progress) {
-            (LaneStatus::Idle, _) => "Ctrl+R runs every lane, F5 this one".to_string(),
-            (LaneStatus::Waiting, Some((done, total))) => {
-                format!("reading the prompt: {}/{} tokens…", fmt_count(done), fmt_count(total))
-            }
-            (LaneStatus::Waiting, None) => "waiting for the first token…".to_string(),
-            _ => String::new(),
-        };
-        if hint.is_empty() { Text::default() } else { Text::from(Line::styled(hint, Style::default().fg(t.muted))) }
-    } else {
-        Text::styled(lane.output.clone(), Style::default().fg(t.fg))
-    };
-    if !lines.is_empty() {
-        lines.extend(text.lines);
-        text = Text::from(lines);
-    }
-    if let Some(err) = &lane.error {
-        let style = if lane.status == LaneStatus::Cancelled { t.warn } else { t.error };
-        text.push_line(Line::styled(format!("✗ {err}"), Style::default().fg(style).add_modifier(Modifier::BOLD)));
-    }
-    text
 }
 
 impl Widget for LaneView<'_> {
@@ -103,25 +73,6 @@ impl Widget for LaneView<'_> {
             footer(state, idx).into_iter().map(|s| Line::styled(s, Style::default().fg(t.fg))).collect();
         Paragraph::new(footer).render(parts.footer, buf);
     }
-}
-
-/// Model, backend and where it runs: device for local lanes (plus adapter), host for API lanes.
-pub fn subtitle(state: &AppState, idx: usize) -> String {
-    let spec = &state.ws.lanes[idx];
-    let mut s = format!("{} · {}", spec.model, spec.backend);
-    match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
-        (Some(d), _) => s.push_str(&format!(" · {d}")),
-        (None, Some(m)) => s.push_str(&format!(" · {}", m.device)),
-        _ => {}
-    }
-    if let Some(a) = &spec.adapter {
-        let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
-        s.push_str(&format!(" + {name}"));
-    }
-    if spec.backend.is_api() {
-        s.push_str(&format!(" · {}", crate::workspace::url_host(spec.base_url())));
-    }
-    s
 }
 
 /// Three metric lines; "—" wherever the backend has not reported the figure.

@@ -5,11 +5,9 @@ mod eval;
 mod history;
 mod input;
 mod lane;
-pub mod layout;
 mod overlay;
 mod promote;
 pub mod savings;
-pub mod theme;
 mod train;
 
 use ratatui::Frame;
@@ -21,11 +19,11 @@ use ratatui::widgets::{Block, BorderType, Borders, Paragraph};
 use crate::app::{AppState, Focus, Level, Mode};
 use crate::metrics::fmt_count;
 
-pub use lane::{LaneView, footer, output_text};
+pub use lane::{LaneView, footer};
 
 pub fn render(state: &AppState, frame: &mut Frame) {
     let area = frame.area();
-    let a = layout::areas(area, state.lanes.len());
+    let a = crate::app::geometry::areas(area, state.lanes.len());
     frame.render_widget(header(state), a.header);
     render_input(state, frame, a.input);
     for (idx, rect) in a.lanes.iter().enumerate() {

@@ -110,7 +110,7 @@ pub fn build(
         BackendKind::Local => unreachable!("local lanes returned above"),
     }
     let mut api = ApiOptions::default();
-    if backend == BackendKind::OpenAi && crate::engine::openai::is_reasoning_model(r.model.get_ref()) {
+    if backend == BackendKind::OpenAi && crate::engine::api::openai::is_reasoning_model(r.model.get_ref()) {
         // A reasoning model may think for minutes before its first byte or between chunks.
         api.first_byte_timeout = REASONING_TIMEOUT;
         api.idle_timeout = REASONING_TIMEOUT;

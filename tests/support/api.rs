@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::http::{MockServer, Reply};
+use tunebench::cli::headless;
 use tunebench::engine::Registry;
 use tunebench::engine::api::{ApiBackend, Env};
-use tunebench::headless;
 use tunebench::metrics::LaneReport;
 use tunebench::workspace::{self, BackendKind, Workspace};
 

@@ -185,7 +185,7 @@ pub mod keys {
 pub fn state_for(root: &Path, w: u16, h: u16) -> tunebench::app::AppState {
     let ws = tunebench::workspace::load(root).unwrap();
     let inputs = tunebench::workspace::load_inputs(&ws.inputs_dir()).unwrap();
-    let mut s = tunebench::app::AppState::new(ws, inputs, tunebench::ui::theme::Theme::default());
+    let mut s = tunebench::app::AppState::new(ws, inputs, tunebench::theme::Theme::default());
     s.size = (w, h);
     s
 }

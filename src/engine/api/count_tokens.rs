@@ -11,7 +11,7 @@ use crate::workspace::LaneSpec;
 /// The prompt tokens Anthropic counts for this lane's system prompt and input (free; no answer is generated).
 pub async fn anthropic(lane: &LaneSpec, env: &Env, system: &str, input: &str) -> Result<u64, String> {
     let key = lane_key(lane, env)?;
-    let url = crate::engine::anthropic::endpoint(lane, "messages/count_tokens");
+    let url = crate::engine::api::anthropic::endpoint(lane, "messages/count_tokens");
     let mut body = json!({"model": lane.model, "messages": [{"role": "user", "content": input}]});
     if !system.is_empty() {
         body["system"] = json!(system);
@@ -19,7 +19,7 @@ pub async fn anthropic(lane: &LaneSpec, env: &Env, system: &str, input: &str) ->
     let client = super::http_client(lane, &url)?;
     let mut req = client
         .post(&url)
-        .header("anthropic-version", crate::engine::anthropic::API_VERSION)
+        .header("anthropic-version", crate::engine::api::anthropic::API_VERSION)
         .header("content-type", "application/json")
         .body(body.to_string());
     if let Some(k) = &key {

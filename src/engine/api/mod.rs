@@ -1,7 +1,9 @@
 //! Hosted API lanes: key lookup, the per-lane HTTP client and the retry loop shared by both dialects.
 
+pub mod anthropic;
 pub mod count_tokens;
 pub mod fault;
+pub mod openai;
 mod secret;
 pub mod sse;
 mod stream;
@@ -103,8 +105,8 @@ impl Inner {
         let redact = |s: String| secret::scrub(key.as_ref(), s);
         let mut warnings = Vec::new();
         let prepared = match self.kind {
-            BackendKind::Anthropic => super::anthropic::prepare(&req, key.as_ref(), &mut warnings),
-            _ => super::openai::prepare(&req, key.as_ref(), &mut warnings),
+            BackendKind::Anthropic => anthropic::prepare(&req, key.as_ref(), &mut warnings),
+            _ => openai::prepare(&req, key.as_ref(), &mut warnings),
         }
         .map_err(redact)?;
         for w in warnings {

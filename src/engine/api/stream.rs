@@ -147,8 +147,8 @@ pub async fn attempt(
 }
 
 enum Decoder {
-    OpenAi(crate::engine::openai::Decoder),
-    Anthropic(crate::engine::anthropic::Decoder),
+    OpenAi(crate::engine::api::openai::Decoder),
+    Anthropic(crate::engine::api::anthropic::Decoder),
 }
 
 impl Decoder {

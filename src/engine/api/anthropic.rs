@@ -4,9 +4,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::fault::{Fault, excerpt};
-use super::api::{Prepared, Secret, SseEvent, Step};
-use super::{RunRequest, Usage};
+use super::fault::{Fault, excerpt};
+use super::{Prepared, Secret, SseEvent, Step};
+use crate::engine::{RunRequest, Usage};
 
 /// The API version every Messages request states.
 pub const API_VERSION: &str = "2023-06-01";

@@ -4,9 +4,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValu
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::fault::{ErrorBody, Fault, excerpt};
-use super::api::{Secret, SseEvent, Step};
-use super::{RunRequest, Usage};
+use super::fault::{ErrorBody, Fault, excerpt};
+use super::{Secret, SseEvent, Step};
+use crate::engine::{RunRequest, Usage};
 use crate::workspace::ResponseFormat;
 
 /// OpenAI's reasoning models take `max_completion_tokens` and only the default sampling.
@@ -17,11 +17,7 @@ pub fn is_reasoning_model(model: &str) -> bool {
 }
 
 /// Builds `POST {base_url}/chat/completions` with streaming and usage reporting turned on.
-pub fn prepare(
-    req: &RunRequest,
-    key: Option<&Secret>,
-    warnings: &mut Vec<String>,
-) -> Result<super::api::Prepared, String> {
+pub fn prepare(req: &RunRequest, key: Option<&Secret>, warnings: &mut Vec<String>) -> Result<super::Prepared, String> {
     let lane = &req.lane;
     let s = &lane.sampling;
     let base = lane.base_url();
@@ -81,7 +77,7 @@ pub fn prepare(
     if let Some(k) = key {
         headers.insert(AUTHORIZATION, k.header("Bearer ")?);
     }
-    Ok(super::api::Prepared::new(url, headers, &body, key))
+    Ok(super::Prepared::new(url, headers, &body, key))
 }
 
 #[derive(Deserialize)]

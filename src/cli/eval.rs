@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -78,7 +79,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     }
     let format = args.out.as_deref().map(format_of).transpose()?;
     let ws = workspace::load(path)?;
-    let lanes = crate::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
+    let lanes = crate::cli::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
     let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let mut setup = Setup::load(&ws, lanes, limit)?;
     if setup.cache.skipped > 0 {
@@ -145,9 +146,9 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
             let eta = secs / done as f64 * (total - done) as f64;
             let line = format!(
                 "{} {done}/{total} runs · {failed} failed · {:.1}s · ETA {}",
-                crate::train_cmd::bar(done, total),
+                crate::cli::train::bar(done, total),
                 secs,
-                crate::train_cmd::eta(eta)
+                crate::cli::train::eta(eta)
             );
             let _ = if tty {
                 write!(stderr, "\r\x1b[2K{line}").and_then(|()| stderr.flush())
@@ -188,4 +189,20 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
         }
     }
     Ok(code)
+}
+
+/// `tunebench eval` on the real terminal: confirmation of paid calls only when a person can answer.
+pub(super) async fn main(path: &Path, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut stdin = std::io::BufReader::new(std::io::stdin());
+    let terminal = std::io::stdin().is_terminal() && err.is_terminal();
+    let streams = Streams {
+        stdout: &mut out,
+        stderr: &mut err,
+        confirm: if terminal { Some(&mut stdin) } else { None },
+        tty: std::io::stderr().is_terminal(),
+    };
+    let code = execute(path, args, Registry::builtin(), streams).await?;
+    Ok(ExitCode::from(code))
 }

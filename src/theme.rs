@@ -40,7 +40,7 @@ struct RawTheme {
 }
 
 const BUILTIN: [(&str, &str); 2] =
-    [("dark", include_str!("../../themes/dark.toml")), ("light", include_str!("../../themes/light.toml"))];
+    [("dark", include_str!("../themes/dark.toml")), ("light", include_str!("../themes/light.toml"))];
 
 impl Default for Theme {
     fn default() -> Self {

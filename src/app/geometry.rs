@@ -1,9 +1,13 @@
-//! Screen geometry, shared by rendering, mouse hit-testing and scroll limits so they always agree.
+//! Screen geometry, shared by rendering, mouse hit-testing and scroll limits so they always agree; it owns
+//! what a lane pane holds (model line, output text) because their wrapped size is the geometry.
 
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Text};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use crate::app::AppState;
+use crate::app::{AppState, LaneStatus};
+use crate::metrics::fmt_count;
 
 /// Narrowest lane pane before lanes wrap into another row.
 pub const MIN_LANE_WIDTH: u16 = 26;
@@ -85,10 +89,59 @@ pub fn lane_scroll_bounds(state: &AppState, lane: usize) -> (u16, u16) {
     let Some(pane) = areas(screen(state), state.lanes.len()).lanes.get(lane).copied() else {
         return (0, 1);
     };
-    let out = lane_parts(pane, super::lane::subtitle(state, lane).chars().count()).output;
-    let text = super::lane::output_text(state, lane);
+    let out = lane_parts(pane, subtitle(state, lane).chars().count()).output;
+    let text = output_text(state, lane);
     let total = output_paragraph(text).line_count(out.width.max(1));
     (u16::try_from(total.saturating_sub(usize::from(out.height))).unwrap_or(u16::MAX), out.height)
+}
+
+/// The output text as wrapped and scrolled: streamed text, then the error of a failed run.
+pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
+    let lane = &state.lanes[idx];
+    let t = &state.theme;
+    let mut lines: Vec<Line<'static>> =
+        lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
+    let mut text = if lane.output.is_empty() {
+        let hint = match (lane.status, lane.progress) {
+            (LaneStatus::Idle, _) => "Ctrl+R runs every lane, F5 this one".to_string(),
+            (LaneStatus::Waiting, Some((done, total))) => {
+                format!("reading the prompt: {}/{} tokens…", fmt_count(done), fmt_count(total))
+            }
+            (LaneStatus::Waiting, None) => "waiting for the first token…".to_string(),
+            _ => String::new(),
+        };
+        if hint.is_empty() { Text::default() } else { Text::from(Line::styled(hint, Style::default().fg(t.muted))) }
+    } else {
+        Text::styled(lane.output.clone(), Style::default().fg(t.fg))
+    };
+    if !lines.is_empty() {
+        lines.extend(text.lines);
+        text = Text::from(lines);
+    }
+    if let Some(err) = &lane.error {
+        let style = if lane.status == LaneStatus::Cancelled { t.warn } else { t.error };
+        text.push_line(Line::styled(format!("✗ {err}"), Style::default().fg(style).add_modifier(Modifier::BOLD)));
+    }
+    text
+}
+
+/// Model, backend and where it runs: device for local lanes (plus adapter), host for API lanes.
+pub fn subtitle(state: &AppState, idx: usize) -> String {
+    let spec = &state.ws.lanes[idx];
+    let mut s = format!("{} · {}", spec.model, spec.backend);
+    match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+        (Some(d), _) => s.push_str(&format!(" · {d}")),
+        (None, Some(m)) => s.push_str(&format!(" · {}", m.device)),
+        _ => {}
+    }
+    if let Some(a) = &spec.adapter {
+        let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
+        s.push_str(&format!(" + {name}"));
+    }
+    if spec.backend.is_api() {
+        s.push_str(&format!(" · {}", crate::workspace::url_host(spec.base_url())));
+    }
+    s
 }
 
 #[cfg(test)]

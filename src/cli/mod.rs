@@ -1,0 +1,218 @@
+//! The `tunebench` command line: argument parsing and dispatch; each command lives in its own file here.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::app::AppState;
+use crate::engine::Registry;
+use crate::theme::Theme;
+use crate::workspace;
+
+mod count;
+pub mod dataset;
+pub mod eval;
+pub mod headless;
+mod run;
+mod runs;
+pub mod train;
+
+/// Lanes side by side: is a small model with a LoRA adapter and a short prompt as good as a long prompt?
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Workspace folder (default: the bundled example, workspaces/ticket-triage).
+    workspace: Option<PathBuf>,
+    /// Colour theme: dark, light, or a path to a theme .toml (default: the workspace's `theme`, else dark).
+    #[arg(long)]
+    theme: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a model from the Hugging Face hub into its local cache (the only command that goes online).
+    Pull {
+        /// hf:org/name (a safetensors folder) or hf:org/name/file.gguf
+        model: String,
+    },
+    /// Count (and list) the tokens of a text in a local model's own tokenizer.
+    Tokenize {
+        /// A GGUF file or a model folder (config.json + tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Print the token ids too.
+        #[arg(long)]
+        ids: bool,
+        /// Recognise control-token text such as `<|im_end|>` (off: it is plain text, as user input is).
+        #[arg(long)]
+        parse_special: bool,
+        text: String,
+    },
+    /// Count each lane's whole prompt (system prompt + input + chat format) in its own tokenizer, without running.
+    Count {
+        workspace: PathBuf,
+        /// The input text.
+        #[arg(long, conflicts_with = "input_file", required_unless_present = "input_file")]
+        input: Option<String>,
+        /// Read the input from a file (`-` for standard input).
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// One JSON object per lane: {"lane", "prompt_tokens", "estimated"}.
+        #[arg(long)]
+        json: bool,
+        /// Ask Anthropic's count_tokens endpoint for Anthropic lanes (needs their key; free) instead of estimating.
+        #[arg(long)]
+        exact: bool,
+    },
+    /// Train the adapter lane's LoRA adapter on the workspace's dataset (PEFT format in adapters/NAME).
+    Train {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: crate::cli::train::TrainArgs,
+    },
+    /// Evaluate lanes over the test split (dataset/test.jsonl) with evals.toml's assertions: a scoreboard.
+    Eval {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: crate::cli::eval::EvalArgs,
+    },
+    /// The workspace's training examples: stats, split, check, export, import.
+    Dataset {
+        workspace: PathBuf,
+        #[command(subcommand)]
+        action: crate::cli::dataset::DatasetCmd,
+    },
+    /// The workspace's run history (runs.jsonl): a table, or every field as CSV.
+    Runs {
+        workspace: PathBuf,
+        /// Every recorded field as CSV (RFC 4180), one run per row.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Run lanes on one input without a terminal UI.
+    Run {
+        workspace: PathBuf,
+        /// The input text.
+        #[arg(long, conflicts_with = "input_file", required_unless_present = "input_file")]
+        input: Option<String>,
+        /// Read the input from a file (`-` for standard input).
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Comma-separated lane ids (default: every lane).
+        #[arg(long, value_delimiter = ',')]
+        lanes: Vec<String>,
+        /// One JSON object per lane, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The TUI can show this many lanes at once.
+const MAX_TUI_LANES: usize = 6;
+
+/// The `tunebench` binary's whole life: parse, run one command, map its result to an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log = init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tunebench: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Run { workspace, input, input_file, lanes, json }) => {
+                run::run(&workspace, input, input_file, &lanes, json).await
+            }
+            Some(Command::Count { workspace, input, input_file, json, exact }) => {
+                count::count(&workspace, read_input(input, input_file)?, json, exact).await
+            }
+            Some(Command::Eval { workspace, args }) => eval::main(&workspace, &args).await,
+            Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
+            Some(Command::Dataset { workspace, action }) => crate::cli::dataset::run(&workspace, action),
+            Some(Command::Train { workspace, args }) => {
+                tokio::task::spawn_blocking(move || crate::cli::train::run(&workspace, &args)).await?
+            }
+            Some(Command::Pull { model }) => {
+                let path = tokio::task::spawn_blocking(move || crate::engine::local::pull::pull(&model)).await??;
+                println!("{}", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(Command::Tokenize { model, ids, parse_special, text }) => {
+                count::tokenize(&model, ids, parse_special, &text)
+            }
+            None => run_tui(cli.workspace, cli.theme).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tunebench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result<()> {
+    let path = path.map_or_else(default_workspace, Ok)?;
+    let ws = workspace::load(&path)?;
+    if ws.lanes.len() > MAX_TUI_LANES {
+        bail!(
+            "{}: the TUI shows up to {MAX_TUI_LANES} lanes and this workspace has {}; use `tunebench run --lanes …` or split it",
+            ws.file.display(),
+            ws.lanes.len()
+        );
+    }
+    let theme = Theme::choose(theme.as_deref(), &ws)?;
+    let inputs = workspace::load_inputs(&ws.inputs_dir())?;
+    tracing::info!(workspace = %ws.file.display(), lanes = ws.lanes.len(), "starting the TUI");
+    let state = AppState::new(ws, inputs, theme);
+    crate::runtime::run_tui(state, Registry::builtin()).await
+}
+
+pub(crate) fn read_input(input: Option<String>, input_file: Option<PathBuf>) -> anyhow::Result<String> {
+    Ok(match (input, input_file) {
+        (Some(text), _) => text,
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the input from standard input")?;
+            s
+        }
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("reading the input file {}", f.display()))?
+        }
+        (None, None) => bail!("give --input TEXT or --input-file FILE"),
+    })
+}
+
+/// The bundled example: from the current folder, else from the source tree this binary was built from.
+fn default_workspace() -> anyhow::Result<PathBuf> {
+    let rel = Path::new("workspaces/ticket-triage");
+    let candidates = [rel.to_path_buf(), Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)];
+    candidates
+        .into_iter()
+        .find(|p| p.join(workspace::WORKSPACE_FILE).is_file())
+        .context("no workspace given and the example workspaces/ticket-triage was not found; pass a workspace folder")
+}
+
+/// Logs go to a file under the user's state folder, never to the terminal the TUI draws on.
+fn init_logging() -> Option<()> {
+    let dir = dirs::state_dir().or_else(dirs::data_local_dir)?.join("tunebench");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tunebench.log")).ok()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TUNEBENCH_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init()
+        .ok()
+}

@@ -1,0 +1,58 @@
+//! `tunebench run`: lanes on one input without a terminal, as text or one JSON line per lane.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{headless, read_input};
+use crate::engine::Registry;
+use crate::theme::Theme;
+use crate::workspace;
+
+pub(super) async fn run(
+    path: &Path,
+    input: Option<String>,
+    input_file: Option<PathBuf>,
+    lanes: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let ws = workspace::load(path)?;
+    // The theme is the TUI's, but a broken one is still an error here rather than a surprise later.
+    Theme::choose(None, &ws)?;
+    let input = read_input(input, input_file)?;
+    let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
+    let mut warn = |w: &str| eprintln!("tunebench: warning: {w}");
+    let headless::Finished { reports, .. } =
+        headless::run_with(&ws, &input, &chosen, Registry::builtin(), &mut warn).await;
+    for r in &reports {
+        if json {
+            println!("{}", r.to_json());
+        } else {
+            println!("── {} · {} · {} · {}", r.lane, r.prompt_variant, r.model, r.backend);
+            if !r.output.is_empty() {
+                println!("{}", r.output);
+            }
+            let f = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |x| format!("{x}{unit}"));
+            println!(
+                "in {} · out {} · ttft {} · total {} · {} tok/s · cost {}",
+                r.prompt_tokens.map_or("—".into(), |n| n.to_string()),
+                r.completion_tokens.map_or("—".into(), |n| n.to_string()),
+                f(r.ttft_ms, "ms"),
+                f(r.total_ms, "ms"),
+                f(r.tokens_per_s, ""),
+                f(r.cost_usd, " $"),
+            );
+            if let Some(e) = &r.error {
+                println!("error: {e}");
+            }
+            println!();
+        }
+    }
+    let failed: Vec<String> =
+        reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.lane))).collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("tunebench: {} of {} lane(s) failed: {}", failed.len(), reports.len(), failed.join("; "));
+        Ok(ExitCode::from(1))
+    }
+}
