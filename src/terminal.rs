@@ -1,4 +1,5 @@
-//! Terminal hygiene: enter raw/alt-screen/mouse/paste/keyboard modes and restore every one on quit, error and panic.
+//! Terminal hygiene: enter raw/alt-screen/mouse/paste/keyboard modes and restore every one on quit, error, panic
+//! and the signals that end the process (SIGTERM, SIGINT, SIGHUP).
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ pub struct TerminalGuard {
 impl TerminalGuard {
     pub fn enter() -> io::Result<Self> {
         install_panic_hook();
+        install_signal_handler();
         terminal::enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);
         // Any later step failing must not leave the terminal raw: undo what was done so far.
@@ -79,6 +81,37 @@ fn install_panic_hook() {
         }));
     });
 }
+
+/// SIGTERM, SIGINT and SIGHUP restore the terminal, then end the process the way the signal would have, so
+/// the exit status stays 128+n for shells and supervisors. The handler only wakes a thread: restoring writes to
+/// stdout and takes locks, which a signal handler itself must not do. Raw mode clears ISIG, so Ctrl+C reaches
+/// the TUI as a key; SIGINT here comes from `kill`.
+#[cfg(unix)]
+fn install_signal_handler() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!("cannot watch termination signals: {e}"),
+        };
+        let watcher = std::thread::Builder::new().name("signals".into()).spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "ending on a signal");
+                restore();
+                // Resets the default action and raises the signal again: the process ends by it.
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                std::process::exit(128 + signal);
+            }
+        });
+        if let Err(e) = watcher {
+            tracing::warn!("cannot watch termination signals: {e}");
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn install_signal_handler() {}
 
 /// Puts `text` on the system clipboard through the terminal (OSC 52), which works over SSH and tmux.
 pub fn osc52_copy(text: &str) -> io::Result<()> {
