@@ -71,3 +71,47 @@ async fn the_key_reaches_no_file_log_or_output() {
     // Both requests carried the key; only the wire may hold it.
     assert_eq!(refused.requests()[0].header("authorization"), Some(format!("Bearer {KEY}").as_str()));
 }
+
+/// Runs one OpenAI lane whose key variable holds `key` against `replies`.
+async fn run_with_key(key: &str, replies: Vec<Reply>) -> tunebench::metrics::LaneReport {
+    use std::sync::Arc;
+    use tunebench::engine::Registry;
+    use tunebench::engine::api::ApiBackend;
+    use tunebench::workspace::BackendKind;
+    let server = MockServer::start(replies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lane = support::api::lane("local", "openai", &format!("{}/v1", server.url), "");
+    let ws = support::api::workspace(dir.path(), &[lane]);
+    let key = key.to_string();
+    let env: tunebench::engine::api::Env = Arc::new(move |name| (name == "TB_KEY").then(|| key.clone()));
+    let registry = Registry::default().with(BackendKind::OpenAi, ApiBackend::new(BackendKind::OpenAi, env));
+    let all = tunebench::cli::headless::select_lanes(&ws, &[]).unwrap();
+    tunebench::cli::headless::run(&ws, "hi", &all, registry).await.reports.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn placeholder_keys_change_neither_answer_nor_usage() {
+    // Local servers take any key; these are the ones people type. None is a secret worth hiding.
+    for key in ["k", "fake", "tokens", "ollama", "lm-studio", "dummy"] {
+        let r = run_with_key(key, vec![Reply::sse(&openai_stream(&["Hello from ", "fake."], Some((7, 4, 0))))]).await;
+        assert_eq!(r.error, None, "{key}");
+        assert_eq!(r.output, "Hello from fake.", "key {key:?} rewrote the answer");
+        assert_eq!((r.prompt_tokens, r.completion_tokens, r.estimated), (Some(7), Some(4), false), "key {key:?}");
+        let refused = format!(r#"{{"error":{{"message":"tokens for fake key {key} refused"}}}}"#);
+        let r = run_with_key(key, vec![Reply::status(401, &refused)]).await;
+        let error = r.error.unwrap();
+        assert!(error.contains(&format!("tokens for fake key {key} refused")), "{key:?}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_key_is_redacted_from_errors_but_never_from_the_answer() {
+    // A model may repeat what it was shown; its answer is its own and is kept as sent.
+    let r = run_with_key(KEY, vec![Reply::sse(&openai_stream(&["your key is ", KEY], Some((7, 4, 0))))]).await;
+    assert_eq!((r.output.as_str(), r.prompt_tokens), (format!("your key is {KEY}").as_str(), Some(7)));
+    // A malformed chunk quoting the key, past the 200 characters an error quotes: no half of it survives.
+    let chunk = format!("data: {{\"pad\":\"{}\",\"key\":\"{KEY}\" oops\n\n", "x".repeat(170));
+    let r = run_with_key(KEY, vec![Reply::sse(&[chunk])]).await;
+    let error = r.error.unwrap();
+    assert!(error.starts_with("malformed chunk") && !error.contains(&KEY[..8]), "{error}");
+}

@@ -121,9 +121,8 @@ pub async fn attempt(
                 after(chars)
             )));
         }
-        for mut ev in events {
-            ev.data = p.scrub(ev.data);
-            for step in decoder.event(&ev)? {
+        for ev in events {
+            for step in decode(&mut decoder, &ev, p)? {
                 match step {
                     Step::Text(t) if t.is_empty() => {}
                     Step::Text(t) => {
@@ -143,6 +142,24 @@ pub async fn attempt(
                 }
             }
         }
+    }
+}
+
+/// Events are parsed as sent: the answer is the model's own text, and a key inside a chunk is no reason to
+/// change what it says. A fault quoting a chunk that holds the key is rebuilt from the scrubbed chunk, since
+/// the quote is cut short and could keep half of the key past the caller's scrub.
+fn decode(decoder: &mut Decoder, ev: &SseEvent, p: &Prepared) -> Result<Vec<Step>, Fault> {
+    let fault = match decoder.event(ev) {
+        Ok(steps) => return Ok(steps),
+        Err(f) => f,
+    };
+    let scrubbed = p.scrub(ev.data.clone());
+    if scrubbed == ev.data {
+        return Err(fault);
+    }
+    match decoder.event(&SseEvent { event: ev.event.clone(), data: scrubbed }) {
+        Err(f) => Err(f),
+        Ok(_) => Err(Fault { message: p.scrub(fault.message), ..fault }),
     }
 }
 
