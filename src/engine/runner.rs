@@ -50,6 +50,9 @@ pub struct LaneSink {
     /// When the run (or, for API lanes, its latest attempt) was sent; timings count from here.
     started: Arc<Mutex<Instant>>,
     first_token: Arc<OnceLock<Instant>>,
+    /// When the answer was complete, if the backend said so; work after it (counting a prompt the server did
+    /// not count) is not the answer's time.
+    answered: Arc<OnceLock<Instant>>,
     tokens: Arc<AtomicU64>,
     /// Nanoseconds of compute this run used, when the backend measures it.
     busy_nanos: Arc<AtomicU64>,
@@ -66,6 +69,7 @@ impl LaneSink {
             run,
             started: Arc::new(Mutex::new(Instant::now())),
             first_token: Arc::default(),
+            answered: Arc::default(),
             tokens: Arc::default(),
             busy_nanos: Arc::default(),
             prompt_tokens: Arc::default(),
@@ -119,6 +123,11 @@ impl LaneSink {
         self.send(EventKind::Token { text: text.into() });
     }
 
+    /// The answer is complete: `total` stops here, whatever the backend does before it returns.
+    pub fn answered(&self) {
+        let _ = self.answered.set(Instant::now());
+    }
+
     /// Adds compute time spent on this run (a local job's step).
     pub fn add_busy(&self, d: std::time::Duration) {
         self.busy_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -136,7 +145,7 @@ impl LaneSink {
         let busy = self.busy_nanos.load(Ordering::Relaxed);
         Timings {
             ttft: self.first_token.get().map(|t| t.saturating_duration_since(started)),
-            total: started.elapsed(),
+            total: self.answered.get().map_or_else(|| started.elapsed(), |t| t.saturating_duration_since(started)),
             busy: (busy > 0).then(|| std::time::Duration::from_nanos(busy)),
         }
     }

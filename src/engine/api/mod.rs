@@ -122,6 +122,7 @@ impl Inner {
             let mut shown = false;
             let fault = match stream::attempt(self.kind, &client, &prepared, api, &sink, &mut shown).await {
                 Ok(usage) => {
+                    sink.answered();
                     tracing::info!(lane, ?usage, "answered");
                     return Ok(finish_usage(usage, &req));
                 }
