@@ -342,3 +342,45 @@ fn switching_adapters_rereads_the_adapter_never_the_base() {
     assert!(Arc::ptr_eq(&second.model.base, &first.model.base));
     assert!(Arc::ptr_eq(&store.get(&m.hf, &Device::Cpu, "cpu").unwrap(), &base), "the base is loaded once");
 }
+
+/// `tunebench run --json` on an adapter lane: the line it prints and the exit status.
+fn run_adapter_lane(m: &Models, adapter: &Path) -> (serde_json::Value, Option<i32>) {
+    let ws = m.root.join(format!("ws-{}", adapter.file_name().unwrap().to_string_lossy()));
+    std::fs::create_dir_all(&ws).unwrap();
+    let toml = format!(
+        "name = \"t\"\n[prompts.p]\ntext = \"Be brief.\"\n[models.tiny]\npath = \"{}\"\ndevice = \"cpu\"\n\
+         [[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nmax_tokens = 8\nadapter = \"{}\"\n",
+        m.gguf.display(),
+        adapter.display()
+    );
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+        .args(["run", ws.to_str().unwrap(), "--input", "hello", "--json"])
+        .env("XDG_STATE_HOME", m.root.join("state"))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    (serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}")), out.status.code())
+}
+
+#[test]
+fn an_adapter_that_makes_logits_non_finite_fails_its_lane() {
+    let m = models();
+    let nan = m.root.join("nan");
+    write_adapter(&nan, config(4, 8.0), 4, false);
+    let mut st = candle_core::safetensors::load(nan.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let name = "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight";
+    let b = st[name].to_vec2::<f32>().unwrap();
+    let mut flat: Vec<f32> = b.concat();
+    flat[0] = f32::NAN;
+    st.insert(name.into(), Tensor::from_vec(flat, (b.len(), b[0].len()), &Device::Cpu).unwrap());
+    candle_core::safetensors::save(&st, nan.join("adapter_model.safetensors")).unwrap();
+    let huge = m.root.join("huge");
+    write_adapter(&huge, config(4, -1e30), 4, false);
+    for ad in [&nan, &huge] {
+        let (v, code) = run_adapter_lane(&m, ad);
+        let error = v["error"].as_str().unwrap_or_else(|| panic!("{}: no error: {v}", ad.display()));
+        assert!(error.contains("the model computed non-finite values"), "{error}");
+        assert_eq!((v["output"].as_str(), code), (Some(""), Some(1)), "{v}");
+    }
+}

@@ -41,11 +41,17 @@ impl Llama {
         Ok(KvCache::new(c.layers, c.kv_heads, c.head_dim, capacity, &self.base.device)?)
     }
 
-    /// Runs `ids` at positions `pos..`; returns logits `[vocab]` of the last position.
+    /// Runs `ids` at positions `pos..`; returns logits `[vocab]` of the last position, refusing non-finite ones.
     pub fn forward_last(&self, ids: &[u32], pos: usize, cache: &mut KvCache) -> Result<Tensor> {
         let h = self.hidden(ids, pos, cache)?;
         let last = h.narrow(1, ids.len() - 1, 1)?;
-        Ok(self.lm_head.forward(&last)?.flatten_all()?)
+        // Checked before the output layer too: a quantized lm_head turns NaN activations into all-zero logits,
+        // which look finite and sample token 0 for ever.
+        let at = pos + ids.len() - 1;
+        ensure_finite(&last, "hidden state", at)?;
+        let logits = self.lm_head.forward(&last)?.flatten_all()?;
+        ensure_finite(&logits, "logits", at)?;
+        Ok(logits)
     }
 
     /// Logits `[len, vocab]` at every position (teacher forcing, fidelity checks).
@@ -95,6 +101,23 @@ impl Llama {
         }
         Ok(rms_norm(&x, &b.norm, c.rms_eps as f32)?)
     }
+}
+
+/// NaN or infinity comes from broken weights (NaN in an adapter's lora_B, an absurd lora_alpha, bytes of one
+/// dtype declared as another) and would otherwise sample garbage or nothing, reported as a success.
+fn ensure_finite(t: &Tensor, what: &str, position: usize) -> Result<()> {
+    let values = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let nan = values.iter().filter(|v| v.is_nan()).count();
+    let inf = values.iter().filter(|v| v.is_infinite()).count();
+    if nan + inf == 0 {
+        return Ok(());
+    }
+    Err(super::LocalError::Run(format!(
+        "the model computed non-finite values in its {what} at position {position} ({nan} NaN, {inf} infinite of {}): its \
+         weights or its LoRA adapter's hold NaN or infinity, or overflow (check lora_B, lora_alpha and the \
+         tensors' dtypes)",
+        values.len()
+    )))
 }
 
 /// `[rep * n, pos + n]`: row r * n + i is query i (absolute position pos + i) of the r-th head in a
