@@ -154,11 +154,29 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("tunebench: {e:#}");
+            let message = one_line(&e);
+            tracing::error!("{message}");
+            eprintln!("tunebench: {message}");
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes, each said once: an error whose message already quotes its source (thiserror's
+/// `"{path}: {source}"`) would otherwise print the cause twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result<()> {

@@ -73,8 +73,9 @@ impl Adapter {
             };
             return Err(LoraError::Load(format!("{}: missing{hint}", weights.display())));
         }
-        let tensors = candle_core::safetensors::load(&weights, &base.device)
-            .map_err(|e| LoraError::Load(format!("{}: {e}", weights.display())))?;
+        let tensors = candle_core::safetensors::load(&weights, &base.device).map_err(|e| {
+            LoraError::Load(format!("{}: {}", weights.display(), crate::engine::local::candle_text(&e)))
+        })?;
         let layers: HashMap<&str, &Arc<BaseLinear>> = base
             .layers
             .iter()

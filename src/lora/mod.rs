@@ -20,5 +20,11 @@ pub enum LoraError {
     #[error("{0}")]
     Load(String),
     #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(String),
+}
+
+impl From<candle_core::Error> for LoraError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(crate::engine::local::candle_text(&e))
+    }
 }

@@ -98,7 +98,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
     for f in &files {
         tensors.extend(
             candle_core::safetensors::load(f, device)
-                .map_err(|e| LocalError::Model(format!("{}: {e}", f.display())))?,
+                .map_err(|e| LocalError::Model(format!("{}: {}", f.display(), super::candle_text(&e))))?,
         );
     }
     let f32_bytes: usize = tensors.values().map(|t| t.elem_count() * 4).sum();

@@ -44,12 +44,32 @@ pub enum LocalError {
     #[error(transparent)]
     Template(#[from] template::TemplateError),
     #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(String),
     #[error("{}: {source}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, LocalError>;
+
+impl From<candle_core::Error> for LocalError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(candle_text(&e))
+    }
+}
+
+/// A candle error as one line for people: with RUST_BACKTRACE set candle appends a backtrace to its errors
+/// (`"{inner}\n{backtrace}"`), and it puts context on a line of its own; both are unwrapped here, wherever a
+/// candle error becomes text.
+pub fn candle_text(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_text(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_text(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_text(inner)),
+        E::WrappedContext { wrapped, context } => format!("{context}: {wrapped}"),
+        other => other.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
 
 /// The `local` backend: runs lanes on the CPU or a GPU through per-device workers.
 #[derive(Clone, Default)]

@@ -159,6 +159,17 @@ impl ModelStore {
 
 /// Loads a model without the store: with `plan`, exactly that weight form (benchmarks compare them).
 pub fn load(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<LoadedModel> {
+    load_unnamed(path, device, plan).map_err(|e| in_file(path, e))
+}
+
+/// Whatever went wrong inside a model file names the file: a tensor's or a key's name alone does not say
+/// which of the workspace's models is broken.
+fn in_file(path: &Path, e: LocalError) -> LocalError {
+    let (file, text) = (path.display().to_string(), e.to_string());
+    if text.contains(&file) { e } else { LocalError::Model(format!("{file}: {text}")) }
+}
+
+fn load_unnamed(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<LoadedModel> {
     let started = std::time::Instant::now();
     let (base, tokenizer) =
         if path.is_dir() { hf::load(path, device, plan)? } else { load_gguf_file(path, device, plan)? };
@@ -178,7 +189,7 @@ pub fn load(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<Lo
 fn load_gguf_file(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(BaseWeights, Tokenizer)> {
     let mut f = std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
     let ct = gguf_file::Content::read(&mut f)
-        .map_err(|e| LocalError::Model(format!("{}: not a GGUF file: {e}", path.display())))?;
+        .map_err(|e| LocalError::Model(format!("{}: not a GGUF file: {}", path.display(), super::candle_text(&e))))?;
     let f32_bytes: usize = ct.tensor_infos.values().map(|t| t.shape.elem_count() * 4).sum();
     let base = load_gguf(&ct, &mut f, device, plan.unwrap_or_else(|| plan_for(device, f32_bytes)))?;
     let tokenizer = Tokenizer::from_vocab(Vocab::from_gguf(&ct)?)?;

@@ -6,7 +6,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
 use super::linear::{BaseLinear, WeightPlan};
-use super::{LocalError, Result};
+use super::{LocalError, Result, candle_text};
 
 /// The seven projections of a llama block, named as PEFT names them (`model.layers.N.<module>`).
 pub const MODULES: [&str; 7] = [
@@ -99,13 +99,13 @@ impl Meta<'_> {
         self.0.metadata.get(key).ok_or_else(|| LocalError::Model(format!("GGUF metadata has no `{key}`")))
     }
     pub fn u32(&self, key: &str) -> Result<u32> {
-        self.get(key)?.to_u32().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {e}")))
+        self.get(key)?.to_u32().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {}", candle_text(&e))))
     }
     pub fn f32(&self, key: &str) -> Result<f32> {
-        self.get(key)?.to_f32().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {e}")))
+        self.get(key)?.to_f32().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {}", candle_text(&e))))
     }
     pub fn string(&self, key: &str) -> Result<String> {
-        self.get(key)?.to_string().cloned().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {e}")))
+        self.get(key)?.to_string().cloned().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {}", candle_text(&e))))
     }
 }
 
@@ -162,8 +162,9 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
 ) -> Result<BaseWeights> {
     let mut cfg = gguf_config(ct)?;
     let capped = cfg.validate()?;
-    let mut get =
-        |name: &str| ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {e}")));
+    let mut get = |name: &str| {
+        ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {}", candle_text(&e))))
+    };
     let embed_q = get("token_embd.weight")?;
     let embed = embed_q.dequantize(device)?;
     let norm = get("output_norm.weight")?.dequantize(device)?;

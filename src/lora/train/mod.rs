@@ -28,13 +28,19 @@ use crate::lora::Provenance;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(String),
     #[error("{0}")]
     Save(String),
     #[error("cannot resume: {0}")]
     Resume(String),
     #[error("{0}")]
     Data(String),
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(crate::engine::local::candle_text(&e))
+    }
 }
 
 impl From<crate::workspace::WorkspaceError> for TrainError {

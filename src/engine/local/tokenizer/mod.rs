@@ -67,8 +67,9 @@ impl Tokenizer {
             return super::hf::tokenizer(&path).map_err(|e| TokenizerError::Open(e.to_string()));
         }
         let mut f = std::fs::File::open(&path).map_err(|e| TokenizerError::Open(format!("{}: {e}", path.display())))?;
-        let ct = candle_core::quantized::gguf_file::Content::read(&mut f)
-            .map_err(|e| TokenizerError::Open(format!("{}: not a GGUF file: {e}", path.display())))?;
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut f).map_err(|e| {
+            TokenizerError::Open(format!("{}: not a GGUF file: {}", path.display(), super::candle_text(&e)))
+        })?;
         Self::from_vocab(Vocab::from_gguf(&ct)?)
     }
 

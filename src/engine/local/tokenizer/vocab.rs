@@ -162,5 +162,5 @@ fn flag(ct: &Content, key: &str) -> Result<Option<bool>, TokenizerError> {
 }
 
 fn bad(key: &str, e: candle_core::Error) -> TokenizerError {
-    TokenizerError::Invalid(format!("{key}: {e}"))
+    TokenizerError::Invalid(format!("{key}: {}", crate::engine::local::candle_text(&e)))
 }
