@@ -11,4 +11,5 @@ pub mod runtime;
 pub mod terminal;
 pub mod theme;
 pub mod ui;
+pub mod visible;
 pub mod workspace;

@@ -1,6 +1,7 @@
 //! Screen geometry, shared by rendering, mouse hit-testing and scroll limits so they always agree; it owns
 //! what a lane pane holds (model line, output text) because their wrapped size is the geometry.
 
+use crate::visible::escape;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Text};
@@ -95,12 +96,13 @@ pub fn lane_scroll_bounds(state: &AppState, lane: usize) -> (u16, u16) {
     (u16::try_from(total.saturating_sub(usize::from(out.height))).unwrap_or(u16::MAX), out.height)
 }
 
-/// The output text as wrapped and scrolled: streamed text, then the error of a failed run.
+/// The output text as wrapped and scrolled: streamed text, then the error of a failed run. The model and the
+/// server wrote all of it, so control characters are escaped before layout (wrapping counts what is shown).
 pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     let lane = &state.lanes[idx];
     let t = &state.theme;
     let mut lines: Vec<Line<'static>> =
-        lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
+        lane.warnings.iter().map(|w| Line::styled(format!("⚠ {}", escape(w)), Style::default().fg(t.warn))).collect();
     let mut text = if lane.output.is_empty() {
         let hint = match (lane.status, lane.progress) {
             (LaneStatus::Idle, _) => "Ctrl+R runs every lane, F5 this one".to_string(),
@@ -112,7 +114,7 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
         };
         if hint.is_empty() { Text::default() } else { Text::from(Line::styled(hint, Style::default().fg(t.muted))) }
     } else {
-        Text::styled(lane.output.clone(), Style::default().fg(t.fg))
+        Text::styled(escape(&lane.output).into_owned(), Style::default().fg(t.fg))
     };
     if !lines.is_empty() {
         lines.extend(text.lines);
@@ -120,7 +122,10 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     }
     if let Some(err) = &lane.error {
         let style = if lane.status == LaneStatus::Cancelled { t.warn } else { t.error };
-        text.push_line(Line::styled(format!("✗ {err}"), Style::default().fg(style).add_modifier(Modifier::BOLD)));
+        text.push_line(Line::styled(
+            format!("✗ {}", escape(&err.to_string())),
+            Style::default().fg(style).add_modifier(Modifier::BOLD),
+        ));
     }
     text
 }

@@ -33,7 +33,11 @@ pub(super) async fn count(path: &Path, input: String, json: bool, exact: bool) -
                             how: "count_tokens endpoint".into(),
                         })
                     }
-                    Err(e) => eprintln!("tunebench: warning: lane `{}`: {e}; showing the estimate", lane.id),
+                    Err(e) => eprintln!(
+                        "tunebench: warning: lane `{}`: {}; showing the estimate",
+                        lane.id,
+                        crate::visible::escape_line(&e)
+                    ),
                 }
             }
         }
@@ -54,11 +58,11 @@ pub(super) async fn count(path: &Path, input: String, json: bool, exact: bool) -
                 error: Option<&'a str>,
             }
             let line = Line { lane: &lane.id, prompt_tokens: tokens, estimated, error };
-            println!("{}", serde_json::to_string(&line)?);
+            println!("{}", crate::visible::json(serde_json::to_string(&line)?));
         } else {
             match c {
                 Ok(c) => println!("{:<16} {:>9}  {}", lane.id, crate::metrics::fmt_count(c.tokens), c.how),
-                Err(e) => println!("{:<16} {:>9}  {e}", lane.id, "?"),
+                Err(e) => println!("{:<16} {:>9}  {}", lane.id, "?", crate::visible::escape_line(&e)),
             }
         }
     }

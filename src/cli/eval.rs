@@ -124,6 +124,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let mut on = |p: Progress| match p {
         Progress::Started(_) => {}
         Progress::Warning(w) => {
+            let w = crate::visible::escape_line(&w);
             let _ = writeln!(stderr, "{}tunebench: warning: {w}", if tty { "\r\x1b[2K" } else { "" });
         }
         Progress::Finished(job, answer) => {
@@ -132,10 +133,11 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
                 failed += 1;
                 let _ = writeln!(
                     stderr,
-                    "{}case {} · lane {}: {e}",
+                    "{}case {} · lane {}: {}",
                     if tty { "\r\x1b[2K" } else { "" },
                     cases[job.case].id,
-                    answer.lane
+                    answer.lane,
+                    crate::visible::escape_line(e)
                 );
             }
             if let Err(e) = cache.put(&answer) {
@@ -166,7 +168,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let board = Scoreboard::build(&ws, &setup.cases, &setup.evals, &setup.lanes, answers);
     if args.json {
         for s in &board.lanes {
-            writeln!(stdout, "{}", report::lane_json(s))?;
+            writeln!(stdout, "{}", crate::visible::json(report::lane_json(s)))?;
         }
     } else {
         write!(stdout, "{}", report::text(&board))?;

@@ -162,7 +162,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// An error and its causes, each said once: an error whose message already quotes its source (thiserror's
+/// An error and its causes on one line, each said once: an error whose message already quotes its source (thiserror's
 /// `"{path}: {source}"`) would otherwise print the cause twice.
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
@@ -176,7 +176,8 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line
+    // Errors quote files and servers; nothing they hold may act on the terminal.
+    crate::visible::escape_line(&line).into_owned()
 }
 
 async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! `tunebench run`: lanes on one input without a terminal, as text or one JSON line per lane.
+//! `tunebench run`: lanes on one input without a terminal, as text or one JSON line per lane. Text mode shows
+//! what the model and the server wrote with control characters escaped; JSON keeps it as sent, JSON-escaped.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use super::{headless, read_input};
 use crate::engine::Registry;
 use crate::theme::Theme;
+use crate::visible::{escape, escape_line};
 use crate::workspace;
 
 pub(super) async fn run(
@@ -20,7 +22,7 @@ pub(super) async fn run(
     Theme::choose(None, &ws)?;
     let input = read_input(input, input_file)?;
     let chosen = headless::select_lanes(&ws, lanes).map_err(anyhow::Error::msg)?;
-    let mut warn = |w: &str| eprintln!("tunebench: warning: {w}");
+    let mut warn = |w: &str| eprintln!("tunebench: warning: {}", escape(w));
     let headless::Finished { reports, .. } =
         headless::run_with(&ws, &input, &chosen, Registry::builtin(), &mut warn).await;
     for r in &reports {
@@ -29,7 +31,7 @@ pub(super) async fn run(
         } else {
             println!("── {} · {} · {} · {}", r.lane, r.prompt_variant, r.model, r.backend);
             if !r.output.is_empty() {
-                println!("{}", r.output);
+                println!("{}", escape(&r.output));
             }
             let f = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |x| format!("{x}{unit}"));
             println!(
@@ -42,13 +44,13 @@ pub(super) async fn run(
                 f(r.cost_usd, " $"),
             );
             if let Some(e) = &r.error {
-                println!("error: {e}");
+                println!("error: {}", escape(e));
             }
             println!();
         }
     }
     let failed: Vec<String> =
-        reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{} ({e})", r.lane))).collect();
+        reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{} ({})", r.lane, escape_line(e)))).collect();
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -191,7 +191,8 @@ pub fn assertion_text(board: &Scoreboard) -> String {
 
 /// A report readable in a pull request: the scoreboard, pass rate per assertion, and the failed cases.
 pub fn markdown(board: &Scoreboard, cases: &[Case], title: &str) -> String {
-    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    // Failed checks quote answers; a report read in a terminal or a pull request shows their controls escaped.
+    let cell = |s: &str| crate::visible::escape_line(&s.replace('|', "\\|").replace('\n', " ")).into_owned();
     let (head, rows) = table(board);
     let mut out = format!("# {title}\n\n| {} |\n|{}|\n", head.join(" | "), vec!["---"; head.len()].join("|"));
     for r in rows {

@@ -94,8 +94,9 @@ impl LaneReport {
     /// The `run --json` / runs.jsonl line.
     pub fn to_json(&self) -> String {
         // Plain strings, numbers and options: serialising cannot fail, but never write a blank line if it did.
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"lane\":{:?},\"error\":\"report not serialisable: {e}\"}}", self.lane))
+        let line = serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"lane\":{:?},\"error\":\"report not serialisable: {e}\"}}", self.lane));
+        crate::visible::json(line)
     }
 }
 

@@ -32,6 +32,13 @@ pub fn render(state: &AppState, frame: &mut Frame) {
     frame.render_widget(summary(state), a.summary);
     frame.render_widget(hints(state), a.hints);
     overlay::render(state, frame, area);
+    // Whatever a widget put in a cell (an answer in the eval view, a line of a dataset file), no control
+    // character reaches the terminal: ratatui sends cell symbols as they are.
+    for cell in frame.buffer_mut().content.iter_mut() {
+        if let Some(safe) = crate::visible::cell_symbol(cell.symbol()) {
+            cell.set_symbol(&safe);
+        }
+    }
 }
 
 fn header(state: &AppState) -> Paragraph<'static> {
