@@ -99,11 +99,46 @@ fn savings_panel_100x30() {
     update(&mut s, key(ratatui::crossterm::event::KeyCode::F(12)));
     let screen = screen(&s);
     // base at $0.02/Mtok: 1,375 tokens = $0.0000275; tuned 123 = $0.00000246; api (gpt-4o-mini $0.15) 1,249 = $0.000187.
-    assert!(
-        screen.contains("$0.0000275") && screen.contains("$0.00000246") && screen.contains("$0.000187"),
-        "{screen}"
-    );
+    assert!(screen.contains("27.5 µ$") && screen.contains("2.46 µ$") && screen.contains("187 µ$"), "{screen}");
+    // tuned is cheaper (− in both difference columns); api costs more (+), and sends base's own prompt.
+    assert!(screen.contains("−1,252 (−91%)") && screen.contains("−$2.50"), "{screen}");
+    assert!(screen.contains("same prompt *") && screen.contains("+$15.99"), "{screen}");
+    assert!(screen.contains("−126 (−9%) tokens are only another tokenizer's count"), "{screen}");
     snap!("savings_panel_100x30", screen);
     update(&mut s, key(ratatui::crossterm::event::KeyCode::Esc));
     assert!(matches!(s.mode, tunebench::app::Mode::Normal), "any key closes the panel");
+}
+
+/// At 80×24 every figure of F12 is whole: compact forms and fewer columns, never a number cut at the frame.
+#[test]
+fn savings_panel_80x24() {
+    use tunebench::metrics::Count;
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    let count = |tokens, estimated: bool| Ok(Count { tokens, estimated, how: String::new() });
+    // tuned saves 1,375 − 196 tokens at $0.02/Mtok = $0.00002358 a run: $25 is paid back after 1,060,221 runs.
+    update(&mut s, Action::Counted(vec![count(1375, false), count(196, false), count(1249, false)]));
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(12)));
+    let screen = screen(&s);
+    assert!(screen.contains("1,060,221 runs") || screen.contains("1.06 M runs"), "{screen}");
+    snap!("savings_panel_80x24", screen);
+}
+
+/// A lane footer at 80×24 with long timings and a cost under a cent: figures shorten or go, never cut.
+#[test]
+fn lane_footer_keeps_whole_figures_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, ctrl('r'));
+    ev(&mut s, 0, EventKind::Started { prompt_tokens: Some(1287) });
+    ev(&mut s, 0, EventKind::Token { text: "{}".into() });
+    let usage = Usage { prompt_tokens: Some(1287), completion_tokens: Some(52), ..Usage::default() };
+    let timings =
+        Timings { ttft: Some(Duration::from_millis(12_500)), total: Duration::from_millis(36_850), busy: None };
+    ev(&mut s, 0, EventKind::Done { usage, timings });
+    let width = 24;
+    let lines = tunebench::ui::footer(&s, 0, width);
+    assert!(lines.iter().all(|l| l.chars().count() <= width), "{lines:?}");
+    assert_eq!(lines[1], "total 36.85s …", "the total keeps its unit; ttft goes first");
+    assert!(lines[2].contains(" µ$"), "{lines:?}");
+    assert_eq!(tunebench::ui::footer(&s, 0, 80)[1], "ttft 12.50s · total 36.85s");
+    snap!("lane_footer_80x24", screen(&s));
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::Case;
 use super::score::{LaneScore, Scoreboard, Stat};
+use crate::metrics::fmt_usd;
 use crate::metrics::history::quote;
 
 /// The `eval --json` line of a lane: the fields first, in its order, then extensions.
@@ -87,15 +88,6 @@ fn stat(s: Stat, decimals: usize) -> String {
     format!("{} / {}", num(s.mean, decimals), num(s.p95, decimals))
 }
 
-/// Dollars to three significant figures ("?" when the lane has no price).
-pub fn usd(v: Option<f64>) -> String {
-    match v {
-        None => "?".into(),
-        Some(v) if v < 0.0 => format!("-{}", usd(Some(-v))),
-        Some(v) => crate::metrics::fmt_cost_nanos((v * 1e9).round() as u64),
-    }
-}
-
 /// Rows of the scoreboard as cells, shared by the terminal table and the Markdown report.
 pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let head = vec![
@@ -121,9 +113,9 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 Some(v) => format!(
                     "{} per 1k, {:+.0} pts",
                     v.saved_per_1k_usd.map_or("?".into(), |d| if d >= 0.0 {
-                        format!("saves {}", usd(Some(d)))
+                        format!("saves {}", fmt_usd(Some(d)))
                     } else {
-                        format!("costs {} more", usd(Some(-d)))
+                        format!("costs {} more", fmt_usd(Some(-d)))
                     }),
                     v.pass_rate_delta * 100.0
                 ),
@@ -145,8 +137,8 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 stat(s.completion_tokens, 0),
                 stat(s.ttft_ms, 0),
                 stat(s.total_ms, 0),
-                usd(s.cost_per_case_usd),
-                usd(s.cost_per_1k_usd()),
+                fmt_usd(s.cost_per_case_usd),
+                fmt_usd(s.cost_per_1k_usd()),
                 vs,
             ]
         })

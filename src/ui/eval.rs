@@ -11,6 +11,7 @@ use super::overlay::{popup, view_block};
 use crate::app::{AppState, EvalData, EvalPane, EvalView};
 use crate::eval::diff::{Piece, words};
 use crate::eval::report;
+use crate::metrics::format::{Field, fit, fit_table};
 
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
@@ -79,8 +80,9 @@ fn status_line(state: &AppState, v: &EvalView, d: &EvalData) -> Line<'static> {
 fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
     let t = &state.theme;
     let v = &state.eval;
-    // The terminal is narrower than a report: $/case goes ($/1k says the same), headers shorten.
-    let (full_head, rows) = report::table(&d.board);
+    // The terminal is narrower than a report: headers shorten, and columns that do not fit go, least
+    // important first ($/case first: $/1k says the same), rather than being cut at the frame.
+    let (_, rows) = report::table(&d.board);
     let head = [
         "lane",
         "pass",
@@ -89,16 +91,14 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         "compl tok",
         "ttft ms",
         "latency ms",
+        "$/case",
         "$/1k cases",
         "vs reference",
     ];
-    let rows: Vec<Vec<String>> = rows
-        .into_iter()
-        .map(|r| {
-            r.iter().zip(&full_head).filter(|(_, h)| **h != "$/case").map(|(c, _)| c.replace(" / ", "/")).collect()
-        })
-        .collect();
-    let mut aligned = report::align(&head, &rows).into_iter().map(|l| format!(" {l}"));
+    let compact: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| c.replace(" / ", "/")).collect()).collect();
+    let width = usize::from(area.width).saturating_sub(1);
+    let table = fit_table(&head, &compact, &compact, &[0, 1, 2, 6, 7, 8, 5, 9, 3, 4], width);
+    let mut aligned = table.into_iter().map(|l| format!(" {l}"));
     let mut lines = vec![
         status_line(state, v, d),
         Line::styled(" token and time columns: mean/p95 over completed runs", Style::default().fg(t.muted)),
@@ -109,8 +109,24 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         lines.push(Line::styled(row, Style::default().fg(c)));
     }
     lines.push(Line::styled(" pass rate per assertion:", Style::default().fg(t.title)));
-    for l in report::assertion_text(&d.board).lines() {
-        lines.push(Line::styled(format!(" {l}"), Style::default().fg(t.fg)));
+    for s in d.board.lanes.iter().filter(|s| !s.assertions.is_empty()) {
+        // Each assertion's count whole or not at all (an ellipsis says some did not fit).
+        let fields: Vec<Field> = s
+            .assertions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let rate = format!("{} {}/{}", a.name, a.passed, a.total);
+                Field::new(
+                    if i == 0 { format!("{}: {rate}", s.lane) } else { rate },
+                    u8::try_from(i).unwrap_or(u8::MAX),
+                )
+            })
+            .collect();
+        lines.push(Line::styled(
+            format!("   {}", fit(&fields, " · ", width.saturating_sub(2))),
+            Style::default().fg(t.fg),
+        ));
     }
     let top = lines.len() as u16 + 1;
     let [head_area, list_area] = Layout::vertical([Constraint::Length(top), Constraint::Min(3)]).areas(area);
