@@ -83,6 +83,15 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert_eq!(rows.next().unwrap(), tunebench::metrics::history::CSV_COLUMNS.join(","));
     assert_eq!(rows.count(), 3);
     assert!(csv.contains(&sha(b"My order arrived broken.")));
+
+    // `tunebench runs` writes the table F9's history does: UTC dates, "prompt" the variant, money one way.
+    let out = Command::new(env!("CARGO_BIN_EXE_tunebench")).args(["runs", root.to_str().unwrap()]).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let date = tunebench::metrics::history::utc_minute(base["time_unix_ms"].as_u64().unwrap());
+    let row = table.lines().find(|l| l.contains(" base ")).unwrap();
+    assert!(row.starts_with(&date), "{table}");
+    assert!(row.contains(" long ") && row.contains(" 1,287 ") && row.ends_with("26.0 µ$"), "{table}");
+    assert!(table.starts_with("time (UTC)       lane       prompt   prompt tok"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
