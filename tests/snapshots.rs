@@ -142,3 +142,55 @@ fn lane_footer_keeps_whole_figures_80x24() {
     assert_eq!(tunebench::ui::footer(&s, 0, 80)[1], "ttft 12.50s · total 36.85s");
     snap!("lane_footer_80x24", screen(&s));
 }
+
+/// F10 at 80×24: no "step 0/0" before a run; after `s`, "stopped at step N" (not "done"), the ETA as m:ss
+/// while it ran, and the adapter Enter will run named.
+#[test]
+fn train_view_before_a_run_and_after_a_stop_80x24() {
+    use ratatui::crossterm::event::KeyCode;
+    use tunebench::app::TrainMsg;
+    use tunebench::lora::train::{Event, Summary};
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, key(KeyCode::F(10)));
+    let before = screen(&s);
+    assert!(!before.contains("step 0/0") && before.contains("no training run yet"), "{before}");
+    snap!("train_before_80x24", before);
+
+    update(&mut s, key(KeyCode::Enter));
+    let prepared = TrainMsg::Prepared {
+        lane: "tuned".into(),
+        adapter_dir: "adapters/ticket-lora".into(),
+        train: 86,
+        valid: 20,
+        skipped: vec![],
+    };
+    update(&mut s, Action::Training(prepared));
+    update(
+        &mut s,
+        Action::Training(TrainMsg::Event(Event::Started { steps: 200, examples: 86, valid: 20, resumed_at: 0 })),
+    );
+    for step in 1..=40 {
+        let loss = 2.0 - step as f64 * 0.03;
+        let e = Event::Step { step, steps: 200, loss, lr: 2e-4, grad_norm: 1.0, tokens_per_s: 950.0, eta_s: 754.4 };
+        update(&mut s, Action::Training(TrainMsg::Event(e)));
+    }
+    let running = screen(&s);
+    assert!(running.contains("ETA 12:34") && running.contains("step 40/200"), "{running}");
+    update(&mut s, ch('s'));
+    let summary = Summary {
+        steps: 40,
+        train_loss: Some(0.8),
+        valid_before: None,
+        valid_best: None,
+        stopped_early: false,
+        cancelled: true,
+        tokens: 61_234,
+        seconds: 64.6,
+        peak_rss_bytes: None,
+    };
+    update(&mut s, Action::Training(TrainMsg::Finished(Ok(summary))));
+    let after = screen(&s);
+    assert!(after.contains("stopped at step 40") && !after.contains("done"), "{after}");
+    assert!(after.contains("Enter run lane `tuned` with adapters/ticket-lora"), "{after}");
+    snap!("train_stopped_80x24", after);
+}

@@ -11,7 +11,7 @@ mod prompt;
 mod settings;
 mod train;
 mod update;
-mod views;
+pub mod views;
 
 use std::collections::BTreeMap;
 

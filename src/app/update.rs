@@ -90,7 +90,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 return global_save_quit(state, key);
             }
-            state.mode = super::views::scroll(mode, key.code);
+            state.mode = super::views::scroll(state, mode, key.code);
             return Vec::new();
         }
         Mode::Prompt(mut ed) => {

@@ -55,6 +55,16 @@ pub fn fmt_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// A remaining or elapsed time as a clock: `0:42`, `12:05`, `1:02:09`.
+pub fn fmt_clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
 /// Money, the one way every view and report writes it: under $0.001 in micro-dollars (`6.34 µ$`), under $1 to
 /// three significant figures (`$0.000222` is `222 µ$`; `$0.0222`), to the cent up to a million (`$18.78`,
 /// `$1,240.00`), then in millions (`$1.24 M`). Negative amounts carry a minus sign (`−$3.05`).
@@ -214,6 +224,14 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_millis(840)), "840ms");
         assert_eq!(fmt_duration(Duration::from_millis(3100)), "3.10s");
         assert_eq!(fmt_duration(Duration::from_secs(125)), "2m05s");
+    }
+
+    #[test]
+    fn clocks_are_minutes_and_seconds() {
+        assert_eq!(fmt_clock(42.4), "0:42");
+        assert_eq!(fmt_clock(725.0), "12:05");
+        assert_eq!(fmt_clock(3729.0), "1:02:09");
+        assert_eq!(fmt_clock(-1.0), "0:00");
     }
 
     #[test]

@@ -44,6 +44,6 @@ pub fn panel(
     let r = super::overlay::popup(area, area.width.saturating_sub(2), area.height.saturating_sub(2));
     frame.render_widget(Clear, r);
     let block = super::overlay::view_block(state, title)
-        .title_bottom(" ↑↓ PgUp PgDn scroll · any other key closes · `tunebench runs --csv` exports ");
+        .title_bottom(" ↑↓ PgUp PgDn Home End scroll · any other key closes · `tunebench runs --csv` exports ");
     frame.render_widget(Paragraph::new(lines).block(block).scroll((scroll, 0)), r);
 }
