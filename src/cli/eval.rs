@@ -117,7 +117,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let total = plan.run.len();
     let limits = runner::limits(&ws, &setup.lanes, args.concurrency as usize);
     let started = Instant::now();
-    let (mut done, mut failed) = (0usize, 0usize);
+    let (mut done, mut errors) = (0usize, 0usize);
     let every = (total / 10).max(1);
     let cache = &mut setup.cache;
     let cases = &setup.cases;
@@ -129,7 +129,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
         Progress::Finished(job, answer) => {
             done += 1;
             if let Some(e) = &answer.error {
-                failed += 1;
+                errors += 1;
                 let _ = writeln!(
                     stderr,
                     "{}case {} · lane {}: {e}",
@@ -145,7 +145,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
             let secs = started.elapsed().as_secs_f64();
             let eta = secs / done as f64 * (total - done) as f64;
             let line = format!(
-                "{} {done}/{total} runs · {failed} failed · {:.1}s · ETA {}",
+                "{} {done}/{total} runs · {errors} run error(s) · {:.1}s · ETA {}",
                 crate::cli::train::bar(done, total),
                 secs,
                 crate::cli::train::eta(eta)

@@ -126,7 +126,7 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     "{}/{}{}",
                     s.passed,
                     s.cases,
-                    if s.errors > 0 { format!(" ({} failed runs)", s.errors) } else { String::new() }
+                    if s.errors > 0 { format!(" ({} run errors)", s.errors) } else { String::new() }
                 ),
                 if s.cases == 0 {
                     "not run".into()

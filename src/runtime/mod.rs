@@ -151,10 +151,10 @@ impl Runtime {
                 let ws = state.ws.clone();
                 self.off_loop(move || eval::load(&ws))
             }
-            Effect::RunEval { confirmed, free_only } => {
+            Effect::RunEval { confirmed, free_only, cases } => {
                 self.eval_stop = CancellationToken::new();
                 let (registry, tx, stop) = (self.registry.clone(), self.actions.clone(), self.eval_stop.clone());
-                eval::start(&state.ws, registry, tx, eval::Consent { confirmed, free_only }, stop)
+                eval::start(&state.ws, registry, tx, eval::Consent { confirmed, free_only, cases }, stop)
             }
             Effect::StopEval => {
                 self.eval_stop.cancel();

@@ -18,15 +18,27 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let v = &state.eval;
     let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
     frame.render_widget(Clear, rect);
-    let hints = match v.pane {
+    let keys: &[&str] = match v.pane {
         EvalPane::Case | EvalPane::ConfirmPromote => {
-            " ←→ lane · PgUp/PgDn case · ↑↓ scroll · p make this answer the expected one · Esc back "
+            &["←→ lane", "Esc back", "PgUp/PgDn case", "↑↓ scroll", "p make this answer the expected one"]
         }
         _ if v.running.is_some() => {
-            " ↑↓ case · Enter open · s stop the run · h run history · Esc close (the run goes on) "
+            &["s stop the run", "Esc close (the run goes on)", "↑↓ case", "Enter open", "h run history"]
         }
-        _ => " ↑↓ case · Enter open · r run what is missing · h run history · Esc close ",
+        _ => &[
+            "r run this case",
+            "N r the next N",
+            "a all missing",
+            "Esc close",
+            "↑↓ case",
+            "Enter open",
+            "h run history",
+        ],
     };
+    // As many keys as the frame holds, in order of importance.
+    let keys: Vec<Field> =
+        keys.iter().enumerate().map(|(i, k)| Field::new(*k, u8::try_from(i).unwrap_or(u8::MAX))).collect();
+    let hints = format!(" {} ", fit(&keys, " · ", usize::from(rect.width).saturating_sub(4)));
     let block = view_block(state, " eval: test cases through every lane ".into())
         .title_bottom(Line::styled(hints, Style::default().fg(t.muted)));
     let inner = block.inner(rect);
@@ -63,18 +75,28 @@ fn confirm(state: &AppState, frame: &mut Frame, area: Rect, text: &str) {
     frame.render_widget(Paragraph::new(text.to_string()).block(block).wrap(Wrap { trim: true }), rect);
 }
 
-fn status_line(state: &AppState, v: &EvalView, d: &EvalData) -> Line<'static> {
+/// What is shown and what a run is doing, in one line of `width`: the run's progress first, then facts that fit.
+fn status_line(state: &AppState, v: &EvalView, d: &EvalData, width: usize) -> Line<'static> {
     let t = &state.theme;
-    let reference = d.board.reference.as_deref().map(|r| format!(" · reference lane {r}")).unwrap_or_default();
-    let mut spans = vec![Span::styled(
-        format!(" {} cases (dataset/test.jsonl) · assertions: {}{reference}", d.cases.len(), d.assertions_from),
-        Style::default().fg(t.fg),
-    )];
-    if let Some((done, total, failed)) = v.running {
-        spans
-            .push(Span::styled(format!("  ▶ running {done}/{total} · {failed} failed"), Style::default().fg(t.accent)));
+    // Run errors (a run that did not complete) are not failed checks: the table's pass column counts those.
+    let doing = match (v.running, v.count) {
+        (Some((done, total, errors)), _) => format!(" ▶ running {done}/{total} · {errors} run error(s) ·"),
+        (None, Some(n)) => format!(" r runs {n} case(s) from the selected one ·"),
+        (None, None) => String::new(),
+    };
+    let mut fields = vec![
+        Field::new(format!("{} cases (dataset/test.jsonl)", d.cases.len()), 0)
+            .compact(format!("{} cases", d.cases.len())),
+    ];
+    fields.push(Field::new(format!("assertions: {}", d.assertions_from), 2));
+    if let Some(r) = &d.board.reference {
+        fields.push(Field::new(format!("reference lane {r}"), 1));
     }
-    Line::from(spans)
+    let facts = fit(&fields, " · ", width.saturating_sub(doing.chars().count() + 1));
+    Line::from(vec![
+        Span::styled(doing, Style::default().fg(t.accent)),
+        Span::styled(format!(" {facts}"), Style::default().fg(t.fg)),
+    ])
 }
 
 fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
@@ -100,7 +122,7 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
     let table = fit_table(&head, &compact, &compact, &[0, 1, 2, 6, 7, 8, 5, 9, 3, 4], width);
     let mut aligned = table.into_iter().map(|l| format!(" {l}"));
     let mut lines = vec![
-        status_line(state, v, d),
+        status_line(state, v, d, usize::from(area.width)),
         Line::styled(" token and time columns: mean/p95 over completed runs", Style::default().fg(t.muted)),
     ];
     lines.push(Line::styled(aligned.next().unwrap_or_default(), Style::default().add_modifier(Modifier::BOLD)));
@@ -217,8 +239,8 @@ fn case(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         Paragraph::new(c.expected.clone()).block(boxed(" expected ".into())).wrap(Wrap { trim: false }),
         left,
     );
-    let answer =
-        scored.map_or_else(|| "(no answer yet: r on the scoreboard runs it)".to_string(), |s| s.answer.output.clone());
+    let answer = scored
+        .map_or_else(|| "(no answer yet: r on the scoreboard runs this case)".to_string(), |s| s.answer.output.clone());
     frame.render_widget(
         Paragraph::new(answer.clone()).block(boxed(format!(" answer · {lane_id} "))).wrap(Wrap { trim: false }),
         right,
