@@ -186,6 +186,8 @@ pub enum Effect {
         input: String,
         /// The system prompt the run was sent with (hashed into the record).
         system_prompt: String,
+        /// The sampling settings the run was sent with.
+        sampling: Box<crate::workspace::Sampling>,
         report: Box<LaneReport>,
     },
     Quit,

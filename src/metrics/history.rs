@@ -58,6 +58,30 @@ fn adapter_hash(dir: &Path) -> Option<String> {
     Some(digest)
 }
 
+/// The sampling settings a run used, as runs.jsonl, `runs --csv` and the eval reports record them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SamplingRecord {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: Option<u32>,
+    pub max_tokens: u32,
+    pub seed: Option<u64>,
+    pub repetition_penalty: f64,
+}
+
+impl From<&crate::workspace::Sampling> for SamplingRecord {
+    fn from(s: &crate::workspace::Sampling) -> Self {
+        Self {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            max_tokens: s.max_tokens,
+            seed: s.seed,
+            repetition_penalty: s.repetition_penalty,
+        }
+    }
+}
+
 /// runs.jsonl read back: each record as JSON, and the lines that were not records (file:line: why).
 pub fn read(path: &Path) -> std::io::Result<(Vec<serde_json::Value>, Vec<String>)> {
     let bytes = match std::fs::read(path) {
@@ -138,7 +162,7 @@ pub fn table_line<S: AsRef<str>>(cells: &[S]) -> String {
 }
 
 /// The CSV columns, in order (RFC 4180 quoting).
-pub const CSV_COLUMNS: [&str; 21] = [
+pub const CSV_COLUMNS: [&str; 27] = [
     "time_unix_ms",
     "lane",
     "backend",
@@ -160,6 +184,12 @@ pub const CSV_COLUMNS: [&str; 21] = [
     "input",
     "output",
     "reasoning_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "seed",
+    "repetition_penalty",
 ];
 
 pub fn to_csv(records: &[serde_json::Value]) -> String {
