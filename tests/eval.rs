@@ -15,7 +15,7 @@ use tunebench::eval::{Case, Evals};
 use tunebench::workspace::BackendKind;
 
 fn case(id: &str, input: &str, expected: &str) -> Case {
-    Case { id: id.into(), input: input.into(), expected: expected.into(), line: 1, hash: id.into() }
+    Case { id: id.into(), input: input.into(), expected: expected.into(), line: 1, hash: id.into(), repeat: 0 }
 }
 
 fn evals(src: &str, cases: &[Case]) -> Result<Evals, String> {
@@ -391,4 +391,62 @@ async fn reports_in_markdown_csv_and_json_lines() {
     assert!(r.stdout.contains("short  3/4") && r.stdout.contains("reference"), "{}", r.stdout);
     let r = eval(&root, &b, &["--out", "x.html"], None).await;
     assert!(r.result.unwrap_err().contains(".md, .csv or .jsonl"));
+}
+
+/// `--repeat 3`: every case runs three times, repeat i with seed + i, each repeat cached on its own key; the
+/// pass rate's spread across repeats is reported, and the reports record each lane's configuration and sampling.
+#[tokio::test]
+async fn repeats_sample_with_seed_plus_i_are_cached_apart_and_report_their_spread() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "temperature = 0.7\nseed = 10\ntop_p = 0.9", "http://127.0.0.1:9/v1", 2);
+    // The short lane's sampled answer is right only on its first draw (seed 10) for "charged twice".
+    // The backend records each call's seed before answering; the answer reads it back through this handle.
+    let me: Arc<std::sync::OnceLock<Arc<AnswerBackend>>> = Arc::default();
+    let handle = me.clone();
+    let b = AnswerBackend::new(move |lane, input| {
+        let seen = handle.get().unwrap().seen.lock().unwrap();
+        let seed = seen.iter().rev().find(|(l, i, _)| l == lane && i == input).and_then(|s| s.2);
+        let right = support::answers::answers_for(input)?;
+        Ok(if lane == "short" && seed != Some(10) { right.replace("\"refund\"", "\"billing\"") } else { right })
+    });
+    assert!(me.set(b.clone()).is_ok());
+    let out = dir.path().join("report.md");
+    let r = eval(&root, &b, &["--json", "--repeat", "3", "--out", out.to_str().unwrap()], None).await;
+    assert_eq!(r.result, Ok(0), "{}", r.stderr);
+    assert!(r.stderr.contains("eval: 2 case(s) × 3 repeats × 2 lane(s): 0 cached, 12 to run"), "{}", r.stderr);
+    let mut seeds: Vec<(String, String, Option<u64>)> = b.seen.lock().unwrap().clone();
+    seeds.sort();
+    let short_c1: Vec<Option<u64>> =
+        seeds.iter().filter(|(l, i, _)| l == "short" && i.starts_with("my lamp")).map(|s| s.2).collect();
+    assert_eq!(short_c1, vec![Some(10), Some(11), Some(12)], "repeat i samples with seed + i");
+    let ls = lines(&r.stdout);
+    let short = ls.iter().find(|l| l["lane"] == "short").unwrap();
+    // Case 1 ("refund") passes only on repeat 0; case 2 always: per repeat 2/2, 1/2, 1/2.
+    assert_eq!(
+        (short["cases"].as_u64(), short["passed"].as_u64(), short["repeats"].as_u64()),
+        (Some(6), Some(4), Some(3))
+    );
+    assert_eq!(short["pass_rate_by_repeat"], serde_json::json!([1.0, 0.5, 0.5]));
+    assert_eq!(short["pass_rate_spread"]["min"], 0.5);
+    assert_eq!(short["pass_rate_spread"]["max"], 1.0);
+    assert_eq!(short["config"]["temperature"], 0.7);
+    assert_eq!(short["config"]["seed"], 10);
+    assert_eq!(short["config"]["prompt_variant"], "short");
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(md.contains("| short | openai | m-short | – | short | 0.7 | 0.9 | – | 256 | 10 | 1 |"), "{md}");
+    assert!(md.contains("50–100% (sd 23.6 pts)"), "{md}");
+    assert!(md.contains("(repeat 1) · lane `short`"), "{md}");
+    // Each repeat has its own cache key: a rerun runs nothing; one more repeat runs only the new one.
+    let again = eval(&root, &b, &["--json", "--repeat", "3"], None).await;
+    assert!(again.stderr.contains("12 cached, 0 to run"), "{}", again.stderr);
+    let more = eval(&root, &b, &["--json", "--repeat", "4"], None).await;
+    assert!(more.stderr.contains("12 cached, 4 to run"), "{}", more.stderr);
+    // CSV: the repeat and the seed it sampled with, per row.
+    let csv_out = dir.path().join("r.csv");
+    eval(&root, &b, &["--repeat", "2", "--out", csv_out.to_str().unwrap()], None).await;
+    let csv = std::fs::read_to_string(&csv_out).unwrap();
+    assert!(
+        csv.lines().next().unwrap().ends_with(",repeat,temperature,top_p,top_k,max_tokens,seed,repetition_penalty")
+    );
+    assert!(csv.lines().any(|l| l.starts_with("c1_0,short,") && l.ends_with(",1,0.7,0.9,,256,11,1")), "{csv}");
 }

@@ -60,7 +60,7 @@ async fn f9_runs_the_eval_shows_the_scoreboard_and_browses_and_promotes_a_case()
     assert!(matches!(tui.state.mode, tunebench::app::Mode::Eval));
     tui.until(|s| s.eval.data.is_some()).await;
     assert_eq!(lane_cases(&tui.state, "short"), Some((0, 0)), "nothing cached yet");
-    tui.key(KeyCode::Char('r'));
+    tui.key(KeyCode::Char('a'));
     tui.until(|s| s.eval.running.is_none() && lane_cases(s, "short") == Some((4, 3))).await;
     assert_eq!(b.calls(), 8);
     let screen = tui.screen();
@@ -109,20 +109,65 @@ async fn f9_asks_before_paid_calls() {
     let mut tui = Tui::new(&root, &b);
     tui.key(KeyCode::F(9));
     tui.until(|s| s.eval.data.is_some()).await;
-    tui.key(KeyCode::Char('r'));
+    tui.key(KeyCode::Char('a'));
     tui.until(|s| matches!(s.eval.pane, tunebench::app::EvalPane::ConfirmPaid(_))).await;
     assert!(tui.screen().contains("2 paid call(s) on lane(s) long:"), "{}", tui.screen());
     tui.key(KeyCode::Char('n'));
     assert_eq!(b.calls(), 0);
     // f: only the free lane's runs.
-    tui.key(KeyCode::Char('r'));
+    tui.key(KeyCode::Char('a'));
     tui.until(|s| matches!(s.eval.pane, tunebench::app::EvalPane::ConfirmPaid(_))).await;
     tui.key(KeyCode::Char('f'));
     tui.until(|s| s.eval.running.is_none() && lane_cases(s, "short") == Some((2, 1))).await;
     assert_eq!((b.calls(), lane_cases(&tui.state, "long")), (2, Some((0, 0))));
-    tui.key(KeyCode::Char('r'));
+    tui.key(KeyCode::Char('a'));
     tui.until(|s| matches!(s.eval.pane, tunebench::app::EvalPane::ConfirmPaid(_))).await;
     tui.key(KeyCode::Char('y'));
     tui.until(|s| s.eval.running.is_none() && lane_cases(s, "long") == Some((2, 2))).await;
     assert_eq!(b.calls(), 4);
+}
+
+/// While a run goes on, F9's table fills in answer by answer; `r` runs the selected case, `N r` the N cases from
+/// it; run errors are counted as errors, apart from answers that fail their checks.
+#[tokio::test]
+async fn f9_fills_in_while_running_and_r_runs_the_selected_case_or_n_cases() {
+    use ratatui::crossterm::event::KeyCode;
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 6);
+    // The short lane's server is down for the "where is my parcel" case: a run error, not a wrong answer.
+    let b = support::answers::AnswerBackend::new(|lane, input| {
+        if lane == "short" && input.starts_with("where is my parcel") {
+            return Err("server said 503".into());
+        }
+        support::answers::answers_for(input)
+    });
+    let mut tui = Tui::new(&root, &b);
+    tui.key(KeyCode::F(9));
+    tui.until(|s| s.eval.data.is_some()).await;
+    tui.key(KeyCode::Down);
+    tui.key(KeyCode::Char('r'));
+    let mut seen_live = false;
+    while !(tui.state.eval.running.is_none() && tui.state.eval.last_message.is_some()) {
+        let a = tokio::time::timeout(Duration::from_secs(20), tui.actions.recv()).await.unwrap().unwrap();
+        tui.rt.dispatch(&mut tui.state, a);
+        seen_live |= tui.state.eval.running.is_some() && lane_cases(&tui.state, "long").is_some_and(|c| c.0 > 0);
+    }
+    assert!(seen_live, "the table showed answers while the run was going");
+    assert_eq!(b.calls(), 2, "r ran the selected case only, on both lanes");
+    assert_eq!((lane_cases(&tui.state, "long"), lane_cases(&tui.state, "short")), (Some((1, 1)), Some((1, 1))));
+    let d = tui.state.eval.data.as_ref().unwrap();
+    assert!(d.board.get(1, 0).is_some() && d.board.get(0, 0).is_none(), "case 2 (selected) ran, case 1 did not");
+
+    // 3r: the selected case and the two after it; case 2 is cached, so 4 runs, and c3 fails on the short lane.
+    tui.state.eval.last_message = None;
+    tui.key(KeyCode::Char('3'));
+    assert!(tui.screen().contains("r runs 3 case(s) from the selected one"), "{}", tui.screen());
+    tui.key(KeyCode::Char('r'));
+    tui.until(|s| s.eval.running.is_none() && s.eval.last_message.is_some()).await;
+    assert_eq!(b.calls(), 6);
+    let msg = tui.state.eval.last_message.clone().unwrap();
+    assert_eq!(msg, "eval ran 4 runs (1 run error(s))");
+    let short = tui.state.eval.data.as_ref().unwrap().board.lanes.iter().find(|l| l.lane == "short").unwrap().clone();
+    assert_eq!((short.cases, short.passed, short.errors), (3, 2, 1), "the run error stays on the board");
+    assert!(tui.screen().contains("2/3 (1 run errors)"), "{}", tui.screen());
 }

@@ -70,6 +70,12 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert_eq!(base["input_sha256"], sha(b"My order arrived broken."));
     assert_eq!(base["prompt_sha256"], sha(ws.prompt_text("long").unwrap().as_bytes()));
     assert!(base["adapter_sha256"].is_null() && base["time_unix_ms"].as_u64().unwrap() > 0);
+    // And the sampling settings it ran with.
+    let sp = &ws.lanes[0].sampling;
+    assert_eq!((base["temperature"].as_f64(), base["top_p"].as_f64()), (Some(sp.temperature), Some(sp.top_p)));
+    assert_eq!((base["max_tokens"].as_u64(), base["seed"].as_u64()), (Some(u64::from(sp.max_tokens)), sp.seed));
+    assert_eq!(base["repetition_penalty"].as_f64(), Some(sp.repetition_penalty));
+    assert!(base.get("top_k").is_some(), "top_k recorded (null: no limit)");
     let tuned = recs.iter().find(|r| r["lane"] == "tuned").unwrap();
     let adapter = ws.resolve("adapters/ticket-lora");
     let files = ["adapter_config.json", "adapter_model.safetensors"].map(|f| std::fs::read(adapter.join(f)).unwrap());
@@ -83,6 +89,15 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert_eq!(rows.next().unwrap(), tunebench::metrics::history::CSV_COLUMNS.join(","));
     assert_eq!(rows.count(), 3);
     assert!(csv.contains(&sha(b"My order arrived broken.")));
+
+    // `tunebench runs` writes the table F9's history does: UTC dates, "prompt" the variant, money one way.
+    let out = Command::new(env!("CARGO_BIN_EXE_tunebench")).args(["runs", root.to_str().unwrap()]).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let date = tunebench::metrics::history::utc_minute(base["time_unix_ms"].as_u64().unwrap());
+    let row = table.lines().find(|l| l.contains(" base ")).unwrap();
+    assert!(row.starts_with(&date), "{table}");
+    assert!(row.contains(" long ") && row.contains(" 1,287 ") && row.ends_with("26.0 µ$"), "{table}");
+    assert!(table.starts_with("time (UTC)       lane       prompt   prompt tok"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

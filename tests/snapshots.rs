@@ -99,11 +99,98 @@ fn savings_panel_100x30() {
     update(&mut s, key(ratatui::crossterm::event::KeyCode::F(12)));
     let screen = screen(&s);
     // base at $0.02/Mtok: 1,375 tokens = $0.0000275; tuned 123 = $0.00000246; api (gpt-4o-mini $0.15) 1,249 = $0.000187.
-    assert!(
-        screen.contains("$0.0000275") && screen.contains("$0.00000246") && screen.contains("$0.000187"),
-        "{screen}"
-    );
+    assert!(screen.contains("27.5 µ$") && screen.contains("2.46 µ$") && screen.contains("187 µ$"), "{screen}");
+    // tuned is cheaper (− in both difference columns); api costs more (+), and sends base's own prompt.
+    assert!(screen.contains("−1,252 (−91%)") && screen.contains("−$2.50"), "{screen}");
+    assert!(screen.contains("same prompt *") && screen.contains("+$15.99"), "{screen}");
+    assert!(screen.contains("−126 (−9%) tokens are only another tokenizer's count"), "{screen}");
     snap!("savings_panel_100x30", screen);
     update(&mut s, key(ratatui::crossterm::event::KeyCode::Esc));
     assert!(matches!(s.mode, tunebench::app::Mode::Normal), "any key closes the panel");
+}
+
+/// At 80×24 every figure of F12 is whole: compact forms and fewer columns, never a number cut at the frame.
+#[test]
+fn savings_panel_80x24() {
+    use tunebench::metrics::Count;
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    let count = |tokens, estimated: bool| Ok(Count { tokens, estimated, how: String::new() });
+    // tuned saves 1,375 − 196 tokens at $0.02/Mtok = $0.00002358 a run: $25 is paid back after 1,060,221 runs.
+    update(&mut s, Action::Counted(vec![count(1375, false), count(196, false), count(1249, false)]));
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(12)));
+    let screen = screen(&s);
+    assert!(screen.contains("1,060,221 runs") || screen.contains("1.06 M runs"), "{screen}");
+    snap!("savings_panel_80x24", screen);
+}
+
+/// A lane footer at 80×24 with long timings and a cost under a cent: figures shorten or go, never cut.
+#[test]
+fn lane_footer_keeps_whole_figures_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, ctrl('r'));
+    ev(&mut s, 0, EventKind::Started { prompt_tokens: Some(1287) });
+    ev(&mut s, 0, EventKind::Token { text: "{}".into() });
+    let usage = Usage { prompt_tokens: Some(1287), completion_tokens: Some(52), ..Usage::default() };
+    let timings =
+        Timings { ttft: Some(Duration::from_millis(12_500)), total: Duration::from_millis(36_850), busy: None };
+    ev(&mut s, 0, EventKind::Done { usage, timings });
+    let width = 24;
+    let lines = tunebench::ui::footer(&s, 0, width);
+    assert!(lines.iter().all(|l| l.chars().count() <= width), "{lines:?}");
+    assert_eq!(lines[1], "total 36.85s …", "the total keeps its unit; ttft goes first");
+    assert!(lines[2].contains(" µ$"), "{lines:?}");
+    assert_eq!(tunebench::ui::footer(&s, 0, 80)[1], "ttft 12.50s · total 36.85s");
+    snap!("lane_footer_80x24", screen(&s));
+}
+
+/// F10 at 80×24: no "step 0/0" before a run; after `s`, "stopped at step N" (not "done"), the ETA as m:ss
+/// while it ran, and the adapter Enter will run named.
+#[test]
+fn train_view_before_a_run_and_after_a_stop_80x24() {
+    use ratatui::crossterm::event::KeyCode;
+    use tunebench::app::TrainMsg;
+    use tunebench::lora::train::{Event, Summary};
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, key(KeyCode::F(10)));
+    let before = screen(&s);
+    assert!(!before.contains("step 0/0") && before.contains("no training run yet"), "{before}");
+    snap!("train_before_80x24", before);
+
+    update(&mut s, key(KeyCode::Enter));
+    let prepared = TrainMsg::Prepared {
+        lane: "tuned".into(),
+        adapter_dir: "adapters/ticket-lora".into(),
+        train: 86,
+        valid: 20,
+        skipped: vec![],
+    };
+    update(&mut s, Action::Training(prepared));
+    update(
+        &mut s,
+        Action::Training(TrainMsg::Event(Event::Started { steps: 200, examples: 86, valid: 20, resumed_at: 0 })),
+    );
+    for step in 1..=40 {
+        let loss = 2.0 - step as f64 * 0.03;
+        let e = Event::Step { step, steps: 200, loss, lr: 2e-4, grad_norm: 1.0, tokens_per_s: 950.0, eta_s: 754.4 };
+        update(&mut s, Action::Training(TrainMsg::Event(e)));
+    }
+    let running = screen(&s);
+    assert!(running.contains("ETA 12:34") && running.contains("step 40/200"), "{running}");
+    update(&mut s, ch('s'));
+    let summary = Summary {
+        steps: 40,
+        train_loss: Some(0.8),
+        valid_before: None,
+        valid_best: None,
+        stopped_early: false,
+        cancelled: true,
+        tokens: 61_234,
+        seconds: 64.6,
+        peak_rss_bytes: None,
+    };
+    update(&mut s, Action::Training(TrainMsg::Finished(Ok(summary))));
+    let after = screen(&s);
+    assert!(after.contains("stopped at step 40") && !after.contains("done"), "{after}");
+    assert!(after.contains("Enter run lane `tuned` with adapters/ticket-lora"), "{after}");
+    snap!("train_stopped_80x24", after);
 }

@@ -50,3 +50,32 @@ fn an_exact_count_for_text_since_edited_is_dropped() {
     let c = s.lanes[2].live.clone().unwrap().unwrap();
     assert_eq!((c.tokens, c.estimated), (1234, false));
 }
+
+/// F4 at 80×24: End goes to the last line (it used to close the view), PgDn stops there, Home goes back.
+#[test]
+fn f4_end_scrolls_to_the_last_line_and_pgdn_stops_there() {
+    use ratatui::crossterm::event::KeyCode;
+    use tunebench::app::{Action, Mode, TokenView};
+    use tunebench::metrics::{Count, count::Segment};
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    // 60 short lines: the frame holds 20 of them, so the last scroll is 61 − 20 (a blank first line included).
+    let segs = (0..60).map(|i| Segment { text: format!("line {i}\n"), framing: false, tokens: 2 }).collect();
+    let count = Count { tokens: 120, estimated: false, how: "test".into() };
+    update(&mut s, Action::TokensReady(Box::new(TokenView { lane: 0, scroll: 0, result: Ok((count, segs)) })));
+    let scroll = |s: &tunebench::app::AppState| match &s.mode {
+        Mode::Tokens(v) => v.scroll,
+        m => panic!("F4 closed: {m:?}"),
+    };
+    update(&mut s, support::keys::key(KeyCode::End));
+    assert_eq!(scroll(&s), 41);
+    for _ in 0..3 {
+        update(&mut s, support::keys::key(KeyCode::PageDown));
+    }
+    assert_eq!(scroll(&s), 41, "PgDn stops at the end");
+    update(&mut s, support::keys::key(KeyCode::Up));
+    assert_eq!(scroll(&s), 40);
+    update(&mut s, support::keys::key(KeyCode::Home));
+    assert_eq!(scroll(&s), 0);
+    update(&mut s, support::keys::key(KeyCode::Char('x')));
+    assert!(matches!(s.mode, Mode::Normal), "any other key closes");
+}

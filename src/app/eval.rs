@@ -23,10 +23,11 @@ pub enum EvalMsg {
     Loaded(Result<Box<EvalData>, String>),
     /// Paid calls are planned: the estimate, to confirm before anything runs.
     NeedsConfirm(String),
+    /// Runs finished of those planned; `errors` are runs that did not complete (not answers that failed checks).
     Progress {
         done: usize,
         total: usize,
-        failed: usize,
+        errors: usize,
     },
     /// A run ended (or was stopped): what happened.
     Finished(Result<String, String>),
@@ -56,9 +57,13 @@ pub struct EvalView {
     /// Index into `data.lanes` of the lane shown in the case pane.
     pub lane: usize,
     pub scroll: u16,
-    /// (done, total, failed) while a run is going.
+    /// (done, total, run errors) while a run is going.
     pub running: Option<(usize, usize, usize)>,
     pub last_message: Option<String>,
+    /// Digits typed before `r`: how many cases, from the selected one, to run.
+    pub count: Option<usize>,
+    /// The cases the run asked for (None: all), kept for the paid-call question's answer.
+    pub scope: Option<std::ops::Range<usize>>,
 }
 
 /// F9: shows the scoreboard (read again from the cache and the files).
@@ -85,7 +90,8 @@ pub fn on_msg(state: &mut AppState, msg: EvalMsg) -> Vec<Effect> {
             v.running = None;
             v.pane = EvalPane::ConfirmPaid(text);
         }
-        EvalMsg::Progress { done, total, failed } => v.running = Some((done, total, failed)),
+        EvalMsg::Progress { done, total, errors } => v.running = Some((done, total, errors)),
+        // The board already holds every answer of the run (its run errors too, which the cache does not keep).
         EvalMsg::Finished(r) => {
             v.running = None;
             match r {
@@ -95,7 +101,6 @@ pub fn on_msg(state: &mut AppState, msg: EvalMsg) -> Vec<Effect> {
                 }
                 Err(e) => state.error(e),
             }
-            return vec![Effect::LoadEval];
         }
         EvalMsg::Promoted(Ok(m)) => {
             state.info(m);
@@ -111,6 +116,10 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
     let v = &mut state.eval;
     let cases = v.data.as_ref().map_or(0, |d| d.cases.len());
     let lanes = v.data.as_ref().map_or(0, |d| d.lanes.len());
+    // A count typed before `r` applies to that `r` only: any other key forgets it.
+    if !matches!(key.code, KeyCode::Char('0'..='9' | 'r')) {
+        v.count = None;
+    }
     match v.pane.clone() {
         EvalPane::ConfirmPaid(_) => {
             v.pane = EvalPane::Board;
@@ -120,7 +129,7 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
                 _ => return Vec::new(),
             };
             v.running = Some((0, 0, 0));
-            return vec![Effect::RunEval { confirmed, free_only }];
+            return vec![Effect::RunEval { confirmed, free_only, cases: v.scope.clone() }];
         }
         EvalPane::ConfirmPromote => {
             v.pane = EvalPane::Case;
@@ -141,9 +150,17 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
                 v.pane = EvalPane::Case;
                 v.scroll = 0;
             }
-            KeyCode::Char('r') if v.running.is_none() => {
+            // `r` runs the selected case, `N r` the N cases from it, `a` every case: only what is not cached.
+            KeyCode::Char(d @ '0'..='9') if v.running.is_none() => {
+                let n = v.count.unwrap_or(0).saturating_mul(10).saturating_add(d as usize - '0' as usize);
+                v.count = Some(n.min(cases.max(1)));
+                return Vec::new();
+            }
+            KeyCode::Char(c @ ('r' | 'a')) if v.running.is_none() && cases > 0 => {
+                let n = v.count.take().filter(|&n| n > 0).unwrap_or(1);
+                v.scope = (c == 'r').then(|| v.selected..(v.selected + n).min(cases));
                 v.running = Some((0, 0, 0));
-                return vec![Effect::RunEval { confirmed: false, free_only: false }];
+                return vec![Effect::RunEval { confirmed: false, free_only: false, cases: v.scope.clone() }];
             }
             KeyCode::Char('s') if v.running.is_some() => return vec![Effect::StopEval],
             KeyCode::Char('h') => return vec![Effect::LoadHistory],

@@ -11,7 +11,7 @@ mod prompt;
 mod settings;
 mod train;
 mod update;
-mod views;
+pub mod views;
 
 use std::collections::BTreeMap;
 
@@ -152,11 +152,13 @@ pub enum Effect {
     LoadHistory,
     /// Read the test cases, evals.toml and the cache into a scoreboard (answered with `EvalMsg::Loaded`).
     LoadEval,
-    /// Run every (case, lane) pair the cache lacks; paid calls need `confirmed`.
+    /// Run the (case, lane) pairs the cache lacks, of the cases in `cases` (all when None); paid calls need
+    /// `confirmed`.
     RunEval {
         confirmed: bool,
         /// Leave out the paid lanes' runs (the user declined them but wants the rest).
         free_only: bool,
+        cases: Option<std::ops::Range<usize>>,
     },
     StopEval,
     /// Make a lane's answer the expected answer of a test case.
@@ -184,6 +186,8 @@ pub enum Effect {
         input: String,
         /// The system prompt the run was sent with (hashed into the record).
         system_prompt: String,
+        /// The sampling settings the run was sent with.
+        sampling: Box<crate::workspace::Sampling>,
         report: Box<LaneReport>,
     },
     Quit,

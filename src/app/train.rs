@@ -106,11 +106,17 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
             }
         }
         TrainMsg::Finished(Ok(summary)) => {
+            // A run stopped with `s` is not a finished one: say where it stopped and how to go on.
+            let what = if summary.cancelled {
+                format!("training stopped at step {} (`tunebench train --resume` goes on)", summary.steps)
+            } else if summary.stopped_early {
+                format!("training stopped early at step {} (no gain)", summary.steps)
+            } else {
+                "training done".to_string()
+            };
             let msg = match (summary.valid_before, summary.valid_best) {
-                (Some(a), Some(b)) => {
-                    format!("training done: valid loss {a:.3} → {b:.3}; F10 shows it, Enter there runs the lane")
-                }
-                _ => "training done; F10 shows it".to_string(),
+                (Some(a), Some(b)) => format!("{what}: valid loss {a:.3} → {b:.3}; F10 shows it"),
+                _ => format!("{what}; F10 shows it"),
             };
             t.status = TrainStatus::Done;
             t.summary = Some(summary);

@@ -90,7 +90,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
                 return global_save_quit(state, key);
             }
-            state.mode = super::views::scroll(mode, key.code);
+            state.mode = super::views::scroll(state, mode, key.code);
             return Vec::new();
         }
         Mode::Prompt(mut ed) => {
@@ -348,13 +348,14 @@ fn on_engine(state: &mut AppState, ev: crate::engine::EngineEvent) -> Vec<Effect
         _ => return Vec::new(),
     };
     let report = LaneReport::new(&state.ws, spec, &lane.output, outcome);
+    let sampling = Box::new(spec.sampling.clone());
     if matches!(end, Finished::Failed) && !matches!(lane.status, super::LaneStatus::Cancelled) {
         let msg = format!("lane `{}` failed: {}", spec.id, report.error.as_deref().unwrap_or("?"));
         state.error(msg);
     }
     let input = state.lanes[ev.lane].input.clone();
     let system_prompt = state.lanes[ev.lane].system_prompt.clone();
-    vec![Effect::Record { input, system_prompt, report: Box::new(report) }]
+    vec![Effect::Record { input, system_prompt, sampling, report: Box::new(report) }]
 }
 
 fn on_paste(state: &mut AppState, text: &str) {

@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// Run paid API calls without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Run every case N times (repeat i samples with seed + i), with the pass rate's spread across repeats:
+    /// for lanes that sample (temperature > 0). Each repeat is cached on its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
     /// Run every case again, ignoring cached answers (fresh timings).
     #[arg(long)]
     pub fresh: bool,
@@ -81,7 +85,24 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let ws = workspace::load(path)?;
     let lanes = crate::cli::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
     let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let mut setup = Setup::load(&ws, lanes, limit)?;
+    let mut setup = Setup::load_repeated(&ws, lanes, limit, args.repeat as usize)?;
+    if args.repeat > 1 {
+        // Greedy lanes answer the same way every time: their repeats only cost time (and money on an API).
+        let greedy: Vec<&str> = setup
+            .lanes
+            .iter()
+            .map(|&l| &ws.lanes[l])
+            .filter(|l| l.sampling.temperature <= 0.0)
+            .map(|l| l.id.as_str())
+            .collect();
+        if !greedy.is_empty() {
+            writeln!(
+                stderr,
+                "tunebench: note: lane(s) {} sample greedily (temperature 0): their repeats should agree",
+                greedy.join(", ")
+            )?;
+        }
+    }
     if setup.cache.skipped > 0 {
         writeln!(
             stderr,
@@ -106,8 +127,9 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     }
     writeln!(
         stderr,
-        "eval: {} case(s) × {} lane(s): {} cached, {} to run",
-        setup.cases.len(),
+        "eval: {} case(s){} × {} lane(s): {} cached, {} to run",
+        setup.cases.len() / args.repeat.max(1) as usize,
+        if args.repeat > 1 { format!(" × {} repeats", args.repeat) } else { String::new() },
         setup.lanes.len(),
         plan.cached.len(),
         plan.run.len()
@@ -117,7 +139,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let total = plan.run.len();
     let limits = runner::limits(&ws, &setup.lanes, args.concurrency as usize);
     let started = Instant::now();
-    let (mut done, mut failed) = (0usize, 0usize);
+    let (mut done, mut errors) = (0usize, 0usize);
     let every = (total / 10).max(1);
     let cache = &mut setup.cache;
     let cases = &setup.cases;
@@ -130,7 +152,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
         Progress::Finished(job, answer) => {
             done += 1;
             if let Some(e) = &answer.error {
-                failed += 1;
+                errors += 1;
                 let _ = writeln!(
                     stderr,
                     "{}case {} · lane {}: {}",
@@ -147,7 +169,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
             let secs = started.elapsed().as_secs_f64();
             let eta = secs / done as f64 * (total - done) as f64;
             let line = format!(
-                "{} {done}/{total} runs · {failed} failed · {:.1}s · ETA {}",
+                "{} {done}/{total} runs · {errors} run error(s) · {:.1}s · ETA {}",
                 crate::cli::train::bar(done, total),
                 secs,
                 crate::cli::train::eta(eta)

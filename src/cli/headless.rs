@@ -90,7 +90,8 @@ pub async fn run_with(
         let report = LaneReport::new(ws, spec, &outputs[ev.lane], outcome);
         if let Err(e) = store::append_line(
             &ws.runs_path(),
-            &RunRecord::now(ws, input, ws.prompt_text(&spec.prompt).unwrap_or_default(), &report).to_json(),
+            &RunRecord::now(ws, input, ws.prompt_text(&spec.prompt).unwrap_or_default(), &spec.sampling, &report)
+                .to_json(),
         ) {
             let w = format!("lane `{}` not recorded: {e}", spec.id);
             on_warning(&w);

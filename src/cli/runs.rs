@@ -20,30 +20,11 @@ pub(super) fn runs(path: &Path, csv: bool) -> anyhow::Result<ExitCode> {
         print!("{}", history::to_csv(&records));
         return Ok(ExitCode::SUCCESS);
     }
-    let field = |r: &serde_json::Value, k: &str| match r.get(k) {
-        None | Some(serde_json::Value::Null) => "—".to_string(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-    };
-    println!(
-        "{:<14} {:<8} {:>7} {:>6} {:>9} {:>9} {:>10}  error",
-        "time (unix s)", "lane", "prompt", "out", "ttft ms", "total ms", "cost $"
-    );
+    // The same table as F9's history view (h): UTC dates, counts with separators, money written one way.
+    println!("{}  error", history::table_line(&history::TABLE_HEAD));
     for r in &records {
-        let secs = r
-            .get("time_unix_ms")
-            .and_then(serde_json::Value::as_u64)
-            .map_or("—".into(), |ms| (ms / 1000).to_string());
-        println!(
-            "{secs:<14} {:<8} {:>7} {:>6} {:>9} {:>9} {:>10}  {}",
-            field(r, "lane"),
-            field(r, "prompt_tokens"),
-            field(r, "completion_tokens"),
-            field(r, "ttft_ms"),
-            field(r, "total_ms"),
-            field(r, "cost_usd"),
-            r.get("error").and_then(|e| e.as_str()).unwrap_or("")
-        );
+        let error = r.get("error").and_then(|e| e.as_str()).unwrap_or("");
+        println!("{}", format!("{}  {error}", history::table_line(&history::table_cells(r))).trim_end());
     }
     println!("{} run(s) in {}", records.len(), file.display());
     Ok(ExitCode::SUCCESS)

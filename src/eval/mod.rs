@@ -47,8 +47,23 @@ pub struct Case {
     /// 1-based line in test.jsonl.
     pub line: usize,
     /// What identifies the case's run: its input (the expected answer is only scored against, so editing it
-    /// re-scores the cached answers instead of running them again).
+    /// re-scores the cached answers instead of running them again), and the repeat.
     pub hash: String,
+    /// Which run of the case this is (`eval --repeat N`): 0 for the first; repeat i samples with seed + i.
+    pub repeat: usize,
+}
+
+impl Case {
+    /// Repeat `i` of this case: same id, input and expected answer; its own cache key (repeat 0 keeps the key
+    /// a run without repeats has, so the cache stays valid).
+    pub fn repeat(&self, i: usize) -> Self {
+        let hash = if i == 0 {
+            self.hash.clone()
+        } else {
+            sha256_hex(format!("{}|repeat {i}", self.hash).as_bytes())[..16].to_string()
+        };
+        Self { hash, repeat: i, ..self.clone() }
+    }
 }
 
 /// The test split's examples, in file order; a malformed line is an error naming it (never silently skipped).
@@ -70,6 +85,7 @@ pub fn load_cases(ws: &Workspace) -> Result<Vec<Case>, EvalError> {
             expected: ex.assistant().to_string(),
             line,
             hash: sha256_hex(ex.user().as_bytes())[..16].to_string(),
+            repeat: 0,
         })
         .collect();
     if cases.is_empty() {
@@ -95,12 +111,23 @@ pub struct Setup {
 impl Setup {
     /// Reads everything up front, so that a bad evals.toml or test line stops the eval before any run.
     pub fn load(ws: &Workspace, lanes: Vec<crate::engine::LaneIdx>, limit: Option<usize>) -> Result<Self, EvalError> {
+        Self::load_repeated(ws, lanes, limit, 1)
+    }
+
+    /// As `load`, with every case `repeats` times (case order: all of repeat 0, then repeat 1, …).
+    pub fn load_repeated(
+        ws: &Workspace,
+        lanes: Vec<crate::engine::LaneIdx>,
+        limit: Option<usize>,
+        repeats: usize,
+    ) -> Result<Self, EvalError> {
         let mut cases = load_cases(ws)?;
         // Ids are checked against every case, so that --limit cannot make a valid evals.toml look wrong.
         let evals = Evals::load(&ws.root, &cases)?;
         if let Some(n) = limit {
             cases.truncate(n);
         }
+        let cases = (0..repeats.max(1)).flat_map(|i| cases.iter().map(move |c| c.repeat(i))).collect();
         let hashes = (0..ws.lanes.len())
             .map(|l| if lanes.contains(&l) { lane_hash(ws, &ws.lanes[l]) } else { String::new() })
             .collect();

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::Case;
 use super::score::{LaneScore, Scoreboard, Stat};
+use crate::metrics::fmt_usd;
 use crate::metrics::history::quote;
 
 /// The `eval --json` line of a lane: the fields first, in its order, then extensions.
@@ -32,6 +33,12 @@ struct LaneLine<'a> {
     /// Pass rate per assertion, in the order they were first met.
     assertions: Rates<'a>,
     vs_reference: &'a Option<super::score::VsReference>,
+    /// Runs of each case (`--repeat`), the pass rate of each repeat and their spread (None for one repeat).
+    repeats: usize,
+    pass_rate_by_repeat: Vec<f64>,
+    pass_rate_spread: Option<super::score::Spread>,
+    /// What the lane ran with: backend, model, adapter, prompt variant and sampling settings.
+    config: &'a super::score::LaneConfig,
 }
 
 /// `{"name": rate, …}` in the assertions' own order (a JSON object, which serde_json would sort).
@@ -74,6 +81,10 @@ pub fn lane_json(s: &LaneScore) -> String {
         cost_per_case_usd: s.cost_per_case_usd,
         assertions: Rates(&s.assertions),
         vs_reference: &s.vs_reference,
+        repeats: s.repeat_rates.len().max(1),
+        pass_rate_by_repeat: s.repeat_rates.iter().map(|&v| r4(v)).collect(),
+        pass_rate_spread: s.spread().map(|p| super::score::Spread { min: r4(p.min), max: r4(p.max), sd: r4(p.sd) }),
+        config: &s.config,
     };
     // Plain numbers, strings and options: serialising cannot fail; never print a blank line if it did.
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"lane\":{:?},\"error\":\"{e}\"}}", s.lane))
@@ -87,18 +98,11 @@ fn stat(s: Stat, decimals: usize) -> String {
     format!("{} / {}", num(s.mean, decimals), num(s.p95, decimals))
 }
 
-/// Dollars to three significant figures ("?" when the lane has no price).
-pub fn usd(v: Option<f64>) -> String {
-    match v {
-        None => "?".into(),
-        Some(v) if v < 0.0 => format!("-{}", usd(Some(-v))),
-        Some(v) => crate::metrics::fmt_cost_nanos((v * 1e9).round() as u64),
-    }
-}
-
-/// Rows of the scoreboard as cells, shared by the terminal table and the Markdown report.
+/// Rows of the scoreboard as cells, shared by the terminal table and the Markdown report; with repeats, a last
+/// column gives the spread of the pass rate across them.
 pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let head = vec![
+    let repeated = board.lanes.iter().any(|s| !s.repeat_rates.is_empty());
+    let mut head = vec![
         "lane",
         "pass",
         "rate (95% CI)",
@@ -110,6 +114,9 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
         "$/1k cases",
         "vs reference",
     ];
+    if repeated {
+        head.push("pass rate over repeats min–max (sd)");
+    }
     let rows = board
         .lanes
         .iter()
@@ -121,20 +128,23 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 Some(v) => format!(
                     "{} per 1k, {:+.0} pts",
                     v.saved_per_1k_usd.map_or("?".into(), |d| if d >= 0.0 {
-                        format!("saves {}", usd(Some(d)))
+                        format!("saves {}", fmt_usd(Some(d)))
                     } else {
-                        format!("costs {} more", usd(Some(-d)))
+                        format!("costs {} more", fmt_usd(Some(-d)))
                     }),
                     v.pass_rate_delta * 100.0
                 ),
             };
-            vec![
+            let spread = s.spread().map_or("–".into(), |p| {
+                format!("{:.0}–{:.0}% (sd {:.1} pts)", p.min * 100.0, p.max * 100.0, p.sd * 100.0)
+            });
+            let mut row = vec![
                 s.lane.clone(),
                 format!(
                     "{}/{}{}",
                     s.passed,
                     s.cases,
-                    if s.errors > 0 { format!(" ({} failed runs)", s.errors) } else { String::new() }
+                    if s.errors > 0 { format!(" ({} run errors)", s.errors) } else { String::new() }
                 ),
                 if s.cases == 0 {
                     "not run".into()
@@ -145,10 +155,14 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 stat(s.completion_tokens, 0),
                 stat(s.ttft_ms, 0),
                 stat(s.total_ms, 0),
-                usd(s.cost_per_case_usd),
-                usd(s.cost_per_1k_usd()),
+                fmt_usd(s.cost_per_case_usd),
+                fmt_usd(s.cost_per_1k_usd()),
                 vs,
-            ]
+            ];
+            if repeated {
+                row.push(spread);
+            }
+            row
         })
         .collect();
     (head, rows)
@@ -217,6 +231,29 @@ pub fn markdown(board: &Scoreboard, cases: &[Case], title: &str) -> String {
         }
         out.push('\n');
     }
+    out.push_str("\n## Lanes\n\n| lane | backend | model | adapter | prompt | temperature | top_p | top_k | max_tokens | seed | repetition penalty |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for s in &board.lanes {
+        let c = &s.config;
+        let sp = &c.sampling;
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&s.lane),
+            c.backend,
+            cell(&c.model),
+            cell(c.adapter.as_deref().unwrap_or("–")),
+            cell(&c.prompt_variant),
+            sp.temperature,
+            sp.top_p,
+            opt(sp.top_k.map(|v| v.to_string())),
+            sp.max_tokens,
+            opt(sp.seed.map(|v| v.to_string())),
+            sp.repetition_penalty
+        ));
+    }
+    if board.lanes.iter().any(|s| !s.repeat_rates.is_empty()) {
+        out.push_str("\nEach case ran once per repeat; repeat i sampled with seed + i. The pass rate and its interval are over all runs; the last column of the scoreboard is the spread of the per-repeat pass rates.\n");
+    }
     out.push_str("\n## Failed cases\n\n");
     let mut any = false;
     for (ci, row) in board.rows.iter().enumerate() {
@@ -228,7 +265,13 @@ pub fn markdown(board: &Scoreboard, cases: &[Case], title: &str) -> String {
                 .filter(|c| !c.pass && c.weight > 0.0)
                 .map(|c| if c.detail.is_empty() { c.name.clone() } else { format!("{} ({})", c.name, c.detail) })
                 .collect();
-            out.push_str(&format!("- `{}` · lane `{}`: {}\n", cases[ci].id, s.answer.lane, cell(&failed.join("; "))));
+            let repeat = if cases[ci].repeat > 0 { format!(" (repeat {})", cases[ci].repeat) } else { String::new() };
+            out.push_str(&format!(
+                "- `{}`{repeat} · lane `{}`: {}\n",
+                cases[ci].id,
+                s.answer.lane,
+                cell(&failed.join("; "))
+            ));
         }
     }
     if !any {
@@ -245,6 +288,7 @@ pub fn case_lines(board: &Scoreboard, cases: &[Case]) -> String {
             let a = &s.answer;
             let v = json!({
                 "case_id": cases[ci].id,
+                "repeat": cases[ci].repeat,
                 "lane": a.lane,
                 "pass": s.pass,
                 "score": s.score,
@@ -259,6 +303,7 @@ pub fn case_lines(board: &Scoreboard, cases: &[Case]) -> String {
                 "total_ms": a.total_ms,
                 "cost_usd": s.cost_usd,
                 "cached": a.from_cache,
+                "sampling": sampling_of(board, s, &cases[ci]),
             });
             out.push_str(&v.to_string());
             out.push('\n');
@@ -270,7 +315,7 @@ pub fn case_lines(board: &Scoreboard, cases: &[Case]) -> String {
 /// One CSV row per case and lane (RFC 4180).
 pub fn csv(board: &Scoreboard, cases: &[Case]) -> String {
     let mut out = String::from(
-        "case_id,lane,pass,score,failed_assertions,prompt_tokens,completion_tokens,ttft_ms,total_ms,cost_usd,error,output,expected\n",
+        "case_id,lane,pass,score,failed_assertions,prompt_tokens,completion_tokens,ttft_ms,total_ms,cost_usd,error,output,expected,repeat,temperature,top_p,top_k,max_tokens,seed,repetition_penalty\n",
     );
     let opt = |v: Option<String>| v.unwrap_or_default();
     for (ci, row) in board.rows.iter().enumerate() {
@@ -292,10 +337,36 @@ pub fn csv(board: &Scoreboard, cases: &[Case]) -> String {
                 quote(a.error.as_deref().unwrap_or_default()),
                 quote(&a.output),
                 quote(&cases[ci].expected),
+                cases[ci].repeat.to_string(),
             ];
+            let sampling = sampling_of(board, s, &cases[ci]).map_or_else(
+                || vec![String::new(); 6],
+                |sp| {
+                    vec![
+                        sp.temperature.to_string(),
+                        sp.top_p.to_string(),
+                        opt(sp.top_k.map(|v| v.to_string())),
+                        sp.max_tokens.to_string(),
+                        opt(sp.seed.map(|v| v.to_string())),
+                        sp.repetition_penalty.to_string(),
+                    ]
+                },
+            );
+            let cells: Vec<String> = cells.into_iter().chain(sampling).collect();
             out.push_str(&cells.join(","));
             out.push('\n');
         }
     }
     out
+}
+
+/// The sampling a case's run used: its lane's settings, with the seed moved by the repeat (seed + i).
+fn sampling_of(
+    board: &Scoreboard,
+    s: &super::score::Scored,
+    case: &Case,
+) -> Option<crate::metrics::history::SamplingRecord> {
+    let mut sp = board.lanes.iter().find(|l| l.idx == s.job.lane)?.config.sampling.clone();
+    sp.seed = sp.seed.map(|v| v.wrapping_add(case.repeat as u64));
+    Some(sp)
 }

@@ -115,7 +115,10 @@ pub async fn run(
                 && let Some(i) = queue.pop_front()
             {
                 let job = jobs[i];
-                let Some(req) = RunRequest::for_lane(ws, job.lane, &cases[job.case].input) else { continue };
+                let Some(mut req) = RunRequest::for_lane(ws, job.lane, &cases[job.case].input) else { continue };
+                // Repeat i of a case samples with seed + i: seeded lanes give N reproducible, different draws.
+                let repeat = cases[job.case].repeat as u64;
+                req.lane.sampling.seed = req.lane.sampling.seed.map(|s| s.wrapping_add(repeat));
                 in_flight[g] += 1;
                 on(Progress::Started(job));
                 running.insert(i as u64, (String::new(), None, engine.start(job.lane, i as u64, req)));

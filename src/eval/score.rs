@@ -119,9 +119,59 @@ pub struct LaneScore {
     pub total_ms: Stat,
     pub cost_per_case_usd: Option<f64>,
     pub vs_reference: Option<VsReference>,
+    /// With `eval --repeat N`: the pass rate of each repeat over the cases it answered (empty without repeats).
+    pub repeat_rates: Vec<f64>,
+    /// What the lane ran with, for reports.
+    pub config: LaneConfig,
+}
+
+/// A lane's configuration as the eval reports record it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaneConfig {
+    pub backend: String,
+    pub model: String,
+    pub adapter: Option<String>,
+    pub prompt_variant: String,
+    #[serde(flatten)]
+    pub sampling: crate::metrics::history::SamplingRecord,
+}
+
+impl LaneConfig {
+    pub fn of(lane: &crate::workspace::LaneSpec) -> Self {
+        Self {
+            backend: lane.backend.as_str().into(),
+            model: lane.model.clone(),
+            adapter: lane.adapter.clone(),
+            prompt_variant: lane.prompt.clone(),
+            sampling: (&lane.sampling).into(),
+        }
+    }
+}
+
+/// How far the repeats' pass rates spread: lowest, highest and their standard deviation (population).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub max: f64,
+    pub sd: f64,
 }
 
 impl LaneScore {
+    /// The spread of the pass rate across repeats; None with fewer than two repeats answered.
+    pub fn spread(&self) -> Option<Spread> {
+        let r = &self.repeat_rates;
+        if r.len() < 2 {
+            return None;
+        }
+        let mean = r.iter().sum::<f64>() / r.len() as f64;
+        let sd = (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
+        Some(Spread {
+            min: r.iter().copied().fold(f64::MAX, f64::min),
+            max: r.iter().copied().fold(f64::MIN, f64::max),
+            sd,
+        })
+    }
+
     pub fn pass_rate(&self) -> f64 {
         if self.cases == 0 { 0.0 } else { self.passed as f64 / self.cases as f64 }
     }
@@ -163,6 +213,22 @@ impl Scoreboard {
             })
             .collect();
         let mut scores: Vec<LaneScore> = lanes.iter().map(|&l| lane_score(ws, l, cases.len(), &rows)).collect();
+        let repeats = cases.iter().map(|c| c.repeat + 1).max().unwrap_or(1);
+        if repeats > 1 {
+            for s in &mut scores {
+                s.repeat_rates = (0..repeats)
+                    .filter_map(|r| {
+                        let mine: Vec<&Scored> = rows
+                            .iter()
+                            .enumerate()
+                            .filter(|(ci, _)| cases[*ci].repeat == r)
+                            .flat_map(|(_, row)| row.iter().filter(|x| x.job.lane == s.idx))
+                            .collect();
+                        (!mine.is_empty()).then(|| mine.iter().filter(|x| x.pass).count() as f64 / mine.len() as f64)
+                    })
+                    .collect();
+            }
+        }
         // The workspace's reference lane (as F12 takes it: `[savings] reference`, else the first lane).
         let reference = ws.savings.reference.clone().or_else(|| ws.lanes.first().map(|l| l.id.clone()));
         let reference = reference.filter(|r| scores.iter().any(|s| &s.lane == r));
@@ -239,6 +305,8 @@ fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Sco
             (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
         },
         vs_reference: None,
+        repeat_rates: Vec::new(),
+        config: LaneConfig::of(spec),
     }
 }
 
@@ -256,6 +324,19 @@ mod tests {
         let (lo, hi) = wilson(10, 10);
         assert!((lo - 0.7225).abs() < 1e-3 && (hi - 1.0).abs() < 1e-12, "{hi}");
         assert_eq!(wilson(0, 0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn the_spread_of_repeats() {
+        let ws =
+            crate::workspace::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workspaces/ticket-triage"));
+        let ws = ws.unwrap();
+        let mut s = lane_score(&ws, 0, 0, &[]);
+        assert_eq!(s.spread(), None);
+        s.repeat_rates = vec![0.5, 0.75, 1.0];
+        let sp = s.spread().unwrap();
+        assert_eq!((sp.min, sp.max), (0.5, 1.0));
+        assert!((sp.sd - 0.2041).abs() < 1e-4, "{}", sp.sd);
     }
 
     #[test]

@@ -58,6 +58,30 @@ fn adapter_hash(dir: &Path) -> Option<String> {
     Some(digest)
 }
 
+/// The sampling settings a run used, as runs.jsonl, `runs --csv` and the eval reports record them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SamplingRecord {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: Option<u32>,
+    pub max_tokens: u32,
+    pub seed: Option<u64>,
+    pub repetition_penalty: f64,
+}
+
+impl From<&crate::workspace::Sampling> for SamplingRecord {
+    fn from(s: &crate::workspace::Sampling) -> Self {
+        Self {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            max_tokens: s.max_tokens,
+            seed: s.seed,
+            repetition_penalty: s.repetition_penalty,
+        }
+    }
+}
+
 /// runs.jsonl read back: each record as JSON, and the lines that were not records (file:line: why).
 pub fn read(path: &Path) -> std::io::Result<(Vec<serde_json::Value>, Vec<String>)> {
     let bytes = match std::fs::read(path) {
@@ -85,8 +109,60 @@ pub fn read(path: &Path) -> std::io::Result<(Vec<serde_json::Value>, Vec<String>
     Ok((records, bad))
 }
 
+/// UTC "YYYY-MM-DD HH:MM" from Unix milliseconds (civil-from-days, no time zone database needed).
+pub fn utc_minute(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (year, month, day) = crate::engine::local::template::civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+/// The run history's columns, shared by `tunebench runs` and F9's history view so both read alike: "prompt" is
+/// the lane's prompt variant (as in lane titles), token counts say "tok".
+pub const TABLE_HEAD: [&str; 8] =
+    ["time (UTC)", "lane", "prompt", "prompt tok", "out tok", "ttft ms", "total ms", "cost"];
+
+/// A record's cells under `TABLE_HEAD`: the date as F9 writes it, counts with separators, money as every view
+/// writes it ("≈" where a count was estimated), "—" for what the record lacks.
+pub fn table_cells(r: &serde_json::Value) -> [String; 8] {
+    let dash = || "—".to_string();
+    let text = |k: &str| r.get(k).and_then(serde_json::Value::as_str).map_or_else(dash, str::to_string);
+    let approx = if r.get("estimated").and_then(serde_json::Value::as_bool) == Some(true) { "≈" } else { "" };
+    let count = |k: &str| {
+        r.get(k).and_then(serde_json::Value::as_u64).map_or_else(dash, |n| format!("{approx}{}", super::fmt_count(n)))
+    };
+    let ms = |k: &str| {
+        r.get(k).and_then(serde_json::Value::as_f64).map_or_else(dash, |v| super::fmt_count(v.round() as u64))
+    };
+    let cost = r
+        .get("cost_usd")
+        .and_then(serde_json::Value::as_f64)
+        .map_or_else(dash, |v| format!("{approx}{}", super::fmt_usd(Some(v))));
+    [
+        r.get("time_unix_ms").and_then(serde_json::Value::as_u64).map_or_else(dash, utc_minute),
+        text("lane"),
+        text("prompt_variant"),
+        count("prompt_tokens"),
+        count("completion_tokens"),
+        ms("ttft_ms"),
+        ms("total_ms"),
+        cost,
+    ]
+}
+
+/// Cells padded to the history table's columns (text left, figures right).
+pub fn table_line<S: AsRef<str>>(cells: &[S]) -> String {
+    const WIDTHS: [usize; 8] = [16, 10, 8, 10, 7, 8, 9, 9];
+    let mut out = String::new();
+    for (i, (c, w)) in cells.iter().zip(WIDTHS).enumerate() {
+        let c = c.as_ref();
+        out.push_str(&if i < 3 { format!("{c:<w$} ") } else { format!("{c:>w$} ") });
+    }
+    out.trim_end().to_string()
+}
+
 /// The CSV columns, in order (RFC 4180 quoting).
-pub const CSV_COLUMNS: [&str; 21] = [
+pub const CSV_COLUMNS: [&str; 27] = [
     "time_unix_ms",
     "lane",
     "backend",
@@ -108,6 +184,12 @@ pub const CSV_COLUMNS: [&str; 21] = [
     "input",
     "output",
     "reasoning_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "seed",
+    "repetition_penalty",
 ];
 
 pub fn to_csv(records: &[serde_json::Value]) -> String {
@@ -145,6 +227,27 @@ mod tests {
         assert!(row.starts_with(",a,"), "{row}");
         assert!(csv.contains("\"x, \"\"y\"\"\nz\""), "{csv}");
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        assert_eq!(utc_minute(1_795_573_959_231), "2026-11-25 02:32");
+        assert_eq!(utc_minute(951_782_400_000), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn the_history_table_writes_dates_counts_and_money_one_way() {
+        let r = serde_json::json!({"time_unix_ms": 1_795_573_959_231u64, "lane": "api", "prompt_variant": "long",
+            "prompt_tokens": 1198, "completion_tokens": 52, "ttft_ms": 3120.4, "total_ms": 4140.0,
+            "cost_usd": 0.00000634, "estimated": false});
+        let cells = table_cells(&r);
+        assert_eq!(
+            cells,
+            ["2026-11-25 02:32", "api", "long", "1,198", "52", "3,120", "4,140", "6.34 µ$"].map(String::from)
+        );
+        assert_eq!(table_cells(&serde_json::json!({}))[7], "—");
+        assert!(table_line(&TABLE_HEAD).starts_with("time (UTC)       lane       prompt   prompt tok"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Run metrics: cost from prices in integer nano-dollars, and the compact formats panes and reports show.
 
 pub mod count;
+pub mod format;
 pub mod history;
 pub mod prices;
 mod report;
 pub mod savings;
 
 pub use count::{Count, Counters};
+pub use format::{fmt_cost_nanos, fmt_count, fmt_count_compact, fmt_duration, fmt_usd, fmt_usd_nanos};
 pub use report::{LaneReport, Outcome, RunRecord};
 
 use crate::engine::{Timings, Usage};
@@ -33,47 +35,6 @@ pub fn cost_nanos(price: Option<&Price>, usage: &Usage) -> Option<u64> {
 
 pub fn nanos_to_usd(n: u64) -> f64 {
     n as f64 / 1e9
-}
-
-/// `1,204`
-pub fn fmt_count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `840ms`, `3.1s`, `2m05s`
-pub fn fmt_duration(d: std::time::Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else if ms < 60_000.0 {
-        format!("{:.2}s", ms / 1000.0)
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
-
-/// A run's cost to three significant figures: `$0.000222`, `$1.23`.
-pub fn fmt_cost_nanos(n: u64) -> String {
-    if n == 0 {
-        return "$0".into();
-    }
-    let usd = nanos_to_usd(n);
-    // Round to 3 significant figures first: 999,600 nanos is $0.001 00, not $0.001 000.
-    let digits = usd.log10().floor() as i32;
-    let scale = 10f64.powi(2 - digits);
-    let rounded = (usd * scale).round() / scale;
-    let digits = rounded.log10().floor() as i32;
-    let decimals = (2 - digits).max(2) as usize;
-    format!("${rounded:.decimals$}")
 }
 
 /// Metrics of a finished run, in the units reports use.
@@ -117,21 +78,6 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn counts_get_thousands_separators() {
-        assert_eq!(fmt_count(0), "0");
-        assert_eq!(fmt_count(999), "999");
-        assert_eq!(fmt_count(1204), "1,204");
-        assert_eq!(fmt_count(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn durations_pick_a_readable_unit() {
-        assert_eq!(fmt_duration(Duration::from_millis(840)), "840ms");
-        assert_eq!(fmt_duration(Duration::from_millis(3100)), "3.10s");
-        assert_eq!(fmt_duration(Duration::from_secs(125)), "2m05s");
-    }
-
-    #[test]
     fn cost_uses_cached_rate_and_three_figures() {
         let price = Price {
             input_per_mtok: 0.15,
@@ -149,7 +95,6 @@ mod tests {
         };
         // 1198 × 0.15e-6 + 70 × 0.6e-6 = 0.0001797 + 0.000042 = 0.0002217 $
         assert_eq!(cost_nanos(Some(&price), &usage), Some(221_700));
-        assert_eq!(fmt_cost_nanos(221_700), "$0.000222");
         let cached = Usage { cached_prompt_tokens: Some(1024), ..usage.clone() };
         assert_eq!(cost_nanos(Some(&price), &cached), Some(26_100 + 76_800 + 42_000));
         assert_eq!(cost_nanos(None, &usage), None);
@@ -163,9 +108,6 @@ mod tests {
             ..Usage::default()
         };
         assert_eq!(cost_nanos(sonnet.as_ref(), &write), Some(8_625_000));
-        assert_eq!(fmt_cost_nanos(1_230_000_000), "$1.23");
-        assert_eq!(fmt_cost_nanos(999_600), "$0.00100", "three significant figures after rounding up");
-        assert_eq!(fmt_cost_nanos(99_960), "$0.000100");
         // A local lane at $2.40 per GPU-hour busy for 1.5 s: 2.4 / 3600 × 1.5 = $0.001.
         let t = Timings { ttft: None, total: Duration::from_millis(1500), busy: None };
         assert_eq!(run_cost_nanos(Some(prices::Rate::GpuHour(2.4)), &usage, &t), Some(1_000_000));

@@ -88,6 +88,9 @@ pub struct RunRecord<'a> {
     pub provenance: super::history::Provenance,
     #[serde(flatten)]
     pub report: &'a LaneReport,
+    /// The sampling settings the run used (an extension of the record).
+    #[serde(flatten)]
+    pub sampling: super::history::SamplingRecord,
 }
 
 impl LaneReport {
@@ -101,12 +104,20 @@ impl LaneReport {
 }
 
 impl<'a> RunRecord<'a> {
-    /// A record of a finished run; `system_prompt` is the text the run was sent with (not the workspace's now).
-    pub fn now(ws: &Workspace, input: &'a str, system_prompt: &str, report: &'a LaneReport) -> Self {
+    /// A record of a finished run; `system_prompt` and `sampling` are what the run was sent with (not the
+    /// workspace's now).
+    pub fn now(
+        ws: &Workspace,
+        input: &'a str,
+        system_prompt: &str,
+        sampling: &crate::workspace::Sampling,
+        report: &'a LaneReport,
+    ) -> Self {
         let time_unix_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let provenance = super::history::Provenance::of(ws, system_prompt, report.adapter.as_deref());
-        Self { time_unix_ms, input, input_sha256: super::history::sha256_hex(input.as_bytes()), provenance, report }
+        let input_sha256 = super::history::sha256_hex(input.as_bytes());
+        Self { time_unix_ms, input, input_sha256, provenance, report, sampling: sampling.into() }
     }
 
     pub fn to_json(&self) -> String {

@@ -61,20 +61,6 @@ pub fn prompt_cost_nanos(tokens: u64, input_per_mtok: f64) -> u64 {
     (tokens as f64 * input_per_mtok * 1000.0).round() as u64
 }
 
-/// Money to the cent: "$18.80", "−$3.05", "$1,240.00".
-pub fn fmt_cents(nanos: i64) -> String {
-    let cents = (nanos as f64 / 1e7).round() as i64;
-    let sign = if cents < 0 { "−" } else { "" };
-    let c = cents.unsigned_abs();
-    format!("{sign}${}.{:02}", super::fmt_count(c / 100), c % 100)
-}
-
-/// A signed per-run figure to 3 significant figures: "$0.000188", "−$0.0021".
-pub fn fmt_signed_cost(nanos: i64) -> String {
-    let s = super::fmt_cost_nanos(nanos.unsigned_abs());
-    if nanos < 0 { format!("−{s}") } else { s }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,8 +78,6 @@ mod tests {
         assert_eq!(s.per_run_nanos, Some(187_800));
         assert_eq!(s.per_month_nanos, Some(18_780_000_000));
         assert_eq!(s.break_even_runs, Some(133_121));
-        assert_eq!(fmt_cents(18_780_000_000), "$18.78");
-        assert_eq!(fmt_signed_cost(187_800), "$0.000188");
     }
 
     #[test]
@@ -104,7 +88,5 @@ mod tests {
         assert_eq!((s.tokens_saved, s.per_run_nanos, s.break_even_runs), (-50, None, None));
         let s = project(&Side { cost_nanos: Some(5), ..a }, &b, 1000, Some(5.0));
         assert_eq!((s.per_run_nanos, s.per_month_nanos, s.break_even_runs), (Some(-5), Some(-5000), None));
-        assert_eq!(fmt_cents(-3_050_000_000), "−$3.05");
-        assert_eq!(fmt_cents(1_240_000_000_000), "$1,240.00");
     }
 }

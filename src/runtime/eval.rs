@@ -1,5 +1,7 @@
-//! The eval effects for F9: read the scoreboard from the cache, run what is missing on a task (progress back
-//! as actions, stopped by a token), and make a lane's answer a test case's expected answer.
+//! The eval effects for F9: read the scoreboard from the cache, run what is missing on a task (each answer
+//! and the progress back as actions, stopped by a token), and make a lane's answer a test case's expected answer.
+
+use std::collections::HashMap;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -8,18 +10,22 @@ use crate::app::{Action, EvalData, EvalMsg};
 use crate::dataset::{Dataset, Split};
 use crate::engine::{LaneIdx, Registry};
 use crate::eval::runner::{self, Progress};
-use crate::eval::{Estimate, Scoreboard, Setup};
+use crate::eval::{Answer, Estimate, Evals, Scoreboard, Setup};
 use crate::workspace::Workspace;
 
 fn all_lanes(ws: &Workspace) -> Vec<LaneIdx> {
     (0..ws.lanes.len()).collect()
 }
 
-fn data(setup: &Setup, board: Scoreboard) -> Box<EvalData> {
-    let assertions_from = match &setup.evals.file {
+fn assertions_from(evals: &Evals) -> String {
+    match &evals.file {
         Some(f) => f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned()),
         None => "no evals.toml: JSON answers field by field, others exactly".into(),
-    };
+    }
+}
+
+fn data(setup: &Setup, board: Scoreboard) -> Box<EvalData> {
+    let assertions_from = assertions_from(&setup.evals);
     Box::new(EvalData { cases: setup.cases.clone(), board, lanes: setup.lanes.clone(), assertions_from })
 }
 
@@ -28,13 +34,16 @@ pub fn load(ws: &Workspace) -> Action {
     Action::Eval(EvalMsg::Loaded(r))
 }
 
-/// What the user agreed to: paid calls (`confirmed`), or only the free lanes' runs.
+/// What the user asked for: which cases (all when None), and what they agreed to: paid calls (`confirmed`), or
+/// only the free lanes' runs.
 pub struct Consent {
     pub confirmed: bool,
     pub free_only: bool,
+    pub cases: Option<std::ops::Range<usize>>,
 }
 
-/// Starts a run of every pair the cache lacks; paid calls without consent only ask.
+/// Starts a run of the pairs the cache lacks among the cases asked for; paid calls without consent only ask.
+/// Every finished answer comes back at once as a fresh scoreboard, so F9 fills in while the run goes on.
 pub fn start(
     ws: &Workspace,
     registry: Registry,
@@ -61,11 +70,16 @@ pub fn start(
         if consent.free_only {
             plan.run.retain(|j| !crate::eval::is_paid(&ws.lanes[j.lane]));
         }
+        if let Some(range) = &consent.cases {
+            plan.run.retain(|j| range.contains(&j.case));
+        }
         if plan.run.is_empty() {
-            return send(EvalMsg::Finished(Ok(format!(
-                "every case has an answer from every lane ({} cached)",
-                plan.cached.len()
-            ))));
+            let which = match &consent.cases {
+                Some(r) if r.len() == 1 => "this case has".to_string(),
+                Some(r) => format!("these {} cases have", r.len()),
+                None => "every case has".into(),
+            };
+            return send(EvalMsg::Finished(Ok(format!("{which} an answer from every lane"))));
         }
         let estimate = Estimate::of(&ws, &setup.cases, &plan.run);
         if estimate.calls > 0 && !consent.confirmed {
@@ -75,22 +89,34 @@ pub fn start(
         }
         let total = plan.run.len();
         let limits = runner::limits(&ws, &setup.lanes, runner::DEFAULT_API_CONCURRENCY as usize);
-        let (mut done, mut failed, mut uncached) = (0, 0, 0);
-        send(EvalMsg::Progress { done, total, failed });
-        let cache = &mut setup.cache;
+        let (mut done, mut errors, mut uncached) = (0, 0, 0);
+        send(EvalMsg::Progress { done, total, errors });
+        let Setup { cases, evals, hashes, lanes, cache } = &mut setup;
+        let mut answers: HashMap<(usize, LaneIdx), Answer> =
+            plan.cached.into_iter().map(|(j, a)| ((j.case, j.lane), a)).collect();
         let mut on = |p: Progress| {
-            if let Progress::Finished(_, answer) = p {
+            if let Progress::Finished(job, answer) = p {
                 done += 1;
-                failed += usize::from(answer.error.is_some());
+                errors += usize::from(answer.error.is_some());
                 uncached += usize::from(cache.put(&answer).is_err());
-                send(EvalMsg::Progress { done, total, failed });
+                answers.insert((job.case, job.lane), *answer);
+                // The scoreboard as it stands, failed runs included (they are never cached, but they happened).
+                let board = Scoreboard::build(&ws, cases, evals, lanes, answers.clone());
+                let from = assertions_from(evals);
+                send(EvalMsg::Loaded(Ok(Box::new(EvalData {
+                    cases: cases.clone(),
+                    board,
+                    lanes: lanes.clone(),
+                    assertions_from: from,
+                }))));
+                send(EvalMsg::Progress { done, total, errors });
             }
         };
-        runner::run(&ws, &setup.cases, &setup.hashes, plan.run, &limits, registry, cancel.clone(), &mut on).await;
+        runner::run(&ws, cases, hashes, plan.run, &limits, registry, cancel.clone(), &mut on).await;
         let mut msg = if cancel.is_cancelled() {
-            format!("eval stopped after {done} of {total} runs ({failed} failed); r runs the rest")
+            format!("eval stopped after {done} of {total} runs ({errors} run error(s)); r runs the rest")
         } else {
-            format!("eval ran {total} runs ({failed} failed)")
+            format!("eval ran {total} runs ({errors} run error(s))")
         };
         if uncached > 0 {
             msg.push_str(&format!("; {uncached} answer(s) could not be cached"));

@@ -89,8 +89,8 @@ impl Runtime {
             Effect::Copy(text) => Some(Action::Copied(
                 osc52_copy(&text).map(|()| text.chars().count()).map_err(|e| format!("copy failed: {e}")),
             )),
-            Effect::Record { input, system_prompt, report } => {
-                let line = RunRecord::now(&state.ws, &input, &system_prompt, &report).to_json();
+            Effect::Record { input, system_prompt, sampling, report } => {
+                let line = RunRecord::now(&state.ws, &input, &system_prompt, &sampling, &report).to_json();
                 store::append_line(&state.ws.runs_path(), &line).err().map(|e| Action::RecordFailed(e.to_string()))
             }
             Effect::LoadHistory => {
@@ -151,10 +151,10 @@ impl Runtime {
                 let ws = state.ws.clone();
                 self.off_loop(move || eval::load(&ws))
             }
-            Effect::RunEval { confirmed, free_only } => {
+            Effect::RunEval { confirmed, free_only, cases } => {
                 self.eval_stop = CancellationToken::new();
                 let (registry, tx, stop) = (self.registry.clone(), self.actions.clone(), self.eval_stop.clone());
-                eval::start(&state.ws, registry, tx, eval::Consent { confirmed, free_only }, stop)
+                eval::start(&state.ws, registry, tx, eval::Consent { confirmed, free_only, cases }, stop)
             }
             Effect::StopEval => {
                 self.eval_stop.cancel();

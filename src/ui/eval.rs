@@ -11,21 +11,34 @@ use super::overlay::{popup, view_block};
 use crate::app::{AppState, EvalData, EvalPane, EvalView};
 use crate::eval::diff::{Piece, words};
 use crate::eval::report;
+use crate::metrics::format::{Field, fit, fit_table};
 
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let v = &state.eval;
     let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
     frame.render_widget(Clear, rect);
-    let hints = match v.pane {
+    let keys: &[&str] = match v.pane {
         EvalPane::Case | EvalPane::ConfirmPromote => {
-            " ←→ lane · PgUp/PgDn case · ↑↓ scroll · p make this answer the expected one · Esc back "
+            &["←→ lane", "Esc back", "PgUp/PgDn case", "↑↓ scroll", "p make this answer the expected one"]
         }
         _ if v.running.is_some() => {
-            " ↑↓ case · Enter open · s stop the run · h run history · Esc close (the run goes on) "
+            &["s stop the run", "Esc close (the run goes on)", "↑↓ case", "Enter open", "h run history"]
         }
-        _ => " ↑↓ case · Enter open · r run what is missing · h run history · Esc close ",
+        _ => &[
+            "r run this case",
+            "N r the next N",
+            "a all missing",
+            "Esc close",
+            "↑↓ case",
+            "Enter open",
+            "h run history",
+        ],
     };
+    // As many keys as the frame holds, in order of importance.
+    let keys: Vec<Field> =
+        keys.iter().enumerate().map(|(i, k)| Field::new(*k, u8::try_from(i).unwrap_or(u8::MAX))).collect();
+    let hints = format!(" {} ", fit(&keys, " · ", usize::from(rect.width).saturating_sub(4)));
     let block = view_block(state, " eval: test cases through every lane ".into())
         .title_bottom(Line::styled(hints, Style::default().fg(t.muted)));
     let inner = block.inner(rect);
@@ -62,25 +75,36 @@ fn confirm(state: &AppState, frame: &mut Frame, area: Rect, text: &str) {
     frame.render_widget(Paragraph::new(text.to_string()).block(block).wrap(Wrap { trim: true }), rect);
 }
 
-fn status_line(state: &AppState, v: &EvalView, d: &EvalData) -> Line<'static> {
+/// What is shown and what a run is doing, in one line of `width`: the run's progress first, then facts that fit.
+fn status_line(state: &AppState, v: &EvalView, d: &EvalData, width: usize) -> Line<'static> {
     let t = &state.theme;
-    let reference = d.board.reference.as_deref().map(|r| format!(" · reference lane {r}")).unwrap_or_default();
-    let mut spans = vec![Span::styled(
-        format!(" {} cases (dataset/test.jsonl) · assertions: {}{reference}", d.cases.len(), d.assertions_from),
-        Style::default().fg(t.fg),
-    )];
-    if let Some((done, total, failed)) = v.running {
-        spans
-            .push(Span::styled(format!("  ▶ running {done}/{total} · {failed} failed"), Style::default().fg(t.accent)));
+    // Run errors (a run that did not complete) are not failed checks: the table's pass column counts those.
+    let doing = match (v.running, v.count) {
+        (Some((done, total, errors)), _) => format!(" ▶ running {done}/{total} · {errors} run error(s) ·"),
+        (None, Some(n)) => format!(" r runs {n} case(s) from the selected one ·"),
+        (None, None) => String::new(),
+    };
+    let mut fields = vec![
+        Field::new(format!("{} cases (dataset/test.jsonl)", d.cases.len()), 0)
+            .compact(format!("{} cases", d.cases.len())),
+    ];
+    fields.push(Field::new(format!("assertions: {}", d.assertions_from), 2));
+    if let Some(r) = &d.board.reference {
+        fields.push(Field::new(format!("reference lane {r}"), 1));
     }
-    Line::from(spans)
+    let facts = fit(&fields, " · ", width.saturating_sub(doing.chars().count() + 1));
+    Line::from(vec![
+        Span::styled(doing, Style::default().fg(t.accent)),
+        Span::styled(format!(" {facts}"), Style::default().fg(t.fg)),
+    ])
 }
 
 fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
     let t = &state.theme;
     let v = &state.eval;
-    // The terminal is narrower than a report: $/case goes ($/1k says the same), headers shorten.
-    let (full_head, rows) = report::table(&d.board);
+    // The terminal is narrower than a report: headers shorten, and columns that do not fit go, least
+    // important first ($/case first: $/1k says the same), rather than being cut at the frame.
+    let (_, rows) = report::table(&d.board);
     let head = [
         "lane",
         "pass",
@@ -89,18 +113,16 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         "compl tok",
         "ttft ms",
         "latency ms",
+        "$/case",
         "$/1k cases",
         "vs reference",
     ];
-    let rows: Vec<Vec<String>> = rows
-        .into_iter()
-        .map(|r| {
-            r.iter().zip(&full_head).filter(|(_, h)| **h != "$/case").map(|(c, _)| c.replace(" / ", "/")).collect()
-        })
-        .collect();
-    let mut aligned = report::align(&head, &rows).into_iter().map(|l| format!(" {l}"));
+    let compact: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| c.replace(" / ", "/")).collect()).collect();
+    let width = usize::from(area.width).saturating_sub(1);
+    let table = fit_table(&head, &compact, &compact, &[0, 1, 2, 6, 7, 8, 5, 9, 3, 4], width);
+    let mut aligned = table.into_iter().map(|l| format!(" {l}"));
     let mut lines = vec![
-        status_line(state, v, d),
+        status_line(state, v, d, usize::from(area.width)),
         Line::styled(" token and time columns: mean/p95 over completed runs", Style::default().fg(t.muted)),
     ];
     lines.push(Line::styled(aligned.next().unwrap_or_default(), Style::default().add_modifier(Modifier::BOLD)));
@@ -109,8 +131,24 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         lines.push(Line::styled(row, Style::default().fg(c)));
     }
     lines.push(Line::styled(" pass rate per assertion:", Style::default().fg(t.title)));
-    for l in report::assertion_text(&d.board).lines() {
-        lines.push(Line::styled(format!(" {l}"), Style::default().fg(t.fg)));
+    for s in d.board.lanes.iter().filter(|s| !s.assertions.is_empty()) {
+        // Each assertion's count whole or not at all (an ellipsis says some did not fit).
+        let fields: Vec<Field> = s
+            .assertions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let rate = format!("{} {}/{}", a.name, a.passed, a.total);
+                Field::new(
+                    if i == 0 { format!("{}: {rate}", s.lane) } else { rate },
+                    u8::try_from(i).unwrap_or(u8::MAX),
+                )
+            })
+            .collect();
+        lines.push(Line::styled(
+            format!("   {}", fit(&fields, " · ", width.saturating_sub(2))),
+            Style::default().fg(t.fg),
+        ));
     }
     let top = lines.len() as u16 + 1;
     let [head_area, list_area] = Layout::vertical([Constraint::Length(top), Constraint::Min(3)]).areas(area);
@@ -201,8 +239,8 @@ fn case(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         Paragraph::new(c.expected.clone()).block(boxed(" expected ".into())).wrap(Wrap { trim: false }),
         left,
     );
-    let answer =
-        scored.map_or_else(|| "(no answer yet: r on the scoreboard runs it)".to_string(), |s| s.answer.output.clone());
+    let answer = scored
+        .map_or_else(|| "(no answer yet: r on the scoreboard runs this case)".to_string(), |s| s.answer.output.clone());
     frame.render_widget(
         Paragraph::new(answer.clone()).block(boxed(format!(" answer · {lane_id} "))).wrap(Wrap { trim: false }),
         right,

@@ -8,7 +8,8 @@ use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Widget};
 
 use crate::app::geometry::{lane_parts, output_paragraph, output_text, subtitle};
 use crate::app::{AppState, Focus, LaneStatus};
-use crate::metrics::{RunFigures, fmt_cost_nanos, fmt_count, fmt_duration};
+use crate::metrics::format::{Field, fit};
+use crate::metrics::{RunFigures, fmt_cost_nanos, fmt_count, fmt_count_compact, fmt_duration};
 
 pub struct LaneView<'a> {
     pub state: &'a AppState,
@@ -69,26 +70,27 @@ impl Widget for LaneView<'_> {
             buf.set_string(x, parts.output.y, mark, Style::default().fg(t.accent));
         }
 
-        let footer: Vec<Line> =
-            footer(state, idx).into_iter().map(|s| Line::styled(s, Style::default().fg(t.fg))).collect();
+        let footer: Vec<Line> = footer(state, idx, usize::from(parts.footer.width))
+            .into_iter()
+            .map(|s| Line::styled(s, Style::default().fg(t.fg)))
+            .collect();
         Paragraph::new(footer).render(parts.footer, buf);
     }
 }
 
-/// Three metric lines; "—" wherever the backend has not reported the figure.
-pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
+/// Three metric lines in `width` columns; "—" wherever the backend has not reported the figure. A line too
+/// long for the pane takes compact forms, then loses its less important figure: numbers are never cut.
+pub fn footer(state: &AppState, idx: usize, width: usize) -> [String; 3] {
     let lane = &state.lanes[idx];
     let spec = &state.ws.lanes[idx];
     let dash = || "—".to_string();
     let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
-    let prompt = state
-        .shown_prompt_tokens(idx, &state.input_text())
-        .map_or_else(dash, |(n, est)| format!("{}{}", if est { "≈" } else { "" }, fmt_count(n)));
-    let completion = lane
-        .usage
-        .as_ref()
-        .and_then(|u| u.completion_tokens)
-        .map_or_else(dash, |n| format!("{approx}{}", fmt_count(n)));
+    let shown = state.shown_prompt_tokens(idx, &state.input_text());
+    let count = |n: Option<(u64, &str)>, compact: bool| {
+        n.map_or_else(dash, |(n, a)| format!("{a}{}", if compact { fmt_count_compact(n) } else { fmt_count(n) }))
+    };
+    let prompt = shown.map(|(n, est)| (n, if est { "≈" } else { "" }));
+    let completion = lane.usage.as_ref().and_then(|u| u.completion_tokens).map(|n| (n, approx));
     let figures = match (&lane.usage, &lane.timings) {
         (Some(u), Some(tm)) => Some(RunFigures::new(u, tm, crate::metrics::prices::rate(&state.ws, spec))),
         _ => None,
@@ -99,9 +101,14 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     // A run whose price is unknown costs "?", never a silent 0.
     let cost = figures
         .map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), |n| format!("{approx}{}", fmt_cost_nanos(n))));
+    let line = |fields: &[Field]| fit(fields, " · ", width);
     [
-        format!("in {prompt} · out {completion}"),
-        format!("ttft {ttft} · total {total}"),
-        format!("{rate} tok/s · cost {cost}"),
+        line(&[
+            Field::new(format!("in {}", count(prompt, false)), 0).compact(format!("in {}", count(prompt, true))),
+            Field::new(format!("out {}", count(completion, false)), 1)
+                .compact(format!("out {}", count(completion, true))),
+        ]),
+        line(&[Field::new(format!("ttft {ttft}"), 1), Field::new(format!("total {total}"), 0)]),
+        line(&[Field::new(format!("{rate} tok/s"), 1), Field::new(format!("cost {cost}"), 0)]),
     ]
 }

@@ -195,39 +195,12 @@ fn confirm(state: &AppState, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(text).block(frame_block(state, " Quit? ".into())), rect);
 }
 
-/// F4: the prompt as sent, each token on alternating shading, framing in the accent colour.
+/// F4: the prompt as sent, token by token (the text is `app::views::token_text`, which its scroll limit measures).
 fn tokens(state: &AppState, frame: &mut Frame, area: Rect, view: &crate::app::TokenView) {
-    let t = &state.theme;
-    let id = state.ws.lanes.get(view.lane).map_or("?", |l| l.id.as_str());
-    let (title, lines) = match &view.result {
-        Err(e) => {
-            (format!(" {id} · cannot tokenize "), vec![Line::styled(format!(" {e}"), Style::default().fg(t.error))])
-        }
-        Ok((count, segs)) => {
-            let approx = if count.estimated { "≈" } else { "" };
-            let title = format!(" {id} · {approx}{} tokens · {} ", fmt_count(count.tokens), count.how);
-            let shades = [Style::default().fg(t.fg), Style::default().fg(t.fg).bg(t.selection)];
-            let mut lines = vec![Line::default()];
-            for (i, seg) in segs.iter().enumerate() {
-                let style = if seg.framing { Style::default().fg(t.accent) } else { shades[i % 2] };
-                let mut parts = seg.text.split('\n').peekable();
-                while let Some(part) = parts.next() {
-                    if !part.is_empty()
-                        && let Some(line) = lines.last_mut()
-                    {
-                        line.push_span(Span::styled(part.to_string(), style));
-                    }
-                    if parts.peek().is_some() {
-                        lines.push(Line::default());
-                    }
-                }
-            }
-            (title, lines)
-        }
-    };
+    let (title, lines) = crate::app::views::token_text(state, view);
     let r = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
     frame.render_widget(Clear, r);
-    let block = view_block(state, title).title_bottom(" ↑↓ PgUp PgDn scroll · any other key closes ");
+    let block = view_block(state, title).title_bottom(" ↑↓ PgUp PgDn Home End scroll · any other key closes ");
     let para = Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((view.scroll, 0));
     frame.render_widget(para, r);
 }

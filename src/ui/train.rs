@@ -11,17 +11,34 @@ use ratatui::widgets::{Axis, Chart, Clear, Dataset, Gauge, GraphType, Paragraph,
 use super::overlay::{popup, view_block};
 use crate::app::{AppState, TrainStatus};
 use crate::lora::train::Event;
+use crate::metrics::fmt_count;
+use crate::metrics::format::{Field, fit, fmt_clock};
 
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let tr = &state.train;
     let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
     frame.render_widget(Clear, rect);
+    // After a run, Enter runs the lane with the adapter in the folder just written: both are named, and the
+    // other keys give way when the frame is narrow.
+    let run_hint = match (&tr.lane, &tr.adapter_dir) {
+        (Some(lane), Some(dir)) => {
+            let keys = [
+                Field::new(format!("Enter run lane `{lane}` with {dir}"), 0),
+                Field::new("n train again", 2),
+                Field::new("Esc close", 1),
+            ];
+            format!(" {} ", fit(&keys, " · ", usize::from(rect.width).saturating_sub(4)))
+        }
+        _ => " n train again · Esc close ".to_string(),
+    };
     let hints = match tr.status {
-        TrainStatus::Idle | TrainStatus::Failed => " Enter train · Esc close ",
-        TrainStatus::Preparing | TrainStatus::Running => " s stop (keeps a checkpoint) · Esc close (training goes on) ",
-        TrainStatus::Stopping => " stopping after this step · Esc close ",
-        TrainStatus::Done => " Enter run the lane with the adapter · n train again · Esc close ",
+        TrainStatus::Idle | TrainStatus::Failed => " Enter train · Esc close ".to_string(),
+        TrainStatus::Preparing | TrainStatus::Running => {
+            " s stop (keeps a checkpoint) · Esc close (training goes on) ".to_string()
+        }
+        TrainStatus::Stopping => " stopping after this step · Esc close ".to_string(),
+        TrainStatus::Done => run_hint,
     };
     let title = match (&tr.adapter_dir, &tr.lane) {
         (Some(dir), Some(lane)) => format!(" train {dir} for lane `{lane}` "),
@@ -30,21 +47,33 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let block = view_block(state, title).title_bottom(Line::styled(hints, Style::default().fg(t.muted)));
     let inner = block.inner(rect);
     frame.render_widget(block, rect);
+    // The facts take the rows they need (the chart gets the rest), so the last line, how the run ended, shows.
+    let info_text = Paragraph::new(info_lines(state, usize::from(inner.width))).wrap(Wrap { trim: true });
+    let info_h = u16::try_from(info_text.line_count(inner.width)).unwrap_or(u16::MAX).max(1);
     let [info, gauge, chart] =
-        Layout::vertical([Constraint::Length(3), Constraint::Length(1), Constraint::Min(3)]).areas(inner);
-    frame.render_widget(Paragraph::new(info_lines(state)).wrap(Wrap { trim: true }), info);
+        Layout::vertical([Constraint::Length(info_h), Constraint::Length(1), Constraint::Min(3)]).areas(inner);
+    frame.render_widget(info_text, info);
     let step = match &tr.last {
         Some(Event::Step { step, .. }) => *step,
         _ => tr.train_loss.last().map_or(0, |p| p.0 as usize),
     };
-    let ratio = if tr.steps == 0 { 0.0 } else { (step as f64 / tr.steps as f64).min(1.0) };
-    frame.render_widget(
-        Gauge::default()
-            .gauge_style(Style::default().fg(t.accent))
-            .ratio(ratio)
-            .label(format!("step {step}/{}", tr.steps)),
-        gauge,
-    );
+    // No gauge before the run knows its length: "step 0/0" would say nothing true.
+    if tr.steps == 0 {
+        let what = match tr.status {
+            TrainStatus::Preparing | TrainStatus::Running => " preparing: the step count comes with the data",
+            _ => " no training run yet",
+        };
+        frame.render_widget(Paragraph::new(Line::styled(what, Style::default().fg(t.muted))), gauge);
+    } else {
+        let ratio = (step as f64 / tr.steps as f64).min(1.0);
+        frame.render_widget(
+            Gauge::default()
+                .gauge_style(Style::default().fg(t.accent))
+                .ratio(ratio)
+                .label(format!("step {step}/{}", tr.steps)),
+            gauge,
+        );
+    }
     if tr.train_loss.is_empty() && tr.valid_loss.is_empty() {
         return;
     }
@@ -78,7 +107,7 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     frame.render_widget(chart_widget, chart);
 }
 
-fn info_lines(state: &AppState) -> Vec<Line<'static>> {
+fn info_lines(state: &AppState, width: usize) -> Vec<Line<'static>> {
     let t = &state.theme;
     let tr = &state.train;
     let muted = Style::default().fg(t.muted);
@@ -102,11 +131,19 @@ fn info_lines(state: &AppState) -> Vec<Line<'static>> {
         _ => {}
     }
     if let Some(Event::Step { loss, lr, tokens_per_s, eta_s, .. }) = &tr.last {
+        // One line: what does not fit goes whole, least important first, rather than wrapping a label from its value.
+        let fields = [
+            Field::new(format!("{} train / {} valid examples", tr.examples.0, tr.examples.1), 3),
+            Field::new(format!("loss {loss:.4}"), 0),
+            Field::new(format!("lr {lr:.2e}"), 4),
+            Field::new(format!("{tokens_per_s:.0} tok/s"), 2),
+        ];
+        let mut fields = fields.to_vec();
+        if tr.running() {
+            fields.push(Field::new(format!("ETA {}", fmt_clock(*eta_s)), 1));
+        }
         lines.push(Line::styled(
-            format!(
-                " {} train / {} valid examples · loss {loss:.4} · lr {lr:.2e} · {tokens_per_s:.0} tok/s · ETA {:.0}s",
-                tr.examples.0, tr.examples.1, eta_s
-            ),
+            format!(" {}", fit(&fields, " · ", width.saturating_sub(1))),
             Style::default().fg(t.fg),
         ));
     }
@@ -119,16 +156,17 @@ fn info_lines(state: &AppState) -> Vec<Line<'static>> {
     }
     if let Some(s) = &tr.summary {
         let how = if s.cancelled {
-            "stopped"
+            format!("stopped at step {}", s.steps)
         } else if s.stopped_early {
-            "stopped early (no gain)"
+            format!("stopped early at step {} (no gain)", s.steps)
         } else {
-            "done"
+            format!("done: {} steps", s.steps)
         };
         let rss = s.peak_rss_bytes.map_or(String::new(), |b| format!(" · peak RSS {:.0} MiB", b as f64 / 1048576.0));
+        let colour = if s.cancelled { t.warn } else { t.ok };
         lines.push(Line::styled(
-            format!(" {how}: {} steps, {} tokens in {:.0}s{rss}", s.steps, s.tokens, s.seconds),
-            Style::default().fg(t.ok),
+            format!(" {how}, {} tokens in {}{rss}", fmt_count(s.tokens), fmt_clock(s.seconds)),
+            Style::default().fg(colour),
         ));
     }
     if !tr.skipped.is_empty() {

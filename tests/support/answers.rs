@@ -20,6 +20,8 @@ pub struct AnswerBackend {
     pub calls: AtomicUsize,
     /// Per lane, and "*" for all lanes together: (in flight now, most in flight at once).
     pub flight: Mutex<HashMap<String, (usize, usize)>>,
+    /// (lane, input, seed) of every call, in order.
+    pub seen: Mutex<Vec<(String, String, Option<u64>)>>,
 }
 
 impl AnswerBackend {
@@ -32,7 +34,13 @@ impl AnswerBackend {
         delay: Duration,
         answer: impl Fn(&str, &str) -> Result<String, String> + Send + Sync + 'static,
     ) -> Arc<Self> {
-        Arc::new(Self { answer: Box::new(answer), delay, calls: AtomicUsize::new(0), flight: Mutex::default() })
+        Arc::new(Self {
+            answer: Box::new(answer),
+            delay,
+            calls: AtomicUsize::new(0),
+            flight: Mutex::default(),
+            seen: Mutex::default(),
+        })
     }
 
     pub fn calls(&self) -> usize {
@@ -65,6 +73,7 @@ impl Backend for Handle {
                     e.1 = e.1.max(e.0);
                 }
             }
+            me.seen.lock().unwrap().push((req.lane.id.clone(), req.input.clone(), req.lane.sampling.seed));
             let result = (me.answer)(&req.lane.id, &req.input);
             let prompt_tokens = (req.system_prompt.len() + req.input.len()) as u64 / 4;
             sink.started(Some(prompt_tokens));
