@@ -393,3 +393,30 @@ fn a_long_prefill_shows_its_progress_until_the_first_token() {
     update(&mut s, ev(0, 1, EventKind::Token { text: "{".into() }));
     assert_eq!(tunebench::app::geometry::output_text(&s, 0).to_string(), "{");
 }
+
+#[test]
+fn the_lane_subtitle_names_the_adapter_once_and_follows_f6() {
+    use tunebench::app::geometry::subtitle;
+    use tunebench::workspace::LaneEdit;
+    let mut s = state();
+    assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + ticket-lora");
+    update(&mut s, ctrl('r'));
+    let detail = "cpu · Q4_1 · LoRA ticket-lora r8 ×60";
+    update(&mut s, ev(1, 2, EventKind::Info { detail: detail.into() }));
+    let sub = subtitle(&s, 1);
+    assert_eq!(sub, format!("smollm2 · local · {detail}"));
+    assert_eq!(sub.matches("ticket-lora").count(), 1, "{sub}");
+    // F6 points the lane at another adapter: the report of the old one no longer describes it.
+    s.ws.edit_lane(1, LaneEdit::Adapter(Some("adapters/nope".into()))).unwrap();
+    assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + nope");
+    // Nor while a run with the new adapter waits, or after it failed to load it.
+    update(&mut s, key(KeyCode::Tab));
+    update(&mut s, key(KeyCode::Tab));
+    update(&mut s, key(KeyCode::F(5)));
+    assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + nope");
+    update(&mut s, ev(1, 4, EventKind::Failed { error: EngineError::Backend("no adapter at adapters/nope".into()) }));
+    assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + nope");
+    // Back to the adapter it reported on: the report holds again.
+    s.ws.edit_lane(1, LaneEdit::Adapter(Some("adapters/ticket-lora".into()))).unwrap();
+    assert_eq!(subtitle(&s, 1), format!("smollm2 · local · {detail}"));
+}

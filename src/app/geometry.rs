@@ -129,14 +129,18 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
 pub fn subtitle(state: &AppState, idx: usize) -> String {
     let spec = &state.ws.lanes[idx];
     let mut s = format!("{} · {}", spec.model, spec.backend);
-    match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+    match (state.lanes[idx].detail_for(spec), state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+        // The backend's own report names the adapter it loaded (with its rank): the settings' name would repeat it.
         (Some(d), _) => s.push_str(&format!(" · {d}")),
-        (None, Some(m)) => s.push_str(&format!(" · {}", m.device)),
-        _ => {}
-    }
-    if let Some(a) = &spec.adapter {
-        let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
-        s.push_str(&format!(" + {name}"));
+        (None, m) => {
+            if let Some(m) = m {
+                s.push_str(&format!(" · {}", m.device));
+            }
+            if let Some(a) = &spec.adapter {
+                let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
+                s.push_str(&format!(" + {name}"));
+            }
+        }
     }
     if spec.backend.is_api() {
         s.push_str(&format!(" · {}", crate::workspace::url_host(spec.base_url())));

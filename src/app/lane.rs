@@ -60,8 +60,10 @@ pub struct LaneState {
     pub spec: Option<LaneSpec>,
     /// The system prompt text the current run was sent with.
     pub system_prompt: String,
-    /// Device and weight formats as the backend reported them.
+    /// Device and weight formats (and the adapter loaded) as the backend reported them.
     pub detail: Option<String>,
+    /// The settings of the run that reported `detail`: it describes them, not whatever F6 has set since.
+    pub detail_for: Option<LaneSpec>,
     /// Prompt tokens processed / total, while no token has arrived.
     pub progress: Option<(u64, u64)>,
     pub warnings: Vec<String>,
@@ -84,6 +86,7 @@ impl Default for LaneState {
             spec: None,
             system_prompt: String::new(),
             detail: None,
+            detail_for: None,
             progress: None,
             warnings: Vec::new(),
             live: None,
@@ -108,6 +111,7 @@ impl LaneState {
             system_prompt: system_prompt.to_string(),
             // What the backend said about where it runs stays until it says otherwise.
             detail: self.detail.take(),
+            detail_for: self.detail_for.take(),
             live: self.live.take(),
             ..Self::default()
         };
@@ -119,6 +123,14 @@ impl LaneState {
             && self.input == input
             && self.spec.as_ref() == Some(spec)
             && self.system_prompt == system_prompt
+    }
+
+    /// The backend's report of where the lane runs, while it describes what `spec` would run: same backend,
+    /// model and adapter as the run that reported it.
+    pub fn detail_for(&self, spec: &LaneSpec) -> Option<&str> {
+        let of = self.detail_for.as_ref()?;
+        let same = of.backend == spec.backend && of.model == spec.model && of.adapter == spec.adapter;
+        self.detail.as_deref().filter(|_| same)
     }
 
     /// Prompt tokens to show: the run's own figure while it is current (see `run_is_current`), else the live
@@ -146,6 +158,7 @@ impl LaneState {
             }
             EventKind::Info { detail } => {
                 self.detail = Some(detail);
+                self.detail_for = self.spec.clone();
                 None
             }
             EventKind::Warning { text } => {
