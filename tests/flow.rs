@@ -117,6 +117,33 @@ async fn esc_cancels_mid_stream_and_keeps_the_partial_output() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_lane_shows_what_it_measured_before_the_cancel() {
+    let backend = ScriptedBackend::new([
+        ("base", Script::text(ANSWER).delay_ms(40)),
+        ("tuned", Script::text("short")),
+        ("api", Script::text("short")),
+    ]);
+    let mut r = rig(backend);
+    r.rt.dispatch(&mut r.state, ctrl('r'));
+    while r.state.lanes[0].output.split_inclusive(' ').count() < 2 {
+        r.next_event().await;
+    }
+    r.rt.dispatch(&mut r.state, key(KeyCode::Esc));
+    r.settle().await;
+    let lane = &r.state.lanes[0];
+    assert_eq!(lane.status, LaneStatus::Cancelled);
+    let streamed = lane.output.split_inclusive(' ').count() as u64;
+    let usage = lane.usage.as_ref().expect("what streamed is counted");
+    assert_eq!((usage.completion_tokens, usage.estimated), (Some(streamed), true));
+    let timings = lane.timings.expect("the run was timed until the cancel");
+    assert!(timings.ttft.is_some_and(|t| t <= timings.total) && timings.total >= Duration::from_millis(40));
+    let [counts, times, rate] = tunebench::ui::footer(&r.state, 0);
+    assert!(counts.contains(&format!("out ≈{streamed}")), "{counts}");
+    assert!(!times.contains('—'), "ttft and total were measured: {times}");
+    assert!(rate.ends_with("cost —"), "an unfinished run's bill is unknown, not a figure: {rate}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_backend_fails_its_lane_not_the_program() {
     let backend = ScriptedBackend::new([
         ("base", Script::text(ANSWER).panic_after(2)),

@@ -183,6 +183,17 @@ impl LaneState {
                 self.timings = Some(timings);
                 Some(Finished::Done)
             }
+            EventKind::Measured { timings, chunks } => {
+                // What streamed is counted as the engine counts a backend that reports no usage: an estimate.
+                self.timings = Some(timings);
+                self.usage = Some(Usage {
+                    prompt_tokens: self.prompt_tokens,
+                    completion_tokens: Some(chunks),
+                    estimated: true,
+                    ..Usage::default()
+                });
+                None
+            }
             EventKind::Failed { error } => {
                 // Partial output stays: a failed lane keeps what it streamed.
                 self.status = if error == EngineError::Cancelled { LaneStatus::Cancelled } else { LaneStatus::Failed };

@@ -96,8 +96,9 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let ttft = lane.timings.and_then(|tm| tm.ttft).map_or_else(dash, fmt_duration);
     let total = lane.timings.map_or_else(dash, |tm| fmt_duration(tm.total));
     let rate = figures.and_then(|f| f.tokens_per_s).map_or_else(dash, |r| format!("{r:.1}"));
-    // A run whose price is unknown costs "?", never a silent 0.
+    // A run whose price is unknown costs "?", never a silent 0; an unfinished run's bill is not known at all.
     let cost = figures
+        .filter(|_| lane.status == LaneStatus::Done)
         .map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), |n| format!("{approx}{}", fmt_cost_nanos(n))));
     [
         format!("in {prompt} · out {completion}"),
