@@ -107,3 +107,16 @@ fn savings_panel_100x30() {
     update(&mut s, key(ratatui::crossterm::event::KeyCode::Esc));
     assert!(matches!(s.mode, tunebench::app::Mode::Normal), "any key closes the panel");
 }
+
+/// F5 from the input runs the lane last focused: the hint names it before, the status line after.
+#[test]
+fn f5_from_the_input_names_the_lane_it_runs_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, ratatui_key_tab());
+    update(&mut s, ratatui_key_tab());
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::Esc)); // back to the input, lane `tuned` selected
+    assert!(screen(&s).contains("F5 run tuned"), "{}", screen(&s));
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(5)));
+    assert!(s.lanes[1].status.is_running() && !s.lanes[0].status.is_running());
+    snap!("f5_from_input_80x24", screen(&s));
+}

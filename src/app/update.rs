@@ -149,7 +149,13 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         return run(state, (0..state.lanes.len()).collect());
     }
     if run_focused(&key) {
-        return run(state, vec![state.selected]);
+        let effects = run(state, vec![state.selected]);
+        // From the input, the lane last focused is not obvious: say which one ran.
+        if state.focus == Focus::Input && !effects.is_empty() {
+            let id = &state.ws.lanes[state.selected].id;
+            state.info(format!("F5 runs lane `{id}`, the one last focused (Tab picks another; Ctrl+R runs all)"));
+        }
+        return effects;
     }
     if ctrl(&key, 'p') {
         if let Some(form) = super::promote::open(state) {
