@@ -139,6 +139,7 @@ async fn a_cancelled_lane_shows_what_it_measured_before_the_cancel() {
     assert!(timings.ttft.is_some_and(|t| t <= timings.total) && timings.total >= Duration::from_millis(40));
     let [counts, times, rate] = tunebench::ui::footer(&r.state, 0);
     assert!(counts.contains(&format!("out ≈{streamed}")), "{counts}");
+    assert!(counts.starts_with("in 100 "), "the backend's prompt count is no estimate: {counts}");
     assert!(!times.contains('—'), "ttft and total were measured: {times}");
     assert!(rate.ends_with("cost —"), "an unfinished run's bill is unknown, not a figure: {rate}");
 }

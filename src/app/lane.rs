@@ -137,7 +137,9 @@ impl LaneState {
     /// count of what a run would send now; with whether it is an estimate.
     pub fn shown_prompt_tokens(&self, current: bool) -> Option<(u64, bool)> {
         if current && let Some(n) = self.prompt_tokens {
-            return Some((n, self.usage.as_ref().is_some_and(|u| u.estimated)));
+            // An unfinished run's usage is estimated for what it streamed; its prompt count is the backend's.
+            let estimated = self.status == LaneStatus::Done && self.usage.as_ref().is_some_and(|u| u.estimated);
+            return Some((n, estimated));
         }
         match &self.live {
             Some(Ok(c)) => Some((c.tokens, c.estimated)),
