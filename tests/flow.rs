@@ -92,7 +92,7 @@ async fn ctrl_r_streams_every_lane_concurrently_and_records_runs() {
 
     let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
     term.draw(|f| tunebench::ui::render(&r.state, f)).unwrap();
-    insta::with_settings!({filters => vec![(r"\b\d+(\.\d+)?(ms|s)\b", "[time]"), (r"\b\d+\.\d tok/s[^│┃]*", "[rate] tok/s, cost…")]}, {
+    insta::with_settings!({filters => vec![(r"\b\d+(\.\d+)?(ms|s)\b *", "[time]"), (r"\b\d+\.\d tok/s[^│┃]*", "[rate] tok/s, cost…")]}, {
         insta::assert_snapshot!("flow_after_run_80x24", term.backend().to_string());
     });
 }
