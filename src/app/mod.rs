@@ -116,6 +116,12 @@ pub enum Action {
     DatasetLoaded(Result<(Box<crate::dataset::Report>, Option<String>), String>),
     /// Result of `Effect::Promote`: what was stored where, or why not.
     Promoted(Result<String, String>),
+    /// Result of `Effect::CheckPromote`: where the input already is in the dataset (None: nowhere).
+    PromoteChecked {
+        lane: LaneIdx,
+        run: RunId,
+        result: Result<Option<String>, String>,
+    },
     /// A training run's progress.
     Training(TrainMsg),
     /// The eval view's data, a run's progress, a promotion's result.
@@ -169,6 +175,12 @@ pub enum Effect {
     LoadDataset,
     /// Change the dataset (re-read first), then read it back.
     Dataset(DatasetOp),
+    /// Look the input up in the dataset before the promote dialog opens (answered with `Action::PromoteChecked`).
+    CheckPromote {
+        lane: LaneIdx,
+        run: RunId,
+        input: String,
+    },
     /// Store a promoted (or rejected) example.
     Promote(Box<Promotion>),
     /// Train the adapter lane's adapter on the dataset (progress comes back as `Action::Training`).

@@ -39,6 +39,10 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Eval(msg) => super::eval::on_msg(state, msg),
+        Action::PromoteChecked { lane, run, result } => {
+            super::promote::on_checked(state, lane, run, result);
+            Vec::new()
+        }
         Action::Promoted(Ok(msg)) | Action::Saved(Ok(msg)) => {
             state.info(msg);
             Vec::new()
@@ -158,10 +162,7 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         return effects;
     }
     if ctrl(&key, 'p') {
-        if let Some(form) = super::promote::open(state) {
-            state.mode = Mode::Promote(Box::new(form));
-        }
-        return Vec::new();
+        return super::promote::check(state).into_iter().collect();
     }
     if ctrl(&key, 'n') {
         let text = state.input_text();

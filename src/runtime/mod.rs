@@ -133,6 +133,10 @@ impl Runtime {
                 let (ctx, counters) = (crate::dataset::Context::of(&state.ws), self.counters.clone());
                 self.off_loop(move || dataset::apply(&ctx, &counters, op))
             }
+            Effect::CheckPromote { lane, run, input } => {
+                let dir = state.ws.dataset_dir();
+                self.off_loop(move || Action::PromoteChecked { lane, run, result: dataset::find_input(&dir, &input) })
+            }
             Effect::Promote(p) => {
                 let ctx = crate::dataset::Context::of(&state.ws);
                 let now =
