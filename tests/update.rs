@@ -420,3 +420,75 @@ fn the_lane_subtitle_names_the_adapter_once_and_follows_f6() {
     s.ws.edit_lane(1, LaneEdit::Adapter(Some("adapters/ticket-lora".into()))).unwrap();
     assert_eq!(subtitle(&s, 1), format!("smollm2 · local · {detail}"));
 }
+
+fn done(s: &mut AppState, lane: usize, run: u64, text: &str, prompt_tokens: u64) -> Vec<Effect> {
+    update(s, ev(lane, run, EventKind::Started { prompt_tokens: Some(prompt_tokens) }));
+    update(s, ev(lane, run, EventKind::Token { text: text.into() }));
+    let usage = Usage { prompt_tokens: Some(prompt_tokens), completion_tokens: Some(1), ..Usage::default() };
+    let timings = Timings {
+        ttft: Some(std::time::Duration::from_millis(5)),
+        total: std::time::Duration::from_millis(9),
+        busy: None,
+    };
+    update(s, ev(lane, run, EventKind::Done { usage, timings }))
+}
+
+#[test]
+fn each_input_keeps_its_own_lane_results_and_switching_back_shows_them() {
+    let mut s = state();
+    update(&mut s, ctrl('r'));
+    done(&mut s, 0, 1, "answer to input 1", 1287);
+    update(&mut s, ev(1, 2, EventKind::Token { text: "still ".into() }));
+    // F8: input 2 has no answers yet; nothing of input 1's shows under its counts.
+    update(&mut s, key(KeyCode::F(8)));
+    assert!(s.lanes.iter().all(|l| l.status == LaneStatus::Idle && l.output.is_empty()));
+    assert!(!tunebench::ui::footer(&s, 0)[0].contains("1,287"), "{:?}", tunebench::ui::footer(&s, 0));
+    // Input 1's running lane keeps streaming into input 1's results, and is recorded on input 1's text.
+    update(&mut s, ev(1, 2, EventKind::Token { text: "going".into() }));
+    assert!(s.lanes[1].output.is_empty());
+    let usage = Usage { prompt_tokens: Some(231), completion_tokens: Some(2), ..Usage::default() };
+    let timings = Timings { ttft: None, total: std::time::Duration::from_millis(9), busy: None };
+    let fx = update(&mut s, ev(1, 2, EventKind::Done { usage, timings }));
+    let Some(Effect::Record { input, .. }) = fx.first() else { panic!("{fx:?}") };
+    assert_eq!(input, &s.inputs[0].text);
+    // A run on input 2 is input 2's.
+    update(&mut s, key(KeyCode::Tab));
+    update(&mut s, key(KeyCode::F(5)));
+    done(&mut s, 0, 4, "answer to input 2", 1300);
+    // F7: back to input 1, its answers as they ended.
+    update(&mut s, key(KeyCode::F(7)));
+    assert_eq!(s.lanes[0].output, "answer to input 1");
+    assert_eq!((s.lanes[1].output.as_str(), s.lanes[1].status), ("still going", LaneStatus::Done));
+    assert!(tunebench::ui::footer(&s, 0)[0].starts_with("in 1,287 · out 1"), "{:?}", tunebench::ui::footer(&s, 0));
+    assert_eq!(s.stale_reason(0), None);
+    update(&mut s, key(KeyCode::F(8)));
+    assert_eq!(s.lanes[0].output, "answer to input 2");
+}
+
+#[test]
+fn an_answer_to_another_text_is_marked_and_its_pane_keeps_its_own_figures() {
+    use tunebench::metrics::Count;
+    let mut s = state();
+    update(&mut s, key(KeyCode::Tab));
+    update(&mut s, key(KeyCode::F(5)));
+    done(&mut s, 0, 1, "an answer", 1287);
+    update(&mut s, ch('X')); // the input is edited after the run (a letter in the lanes goes to the input)
+    let count = |tokens| Ok(Count { tokens, estimated: false, how: String::new() });
+    update(&mut s, Action::Counted(vec![count(1290), count(120), count(1200)]));
+    let why = s.stale_reason(0).expect("the answer is to an earlier text");
+    let shown: String = tunebench::app::geometry::output_text(&s, 0).lines.iter().map(|l| l.to_string()).collect();
+    assert!(shown.starts_with('⟲') && shown.contains(why), "{shown}");
+    let footer = tunebench::ui::footer(&s, 0);
+    assert!(footer[0].starts_with("in 1,287 · out 1"), "the run's own figures, not the new text's: {footer:?}");
+    assert!(tunebench::ui::footer(&s, 2)[0].starts_with("in 1,200"), "a lane without an answer counts live");
+    // Ctrl+P promotes only an answer to what is shown.
+    assert_eq!(s.selected, 0);
+    assert!(update(&mut s, ctrl('p')).is_empty());
+    assert!(s.status.as_ref().unwrap().text.contains("rerun it (F5)"), "{:?}", s.status);
+    update(&mut s, key(KeyCode::Esc)); // back to the input, to undo the edit
+    update(&mut s, key(KeyCode::Backspace));
+    assert_eq!(s.input_text(), s.inputs[0].text);
+    assert_eq!(s.stale_reason(0), None, "the same text again: the answer is current");
+    update(&mut s, key(KeyCode::Tab));
+    assert!(matches!(update(&mut s, ctrl('p')).as_slice(), [Effect::CheckPromote { lane: 0, .. }]));
+}

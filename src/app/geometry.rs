@@ -101,6 +101,9 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     let t = &state.theme;
     let mut lines: Vec<Line<'static>> =
         lane.warnings.iter().map(|w| Line::styled(format!("⚠ {w}"), Style::default().fg(t.warn))).collect();
+    if let Some(why) = state.stale_reason(idx) {
+        lines.insert(0, Line::styled(format!("⟲ {why}"), Style::default().fg(t.warn).add_modifier(Modifier::ITALIC)));
+    }
     let mut text = if lane.output.is_empty() {
         let hint = match (lane.status, lane.progress) {
             (LaneStatus::Idle, _) => "Ctrl+R runs every lane, F5 this one".to_string(),

@@ -8,6 +8,7 @@ mod keys;
 mod lane;
 mod promote;
 mod prompt;
+mod runs;
 mod settings;
 mod train;
 mod update;
@@ -220,6 +221,8 @@ pub struct AppState {
     pub input_idx: Option<usize>,
     /// Edited texts of inputs, by slot (None = the new-input slot), kept while browsing.
     pub drafts: BTreeMap<Option<usize>, String>,
+    /// The lanes' last results on the inputs not shown, by slot; `lanes` holds the shown input's.
+    pub results: BTreeMap<Option<usize>, Vec<LaneState>>,
     pub focus: Focus,
     pub selected: LaneIdx,
     pub mode: Mode,
@@ -243,6 +246,7 @@ impl AppState {
             input_idx: None,
             inputs,
             drafts: BTreeMap::new(),
+            results: BTreeMap::new(),
             focus: Focus::Input,
             selected: 0,
             mode: Mode::Normal,
@@ -273,6 +277,7 @@ impl AppState {
     pub(crate) fn show_input(&mut self, slot: Option<usize>) {
         self.stash_draft();
         let text = self.drafts.get(&slot).cloned().unwrap_or_else(|| self.saved_text(slot).to_string());
+        self.swap_results(self.input_idx, slot);
         self.input_idx = slot;
         self.editor = text_area(&text);
         self.style_editor();
@@ -313,10 +318,6 @@ impl AppState {
     /// Prompt tokens lane `i`'s footer shows (see `LaneState::shown_prompt_tokens`).
     pub fn shown_prompt_tokens(&self, i: usize, input: &str) -> Option<(u64, bool)> {
         self.lanes.get(i)?.shown_prompt_tokens(self.run_is_current(i, input))
-    }
-
-    pub fn any_running(&self) -> bool {
-        self.lanes.iter().any(|l| l.status.is_running())
     }
 
     pub(crate) fn style_editor(&mut self) {

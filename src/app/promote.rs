@@ -63,6 +63,12 @@ pub fn check(state: &mut AppState) -> Option<Effect> {
         state.warn(format!("lane `{}` has no answer to promote (run it first: F5)", spec.id));
         return None;
     }
+    if state.stale_reason(i).is_some() {
+        let why = "its answer is not to the input and settings shown now";
+        state.warn(format!("lane `{}`: {why}; rerun it (F5) to promote", spec.id));
+        return None;
+    }
+    let lane = &state.lanes[i];
     Some(Effect::CheckPromote { lane: i, run: lane.run?, input: lane.input.clone() })
 }
 

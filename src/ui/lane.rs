@@ -82,7 +82,7 @@ pub fn footer(state: &AppState, idx: usize) -> [String; 3] {
     let dash = || "—".to_string();
     let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
     let prompt = state
-        .shown_prompt_tokens(idx, &state.input_text())
+        .pane_prompt_tokens(idx)
         .map_or_else(dash, |(n, est)| format!("{}{}", if est { "≈" } else { "" }, fmt_count(n)));
     let completion = lane
         .usage
