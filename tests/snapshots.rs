@@ -85,6 +85,15 @@ fn settings_overlay_80x24() {
     snap!("settings_80x24", screen(&s));
 }
 
+/// An OpenAI lane's F6: its endpoint and key variable, none of the local-only fields.
+#[test]
+fn settings_overlay_of_an_api_lane_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    s.selected = 2;
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(6)));
+    snap!("settings_api_80x24", screen(&s));
+}
+
 fn ratatui_key_tab() -> Action {
     key(ratatui::crossterm::event::KeyCode::Tab)
 }

@@ -215,8 +215,8 @@ fn f2_edits_switches_and_forks_prompt_variants() {
 fn f6_edits_lane_settings_and_rejects_bad_values() {
     let mut s = state();
     update(&mut s, key(KeyCode::F(6)));
-    for _ in 0..6 {
-        update(&mut s, key(KeyCode::Down)); // → max_tokens
+    for _ in 0..4 {
+        update(&mut s, key(KeyCode::Down)); // → max_tokens (a local lane lists no base_url, api_key_env)
     }
     update(&mut s, key(KeyCode::Enter));
     for c in "abc".chars() {
@@ -232,7 +232,7 @@ fn f6_edits_lane_settings_and_rejects_bad_values() {
     }
     update(&mut s, key(KeyCode::Enter));
     assert_eq!(s.ws.lanes[0].sampling.max_tokens, 64);
-    for _ in 0..4 {
+    for _ in 0..2 {
         update(&mut s, key(KeyCode::Up)); // → prompt, cycles with →
     }
     update(&mut s, key(KeyCode::Right));
@@ -365,16 +365,16 @@ fn f6_sets_an_api_lanes_endpoint_key_variable_and_stops() {
         }
         update(s, key(KeyCode::Enter));
     };
-    type_row(&mut s, 4, "http://127.0.0.1:8080/v1");
+    type_row(&mut s, 3, "http://127.0.0.1:8080/v1"); // an OpenAI lane lists no adapter, top_k, repetition_penalty
     type_row(&mut s, 1, "LOCAL_KEY");
-    type_row(&mut s, 7, r#"["\n\n", "%%"]"#);
+    type_row(&mut s, 5, r#"["\n\n", "%%"]"#);
     let lane = &s.ws.lanes[2];
     assert_eq!(lane.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
     assert_eq!(lane.api_key_env.as_deref(), Some("LOCAL_KEY"));
     assert_eq!(lane.sampling.stop, ["\n\n", "%%"]);
     assert!(s.ws.to_toml().contains(r#"stop = ["\n\n", "%%"]"#), "{}", s.ws.to_toml());
     // Moving it to `local` is refused while it still has API-only keys.
-    for _ in 0..12 {
+    for _ in 0..9 {
         update(&mut s, key(KeyCode::Up));
     }
     update(&mut s, key(KeyCode::Left));
@@ -491,4 +491,55 @@ fn an_answer_to_another_text_is_marked_and_its_pane_keeps_its_own_figures() {
     assert_eq!(s.stale_reason(0), None, "the same text again: the answer is current");
     update(&mut s, key(KeyCode::Tab));
     assert!(matches!(update(&mut s, ctrl('p')).as_slice(), [Effect::CheckPromote { lane: 0, .. }]));
+}
+
+#[test]
+fn f6_lists_the_fields_of_the_lanes_backend_and_enter_never_cycles() {
+    use tunebench::app::SettingsRow as R;
+    let mut s = state();
+    let rows = |s: &AppState| if let Mode::Settings(f) = &s.mode { f.rows.clone() } else { panic!("F6 is open") };
+    assert!(matches!(update(&mut s, key(KeyCode::F(6))).as_slice(), [Effect::ListAdapters]));
+    let local = rows(&s);
+    assert!(local.contains(&R::Adapter) && local.contains(&R::RepetitionPenalty) && local.contains(&R::TopK));
+    assert!(!local.contains(&R::BaseUrl) && !local.contains(&R::ApiKeyEnv));
+    // Enter on the backend (a ◂ ▸ row) opens it for typing; the lane stays local.
+    update(&mut s, key(KeyCode::Enter));
+    assert_eq!(s.ws.lanes[0].backend.as_str(), "local");
+    let Mode::Settings(form) = &s.mode else { panic!() };
+    assert!(form.editing.is_some(), "Enter types a value");
+    update(&mut s, key(KeyCode::Esc));
+    update(&mut s, key(KeyCode::Esc));
+    // The OpenAI lane: endpoint and key, no adapter, top_k or repetition_penalty; Anthropic has no seed.
+    s.selected = 2;
+    update(&mut s, key(KeyCode::F(6)));
+    let openai = rows(&s);
+    assert!(openai.contains(&R::BaseUrl) && openai.contains(&R::ApiKeyEnv) && openai.contains(&R::Seed));
+    assert!(!openai.contains(&R::Adapter) && !openai.contains(&R::TopK) && !openai.contains(&R::RepetitionPenalty));
+    update(&mut s, key(KeyCode::Right)); // openai → anthropic: the list follows the backend
+    assert_eq!(s.ws.lanes[2].backend.as_str(), "anthropic");
+    let anthropic = rows(&s);
+    assert!(anthropic.contains(&R::TopK) && !anthropic.contains(&R::Seed), "{anthropic:?}");
+}
+
+#[test]
+fn f6_offers_the_adapter_folders_found_under_adapters() {
+    let (_tmp, root) = support::example_copy();
+    std::fs::create_dir_all(root.join("adapters/ticket-lora-v2")).unwrap();
+    std::fs::write(root.join("adapters/notes.txt"), "not an adapter").unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut rt = tunebench::runtime::Runtime::new(tunebench::engine::Registry::default(), tx);
+    let mut s = support::state_for(&root, 80, 24);
+    s.selected = 1;
+    rt.dispatch(&mut s, key(KeyCode::F(6)));
+    let Mode::Settings(form) = &s.mode else { panic!() };
+    assert_eq!(form.adapters, ["adapters/ticket-lora", "adapters/ticket-lora-v2"]);
+    for _ in 0..3 {
+        rt.dispatch(&mut s, key(KeyCode::Down)); // → adapter
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        rt.dispatch(&mut s, key(KeyCode::Right));
+        seen.push(s.ws.lanes[1].adapter.clone());
+    }
+    assert_eq!(seen, [Some("adapters/ticket-lora-v2".to_string()), None, Some("adapters/ticket-lora".to_string())]);
 }

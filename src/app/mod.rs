@@ -117,6 +117,8 @@ pub enum Action {
     DatasetLoaded(Result<(Box<crate::dataset::Report>, Option<String>), String>),
     /// Result of `Effect::Promote`: what was stored where, or why not.
     Promoted(Result<String, String>),
+    /// Result of `Effect::ListAdapters`: the folders under adapters/, as `adapters/NAME`.
+    AdaptersListed(Result<Vec<String>, String>),
     /// Result of `Effect::CheckPromote`: where the input already is in the dataset (None: nowhere).
     PromoteChecked {
         lane: LaneIdx,
@@ -176,6 +178,8 @@ pub enum Effect {
     LoadDataset,
     /// Change the dataset (re-read first), then read it back.
     Dataset(DatasetOp),
+    /// List the workspace's adapters/ folders for F6 (answered with `Action::AdaptersListed`).
+    ListAdapters,
     /// Look the input up in the dataset before the promote dialog opens (answered with `Action::PromoteChecked`).
     CheckPromote {
         lane: LaneIdx,

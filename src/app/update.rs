@@ -38,6 +38,10 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Eval(msg) => super::eval::on_msg(state, msg),
+        Action::AdaptersListed(found) => {
+            settings::on_adapters(state, found);
+            Vec::new()
+        }
         Action::PromoteChecked { lane, run, result } => {
             super::promote::on_checked(state, lane, run, result);
             Vec::new()
@@ -190,7 +194,10 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::F(9) => return super::eval::open(state),
         KeyCode::F(10) => return super::train::open(state),
         KeyCode::F(2) => prompt::open(state),
-        KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
+        KeyCode::F(6) => {
+            state.mode = Mode::Settings(Box::new(SettingsForm::new(state, state.selected)));
+            return vec![Effect::ListAdapters];
+        }
         _ if prev_item(&key) => step_input(state, false),
         _ if next_item(&key) => step_input(state, true),
         _ if state.focus == Focus::Lanes => return lanes_key(state, key),

@@ -6,7 +6,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 
-use crate::app::{AppState, Mode, PromptEditor, SettingsForm, SettingsRow};
+use crate::app::{AppState, Mode, PromptEditor, SettingsForm};
 use crate::metrics::fmt_count;
 
 /// Every key, in the order a newcomer needs them. The help overlay and the README list the same.
@@ -146,14 +146,15 @@ fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
 
 fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm) {
     let t = &state.theme;
-    let rect = popup(area, 72, SettingsRow::ALL.len() as u16 + 5);
+    let n = form.rows.len();
+    let rect = popup(area, 72, n as u16 + 5);
     let lane = &state.ws.lanes[form.lane];
     let block = frame_block(state, format!(" lane `{}` settings ", lane.id));
     let inner = block.inner(rect);
     frame.render_widget(Clear, rect);
     frame.render_widget(block, rect);
-    let rows = Layout::vertical(vec![Constraint::Length(1); SettingsRow::ALL.len() + 3]).split(inner);
-    for (i, row) in SettingsRow::ALL.iter().enumerate() {
+    let rows = Layout::vertical(vec![Constraint::Length(1); n + 3]).split(inner);
+    for (i, row) in form.rows.iter().enumerate() {
         let selected = i == form.row;
         let style = if selected { Style::default().bg(t.selection).fg(t.title) } else { Style::default().fg(t.fg) };
         let [label, value] = Layout::horizontal([Constraint::Length(21), Constraint::Min(0)]).areas(rows[i]);
@@ -168,7 +169,6 @@ fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm
             }
         }
     }
-    let n = SettingsRow::ALL.len();
     if let Some(err) = &form.error {
         frame.render_widget(
             Paragraph::new(Span::styled(format!(" {err}"), Style::default().fg(t.error))).wrap(Wrap { trim: true }),
@@ -177,7 +177,7 @@ fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm
     }
     frame.render_widget(
         Paragraph::new(Span::styled(
-            " ↑↓ field · Enter edit/apply · ←→ cycle · Esc/F6 close · ^S save",
+            " ↑↓ field · Enter type/apply · ←→ choose ◂ ▸ · Esc/F6 close · ^S save",
             Style::default().fg(t.muted),
         )),
         rows[n + 2],
