@@ -335,7 +335,7 @@ fn ctrl_q_quits_from_overlays_too() {
     assert!(matches!(&update(&mut s, ctrl('q'))[..], [Effect::Quit]));
     let mut s = state();
     update(&mut s, key(KeyCode::F(6)));
-    update(&mut s, key(KeyCode::Enter)); // editing `backend`? no: it cycles; go to a typed row
+    update(&mut s, key(KeyCode::Right)); // the backend cycles: unsaved work
     update(&mut s, key(KeyCode::Down));
     update(&mut s, key(KeyCode::Enter));
     assert!(update(&mut s, ctrl('q')).is_empty(), "unsaved (the backend cycled): asks");
