@@ -543,3 +543,31 @@ fn f6_offers_the_adapter_folders_found_under_adapters() {
     }
     assert_eq!(seen, [Some("adapters/ticket-lora-v2".to_string()), None, Some("adapters/ticket-lora".to_string())]);
 }
+
+#[test]
+fn the_prompt_and_promote_editors_undo_with_ctrl_z() {
+    let mut s = state();
+    let before = s.ws.prompt_text("long").unwrap().to_string();
+    update(&mut s, key(KeyCode::F(2)));
+    for c in "abc".chars() {
+        update(&mut s, ch(c));
+    }
+    for _ in 0..3 {
+        update(&mut s, ctrl('z'));
+    }
+    update(&mut s, key(KeyCode::Esc));
+    assert_eq!(s.ws.prompt_text("long").unwrap(), before, "F2: three letters typed, three undone");
+    // Ctrl+P's answer: written anew, then undone letter by letter.
+    update(&mut s, key(KeyCode::Tab));
+    update(&mut s, key(KeyCode::F(5)));
+    done(&mut s, 0, 1, "the lane's answer", 1287);
+    let Some(Effect::CheckPromote { run, .. }) = update(&mut s, ctrl('p')).pop() else { panic!("{:?}", s.status) };
+    update(&mut s, Action::PromoteChecked { lane: 0, run, result: Ok(None) });
+    update(&mut s, ch('e'));
+    update(&mut s, key(KeyCode::End));
+    update(&mut s, ch('!'));
+    update(&mut s, ctrl('z'));
+    let Mode::Promote(form) = &s.mode else { panic!("the dialog is open") };
+    assert_eq!(form.answer_text(), "the lane's answer");
+    assert!(!form.edited());
+}

@@ -79,6 +79,26 @@ pub fn lane_at(state: &AppState, col: u16, row: u16) -> Option<usize> {
     areas(screen(state), state.lanes.len()).lanes.iter().position(|r| r.contains(pos))
 }
 
+/// The text editors, for the width each is drawn at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Editor {
+    Input,
+    /// F2's prompt text and F3's example turn: a popup 4 columns narrower than the screen, inside its border.
+    Popup,
+    /// Ctrl+P's answer: a popup at most 100 wide, inside its border and a column of margin each side.
+    PromoteAnswer,
+}
+
+/// The width an editor's text wraps at (as `ui` lays it out), so that ↑↓ move by the rows it draws.
+pub fn editor_width(state: &AppState, which: Editor) -> u16 {
+    let w = state.size.0;
+    match which {
+        Editor::Input => w.saturating_sub(2),
+        Editor::Popup => w.saturating_sub(4).saturating_sub(2),
+        Editor::PromoteAnswer => 100.min(w.saturating_sub(2)).saturating_sub(4),
+    }
+}
+
 /// The wrapped output of a lane, as shown.
 pub fn output_paragraph(text: ratatui::text::Text<'_>) -> Paragraph<'_> {
     Paragraph::new(text).wrap(Wrap { trim: false })

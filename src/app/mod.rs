@@ -2,6 +2,7 @@
 
 pub mod counting;
 mod dataset;
+pub mod editing;
 mod eval;
 pub mod geometry;
 mod keys;

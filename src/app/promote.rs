@@ -110,7 +110,8 @@ pub fn key(state: &mut AppState, form: &mut PromoteForm, key: KeyEvent) -> (Vec<
             if key.code == KeyCode::Esc {
                 form.field = PromoteField::None;
             } else {
-                form.answer.input(key);
+                let width = super::geometry::editor_width(state, super::geometry::Editor::PromoteAnswer);
+                super::editing::key(&mut form.answer, key, width);
             }
             return (Vec::new(), true);
         }

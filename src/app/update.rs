@@ -202,7 +202,8 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         _ if next_item(&key) => step_input(state, true),
         _ if state.focus == Focus::Lanes => return lanes_key(state, key),
         _ => {
-            state.editor.input(key);
+            let width = geometry::editor_width(state, geometry::Editor::Input);
+            super::editing::key(&mut state.editor, key, width);
         }
     }
     Vec::new()
