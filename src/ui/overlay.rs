@@ -12,7 +12,7 @@ use crate::metrics::fmt_count;
 /// Every key, in the order a newcomer needs them. The help overlay and the README list the same.
 pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl+R", "run every lane on the input"),
-    ("F5 / Ctrl+Enter", "run the focused lane (Ctrl+Enter: kitty terminals)"),
+    ("F5 / Ctrl+Enter", "run the focused lane (input: the last one focused)"),
     ("Esc", "cancel running lanes; close overlays; leave lanes"),
     ("Tab / Shift+Tab, click", "focus: input → lane 1 … lane n → input; a lane"),
     ("PgUp / PgDn, wheel", "scroll the focused lane (wheel: lane under mouse)"),
@@ -27,8 +27,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("  F7/F8, Ctrl+N in F2", "switch the lane's variant; save as a new variant"),
     ("F12, $ (lanes)", "savings vs the reference lane: run, month, break-even"),
     ("F4", "the focused lane's prompt as sent, token by token"),
-    ("F6", "lane settings: backend, model, prompt, adapter…"),
-    ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
+    ("F6", "lane settings: the fields the lane's backend takes"),
+    ("  ↑↓ Enter ←→ in F6", "field; Enter type/apply, Esc undo typing, ←→ choose"),
     ("F9", "eval: scoreboard, case browser; h run history"),
     ("F10", "train the adapter: loss curve, stop, run the lane"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
