@@ -122,7 +122,10 @@ async fn cancelling_aborts_the_request_at_once() {
                 assert_eq!(error, EngineError::Cancelled);
                 break;
             }
-            other => assert!(matches!(other, EventKind::Token { .. } | EventKind::Warning { .. }), "{other:?}"),
+            other => assert!(
+                matches!(other, EventKind::Token { .. } | EventKind::Warning { .. } | EventKind::Measured { .. }),
+                "{other:?}"
+            ),
         }
     }
     assert!(at.elapsed() < Duration::from_millis(200), "{:?}", at.elapsed());

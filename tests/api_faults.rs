@@ -267,6 +267,8 @@ async fn cancelling_during_a_retry_wait_ends_the_run_at_once() {
     let at = Instant::now();
     cancel.cancel();
     let ev = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.unwrap().unwrap();
+    assert!(matches!(ev.kind, EventKind::Measured { chunks: 0, .. }), "{:?}", ev.kind);
+    let ev = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.unwrap().unwrap();
     assert_eq!(ev.kind, EventKind::Failed { error: EngineError::Cancelled });
     assert!(at.elapsed() < Duration::from_millis(200));
     assert_eq!(server.requests().len(), 1);

@@ -92,7 +92,7 @@ async fn ctrl_r_streams_every_lane_concurrently_and_records_runs() {
 
     let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
     term.draw(|f| tunebench::ui::render(&r.state, f)).unwrap();
-    insta::with_settings!({filters => vec![(r"\b\d+(\.\d+)?(ms|s)\b", "[time]"), (r"│[^│┃]*\bcost [^│┃]+", "│[rate and cost, as wide as they fit]")]}, {
+    insta::with_settings!({filters => vec![(r"\b\d+(\.\d+)?(ms|s)\b *", "[time]"), (r"│[^│┃]*\bcost [^│┃]+", "│[rate and cost, as wide as they fit]")]}, {
         insta::assert_snapshot!("flow_after_run_80x24", term.backend().to_string());
     });
 }
@@ -114,6 +114,34 @@ async fn esc_cancels_mid_stream_and_keeps_the_partial_output() {
     assert_eq!(r.state.lanes[0].status, LaneStatus::Cancelled);
     assert!(!r.state.lanes[0].output.is_empty() && r.state.lanes[0].output.len() < ANSWER.len());
     assert_eq!(r.runs().iter().filter(|v| v["error"] == "cancelled").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_lane_shows_what_it_measured_before_the_cancel() {
+    let backend = ScriptedBackend::new([
+        ("base", Script::text(ANSWER).delay_ms(40)),
+        ("tuned", Script::text("short")),
+        ("api", Script::text("short")),
+    ]);
+    let mut r = rig(backend);
+    r.rt.dispatch(&mut r.state, ctrl('r'));
+    while r.state.lanes[0].output.split_inclusive(' ').count() < 2 {
+        r.next_event().await;
+    }
+    r.rt.dispatch(&mut r.state, key(KeyCode::Esc));
+    r.settle().await;
+    let lane = &r.state.lanes[0];
+    assert_eq!(lane.status, LaneStatus::Cancelled);
+    let streamed = lane.output.split_inclusive(' ').count() as u64;
+    let usage = lane.usage.as_ref().expect("what streamed is counted");
+    assert_eq!((usage.completion_tokens, usage.estimated), (Some(streamed), true));
+    let timings = lane.timings.expect("the run was timed until the cancel");
+    assert!(timings.ttft.is_some_and(|t| t <= timings.total) && timings.total >= Duration::from_millis(40));
+    let [counts, times, rate] = tunebench::ui::footer(&r.state, 0, 200);
+    assert!(counts.contains(&format!("out ≈{streamed}")), "{counts}");
+    assert!(counts.starts_with("in 100 "), "the backend's prompt count is no estimate: {counts}");
+    assert!(!times.contains('—'), "ttft and total were measured: {times}");
+    assert!(rate.ends_with("cost —"), "an unfinished run's bill is unknown, not a figure: {rate}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

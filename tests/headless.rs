@@ -169,6 +169,21 @@ fn the_binary_reads_the_input_from_a_file_or_stdin() {
 }
 
 #[test]
+fn a_saved_input_file_sends_the_same_text_from_run_as_from_the_tui() {
+    let (_tmp, root) = support::example_copy();
+    let file = root.join("inputs/16-terse-one-liner.txt");
+    // Two trailing blank lines typed on purpose, then the file's own line end (CRLF, as on Windows).
+    std::fs::write(&file, "Charger dead after a week.\r\n\r\n\r\n").unwrap();
+    let tui = support::state_for(&root, 80, 24);
+    let shown = tui.inputs.iter().find(|i| i.path == file).unwrap().text.clone();
+    assert_eq!(shown, "Charger dead after a week.\n\n");
+    tunebench(&["run", root.to_str().unwrap(), "--input-file", file.to_str().unwrap(), "--lanes", "tuned"]);
+    let runs = std::fs::read_to_string(root.join("runs.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(runs.lines().last().unwrap()).unwrap();
+    assert_eq!(record["input"], shown.as_str(), "run --input-file and the TUI send one text");
+}
+
+#[test]
 fn the_binary_reports_an_invalid_workspace_with_file_and_line() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/unknown_backend.toml");
     let out = tunebench(&["run", dir.to_str().unwrap(), "--input", "x"]);

@@ -116,10 +116,11 @@ async fn the_api_lanes_answer_is_edited_rated_and_stored_with_the_short_prompt()
     assert!(meta["time_unix_ms"].as_u64().unwrap() > 1_700_000_000_000);
     let id = x["id"].as_str().unwrap().to_string();
 
-    // The same input again is refused, and nothing is written.
-    r.promote_api();
-    r.send(key(KeyCode::Enter));
+    // The same input again is refused before the dialog opens (no editing or rating to lose), and nothing is written.
+    r.send(ctrl('p'));
+    assert!(matches!(r.state.mode, Mode::Normal), "no dialog for an input already in the dataset");
     assert!(r.status().contains("already example") && r.status().contains(&id), "{}", r.status());
+    assert!(r.status().contains("train.jsonl:"), "it names the line: {}", r.status());
     assert_eq!(r.lines("train.jsonl").len(), before + 1);
 
     // F3 shows it, found by search, with the short prompt named.

@@ -85,6 +85,15 @@ fn settings_overlay_80x24() {
     snap!("settings_80x24", screen(&s));
 }
 
+/// An OpenAI lane's F6: its endpoint and key variable, none of the local-only fields.
+#[test]
+fn settings_overlay_of_an_api_lane_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    s.selected = 2;
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(6)));
+    snap!("settings_api_80x24", screen(&s));
+}
+
 fn ratatui_key_tab() -> Action {
     key(ratatui::crossterm::event::KeyCode::Tab)
 }
@@ -193,4 +202,40 @@ fn train_view_before_a_run_and_after_a_stop_80x24() {
     assert!(after.contains("stopped at step 40") && !after.contains("done"), "{after}");
     assert!(after.contains("Enter run lane `tuned` with adapters/ticket-lora"), "{after}");
     snap!("train_stopped_80x24", after);
+}
+
+/// F5 from the input runs the lane last focused: the hint names it before, the status line after.
+#[test]
+fn f5_from_the_input_names_the_lane_it_runs_80x24() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, ratatui_key_tab());
+    update(&mut s, ratatui_key_tab());
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::Esc)); // back to the input, lane `tuned` selected
+    assert!(screen(&s).contains("F5 run tuned"), "{}", screen(&s));
+    update(&mut s, key(ratatui::crossterm::event::KeyCode::F(5)));
+    assert!(s.lanes[1].status.is_running() && !s.lanes[0].status.is_running());
+    snap!("f5_from_input_80x24", screen(&s));
+}
+
+/// ↑ in wrapped text goes one drawn row up (tui-textarea alone would stay on the logical line's only row), and
+/// Ctrl+Z undoes: a `|` typed after ↑ shows where the cursor went.
+#[test]
+fn up_moves_by_wrapped_row_and_ctrl_z_undoes_80x24() {
+    use ratatui::crossterm::event::KeyCode;
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, alt(KeyCode::Left)); // the new, empty input slot
+    let long = "My Aero X1 headphones arrived this morning and the right ear cup makes no sound at all. \
+                I tried them with my phone and my laptop and charged them fully, nothing.";
+    update(&mut s, Action::Paste(long.into()));
+    update(&mut s, key(KeyCode::Up));
+    let (row, col) = s.editor.cursor();
+    assert_eq!(row, 0);
+    let len = long.chars().count();
+    assert!(col < len && col + 78 >= len, "one drawn row (78 wide) up: {col} of {len}");
+    update(&mut s, ch('|'));
+    snap!("wrapped_up_80x24", screen(&s));
+    update(&mut s, ctrl('z'));
+    assert_eq!(s.input_text(), long, "Ctrl+Z takes the `|` back");
+    update(&mut s, ctrl('y'));
+    assert!(s.input_text().contains('|'), "Ctrl+Y puts it back");
 }

@@ -244,7 +244,8 @@ fn key(state: &mut AppState, view: &mut DatasetView, key: KeyEvent) -> (Vec<Effe
             if key.code == KeyCode::Esc {
                 state.info("edit discarded");
             } else {
-                area.input(key);
+                let width = super::geometry::editor_width(state, super::geometry::Editor::Popup);
+                super::editing::key(&mut area, key, width);
                 view.pane = Pane::Edit { id, role, area, saving: false };
             }
             return none;

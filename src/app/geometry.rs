@@ -80,6 +80,26 @@ pub fn lane_at(state: &AppState, col: u16, row: u16) -> Option<usize> {
     areas(screen(state), state.lanes.len()).lanes.iter().position(|r| r.contains(pos))
 }
 
+/// The text editors, for the width each is drawn at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Editor {
+    Input,
+    /// F2's prompt text and F3's example turn: a popup 4 columns narrower than the screen, inside its border.
+    Popup,
+    /// Ctrl+P's answer: a popup at most 100 wide, inside its border and a column of margin each side.
+    PromoteAnswer,
+}
+
+/// The width an editor's text wraps at (as `ui` lays it out), so that ↑↓ move by the rows it draws.
+pub fn editor_width(state: &AppState, which: Editor) -> u16 {
+    let w = state.size.0;
+    match which {
+        Editor::Input => w.saturating_sub(2),
+        Editor::Popup => w.saturating_sub(4).saturating_sub(2),
+        Editor::PromoteAnswer => 100.min(w.saturating_sub(2)).saturating_sub(4),
+    }
+}
+
 /// The wrapped output of a lane, as shown.
 pub fn output_paragraph(text: ratatui::text::Text<'_>) -> Paragraph<'_> {
     Paragraph::new(text).wrap(Wrap { trim: false })
@@ -103,6 +123,9 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
     let t = &state.theme;
     let mut lines: Vec<Line<'static>> =
         lane.warnings.iter().map(|w| Line::styled(format!("⚠ {}", escape(w)), Style::default().fg(t.warn))).collect();
+    if let Some(why) = state.stale_reason(idx) {
+        lines.insert(0, Line::styled(format!("⟲ {why}"), Style::default().fg(t.warn).add_modifier(Modifier::ITALIC)));
+    }
     let mut text = if lane.output.is_empty() {
         let hint = match (lane.status, lane.progress) {
             (LaneStatus::Idle, _) => "Ctrl+R runs every lane, F5 this one".to_string(),
@@ -134,14 +157,18 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
 pub fn subtitle(state: &AppState, idx: usize) -> String {
     let spec = &state.ws.lanes[idx];
     let mut s = format!("{} · {}", spec.model, spec.backend);
-    match (&state.lanes[idx].detail, state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+    match (state.lanes[idx].detail_for(spec), state.ws.models.get(&spec.model).filter(|_| !spec.backend.is_api())) {
+        // The backend's own report names the adapter it loaded (with its rank): the settings' name would repeat it.
         (Some(d), _) => s.push_str(&format!(" · {d}")),
-        (None, Some(m)) => s.push_str(&format!(" · {}", m.device)),
-        _ => {}
-    }
-    if let Some(a) = &spec.adapter {
-        let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
-        s.push_str(&format!(" + {name}"));
+        (None, m) => {
+            if let Some(m) = m {
+                s.push_str(&format!(" · {}", m.device));
+            }
+            if let Some(a) = &spec.adapter {
+                let name = std::path::Path::new(a).file_name().map_or(a.clone(), |n| n.to_string_lossy().into_owned());
+                s.push_str(&format!(" + {name}"));
+            }
+        }
     }
     if spec.backend.is_api() {
         s.push_str(&format!(" · {}", crate::workspace::url_host(spec.base_url())));

@@ -60,8 +60,10 @@ pub struct LaneState {
     pub spec: Option<LaneSpec>,
     /// The system prompt text the current run was sent with.
     pub system_prompt: String,
-    /// Device and weight formats as the backend reported them.
+    /// Device and weight formats (and the adapter loaded) as the backend reported them.
     pub detail: Option<String>,
+    /// The settings of the run that reported `detail`: it describes them, not whatever F6 has set since.
+    pub detail_for: Option<LaneSpec>,
     /// Prompt tokens processed / total, while no token has arrived.
     pub progress: Option<(u64, u64)>,
     pub warnings: Vec<String>,
@@ -84,6 +86,7 @@ impl Default for LaneState {
             spec: None,
             system_prompt: String::new(),
             detail: None,
+            detail_for: None,
             progress: None,
             warnings: Vec::new(),
             live: None,
@@ -108,6 +111,7 @@ impl LaneState {
             system_prompt: system_prompt.to_string(),
             // What the backend said about where it runs stays until it says otherwise.
             detail: self.detail.take(),
+            detail_for: self.detail_for.take(),
             live: self.live.take(),
             ..Self::default()
         };
@@ -121,11 +125,21 @@ impl LaneState {
             && self.system_prompt == system_prompt
     }
 
+    /// The backend's report of where the lane runs, while it describes what `spec` would run: same backend,
+    /// model and adapter as the run that reported it.
+    pub fn detail_for(&self, spec: &LaneSpec) -> Option<&str> {
+        let of = self.detail_for.as_ref()?;
+        let same = of.backend == spec.backend && of.model == spec.model && of.adapter == spec.adapter;
+        self.detail.as_deref().filter(|_| same)
+    }
+
     /// Prompt tokens to show: the run's own figure while it is current (see `run_is_current`), else the live
     /// count of what a run would send now; with whether it is an estimate.
     pub fn shown_prompt_tokens(&self, current: bool) -> Option<(u64, bool)> {
         if current && let Some(n) = self.prompt_tokens {
-            return Some((n, self.usage.as_ref().is_some_and(|u| u.estimated)));
+            // An unfinished run's usage is estimated for what it streamed; its prompt count is the backend's.
+            let estimated = self.status == LaneStatus::Done && self.usage.as_ref().is_some_and(|u| u.estimated);
+            return Some((n, estimated));
         }
         match &self.live {
             Some(Ok(c)) => Some((c.tokens, c.estimated)),
@@ -146,6 +160,7 @@ impl LaneState {
             }
             EventKind::Info { detail } => {
                 self.detail = Some(detail);
+                self.detail_for = self.spec.clone();
                 None
             }
             EventKind::Warning { text } => {
@@ -169,6 +184,17 @@ impl LaneState {
                 self.usage = Some(usage);
                 self.timings = Some(timings);
                 Some(Finished::Done)
+            }
+            EventKind::Measured { timings, chunks } => {
+                // What streamed is counted as the engine counts a backend that reports no usage: an estimate.
+                self.timings = Some(timings);
+                self.usage = Some(Usage {
+                    prompt_tokens: self.prompt_tokens,
+                    completion_tokens: Some(chunks),
+                    estimated: true,
+                    ..Usage::default()
+                });
+                None
             }
             EventKind::Failed { error } => {
                 // Partial output stays: a failed lane keeps what it streamed.

@@ -2,12 +2,14 @@
 
 pub mod counting;
 mod dataset;
+pub mod editing;
 mod eval;
 pub mod geometry;
 mod keys;
 mod lane;
 mod promote;
 mod prompt;
+mod runs;
 mod settings;
 mod train;
 mod update;
@@ -116,6 +118,14 @@ pub enum Action {
     DatasetLoaded(Result<(Box<crate::dataset::Report>, Option<String>), String>),
     /// Result of `Effect::Promote`: what was stored where, or why not.
     Promoted(Result<String, String>),
+    /// Result of `Effect::ListAdapters`: the folders under adapters/, as `adapters/NAME`.
+    AdaptersListed(Result<Vec<String>, String>),
+    /// Result of `Effect::CheckPromote`: where the input already is in the dataset (None: nowhere).
+    PromoteChecked {
+        lane: LaneIdx,
+        run: RunId,
+        result: Result<Option<String>, String>,
+    },
     /// A training run's progress.
     Training(TrainMsg),
     /// The eval view's data, a run's progress, a promotion's result.
@@ -171,6 +181,14 @@ pub enum Effect {
     LoadDataset,
     /// Change the dataset (re-read first), then read it back.
     Dataset(DatasetOp),
+    /// List the workspace's adapters/ folders for F6 (answered with `Action::AdaptersListed`).
+    ListAdapters,
+    /// Look the input up in the dataset before the promote dialog opens (answered with `Action::PromoteChecked`).
+    CheckPromote {
+        lane: LaneIdx,
+        run: RunId,
+        input: String,
+    },
     /// Store a promoted (or rejected) example.
     Promote(Box<Promotion>),
     /// Train the adapter lane's adapter on the dataset (progress comes back as `Action::Training`).
@@ -212,6 +230,8 @@ pub struct AppState {
     pub input_idx: Option<usize>,
     /// Edited texts of inputs, by slot (None = the new-input slot), kept while browsing.
     pub drafts: BTreeMap<Option<usize>, String>,
+    /// The lanes' last results on the inputs not shown, by slot; `lanes` holds the shown input's.
+    pub results: BTreeMap<Option<usize>, Vec<LaneState>>,
     pub focus: Focus,
     pub selected: LaneIdx,
     pub mode: Mode,
@@ -235,6 +255,7 @@ impl AppState {
             input_idx: None,
             inputs,
             drafts: BTreeMap::new(),
+            results: BTreeMap::new(),
             focus: Focus::Input,
             selected: 0,
             mode: Mode::Normal,
@@ -265,6 +286,7 @@ impl AppState {
     pub(crate) fn show_input(&mut self, slot: Option<usize>) {
         self.stash_draft();
         let text = self.drafts.get(&slot).cloned().unwrap_or_else(|| self.saved_text(slot).to_string());
+        self.swap_results(self.input_idx, slot);
         self.input_idx = slot;
         self.editor = text_area(&text);
         self.style_editor();
@@ -305,10 +327,6 @@ impl AppState {
     /// Prompt tokens lane `i`'s footer shows (see `LaneState::shown_prompt_tokens`).
     pub fn shown_prompt_tokens(&self, i: usize, input: &str) -> Option<(u64, bool)> {
         self.lanes.get(i)?.shown_prompt_tokens(self.run_is_current(i, input))
-    }
-
-    pub fn any_running(&self) -> bool {
-        self.lanes.iter().any(|l| l.status.is_running())
     }
 
     pub(crate) fn style_editor(&mut self) {

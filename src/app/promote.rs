@@ -4,8 +4,9 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use tui_textarea::TextArea;
 
 use super::keys::ctrl;
-use super::{AppState, Effect, LaneStatus, text_area};
+use super::{AppState, Effect, LaneStatus, Mode, text_area};
 use crate::dataset::{Example, Meta};
+use crate::engine::RunId;
 
 /// Where the typing goes in the promote dialog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +50,9 @@ impl PromoteForm {
     }
 }
 
-/// Opens the dialog for the focused lane, or says why not.
-pub fn open(state: &mut AppState) -> Option<PromoteForm> {
+/// Ctrl+P: whether the focused lane has an answer to promote; if so, the dataset is asked first whether its
+/// input is already there, so that a refusal comes before any editing or rating, not after.
+pub fn check(state: &mut AppState) -> Option<Effect> {
     let i = state.selected;
     let (lane, spec) = (state.lanes.get(i)?, state.ws.lanes.get(i)?);
     if lane.status.is_running() {
@@ -61,6 +63,34 @@ pub fn open(state: &mut AppState) -> Option<PromoteForm> {
         state.warn(format!("lane `{}` has no answer to promote (run it first: F5)", spec.id));
         return None;
     }
+    if state.stale_reason(i).is_some() {
+        let why = "its answer is not to the input and settings shown now";
+        state.warn(format!("lane `{}`: {why}; rerun it (F5) to promote", spec.id));
+        return None;
+    }
+    let lane = &state.lanes[i];
+    Some(Effect::CheckPromote { lane: i, run: lane.run?, input: lane.input.clone() })
+}
+
+/// The dataset's answer: opens the dialog, unless the input is already an example or the lane ran again.
+pub fn on_checked(state: &mut AppState, lane: usize, run: RunId, result: Result<Option<String>, String>) {
+    if !matches!(state.mode, Mode::Normal) || state.lanes.get(lane).and_then(|l| l.run) != Some(run) {
+        return; // the user moved on (another overlay, a new run): the answer no longer applies
+    }
+    match result {
+        Ok(None) => {
+            if let Some(form) = open(state, lane) {
+                state.mode = Mode::Promote(Box::new(form));
+            }
+        }
+        Ok(Some(at)) => state.warn(format!("not promoted: this input is already {at}; edit that one instead (F3)")),
+        Err(e) => state.error(format!("cannot check the dataset before promoting: {e}")),
+    }
+}
+
+/// The dialog on lane `i`'s answer.
+fn open(state: &AppState, i: usize) -> Option<PromoteForm> {
+    let lane = state.lanes.get(i)?;
     Some(PromoteForm {
         lane: i,
         input: lane.input.clone(),
@@ -80,7 +110,8 @@ pub fn key(state: &mut AppState, form: &mut PromoteForm, key: KeyEvent) -> (Vec<
             if key.code == KeyCode::Esc {
                 form.field = PromoteField::None;
             } else {
-                form.answer.input(key);
+                let width = super::geometry::editor_width(state, super::geometry::Editor::PromoteAnswer);
+                super::editing::key(&mut form.answer, key, width);
             }
             return (Vec::new(), true);
         }

@@ -76,7 +76,8 @@ pub fn key(state: &mut AppState, ed: &mut PromptEditor, key: KeyEvent) -> bool {
         ed.naming = Some(TextArea::default());
         return true;
     }
-    ed.area.input(key);
+    let width = super::geometry::editor_width(state, super::geometry::Editor::Popup);
+    super::editing::key(&mut ed.area, key, width);
     true
 }
 

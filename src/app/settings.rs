@@ -3,8 +3,8 @@
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use tui_textarea::TextArea;
 
-use super::AppState;
 use super::text_area;
+use super::{AppState, Mode};
 use crate::engine::LaneIdx;
 use crate::workspace::{BackendKind, LaneEdit, LaneSpec};
 
@@ -60,9 +60,25 @@ impl SettingsRow {
         }
     }
 
-    /// Rows chosen from a list cycle with ←/→; the rest are typed.
+    /// Rows chosen from a list cycle with ←/→ (Enter types a value instead); the rest are typed.
     pub fn cycles(self) -> bool {
-        matches!(self, Self::Backend | Self::Prompt)
+        matches!(self, Self::Backend | Self::Prompt | Self::Adapter)
+    }
+
+    /// Whether the row means anything to a lane of `backend` (the keys its workspace.toml entry may hold).
+    pub fn applies(self, backend: BackendKind) -> bool {
+        match self {
+            Self::Adapter | Self::RepetitionPenalty => backend == BackendKind::Local,
+            Self::BaseUrl | Self::ApiKeyEnv => backend.is_api(),
+            Self::TopK => backend != BackendKind::OpenAi,
+            Self::Seed => backend != BackendKind::Anthropic,
+            _ => true,
+        }
+    }
+
+    /// The rows F6 lists for a lane of `backend`.
+    pub fn for_backend(backend: BackendKind) -> Vec<SettingsRow> {
+        Self::ALL.into_iter().filter(|r| r.applies(backend)).collect()
     }
 
     pub fn value(self, lane: &LaneSpec) -> String {
@@ -139,18 +155,30 @@ impl SettingsRow {
 #[derive(Debug)]
 pub struct SettingsForm {
     pub lane: LaneIdx,
+    /// The rows shown: those that apply to the lane's backend (changing the backend changes them).
+    pub rows: Vec<SettingsRow>,
     pub row: usize,
     pub editing: Option<TextArea<'static>>,
     pub error: Option<String>,
+    /// The adapter folders under the workspace's adapters/ (read by the runtime when the form opens).
+    pub adapters: Vec<String>,
 }
 
 impl SettingsForm {
-    pub fn new(lane: LaneIdx) -> Self {
-        Self { lane, row: 0, editing: None, error: None }
+    pub fn new(state: &AppState, lane: LaneIdx) -> Self {
+        let rows = SettingsRow::for_backend(state.ws.lanes[lane].backend);
+        Self { lane, rows, row: 0, editing: None, error: None, adapters: Vec::new() }
     }
 
     pub fn current(&self) -> SettingsRow {
-        SettingsRow::ALL[self.row]
+        self.rows[self.row.min(self.rows.len() - 1)]
+    }
+
+    /// Lists the rows for the lane's backend now, staying on the same row where it is still listed.
+    fn refresh_rows(&mut self, state: &AppState) {
+        let at = self.current();
+        self.rows = SettingsRow::for_backend(state.ws.lanes[self.lane].backend);
+        self.row = self.rows.iter().position(|r| *r == at).unwrap_or(0);
     }
 }
 
@@ -169,12 +197,13 @@ pub fn key(state: &mut AppState, form: &mut SettingsForm, key: KeyEvent) -> bool
         }
         return true;
     }
+    let n = form.rows.len();
     match key.code {
         KeyCode::Esc | KeyCode::F(6) => return false,
-        KeyCode::Up => form.row = (form.row + SettingsRow::ALL.len() - 1) % SettingsRow::ALL.len(),
-        KeyCode::Down => form.row = (form.row + 1) % SettingsRow::ALL.len(),
+        KeyCode::Up => form.row = (form.row + n - 1) % n,
+        KeyCode::Down => form.row = (form.row + 1) % n,
         KeyCode::Left | KeyCode::Right if row.cycles() => cycle(state, form, key.code == KeyCode::Right),
-        KeyCode::Enter if row.cycles() => cycle(state, form, true),
+        // Enter types a value on every row, a listed one too (a name the list lacks): it never cycles.
         KeyCode::Enter => {
             let current = row.value(&state.ws.lanes[form.lane]);
             let mut field = text_area(&current);
@@ -190,11 +219,19 @@ pub fn key(state: &mut AppState, form: &mut SettingsForm, key: KeyEvent) -> bool
 
 fn cycle(state: &mut AppState, form: &mut SettingsForm, forward: bool) {
     let lane = &state.ws.lanes[form.lane];
+    let now = form.current().value(lane);
     let options: Vec<String> = match form.current() {
         SettingsRow::Backend => BackendKind::ALL.iter().map(ToString::to_string).collect(),
+        // No adapter, then each folder found; a path typed by hand stays among them.
+        SettingsRow::Adapter => {
+            let mut o: Vec<String> = std::iter::once(String::new()).chain(form.adapters.iter().cloned()).collect();
+            if !o.contains(&now) {
+                o.push(now.clone());
+            }
+            o
+        }
         _ => state.ws.prompts.keys().cloned().collect(),
     };
-    let now = form.current().value(lane);
     let at = options.iter().position(|o| *o == now).unwrap_or(0);
     let next = if forward { (at + 1) % options.len() } else { (at + options.len() - 1) % options.len() };
     let parsed = form.current().parse(&options[next]);
@@ -207,6 +244,16 @@ fn commit(state: &mut AppState, form: &mut SettingsForm, edit: Result<LaneEdit, 
         Ok(Err(e)) => Some(e.to_string()),
         Err(msg) => Some(msg),
     };
+    form.refresh_rows(state);
+}
+
+/// The runtime's listing of adapters/: folders, as `adapters/NAME` (the form the workspace writes).
+pub fn on_adapters(state: &mut AppState, found: Result<Vec<String>, String>) {
+    let Mode::Settings(form) = &mut state.mode else { return };
+    match found {
+        Ok(names) => form.adapters = names,
+        Err(e) => form.error = Some(e),
+    }
 }
 
 /// Applies the field being typed, if any; false when its value was refused (the error shows in the form).

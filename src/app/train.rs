@@ -161,7 +161,7 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
         (KeyCode::Enter, TrainStatus::Done) => {
             let lane = state.train.lane.clone().and_then(|id| state.ws.lanes.iter().position(|l| l.id == id));
             match lane {
-                Some(i) => (super::update::run_lanes(state, vec![i]), false),
+                Some(i) => (super::runs::run(state, vec![i]), false),
                 None => (Vec::new(), false),
             }
         }

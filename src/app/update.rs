@@ -4,11 +4,10 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseEventKind};
 
 use super::geometry;
 use super::keys::{alt, ctrl, is_press, next_item, prev_item, run_focused};
-use super::lane::Finished;
+use super::runs::{cancel, on_engine, run};
 use super::settings::{self, SettingsForm};
 use super::{Action, AppState, Effect, Focus, Mode, prompt};
-use crate::engine::{EventKind, LaneIdx, RunRequest};
-use crate::metrics::{LaneReport, Outcome};
+use crate::engine::LaneIdx;
 
 pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
     let effects = match action {
@@ -39,6 +38,14 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Eval(msg) => super::eval::on_msg(state, msg),
+        Action::AdaptersListed(found) => {
+            settings::on_adapters(state, found);
+            Vec::new()
+        }
+        Action::PromoteChecked { lane, run, result } => {
+            super::promote::on_checked(state, lane, run, result);
+            Vec::new()
+        }
         Action::Promoted(Ok(msg)) | Action::Saved(Ok(msg)) => {
             state.info(msg);
             Vec::new()
@@ -149,13 +156,16 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         return run(state, (0..state.lanes.len()).collect());
     }
     if run_focused(&key) {
-        return run(state, vec![state.selected]);
+        let effects = run(state, vec![state.selected]);
+        // From the input, the lane last focused is not obvious: say which one ran.
+        if state.focus == Focus::Input && !effects.is_empty() {
+            let id = &state.ws.lanes[state.selected].id;
+            state.info(format!("F5 runs lane `{id}`, the one last focused (Tab picks another; Ctrl+R runs all)"));
+        }
+        return effects;
     }
     if ctrl(&key, 'p') {
-        if let Some(form) = super::promote::open(state) {
-            state.mode = Mode::Promote(Box::new(form));
-        }
-        return Vec::new();
+        return super::promote::check(state).into_iter().collect();
     }
     if ctrl(&key, 'n') {
         let text = state.input_text();
@@ -184,12 +194,16 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
         KeyCode::F(9) => return super::eval::open(state),
         KeyCode::F(10) => return super::train::open(state),
         KeyCode::F(2) => prompt::open(state),
-        KeyCode::F(6) => state.mode = Mode::Settings(Box::new(SettingsForm::new(state.selected))),
+        KeyCode::F(6) => {
+            state.mode = Mode::Settings(Box::new(SettingsForm::new(state, state.selected)));
+            return vec![Effect::ListAdapters];
+        }
         _ if prev_item(&key) => step_input(state, false),
         _ if next_item(&key) => step_input(state, true),
         _ if state.focus == Focus::Lanes => return lanes_key(state, key),
         _ => {
-            state.editor.input(key);
+            let width = geometry::editor_width(state, geometry::Editor::Input);
+            super::editing::key(&mut state.editor, key, width);
         }
     }
     Vec::new()
@@ -272,45 +286,6 @@ fn step_input(state: &mut AppState, forward: bool) {
     state.status = None;
 }
 
-pub(super) fn run_lanes(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
-    run(state, lanes)
-}
-
-fn run(state: &mut AppState, lanes: Vec<LaneIdx>) -> Vec<Effect> {
-    let input = state.input_text();
-    if input.trim().is_empty() {
-        state.warn("type or pick an input first (F7/F8 browse saved inputs)");
-        return Vec::new();
-    }
-    let mut effects = Vec::new();
-    for lane in lanes {
-        let Some(req) = RunRequest::for_lane(&state.ws, lane, &input) else {
-            continue;
-        };
-        if state.lanes[lane].status.is_running() {
-            effects.push(Effect::Cancel { lane });
-        }
-        let run = state.next_run;
-        state.next_run += 1;
-        state.lanes[lane].begin(run, &input, &req.lane, &req.system_prompt);
-        effects.push(Effect::Start { lane, run, req: Box::new(req) });
-    }
-    state.status = None;
-    effects
-}
-
-fn cancel(state: &mut AppState) -> Vec<Effect> {
-    let running: Vec<LaneIdx> = (0..state.lanes.len()).filter(|&i| state.lanes[i].status.is_running()).collect();
-    if running.is_empty() {
-        if state.focus == Focus::Lanes {
-            state.focus = Focus::Input;
-        }
-        return Vec::new();
-    }
-    state.info(format!("cancelling {} lane(s)", running.len()));
-    running.into_iter().map(|lane| Effect::Cancel { lane }).collect()
-}
-
 fn copy(state: &mut AppState) -> Vec<Effect> {
     let text = state.lanes[state.selected].output.clone();
     if text.is_empty() {
@@ -318,44 +293,6 @@ fn copy(state: &mut AppState) -> Vec<Effect> {
         return Vec::new();
     }
     vec![Effect::Copy(text)]
-}
-
-fn on_engine(state: &mut AppState, ev: crate::engine::EngineEvent) -> Vec<Effect> {
-    let Some(lane) = state.lanes.get_mut(ev.lane) else {
-        return Vec::new();
-    };
-    if lane.run != Some(ev.run) {
-        return Vec::new(); // a superseded run
-    }
-    let kind = ev.kind;
-    let grew = matches!(kind, EventKind::Token { .. }) && lane.scroll_back > 0;
-    let before = if grew { geometry::lane_scroll_bounds(state, ev.lane).0 } else { 0 };
-    let Some(end) = state.lanes[ev.lane].apply(kind) else {
-        if grew {
-            // Keep the text being read in place while new lines arrive below it.
-            let added = geometry::lane_scroll_bounds(state, ev.lane).0.saturating_sub(before);
-            let lane = &mut state.lanes[ev.lane];
-            lane.scroll_back = lane.scroll_back.saturating_add(added);
-        }
-        return Vec::new();
-    };
-    let lane = &state.lanes[ev.lane];
-    // The lane as it was when the run began: F2/F6 edits since then must not relabel the record.
-    let Some(spec) = lane.spec.as_ref() else { return Vec::new() };
-    let outcome = match (&end, &lane.usage, &lane.timings, &lane.error) {
-        (Finished::Done, Some(usage), Some(timings), _) => Outcome::Done { usage, timings },
-        (_, _, _, Some(error)) => Outcome::Failed { error, prompt_tokens: lane.prompt_tokens },
-        _ => return Vec::new(),
-    };
-    let report = LaneReport::new(&state.ws, spec, &lane.output, outcome);
-    let sampling = Box::new(spec.sampling.clone());
-    if matches!(end, Finished::Failed) && !matches!(lane.status, super::LaneStatus::Cancelled) {
-        let msg = format!("lane `{}` failed: {}", spec.id, report.error.as_deref().unwrap_or("?"));
-        state.error(msg);
-    }
-    let input = state.lanes[ev.lane].input.clone();
-    let system_prompt = state.lanes[ev.lane].system_prompt.clone();
-    vec![Effect::Record { input, system_prompt, sampling, report: Box::new(report) }]
 }
 
 fn on_paste(state: &mut AppState, text: &str) {

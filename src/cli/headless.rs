@@ -77,7 +77,7 @@ pub async fn run_with(
                 outputs[ev.lane].push_str(text);
                 continue;
             }
-            EventKind::Info { .. } | EventKind::Progress { .. } => continue,
+            EventKind::Info { .. } | EventKind::Progress { .. } | EventKind::Measured { .. } => continue,
             EventKind::Warning { text } => {
                 let w = format!("lane `{}`: {text}", spec.id);
                 on_warning(&w);

@@ -197,17 +197,18 @@ async fn run_tui(path: Option<PathBuf>, theme: Option<String>) -> anyhow::Result
     crate::runtime::run_tui(state, Registry::builtin()).await
 }
 
+/// `--input` as typed; a file (or stdin) read by the rule the TUI's saved inputs follow (`input_from_file`).
 pub(crate) fn read_input(input: Option<String>, input_file: Option<PathBuf>) -> anyhow::Result<String> {
     Ok(match (input, input_file) {
         (Some(text), _) => text,
         (None, Some(f)) if f.as_os_str() == "-" => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s).context("reading the input from standard input")?;
-            s
+            workspace::input_from_file(&s)
         }
-        (None, Some(f)) => {
-            std::fs::read_to_string(&f).with_context(|| format!("reading the input file {}", f.display()))?
-        }
+        (None, Some(f)) => workspace::input_from_file(
+            &std::fs::read_to_string(&f).with_context(|| format!("reading the input file {}", f.display()))?,
+        ),
         (None, None) => bail!("give --input TEXT or --input-file FILE"),
     })
 }

@@ -198,7 +198,10 @@ impl Engine {
                     }
                     EventKind::Done { usage, timings: sink.timings() }
                 }
-                Err(error) => EventKind::Failed { error },
+                Err(error) => {
+                    sink.send(EventKind::Measured { timings: sink.timings(), chunks: sink.chunks() });
+                    EventKind::Failed { error }
+                }
             };
             sink.finish(kind);
         });

@@ -149,7 +149,7 @@ pub async fn run(
                 }
                 None
             }
-            EventKind::Info { .. } | EventKind::Progress { .. } => None,
+            EventKind::Info { .. } | EventKind::Progress { .. } | EventKind::Measured { .. } => None,
             EventKind::Done { usage, timings } => Some((Ok((usage, timings)), *prompt_tokens)),
             EventKind::Failed { error } => Some((Err(error.to_string()), *prompt_tokens)),
         };

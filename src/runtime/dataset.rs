@@ -47,6 +47,12 @@ pub fn apply(ctx: &Context, counters: &Counters, op: DatasetOp) -> Action {
     })
 }
 
+/// Where `input` already is in the dataset ("example ID (FILE:LINE)"), as the promotion's store would refuse it.
+pub fn find_input(dir: &std::path::Path, input: &str) -> Result<Option<String>, String> {
+    let ds = Dataset::load(dir).map_err(|e| e.to_string())?;
+    Ok(ds.same_input(input).map(|(split, x, line)| format!("example {} ({}:{line})", x.id, split.file_name())))
+}
+
 /// Appends the example to train.jsonl (refused for an input already in the dataset), or a rejected
 /// answer to rejected.jsonl, which no split, check or export reads.
 pub fn promote(ctx: &Context, p: Promotion, now_ms: u64) -> Action {

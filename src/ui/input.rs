@@ -6,38 +6,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::widgets::Widget;
 use unicode_width::UnicodeWidthChar;
 
-/// Char ranges `[start, end)` of one logical line, one per visual row, breaking after spaces when possible.
-pub fn wrap_ranges(line: &str, width: usize) -> Vec<(usize, usize)> {
-    let chars: Vec<char> = line.chars().collect();
-    let width = width.max(1);
-    let mut rows = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let mut w = 0;
-        let mut end = start;
-        let mut last_break = None;
-        while end < chars.len() {
-            let cw = chars[end].width().unwrap_or(0);
-            if w + cw > width && end > start {
-                break;
-            }
-            w += cw;
-            if chars[end] == ' ' {
-                last_break = Some(end + 1);
-            }
-            end += 1;
-        }
-        if let Some(b) = last_break.filter(|&b| b > start && end < chars.len()) {
-            end = b;
-        }
-        rows.push((start, end));
-        start = end;
-    }
-    if rows.is_empty() {
-        rows.push((0, 0));
-    }
-    rows
-}
+use crate::app::editing::wrap_ranges;
 
 pub struct WrappedEditor<'a> {
     pub lines: &'a [String],
@@ -90,13 +59,6 @@ impl Widget for WrappedEditor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wraps_after_spaces_and_hard_wraps_long_words() {
-        assert_eq!(wrap_ranges("hello world", 8), vec![(0, 6), (6, 11)]);
-        assert_eq!(wrap_ranges("abcdefghij", 4), vec![(0, 4), (4, 8), (8, 10)]);
-        assert_eq!(wrap_ranges("", 4), vec![(0, 0)]);
-    }
 
     #[test]
     fn cursor_follows_into_wrapped_rows() {

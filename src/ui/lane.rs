@@ -85,7 +85,7 @@ pub fn footer(state: &AppState, idx: usize, width: usize) -> [String; 3] {
     let spec = &state.ws.lanes[idx];
     let dash = || "—".to_string();
     let approx = if lane.usage.as_ref().is_some_and(|u| u.estimated) { "≈" } else { "" };
-    let shown = state.shown_prompt_tokens(idx, &state.input_text());
+    let shown = state.pane_prompt_tokens(idx);
     let count = |n: Option<(u64, &str)>, compact: bool| {
         n.map_or_else(dash, |(n, a)| format!("{a}{}", if compact { fmt_count_compact(n) } else { fmt_count(n) }))
     };
@@ -98,8 +98,9 @@ pub fn footer(state: &AppState, idx: usize, width: usize) -> [String; 3] {
     let ttft = lane.timings.and_then(|tm| tm.ttft).map_or_else(dash, fmt_duration);
     let total = lane.timings.map_or_else(dash, |tm| fmt_duration(tm.total));
     let rate = figures.and_then(|f| f.tokens_per_s).map_or_else(dash, |r| format!("{r:.1}"));
-    // A run whose price is unknown costs "?", never a silent 0.
+    // A run whose price is unknown costs "?", never a silent 0; an unfinished run's bill is not known at all.
     let cost = figures
+        .filter(|_| lane.status == LaneStatus::Done)
         .map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), |n| format!("{approx}{}", fmt_cost_nanos(n))));
     let line = |fields: &[Field]| fit(fields, " · ", width);
     [

@@ -116,10 +116,15 @@ fn hints(state: &AppState) -> Paragraph<'static> {
         };
         return Paragraph::new(Line::styled(format!(" {}", s.text), Style::default().fg(c)));
     }
+    // F5 runs the selected lane; from the input it is not the focused pane, so the hint names it.
+    let run_lane = match (state.focus, state.ws.lanes.get(state.selected)) {
+        (Focus::Input, Some(l)) => format!("F5 run {}", l.id),
+        _ => "F5 run lane".to_string(),
+    };
     let keys: &[&str] = match state.mode {
         Mode::Normal => &[
             "^R run all",
-            "F5 run lane",
+            &run_lane,
             "Tab focus",
             "F1 help",
             "^Q quit",

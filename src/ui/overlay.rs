@@ -6,13 +6,13 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 
-use crate::app::{AppState, Mode, PromptEditor, SettingsForm, SettingsRow};
+use crate::app::{AppState, Mode, PromptEditor, SettingsForm};
 use crate::metrics::fmt_count;
 
 /// Every key, in the order a newcomer needs them. The help overlay and the README list the same.
 pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl+R", "run every lane on the input"),
-    ("F5 / Ctrl+Enter", "run the focused lane (Ctrl+Enter: kitty terminals)"),
+    ("F5 / Ctrl+Enter", "run the focused lane (input: the last one focused)"),
     ("Esc", "cancel running lanes; close overlays; leave lanes"),
     ("Tab / Shift+Tab, click", "focus: input → lane 1 … lane n → input; a lane"),
     ("PgUp / PgDn, wheel", "scroll the focused lane (wheel: lane under mouse)"),
@@ -27,8 +27,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("  F7/F8, Ctrl+N in F2", "switch the lane's variant; save as a new variant"),
     ("F12, $ (lanes)", "savings vs the reference lane: run, month, break-even"),
     ("F4", "the focused lane's prompt as sent, token by token"),
-    ("F6", "lane settings: backend, model, prompt, adapter…"),
-    ("  ↑↓ Enter ←→ in F6", "field; Enter edit, Enter apply (Esc: undo typing)"),
+    ("F6", "lane settings: the fields the lane's backend takes"),
+    ("  ↑↓ Enter ←→ in F6", "field; Enter type/apply, Esc undo typing, ←→ choose"),
     ("F9", "eval: scoreboard, case browser; h run history"),
     ("F10", "train the adapter: loss curve, stop, run the lane"),
     ("Alt+C, y c (lanes)", "copy the focused lane's output (OSC 52)"),
@@ -146,14 +146,15 @@ fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
 
 fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm) {
     let t = &state.theme;
-    let rect = popup(area, 72, SettingsRow::ALL.len() as u16 + 5);
+    let n = form.rows.len();
+    let rect = popup(area, 72, n as u16 + 5);
     let lane = &state.ws.lanes[form.lane];
     let block = frame_block(state, format!(" lane `{}` settings ", lane.id));
     let inner = block.inner(rect);
     frame.render_widget(Clear, rect);
     frame.render_widget(block, rect);
-    let rows = Layout::vertical(vec![Constraint::Length(1); SettingsRow::ALL.len() + 3]).split(inner);
-    for (i, row) in SettingsRow::ALL.iter().enumerate() {
+    let rows = Layout::vertical(vec![Constraint::Length(1); n + 3]).split(inner);
+    for (i, row) in form.rows.iter().enumerate() {
         let selected = i == form.row;
         let style = if selected { Style::default().bg(t.selection).fg(t.title) } else { Style::default().fg(t.fg) };
         let [label, value] = Layout::horizontal([Constraint::Length(21), Constraint::Min(0)]).areas(rows[i]);
@@ -168,7 +169,6 @@ fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm
             }
         }
     }
-    let n = SettingsRow::ALL.len();
     if let Some(err) = &form.error {
         frame.render_widget(
             Paragraph::new(Span::styled(format!(" {err}"), Style::default().fg(t.error))).wrap(Wrap { trim: true }),
@@ -177,7 +177,7 @@ fn settings(state: &AppState, frame: &mut Frame, area: Rect, form: &SettingsForm
     }
     frame.render_widget(
         Paragraph::new(Span::styled(
-            " ↑↓ field · Enter edit/apply · ←→ cycle · Esc/F6 close · ^S save",
+            " ↑↓ field · Enter type/apply · ←→ choose ◂ ▸ · Esc/F6 close · ^S save",
             Style::default().fg(t.muted),
         )),
         rows[n + 2],

@@ -28,12 +28,22 @@ pub fn load_inputs(dir: &Path) -> Result<Vec<SavedInput>, WorkspaceError> {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| WorkspaceError::io(&path, e))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        // Files written on Windows keep CRLF; the editor and the runs want LF, as pastes get.
-        let text = text.replace("\r\n", "\n");
-        out.push(SavedInput { name, path, text: text.trim_end_matches('\n').to_string() });
+        out.push(SavedInput { name, path, text: input_from_file(&text) });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The input a file holds, one rule for the TUI's saved inputs and `run`/`count --input-file`: line ends are
+/// LF (files written on Windows keep CRLF; pastes and the editor use LF), and the file's final line end ends
+/// the file, it is not part of the input (editors add one; `save_new_input` writes one). Blank lines typed
+/// before it stay, so the same file sends the same prompt tokens everywhere.
+pub fn input_from_file(raw: &str) -> String {
+    let text = raw.replace("\r\n", "\n");
+    match text.strip_suffix('\n') {
+        Some(body) => body.to_string(),
+        None => text,
+    }
 }
 
 /// Saves `text` as the next numbered input (`NN-first-words.txt`) and returns it.
@@ -73,5 +83,14 @@ mod tests {
         assert_eq!(b.name, "02-input");
         let list = load_inputs(dir.path()).unwrap();
         assert_eq!(list.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["Hello there, my order!", "???"]);
+    }
+
+    #[test]
+    fn a_saved_input_round_trips_with_its_own_trailing_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        save_new_input(dir.path(), &[], "two blank lines follow\n\n").unwrap();
+        assert_eq!(load_inputs(dir.path()).unwrap()[0].text, "two blank lines follow\n\n");
+        assert_eq!(input_from_file("a\r\nb\r\n"), "a\nb");
+        assert_eq!(input_from_file("no line end"), "no line end");
     }
 }

@@ -11,7 +11,7 @@ pub mod store;
 
 pub use edit::{LaneEdit, MAX_SEED, stop_array};
 pub use error::{WorkspaceError, line_col};
-pub use inputs::{SavedInput, load_inputs, save_new_input};
+pub use inputs::{SavedInput, input_from_file, load_inputs, save_new_input};
 pub use lane_api::MAX_RETRIES;
 pub use load::{WORKSPACE_FILE, load, parse, valid_device};
 pub use model::*;
