@@ -272,3 +272,46 @@ prompt = "p"
     assert_eq!((d.first_byte_timeout.as_secs(), d.idle_timeout.as_secs()), (600, 600), "reasoning models think first");
     assert_eq!(BackendKind::Anthropic.default_key_env(), Some("ANTHROPIC_API_KEY"));
 }
+
+/// A workspace whose one local lane runs model `path`, written under `dir/ws`.
+fn tiny_workspace(dir: &Path, path: &str) -> std::path::PathBuf {
+    let root = dir.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let toml = format!(
+        "name = \"t\"\n[prompts.p]\ntext = \"Be brief.\"\n[models.tiny]\npath = \"{path}\"\ndevice = \"cpu\"\n\
+         [[lanes]]\nid = \"a\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\n"
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    root
+}
+
+#[test]
+fn an_hf_model_path_in_a_workspace_resolves_in_the_cache_as_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = support::tiny::write(dir.path(), None);
+    let hub = dir.path().join("hub");
+    let snap = hub.join("models--acme--tiny/snapshots/abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hub.join("models--acme--tiny/refs")).unwrap();
+    std::fs::write(hub.join("models--acme--tiny/refs/main"), "abc123").unwrap();
+    std::fs::copy(&gguf, snap.join("tiny.gguf")).unwrap();
+    let root = tiny_workspace(dir.path(), "hf:acme/tiny/tiny.gguf");
+    let ws = workspace::load(&root).unwrap();
+    assert_eq!(ws.models["tiny"].path, Path::new("hf:acme/tiny/tiny.gguf"), "not joined to the workspace folder");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+        .args(["count", root.to_str().unwrap(), "--input", "hello", "--json"])
+        .env("HF_HUB_CACHE", &hub)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["estimated"], false, "counted in the cached model's tokenizer: {line}");
+    // A malformed spec is an error at its line, not a file that is never found.
+    let bad = tiny_workspace(dir.path(), "hf:acme");
+    let err = workspace::load(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("workspace.toml:5") && err.contains("models.tiny.path") && err.contains("hf:org/name"),
+        "{err}"
+    );
+}

@@ -99,8 +99,13 @@ impl Job {
             ));
         }
         let (device, dev) = crate::engine::local::pick_device(&opts.device).map_err(|e| e.to_string())?;
-        let model = Arc::new(crate::engine::local::load(&model_spec.path, &dev, None).map_err(|e| e.to_string())?);
-        config.base_name = base_name(&model_spec.path);
+        let path = crate::engine::local::paths::resolve(&model_spec.path).map_err(|e| e.to_string())?;
+        let model = Arc::new(crate::engine::local::load(&path, &dev, None).map_err(|e| e.to_string())?);
+        config.base_name = match model_spec.path_raw.strip_prefix("hf:") {
+            // The hub repo is the name PEFT and the hub know the base by.
+            Some(repo) => repo.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),
+            None => base_name(&path),
+        };
         let (train, mut skipped) = data::sequences(&model.tokenizer, &model.template, &train_x, config.max_seq_len);
         let (valid, skipped_valid) = data::sequences(&model.tokenizer, &model.template, &valid_x, config.max_seq_len);
         skipped.extend(skipped_valid);
