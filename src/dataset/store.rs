@@ -39,7 +39,7 @@ impl Dataset {
         let mut lines_on_disk = BTreeMap::new();
         for split in Split::ALL {
             let path = dir.join(split.file_name());
-            let bytes = match std::fs::read(&path) {
+            let bytes = match crate::workspace::store::read_regular(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(DatasetError::io(&path, e)),

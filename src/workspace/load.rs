@@ -20,7 +20,7 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
         let root = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         (root, path.to_path_buf())
     };
-    let src = std::fs::read_to_string(&file).map_err(|e| WorkspaceError::io(&file, e))?;
+    let src = super::store::read_text(&file).map_err(|e| WorkspaceError::io(&file, e))?;
     parse(&root, &file, &src)
 }
 
@@ -110,7 +110,7 @@ fn build_prompts(
             (None, Some(text)) => (PromptSource::Inline, text),
             (Some(f), None) => {
                 let path = resolve(root, f.get_ref());
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = super::store::read_text(&path).map_err(|e| {
                     loc.at(f.span().start, format!("{key}.file"), format!("cannot read {}: {e}", path.display()))
                 })?;
                 (PromptSource::File(f.into_inner()), text)

@@ -1,10 +1,74 @@
-//! Durable file writes: atomic replace (temp + fsync + rename + dir fsync) and fsync'd appends.
+//! Workspace file I/O: atomic replace (temp + fsync + rename + dir fsync), fsync'd appends, and reads that
+//! refuse what is not a regular file and name the line and byte of text that is not UTF-8.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
 use super::WorkspaceError;
+
+/// The byte order mark some Windows editors write first: it carries nothing, so readers skip it.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Reads a whole file. Anything but a regular file (a FIFO, a device, a folder) is refused before it is
+/// opened: reading a FIFO nobody writes to would block forever.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        let what = file_kind(&meta.file_type());
+        let msg = format!("not a regular file ({what}); tunebench reads workspace files whole");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+    }
+    fs::read(path)
+}
+
+/// Reads a text file: a leading BOM is skipped; bytes that are not UTF-8 are an error naming the line and
+/// the byte within it.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    let mut bytes = read_regular(path)?;
+    if bytes.starts_with(BOM) {
+        bytes.drain(..BOM.len());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let msg = not_utf8(e.as_bytes(), e.utf8_error().valid_up_to());
+        std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+    })
+}
+
+/// "line L, byte B (0xNN) is not UTF-8" for the bad byte at `offset` of `bytes` (both 1-based).
+pub fn not_utf8(bytes: &[u8], offset: usize) -> String {
+    let (line, byte) = line_and_byte(bytes, offset);
+    let value = bytes.get(offset).map_or(String::new(), |b| format!(" (0x{b:02X})"));
+    format!("line {line}, byte {byte}{value} is not UTF-8")
+}
+
+/// 1-based line of `offset` in `bytes`, and 1-based byte within that line.
+pub fn line_and_byte(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    (line, before.len() - start + 1)
+}
+
+fn file_kind(t: &fs::FileType) -> &'static str {
+    if t.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    "not a plain file"
+}
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorkspaceError> {
@@ -69,6 +133,25 @@ mod tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "temp file left behind: {names:?}");
+    }
+
+    #[test]
+    fn reads_skip_a_bom_name_the_bad_byte_and_refuse_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        fs::write(&p, b"\xEF\xBB\xBFname = 1\n").unwrap();
+        assert_eq!(read_text(&p).unwrap(), "name = 1\n");
+        fs::write(&p, b"a = 1\nb = \"x\xFFy\"\n").unwrap();
+        let err = read_text(&p).unwrap_err().to_string();
+        assert_eq!(err, "line 2, byte 7 (0xFF) is not UTF-8");
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+            assert!(made.success());
+            let err = read_text(&fifo).unwrap_err().to_string();
+            assert!(err.contains("not a regular file (a FIFO)"), "{err}");
+        }
     }
 
     #[test]
