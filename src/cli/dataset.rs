@@ -79,7 +79,7 @@ pub fn run(path: &Path, cmd: DatasetCmd) -> anyhow::Result<ExitCode> {
             println!("exported {} {split} example(s) to {}", examples.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
-        DatasetCmd::Import { format, file, split } => import(ds, &format, &file, &split),
+        DatasetCmd::Import { format, file, split } => import(&ws, ds, &format, &file, &split),
     }
 }
 
@@ -146,10 +146,10 @@ fn check(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
     Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn import(mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Result<ExitCode> {
+fn import(ws: &Workspace, mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Result<ExitCode> {
     let format = Format::parse(format).context("unknown format")?;
     let Some(split) = Split::parse(split) else { bail!("--split `{split}`: use train, valid or test") };
-    let examples = dataset::import(file, format)?;
+    let (examples, filled) = dataset::import_for(file, format, Some(ws.dataset_system_prompt()))?;
     let (added, skipped) = ds.append_all(split, examples)?;
     for why in &skipped {
         eprintln!("tunebench: skipped: {why}");
@@ -160,5 +160,11 @@ fn import(mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Re
         ds.path(split).display(),
         skipped.len()
     );
+    if filled > 0 {
+        println!(
+            "{filled} record(s) had no system message and carry the `{}` prompt, as the dataset does",
+            ws.dataset.system_prompt
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,9 +9,9 @@ mod stats;
 mod store;
 mod text;
 
-pub use check::{Check, Finding, Kind, Severity, check};
+pub use check::{Check, Finding, Kind, Severity, check, shape_problems};
 pub use example::{Example, Message, Meta, new_id};
-pub use formats::{Format, export, import};
+pub use formats::{Format, export, import, import_for};
 pub use measure::{Context, Measure, Report};
 pub use split::{SplitPlan, resplit};
 pub use stats::{SplitStats, Stats, stats};
