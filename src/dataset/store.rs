@@ -206,9 +206,24 @@ impl Dataset {
         }
     }
 
+    /// What `repair` would do: identical copies (a killed rewrite's leftovers) to collapse, shared ids.
+    pub fn healing(&self) -> super::Healing {
+        super::heal(&mut self.files.clone())
+    }
+
+    /// Collapses identical copies of an example (a killed rewrite leaves them) and reports ids shared by
+    /// different examples; every other write does the same on the way.
+    pub fn repair(&self) -> Result<(Self, super::Healing)> {
+        let healing = self.healing();
+        let next = if healing.collapsed.is_empty() { self.clone() } else { self.commit(self.clone())? };
+        Ok((next, healing))
+    }
+
     /// Writes `next` over this dataset's files. First every file gains the examples it will hold (so each
     /// example is on disk at least once), then files lose what moved away; unchanged files are not touched.
+    /// Identical copies a killed rewrite left are collapsed on the way (see `heal`).
     pub fn commit(&self, mut next: Self) -> Result<Self> {
+        super::heal(&mut next.files);
         let ids = |d: &Self, s: Split| -> Vec<String> {
             d.files.get(&s).into_iter().flatten().filter_map(|e| example_id(e).map(str::to_string)).collect()
         };

@@ -90,7 +90,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorkspaceError> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(|e| WorkspaceError::io(path, e))
+    result.map_err(|e| WorkspaceError::io(path, e))?;
+    remove_stale_temps(dir);
+    Ok(())
+}
+
+/// Removes the temporary files (`.NAME.PID.N.tmp`) that writers killed mid-write left in `dir`. A file is
+/// stale when its process is gone (where /proc tells) or, elsewhere, when it is an hour old; this process's
+/// own are left alone (another of its threads may be writing). Best effort: a failure only leaves litter.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&name) else { continue };
+        let gone = if Path::new("/proc/self").exists() {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        } else {
+            let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            age.is_some_and(|a| a > std::time::Duration::from_secs(3600))
+        };
+        if pid != me && gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The writer's process id when `name` is one of `write_atomic`'s temporary files.
+fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    let (n, pid, target) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(n) && digits(pid) && !target.is_empty()).then(|| pid.parse().ok())?
 }
 
 /// Appends one line (a newline is added) and fsyncs before returning. A file whose last line lacks its
@@ -152,6 +184,25 @@ mod tests {
             let err = read_text(&fifo).unwrap_err().to_string();
             assert!(err.contains("not a regular file (a FIFO)"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_write_removes_temps_a_killed_writer_left_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has pid 4194304 or more on Linux (its pid_max limit); elsewhere an old mtime would do.
+        let stale = [".train.jsonl.4194305.0.tmp", ".workspace.toml.4194306.12.tmp"];
+        let mine = format!(".valid.jsonl.{}.3.tmp", std::process::id());
+        let keep = ["notes.tmp", ".x.tmp", "train.jsonl.1.2.tmp", mine.as_str()];
+        for n in stale.iter().chain(&keep) {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        write_atomic(&dir.path().join("test.jsonl"), b"one").unwrap();
+        let mut names: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).chain(["test.jsonl".to_string()]).collect();
+        want.sort();
+        assert_eq!(names, want);
     }
 
     #[test]
