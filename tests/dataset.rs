@@ -250,7 +250,7 @@ fn import_errors_name_the_file_and_line_or_index() {
     let jsonl = dir.path().join("in.jsonl");
     std::fs::write(
         &jsonl,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n{\"messages\": [{\"role\": \"user\"}]}\n",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{\"messages\": [{\"role\": \"user\"}]}\n",
     )
     .unwrap();
     let err = dataset::import(&jsonl, Format::OpenAi).unwrap_err().to_string();

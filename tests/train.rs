@@ -324,3 +324,29 @@ fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
     assert_eq!(line["adapter"], "adapters/ticket-lora");
     assert!(line["error"].is_null() && run.status.success(), "{line}");
 }
+
+#[test]
+fn tunebench_train_refuses_settings_out_of_range_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tiny_workspace(dir.path());
+    let bin = env!("CARGO_BIN_EXE_tunebench");
+    for (flag, value, says) in [
+        ("--warmup-ratio", "2", "from 0 to 1"),
+        ("--warmup-ratio", "-0.1", "from 0 to 1"),
+        ("--weight-decay", "-1", "≥ 0"),
+        ("--alpha", "0", "> 0"),
+        ("--lr", "NaN", "> 0"),
+        ("--max-steps", "0", "at least 1"),
+        ("--eval-every", "0", "at least 1"),
+        ("--max-seq-len", "0", "at least 1"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(["train", root.to_str().unwrap(), &format!("{flag}={value}")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted: {stderr}");
+        assert!(stderr.contains(&format!("{flag} {value}")) && stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(!root.join("adapters").exists(), "{flag} {value} wrote an adapter");
+    }
+}

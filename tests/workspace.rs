@@ -272,3 +272,98 @@ prompt = "p"
     assert_eq!((d.first_byte_timeout.as_secs(), d.idle_timeout.as_secs()), (600, 600), "reasoning models think first");
     assert_eq!(BackendKind::Anthropic.default_key_env(), Some("ANTHROPIC_API_KEY"));
 }
+
+/// A workspace whose one local lane runs model `path`, written under `dir/ws`.
+fn tiny_workspace(dir: &Path, path: &str) -> std::path::PathBuf {
+    let root = dir.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let toml = format!(
+        "name = \"t\"\n[prompts.p]\ntext = \"Be brief.\"\n[models.tiny]\npath = \"{path}\"\ndevice = \"cpu\"\n\
+         [[lanes]]\nid = \"a\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\n"
+    );
+    std::fs::write(root.join("workspace.toml"), toml).unwrap();
+    root
+}
+
+#[test]
+fn an_hf_model_path_in_a_workspace_resolves_in_the_cache_as_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = support::tiny::write(dir.path(), None);
+    let hub = dir.path().join("hub");
+    let snap = hub.join("models--acme--tiny/snapshots/abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hub.join("models--acme--tiny/refs")).unwrap();
+    std::fs::write(hub.join("models--acme--tiny/refs/main"), "abc123").unwrap();
+    std::fs::copy(&gguf, snap.join("tiny.gguf")).unwrap();
+    let root = tiny_workspace(dir.path(), "hf:acme/tiny/tiny.gguf");
+    let ws = workspace::load(&root).unwrap();
+    assert_eq!(ws.models["tiny"].path, Path::new("hf:acme/tiny/tiny.gguf"), "not joined to the workspace folder");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+        .args(["count", root.to_str().unwrap(), "--input", "hello", "--json"])
+        .env("HF_HUB_CACHE", &hub)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["estimated"], false, "counted in the cached model's tokenizer: {line}");
+    // A malformed spec is an error at its line, not a file that is never found.
+    let bad = tiny_workspace(dir.path(), "hf:acme");
+    let err = workspace::load(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("workspace.toml:5") && err.contains("models.tiny.path") && err.contains("hf:org/name"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_where_a_workspace_file_belongs_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkfifo = |p: &Path| assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success());
+    let run = |root: &Path| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(["dataset", root.to_str().unwrap(), "stats"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("blocked on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let root = dir.path().join("fifo");
+    std::fs::create_dir_all(&root).unwrap();
+    mkfifo(&root.join("workspace.toml"));
+    let (code, err) = run(&root);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("workspace.toml") && err.contains("not a regular file (a FIFO)"), "{err}");
+    // The same for a split file of a valid workspace.
+    let root = tiny_workspace(dir.path(), "m.gguf");
+    std::fs::create_dir_all(root.join("dataset")).unwrap();
+    mkfifo(&root.join("dataset/valid.jsonl"));
+    let (code, err) = run(&root);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("valid.jsonl") && err.contains("not a regular file (a FIFO)"), "{err}");
+}
+
+#[test]
+fn a_bom_first_in_workspace_toml_is_skipped_and_bad_utf8_names_line_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tiny_workspace(dir.path(), "m.gguf");
+    let file = root.join("workspace.toml");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::write(&file, [b"\xEF\xBB\xBF".as_slice(), &text].concat()).unwrap();
+    assert_eq!(workspace::load(&root).unwrap().name, "t");
+    let bad = String::from_utf8(text).unwrap().replace("Be brief.", "Be \u{1}brief.").into_bytes();
+    std::fs::write(&file, bad.into_iter().map(|b| if b == 1 { 0xFF } else { b }).collect::<Vec<u8>>()).unwrap();
+    let err = workspace::load(&root).unwrap_err().to_string();
+    assert!(err.contains("workspace.toml") && err.contains("line 3, byte 12 (0xFF) is not UTF-8"), "{err}");
+}

@@ -19,6 +19,7 @@ pub enum DatasetCmd {
         json: bool,
     },
     /// Re-split every example into train/valid/test, deterministically for a seed (near-duplicates stay together).
+    /// Data already split (valid or test hold examples) is re-split only with --yes or a yes in a terminal.
     Split {
         #[arg(long, default_value_t = 0.1)]
         valid: f64,
@@ -26,7 +27,16 @@ pub enum DatasetCmd {
         test: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Re-split data that is already split without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Only show what would move.
+        #[arg(long, conflicts_with = "yes")]
+        dry_run: bool,
     },
+    /// Collapse identical copies of an example that an interrupted rewrite left; report ids shared by
+    /// different examples (exits 1 while any remain).
+    Repair,
     /// Duplicates and leaks across splits and into the long prompt's few-shot examples, role order, empty and
     /// over-long examples, system prompts; exits 1 on any error.
     Check {
@@ -63,11 +73,19 @@ pub fn run(path: &Path, cmd: DatasetCmd) -> anyhow::Result<ExitCode> {
     }
     match cmd {
         DatasetCmd::Stats { json } => stats(&ws, ds, json),
-        DatasetCmd::Split { valid, test, seed } => {
-            let next = dataset::resplit(&ds, SplitPlan { valid, test, seed })?;
-            let n: Vec<String> = Split::ALL.iter().map(|&s| format!("{s} {}", next.count(s))).collect();
-            println!("split {} (seed {seed}): {}", dir.display(), n.join(", "));
-            Ok(ExitCode::SUCCESS)
+        DatasetCmd::Split { valid, test, seed, yes, dry_run } => {
+            split(&ds, SplitPlan { valid, test, seed }, yes, dry_run)
+        }
+        DatasetCmd::Repair => {
+            // Temporary files a killed write left go even when nothing else needs a write.
+            workspace::store::remove_stale_temps(&dir);
+            workspace::store::remove_stale_temps(&ws.root);
+            let (_, healing) = ds.repair()?;
+            report(&healing);
+            if healing.is_empty() {
+                println!("{}: no duplicated examples", dir.display());
+            }
+            Ok(if healing.conflicts.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         DatasetCmd::Check { json } => check(&ws, &ds, json),
         DatasetCmd::Export { format, out, split } => {
@@ -79,8 +97,70 @@ pub fn run(path: &Path, cmd: DatasetCmd) -> anyhow::Result<ExitCode> {
             println!("exported {} {split} example(s) to {}", examples.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
-        DatasetCmd::Import { format, file, split } => import(ds, &format, &file, &split),
+        DatasetCmd::Import { format, file, split } => import(&ws, ds, &format, &file, &split),
     }
+}
+
+/// What a repair collapsed (stdout) and the conflicts it left (stderr).
+fn report(h: &dataset::Healing) {
+    for line in &h.collapsed {
+        println!("healed: {line}");
+    }
+    for line in &h.conflicts {
+        eprintln!("tunebench: conflict: {line}");
+    }
+}
+
+/// `split`: a first split is written at once; re-splitting data already split (valid or test hold
+/// examples, perhaps curated by hand) shows what would move and needs --yes or a yes typed in a terminal.
+/// Without either it changes nothing and exits 2.
+fn split(ds: &Dataset, plan: SplitPlan, yes: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let next = dataset::planned_split(ds, plan)?;
+    let already = ds.count(Split::Valid) + ds.count(Split::Test) > 0;
+    let moves = dataset::moves(ds, &next);
+    let healing = ds.healing();
+    if already || dry_run {
+        let counts: Vec<String> =
+            Split::ALL.iter().map(|&s| format!("{s} {} → {}", ds.count(s), next.count(s))).collect();
+        println!("re-split (seed {}): {}; {} example(s) would move", plan.seed, counts.join(", "), moves.len());
+        for (id, from, to) in &moves {
+            println!("  {id:<16} {from} → {to}");
+        }
+        for line in &healing.collapsed {
+            println!("  would heal: {line}");
+        }
+        if dry_run {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if moves.is_empty() && healing.collapsed.is_empty() {
+            println!("already split this way: nothing to change");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !yes && !confirm("re-split the dataset as above? [y/N] ")? {
+            eprintln!(
+                "tunebench: the dataset is already split (valid/test hold examples); nothing changed. --yes re-splits it"
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
+    report(&healing);
+    let written = ds.commit(next)?;
+    let n: Vec<String> = Split::ALL.iter().map(|&s| format!("{s} {}", written.count(s))).collect();
+    println!("split {} (seed {}): {}", ds.dir.display(), plan.seed, n.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A yes typed in a terminal; without one (a script, CI) the answer is no.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{IsTerminal, Write};
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Ok(false);
+    }
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 fn splits(name: &str) -> anyhow::Result<Vec<Split>> {
@@ -146,10 +226,10 @@ fn check(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
     Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn import(mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Result<ExitCode> {
+fn import(ws: &Workspace, mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Result<ExitCode> {
     let format = Format::parse(format).context("unknown format")?;
     let Some(split) = Split::parse(split) else { bail!("--split `{split}`: use train, valid or test") };
-    let examples = dataset::import(file, format)?;
+    let (examples, filled) = dataset::import_for(file, format, Some(ws.dataset_system_prompt()))?;
     let (added, skipped) = ds.append_all(split, examples)?;
     for why in &skipped {
         eprintln!("tunebench: skipped: {why}");
@@ -160,5 +240,11 @@ fn import(mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Re
         ds.path(split).display(),
         skipped.len()
     );
+    if filled > 0 {
+        println!(
+            "{filled} record(s) had no system message and carry the `{}` prompt, as the dataset does",
+            ws.dataset.system_prompt
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -88,12 +88,8 @@ pub fn check(ds: &Dataset, c: &Check<'_>) -> Vec<Finding> {
         if !ids.insert(x.id.as_str()) {
             out.push(f(Kind::DuplicateId, Severity::Error, format!("id {} is used by another example", x.id)));
         }
-        if let Some(msg) = role_problem(x) {
-            out.push(f(Kind::RoleOrder, Severity::Error, msg));
-        }
-        if let Some(m) = x.messages.iter().position(|m| m.content.trim().is_empty()) {
-            let msg = format!("message {} ({}) is empty", m + 1, x.messages[m].role);
-            out.push(f(Kind::Empty, Severity::Error, msg));
+        for (kind, msg) in shape_problems(x) {
+            out.push(f(kind, Severity::Error, msg));
         }
         let system = x.system().unwrap_or_default();
         if system.trim() != c.system_prompt.trim() {
@@ -189,6 +185,19 @@ fn few_shot(all: &[(Split, &Example, usize)], c: &Check<'_>, out: &mut Vec<Findi
     }
 }
 
+/// What is wrong with one example on its own (role order, empty messages): the rules `check` reports and
+/// `import` and `export` refuse, so no file tunebench reads in or writes out holds what `check` rejects.
+pub fn shape_problems(x: &Example) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    if let Some(msg) = role_problem(x) {
+        out.push((Kind::RoleOrder, msg));
+    }
+    if let Some(m) = x.messages.iter().position(|m| m.content.trim().is_empty()) {
+        out.push((Kind::Empty, format!("message {} ({}) is empty", m + 1, x.messages[m].role)));
+    }
+    out
+}
+
 /// OpenAI's chat rule: an optional system message first, then user and assistant alternating, starting
 /// with user and ending with the assistant's answer that is trained on.
 fn role_problem(x: &Example) -> Option<String> {
@@ -213,7 +222,7 @@ fn finding(kind: Kind, severity: Severity, at: String, id: Option<String>, messa
     Finding { kind, severity, at, id, message }
 }
 
-fn glimpse(text: &str) -> String {
+pub(super) fn glimpse(text: &str) -> String {
     let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one.chars().count() > 60 { format!("{}…", one.chars().take(60).collect::<String>()) } else { one }
 }

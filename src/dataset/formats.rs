@@ -32,10 +32,17 @@ fn as_array(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
-/// The file's bytes for `examples` in `format`; an example the format cannot hold is an error naming it.
+/// The file's bytes for `examples` in `format`; an example the format cannot hold, or one `check` rejects
+/// for its roles or an empty message, is an error naming it (a trainer would reject the file, or learn it).
 pub fn export(examples: &[&Example], format: Format, path: &Path) -> Result<String> {
     let mut records = Vec::with_capacity(examples.len());
     for x in examples {
+        if let Some((_, why)) = super::shape_problems(x).into_iter().next() {
+            return Err(DatasetError::Refused(format!(
+                "example {}: {why}; fix it first (`dataset check` lists every such example)",
+                x.id
+            )));
+        }
         records.push(record(x, format)?);
     }
     if as_array(path) && format != Format::OpenAi {
@@ -72,13 +79,27 @@ fn record(x: &Example, format: Format) -> Result<Value> {
 }
 
 /// Reads `path` as `format`: JSON Lines, or a JSON array (detected by its first character). Every record
-/// must convert; the first that does not is an error with its line (or array index) and field.
+/// must convert and pass `check`'s rules for one example; the first that does not is an error with its line
+/// (or array index) and why.
 pub fn import(path: &Path, format: Format) -> Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path).map_err(|e| DatasetError::io(path, e))?;
+    Ok(import_for(path, format, None)?.0)
+}
+
+/// `import` for a dataset stored against `system_prompt`: a record without a system message gets it (their
+/// number is returned), a record with another one is refused, as `check` would flag it.
+pub fn import_for(path: &Path, format: Format, system_prompt: Option<&str>) -> Result<(Vec<Example>, usize)> {
+    let bytes = crate::workspace::store::read_regular(path).map_err(|e| DatasetError::io(path, e))?;
     let name = path.display().to_string();
+    // A BOM (Windows editors write one) carries nothing; JSON parsers reject it.
+    let bytes = bytes.strip_prefix(crate::workspace::store::BOM).unwrap_or(&bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, byte) = crate::workspace::store::line_and_byte(bytes, e.valid_up_to());
+        let value = bytes.get(e.valid_up_to()).map_or(String::new(), |b| format!(" (0x{b:02X})"));
+        DatasetError::Invalid { where_: format!("{name}:{line}"), message: format!("byte {byte}{value} is not UTF-8") }
+    })?;
     let mut records: Vec<(String, Value)> = Vec::new();
     if text.trim_start().starts_with('[') {
-        let all: Vec<Value> = serde_json::from_str(&text)
+        let all: Vec<Value> = serde_json::from_str(text)
             .map_err(|e| DatasetError::Invalid { where_: format!("{name}:{}", e.line()), message: e.to_string() })?;
         records.extend(all.into_iter().enumerate().map(|(i, v)| (format!("{name}[{i}]"), v)));
     } else {
@@ -93,14 +114,36 @@ pub fn import(path: &Path, format: Format) -> Result<Vec<Example>> {
         }
     }
     let source = format!("import:{}", path.file_name().map_or(name.clone(), |n| n.to_string_lossy().into_owned()));
-    records
-        .into_iter()
-        .map(|(at, v)| {
-            let messages = messages(&v, format).map_err(|message| DatasetError::Invalid { where_: at, message })?;
-            let meta = Meta { source: Some(source.clone()), ..Meta::default() };
-            Ok(Example { messages, id: String::new(), meta, extra: serde_json::Map::new() })
-        })
-        .collect()
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(records.len());
+    for (at, v) in records {
+        let invalid = |message: String| DatasetError::Invalid { where_: at.clone(), message };
+        let mut messages = messages(&v, format).map_err(invalid)?;
+        if let Some(system) = system_prompt {
+            match messages.first() {
+                Some(m) if m.role == "system" && m.content.trim() != system.trim() => {
+                    return Err(invalid(format!(
+                        "its system prompt differs from the one this dataset is stored against ({}); \
+                         give the record that prompt or none",
+                        super::check::glimpse(&m.content)
+                    )));
+                }
+                Some(m) if m.role == "system" => {}
+                _ if !system.is_empty() && !messages.is_empty() => {
+                    messages.insert(0, Message::new("system", system));
+                    filled += 1;
+                }
+                _ => {}
+            }
+        }
+        let meta = Meta { source: Some(source.clone()), ..Meta::default() };
+        let x = Example { messages, id: String::new(), meta, extra: serde_json::Map::new() };
+        if let Some((_, why)) = super::shape_problems(&x).into_iter().next() {
+            return Err(invalid(why));
+        }
+        out.push(x);
+    }
+    Ok((out, filled))
 }
 
 fn messages(v: &Value, format: Format) -> Result<Vec<Message>, String> {

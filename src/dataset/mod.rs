@@ -3,17 +3,19 @@
 mod check;
 mod example;
 mod formats;
+mod heal;
 mod measure;
 mod split;
 mod stats;
 mod store;
 mod text;
 
-pub use check::{Check, Finding, Kind, Severity, check};
+pub use check::{Check, Finding, Kind, Severity, check, shape_problems};
 pub use example::{Example, Message, Meta, new_id};
-pub use formats::{Format, export, import};
+pub use formats::{Format, export, import, import_for};
+pub use heal::{Healing, heal};
 pub use measure::{Context, Measure, Report};
-pub use split::{SplitPlan, resplit};
+pub use split::{SplitPlan, moves, planned_split, resplit};
 pub use stats::{SplitStats, Stats, stats};
 pub use store::{Dataset, Entry, Malformed};
 pub use text::{jaccard, normalized, shingles};

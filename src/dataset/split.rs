@@ -14,9 +14,27 @@ pub struct SplitPlan {
     pub seed: u64,
 }
 
-/// Re-splits the dataset as `plan` says and writes it. The same examples and seed give the same split
-/// whatever order the files had: groups are ordered by a seeded hash of their smallest id.
+/// Re-splits the dataset as `plan` says and writes it.
 pub fn resplit(ds: &Dataset, plan: SplitPlan) -> Result<Dataset> {
+    ds.commit(planned_split(ds, plan)?)
+}
+
+/// Each example whose split would change: (id, from, to), in id order.
+pub fn moves(old: &Dataset, new: &Dataset) -> Vec<(String, Split, Split)> {
+    let before: BTreeMap<&str, Split> = old.examples().map(|(s, x, _)| (x.id.as_str(), s)).collect();
+    let mut out: Vec<(String, Split, Split)> = new
+        .examples()
+        .filter_map(|(to, x, _)| {
+            before.get(x.id.as_str()).filter(|&&from| from != to).map(|&from| (x.id.clone(), from, to))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The dataset `resplit` would write, nothing written. The same examples and seed give the same split
+/// whatever order the files had: groups are ordered by a seeded hash of their smallest id.
+pub fn planned_split(ds: &Dataset, plan: SplitPlan) -> Result<Dataset> {
     let ok = |f: f64| f.is_finite() && (0.0..1.0).contains(&f);
     if !ok(plan.valid) || !ok(plan.test) || plan.valid + plan.test >= 1.0 {
         return Err(DatasetError::Refused(format!(
@@ -32,7 +50,14 @@ pub fn resplit(ds: &Dataset, plan: SplitPlan) -> Result<Dataset> {
             m.error
         )));
     }
-    let all: Vec<_> = ds.examples().map(|(_, x, _)| x.clone()).collect();
+    // Identical copies a killed rewrite left count once, or they would skew the split sizes.
+    let mut pool = ds.files.clone();
+    super::heal(&mut pool);
+    let all: Vec<_> = pool
+        .into_values()
+        .flatten()
+        .filter_map(|e| if let Entry::Example(x, _) = e { Some(x) } else { None })
+        .collect();
     let groups = groups(&all);
     let mut order: Vec<(u64, Vec<usize>)> = groups
         .into_iter()
@@ -76,7 +101,7 @@ pub fn resplit(ds: &Dataset, plan: SplitPlan) -> Result<Dataset> {
     for split in Split::ALL {
         next.files.entry(split).or_default();
     }
-    ds.commit(next)
+    Ok(next)
 }
 
 /// Examples connected by equal or near-duplicate inputs (union-find over the similar pairs).

@@ -39,7 +39,7 @@ impl Dataset {
         let mut lines_on_disk = BTreeMap::new();
         for split in Split::ALL {
             let path = dir.join(split.file_name());
-            let bytes = match std::fs::read(&path) {
+            let bytes = match crate::workspace::store::read_regular(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(DatasetError::io(&path, e)),
@@ -206,9 +206,24 @@ impl Dataset {
         }
     }
 
+    /// What `repair` would do: identical copies (a killed rewrite's leftovers) to collapse, shared ids.
+    pub fn healing(&self) -> super::Healing {
+        super::heal(&mut self.files.clone())
+    }
+
+    /// Collapses identical copies of an example (a killed rewrite leaves them) and reports ids shared by
+    /// different examples; every other write does the same on the way.
+    pub fn repair(&self) -> Result<(Self, super::Healing)> {
+        let healing = self.healing();
+        let next = if healing.collapsed.is_empty() { self.clone() } else { self.commit(self.clone())? };
+        Ok((next, healing))
+    }
+
     /// Writes `next` over this dataset's files. First every file gains the examples it will hold (so each
     /// example is on disk at least once), then files lose what moved away; unchanged files are not touched.
+    /// Identical copies a killed rewrite left are collapsed on the way (see `heal`).
     pub fn commit(&self, mut next: Self) -> Result<Self> {
+        super::heal(&mut next.files);
         let ids = |d: &Self, s: Split| -> Vec<String> {
             d.files.get(&s).into_iter().flatten().filter_map(|e| example_id(e).map(str::to_string)).collect()
         };
@@ -282,11 +297,13 @@ pub fn parse_lines(bytes: &[u8], split: Split) -> (Vec<Entry>, usize) {
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // A BOM (Windows editors write one) carries nothing; the first rewrite drops it.
+        let raw = if line == 1 { raw.strip_prefix(crate::workspace::store::BOM).unwrap_or(raw) } else { raw };
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let parsed = std::str::from_utf8(raw)
-            .map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to() + 1))
+            .map_err(|e| format!("byte {} (0x{:02X}) is not UTF-8", e.valid_up_to() + 1, raw[e.valid_up_to()]))
             .and_then(|text| serde_json::from_str::<Example>(text).map_err(|e| describe(&e)));
         match parsed {
             Ok(mut x) => {
@@ -331,7 +348,7 @@ mod tests {
         let mut d = Dataset::load(dir.path()).unwrap();
         let found: Vec<_> = d.malformed().collect();
         assert_eq!((found.len(), found[0].1.line), (1, 3), "{found:?}");
-        assert!(found[0].1.error.contains("not UTF-8"), "{}", found[0].1.error);
+        assert_eq!(found[0].1.error, "byte 10 (0xFF) is not UTF-8");
         let first = d.examples().next().unwrap().1.id.clone();
         let id = d.append(Split::Train, ex("second input")).unwrap();
         assert_eq!(d.find(&id).unwrap().2, 4, "after the unterminated line 3, which got its newline");

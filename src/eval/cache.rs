@@ -69,7 +69,10 @@ pub fn lane_hash(ws: &Workspace, lane: &LaneSpec) -> String {
     let system = ws.prompt_text(&lane.prompt).unwrap_or_default();
     let provenance = Provenance::of(ws, system, lane.adapter.as_deref());
     let model = match ws.models.get(&lane.model).filter(|_| !lane.backend.is_api()) {
-        Some(m) => fingerprint(&m.path).unwrap_or_else(|| m.path_raw.clone()),
+        Some(m) => crate::engine::local::paths::resolve(&m.path)
+            .ok()
+            .and_then(|p| fingerprint(&p))
+            .unwrap_or_else(|| m.path_raw.clone()),
         None => lane.model.clone(),
     };
     let s = &lane.sampling;

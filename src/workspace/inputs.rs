@@ -26,7 +26,7 @@ pub fn load_inputs(dir: &Path) -> Result<Vec<SavedInput>, WorkspaceError> {
         if !path.is_file() || !is_text {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| WorkspaceError::io(&path, e))?;
+        let text = super::store::read_text(&path).map_err(|e| WorkspaceError::io(&path, e))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         out.push(SavedInput { name, path, text: input_from_file(&text) });
     }

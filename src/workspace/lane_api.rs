@@ -197,7 +197,7 @@ fn schema(loc: &Locator<'_>, key: &str, file: &Spanned<String>, root: &Path) -> 
     let at = file.span().start;
     let path = root.join(file.get_ref());
     let text =
-        std::fs::read_to_string(&path).map_err(|e| loc.at(at, key, format!("cannot read {}: {e}", path.display())))?;
+        super::store::read_text(&path).map_err(|e| loc.at(at, key, format!("cannot read {}: {e}", path.display())))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| loc.at(at, key, format!("{}:{}:{}: not JSON: {e}", path.display(), e.line(), e.column())))?;
     let Some(obj) = value.as_object() else {

@@ -20,7 +20,7 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
         let root = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         (root, path.to_path_buf())
     };
-    let src = std::fs::read_to_string(&file).map_err(|e| WorkspaceError::io(&file, e))?;
+    let src = super::store::read_text(&file).map_err(|e| WorkspaceError::io(&file, e))?;
     parse(&root, &file, &src)
 }
 
@@ -110,7 +110,7 @@ fn build_prompts(
             (None, Some(text)) => (PromptSource::Inline, text),
             (Some(f), None) => {
                 let path = resolve(root, f.get_ref());
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = super::store::read_text(&path).map_err(|e| {
                     loc.at(f.span().start, format!("{key}.file"), format!("cannot read {}: {e}", path.display()))
                 })?;
                 (PromptSource::File(f.into_inner()), text)
@@ -148,8 +148,21 @@ fn build_models(
             }
             v => v.map(Spanned::into_inner),
         };
+        let path_at = m.path.span().start;
         let path_raw = m.path.into_inner();
-        let path = resolve(root, &path_raw);
+        // `hf:org/name[/file]` names a Hugging Face cache entry, not a file beside the workspace: joined to
+        // the root it would never be recognised (the engine resolves it when the model is loaded).
+        let path = match path_raw.strip_prefix("hf:") {
+            Some(repo) => {
+                let parts: Vec<&str> = repo.splitn(3, '/').collect();
+                if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+                    let msg = format!("`{path_raw}`: expected hf:org/name or hf:org/name/file");
+                    return Err(loc.at(path_at, format!("models.{name}.path"), msg));
+                }
+                PathBuf::from(&path_raw)
+            }
+            None => resolve(root, &path_raw),
+        };
         out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd });
     }
     Ok(out)

@@ -75,12 +75,7 @@ impl Job {
         }
         let mut config = opts.config.clone();
         config.targets = targets(&opts.targets)?;
-        if config.rank == 0 || config.batch == 0 || config.grad_accum == 0 || config.epochs == 0 {
-            return Err("--rank, --batch, --grad-accum and --epochs must be at least 1".into());
-        }
-        if !(config.lr.is_finite() && config.lr > 0.0) {
-            return Err(format!("--lr {} must be a positive number", config.lr));
-        }
+        check_config(&config)?;
         let ds = Dataset::load(&ws.dataset_dir()).map_err(|e| e.to_string())?;
         if let Some((s, m)) = ds.malformed().next() {
             return Err(format!(
@@ -99,8 +94,13 @@ impl Job {
             ));
         }
         let (device, dev) = crate::engine::local::pick_device(&opts.device).map_err(|e| e.to_string())?;
-        let model = Arc::new(crate::engine::local::load(&model_spec.path, &dev, None).map_err(|e| e.to_string())?);
-        config.base_name = base_name(&model_spec.path);
+        let path = crate::engine::local::paths::resolve(&model_spec.path).map_err(|e| e.to_string())?;
+        let model = Arc::new(crate::engine::local::load(&path, &dev, None).map_err(|e| e.to_string())?);
+        config.base_name = match model_spec.path_raw.strip_prefix("hf:") {
+            // The hub repo is the name PEFT and the hub know the base by.
+            Some(repo) => repo.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),
+            None => base_name(&path),
+        };
         let (train, mut skipped) = data::sequences(&model.tokenizer, &model.template, &train_x, config.max_seq_len);
         let (valid, skipped_valid) = data::sequences(&model.tokenizer, &model.template, &valid_x, config.max_seq_len);
         skipped.extend(skipped_valid);
@@ -130,6 +130,33 @@ impl Job {
     pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Summary, TrainError> {
         super::run(self.model.base().clone(), &self.config, &self.train, &self.valid, &mut self.output, stop, on_event)
     }
+}
+
+/// Refuses settings that would train nonsense or nothing, naming the CLI flag (the TUI uses the defaults).
+pub fn check_config(c: &TrainConfig) -> Result<(), String> {
+    let counts = [("--rank", c.rank), ("--batch", c.batch), ("--grad-accum", c.grad_accum), ("--epochs", c.epochs)];
+    let optional = [("--max-steps", c.max_steps), ("--eval-every", c.eval_every), ("--save-every", c.save_every)];
+    let zero = counts.into_iter().chain(optional.into_iter().filter_map(|(f, v)| v.map(|v| (f, v))));
+    for (flag, v) in zero.chain([("--max-seq-len", c.max_seq_len)]) {
+        if v == 0 {
+            return Err(format!("{flag} 0: must be at least 1"));
+        }
+    }
+    let positive = |flag: &str, v: f64| {
+        if v.is_finite() && v > 0.0 { Ok(()) } else { Err(format!("{flag} {v}: must be a number > 0")) }
+    };
+    positive("--lr", c.lr)?;
+    positive("--alpha", c.alpha)?;
+    if !(c.warmup_ratio.is_finite() && (0.0..=1.0).contains(&c.warmup_ratio)) {
+        return Err(format!("--warmup-ratio {}: must be a share of the steps, from 0 to 1", c.warmup_ratio));
+    }
+    if !(c.weight_decay.is_finite() && c.weight_decay >= 0.0) {
+        return Err(format!("--weight-decay {}: must be a number ≥ 0", c.weight_decay));
+    }
+    if !(c.max_grad_norm.is_finite() && c.max_grad_norm > 0.0) {
+        return Err(format!("gradient clipping norm {}: must be a number > 0", c.max_grad_norm));
+    }
+    Ok(())
 }
 
 /// What adapter_config.json names as the base (PEFT's `base_model_name_or_path`): the Hugging Face repo
