@@ -15,7 +15,7 @@ pub use formats::{Format, export, import};
 pub use measure::{Context, Measure, Report};
 pub use split::{SplitPlan, resplit};
 pub use stats::{SplitStats, Stats, stats};
-pub use store::{Dataset, Entry, Malformed};
+pub use store::{Dataset, Entry, Malformed, parse_lines};
 pub use text::{jaccard, normalized, shingles};
 
 use std::path::PathBuf;
