@@ -205,7 +205,7 @@ pub fn safetensors(g: &mut Gen) -> Vec<u8> {
             h.splice(i..end, v.bytes());
         }
         1 => {
-            let s = String::from_utf8_lossy(&h).replacen("F32", *g.pick(&dtypes), 1 + g.below(2));
+            let s = String::from_utf8_lossy(&h).replacen("F32", g.word(&dtypes), 1 + g.below(2));
             h = s.into_bytes();
         }
         _ => {}

@@ -51,6 +51,10 @@ impl Gen {
         &xs[self.below(xs.len())]
     }
 
+    pub fn word<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+
     /// A valid document from `corpus`, then 1–4 mutations: dictionary words and edge numbers inserted or
     /// swapped in, ranges deleted or repeated, bytes flipped, pieces of another document spliced in.
     pub fn mutate(&mut self, corpus: &[&[u8]], dict: &[&str]) -> Vec<u8> {

@@ -72,7 +72,7 @@ fn sse_gen(g: &mut Gen) -> Vec<u8> {
     }
     for _ in 0..g.below(12) {
         out.extend_from_slice(g.pick(SSE_LINES).as_bytes());
-        out.extend_from_slice(*g.pick(&[&b"\n"[..], b"\r\n", b"\r", b"\n\n"]));
+        out.extend_from_slice(g.word(&["\n", "\r\n", "\r", "\n\n"]).as_bytes());
     }
     if g.chance(0.7) {
         let corpus = [&out[..]];
@@ -317,7 +317,7 @@ fn template_gen(g: &mut Gen) -> Vec<u8> {
     for _ in 0..1 + g.below(10) {
         // The long loop that only fuel stops and the 100 MB string minijinja allows: rarer than the rest,
         // since each one costs a thousand ordinary inputs.
-        s.push_str(if g.chance(0.01) { *g.pick(SLOW) } else { *g.pick(JINJA) });
+        s.push_str(if g.chance(0.01) { g.word(SLOW) } else { g.word(JINJA) });
     }
     if g.chance(0.2) {
         return g.mutate(&[s.as_bytes()], JINJA);
