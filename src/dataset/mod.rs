@@ -17,7 +17,7 @@ pub use heal::{Healing, heal};
 pub use measure::{Context, Measure, Report};
 pub use split::{SplitPlan, moves, planned_split, resplit};
 pub use stats::{SplitStats, Stats, stats};
-pub use store::{Dataset, Entry, Malformed};
+pub use store::{Dataset, Entry, Malformed, parse_lines};
 pub use text::{jaccard, normalized, shingles};
 
 use std::path::PathBuf;

@@ -95,9 +95,13 @@ struct EventUsage {
 
 impl EventUsage {
     /// Anthropic counts cached and cache-writing prompt tokens apart from `input_tokens`; the prompt is all three.
+    /// Counts whose sum overflows are no count at all (unknown, never a wrapped or capped number).
     fn prompt(&self) -> Option<u64> {
         let parts = [self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens];
-        parts.iter().any(Option::is_some).then(|| parts.iter().flatten().sum())
+        if !parts.iter().any(Option::is_some) {
+            return None;
+        }
+        parts.iter().flatten().try_fold(0u64, |sum, &n| sum.checked_add(n))
     }
 }
 
@@ -222,6 +226,16 @@ mod tests {
         let partial = r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":20,"output_tokens":13}}"#;
         let Step::Usage(u) = &d.event(&ev("message_delta", partial)).unwrap()[0] else { panic!() };
         assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(25), Some(13)));
+    }
+
+    #[test]
+    fn usage_that_overflows_is_unknown() {
+        // Found by the fuzz harness: the sum of the three prompt counts overflowed (a panic in debug builds).
+        let mut d = Decoder::default();
+        let start = r#"{"type":"message_start","message":{"usage":{"input_tokens":20,"cache_read_input_tokens":18446744073709551615}}}"#;
+        let steps = d.event(&ev("message_start", start)).unwrap();
+        let Step::Usage(u) = &steps[0] else { panic!("{steps:?}") };
+        assert_eq!((u.prompt_tokens, u.cached_prompt_tokens), (None, Some(u64::MAX)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod cache;
 mod generate;
+mod gguf;
 mod hf;
 mod linear;
 mod model;
@@ -25,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 
 pub use generate::PREFILL_CHUNK;
+pub use gguf::read_content as read_gguf_content;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
 pub use model::Llama;
-pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, plan_for};
+pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, load_gguf_from, plan_for};
 pub use weights::{BaseWeights, Config, MODULES};
 pub use worker::pick_device;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use candle_core::quantized::{GgmlDType, gguf_file};
+use candle_core::quantized::GgmlDType;
 
 use super::linear::{WeightPlan, plain};
 use super::model::Llama;
@@ -171,8 +171,28 @@ fn in_file(path: &Path, e: LocalError) -> LocalError {
 
 fn load_unnamed(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<LoadedModel> {
     let started = std::time::Instant::now();
-    let (base, tokenizer) =
-        if path.is_dir() { hf::load(path, device, plan)? } else { load_gguf_file(path, device, plan)? };
+    let (base, tokenizer) = if path.is_dir() {
+        hf::load(path, device, plan)?
+    } else {
+        let mut f = std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
+        read_gguf(&mut f, path, device, plan)?
+    };
+    assemble(base, tokenizer, path, started)
+}
+
+/// Loads a GGUF model from any reader (`path` names it in errors): what `load` does for a file.
+pub fn load_gguf_from<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    path: &Path,
+    device: &Device,
+    plan: Option<WeightPlan>,
+) -> Result<LoadedModel> {
+    let started = std::time::Instant::now();
+    let (base, tokenizer) = read_gguf(reader, path, device, plan)?;
+    assemble(base, tokenizer, path, started)
+}
+
+fn assemble(base: BaseWeights, tokenizer: Tokenizer, path: &Path, started: std::time::Instant) -> Result<LoadedModel> {
     let template = ChatTemplate::new(tokenizer.vocab.chat_template.as_deref(), |t| tokenizer.token_id(t).is_some())?;
     let plain = Arc::new(Llama::new(Arc::new(base), &plain)?);
     Ok(LoadedModel {
@@ -186,12 +206,16 @@ fn load_unnamed(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Resul
     })
 }
 
-fn load_gguf_file(path: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(BaseWeights, Tokenizer)> {
-    let mut f = std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
-    let ct = gguf_file::Content::read(&mut f)
-        .map_err(|e| LocalError::Model(format!("{}: not a GGUF file: {}", path.display(), super::candle_text(&e))))?;
+fn read_gguf<R: std::io::Read + std::io::Seek>(
+    f: &mut R,
+    path: &Path,
+    device: &Device,
+    plan: Option<WeightPlan>,
+) -> Result<(BaseWeights, Tokenizer)> {
+    let ct = super::gguf::read_content(f, path)?;
+    // read_content checked that every tensor fits in the file, so this sum cannot overflow.
     let f32_bytes: usize = ct.tensor_infos.values().map(|t| t.shape.elem_count() * 4).sum();
-    let base = load_gguf(&ct, &mut f, device, plan.unwrap_or_else(|| plan_for(device, f32_bytes)))?;
+    let base = load_gguf(&ct, f, device, plan.unwrap_or_else(|| plan_for(device, f32_bytes)))?;
     let tokenizer = Tokenizer::from_vocab(Vocab::from_gguf(&ct)?)?;
     if tokenizer.vocab.len() != base.cfg.vocab {
         return Err(LocalError::Model(format!(

@@ -16,6 +16,11 @@ pub struct Rendered {
     pub plain: Vec<Range<usize>>,
 }
 
+/// Instructions one render may run.
+pub const FUEL: u64 = 1_000_000;
+/// Largest rendered prompt: far past any context window, and a bound on what a template can make us hold.
+pub const MAX_RENDERED: usize = 64 << 20;
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     /// `None` for the model's own template; the fallback's name otherwise.
@@ -38,6 +43,9 @@ impl ChatTemplate {
             None => (CHATML.to_string(), Some("chatml")),
         };
         let mut env = Environment::new();
+        // A template is code from the model file: nested loops (each `range` may hold 100 000 items) would
+        // otherwise run for hours. Real chat templates use a few thousand instructions per render.
+        env.set_fuel(Some(FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
@@ -103,14 +111,45 @@ impl ChatTemplate {
         let messages: Vec<_> =
             messages.iter().map(|&(role, content)| context! { role => role, content => content }).collect();
         let tmpl = self.env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
-        tmpl.render(context! {
+        let mut out = Capped::default();
+        let ctx = context! {
             messages => messages,
             add_generation_prompt => generation,
             bos_token => bos,
             eos_token => eos,
             date_string => today("%d %b %Y"),
-        })
-        .map_err(|e| TemplateError(format!("{e:#}")))
+        };
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError(format!("rendered text is not UTF-8: {e}"))),
+            Err(_) if out.over => Err(TemplateError(format!("the rendered prompt passed {} MiB", MAX_RENDERED >> 20))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                Err(TemplateError(format!("the template ran past {FUEL} instructions (a runaway loop?)")))
+            }
+            Err(e) => Err(TemplateError(format!("{e:#}"))),
+        }
+    }
+}
+
+/// A render target that refuses to grow past `MAX_RENDERED`.
+#[derive(Default)]
+struct Capped {
+    text: Vec<u8>,
+    /// The cap was hit (the render's error is then this one).
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDERED {
+            self.over = true;
+            return Err(std::io::Error::other("rendered prompt too long"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

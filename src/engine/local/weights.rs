@@ -204,9 +204,54 @@ pub struct Parts {
 }
 
 pub fn finish(cfg: Config, device: &Device, p: Parts) -> Result<BaseWeights> {
+    // Before any table is sized by the metadata: the tensors (bounded by the file) must agree with it.
+    check_shapes(&cfg, &p)?;
     let (cos, sin) = rope_tables(&cfg, device)?;
     let Parts { embed, layers, norm, lm_head, format, tied_head } = p;
     Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, cos, sin, format, tied_head })
+}
+
+/// Each tensor's shape against the metadata's numbers, naming the first that disagrees.
+fn check_shapes(cfg: &Config, p: &Parts) -> Result<()> {
+    let bad = |name: &str, have: &[usize], want: &[usize]| {
+        Err(LocalError::Model(format!("invalid model shape: `{name}` is {have:?} but the metadata implies {want:?}")))
+    };
+    let (q, kv) = (cfg.heads.saturating_mul(cfg.head_dim), cfg.kv_heads.saturating_mul(cfg.head_dim));
+    if p.embed.dims() != [cfg.vocab, cfg.hidden] {
+        return bad("token embeddings", p.embed.dims(), &[cfg.vocab, cfg.hidden]);
+    }
+    if p.norm.dims() != [cfg.hidden] {
+        return bad("output norm", p.norm.dims(), &[cfg.hidden]);
+    }
+    if [p.lm_head.out_dim, p.lm_head.in_dim] != [cfg.vocab, cfg.hidden] {
+        return bad("lm_head", &[p.lm_head.out_dim, p.lm_head.in_dim], &[cfg.vocab, cfg.hidden]);
+    }
+    if p.layers.len() != cfg.layers {
+        return bad("layers", &[p.layers.len()], &[cfg.layers]);
+    }
+    for l in &p.layers {
+        for norm in [&l.attn_norm, &l.ffn_norm] {
+            if norm.dims() != [cfg.hidden] {
+                return bad("layer norm", norm.dims(), &[cfg.hidden]);
+            }
+        }
+        let ffn = l.linears[4].out_dim;
+        let want = [
+            [q, cfg.hidden],
+            [kv, cfg.hidden],
+            [kv, cfg.hidden],
+            [cfg.hidden, q],
+            [ffn, cfg.hidden],
+            [ffn, cfg.hidden],
+            [cfg.hidden, ffn],
+        ];
+        for (lin, want) in l.linears.iter().zip(want) {
+            if [lin.out_dim, lin.in_dim] != want {
+                return bad(&lin.name, &[lin.out_dim, lin.in_dim], &want);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn rope_tables(cfg: &Config, device: &Device) -> Result<(Tensor, Tensor)> {

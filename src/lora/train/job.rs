@@ -170,7 +170,7 @@ fn base_name(path: &std::path::Path) -> String {
     }
     let meta = |key: &str| -> Option<String> {
         let mut f = std::fs::File::open(path).ok()?;
-        let ct = candle_core::quantized::gguf_file::Content::read(&mut f).ok()?;
+        let ct = crate::engine::local::read_gguf_content(&mut f, path).ok()?;
         ct.metadata.get(key).and_then(|v| v.to_string().ok()).cloned()
     };
     if let Some(repo) = meta("general.source.huggingface.repository").or_else(|| meta("general.base_model.0.repo_url"))

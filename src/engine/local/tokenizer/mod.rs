@@ -67,15 +67,14 @@ impl Tokenizer {
             return super::hf::tokenizer(&path).map_err(|e| TokenizerError::Open(e.to_string()));
         }
         let mut f = std::fs::File::open(&path).map_err(|e| TokenizerError::Open(format!("{}: {e}", path.display())))?;
-        let ct = candle_core::quantized::gguf_file::Content::read(&mut f).map_err(|e| {
-            TokenizerError::Open(format!("{}: not a GGUF file: {}", path.display(), super::candle_text(&e)))
-        })?;
+        let ct = super::gguf::read_content(&mut f, &path).map_err(|e| TokenizerError::Open(e.to_string()))?;
         Self::from_vocab(Vocab::from_gguf(&ct)?)
     }
 
     /// From a Hugging Face tokenizer.json (plus the special ids and template the caller read beside it).
     pub fn from_hf_json(path: &Path, mut vocab: Vocab) -> Result<Self, TokenizerError> {
         let context_length = vocab.context_length;
+        bound_regex_search();
         let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Hf(e.to_string()))?;
         tok.set_encode_special_tokens(true);
         let n = tok.get_vocab_size(true);
@@ -196,7 +195,14 @@ impl Tokenizer {
     fn encode_raw(&self, text: &str, prev_special: bool, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
         match &self.inner {
             Inner::Bpe { tok, .. } | Inner::Hf(tok) => {
-                let enc = tok.encode(text, false).map_err(|e| TokenizerError::Hf(e.to_string()))?;
+                // The onig crate panics when a search passes its retry limit (a tokenizer.json pattern that
+                // backtracks without end); that is this text's error, not the program's.
+                let enc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tok.encode(text, false)))
+                    .map_err(|p| {
+                        let why = p.downcast_ref::<String>().cloned().unwrap_or_else(|| "panicked".into());
+                        TokenizerError::Hf(format!("the tokenizer's pre-tokenizer pattern gave up on this text: {why}"))
+                    })?
+                    .map_err(|e| TokenizerError::Hf(e.to_string()))?;
                 out.extend_from_slice(enc.get_ids());
             }
             Inner::Spm { add_space_prefix } => {
@@ -245,6 +251,20 @@ impl Tokenizer {
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.vocab.ids.get(text).copied()
     }
+}
+
+/// Backtracking steps one regex search may take over a whole text.
+pub const REGEX_SEARCH_RETRIES: u64 = 100_000_000;
+
+/// tokenizer.json patterns run on Oniguruma, which backtracks. It caps each match attempt (10 M steps)
+/// but not a search, which tries every start position: a pattern like `(a|aa)*c` over a long run of `a`
+/// would take hours. Bounded once for the process (the setting is Oniguruma's global default).
+pub fn bound_regex_search() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets a plain global of the C library once, before this process builds a tokenizer.json regex.
+    ONCE.call_once(|| unsafe {
+        onig_sys::onig_set_retry_limit_in_search(REGEX_SEARCH_RETRIES as std::os::raw::c_ulong);
+    });
 }
 
 /// GPT-2's byte → printable-character table (the inverse of what byte-level tokens decode through).
