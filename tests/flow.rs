@@ -144,6 +144,24 @@ async fn a_cancelled_lane_shows_what_it_measured_before_the_cancel() {
     assert!(rate.ends_with("cost —"), "an unfinished run's bill is unknown, not a figure: {rate}");
 }
 
+/// A lane that fails before its first token (a missing model, no key) measured nothing worth showing: its
+/// footer keeps "—" rather than reading as a zero-token answer that took 0 ms.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_failing_before_its_first_token_shows_no_figures() {
+    let backend = ScriptedBackend::new([
+        ("base", Script::text(ANSWER).fail_after(0, "model not found")),
+        ("tuned", Script::text("short")),
+        ("api", Script::text("short")),
+    ]);
+    let mut r = rig(backend);
+    r.rt.dispatch(&mut r.state, ctrl('r'));
+    r.settle().await;
+    assert_eq!(r.state.lanes[0].status, LaneStatus::Failed);
+    let [counts, times, _] = tunebench::ui::footer(&r.state, 0, 200);
+    assert!(counts.ends_with("out —"), "{counts}");
+    assert_eq!(times, "ttft — · total —");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_backend_fails_its_lane_not_the_program() {
     let backend = ScriptedBackend::new([

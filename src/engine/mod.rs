@@ -91,8 +91,9 @@ pub enum EventKind {
         usage: Usage,
         timings: Timings,
     },
-    /// What a run that ends without `Done` measured before it ended (sent just before its `Failed`): a
-    /// cancelled or failed lane still shows its time to first token, its time and how much it streamed.
+    /// What a run that ends without `Done` measured before it ended (sent just before its `Failed`, when it
+    /// streamed at least one chunk): a cancelled or failed lane still shows its time to first token, its time
+    /// and how much it streamed.
     Measured {
         timings: Timings,
         /// Text chunks streamed (tokens for local lanes, deltas for API lanes).

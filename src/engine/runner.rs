@@ -199,7 +199,11 @@ impl Engine {
                     EventKind::Done { usage, timings: sink.timings() }
                 }
                 Err(error) => {
-                    sink.send(EventKind::Measured { timings: sink.timings(), chunks: sink.chunks() });
+                    // Only a run that streamed something has figures worth showing; one that failed before its
+                    // first token (a missing model, no key) would read as a zero-token answer.
+                    if sink.chunks() > 0 {
+                        sink.send(EventKind::Measured { timings: sink.timings(), chunks: sink.chunks() });
+                    }
                     EventKind::Failed { error }
                 }
             };
