@@ -73,19 +73,19 @@ enum Command {
     Train {
         workspace: PathBuf,
         #[command(flatten)]
-        args: crate::cli::train::TrainArgs,
+        args: train::TrainArgs,
     },
     /// Evaluate lanes over the test split (dataset/test.jsonl) with evals.toml's assertions: a scoreboard.
     Eval {
         workspace: PathBuf,
         #[command(flatten)]
-        args: crate::cli::eval::EvalArgs,
+        args: eval::EvalArgs,
     },
     /// The workspace's training examples: stats, split, check, export, import.
     Dataset {
         workspace: PathBuf,
         #[command(subcommand)]
-        action: crate::cli::dataset::DatasetCmd,
+        action: dataset::DatasetCmd,
     },
     /// The workspace's run history (runs.jsonl): a table, or every field as CSV.
     Runs {
@@ -136,9 +136,9 @@ pub fn main() -> ExitCode {
             }
             Some(Command::Eval { workspace, args }) => eval::main(&workspace, &args).await,
             Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
-            Some(Command::Dataset { workspace, action }) => crate::cli::dataset::run(&workspace, action),
+            Some(Command::Dataset { workspace, action }) => dataset::run(&workspace, action),
             Some(Command::Train { workspace, args }) => {
-                tokio::task::spawn_blocking(move || crate::cli::train::run(&workspace, &args)).await?
+                tokio::task::spawn_blocking(move || train::run(&workspace, &args)).await?
             }
             Some(Command::Pull { model }) => {
                 let path = tokio::task::spawn_blocking(move || crate::engine::local::pull::pull(&model)).await??;
