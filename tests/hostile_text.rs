@@ -64,6 +64,9 @@ fn a_lane_pane_escapes_answer_warnings_and_error() {
     }
 }
 
+/// A price for the test model, so `run` has a cost to print (a table after the last lane).
+const PRICED: &str = "[pricing.\"test-model\"]\ninput_per_mtok = 0.15\noutput_per_mtok = 0.6\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_prints_server_text_escaped_and_json_keeps_it_json_escaped() {
     let answer = Reply::sse(&openai_stream(&[HOSTILE], Some((5, 3, 0))));
@@ -74,7 +77,7 @@ async fn run_prints_server_text_escaped_and_json_keeps_it_json_escaped() {
         let state = tempfile::tempdir().unwrap();
         let url = format!("{}/v1", server.url);
         // One lane at a time, so the answer and the failure reach the lanes in a known order.
-        let lanes = [support::api::lane("good", "openai", &url, ""), support::api::lane("bad", "openai", &url, "")];
+        let lanes = [support::api::lane("good", "openai", &url, ""), support::api::lane("bad", "openai", &url, PRICED)];
         support::api::workspace(ws.path(), &lanes);
         let mut out = Vec::new();
         for lane in ["good", "bad"] {
@@ -111,5 +114,11 @@ async fn run_prints_server_text_escaped_and_json_keeps_it_json_escaped() {
             }
         }
         assert!(String::from_utf8_lossy(&out[1].stderr).contains(SHOWN), "the failed lane's line on stderr");
+        if !json {
+            // The metrics line uses the TUI's formats: money as `fmt_usd` writes it, never a raw float and " $".
+            let good = String::from_utf8_lossy(&out[0].stdout);
+            let line = good.lines().find(|l| l.starts_with("in ")).unwrap_or_default();
+            assert!(line.starts_with("in 5 · out 3 · ttft ") && line.ends_with("cost 2.55 µ$"), "{line}");
+        }
     }
 }

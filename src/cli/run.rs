@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::{headless, read_input};
 use crate::engine::Registry;
+use crate::metrics::{fmt_count, fmt_duration, fmt_usd};
 use crate::theme::Theme;
 use crate::visible::{escape, escape_line};
 use crate::workspace;
@@ -33,15 +35,18 @@ pub(super) async fn run(
             if !r.output.is_empty() {
                 println!("{}", escape(&r.output));
             }
-            let f = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |x| format!("{x}{unit}"));
+            // The TUI's formats: money one way everywhere, times as the footers show them.
+            let dash = || "—".to_string();
+            let approx = if r.estimated { "≈" } else { "" };
+            let ms = |v: Option<f64>| v.map_or_else(dash, |x| fmt_duration(Duration::from_secs_f64(x / 1000.0)));
             println!(
                 "in {} · out {} · ttft {} · total {} · {} tok/s · cost {}",
-                r.prompt_tokens.map_or("—".into(), |n| n.to_string()),
-                r.completion_tokens.map_or("—".into(), |n| n.to_string()),
-                f(r.ttft_ms, "ms"),
-                f(r.total_ms, "ms"),
-                f(r.tokens_per_s, ""),
-                f(r.cost_usd, " $"),
+                r.prompt_tokens.map_or_else(dash, |n| format!("{approx}{}", fmt_count(n))),
+                r.completion_tokens.map_or_else(dash, |n| format!("{approx}{}", fmt_count(n))),
+                ms(r.ttft_ms),
+                ms(r.total_ms),
+                r.tokens_per_s.map_or_else(dash, |x| format!("{x:.1}")),
+                r.cost_usd.map_or_else(dash, |c| fmt_usd(Some(c))),
             );
             if let Some(e) = &r.error {
                 println!("error: {}", escape(e));
