@@ -92,12 +92,31 @@ pub enum Editor {
 
 /// The width an editor's text wraps at (as `ui` lays it out), so that ↑↓ move by the rows it draws.
 pub fn editor_width(state: &AppState, which: Editor) -> u16 {
-    let w = state.size.0;
+    let area = screen(state);
     match which {
-        Editor::Input => w.saturating_sub(2),
-        Editor::Popup => w.saturating_sub(4).saturating_sub(2),
-        Editor::PromoteAnswer => 100.min(w.saturating_sub(2)).saturating_sub(4),
+        Editor::Input => area.width.saturating_sub(2),
+        // Inside the popup's border.
+        Editor::Popup => wide_popup(area).width.saturating_sub(2),
+        // Inside the dialog's border and the answer box's own.
+        Editor::PromoteAnswer => promote_popup(area).width.saturating_sub(4),
     }
+}
+
+/// A `width` × `height` rectangle centred in `area` (clipped to it).
+pub fn popup(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
+}
+
+/// The overlays that take the whole screen but a margin: F2, F3, F9, F10 and their editors.
+pub fn wide_popup(area: Rect) -> Rect {
+    popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2))
+}
+
+/// Ctrl+P's promote dialog.
+pub fn promote_popup(area: Rect) -> Rect {
+    popup(area, 100.min(area.width.saturating_sub(2)), 22.min(area.height.saturating_sub(2)))
 }
 
 /// The wrapped output of a lane, as shown.

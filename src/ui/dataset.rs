@@ -9,13 +9,14 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
-use super::overlay::{popup, view_block};
+use super::overlay::view_block;
+use crate::app::geometry::wide_popup;
 use crate::app::{AppState, DatasetView, Pane};
 use crate::dataset::{Example, Report, Severity, Split};
 
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect, view: &DatasetView) {
     let t = &state.theme;
-    let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    let rect = wide_popup(area);
     frame.render_widget(Clear, rect);
     let Some(data) = &view.data else {
         let text = match &view.error {

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::overlay::{popup, view_block};
+use crate::app::geometry::wide_popup;
 use crate::app::{AppState, EvalData, EvalPane, EvalView};
 use crate::eval::diff::{Piece, words};
 use crate::eval::report;
@@ -16,7 +17,7 @@ use crate::metrics::format::{Field, fit, fit_table};
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let v = &state.eval;
-    let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    let rect = wide_popup(area);
     frame.render_widget(Clear, rect);
     let keys: &[&str] = match v.pane {
         EvalPane::Case | EvalPane::ConfirmPromote => {

@@ -54,11 +54,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
     }
 }
 
-pub(super) fn popup(area: Rect, width: u16, height: u16) -> Rect {
-    let w = width.min(area.width);
-    let h = height.min(area.height);
-    Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
-}
+pub(super) use crate::app::geometry::{popup, wide_popup};
 
 fn frame_block(state: &AppState, title: String) -> Block<'static> {
     let t = &state.theme;
@@ -101,7 +97,7 @@ fn help(state: &AppState, frame: &mut Frame, area: Rect, scroll: u16) {
 
 fn prompt(state: &AppState, frame: &mut Frame, area: Rect, ed: &PromptEditor) {
     let t = &state.theme;
-    let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    let rect = wide_popup(area);
     let users: Vec<&str> = state.ws.lanes.iter().filter(|l| l.prompt == ed.variant).map(|l| l.id.as_str()).collect();
     let chars: usize = ed.area.lines().iter().map(|l| l.chars().count() + 1).sum::<usize>().saturating_sub(1);
     let title = format!(
@@ -198,7 +194,7 @@ fn confirm(state: &AppState, frame: &mut Frame, area: Rect) {
 /// F4: the prompt as sent, token by token (the text is `app::views::token_text`, which its scroll limit measures).
 fn tokens(state: &AppState, frame: &mut Frame, area: Rect, view: &crate::app::TokenView) {
     let (title, lines) = crate::app::views::token_text(state, view);
-    let r = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    let r = wide_popup(area);
     frame.render_widget(Clear, r);
     let block = view_block(state, title).title_bottom(" ↑↓ PgUp PgDn Home End scroll · any other key closes ");
     let para = Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((view.scroll, 0));

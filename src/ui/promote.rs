@@ -7,12 +7,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
 
 use super::dataset::{glimpse, stars};
-use super::overlay::popup;
 use crate::app::{AppState, PromoteField, PromoteForm};
 
 pub fn dialog(state: &AppState, frame: &mut Frame, area: Rect, form: &PromoteForm) {
     let t = &state.theme;
-    let rect = popup(area, 100.min(area.width.saturating_sub(2)), 22.min(area.height.saturating_sub(2)));
+    let rect = crate::app::geometry::promote_popup(area);
     let lane = state.ws.lanes.get(form.lane).map_or("?", |l| l.id.as_str());
     let block = Block::default()
         .borders(Borders::ALL)

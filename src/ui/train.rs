@@ -8,7 +8,8 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Clear, Dataset, Gauge, GraphType, Paragraph, Wrap};
 
-use super::overlay::{popup, view_block};
+use super::overlay::view_block;
+use crate::app::geometry::wide_popup;
 use crate::app::{AppState, TrainStatus};
 use crate::lora::train::Event;
 use crate::metrics::fmt_count;
@@ -17,7 +18,7 @@ use crate::metrics::format::{Field, fit, fmt_clock};
 pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let tr = &state.train;
-    let rect = popup(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    let rect = wide_popup(area);
     frame.render_widget(Clear, rect);
     // After a run, Enter runs the lane with the adapter in the folder just written: both are named, and the
     // other keys give way when the frame is narrow.
