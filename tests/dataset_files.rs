@@ -74,6 +74,26 @@ fn a_bom_is_accepted_and_bad_utf8_names_the_line_and_byte() {
     assert_eq!((ds.malformed().count(), ds.count(Split::Train)), (0, 1));
 }
 
+/// `check` flags an example longer than the model's context; import refuses it with its line, counted the same way.
+#[test]
+fn import_refuses_a_record_longer_than_the_models_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.jsonl");
+    let rec = |words: usize| {
+        let user = vec!["word"; words].join(" ");
+        format!(
+            r#"{{"messages": [{{"role": "user", "content": "{user}"}}, {{"role": "assistant", "content": "ok"}}]}}"#
+        )
+    };
+    std::fs::write(&path, format!("{}\n{}\n", rec(10), rec(60))).unwrap();
+    let words = |x: &Example| Ok(x.pairs().iter().map(|(_, c)| c.split_whitespace().count()).sum::<usize>());
+    let rule: dataset::LengthRule<'_> = (&words, 50);
+    let err = dataset::import_checked(&path, Format::OpenAi, None, Some(rule)).unwrap_err().to_string();
+    assert!(err.contains("long.jsonl:2: 61 tokens; the model's context is 50"), "{err}");
+    let (xs, _) = dataset::import_checked(&path, Format::OpenAi, None, Some((&words, 100))).unwrap();
+    assert_eq!(xs.len(), 2, "within the context both records import");
+}
+
 #[test]
 fn export_never_writes_a_role_order_check_rejects() {
     let dir = tempfile::tempdir().unwrap();

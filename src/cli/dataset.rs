@@ -229,7 +229,17 @@ fn check(ws: &Workspace, ds: &Dataset, json: bool) -> anyhow::Result<ExitCode> {
 fn import(ws: &Workspace, mut ds: Dataset, format: &str, file: &Path, split: &str) -> anyhow::Result<ExitCode> {
     let format = Format::parse(format).context("unknown format")?;
     let Some(split) = Split::parse(split) else { bail!("--split `{split}`: use train, valid or test") };
-    let (examples, filled) = dataset::import_for(file, format, Some(ws.dataset_system_prompt()))?;
+    // Import applies check's rules, the model's context included when the dataset lane's model can count.
+    let measure = Context::of(ws).measure(&Counters::new());
+    let count = |x: &dataset::Example| measure.as_ref().map_err(String::clone).and_then(|m| m.tokens(x));
+    let length = match &measure {
+        Ok(m) => m.context.map(|c| (&count as &dyn Fn(&dataset::Example) -> Result<usize, String>, c)),
+        Err(e) => {
+            eprintln!("tunebench: warning: lengths not checked against the model's context: {e}");
+            None
+        }
+    };
+    let (examples, filled) = dataset::import_checked(file, format, Some(ws.dataset_system_prompt()), length)?;
     let (added, skipped) = ds.append_all(split, examples)?;
     for why in &skipped {
         eprintln!("tunebench: skipped: {why}");

@@ -88,6 +88,20 @@ pub fn import(path: &Path, format: Format) -> Result<Vec<Example>> {
 /// `import` for a dataset stored against `system_prompt`: a record without a system message gets it (their
 /// number is returned), a record with another one is refused, as `check` would flag it.
 pub fn import_for(path: &Path, format: Format, system_prompt: Option<&str>) -> Result<(Vec<Example>, usize)> {
+    import_checked(path, format, system_prompt, None)
+}
+
+/// Tokens of a whole example in the dataset lane's model, and that model's context: `check`'s length rule.
+pub type LengthRule<'a> = (&'a dyn Fn(&Example) -> std::result::Result<usize, String>, usize);
+
+/// `import_for`, also refusing a record longer than the model's context, as `check` would flag it (a record
+/// whose tokens cannot be counted is left to `check`, which says so).
+pub fn import_checked(
+    path: &Path,
+    format: Format,
+    system_prompt: Option<&str>,
+    length: Option<LengthRule<'_>>,
+) -> Result<(Vec<Example>, usize)> {
     let bytes = crate::workspace::store::read_regular(path).map_err(|e| DatasetError::io(path, e))?;
     let name = path.display().to_string();
     // A BOM (Windows editors write one) carries nothing; JSON parsers reject it.
@@ -140,6 +154,12 @@ pub fn import_for(path: &Path, format: Format, system_prompt: Option<&str>) -> R
         let x = Example { messages, id: String::new(), meta, extra: serde_json::Map::new() };
         if let Some((_, why)) = super::shape_problems(&x).into_iter().next() {
             return Err(invalid(why));
+        }
+        if let Some((count, context)) = length
+            && let Ok(n) = count(&x)
+            && n > context
+        {
+            return Err(invalid(format!("{n} tokens; the model's context is {context}")));
         }
         out.push(x);
     }

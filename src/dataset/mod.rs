@@ -12,7 +12,7 @@ mod text;
 
 pub use check::{Check, Finding, Kind, Severity, check, shape_problems};
 pub use example::{Example, Message, Meta, new_id};
-pub use formats::{Format, export, import, import_for};
+pub use formats::{Format, LengthRule, export, import, import_checked, import_for};
 pub use heal::{Healing, heal};
 pub use measure::{Context, Measure, Report};
 pub use split::{SplitPlan, moves, planned_split, resplit};
