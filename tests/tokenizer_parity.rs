@@ -131,3 +131,30 @@ fn phi3_special_tokens_swallow_the_whitespace_after_them_as_llama_cpp_does() {
     assert_eq!(tok.encode("<s>\nHi", true).unwrap(), want, "<s> strips nothing");
     assert_eq!(tok.encode("", false).unwrap(), Vec::<u32>::new(), "no text, no tokens");
 }
+
+/// tunebench splits a tokenizer.json's added tokens out itself, so their `lstrip` / `rstrip` must come along
+/// (the tokenizers crate would apply them had it split them): the whitespace beside them is no token. No
+/// pre-tokenizer here, so whitespace left in would make the rest one unknown word.
+#[test]
+fn tokenizer_json_added_tokens_keep_their_strip_flags() {
+    use tunebench::engine::local::tokenizer::{Model, Vocab};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    let added = |id: u32, content: &str, lstrip: bool, rstrip: bool| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": lstrip,
+                           "rstrip": rstrip, "normalized": false, "special": true})
+    };
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "normalizer": null, "post_processor": null,
+        "decoder": null, "pre_tokenizer": null,
+        "added_tokens": [added(3, "<|end|>", false, true), added(4, "<|x|>", true, false)],
+        "model": {"type": "WordLevel", "vocab": {"a": 0, "\n": 1, "[UNK]": 2, "<|end|>": 3, "<|x|>": 4},
+                  "unk_token": "[UNK]"}
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let spm = Model::Spm { add_space_prefix: false };
+    let seed = Vocab::finish(Vec::new(), Vec::new(), Vec::new(), spm, None, None, Vec::new(), false, None);
+    let tok = Tokenizer::from_hf_json(&path, seed).unwrap();
+    assert_eq!(tok.encode("a<|end|> \n a", true).unwrap(), [0, 3, 0], "rstrip");
+    assert_eq!(tok.encode("a \n<|x|>a", true).unwrap(), [0, 4, 0], "lstrip");
+}
