@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
-pub use vocab::{Model, TokenType, Vocab};
+pub use bpe::pre_split;
+pub use vocab::{Model, Strip, TokenType, Vocab};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -41,7 +42,14 @@ pub struct Tokenizer {
     pub vocab: Vocab,
     inner: Inner,
     /// Control, user-defined and unknown tokens, longest text first (llama.cpp's special-token cache).
-    specials: Vec<(String, u32, TokenType)>,
+    specials: Vec<Special>,
+}
+
+struct Special {
+    text: String,
+    id: u32,
+    kind: TokenType,
+    strip: vocab::Strip,
 }
 
 enum Fragment<'a> {
@@ -85,9 +93,14 @@ impl Tokenizer {
             }
         }
         let mut types = vec![TokenType::Normal; n];
+        let mut strip = HashMap::new();
         for (id, added) in tok.get_added_tokens_decoder() {
             if let Some(slot) = types.get_mut(id as usize) {
                 *slot = if added.special { TokenType::Control } else { TokenType::UserDefined };
+            }
+            // Split out here rather than by the tokenizers crate, so its strip flags must come along.
+            if added.lstrip || added.rstrip {
+                strip.insert(id, vocab::Strip { left: added.lstrip, right: added.rstrip });
             }
         }
         vocab = Vocab::finish(
@@ -102,11 +115,12 @@ impl Tokenizer {
             vocab.chat_template,
         );
         vocab.context_length = context_length;
+        vocab.strip = strip;
         Ok(Self::with_specials(vocab, Inner::Hf(tok)))
     }
 
     fn with_specials(vocab: Vocab, inner: Inner) -> Self {
-        let mut specials: Vec<(String, u32, TokenType)> = vocab
+        let mut specials: Vec<Special> = vocab
             .types
             .iter()
             .enumerate()
@@ -114,9 +128,14 @@ impl Tokenizer {
                 matches!(t, TokenType::Control | TokenType::UserDefined | TokenType::Unknown)
                     && !vocab.tokens[*i].is_empty()
             })
-            .map(|(i, t)| (vocab.tokens[i].clone(), i as u32, *t))
+            .map(|(i, t)| Special {
+                text: vocab.tokens[i].clone(),
+                id: i as u32,
+                kind: *t,
+                strip: vocab.strip.get(&(i as u32)).copied().unwrap_or_default(),
+            })
             .collect();
-        specials.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
         Self { vocab, inner, specials }
     }
 
@@ -134,7 +153,8 @@ impl Tokenizer {
         let mut frags = Vec::new();
         let mut at = 0;
         for r in plain {
-            if r.start < at || r.end > text.len() {
+            // llama.cpp never makes an empty fragment: "" is no tokens, not a lone SentencePiece space.
+            if r.start < at || r.end > text.len() || r.is_empty() {
                 continue;
             }
             if r.start > at {
@@ -146,12 +166,12 @@ impl Tokenizer {
         if at < text.len() {
             frags.push(Fragment::Text { text: &text[at..], parse_special: true });
         }
-        for (piece, id, kind) in &self.specials {
+        for sp in &self.specials {
             frags = frags
                 .into_iter()
                 .flat_map(|f| match f {
-                    Fragment::Text { text, parse_special } if parse_special || *kind == TokenType::UserDefined => {
-                        split_on(text, piece, *id, parse_special)
+                    Fragment::Text { text, parse_special } if parse_special || sp.kind == TokenType::UserDefined => {
+                        split_on(text, sp, parse_special)
                     }
                     other => vec![other],
                 })
@@ -272,16 +292,22 @@ pub fn byte_chars() -> HashMap<u8, char> {
     bpe::char_to_byte().into_iter().map(|(c, b)| (b, c)).collect()
 }
 
-/// Splits a text fragment at every occurrence of a special token's text.
-fn split_on<'a>(text: &'a str, piece: &str, id: u32, parse_special: bool) -> Vec<Fragment<'a>> {
+/// Splits a text fragment at every occurrence of a special token's text, dropping the whitespace its
+/// strip flags swallow (C `isspace`, as llama.cpp's tokenizer_st_partition does).
+fn split_on<'a>(text: &'a str, sp: &Special, parse_special: bool) -> Vec<Fragment<'a>> {
+    let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
     let mut out = Vec::new();
     let mut rest = text;
-    while let Some(i) = rest.find(piece) {
-        if i > 0 {
-            out.push(Fragment::Text { text: &rest[..i], parse_special });
+    while let Some(i) = rest.find(sp.text.as_str()) {
+        let left = if sp.strip.left { rest[..i].trim_end_matches(space) } else { &rest[..i] };
+        if !left.is_empty() {
+            out.push(Fragment::Text { text: left, parse_special });
         }
-        out.push(Fragment::Token(id));
-        rest = &rest[i + piece.len()..];
+        out.push(Fragment::Token(sp.id));
+        rest = &rest[i + sp.text.len()..];
+        if sp.strip.right {
+            rest = rest.trim_start_matches(space);
+        }
     }
     if !rest.is_empty() {
         out.push(Fragment::Text { text: rest, parse_special });

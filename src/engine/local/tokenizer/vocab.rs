@@ -39,6 +39,14 @@ pub enum Model {
     Spm { add_space_prefix: bool },
 }
 
+/// Whitespace a special token swallows on its left or right when it is split out of text (llama.cpp's
+/// LSTRIP / RSTRIP token attributes, tokenizer.json's `lstrip` / `rstrip`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Strip {
+    pub left: bool,
+    pub right: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Vocab {
     pub tokens: Vec<String>,
@@ -54,6 +62,8 @@ pub struct Vocab {
     pub chat_template: Option<String>,
     /// The model's context window (GGUF `{arch}.context_length`, config.json `max_position_embeddings`).
     pub context_length: Option<usize>,
+    /// Special tokens that swallow neighbouring whitespace, by id.
+    pub strip: HashMap<u32, Strip>,
 }
 
 impl Vocab {
@@ -114,6 +124,8 @@ impl Vocab {
         let mut stop_ids: Vec<u32> = eos.into_iter().collect();
         stop_ids.extend(id("tokenizer.ggml.eot_token_id")?);
         let mut vocab = Self::finish(tokens, types, scores, model, bos, eos, stop_ids, add_bos, chat_template);
+        let name = md("general.name").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+        vocab.strip = gguf_strip(&vocab, &name);
         let arch = md("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
         vocab.context_length = md(&format!("{arch}.context_length")).and_then(|v| v.to_u64().ok()).map(|n| n as usize);
         Ok(vocab)
@@ -141,7 +153,20 @@ impl Vocab {
                 stop_ids.push(i);
             }
         }
-        Self { tokens, types, scores, ids, model, bos, eos, stop_ids, add_bos, chat_template, context_length: None }
+        Self {
+            tokens,
+            types,
+            scores,
+            ids,
+            model,
+            bos,
+            eos,
+            stop_ids,
+            add_bos,
+            chat_template,
+            context_length: None,
+            strip: HashMap::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -151,6 +176,33 @@ impl Vocab {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
+}
+
+/// GGUF stores no strip flags; llama.cpp sets them by model name (llama-vocab.cpp, load): a Phi-3 GGUF's
+/// special tokens swallow the whitespace after them (`<|end|>\n<|assistant|>`), except `<unk>`, `<s>` and
+/// `<|endoftext|>`; `</s>` does too.
+fn gguf_strip(vocab: &Vocab, name: &str) -> HashMap<u32, Strip> {
+    let name = name.to_ascii_lowercase();
+    if !(name.contains("phi-3") || name.contains("phi3")) {
+        return HashMap::new();
+    }
+    let right = Strip { left: false, right: true };
+    let mut strip: HashMap<u32, Strip> = vocab
+        .types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t, TokenType::Control | TokenType::UserDefined | TokenType::Unknown))
+        .map(|(i, _)| (i as u32, right))
+        .collect();
+    if let Some(&id) = vocab.ids.get("</s>") {
+        strip.insert(id, right);
+    }
+    for t in ["<unk>", "<s>", "<|endoftext|>"] {
+        if let Some(id) = vocab.ids.get(t) {
+            strip.remove(id);
+        }
+    }
+    strip
 }
 
 fn strings(v: &Value, key: &str) -> Result<Vec<String>, TokenizerError> {
