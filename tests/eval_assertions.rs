@@ -131,3 +131,19 @@ fn evals_toml_errors_name_the_line_and_key() {
         assert!(got.contains(want), "{src}\n got: {got}\nwant: {want}");
     }
 }
+
+/// evals.toml is read like every workspace file: a FIFO there is refused, not waited on.
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_evals_toml_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("evals.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let root = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(Evals::load(&root, &[case("c", "in", "x")]).map(|_| ()).unwrap_err().to_string())
+    });
+    let err = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("blocked on a FIFO");
+    assert!(err.contains("evals.toml") && err.contains("not a regular file (a FIFO)"), "{err}");
+}

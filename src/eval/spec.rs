@@ -71,7 +71,7 @@ impl Evals {
     /// Reads `root/evals.toml` when present; ids are checked against the cases.
     pub fn load(root: &Path, cases: &[Case]) -> Result<Self, EvalError> {
         let path = root.join(super::EVALS_FILE);
-        match std::fs::read_to_string(&path) {
+        match crate::workspace::store::read_text(&path) {
             Ok(src) => Self::parse(&path, &src, cases),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(EvalError::Io { path, source: e }),
@@ -249,7 +249,7 @@ fn schema(
         }
         (None, Some(f)) => {
             let path = root.join(f.get_ref());
-            let src = std::fs::read_to_string(&path)
+            let src = crate::workspace::store::read_text(&path)
                 .map_err(|e| at(f.span().start, &format!("{key}.file"), &format!("{}: {e}", path.display())))?;
             let json = serde_json::from_str(&src).map_err(|e| {
                 at(f.span().start, &format!("{key}.file"), &format!("{}:{}: {e}", path.display(), e.line()))
