@@ -163,9 +163,40 @@ fn build_models(
             }
             None => resolve(root, &path_raw),
         };
-        out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd });
+        let chat_template = match m.chat_template {
+            None => None,
+            Some(t) => Some(chat_template(root, loc, &name, t)?),
+        };
+        out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd, chat_template });
     }
     Ok(out)
+}
+
+/// A `chat_template` value: Jinja written inline (it holds `{{` or `{%`), else a file beside the workspace.
+/// Checked here for syntax, so a typo is reported at its key rather than at the first run.
+fn chat_template(root: &Path, loc: &Locator<'_>, name: &str, t: Spanned<String>) -> Result<String, WorkspaceError> {
+    let (at, key) = (t.span().start, format!("models.{name}.chat_template"));
+    let value = t.into_inner();
+    let (text, origin) = if value.contains("{{") || value.contains("{%") {
+        (value, "the inline template".to_string())
+    } else {
+        let path = resolve(root, &value);
+        let text = super::store::read_text(&path)
+            .map_err(|e| loc.at(at, key.clone(), format!("cannot read {}: {e}", path.display())))?;
+        (text, path.display().to_string())
+    };
+    if text.trim().is_empty() {
+        return Err(loc.at(at, key, format!("{origin} is empty")));
+    }
+    if let Err(e) = minijinja::Environment::new().template_from_str(&text) {
+        let line = e.line().map(|l| format!(", line {l}")).unwrap_or_default();
+        return Err(loc.at(
+            at,
+            key,
+            format!("{origin}{line}: not a Jinja template: {}", e.detail().unwrap_or("syntax error")),
+        ));
+    }
+    Ok(text)
 }
 
 pub fn valid_device(d: &str) -> bool {
@@ -259,6 +290,8 @@ fn build_lane(
         }
     } else if let Some(a) = &r.adapter {
         return Err(loc.at(a.span().start, key("adapter"), "adapters run on local lanes only"));
+    } else if let Some(t) = &r.enable_thinking {
+        return Err(loc.at(t.span().start, key("enable_thinking"), "a chat-template option of local lanes only"));
     }
     let api = super::lane_api::build(loc, i, &r, backend, root)?;
     let mut sampling = Sampling {
@@ -306,6 +339,7 @@ fn build_lane(
         api_key_env: r.api_key_env.map(Spanned::into_inner),
         sampling,
         api,
+        enable_thinking: r.enable_thinking.is_some_and(|t| *t.get_ref()),
     })
 }
 
