@@ -131,3 +131,14 @@ fn evals_toml_errors_name_the_line_and_key() {
         assert!(got.contains(want), "{src}\n got: {got}\nwant: {want}");
     }
 }
+
+/// A reasoning model's `<think>…</think>` block is never judged as its answer.
+#[test]
+fn assertions_judge_the_answer_without_its_thinking() {
+    let thought = "<think>\nIs it Paris? Not Lyon, surely.\n</think>\n\nParis";
+    assert_eq!(verdicts("[[assert]]\ntype = \"equals\"", thought, "Paris"), [true]);
+    assert_eq!(verdicts("[[assert]]\ntype = \"not-contains\"\nvalue = \"Lyon\"", thought, "Paris"), [true]);
+    assert_eq!(verdicts("[[assert]]\ntype = \"is-json\"", "<think>{\"a\": 1}</think>not json", ""), [false]);
+    // Still thinking when max_tokens cut it: there is no answer yet.
+    assert_eq!(verdicts("[[assert]]\ntype = \"contains\"\nvalue = \"Paris\"", "<think>Paris, maybe", "Paris"), [false]);
+}
