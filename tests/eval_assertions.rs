@@ -147,3 +147,14 @@ fn a_fifo_as_evals_toml_is_refused_not_waited_on() {
     let err = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("blocked on a FIFO");
     assert!(err.contains("evals.toml") && err.contains("not a regular file (a FIFO)"), "{err}");
 }
+
+/// A reasoning model's `<think>…</think>` block is never judged as its answer.
+#[test]
+fn assertions_judge_the_answer_without_its_thinking() {
+    let thought = "<think>\nIs it Paris? Not Lyon, surely.\n</think>\n\nParis";
+    assert_eq!(verdicts("[[assert]]\ntype = \"equals\"", thought, "Paris"), [true]);
+    assert_eq!(verdicts("[[assert]]\ntype = \"not-contains\"\nvalue = \"Lyon\"", thought, "Paris"), [true]);
+    assert_eq!(verdicts("[[assert]]\ntype = \"is-json\"", "<think>{\"a\": 1}</think>not json", ""), [false]);
+    // Still thinking when max_tokens cut it: there is no answer yet.
+    assert_eq!(verdicts("[[assert]]\ntype = \"contains\"\nvalue = \"Paris\"", "<think>Paris, maybe", "Paris"), [false]);
+}

@@ -239,3 +239,30 @@ fn up_moves_by_wrapped_row_and_ctrl_z_undoes_80x24() {
     update(&mut s, ctrl('y'));
     assert!(s.input_text().contains('|'), "Ctrl+Y puts it back");
 }
+
+/// A reasoning model's `<think>` block is shown dimmed and italic above its answer, never as the answer.
+#[test]
+fn thinking_is_shown_dimmed_above_the_answer() {
+    for (w, h, name) in [(80, 24, "thinking_80x24"), (160, 48, "thinking_160x48")] {
+        let mut s = support::state_for(&support::example_root(), w, h);
+        update(&mut s, ctrl('r'));
+        ev(&mut s, 1, EventKind::Started { prompt_tokens: Some(231) });
+        let answer = "<think>\nThe ear cup is dead: a replacement.\n</think>\n\n{\"intent\": \"replacement\"}";
+        ev(&mut s, 1, EventKind::Token { text: answer.into() });
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| tunebench::ui::render(&s, f)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let rows: Vec<String> =
+            (0..h).map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()).collect();
+        let (y, row) = rows.iter().enumerate().find(|(_, r)| r.contains("The ear cup")).unwrap();
+        let col = row[..row.find("The ear cup").unwrap()].chars().count();
+        let cell = &buf[(col as u16, y as u16)];
+        assert_eq!(cell.fg, s.theme.muted, "thinking is dimmed");
+        assert!(cell.modifier.contains(ratatui::style::Modifier::ITALIC));
+        let (ay, arow) = rows.iter().enumerate().find(|(_, r)| r.contains("{\"intent\"")).unwrap();
+        assert!(ay > y, "the answer comes after the thinking");
+        let acol = arow[..arow.find("{\"intent\"").unwrap()].chars().count();
+        assert_eq!(buf[(acol as u16, ay as u16)].fg, s.theme.fg);
+        snap!(name, screen(&s));
+    }
+}

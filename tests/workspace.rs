@@ -52,6 +52,9 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("dataset_unknown_prompt", 22, "dataset.system_prompt", "no prompt variant `short` (variants: long)"),
     ("dataset_unknown_lane", 22, "dataset.lane", "no lane `tuned` (lanes: base, api)"),
     ("dataset_api_lane", 22, "dataset.lane", "is an API lane; name a local lane"),
+    ("chat_template_missing", 8, "models.m.chat_template", "cannot read"),
+    ("chat_template_syntax", 8, "models.m.chat_template", "the inline template, line 2: not a Jinja template"),
+    ("enable_thinking_on_api", 11, "lanes[0].enable_thinking", "local lanes only"),
 ];
 
 #[test]

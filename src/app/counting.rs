@@ -69,7 +69,8 @@ impl LiveCounts {
             line.hash(&mut h);
         }
         for l in &ws.lanes {
-            (l.backend, &l.model, system(l), model(l).map(|m| &m.path)).hash(&mut h);
+            (l.backend, &l.model, system(l), model(l).map(|m| (&m.path, &m.chat_template)), l.enable_thinking)
+                .hash(&mut h);
         }
         let key = h.finish();
         if self.last == Some(key) {

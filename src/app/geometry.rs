@@ -156,7 +156,19 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
         };
         if hint.is_empty() { Text::default() } else { Text::from(Line::styled(hint, Style::default().fg(t.muted))) }
     } else {
-        Text::styled(escape(&lane.output).into_owned(), Style::default().fg(t.fg))
+        // A reasoning model's thinking is shown dimmed above the answer, never as part of it.
+        let (thinking, answer) = crate::engine::think::split(&lane.output);
+        let mut text = Text::default();
+        if let Some(th) = thinking.map(str::trim).filter(|th| !th.is_empty()) {
+            let style = Style::default().fg(t.muted).add_modifier(Modifier::ITALIC);
+            text.lines.push(Line::styled("thinking:", style));
+            text.lines.extend(styled_lines(escape(th).into_owned(), style));
+            if !answer.is_empty() {
+                text.lines.push(Line::default());
+            }
+        }
+        text.lines.extend(styled_lines(escape(answer).into_owned(), Style::default().fg(t.fg)));
+        text
     };
     if !lines.is_empty() {
         lines.extend(text.lines);
@@ -170,6 +182,10 @@ pub fn output_text(state: &AppState, idx: usize) -> Text<'static> {
         ));
     }
     text
+}
+
+fn styled_lines(s: String, style: Style) -> impl Iterator<Item = Line<'static>> {
+    Text::raw(s).lines.into_iter().map(move |l| l.patch_style(style))
 }
 
 /// Model, backend and where it runs: device for local lanes (plus adapter), host for API lanes.

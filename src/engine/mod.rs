@@ -3,6 +3,7 @@
 pub mod api;
 pub mod local;
 mod runner;
+pub mod think;
 
 use std::path::PathBuf;
 use std::time::Duration;

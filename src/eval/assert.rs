@@ -140,7 +140,8 @@ impl Assertion {
     }
 
     fn judge(&self, o: &Observed<'_>) -> (bool, String) {
-        let out = o.output.trim();
+        // A reasoning model's `<think>` block is not its answer: every assertion judges what follows it.
+        let out = crate::engine::think::answer(o.output).trim();
         match &self.kind {
             Kind::Equals(value) => {
                 let want = value.as_deref().unwrap_or(o.expected).trim();

@@ -9,6 +9,7 @@ use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer as Encoding, get_tokenizer};
 
 use crate::engine::local::prompt::PromptTokenizer;
+use crate::engine::local::template::RenderOptions;
 use crate::workspace::{BackendKind, LaneSpec, ModelSpec, Workspace};
 
 /// A lane's prompt size as it would be sent.
@@ -68,7 +69,7 @@ impl Pieces {
 pub struct Counters {
     /// By model path, with the file's modification time: a failure is remembered too, so a broken model is
     /// not re-read on every keystroke, and a fixed or replaced file is read again.
-    local: Mutex<HashMap<PathBuf, Opened>>,
+    local: Mutex<HashMap<(PathBuf, Option<String>), Opened>>,
 }
 
 /// A model file's tokenizer as opened at a modification time (or why it could not be).
@@ -91,8 +92,8 @@ impl Counters {
             BackendKind::Local => {
                 let model = model.ok_or_else(|| format!("no [models.{}] entry", lane.model))?;
                 let tok = self.local(model)?;
-                let ids = tok.ids(system, input).map_err(|e| e.to_string())?;
-                Ok(Count { tokens: ids.len() as u64, estimated: false, how: "model tokenizer".into() })
+                let p = tok.prompt(system, input, render_options(lane)).map_err(|e| e.to_string())?;
+                Ok(Count { tokens: p.ids.len() as u64, estimated: false, how: local_how(p.note) })
             }
             BackendKind::OpenAi => {
                 let (enc, estimated) = api_encoding(lane);
@@ -127,7 +128,8 @@ impl Counters {
             BackendKind::Local => {
                 let model = model.ok_or_else(|| format!("no [models.{}] entry", lane.model))?;
                 let tok = self.local(model)?;
-                for id in tok.ids(system, input).map_err(|e| e.to_string())? {
+                let p = tok.prompt(system, input, render_options(lane)).map_err(|e| e.to_string())?;
+                for id in p.ids {
                     let bytes = tok.tokenizer.token_bytes(id);
                     if bytes.is_empty() {
                         out.framing(tok.tokenizer.vocab.tokens.get(id as usize).cloned().unwrap_or_default(), 1);
@@ -135,7 +137,7 @@ impl Counters {
                         out.bytes(&bytes);
                     }
                 }
-                (false, "model tokenizer".to_string())
+                (false, local_how(p.note))
             }
             BackendKind::OpenAi | BackendKind::Anthropic => {
                 let anthropic = lane.backend == BackendKind::Anthropic;
@@ -166,16 +168,20 @@ impl Counters {
         Ok((Count { tokens, estimated, how }, out.out))
     }
 
-    /// The tokenizer and chat template of a local model, opened once per file version.
+    /// The tokenizer and chat template of a local model (the workspace's template when it names one),
+    /// opened once per file version.
     pub fn local(&self, model: &ModelSpec) -> Result<Arc<PromptTokenizer>, String> {
         let mtime = std::fs::metadata(&model.path).and_then(|m| m.modified()).ok();
-        if let Some((at, t)) = self.local.lock().map_err(|_| "counter lock poisoned")?.get(&model.path)
+        let key = (model.path.clone(), model.chat_template.clone());
+        if let Some((at, t)) = self.local.lock().map_err(|_| "counter lock poisoned")?.get(&key)
             && *at == mtime
         {
             return t.clone();
         }
-        let t = PromptTokenizer::open(&model.path).map(Arc::new).map_err(|e| e.to_string());
-        self.local.lock().map_err(|_| "counter lock poisoned")?.insert(model.path.clone(), (mtime, t.clone()));
+        let t = PromptTokenizer::open_with(&model.path, model.chat_template.as_deref())
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        self.local.lock().map_err(|_| "counter lock poisoned")?.insert(key, (mtime, t.clone()));
         t
     }
 
@@ -188,6 +194,18 @@ impl Counters {
                 self.count(l, ws.models.get(&l.model).filter(|_| l.backend == BackendKind::Local), system, input)
             })
             .collect()
+    }
+}
+
+fn render_options(lane: &LaneSpec) -> RenderOptions {
+    RenderOptions { enable_thinking: lane.enable_thinking }
+}
+
+/// How a local count was made; a folded system prompt is said beside it, as the lane says it in its run.
+fn local_how(note: Option<&str>) -> String {
+    match note {
+        Some(_) => "model tokenizer · system prompt folded into the user turn".into(),
+        None => "model tokenizer".into(),
     }
 }
 

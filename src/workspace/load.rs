@@ -57,7 +57,7 @@ fn build(
 ) -> Result<Workspace, WorkspaceError> {
     let name = raw.name.into_inner();
     let prompts = build_prompts(root, loc, raw.prompts)?;
-    let models = build_models(root, loc, raw.models)?;
+    let models = super::models::build(root, loc, raw.models)?;
     let pricing = build_pricing(loc, raw.pricing)?;
     if raw.lanes.is_empty() {
         return Err(loc.at(0, "lanes", "a workspace needs at least one [[lanes]] table"));
@@ -119,58 +119,6 @@ fn build_prompts(
         out.insert(name.clone(), PromptVariant { name, source, text });
     }
     Ok(out)
-}
-
-fn build_models(
-    root: &Path,
-    loc: &Locator<'_>,
-    raw: BTreeMap<String, Spanned<RawModel>>,
-) -> Result<BTreeMap<String, ModelSpec>, WorkspaceError> {
-    let mut out = BTreeMap::new();
-    for (name, sp) in raw {
-        let m = sp.into_inner();
-        let device = match m.device {
-            None => "auto".to_string(),
-            Some(d) => {
-                if !valid_device(d.get_ref()) {
-                    return Err(loc.at(
-                        d.span().start,
-                        format!("models.{name}.device"),
-                        format!("unknown device `{}` (expected auto, cpu, cuda:N or metal)", d.get_ref()),
-                    ));
-                }
-                d.into_inner()
-            }
-        };
-        let gpu_hour_usd = match m.gpu_hour_usd {
-            Some(v) if !(v.get_ref().is_finite() && *v.get_ref() >= 0.0) => {
-                return Err(loc.at(v.span().start, format!("models.{name}.gpu_hour_usd"), "must be a number ≥ 0"));
-            }
-            v => v.map(Spanned::into_inner),
-        };
-        let path_at = m.path.span().start;
-        let path_raw = m.path.into_inner();
-        // `hf:org/name[/file]` names a Hugging Face cache entry, not a file beside the workspace: joined to
-        // the root it would never be recognised (the engine resolves it when the model is loaded).
-        let path = match path_raw.strip_prefix("hf:") {
-            Some(repo) => {
-                let parts: Vec<&str> = repo.splitn(3, '/').collect();
-                if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-                    let msg = format!("`{path_raw}`: expected hf:org/name or hf:org/name/file");
-                    return Err(loc.at(path_at, format!("models.{name}.path"), msg));
-                }
-                PathBuf::from(&path_raw)
-            }
-            None => resolve(root, &path_raw),
-        };
-        out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd });
-    }
-    Ok(out)
-}
-
-pub fn valid_device(d: &str) -> bool {
-    matches!(d, "auto" | "cpu" | "metal")
-        || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn build_pricing(
@@ -259,6 +207,8 @@ fn build_lane(
         }
     } else if let Some(a) = &r.adapter {
         return Err(loc.at(a.span().start, key("adapter"), "adapters run on local lanes only"));
+    } else if let Some(t) = &r.enable_thinking {
+        return Err(loc.at(t.span().start, key("enable_thinking"), "a chat-template option of local lanes only"));
     }
     let api = super::lane_api::build(loc, i, &r, backend, root)?;
     let mut sampling = Sampling {
@@ -306,6 +256,7 @@ fn build_lane(
         api_key_env: r.api_key_env.map(Spanned::into_inner),
         sampling,
         api,
+        enable_thinking: r.enable_thinking.is_some_and(|t| *t.get_ref()),
     })
 }
 
@@ -387,7 +338,7 @@ fn list(items: &[&str]) -> String {
     if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
-fn resolve(root: &Path, rel: &str) -> PathBuf {
+pub(super) fn resolve(root: &Path, rel: &str) -> PathBuf {
     let p = PathBuf::from(rel);
     if p.is_absolute() { p } else { root.join(p) }
 }

@@ -66,6 +66,9 @@ pub struct ModelSpec {
     pub device: String,
     /// What an hour of the machine running this model costs, for pricing its runs by busy time.
     pub gpu_hour_usd: Option<f64>,
+    /// `chat_template`: the Jinja text used in place of the model file's own template (read from the file
+    /// it names, or written inline).
+    pub chat_template: Option<String>,
 }
 
 /// How the savings projection is set up (`[savings]`).
@@ -135,6 +138,8 @@ pub struct LaneSpec {
     pub sampling: Sampling,
     /// Timeouts, retries and output format of API lanes (defaults on local lanes, which use none of it).
     pub api: ApiOptions,
+    /// Passed to a local model's chat template: Qwen3 and SmolLM3 think first unless it is false.
+    pub enable_thinking: bool,
 }
 
 /// How an API lane talks to its server.

@@ -50,6 +50,7 @@ pub struct RawModel {
     pub path: Spanned<String>,
     pub device: Option<Spanned<String>>,
     pub gpu_hour_usd: Option<Spanned<f64>>,
+    pub chat_template: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +77,7 @@ pub struct RawLane {
     pub concurrency: Option<Spanned<u32>>,
     pub response_format: Option<Spanned<String>>,
     pub json_schema: Option<Spanned<String>>,
+    pub enable_thinking: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

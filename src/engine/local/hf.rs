@@ -145,15 +145,38 @@ pub fn tokenizer(dir: &Path) -> Result<Tokenizer> {
     tokenizer_with(dir, &hc)
 }
 
+/// transformers 5 writes the template to `chat_template.jinja` beside tokenizer_config.json; that file wins
+/// over the config's copy, as it does in transformers.
+fn folder_template(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join("chat_template.jinja");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| LocalError::Io { path: path.clone(), source })?;
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
+}
+
+/// tokenizer_config.json's `chat_template`: a string, or a list of `{name, template}` whose `default` is
+/// the chat template (the others are for tools or RAG).
+fn config_template(v: Option<serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Array(named) => named.iter().find_map(|t| {
+            (t.get("name")?.as_str()? == "default").then(|| t.get("template")?.as_str().map(str::to_string))?
+        }),
+        _ => None,
+    }
+}
+
 fn tokenizer_with(dir: &Path, hc: &HfConfig) -> Result<Tokenizer> {
     let tc: TokConfig = if dir.join("tokenizer_config.json").is_file() {
         read_json(&dir.join("tokenizer_config.json"))?
     } else {
         TokConfig::default()
     };
-    let template = match tc.chat_template {
-        Some(serde_json::Value::String(s)) => Some(s),
-        _ => None,
+    let template = match folder_template(dir)? {
+        Some(t) => Some(t),
+        None => config_template(tc.chat_template),
     };
     let eos = match &hc.eos_token_id {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32),

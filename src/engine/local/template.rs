@@ -14,6 +14,19 @@ pub struct Rendered {
     pub text: String,
     /// Byte ranges of `text` holding message content: tokenized as plain text, never as control tokens.
     pub plain: Vec<Range<usize>>,
+    /// The template takes no system turn, so the system prompt went into the first user turn.
+    pub folded: bool,
+}
+
+/// Shown in the lane and beside its count when a render was folded.
+pub const FOLD_NOTE: &str =
+    "the chat template takes no system role: the system prompt is folded into the first user turn";
+
+/// What a lane decides about a render besides its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Passed to the template as `enable_thinking` (Qwen3 and SmolLM3 think unless it is false).
+    pub enable_thinking: bool,
 }
 
 /// Instructions one render may run.
@@ -47,6 +60,10 @@ impl ChatTemplate {
         // otherwise run for hours. Real chat templates use a few thousand instructions per render.
         env.set_fuel(Some(FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // transformers compiles chat templates with both on; without them a template's `{# … #}` or
+        // `{% … %}` lines leave newlines and indentation in the prompt the model was never trained on.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
@@ -62,12 +79,24 @@ impl ChatTemplate {
 
     /// Renders a system + user conversation with the generation prompt on (an empty system is left out).
     pub fn render(&self, system: &str, user: &str, bos: &str, eos: &str) -> Result<Rendered, TemplateError> {
+        self.render_with(system, user, bos, eos, RenderOptions::default())
+    }
+
+    /// [`Self::render`] with a lane's options.
+    pub fn render_with(
+        &self,
+        system: &str,
+        user: &str,
+        bos: &str,
+        eos: &str,
+        opts: RenderOptions,
+    ) -> Result<Rendered, TemplateError> {
         let mut messages = Vec::with_capacity(2);
         if !system.is_empty() {
             messages.push(("system", system));
         }
         messages.push(("user", user));
-        self.render_chat(&messages, true, bos, eos)
+        self.render_chat_with(&messages, true, bos, eos, opts)
     }
 
     /// Renders `(role, content)` messages; `generation` appends the assistant's opening (a prompt to answer).
@@ -79,7 +108,49 @@ impl ChatTemplate {
         bos: &str,
         eos: &str,
     ) -> Result<Rendered, TemplateError> {
-        let text = self.render_raw(messages, generation, bos, eos)?;
+        self.render_chat_with(messages, generation, bos, eos, RenderOptions::default())
+    }
+
+    /// [`Self::render_chat`] with a lane's options. A template that refuses a leading system turn (Mistral
+    /// v0.1–0.3, Gemma 2 raise) or drops it without a word gets the system text, a blank line and the first
+    /// user turn as one user turn, as Ollama and llama.cpp do: the model still sees the instructions.
+    pub fn render_chat_with(
+        &self,
+        messages: &[(&str, &str)],
+        generation: bool,
+        bos: &str,
+        eos: &str,
+        opts: RenderOptions,
+    ) -> Result<Rendered, TemplateError> {
+        let foldable = matches!(messages, [("system", s), ("user", _), ..] if !s.trim().is_empty());
+        let first = self.render_marked(messages, generation, bos, eos, opts);
+        let needs_fold = match &first {
+            Ok((_, system_shown)) => !system_shown,
+            Err(_) => true,
+        };
+        if !(foldable && needs_fold) {
+            return first.map(|(r, _)| r);
+        }
+        let joined = format!("{}\n\n{}", messages[0].1, messages[1].1);
+        let mut folded = vec![("user", joined.as_str())];
+        folded.extend_from_slice(&messages[2..]);
+        match self.render_marked(&folded, generation, bos, eos, opts) {
+            Ok((r, _)) => Ok(Rendered { folded: true, ..r }),
+            // Folding did not help either: the template's own complaint is the clearer one.
+            Err(_) => first.map(|(r, _)| r),
+        }
+    }
+
+    /// The render, and whether a leading system message's text made it into the prompt.
+    fn render_marked(
+        &self,
+        messages: &[(&str, &str)],
+        generation: bool,
+        bos: &str,
+        eos: &str,
+        opts: RenderOptions,
+    ) -> Result<(Rendered, bool), TemplateError> {
+        let text = self.render_raw(messages, generation, bos, eos, opts)?;
         // Where the messages went: render again with markers in their place, then check that putting the
         // messages (as written, or trimmed, as templates often trim) back gives the same text.
         let marks: Vec<String> = (0..messages.len()).map(|i| format!("\u{E000}{i}:{}\u{E001}", text.len())).collect();
@@ -88,17 +159,22 @@ impl ChatTemplate {
             .zip(&marks)
             .map(|(&(role, content), m)| (role, if content.is_empty() { "" } else { m.as_str() }))
             .collect();
-        let shown = self.render_raw(&marked, generation, bos, eos)?;
+        let shown = self.render_raw(&marked, generation, bos, eos, opts)?;
+        // The marker is the robust test; the text itself covers a template that escapes content (tojson).
+        let system_shown = match messages.first() {
+            Some(&("system", s)) if !s.trim().is_empty() => shown.contains(&marks[0]) || text.contains(s.trim()),
+            _ => true,
+        };
         for trim in [false, true] {
             let contents: Vec<&str> = messages.iter().map(|&(_, c)| if trim { c.trim() } else { c }).collect();
             if let Some((rebuilt, plain)) = substitute(&shown, &marks, &contents)
                 && rebuilt == text
             {
-                return Ok(Rendered { text, plain });
+                return Ok((Rendered { text, plain, folded: false }, system_shown));
             }
         }
         // A template that rewrites message text: nothing can be marked plain safely, so nothing is.
-        Ok(Rendered { text, plain: Vec::new() })
+        Ok((Rendered { text, plain: Vec::new(), folded: false }, system_shown))
     }
 
     fn render_raw(
@@ -107,6 +183,7 @@ impl ChatTemplate {
         generation: bool,
         bos: &str,
         eos: &str,
+        opts: RenderOptions,
     ) -> Result<String, TemplateError> {
         let messages: Vec<_> =
             messages.iter().map(|&(role, content)| context! { role => role, content => content }).collect();
@@ -118,6 +195,10 @@ impl ChatTemplate {
             bos_token => bos,
             eos_token => eos,
             date_string => today("%d %b %Y"),
+            // As transformers' apply_chat_template passes them: no tools, no documents.
+            tools => (),
+            documents => (),
+            enable_thinking => opts.enable_thinking,
         };
         match tmpl.render_captured_to(ctx, &mut out) {
             Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError(format!("rendered text is not UTF-8: {e}"))),

@@ -165,11 +165,25 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
             (v.model.clone(), format!(" · LoRA {} r{} ×{}", v.name, v.rank, v.modules))
         }
     };
-    let ids = super::prompt::prompt_ids(&model.tokenizer, &model.template, &req.system_prompt, &req.input)?;
+    // The workspace's template for this model, when it names one, replaces the file's own for this run.
+    let own;
+    let template = match &spec.chat_template {
+        Some(src) => {
+            own = super::prompt::template_for(&model.tokenizer, Some(src))?;
+            &own
+        }
+        None => &model.template,
+    };
+    let opts = super::template::RenderOptions { enable_thinking: req.lane.enable_thinking };
+    let prompt = super::prompt::prompt(&model.tokenizer, template, &req.system_prompt, &req.input, opts)?;
     sink.info(format!("{name} · {}{adapter_note}", model.base().format));
-    if let Some(w) = model.template.warning() {
+    if let Some(w) = template.warning() {
         sink.warning(w);
     }
+    if let Some(note) = prompt.note {
+        sink.warning(note);
+    }
+    let ids = prompt.ids;
     let n = ids.len() as u64;
     let job = Job::new(view, model.tokenizer.clone(), ids, &req.lane.sampling, sink.clone())?;
     sink.started(Some(n));

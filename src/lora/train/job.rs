@@ -101,8 +101,11 @@ impl Job {
             Some(repo) => repo.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),
             None => base_name(&path),
         };
-        let (train, mut skipped) = data::sequences(&model.tokenizer, &model.template, &train_x, config.max_seq_len);
-        let (valid, skipped_valid) = data::sequences(&model.tokenizer, &model.template, &valid_x, config.max_seq_len);
+        let template =
+            crate::engine::local::prompt::template_for(&model.tokenizer, model_spec.chat_template.as_deref())
+                .map_err(|e| e.to_string())?;
+        let (train, mut skipped) = data::sequences(&model.tokenizer, &template, &train_x, config.max_seq_len);
+        let (valid, skipped_valid) = data::sequences(&model.tokenizer, &template, &valid_x, config.max_seq_len);
         skipped.extend(skipped_valid);
         let mut all = train_x.clone();
         all.extend(&valid_x);

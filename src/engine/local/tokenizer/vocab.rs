@@ -144,10 +144,19 @@ impl Vocab {
         chat_template: Option<String>,
     ) -> Self {
         let ids: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        // Chat models end turns with these even when EOS says otherwise; llama.cpp treats them as EOG too.
-        for marker in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<end_of_turn>"] {
+        // Chat models end turns with these even when EOS says otherwise; llama.cpp treats them as EOG too, by
+        // id whatever their type (`<|end|>` and `<|eom_id|>` are not always marked Control).
+        for marker in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|eom_id|>",
+            "<|end_of_text|>",
+            "<|endoftext|>",
+            "</s>",
+            "<end_of_turn>",
+            "<|end|>",
+        ] {
             if let Some(&i) = ids.get(marker)
-                && types[i as usize] == TokenType::Control
                 && !stop_ids.contains(&i)
             {
                 stop_ids.push(i);
