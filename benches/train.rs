@@ -47,7 +47,7 @@ fn main() {
     let all: Vec<String> =
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec();
     let frozen = TrainModel::new(m.base().clone(), &all, RANK, 32.0, 1).unwrap();
-    let plain = TrainModel::new(m.base().clone(), &all, RANK, 32.0, 1).unwrap().with_plain_matmul();
+    let plain = TrainModel::new(m.base().clone(), &all, RANK, 32.0, 1).unwrap().with_plain_matmul().unwrap();
     let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("LoRA r={RANK} on all linear layers, {} examples ({tokens} tokens), CPU, {threads} threads", seqs.len());

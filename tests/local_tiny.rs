@@ -77,7 +77,11 @@ fn gguf_and_safetensors_copies_give_the_same_logits() {
     let store = ModelStore::default();
     let g = store.get(&f.gguf, &Device::Cpu, "cpu").unwrap();
     let h = store.get(&f.hf, &Device::Cpu, "cpu").unwrap();
-    assert!(g.base().cfg.rope_interleaved && !h.base().cfg.rope_interleaved);
+    use tunebench::engine::local::RopePairs;
+    assert_eq!(
+        (g.base().cfg.family.rope.pairs, h.base().cfg.family.rope.pairs),
+        (RopePairs::Interleaved, RopePairs::Halves)
+    );
     let ids: Vec<u32> = (0..20).map(|i| (i * 13 % 260) as u32).collect();
     let run = |m: &tunebench::engine::local::LoadedModel| {
         let mut cache = m.plain.new_cache(ids.len()).unwrap();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::model::Llama;
+use super::decoder::Llama;
 use super::sampler::Sampler;
 use super::stream::{Piece, TextStream};
 use super::tokenizer::Tokenizer;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
+use super::decoder::{Family, RopePairs};
 use super::linear::{BaseLinear, WeightPlan};
 use super::tokenizer::{Model, Tokenizer, Vocab};
 use super::weights::{BaseLayer, BaseWeights, Config, MODULES, Parts, finish};
@@ -87,7 +88,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
         rms_eps: hc.rms_norm_eps,
         rope_theta: hc.rope_theta,
         context: hc.max_position_embeddings,
-        rope_interleaved: false,
+        family: Family::llama(RopePairs::Halves),
     };
     let capped = cfg.validate()?;
     let files = safetensors_files(dir)?;

@@ -1,12 +1,12 @@
-//! Local lanes: llama-family models in-process on candle. One copy of each model's weights serves every
+//! Local lanes: decoder-only models (families described as data, `decoder/`) in-process on candle. One copy of each model's weights serves every
 //! lane; each device has one worker thread that interleaves its lanes' jobs step by step.
 
 mod cache;
+mod decoder;
 mod generate;
 mod gguf;
 mod hf;
 mod linear;
-mod model;
 pub mod paths;
 pub mod prompt;
 pub mod pull;
@@ -25,10 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 
+pub use decoder::{
+    Activation, Bias, Decoder, Family, Llama, Norm, Ops, Projections, QkNorm, Rope, RopePairs, RotaryDims, SoftCaps,
+    Window,
+};
 pub use generate::PREFILL_CHUNK;
 pub use gguf::read_content as read_gguf_content;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
-pub use model::Llama;
 pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, load_gguf_from, plan_for};
 pub use weights::{BaseWeights, Config, MODULES};
 pub use worker::pick_device;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
 
+use super::decoder::Llama;
 use super::linear::{WeightPlan, plain};
-use super::model::Llama;
 use super::template::ChatTemplate;
 use super::tokenizer::{Tokenizer, Vocab};
 use super::weights::{BaseWeights, load_gguf};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
+use super::decoder::{Family, RopePairs};
 use super::linear::{BaseLinear, WeightPlan};
 use super::{LocalError, Result, candle_text};
 
@@ -31,8 +32,8 @@ pub struct Config {
     pub rms_eps: f64,
     pub rope_theta: f32,
     pub context: usize,
-    /// GGUF llama weights have q/k rows permuted for interleaved rotary pairs; HF weights use halves.
-    pub rope_interleaved: bool,
+    /// What the blocks compute (norms, rope layout, activation …): the decoder reads it.
+    pub family: Family,
 }
 
 /// Positions whose rotary tables are built; longer contexts are capped (and the title says so).
@@ -149,7 +150,8 @@ pub fn gguf_config(ct: &Content) -> Result<Config> {
         rms_eps: f64::from(m.f32("llama.attention.layer_norm_rms_epsilon")?),
         rope_theta: m.f32("llama.rope.freq_base").unwrap_or(10_000.0),
         context: m.u32("llama.context_length")? as usize,
-        rope_interleaved: true,
+        // llama.cpp's converter permutes `llama` q/k rows for interleaved rotary pairs.
+        family: Family::llama(RopePairs::Interleaved),
     })
 }
 

@@ -1,8 +1,12 @@
 //! `x · Wᵀ` for a frozen base weight whose backward pass gives only the input's gradient. Candle's plain
 //! matmul backward also computes the weight's gradient — a second matmul per layer and a weight-sized
-//! tensor per layer per step — which training never uses.
+//! tensor per layer per step — which training never uses. `TrainLinear` is the layer training's factory gives
+//! the decoder: this op plus the module's trainable LoRA pair, if any.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+
+use super::model::LoraPair;
+use crate::engine::local::Lin;
 
 /// A frozen `[out, in]` weight and its transpose, applied as a custom op on the CPU.
 #[derive(Clone)]
@@ -54,5 +58,24 @@ impl CustomOp1 for Frozen {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad_res.broadcast_matmul(&self.w)?))
+    }
+}
+
+/// A frozen base layer plus its trainable pair when adapted: `y = x Wᵀ + scale · (x Aᵀ) Bᵀ`.
+pub struct TrainLinear {
+    pub frozen: Frozen,
+    pub lora: Option<LoraPair>,
+}
+
+impl Lin for TrainLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.frozen.forward(x)?;
+        match &self.lora {
+            Some(p) => {
+                let delta = x.broadcast_matmul(&p.a.as_tensor().t()?)?.broadcast_matmul(&p.b.as_tensor().t()?)?;
+                y + (delta * p.scale)?
+            }
+            None => Ok(y),
+        }
     }
 }
