@@ -1,0 +1,82 @@
+//! Rotary position tables: one cos/sin pair per distinct rope spec a model's layers use (base, frequency
+//! scaling, rotated dimensions, attention factor), computed as transformers computes its inverse frequencies.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+/// How one rope table is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeSpec {
+    /// θ: frequency i is `base^(-2i / dims)` before scaling.
+    pub base: f32,
+    /// Leading dimensions of each head that rotate (the whole head unless the family rotates part of it).
+    pub dims: usize,
+    pub scaling: RopeScaling,
+    /// Multiplies cos and sin (an attention-temperature factor some scalings carry); 1 otherwise.
+    pub attention_factor: f32,
+}
+
+/// How the inverse frequencies are rescaled for a longer context.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// transformers' `linear`: every frequency divided by `factor` (positions interpolated).
+    Linear {
+        factor: f32,
+    },
+    /// transformers' `llama3`: low frequencies divided by `factor`, high ones kept, a smooth blend between.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: usize,
+    },
+    /// Each frequency divided by its own factor (`dims / 2` of them): llama.cpp's `rope_freqs.weight`, into which
+    /// its converter bakes Llama 3's scaling.
+    FreqFactors(Vec<f32>),
+}
+
+impl RopeSpec {
+    /// Unscaled rope over `dims` dimensions.
+    pub fn plain(base: f32, dims: usize) -> Self {
+        Self { base, dims, scaling: RopeScaling::None, attention_factor: 1.0 }
+    }
+
+    /// The `dims / 2` inverse frequencies after scaling.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let d = self.dims as f32;
+        let plain = (0..self.dims / 2).map(|i| 1.0 / self.base.powf((2 * i) as f32 / d));
+        match &self.scaling {
+            RopeScaling::None => plain.collect(),
+            RopeScaling::Linear { factor } => plain.map(|f| f / factor).collect(),
+            RopeScaling::FreqFactors(factors) => plain.zip(factors).map(|(f, k)| f / k).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
+                let old = *original_context as f32;
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                plain
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// `(cos, sin)`, each `[positions, dims / 2]`.
+    pub fn tables(&self, positions: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let inv = self.inv_freq();
+        let half = inv.len();
+        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let pos = Tensor::arange(0u32, positions as u32, device)?.to_dtype(DType::F32)?.reshape((positions, 1))?;
+        let freqs = pos.matmul(&inv)?;
+        let a = f64::from(self.attention_factor);
+        Ok(((freqs.cos()? * a)?, (freqs.sin()? * a)?))
+    }
+}
