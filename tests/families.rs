@@ -27,3 +27,4 @@ fn llama2_trains_and_its_adapter_reloads() {
         eprintln!("llama2 {form:?} training: {t:?}");
     }
 }
+
