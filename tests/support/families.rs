@@ -88,7 +88,8 @@ pub const F32: WeightPlan = WeightPlan { decode: None, f32_prefill: true };
 
 pub fn load_form(fx: &Fixture, form: Form) -> LoadedModel {
     let path = fx.path(form);
-    load(&path, &Device::Cpu, Some(F32)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    // The crate's errors name the file already.
+    load(&path, &Device::Cpu, Some(F32)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
