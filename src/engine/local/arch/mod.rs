@@ -3,9 +3,11 @@
 //! module per family, each mapping the file's metadata to a `Config` (family, per-layer plan, rope specs) and
 //! the tensor names of each layer. Mixture-of-experts and multimodal models are refused by name here.
 
+mod gemma;
 mod json;
 mod llama;
 mod names;
+mod phi;
 mod qwen;
 mod smollm3;
 
@@ -93,6 +95,8 @@ impl Dims {
             rms_eps: self.rms_eps,
             context: self.context,
             attn_scale: 1.0 / (self.head_dim as f64).sqrt(),
+            embed_scale: None,
+            rope_switch: None,
             ropes,
             layer_plan,
             family,
@@ -127,6 +131,8 @@ pub fn gguf(ct: &Content) -> Result<Arch> {
         "llama" => llama::gguf(&m),
         "qwen2" | "qwen3" => qwen::gguf(&m, &arch),
         "smollm3" => smollm3::gguf(&m),
+        "gemma2" | "gemma3" => gemma::gguf(&m, &arch),
+        "phi3" => phi::gguf(&m),
         _ => Err(LocalError::Unsupported(format!(
             "model architecture `{arch}` (general.architecture; supported: {})",
             GGUF_SUPPORTED.join(", ")
@@ -134,9 +140,17 @@ pub fn gguf(ct: &Content) -> Result<Arch> {
     }
 }
 
-const GGUF_SUPPORTED: [&str; 4] = ["llama", "qwen2", "qwen3", "smollm3"];
-const HF_SUPPORTED: [&str; 5] =
-    ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM"];
+const GGUF_SUPPORTED: [&str; 7] = ["llama", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "phi3"];
+const HF_SUPPORTED: [&str; 8] = [
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "SmolLM3ForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+];
 
 /// The family of a safetensors folder, from its config.json.
 pub fn config_json(path: &Path) -> Result<Arch> {
@@ -164,6 +178,9 @@ pub fn config_json(path: &Path) -> Result<Arch> {
         "Qwen2ForCausalLM" | "qwen2" => qwen::config_json(&j, "qwen2"),
         "Qwen3ForCausalLM" | "qwen3" => qwen::config_json(&j, "qwen3"),
         "SmolLM3ForCausalLM" | "smollm3" => smollm3::config_json(&j),
+        "Gemma2ForCausalLM" | "gemma2" => gemma::config_json(&j, false),
+        "Gemma3ForCausalLM" | "gemma3_text" => gemma::config_json(&j, true),
+        "Phi3ForCausalLM" | "phi3" => phi::config_json(&j),
         _ => Err(LocalError::Unsupported(format!(
             "model architecture `{arch}` ({}: {key}; supported: {})",
             path.display(),
