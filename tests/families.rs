@@ -71,33 +71,3 @@ fn mistral_matches_transformers_and_trains() {
 fn smollm3_matches_transformers_and_trains() {
     family_matches_and_trains("smollm3");
 }
-
-/// A Mistral GGUF records no sliding window, so it runs attending to every token (as llama.cpp does) and the
-/// pane title's format says so; its safetensors folder keeps the window.
-#[test]
-fn a_mistral_gguf_says_it_attends_to_all_tokens() {
-    use candle_core::quantized::gguf_file;
-    let fx = support::families::Fixture::open("mistral");
-    let src = fx.path(Form::Gguf);
-    let mut file = std::fs::File::open(&src).unwrap();
-    let ct = gguf_file::Content::read(&mut file).unwrap();
-    let mut metadata = ct.metadata.clone();
-    metadata.insert("general.name".into(), gguf_file::Value::String("Mistral 7B Instruct v0.1".into()));
-    let tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
-        .tensor_infos
-        .keys()
-        .map(|n| (n.clone(), ct.tensor(&mut file, n, &candle_core::Device::Cpu).unwrap()))
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let renamed = dir.path().join("mistral.gguf");
-    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let ts: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-    gguf_file::write(&mut std::fs::File::create(&renamed).unwrap(), &md, &ts).unwrap();
-    let note = "GGUF records no sliding window: attends to all tokens";
-    let gguf = tunebench::engine::local::load(&renamed, &candle_core::Device::Cpu, None).unwrap();
-    assert!(gguf.base().format.contains(note), "{}", gguf.base().format);
-    assert!(gguf.base().cfg.layer_plan.iter().all(|l| l.window.is_none()));
-    let hf = support::families::load_form(&fx, Form::Safetensors);
-    assert!(!hf.base().format.contains(note), "{}", hf.base().format);
-    assert!(hf.base().cfg.layer_plan.iter().all(|l| l.window == Some(8)), "{:?}", hf.base().cfg.layer_plan);
-}
