@@ -122,6 +122,7 @@ FAMILIES = {
         specials=dict(bos="<bos>", eos="<eos>", unk="<unk>", pad="<pad>"),
         extra_specials=["<start_of_turn>", "<end_of_turn>"],
         template="google-gemma-2-2b-it.jinja", modules=LLAMA_MODULES, norm="gemma",
+        qk_gain=5.0,  # attention scores of order 50, so the soft-cap at 50 bends them
         exercises=f"four norms per block with (1+w), embeddings x sqrt(hidden), GeGLU (tanh GELU), attention "
                   f"soft-cap 50 and final soft-cap 30, window {WINDOW} on even layers, query_pre_attn_scalar = "
                   "head_dim (as gemma-2-2b; llama.cpp assumes it), tied head",

@@ -52,7 +52,8 @@ def init_weights(model, fam, seed):
                 p.copy_(normal(p.shape, 3.0 / math.sqrt(hidden)))
             elif name.endswith(".weight") and p.dim() == 2:
                 fan_in = p.shape[1]
-                gain = 2.5 if any(k in name for k in ("q_proj", "k_proj", "qkv_proj")) else 1.0
+                qk = any(k in name for k in ("q_proj", "k_proj", "qkv_proj"))
+                gain = fam.get("qk_gain", 2.5) if qk else 1.0
                 p.copy_(normal(p.shape, gain / math.sqrt(fan_in)))
             else:
                 raise SystemExit(f"{name}: no init rule for this parameter")
