@@ -161,14 +161,15 @@ FAMILIES = {
     ),
     "phi4mini": dict(
         model="Phi-4-mini", cls="Phi3Config", tok="bpe", pre="gpt-4o",
-        config=_base(max_position_embeddings=256, original_max_position_embeddings=64,
-                     rope_parameters=_longrope(64, int(HIDDEN // HEADS * 0.75), 5, partial=0.75),
+        config=_base(max_position_embeddings=2048, original_max_position_embeddings=512,
+                     rope_parameters=_longrope(512, int(HIDDEN // HEADS * 0.75), 5, partial=0.75),
                      sliding_window=None, tie_word_embeddings=True),
         specials=dict(bos="<|endoftext|>", eos="<|end|>", pad="<|endoftext|>"),
         extra_specials=["<|user|>", "<|assistant|>", "<|system|>"],
         template="phi4mini", modules=PHI_MODULES, norm="plain", tokenizer_class="GPT2Tokenizer",
         exercises="partial rotary 0.75 (12 of 16 dims rotate), longrope with original_max_position_embeddings "
-                  "64 > sequence (short_factor everywhere) and attention factor sqrt(1+ln4/ln64), fused "
+                  "512 > sequence (short_factor everywhere; 512 also exceeds llama.cpp's smallest context, 256, "
+                  "so llama.cpp picks short_factor too) and attention factor sqrt(1+ln4/ln512), fused "
                   "projections, GQA 4/2, tied head",
         ablate=["partial_rotary", "longrope_long", "norm_scales"],
     ),
