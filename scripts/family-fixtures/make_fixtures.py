@@ -115,6 +115,11 @@ def make_adapter(model, fam, seed, out):
     peft.peft_config["default"].base_model_name_or_path = None
     peft.save_pretrained(out)
     (out / "README.md").unlink()  # PEFT's empty model card
+    # PEFT writes target_modules in set order (which varies run to run): sorted, so a rerun rewrites no file.
+    cfg_file = out / "adapter_config.json"
+    saved = json.loads(cfg_file.read_text())
+    saved["target_modules"] = sorted(saved["target_modules"])
+    cfg_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     return PeftModel.from_pretrained(copy.deepcopy(model), out).eval()
 
 
