@@ -122,10 +122,11 @@ FAMILIES = {
         specials=dict(bos="<bos>", eos="<eos>", unk="<unk>", pad="<pad>"),
         extra_specials=["<start_of_turn>", "<end_of_turn>"],
         template="google-gemma-2-2b-it.jinja", modules=LLAMA_MODULES, norm="gemma",
+        qk_gain=5.0,  # attention scores of order 50, so the soft-cap at 50 bends them
         exercises=f"four norms per block with (1+w), embeddings x sqrt(hidden), GeGLU (tanh GELU), attention "
                   f"soft-cap 50 and final soft-cap 30, window {WINDOW} on even layers, query_pre_attn_scalar = "
                   "head_dim (as gemma-2-2b; llama.cpp assumes it), tied head",
-        ablate=["attn_softcap", "final_softcap", "window", "norm_scales", "embed_scale"],
+        ablate=["attn_softcap", "final_softcap", "window", "norm_scales", "embed_scale", "gelu_exact"],
     ),
     "gemma3": dict(
         model="gemma-3-1b (linear scaling on global layers as gemma-3-4b)", cls="Gemma3TextConfig", tok="spm",
@@ -142,7 +143,7 @@ FAMILIES = {
         template="gemma3", modules=LLAMA_MODULES, norm="gemma",
         exercises=f"6 layers, 5:1 local/global (layer 5 global), window {WINDOW}, local rope base 10000, global "
                   "base 1e6 with linear factor 8, q/k norm (1+w), four norms per block, tied head",
-        ablate=["window", "qk_norm", "rope_scaling", "norm_scales"],
+        ablate=["window", "qk_norm", "rope_scaling", "local_rope_base", "norm_scales", "gelu_exact"],
     ),
     "phi3": dict(
         model="Phi-3.5-mini (MHA as there)", cls="Phi3Config", tok="spm", pre=None,
@@ -160,14 +161,15 @@ FAMILIES = {
     ),
     "phi4mini": dict(
         model="Phi-4-mini", cls="Phi3Config", tok="bpe", pre="gpt-4o",
-        config=_base(max_position_embeddings=256, original_max_position_embeddings=64,
-                     rope_parameters=_longrope(64, int(HIDDEN // HEADS * 0.75), 5, partial=0.75),
+        config=_base(max_position_embeddings=2048, original_max_position_embeddings=512,
+                     rope_parameters=_longrope(512, int(HIDDEN // HEADS * 0.75), 5, partial=0.75),
                      sliding_window=None, tie_word_embeddings=True),
         specials=dict(bos="<|endoftext|>", eos="<|end|>", pad="<|endoftext|>"),
         extra_specials=["<|user|>", "<|assistant|>", "<|system|>"],
         template="phi4mini", modules=PHI_MODULES, norm="plain", tokenizer_class="GPT2Tokenizer",
         exercises="partial rotary 0.75 (12 of 16 dims rotate), longrope with original_max_position_embeddings "
-                  "64 > sequence (short_factor everywhere) and attention factor sqrt(1+ln4/ln64), fused "
+                  "512 > sequence (short_factor everywhere; 512 also exceeds llama.cpp's smallest context, 256, "
+                  "so llama.cpp picks short_factor too) and attention factor sqrt(1+ln4/ln512), fused "
                   "projections, GQA 4/2, tied head",
         ablate=["partial_rotary", "longrope_long", "norm_scales"],
     ),

@@ -52,7 +52,8 @@ def init_weights(model, fam, seed):
                 p.copy_(normal(p.shape, 3.0 / math.sqrt(hidden)))
             elif name.endswith(".weight") and p.dim() == 2:
                 fan_in = p.shape[1]
-                gain = 2.5 if any(k in name for k in ("q_proj", "k_proj", "qkv_proj")) else 1.0
+                qk = any(k in name for k in ("q_proj", "k_proj", "qkv_proj"))
+                gain = fam.get("qk_gain", 2.5) if qk else 1.0
                 p.copy_(normal(p.shape, gain / math.sqrt(fan_in)))
             else:
                 raise SystemExit(f"{name}: no init rule for this parameter")
@@ -114,6 +115,11 @@ def make_adapter(model, fam, seed, out):
     peft.peft_config["default"].base_model_name_or_path = None
     peft.save_pretrained(out)
     (out / "README.md").unlink()  # PEFT's empty model card
+    # PEFT writes target_modules in set order (which varies run to run): sorted, so a rerun rewrites no file.
+    cfg_file = out / "adapter_config.json"
+    saved = json.loads(cfg_file.read_text())
+    saved["target_modules"] = sorted(saved["target_modules"])
+    cfg_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     return PeftModel.from_pretrained(copy.deepcopy(model), out).eval()
 
 

@@ -179,8 +179,32 @@ impl<'a> Json<'a> {
             None => p.opt_str("type")?.unwrap_or_else(|| "default".into()),
         };
         let factor = || Ok::<f32, LocalError>(p.f64("factor")? as f32);
+        let mut attention_factor = 1.0;
         let scaling = match kind.as_str() {
             "default" => RopeScaling::None,
+            // transformers rescales only past `max_position_embeddings`, which is where this model's context ends.
+            "dynamic" => RopeScaling::None,
+            "yarn" => {
+                let original_context = p.usize("original_max_position_embeddings")?;
+                let factor = match p.opt_f64("factor")? {
+                    Some(f) => f,
+                    None => self.usize("max_position_embeddings")? as f64 / original_context as f64,
+                };
+                let mscale = |m: f64| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+                attention_factor =
+                    match (p.opt_f64("attention_factor")?, p.opt_f64("mscale")?, p.opt_f64("mscale_all_dim")?) {
+                        (Some(a), ..) => a,
+                        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale(m) / mscale(all),
+                        _ => mscale(1.0),
+                    } as f32;
+                RopeScaling::Yarn {
+                    factor: factor as f32,
+                    original_context,
+                    beta_fast: p.opt_f64("beta_fast")?.filter(|b| *b != 0.0).unwrap_or(32.0) as f32,
+                    beta_slow: p.opt_f64("beta_slow")?.filter(|b| *b != 0.0).unwrap_or(1.0) as f32,
+                    truncate: p.bool_or("truncate", true)?,
+                }
+            }
             "linear" => RopeScaling::Linear { factor: factor()? },
             "llama3" => RopeScaling::Llama3 {
                 factor: factor()?,
@@ -190,13 +214,13 @@ impl<'a> Json<'a> {
             },
             other => {
                 return Err(LocalError::Unsupported(format!(
-                    "rope type `{other}` ({}: {}rope_type; implemented: default, linear, llama3)",
+                    "rope type `{other}` ({}: {}rope_type; implemented: default, linear, dynamic, llama3, yarn)",
                     self.file.display(),
                     p.at
                 )));
             }
         };
-        Ok(RopeSpec { base, dims, scaling, attention_factor: 1.0 })
+        Ok(RopeSpec { base, dims, scaling, attention_factor })
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Arch {
     pub notes: Vec<String>,
 }
 
+/// More layers than any released decoder has (Config::validate refuses the same).
+const MAX_LAYERS: usize = 1024;
+
 /// The shape numbers every family has, read from the file's usual keys (a family module may adjust them).
 pub struct Dims {
     pub vocab: usize,
@@ -55,7 +58,7 @@ impl Dims {
             Ok(v) => v as usize,
             Err(_) => m.get("tokenizer.ggml.tokens")?.to_vec().map(|v| v.len()).unwrap_or(0),
         };
-        Ok(Self {
+        Self {
             vocab,
             hidden,
             layers: m.u32(&format!("{arch}.block_count"))? as usize,
@@ -64,14 +67,15 @@ impl Dims {
             head_dim,
             rms_eps: f64::from(m.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?),
             context: m.u32(&format!("{arch}.context_length"))? as usize,
-        })
+        }
+        .bounded()
     }
 
     /// config.json's transformers keys.
     pub fn config_json(j: &Json) -> Result<Self> {
         let hidden = j.usize("hidden_size")?;
         let heads = j.usize("num_attention_heads")?;
-        Ok(Self {
+        Self {
             vocab: j.usize("vocab_size")?,
             hidden,
             layers: j.usize("num_hidden_layers")?,
@@ -80,7 +84,16 @@ impl Dims {
             head_dim: j.opt_usize("head_dim")?.unwrap_or(hidden / heads.max(1)),
             rms_eps: j.f64("rms_norm_eps")?,
             context: j.usize("max_position_embeddings")?,
-        })
+        }
+        .bounded()
+    }
+
+    /// Refuses a layer count that per-layer tables would be sized by before any tensor bounds it.
+    fn bounded(self) -> Result<Self> {
+        if self.layers == 0 || self.layers > MAX_LAYERS {
+            return Err(LocalError::Model(format!("invalid model shape: {} layers", self.layers)));
+        }
+        Ok(self)
     }
 
     /// A Config with attention scaled by 1/√head_dim.

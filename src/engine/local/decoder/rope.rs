@@ -30,6 +30,16 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_context: usize,
     },
+    /// transformers' `yarn`: frequencies blended between interpolated (÷ `factor`) and original by a linear ramp
+    /// over the dimensions whose rotation count at `original_context` lies between `beta_slow` and `beta_fast`
+    /// (its cos/sin factor goes in `RopeSpec::attention_factor`).
+    Yarn {
+        factor: f32,
+        original_context: usize,
+        beta_fast: f32,
+        beta_slow: f32,
+        truncate: bool,
+    },
     /// Each frequency divided by its own factor (`dims / 2` of them): llama.cpp's `rope_freqs.weight`, into which
     /// its converter bakes Llama 3's scaling.
     FreqFactors(Vec<f32>),
@@ -49,6 +59,28 @@ impl RopeSpec {
             RopeScaling::None => plain.collect(),
             RopeScaling::Linear { factor } => plain.map(|f| f / factor).collect(),
             RopeScaling::FreqFactors(factors) => plain.zip(factors).map(|(f, k)| f / k).collect(),
+            RopeScaling::Yarn { factor, original_context, beta_fast, beta_slow, truncate } => {
+                let (base, dims) = (f64::from(self.base), self.dims as f64);
+                let correction = |rotations: f32| {
+                    let orig = *original_context as f64;
+                    dims * (orig / (f64::from(rotations) * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
+                };
+                let (mut low, mut high) = (correction(*beta_fast), correction(*beta_slow));
+                if *truncate {
+                    (low, high) = (low.floor(), high.ceil());
+                }
+                let (low, mut high) = (low.max(0.0) as f32, high.min(dims - 1.0) as f32);
+                if low == high {
+                    high += 0.001;
+                }
+                plain
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let extrapolation = 1.0 - ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                        f / factor * (1.0 - extrapolation) + f * extrapolation
+                    })
+                    .collect()
+            }
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
                 let old = *original_context as f32;
                 let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
