@@ -144,3 +144,30 @@ fn every_family_fixture_has_the_shared_format() {
         assert_eq!(tokens, vocab, "{name}: GGUF vocabulary");
     }
 }
+
+/// Four (1 + w) norms per block (added on read for safetensors; the GGUF holds 1 + w), embeddings × √hidden,
+/// GeGLU with tanh-GELU, attention soft-cap 50 and final soft-cap 30, window 8 on even layers, tied head.
+#[test]
+fn gemma2_matches_transformers_and_trains() {
+    family_matches_and_trains("gemma2");
+}
+
+/// 5:1 local/global layers (window 8), local rope base 10,000 and global 1e6 with linear factor 8, per-head
+/// q/k (1 + w) norms.
+#[test]
+fn gemma3_matches_transformers_and_trains() {
+    family_matches_and_trains("gemma3");
+}
+
+/// Phi-3.5: fused qkv_proj and gate_up_proj (PEFT adapts each as one module), longrope past its original 16
+/// positions (long factors, attention factor 1.2247).
+#[test]
+fn phi3_matches_transformers_and_trains() {
+    family_matches_and_trains("phi3");
+}
+
+/// Phi-4-mini: 12 of 16 dimensions rotate, longrope within its original 512 positions (short factors), tied.
+#[test]
+fn phi4mini_matches_transformers_and_trains() {
+    family_matches_and_trains("phi4mini");
+}
