@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 use support::families::{Fixture, Form, check_training, load_form, teacher_forced};
 
-const FAMILIES: [&str; 6] = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "smollm3"];
+const FAMILIES: [&str; 10] =
+    ["llama2", "llama3", "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "phi3", "phi4mini"];
 
 #[test]
 fn trained_adapters_are_written_in_peft_form_with_their_logits() {
