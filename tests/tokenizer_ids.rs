@@ -134,3 +134,42 @@ fn gemma3_sentencepiece_ids_match_llama_tokenize_on_gemma_3_270m() {
     assert!(!tok.encode("<start_of_turn>user", false).unwrap().contains(&turn), "typed markers stay text");
     assert!(tok.is_stop(tok.token_id("<end_of_turn>").unwrap()), "<end_of_turn> ends a turn");
 }
+
+/// The retyping llama.cpp applies on load, without any downloaded vocabulary: an end-of-generation text stored
+/// as user-defined or normal becomes a control token (text unless special tokens are parsed); a fill-in-the-middle
+/// text does only when the GGUF names no id for its role; gpt-oss's `<|channel|>` is always split out.
+#[test]
+fn llama_cpp_retypes_control_looking_tokens_of_a_gguf() {
+    use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
+    use tunebench::engine::local::tokenizer::{TokenType, Vocab};
+    let content = |extra: &[(&str, Value)]| {
+        let tokens = ["<unk>", "a", "</s>", "<|fim_prefix|>", "<|channel|>", "<|fim_suffix|>"];
+        // Stored types: unknown, normal, user-defined, normal, control, normal.
+        let types = [2, 1, 4, 1, 3, 1];
+        let mut metadata = std::collections::HashMap::from([
+            ("tokenizer.ggml.model".to_string(), Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                Value::Array(tokens.iter().map(|t| Value::String(t.to_string())).collect()),
+            ),
+            ("tokenizer.ggml.token_type".to_string(), Value::Array(types.iter().map(|&t| Value::I32(t)).collect())),
+            ("tokenizer.ggml.add_space_prefix".to_string(), Value::Bool(false)),
+        ]);
+        for (k, v) in extra {
+            metadata.insert(k.to_string(), v.clone());
+        }
+        Content { magic: VersionedMagic::GgufV3, metadata, tensor_infos: Default::default(), tensor_data_offset: 0 }
+    };
+    let vocab = Vocab::from_gguf(&content(&[])).unwrap();
+    assert_eq!(vocab.types[2], TokenType::Control, "</s> stored as user-defined");
+    assert_eq!(vocab.types[3], TokenType::Control, "<|fim_prefix|> with no fim_pre_token_id");
+    assert_eq!(vocab.types[4], TokenType::UserDefined, "<|channel|>");
+    assert_eq!(vocab.types[1], TokenType::Normal);
+    let tok = Tokenizer::from_vocab(vocab).unwrap();
+    assert!(!tok.encode("a</s>", false).unwrap().contains(&2), "plain text never yields </s>");
+    assert_eq!(tok.encode("a</s>", true).unwrap(), [1, 2]);
+    assert_eq!(tok.encode("<|channel|>", false).unwrap(), [4], "user-defined: split out even in plain text");
+    let named = Vocab::from_gguf(&content(&[("tokenizer.ggml.fim_pre_token_id", Value::U32(1))])).unwrap();
+    assert_eq!(named.types[3], TokenType::Normal, "the GGUF names the prefix token: no guessing by text");
+    assert_eq!(named.types[5], TokenType::Control, "the suffix role is still unnamed");
+}
