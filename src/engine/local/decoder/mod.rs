@@ -4,23 +4,25 @@
 
 mod family;
 mod ops;
+mod rope;
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use family::{Activation, Bias, Family, Norm, Projections, QkNorm, Rope, RopePairs, RotaryDims, SoftCaps, Window};
+pub use family::{Activation, Bias, Cap, Family, LayerPlan, Norm, Projections, QkNorm, RopePairs, SoftCaps};
 pub use ops::Ops;
+pub use rope::{RopeScaling, RopeSpec, RopeSwitch};
 
 use super::cache::KvCache;
 use super::linear::{Lin, LinearFactory};
-use super::weights::{BaseWeights, MODULES};
+use super::weights::BaseWeights;
 use super::{LocalError, Result};
 
 /// One lane's (or one training run's) view of a model: the shared base plus the layers its factory chose.
 pub struct Decoder {
     pub base: Arc<BaseWeights>,
-    /// Per layer, in `MODULES` order.
+    /// Per layer, in the family's module order (`Family::modules`).
     layers: Vec<Vec<Arc<dyn Lin>>>,
     lm_head: Arc<dyn Lin>,
     ops: Ops,
@@ -35,11 +37,11 @@ impl Decoder {
         Self::with_ops(base, factory, Ops::Fused)
     }
 
-    /// Every linear layer (in `MODULES` order per layer, then `lm_head`) from `factory`, run with `ops`.
+    /// Every linear layer (in the family's module order per layer, then `lm_head`) from `factory`, run with `ops`.
     pub fn with_ops(base: Arc<BaseWeights>, factory: &LinearFactory<'_>, ops: Ops) -> Result<Self> {
         let mut layers = Vec::with_capacity(base.layers.len());
         for layer in &base.layers {
-            let mut lins = Vec::with_capacity(MODULES.len());
+            let mut lins = Vec::with_capacity(layer.linears.len());
             for lin in &layer.linears {
                 lins.push(factory(&lin.name, lin)?);
             }
@@ -70,7 +72,7 @@ impl Decoder {
         // which look finite and sample token 0 for ever.
         let at = pos + ids.len() - 1;
         ensure_finite(&last, "hidden state", at)?;
-        let logits = self.lm_head.forward(&last)?.flatten_all()?;
+        let logits = self.head(&last)?.flatten_all()?;
         ensure_finite(&logits, "logits", at)?;
         Ok(logits)
     }
@@ -78,7 +80,7 @@ impl Decoder {
     /// Logits `[len, vocab]` at every position (teacher forcing, fidelity checks).
     pub fn forward_all(&self, ids: &[u32], pos: usize, cache: &mut KvCache) -> Result<Tensor> {
         let h = self.hidden(ids, pos, Some(cache))?;
-        Ok(self.lm_head.forward(&h)?.squeeze(0)?)
+        Ok(self.head(&h)?.squeeze(0)?)
     }
 
     /// Logits `[positions.len(), vocab]` of a whole sequence (from position 0, no cache), computing the
@@ -86,7 +88,16 @@ impl Decoder {
     pub fn logits_at(&self, ids: &[u32], positions: &[u32]) -> candle_core::Result<Tensor> {
         let h = self.hidden(ids, 0, None)?.squeeze(0)?;
         let picked = h.index_select(&Tensor::new(positions, self.device())?, 0)?;
-        self.lm_head.forward(&picked)
+        self.head(&picked)
+    }
+
+    /// The output head on final-normed hidden states, then the family's final soft-cap (Gemma 2).
+    fn head(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        let logits = self.lm_head.forward(h)?;
+        match self.base.cfg.family.soft_caps {
+            SoftCaps::Tanh { logits: Some(cap), .. } => self.ops.soft_cap(&logits, cap),
+            SoftCaps::Tanh { logits: None, .. } | SoftCaps::None => Ok(logits),
+        }
     }
 
     /// The final-normed hidden states `[1, n, hidden]` of `ids` at positions `pos..`. Without a cache the
@@ -98,29 +109,63 @@ impl Decoder {
         let Family {
             name: _,
             norm,
-            bias: Bias::None,
-            qk_norm: QkNorm::None,
+            // Biases are applied by the base layers themselves (`BaseLinear`), so every variant runs the same.
+            bias: Bias::None | Bias::Qkv,
+            qk_norm,
             activation,
-            soft_caps: SoftCaps::None,
-            window: Window::Full,
-            rope: Rope { pairs, dims: RotaryDims::Full },
-            projections: Projections::Separate,
+            soft_caps,
+            rope_pairs,
+            projections,
         } = c.family;
         let n = ids.len();
         let eps = c.rms_eps as f32;
         let mut x = b.embed.index_select(&Tensor::new(ids, &b.device)?, 0)?.unsqueeze(0)?;
-        let cos = b.cos.narrow(0, pos, n)?;
-        let sin = b.sin.narrow(0, pos, n)?;
+        if let Some(scale) = c.embed_scale {
+            x = (x * f64::from(scale))?;
+        }
+        // Soft-capped logits are the head's business (`head`); attention scores are capped here.
+        let attn_cap = match soft_caps {
+            SoftCaps::Tanh { attention, logits: _ } => attention,
+            SoftCaps::None => None,
+        };
+        let tables = b
+            .ropes
+            .iter()
+            .map(|(cos, sin)| Ok((cos.narrow(0, pos, n)?, sin.narrow(0, pos, n)?)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let rep = c.heads / c.kv_heads;
-        let mask = if n > 1 { Some(ops::causal_mask(n, pos, rep, &b.device)?) } else { None };
-        for (i, (layer, lins)) in b.layers.iter().zip(&self.layers).enumerate() {
+        let mut masks = Masks::default();
+        for (i, ((layer, lins), plan)) in b.layers.iter().zip(&self.layers).zip(&c.layer_plan).enumerate() {
             let h = ops.norm(norm, &x, &layer.attn_norm, eps)?;
             let heads = |t: Tensor, nh: usize| t.reshape((1, n, nh, c.head_dim))?.transpose(1, 2)?.contiguous();
-            let q = heads(lins[0].forward(&h)?, c.heads)?;
-            let k = heads(lins[1].forward(&h)?, c.kv_heads)?;
-            let v = heads(lins[2].forward(&h)?, c.kv_heads)?;
-            let q = ops.rope(pairs, &q, &cos, &sin)?;
-            let k = ops.rope(pairs, &k, &cos, &sin)?;
+            let (q, k, v) = match projections {
+                Projections::Separate => (lins[0].forward(&h)?, lins[1].forward(&h)?, lins[2].forward(&h)?),
+                Projections::Fused => {
+                    let qkv = lins[0].forward(&h)?;
+                    let (nq, nkv) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+                    (qkv.narrow(2, 0, nq)?, qkv.narrow(2, nq, nkv)?, qkv.narrow(2, nq + nkv, nkv)?)
+                }
+            };
+            let (mut q, mut k, v) = (heads(q, c.heads)?, heads(k, c.kv_heads)?, heads(v, c.kv_heads)?);
+            match (qk_norm, &layer.qk_norm) {
+                (QkNorm::None, None) => {}
+                (QkNorm::Rms, Some((qn, kn))) => {
+                    q = ops.norm(Norm::Rms, &q, qn, eps)?;
+                    k = ops.norm(Norm::Rms, &k, kn, eps)?;
+                }
+                _ => {
+                    return Err(candle_core::Error::Msg(format!(
+                        "layer {i}: q/k norm weights do not match the family"
+                    )));
+                }
+            }
+            if let Some(r) = plan.rope {
+                let r = c.rope_switch.map_or(r, |s| s.table(r, pos + n));
+                let (cos, sin) = &tables[r];
+                let dims = c.ropes[r].dims;
+                q = rotate(ops, rope_pairs, &q, cos, sin, dims)?;
+                k = rotate(ops, rope_pairs, &k, cos, sin, dims)?;
+            }
             let (k, v) = match cache.as_deref_mut() {
                 Some(cache) => cache.append(i, pos, &k, &v)?,
                 None => (k, v),
@@ -128,20 +173,85 @@ impl Decoder {
             // Grouped-query attention without copying K/V per query head: the `rep` query heads that
             // share a KV head become `rep * n` rows against that head's keys.
             let q = q.contiguous()?.reshape((1, c.kv_heads, rep * n, c.head_dim))?;
-            let mut att = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
-            if let Some(m) = &mask {
+            let mut att = (q.matmul(&k.t()?)? * c.attn_scale)?;
+            if let Some(cap) = attn_cap {
+                att = ops.soft_cap(&att, cap)?;
+            }
+            if let Some(m) = masks.get(n, pos, rep, plan.window, &b.device)? {
                 att = att.broadcast_add(m)?;
             }
             let att = ops.softmax(&att)?;
             let y = att.matmul(&v)?.reshape((1, c.heads, n, c.head_dim))?;
             let y = y.transpose(1, 2)?.reshape((1, n, c.heads * c.head_dim))?;
-            x = (x + lins[3].forward(&y)?)?;
+            let (o, down) = match projections {
+                Projections::Separate => (&lins[3], &lins[6]),
+                Projections::Fused => (&lins[1], &lins[3]),
+            };
+            let mut y = o.forward(&y)?;
+            if let Some(w) = &layer.post_attn_norm {
+                y = ops.norm(norm, &y, w, eps)?;
+            }
+            x = (x + y)?;
             let h = ops.norm(norm, &x, &layer.ffn_norm, eps)?;
-            let gate = ops.activation(activation, &lins[4].forward(&h)?)?;
-            let mlp = lins[6].forward(&(gate * lins[5].forward(&h)?)?)?;
-            x = (x + mlp)?;
+            let (gate, up) = match projections {
+                Projections::Separate => (lins[4].forward(&h)?, lins[5].forward(&h)?),
+                Projections::Fused => {
+                    let gate_up = lins[2].forward(&h)?;
+                    let ffn = gate_up.dim(2)? / 2;
+                    (gate_up.narrow(2, 0, ffn)?, gate_up.narrow(2, ffn, ffn)?)
+                }
+            };
+            let mut y = down.forward(&(ops.activation(activation, &gate)? * up)?)?;
+            if let Some(w) = &layer.post_ffn_norm {
+                y = ops.norm(norm, &y, w, eps)?;
+            }
+            x = (x + y)?;
         }
         ops.norm(norm, &x, &b.norm, eps)
+    }
+}
+
+/// Rope on the leading `dims` dimensions of each head of `x [1, heads, n, head_dim]`; the rest pass through.
+fn rotate(
+    ops: Ops,
+    pairs: RopePairs,
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    dims: usize,
+) -> candle_core::Result<Tensor> {
+    let head_dim = x.dim(3)?;
+    if dims == head_dim {
+        return ops.rope(pairs, x, cos, sin);
+    }
+    let rotated = ops.rope(pairs, &x.narrow(3, 0, dims)?.contiguous()?, cos, sin)?;
+    Tensor::cat(&[rotated, x.narrow(3, dims, head_dim - dims)?], 3)?.contiguous()
+}
+
+/// One forward's attention masks, built once per distinct window.
+#[derive(Default)]
+struct Masks(Vec<(Option<usize>, Option<Tensor>)>);
+
+impl Masks {
+    /// The mask for `window`, or None where every key is visible anyway (one new token, within its window).
+    fn get(
+        &mut self,
+        n: usize,
+        pos: usize,
+        rep: usize,
+        window: Option<usize>,
+        dev: &Device,
+    ) -> candle_core::Result<Option<&Tensor>> {
+        let i = match self.0.iter().position(|(w, _)| *w == window) {
+            Some(i) => i,
+            None => {
+                let needed = n > 1 || window.is_some_and(|w| pos + n > w);
+                let mask = if needed { Some(ops::causal_mask(n, pos, rep, window, dev)?) } else { None };
+                self.0.push((window, mask));
+                self.0.len() - 1
+            }
+        };
+        Ok(self.0[i].1.as_ref())
     }
 }
 

@@ -6,7 +6,7 @@ use candle_core::{D, Device, Result, Tensor};
 use candle_nn::ops::{rms_norm, rms_norm_slow, silu, softmax, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
 
-use super::family::{Activation, Norm, RopePairs};
+use super::family::{Activation, Cap, Norm, RopePairs};
 
 /// Which implementation of each op the decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,21 +42,32 @@ impl Ops {
         }
     }
 
-    /// The gate's activation (one implementation serves both modes: candle's silu has a backward pass).
+    /// The gate's activation (one implementation serves both modes: candle's silu and tanh-approximated gelu
+    /// have a backward pass).
     pub fn activation(self, kind: Activation, x: &Tensor) -> Result<Tensor> {
         match kind {
             Activation::Silu => silu(x),
+            // `gelu_pytorch_tanh`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), candle's `gelu`.
+            Activation::GeluTanh => x.gelu(),
         }
+    }
+
+    /// `cap · tanh(x / cap)`: Gemma's soft-cap on attention scores and final logits (plain ops, which have a
+    /// backward pass, in both modes).
+    pub fn soft_cap(self, x: &Tensor, cap: Cap) -> Result<Tensor> {
+        (x / f64::from(cap.0))?.tanh()? * f64::from(cap.0)
     }
 }
 
 /// `[rep * n, pos + n]`: row r * n + i is query i (absolute position pos + i) of the r-th head in a
-/// group; it sees keys 0..=pos + i.
-pub fn causal_mask(n: usize, pos: usize, rep: usize, dev: &Device) -> Result<Tensor> {
+/// group; it sees keys 0..=pos + i, or with a sliding `window` w only the last w of them (itself included,
+/// as transformers and llama.cpp count it).
+pub fn causal_mask(n: usize, pos: usize, rep: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
     let total = pos + n;
+    let seen = move |i: usize, j: usize| j <= pos + i && window.is_none_or(|w| pos + i - j < w);
     let mask: Vec<f32> = (0..rep)
         .flat_map(|_| {
-            (0..n).flat_map(move |i| (0..total).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY }))
+            (0..n).flat_map(move |i| (0..total).map(move |j| if seen(i, j) { 0.0 } else { f32::NEG_INFINITY }))
         })
         .collect();
     Tensor::from_vec(mask, (rep * n, total), dev)
