@@ -68,6 +68,11 @@ fn qwen2_matches_llama_cpp() {
 }
 
 #[test]
+fn qwen35_matches_llama_cpp() {
+    check("qwen35", Some("qwen35"));
+}
+
+#[test]
 fn starcoder_rules_shared_with_smollm_match_llama_cpp() {
     check("starcoder", Some("starcoder"));
 }

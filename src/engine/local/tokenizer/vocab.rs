@@ -94,6 +94,8 @@ impl Vocab {
         if types.len() != n || scores.len() != n {
             return Err(TokenizerError::Invalid("token_type / scores do not match the token count".into()));
         }
+        let mut types = types;
+        control_by_text(ct, &tokens, &mut types);
         let model = match kind.as_str() {
             "gpt2" => {
                 let pre = match md("tokenizer.ggml.pre") {
@@ -184,6 +186,102 @@ impl Vocab {
 
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+}
+
+/// End-of-generation texts llama.cpp makes control tokens whatever their stored type (llama-vocab.cpp, load:
+/// "control-looking token … its type will be overridden"). Gemma and Phi-3 store `</s>` as user-defined and a
+/// Qwen2 vocabulary stores it as normal text, yet llama.cpp splits it out only when special tokens are parsed.
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+];
+
+/// Fill-in-the-middle texts llama.cpp makes control tokens when the GGUF names no id for their role
+/// (`tokenizer.ggml.fim_*_token_id`, or the older `prefix` / `suffix` / `middle` keys).
+const FIM_TEXTS: &[(&[&str], &[&str])] = &[
+    (
+        &["tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"],
+        &[
+            "<|fim_prefix|>",
+            "<fim-prefix>",
+            "<fim_prefix>",
+            "<｜fim▁begin｜>",
+            "<PRE>",
+            "▁<PRE>",
+            "<|code_prefix|>",
+            "<|prefix|>",
+        ],
+    ),
+    (
+        &["tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"],
+        &[
+            "<|fim_suffix|>",
+            "<fim-suffix>",
+            "<fim_suffix>",
+            "<｜fim▁hole｜>",
+            "<SUF>",
+            "▁<SUF>",
+            "<|code_suffix|>",
+            "<|suffix|>",
+        ],
+    ),
+    (
+        &["tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"],
+        &[
+            "<|fim_middle|>",
+            "<fim-middle>",
+            "<fim_middle>",
+            "<｜fim▁end｜>",
+            "<MID>",
+            "▁<MID>",
+            "<|code_middle|>",
+            "<|middle|>",
+        ],
+    ),
+    (&["tokenizer.ggml.fim_pad_token_id"], &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
+    (&["tokenizer.ggml.fim_rep_token_id"], &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]),
+    (&["tokenizer.ggml.fim_sep_token_id"], &["<|file_sep|>"]),
+];
+
+/// llama.cpp's load-time retyping of a GGUF vocabulary by token text, so that which text is split out as a
+/// special token (always for user-defined, only when parsing specials for control) is the same as there.
+/// Where a vocabulary holds two texts of one fill-in-the-middle role, llama.cpp retypes the first its hash map
+/// yields; this retypes both (no vocabulary llama.cpp ships has two).
+fn control_by_text(ct: &Content, tokens: &[String], types: &mut [TokenType]) {
+    let fim: Vec<&str> = FIM_TEXTS
+        .iter()
+        .filter(|(keys, _)| keys.iter().all(|k| !ct.metadata.contains_key(*k)))
+        .flat_map(|(_, texts)| texts.iter().copied())
+        .collect();
+    for (t, ty) in tokens.iter().zip(types.iter_mut()) {
+        if EOG_TEXTS.contains(&t.as_str()) || fim.contains(&t.as_str()) {
+            *ty = TokenType::Control;
+        }
+        // gpt-oss's channel markers are always rendered, so llama.cpp makes them user-defined.
+        if matches!(t.as_str(), "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>") {
+            *ty = TokenType::UserDefined;
+        }
     }
 }
 
