@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 
 pub use decoder::{
-    Activation, Bias, Decoder, Family, LayerPlan, Llama, Norm, Ops, Projections, QkNorm, RopePairs, RopeScaling,
+    Activation, Bias, Cap, Decoder, Family, LayerPlan, Llama, Norm, Ops, Projections, QkNorm, RopePairs, RopeScaling,
     RopeSpec, SoftCaps,
 };
 pub use generate::PREFILL_CHUNK;

@@ -1,0 +1,139 @@
+//! Gemma and Phi config.json layouts beyond the fixtures' own, on copies of the family fixtures
+//! (tests/fixtures/families/): the older layouts transformers 4 wrote (Gemma 3's `rope_local_base_freq` +
+//! `rope_scaling`, Phi's `rope_scaling` of type `su` with a top-level `original_max_position_embeddings`) give the
+//! same logits as transformers 5's; transformers' defaults for absent keys (Gemma 2's window pattern, soft-caps
+//! and `query_pre_attn_scalar`) and `null` switching a soft-cap off; and what is refused by name.
+
+mod support;
+
+use std::path::Path;
+
+use candle_core::Device;
+use serde_json::{Value, json};
+use support::families::{F32, Fixture, max_diff, teacher_forced};
+use tunebench::engine::local::{Cap, LoadedModel, SoftCaps, load};
+
+/// The fixture's hf/ folder copied to `dir` with `edit` applied to config.json, loaded with f32 weights.
+fn load_edited(family: &str, dir: &Path, edit: impl Fn(&mut Value)) -> Result<LoadedModel, String> {
+    let src = Fixture::open(family).dir.join("hf");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    load(dir, &Device::Cpu, Some(F32)).map_err(|e| e.to_string())
+}
+
+fn remove(c: &mut Value, keys: &[&str]) {
+    for k in keys {
+        c.as_object_mut().unwrap().remove(*k);
+    }
+}
+
+/// transformers 4's Gemma 3 layout: the global rope as `rope_theta` + `rope_scaling`, the local base as
+/// `rope_local_base_freq`, the pattern as `sliding_window_pattern`; it must run as transformers 5's layout does.
+#[test]
+fn gemma3_older_config_layout_gives_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::open("gemma3");
+    let m = load_edited("gemma3", dir.path(), |c| {
+        remove(c, &["rope_parameters", "layer_types"]);
+        c["rope_theta"] = json!(1_000_000.0);
+        c["rope_local_base_freq"] = json!(10_000.0);
+        c["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+        c["sliding_window_pattern"] = json!(6);
+    })
+    .unwrap();
+    let d = max_diff(&teacher_forced(&m.plain, &fx.ids), fx.tensor("logits"));
+    assert!(d <= 1e-3, "older layout differs from transformers by {d}");
+    // Without the local base the local layers would rotate at 10,000 anyway (transformers' default) …
+    let m = load_edited("gemma3", &dir.path().join("b"), |c| {
+        remove(c, &["rope_parameters", "layer_types", "rope_local_base_freq"]);
+        c["rope_theta"] = json!(1_000_000.0);
+        c["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+    })
+    .unwrap();
+    assert!(max_diff(&teacher_forced(&m.plain, &fx.ids), fx.tensor("logits")) <= 1e-3);
+    // … and a different local base changes the logits, so the local table is really the one read.
+    let m = load_edited("gemma3", &dir.path().join("c"), |c| {
+        c["rope_parameters"]["sliding_attention"]["rope_theta"] = json!(500.0);
+    })
+    .unwrap();
+    assert!(max_diff(&teacher_forced(&m.plain, &fx.ids), fx.tensor("logits")) > 1e-2);
+}
+
+/// Gemma 2 with the keys transformers defaults left out: layers alternate sliding / full from layer 0,
+/// the soft-caps are 50 and 30, `query_pre_attn_scalar` 256; `null` switches a cap off.
+#[test]
+fn gemma2_defaults_follow_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::open("gemma2");
+    let m = load_edited("gemma2", dir.path(), |c| remove(c, &["layer_types"])).unwrap();
+    let windows: Vec<_> = m.base().cfg.layer_plan.iter().map(|l| l.window).collect();
+    assert_eq!(windows, [Some(8), None, Some(8), None]);
+    assert!(max_diff(&teacher_forced(&m.plain, &fx.ids), fx.tensor("logits")) <= 1e-3);
+
+    let m = load_edited("gemma2", &dir.path().join("caps"), |c| {
+        remove(c, &["attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"]);
+    })
+    .unwrap();
+    let caps = SoftCaps::Tanh { attention: Some(Cap(50.0)), logits: Some(Cap(30.0)) };
+    assert_eq!(m.base().cfg.family.soft_caps, caps);
+    assert!((m.base().cfg.attn_scale - 1.0 / 16.0).abs() < 1e-12, "1/√256");
+
+    let m = load_edited("gemma2", &dir.path().join("off"), |c| {
+        c["final_logit_softcapping"] = Value::Null;
+        c["sliding_window"] = Value::Null;
+    })
+    .unwrap();
+    let caps = SoftCaps::Tanh { attention: Some(Cap(50.0)), logits: None };
+    assert_eq!(m.base().cfg.family.soft_caps, caps);
+    assert!(m.base().cfg.layer_plan.iter().all(|l| l.window.is_none()));
+}
+
+/// The first Phi-3 128k configs: `rope_scaling` of type `su` and `original_max_position_embeddings` at the top.
+#[test]
+fn phi3_su_rope_scaling_is_longrope() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::open("phi3");
+    let m = load_edited("phi3", dir.path(), |c| {
+        let p = c["rope_parameters"].clone();
+        remove(c, &["rope_parameters"]);
+        c["rope_theta"] = p["rope_theta"].clone();
+        c["rope_scaling"] = json!({"type": "su", "short_factor": p["short_factor"], "long_factor": p["long_factor"]});
+    })
+    .unwrap();
+    let d = max_diff(&teacher_forced(&m.plain, &fx.ids), fx.tensor("logits"));
+    assert!(d <= 1e-3, "`su` layout differs from transformers by {d}");
+}
+
+/// A window shorter than the context (Phi-3-mini-4k's 2047) applies to every layer, and the title says that
+/// llama.cpp would ignore it.
+#[test]
+fn phi3_window_applies_to_every_layer_and_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = load_edited("phi3", dir.path(), |c| c["sliding_window"] = json!(6)).unwrap();
+    assert!(m.base().cfg.layer_plan.iter().all(|l| l.window == Some(6)));
+    assert!(m.base().format.contains("sliding window 6"), "{}", m.base().format);
+}
+
+/// What the decoder does not compute is refused by name, never run as something else.
+#[test]
+fn unsupported_gemma_and_phi_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, fn(&mut Value), &str); 5] = [
+        ("gemma3", "mm", |c| c["architectures"] = json!(["Gemma3ForConditionalGeneration"]), "multimodal"),
+        ("gemma2", "act", |c| c["hidden_activation"] = json!("gelu"), "activation `gelu`"),
+        ("gemma3", "bidi", |c| c["use_bidirectional_attention"] = json!(true), "use_bidirectional_attention"),
+        ("phi3", "act", |c| c["hidden_act"] = json!("gelu_new"), "activation `gelu_new`"),
+        ("phi3", "mrope", |c| c["rope_parameters"]["rope_type"] = json!("mrope"), "rope type `mrope`"),
+    ];
+    for (family, sub, edit, want) in cases {
+        let err = load_edited(family, &dir.path().join(format!("{family}-{sub}")), edit).err();
+        let err = err.unwrap_or_else(|| panic!("{family} {sub}: loaded"));
+        assert!(err.contains(want), "{family} {sub}: {err}");
+    }
+}
