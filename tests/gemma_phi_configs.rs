@@ -120,11 +120,14 @@ fn phi3_window_applies_to_every_layer_and_is_noted() {
     assert!(m.base().format.contains("sliding window 6"), "{}", m.base().format);
 }
 
+/// A family, a case name, the config edit, and what the error must say.
+type Refusal = (&'static str, &'static str, fn(&mut Value), &'static str);
+
 /// What the decoder does not compute is refused by name, never run as something else.
 #[test]
 fn unsupported_gemma_and_phi_settings_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, fn(&mut Value), &str); 5] = [
+    let cases: [Refusal; 5] = [
         ("gemma3", "mm", |c| c["architectures"] = json!(["Gemma3ForConditionalGeneration"]), "multimodal"),
         ("gemma2", "act", |c| c["hidden_activation"] = json!("gelu"), "activation `gelu`"),
         ("gemma3", "bidi", |c| c["use_bidirectional_attention"] = json!(true), "use_bidirectional_attention"),
