@@ -140,3 +140,18 @@ fn unsupported_gemma_and_phi_settings_are_refused_by_name() {
         assert!(err.contains(want), "{family} {sub}: {err}");
     }
 }
+
+/// Longrope picks its table by the length the sequence will reach (the KV cache's capacity): a prompt prefilled
+/// in two chunks, the first within the original 16 positions, still matches transformers' one forward over all
+/// 24 ids (long factors everywhere).
+#[test]
+fn phi3_longrope_table_holds_across_prefill_chunks() {
+    let fx = Fixture::open("phi3");
+    let m = load(&fx.path(support::families::Form::Safetensors), &Device::Cpu, Some(F32)).unwrap();
+    let mut cache = m.plain.new_cache(fx.ids.len()).unwrap();
+    let first = m.plain.forward_all(&fx.ids[..8], 0, &mut cache).unwrap();
+    let rest = m.plain.forward_all(&fx.ids[8..], 8, &mut cache).unwrap();
+    let got = candle_core::Tensor::cat(&[first, rest], 0).unwrap();
+    let d = max_diff(&got, fx.tensor("logits"));
+    assert!(d <= 1e-3, "chunked prefill differs from transformers by {d}");
+}

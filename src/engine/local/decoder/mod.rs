@@ -133,6 +133,9 @@ impl Decoder {
             .iter()
             .map(|(cos, sin)| Ok((cos.narrow(0, pos, n)?, sin.narrow(0, pos, n)?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        // The length longrope chooses its table by: the whole sequence's (the KV cache holds prompt + answer)
+        // so a prompt prefilled in chunks, and its answer, all use one table.
+        let seq_len = cache.as_deref().map_or(pos + n, |k| k.capacity().max(pos + n));
         let rep = c.heads / c.kv_heads;
         let mut masks = Masks::default();
         for (i, ((layer, lins), plan)) in b.layers.iter().zip(&self.layers).zip(&c.layer_plan).enumerate() {
@@ -160,7 +163,7 @@ impl Decoder {
                 }
             }
             if let Some(r) = plan.rope {
-                let r = c.rope_switch.map_or(r, |s| s.table(r, pos + n));
+                let r = c.rope_switch.map_or(r, |s| s.table(r, seq_len));
                 let (cos, sin) = &tables[r];
                 let dims = c.ropes[r].dims;
                 q = rotate(ops, rope_pairs, &q, cos, sin, dims)?;

@@ -113,9 +113,11 @@ impl RopeSpec {
     }
 }
 
-/// Longrope (Phi-3.5, Phi-4-mini): two tables for the same layers, the short factors' while a sequence stays
-/// within `original_context` positions and the long factors' once it passes them. Chosen per forward by its
-/// last position, as transformers chooses (llama.cpp chooses once, by the context size it allocates).
+/// Longrope (Phi-3.5, Phi-4-mini): two tables for the same layers, the short factors' for a sequence within
+/// `original_context` positions and the long factors' for a longer one. The decoder passes the length the
+/// sequence will reach (its KV cache's capacity: prompt + answer), as llama.cpp chooses by its context, so one
+/// sequence never mixes the two tables (transformers picks by the positions seen so far, and switches mid-answer
+/// with the earlier keys left on the short factors); a forward without a cache (training) passes its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RopeSwitch {
     pub original_context: usize,
@@ -126,8 +128,8 @@ pub struct RopeSwitch {
 }
 
 impl RopeSwitch {
-    /// The table a layer naming `table` uses in a forward whose positions end at `end` (exclusive).
-    pub fn table(&self, table: usize, end: usize) -> usize {
-        if table == self.short && end > self.original_context { self.long } else { table }
+    /// The table a layer naming `table` uses in a sequence of `len` positions.
+    pub fn table(&self, table: usize, len: usize) -> usize {
+        if table == self.short && len > self.original_context { self.long } else { table }
     }
 }
