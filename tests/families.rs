@@ -35,8 +35,8 @@ fn family_matches_and_trains(family: &str) {
         eprintln!("{family} {form:?}: {p:?}");
     }
     let dir = tempfile::tempdir().unwrap();
-    for (form, sub) in [(Form::Gguf, "gguf"), (Form::Safetensors, "hf")] {
-        let t = check_training(family, form, &dir.path().join(sub));
+    for form in [Form::Gguf, Form::Safetensors] {
+        let t = check_training(family, form, &train_out(dir.path(), family, form));
         eprintln!("{family} {form:?} training: {t:?}");
     }
 }
