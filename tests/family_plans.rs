@@ -76,6 +76,14 @@ fn smollm3_skips_rope_where_its_files_say() {
     })
     .unwrap();
     assert_eq!(ropes(&every2), [true, false, true, false]);
+    // With `use_sliding_window`, transformers slides the no-rope layers only (or what `layer_types` says).
+    let slid = plan_of("smollm3", &dir.path().join("slid"), |c| {
+        c["use_sliding_window"] = true.into();
+        c["sliding_window"] = 4.into();
+        c.as_object_mut().unwrap().remove("layer_types");
+    })
+    .unwrap();
+    assert_eq!(windows(&slid), [None, None, None, Some(4)]);
     let fx = support::families::Fixture::open("smollm3");
     let gguf = support::families::load_form(&fx, Form::Gguf);
     assert_eq!(ropes(&gguf.base().cfg.layer_plan), [true, true, true, false]);

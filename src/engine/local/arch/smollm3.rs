@@ -1,6 +1,6 @@
 //! SmolLM3: a Llama block that skips rope on some layers (every 4th: config.json `no_rope_layers`, or
 //! `no_rope_layer_interval`; GGUF `smollm3`, where llama.cpp hardcodes the interval 4 and its converter
-//! permutes q/k rows as for `llama`).
+//! permutes q/k rows as for `llama`), and with `use_sliding_window` slides its no-rope layers.
 
 use super::super::decoder::{Family, LayerPlan, RopePairs, RopeSpec};
 use super::super::weights::Meta;
@@ -40,12 +40,6 @@ pub fn config_json(j: &Json) -> Result<Arch> {
             return Err(LocalError::Unsupported(format!("`{flag}` true ({})", j.file().display())));
         }
     }
-    if j.bool_or("use_sliding_window", false)? && j.has("sliding_window") {
-        return Err(LocalError::Unsupported(format!(
-            "SmolLM3 sliding window on its no-rope layers (`use_sliding_window`, {})",
-            j.file().display()
-        )));
-    }
     let dims = Dims::config_json(j)?;
     // transformers' SmolLM3 default θ.
     let rope = j.rope(None, dims.head_dim, 2_000_000.0)?;
@@ -68,6 +62,29 @@ pub fn config_json(j: &Json) -> Result<Arch> {
             interval_plan(dims.layers, interval)
         }
     };
+    // transformers slides only the no-rope layers, and only with `use_sliding_window` (or where `layer_types`
+    // marks a layer `sliding_attention`).
+    let window = if j.bool_or("use_sliding_window", false)? { j.opt_usize("sliding_window")? } else { None };
+    let types = j.strings("layer_types")?;
+    if !types.is_empty() && types.len() != plan.len() {
+        return Err(LocalError::Model(format!(
+            "{}: `layer_types` has {} entries for {} layers",
+            j.file().display(),
+            types.len(),
+            plan.len()
+        )));
+    }
+    let plan = plan
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let slides = match types.get(i) {
+                Some(t) => t == "sliding_attention",
+                None => l.rope.is_none(),
+            };
+            LayerPlan { window: window.filter(|_| slides), ..l }
+        })
+        .collect();
     let family = family(RopePairs::Halves);
     let tied = j.bool_or("tie_word_embeddings", true)?;
     let tensors = TensorNames::standard(Scheme::Hf, &family, dims.layers, tied);
