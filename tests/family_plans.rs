@@ -114,6 +114,14 @@ fn a_mistral_gguf_says_it_attends_to_all_tokens() {
     let gguf = load(&renamed, &Device::Cpu, None).unwrap();
     assert!(gguf.base().format.contains(note), "{}", gguf.base().format);
     assert!(gguf.base().cfg.layer_plan.iter().all(|l| l.window.is_none()));
+    // MistralConfig's defaults: 4096 when config.json names no window, none when it is null.
+    let absent = plan_of("mistral", &dir.path().join("absent"), |c| {
+        c.as_object_mut().unwrap().remove("sliding_window");
+    })
+    .unwrap();
+    assert_eq!(windows(&absent), [Some(4096); 4]);
+    let null = plan_of("mistral", &dir.path().join("null"), |c| c["sliding_window"] = Value::Null).unwrap();
+    assert_eq!(windows(&null), [None; 4]);
     let hf = support::families::load_form(&fx, Form::Safetensors);
     assert!(!hf.base().format.contains(note), "{}", hf.base().format);
     assert!(hf.base().cfg.layer_plan.iter().all(|l| l.window == Some(8)), "{:?}", hf.base().cfg.layer_plan);

@@ -50,7 +50,8 @@ pub fn config_json(j: &Json, name: &'static str) -> Result<Arch> {
     }
     let dims = Dims::config_json(j)?;
     let rope = j.rope(None, dims.head_dim, 10_000.0)?;
-    let window = if name == "mistral" { j.opt_usize("sliding_window")? } else { None };
+    // MistralConfig's default window when config.json does not name one (null: none).
+    let window = if name == "mistral" { j.usize_or_null("sliding_window", 4096)? } else { None };
     let family = Family { name, ..Family::llama(RopePairs::Halves) };
     let tied = j.bool_or("tie_word_embeddings", false)?;
     let tensors = TensorNames::standard(Scheme::Hf, &family, dims.layers, tied);

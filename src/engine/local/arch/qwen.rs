@@ -39,7 +39,8 @@ pub fn config_json(j: &Json, name: &'static str) -> Result<Arch> {
     }
     let dims = Dims::config_json(j)?;
     let rope = j.rope(None, dims.head_dim, 10_000.0)?;
-    let window = if j.bool_or("use_sliding_window", false)? { j.opt_usize("sliding_window")? } else { None };
+    // Qwen2Config's and Qwen3Config's default window is 4096 when config.json does not name one.
+    let window = if j.bool_or("use_sliding_window", false)? { j.usize_or_null("sliding_window", 4096)? } else { None };
     let plan = window_plan(j, dims.layers, window)?;
     let family = family(name, RopePairs::Halves);
     let tied = j.bool_or("tie_word_embeddings", false)?;
