@@ -126,3 +126,15 @@ fn a_mistral_gguf_says_it_attends_to_all_tokens() {
     assert!(!hf.base().format.contains(note), "{}", hf.base().format);
     assert!(hf.base().cfg.layer_plan.iter().all(|l| l.window == Some(8)), "{:?}", hf.base().cfg.layer_plan);
 }
+
+/// Qwen3Config's head_dim defaults to 128 (not hidden_size / heads) when config.json leaves it out: the fixture's
+/// 32-wide heads then no longer fit, and the error names the tensor and both shapes.
+#[test]
+fn qwen3_head_dim_defaults_as_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = plan_of("qwen3", dir.path(), |c| {
+        c.as_object_mut().unwrap().remove("head_dim");
+    })
+    .unwrap_err();
+    assert!(err.contains("invalid model shape") && err.contains("is [32] but the metadata implies [128]"), "{err}");
+}

@@ -37,7 +37,13 @@ pub fn config_json(j: &Json, name: &'static str) -> Result<Arch> {
             j.file().display()
         )));
     }
-    let dims = Dims::config_json(j)?;
+    let mut dims = Dims::config_json(j)?;
+    // Qwen3Config's default head_dim, which is not hidden_size / num_attention_heads.
+    if name == "qwen3"
+        && let Some(d) = j.usize_or_null("head_dim", 128)?
+    {
+        dims.head_dim = d;
+    }
     let rope = j.rope(None, dims.head_dim, 10_000.0)?;
     // Qwen2Config's and Qwen3Config's default window is 4096 when config.json does not name one.
     let window = if j.bool_or("use_sliding_window", false)? { j.usize_or_null("sliding_window", 4096)? } else { None };
