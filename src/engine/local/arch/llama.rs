@@ -2,23 +2,14 @@
 //! interleave; Llama 3 scaling baked into `rope_freqs.weight`) and config.json `LlamaForCausalLM` /
 //! `MistralForCausalLM` (rope scaling `linear` and `llama3`; Mistral's sliding window).
 
-use super::super::decoder::{Family, LayerPlan, RopePairs, RopeScaling, RopeSpec};
+use super::super::decoder::{Family, LayerPlan, RopePairs, RopeScaling};
 use super::super::weights::Meta;
 use super::super::{LocalError, Result};
 use super::{Arch, Dims, Json, Scheme, TensorNames};
 
 pub fn gguf(m: &Meta) -> Result<Arch> {
     let dims = Dims::gguf(m, "llama")?;
-    let mut rope = RopeSpec::plain(m.f32("llama.rope.freq_base").unwrap_or(10_000.0), dims.head_dim);
-    match m.string("llama.rope.scaling.type").ok().as_deref() {
-        None | Some("none") => {}
-        Some("linear") => rope.scaling = RopeScaling::Linear { factor: m.f32("llama.rope.scaling.factor")? },
-        Some(kind) => {
-            return Err(LocalError::Unsupported(format!(
-                "rope scaling `{kind}` (llama.rope.scaling.type; implemented: none, linear, and rope_freqs.weight)"
-            )));
-        }
-    }
+    let rope = super::gguf_rope(m, "llama", dims.head_dim)?;
     let family = Family::llama(RopePairs::Interleaved);
     let tied = !m.0.tensor_infos.contains_key("output.weight");
     let mut tensors = TensorNames::standard(Scheme::Gguf, &family, dims.layers, tied);

@@ -2,7 +2,7 @@
 //! `no_rope_layer_interval`; GGUF `smollm3`, where llama.cpp hardcodes the interval 4 and its converter
 //! permutes q/k rows as for `llama`), and with `use_sliding_window` slides its no-rope layers.
 
-use super::super::decoder::{Family, LayerPlan, RopePairs, RopeSpec};
+use super::super::decoder::{Family, LayerPlan, RopePairs};
 use super::super::weights::Meta;
 use super::super::{LocalError, Result};
 use super::{Arch, Dims, Json, Scheme, TensorNames};
@@ -21,12 +21,7 @@ fn interval_plan(layers: usize, interval: usize) -> Vec<LayerPlan> {
 
 pub fn gguf(m: &Meta) -> Result<Arch> {
     let dims = Dims::gguf(m, "smollm3")?;
-    if let Ok(kind) = m.string("smollm3.rope.scaling.type")
-        && kind != "none"
-    {
-        return Err(LocalError::Unsupported(format!("rope scaling `{kind}` (smollm3.rope.scaling.type)")));
-    }
-    let rope = RopeSpec::plain(m.f32("smollm3.rope.freq_base").unwrap_or(10_000.0), dims.head_dim);
+    let rope = super::gguf_rope(m, "smollm3", dims.head_dim)?;
     let family = family(RopePairs::Interleaved);
     let tied = !m.0.tensor_infos.contains_key("output.weight");
     let tensors = TensorNames::standard(Scheme::Gguf, &family, dims.layers, tied);
