@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use candle_core::Device;
+use candle_core::quantized::{QTensor, gguf_file};
 use serde_json::{Value, json};
 use tunebench::engine::local::{RopeSpec, load};
 
@@ -86,4 +87,47 @@ fn unknown_rope_types_are_refused_by_name() {
     let err = rope_of(&dir.path().join("b"), |c| c["rope_parameters"] = json!({"rope_type": "llama3", "factor": 8.0}))
         .unwrap_err();
     assert!(err.contains("rope_parameters.low_freq_factor") && err.contains("missing"), "{err}");
+}
+
+/// The qwen2 fixture's GGUF (rope base 10^6, 16-wide heads: the reference's yarn case) with `extra` metadata.
+fn gguf_rope_of(dir: &Path, extra: &[(&str, gguf_file::Value)]) -> Result<RopeSpec, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/qwen2/model.gguf");
+    let mut file = std::fs::File::open(&src).unwrap();
+    let ct = gguf_file::Content::read(&mut file).unwrap();
+    let mut metadata = ct.metadata.clone();
+    for (k, v) in extra {
+        metadata.insert(k.to_string(), v.clone());
+    }
+    let tensors: Vec<(String, QTensor)> =
+        ct.tensor_infos.keys().map(|n| (n.clone(), ct.tensor(&mut file, n, &Device::Cpu).unwrap())).collect();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("model.gguf");
+    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &md, &ts).unwrap();
+    let m = load(&path, &Device::Cpu, None).map_err(|e| e.to_string())?;
+    Ok(m.base().cfg.ropes[0].clone())
+}
+
+/// A GGUF's YaRN keys (as llama.cpp's converter writes them) give transformers' frequencies and attention
+/// factor for the same settings; an extrapolation factor other than 1 and an unknown scaling are refused.
+#[test]
+fn gguf_yarn_keys_give_transformers_frequencies() {
+    use gguf_file::Value as V;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = reference();
+    let yarn = [
+        ("qwen2.rope.scaling.type", V::String("yarn".into())),
+        ("qwen2.rope.scaling.factor", V::F32(4.0)),
+        ("qwen2.rope.scaling.original_context_length", V::U32(32)),
+    ];
+    let got = gguf_rope_of(&dir.path().join("yarn"), &yarn).unwrap();
+    assert_matches("gguf yarn", &got, &reference["cases"]["yarn"]);
+    let mut ext = yarn.to_vec();
+    ext.push(("qwen2.rope.scaling.yarn_ext_factor", V::F32(0.5)));
+    let err = gguf_rope_of(&dir.path().join("ext"), &ext).unwrap_err();
+    assert!(err.contains("qwen2.rope.scaling.yarn_ext_factor"), "{err}");
+    let err =
+        gguf_rope_of(&dir.path().join("lr"), &[("qwen2.rope.scaling.type", V::String("longrope".into()))]).unwrap_err();
+    assert!(err.contains("unsupported rope scaling `longrope` (qwen2.rope.scaling.type"), "{err}");
 }

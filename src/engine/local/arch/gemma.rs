@@ -10,7 +10,7 @@
 use candle_core::quantized::gguf_file::Value;
 use candle_core::{DType, Device, Tensor};
 
-use super::super::decoder::{Activation, Cap, Family, LayerPlan, QkNorm, RopePairs, RopeScaling, RopeSpec, SoftCaps};
+use super::super::decoder::{Activation, Cap, Family, LayerPlan, QkNorm, RopePairs, RopeSpec, SoftCaps};
 use super::super::weights::Meta;
 use super::super::{LocalError, Result};
 use super::{Arch, Dims, Json, LayerTensors, Scheme, TensorNames};
@@ -142,25 +142,11 @@ pub fn gguf(m: &Meta, arch: &str) -> Result<Arch> {
             }
         },
     };
-    let base = m.f32(&key("rope.freq_base")).unwrap_or(10_000.0);
-    let mut global = RopeSpec::plain(base, dims.head_dim);
-    // llama.cpp reads a scaling factor without a type as linear.
-    match m.string(&key("rope.scaling.type")).ok().as_deref() {
-        Some("none") => {}
-        None | Some("linear") => match m.f32(&key("rope.scaling.factor")) {
-            Ok(f) if f > 0.0 && f != 1.0 => global.scaling = RopeScaling::Linear { factor: f },
-            _ => {}
-        },
-        Some(kind) => {
-            return Err(LocalError::Unsupported(format!(
-                "rope scaling `{kind}` ({name}.rope.scaling.type; implemented for Gemma: none, linear)"
-            )));
-        }
-    }
+    let global = super::gguf_rope(m, name, dims.head_dim)?;
     // Gemma 2's local layers rotate as its global ones (scaling included); Gemma 3's use their own base, unscaled.
     let local = match g {
-        Gen::Two => RopeSpec { base: m.f32(&key("rope.freq_base_swa")).unwrap_or(base), ..global.clone() },
-        Gen::Three => RopeSpec::plain(m.f32(&key("rope.freq_base_swa")).unwrap_or(10_000.0), dims.head_dim),
+        Gen::Two => RopeSpec { base: m.f32(&key("rope.freq_base_swa")).unwrap_or(global.base), ..global.clone() },
+        Gen::Three => RopeSpec::plain(m.f32(&key("rope.freq_base_swa")).unwrap_or(10_000.0), global.dims),
     };
     let attn_scale = if dims.layers == g.layers_27b() {
         1.0 / ((dims.hidden / dims.heads.max(1)) as f64).sqrt()

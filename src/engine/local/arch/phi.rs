@@ -33,13 +33,7 @@ fn longrope(cfg: &mut Config, long: RopeSpec, original: usize) {
 
 pub fn gguf(m: &Meta) -> Result<Arch> {
     let dims = Dims::gguf(m, "phi3")?;
-    let rot = m.u32("phi3.rope.dimension_count").map_or(dims.head_dim, |d| d as usize);
-    let base = m.f32("phi3.rope.freq_base").unwrap_or(10_000.0);
-    if let Ok(kind) = m.string("phi3.rope.scaling.type")
-        && kind != "none"
-    {
-        return Err(LocalError::Unsupported(format!("rope scaling `{kind}` (phi3.rope.scaling.type)")));
-    }
+    let mut rope = super::gguf_rope(m, "phi3", dims.head_dim)?;
     let (short, long) = ("rope_factors_short.weight", "rope_factors_long.weight");
     let has = |n: &str| m.0.tensor_infos.contains_key(n);
     let family = family();
@@ -50,9 +44,13 @@ pub fn gguf(m: &Meta) -> Result<Arch> {
     let window = m.u32("phi3.attention.sliding_window").ok().map(|w| w as usize).filter(|w| *w > 0);
     let plan = windowed(window, dims.layers, dims.context, &mut notes);
     let original = m.u32("phi3.rope.scaling.original_context_length").map_or(dims.context, |c| c as usize);
-    let mut rope = RopeSpec::plain(base, rot);
     let cfg = match (has(short), has(long)) {
         (false, false) => dims.config(family, vec![rope], plan),
+        (true, true) if rope.scaling != RopeScaling::None => {
+            return Err(LocalError::Unsupported(
+                "longrope factors (rope_factors_short/long.weight) together with phi3.rope.scaling.type".into(),
+            ));
+        }
         (true, true) => {
             rope.attention_factor = m.f32("phi3.rope.scaling.attn_factor").unwrap_or(1.0);
             let mut cfg = dims.config(family, vec![rope.clone()], plan);
