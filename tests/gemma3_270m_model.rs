@@ -67,30 +67,45 @@ fn teacher_forced_top1_agrees_with_transformers() {
     assert!(rate >= 0.95, "top-1 agreement {agree}/{total}");
 }
 
-/// Greedy decoding with the KV cache, one token at a time, gives llama.cpp's text (llama-simple, same GGUF,
-/// same prompt ids, 24 tokens).
+/// Greedy decoding with the KV cache, one token at a time, against llama.cpp's greedy text (llama-simple, same
+/// GGUF, same prompt ids, 24 tokens) for every text. Both run the quantized weights, yet rounding differs, so a
+/// step whose top two logits nearly tie may go either way: up to the first step where transformers' margin is
+/// under 0.05 the text must be llama.cpp's, and for a text without such a step, all of it.
 #[test]
 fn greedy_text_matches_llama_cpp() {
     let Some(m) = model() else { return };
     let fx = fixture();
-    let g = &fx["llama_cpp_greedy"];
-    let prompt = g["prompt"].as_str().unwrap();
     let n = fx["max_new_tokens"].as_u64().unwrap() as usize;
-    let mut seq: Vec<u32> = m.tokenizer.vocab.bos.into_iter().collect();
-    seq.extend(m.tokenizer.encode(prompt, false).unwrap());
-    let prompt_len = seq.len();
-    let mut cache = m.plain.new_cache(prompt_len + n).unwrap();
-    let mut logits = m.plain.forward_last(&seq, 0, &mut cache).unwrap();
-    for _ in 0..n {
-        let next: u32 = logits.argmax(0).unwrap().to_scalar().unwrap();
-        seq.push(next);
-        if m.tokenizer.is_stop(next) {
-            break;
+    let stdout = fx["llama_cpp_greedy"]["stdout"].as_array().unwrap();
+    let mut whole = 0;
+    for (case, want) in fx["cases"].as_array().unwrap().iter().zip(stdout) {
+        let text = case["text"].as_str().unwrap();
+        let prompt_len = case["prompt_len"].as_u64().unwrap() as usize;
+        let mut seq = ids(&case["ids"])[..prompt_len].to_vec();
+        let mut cache = m.plain.new_cache(prompt_len + n).unwrap();
+        let mut logits = m.plain.forward_last(&seq, 0, &mut cache).unwrap();
+        for _ in 0..n {
+            let next: u32 = logits.argmax(0).unwrap().to_scalar().unwrap();
+            seq.push(next);
+            if m.tokenizer.is_stop(next) {
+                break;
+            }
+            logits = m.plain.forward_last(&[next], seq.len() - 1, &mut cache).unwrap();
         }
-        logits = m.plain.forward_last(&[next], seq.len() - 1, &mut cache).unwrap();
+        // llama-simple prints every piece, BOS included (`<bos>`), then a newline.
+        let want = want.as_str().unwrap().strip_prefix("<bos>").unwrap().strip_suffix('\n').unwrap();
+        let want = want.strip_prefix(text).expect("llama.cpp's output starts with the prompt");
+        let margin: Vec<f64> = case["margin"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let tie = margin.iter().position(|&x| x < 0.05).unwrap_or(n);
+        let sure = m.tokenizer.decode(&seq[prompt_len..(prompt_len + tie).min(seq.len())]);
+        let ours = m.tokenizer.decode(&seq[prompt_len..]);
+        let head: String = text.chars().take(24).collect();
+        println!("{head:?}…: tunebench {ours:?}\n{:29} llama.cpp {want:?}", "");
+        assert!(want.starts_with(&sure), "{text:?}: the first {tie} tokens {sure:?} are not llama.cpp's {want:?}");
+        if tie == n {
+            assert_eq!(ours, want, "{text:?}: no near-tie, so all {n} tokens must be llama.cpp's");
+        }
+        whole += usize::from(ours == want);
     }
-    // llama-simple prints every piece, BOS included (`<bos>`), then a newline.
-    let ours = format!("<bos>{}\n", m.tokenizer.decode(&seq[1..]));
-    println!("tunebench greedy: {ours:?}");
-    assert_eq!(ours, g["stdout"].as_str().unwrap());
+    println!("greedy text identical to llama.cpp's on {whole} of {} texts", stdout.len());
 }
