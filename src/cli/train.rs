@@ -21,7 +21,8 @@ pub struct TrainArgs {
     pub rank: usize,
     #[arg(long, default_value_t = 32.0)]
     pub alpha: f64,
-    /// all-linear, or module names: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+    /// all-linear, or module names: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (Phi-3's fused
+    /// ones: qkv_proj,o_proj,gate_up_proj,down_proj)
     #[arg(long, default_value = "all-linear")]
     pub targets: String,
     #[arg(long, default_value_t = 2e-4)]
