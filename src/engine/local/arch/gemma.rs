@@ -259,3 +259,17 @@ fn in_dtype(x: f32, dtype: &str) -> Result<f32> {
     };
     Ok(Tensor::new(x, &Device::Cpu)?.to_dtype(dt)?.to_dtype(DType::F32)?.to_scalar::<f32>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::in_dtype;
+
+    /// gemma-3-270m's √640 as transformers computes it in each checkpoint dtype (torch's own rounding).
+    #[test]
+    fn the_normalizer_is_rounded_as_torch_rounds_it() {
+        let x = 640f32.sqrt();
+        assert_eq!(in_dtype(x, "bfloat16").unwrap(), 25.25);
+        assert_eq!(in_dtype(x, "float16").unwrap(), 25.296875);
+        assert_eq!(in_dtype(x, "float32").unwrap(), x);
+    }
+}
