@@ -160,7 +160,9 @@ fn scaled_models_give_transformers_logits() {
         &Device::Cpu,
     )
     .unwrap();
-    let cases: [(&str, &str, Value, Vec<(&str, V)>); 2] = [
+    // (case, family fixture, config.json rope_parameters, GGUF keys)
+    type Case<'a> = (&'a str, &'a str, Value, Vec<(&'a str, V)>);
+    let cases: [Case; 2] = [
         (
             "qwen2_yarn",
             "qwen2",
