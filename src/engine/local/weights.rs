@@ -187,8 +187,7 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
             linears,
         });
     }
-    let source = ct.tensor_infos.get("blk.0.attn_q.weight").map_or("?".into(), |t| format!("{:?}", t.ggml_dtype));
-    let mut format = plan.describe(&source);
+    let mut format = plan.describe(&super::gguf::weight_format(ct));
     if let Some(note) = capped {
         format.push_str(&format!(" · {note}"));
     }

@@ -1,0 +1,256 @@
+//! `tunebench logits` on the tiny model the tests write: JSON lines and safetensors output agree with the
+//! decoder, GGUF with safetensors, the adapter applies, bad input is refused naming the flag; and on the real
+//! SmolLM2 GGUF (when present) every position's logits match transformers within 1e-3.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use support::tiny;
+use tunebench::engine::local::{WeightPlan, load, logits};
+
+const IDS: [u32; 10] = [5, 77, 104, 200, 31, 260, 12, 99, 150, 3];
+
+fn tunebench(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tunebench")).args(args).output().unwrap()
+}
+
+fn csv(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// The decoder's own logits at every position (f32 file weights, the plain plan), as the reference.
+fn reference(model: &Path, ids: &[u32]) -> Tensor {
+    let m = load(model, &Device::Cpu, Some(WeightPlan { decode: None, f32_prefill: true })).unwrap();
+    let mut cache = m.plain.new_cache(ids.len()).unwrap();
+    m.plain.forward_all(ids, 0, &mut cache).unwrap()
+}
+
+fn read_out(path: &Path) -> (Tensor, Vec<i64>) {
+    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    assert_eq!(t.len(), 2, "exactly `logits` and `ids`: {:?}", t.keys());
+    assert_eq!(t["logits"].dtype(), DType::F32);
+    assert_eq!(t["ids"].dtype(), DType::I64);
+    (t["logits"].clone(), t["ids"].to_vec1().unwrap())
+}
+
+fn tiny_model() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, hf) = tiny::write(dir.path(), None);
+    (dir, gguf, hf)
+}
+
+#[test]
+fn json_lines_list_each_positions_top_k_of_the_decoders_logits() {
+    let (_dir, gguf, _) = tiny_model();
+    let out =
+        tunebench(&["logits", "--model", gguf.to_str().unwrap(), "--ids", &csv(&IDS), "--top", "3", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = reference(&gguf, &IDS).to_vec2::<f32>().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), IDS.len(), "one line per position");
+    for (pos, line) in lines.iter().enumerate() {
+        assert!(line.starts_with(&format!("{{\"pos\":{pos},\"id\":{},\"top\":[", IDS[pos])), "{line}");
+        let v: Value = serde_json::from_str(line).unwrap();
+        let top = v["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let mut order: Vec<usize> = (0..want[pos].len()).collect();
+        order.sort_by(|&a, &b| want[pos][b].total_cmp(&want[pos][a]));
+        for (k, pair) in top.iter().enumerate() {
+            let (id, logit) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
+            assert_eq!(id, order[k], "position {pos}: rank {k}");
+            assert!((logit - want[pos][id]).abs() < 1e-4, "position {pos}: {logit} vs {}", want[pos][id]);
+        }
+    }
+}
+
+#[test]
+fn out_writes_every_logit_and_the_ids_and_gguf_equals_safetensors() {
+    let (dir, gguf, hf) = tiny_model();
+    let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+    for (model, out) in [(&gguf, &a), (&hf, &b)] {
+        let o = tunebench(&[
+            "logits",
+            "--model",
+            model.to_str().unwrap(),
+            "--ids",
+            &csv(&IDS),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.stdout.is_empty(), "--out prints nothing");
+    }
+    let (la, ia) = read_out(&a);
+    let (lb, ib) = read_out(&b);
+    let vocab = tiny::vocab().0.len();
+    assert_eq!(la.dims(), [IDS.len(), vocab], "[n, vocab]");
+    assert_eq!(ia, IDS.map(i64::from));
+    assert_eq!(ia, ib);
+    assert!(max_diff(&la, &reference(&gguf, &IDS)) < 1e-4);
+    // Same weights, two layouts (llama.cpp's permuted q/k rows vs Hugging Face's halves).
+    let d = max_diff(&la, &lb);
+    assert!(d < 1e-4, "GGUF and safetensors differ by {d}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "the write is atomic and leaves no temporary file");
+}
+
+#[test]
+fn text_is_tokenized_without_specials_and_an_adapter_applies() {
+    let (dir, gguf, _) = tiny_model();
+    let text = "hello<|im_end|> world";
+    let tok = tunebench::engine::local::tokenizer::Tokenizer::open(&gguf).unwrap();
+    let ids = tok.encode(text, false).unwrap();
+    let im_end = tok.token_id("<|im_end|>").unwrap();
+    assert!(!ids.contains(&im_end), "the marker is text, not a control token");
+    let out = dir.path().join("t.safetensors");
+    let o = tunebench(&["logits", "--model", gguf.to_str().unwrap(), "--text", text, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (plain, got_ids) = read_out(&out);
+    assert_eq!(got_ids, ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), "no BOS added");
+
+    let adapter = dir.path().join("adapter");
+    write_adapter(&adapter);
+    let o = tunebench(&[
+        "logits",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--text",
+        text,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (tuned, _) = read_out(&out);
+    let m = logits::load_exact(&gguf, &Device::Cpu).unwrap();
+    let view = m.with_adapter(&adapter).unwrap();
+    let want = logits::all_positions(&view.model, &ids).unwrap();
+    assert!(max_diff(&tuned, &want) < 1e-5, "the adapter's view of the model");
+    assert!(max_diff(&tuned, &plain) > 1e-2, "the adapter changes the logits");
+}
+
+/// A PEFT adapter on the q and down projections, B non-zero.
+fn write_adapter(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "bias": "none",
+        "target_modules": ["q_proj", "down_proj"], "task_type": "CAUSAL_LM"});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    let noise = |shape: (usize, usize), seed: f32| {
+        let v: Vec<f32> = (0..shape.0 * shape.1).map(|i| (i as f32 * 0.618 + seed).sin() * 0.2).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    let mut st = std::collections::HashMap::new();
+    for l in 0..tiny::LAYERS {
+        for (m, out, inp) in
+            [("self_attn.q_proj", tiny::HIDDEN, tiny::HIDDEN), ("mlp.down_proj", tiny::HIDDEN, tiny::FFN)]
+        {
+            let name = format!("base_model.model.model.layers.{l}.{m}");
+            st.insert(format!("{name}.lora_A.weight"), noise((2, inp), l as f32));
+            st.insert(format!("{name}.lora_B.weight"), noise((out, 2), l as f32 + 0.5));
+        }
+    }
+    candle_core::safetensors::save(&st, dir.join("adapter_model.safetensors")).unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_naming_the_flag_and_the_reason() {
+    let (dir, gguf, _) = tiny_model();
+    let vocab = tiny::vocab().0.len();
+    let model = gguf.to_str().unwrap();
+    let missing = dir.path().join("nope.gguf");
+    let too_big = format!("1,{vocab}");
+    let cases: [(Vec<&str>, &[&str]); 8] = [
+        (vec!["--model", model, "--ids", "1,x,3"], &["--ids", "`x`", "not a token id"]),
+        (vec!["--model", model, "--ids", "1,-2"], &["--ids", "`-2`"]),
+        (vec!["--model", model, "--ids", &too_big], &["--ids", &format!("id {vocab}"), "vocabulary size"]),
+        (vec!["--model", model, "--ids", ""], &["--ids", "no ids"]),
+        (vec!["--model", model, "--text", ""], &["--text", "no tokens"]),
+        (vec!["--model", missing.to_str().unwrap(), "--ids", "1"], &["--model", "nope.gguf", "not found"]),
+        (vec!["--model", model, "--ids", "1", "--top", "0"], &["--top", "at least 1"]),
+        (vec!["--model", model, "--ids", "1", "--device", "tpu"], &["--device", "`tpu`"]),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["logits"];
+        all.extend(&args);
+        let o = tunebench(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(o.stdout.is_empty(), "{args:?}: nothing printed on failure");
+        for w in want {
+            assert!(err.contains(w), "{args:?}: `{w}` missing from: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let too_long = csv(&vec![1; tiny::CONTEXT + 1]);
+    let o = tunebench(&["logits", "--model", model, "--ids", &too_long]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--ids") && err.contains("context"), "{err}");
+}
+
+/// The real model against transformers (tests/fixtures/smollm2_transformers_logits.json, made by
+/// scripts/logits-reference/smollm2.py): the 10 largest logits and a spread of ids at every position.
+#[test]
+fn smollm2_logits_match_transformers_within_1e_3() {
+    let Some(model) = support::default_model() else { return };
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_transformers_logits.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let as_u32 = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    let dir = tempfile::tempdir().unwrap();
+    let mut worst = 0f32;
+    for (n, case) in fx["cases"].as_array().unwrap().iter().enumerate() {
+        let ids = as_u32(&case["ids"]);
+        let out = dir.path().join(format!("{n}.safetensors"));
+        let o = tunebench(&[
+            "logits",
+            "--model",
+            model.to_str().unwrap(),
+            "--ids",
+            &csv(&ids),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (logits, _) = read_out(&out);
+        assert_eq!(logits.dim(1).unwrap() as u64, case["width"].as_u64().unwrap(), "width = the output matrix's rows");
+        let rows = logits.to_vec2::<f32>().unwrap();
+        for (pos, row) in rows.iter().enumerate() {
+            for (ids_key, values_key) in [("top_ids", "top_logits"), ("probe_ids", "probe_logits")] {
+                let want_ids = as_u32(if ids_key == "probe_ids" { &case[ids_key] } else { &case[ids_key][pos] });
+                for (k, id) in want_ids.iter().enumerate() {
+                    let want = case[values_key][pos][k].as_f64().unwrap() as f32;
+                    worst = worst.max((row[*id as usize] - want).abs());
+                }
+            }
+            let top1 = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u64;
+            assert_eq!(top1, case["top_ids"][pos][0].as_u64().unwrap(), "case {n} position {pos}: top-1");
+        }
+        if n == 0 {
+            // `--text` gives the ids transformers' tokenizer gave (add_special_tokens=False).
+            let tok = tunebench::engine::local::tokenizer::Tokenizer::open(&model).unwrap();
+            assert_eq!(tok.encode(case["text"].as_str().unwrap(), false).unwrap(), ids);
+        }
+    }
+    println!("largest difference from transformers: {worst:.2e}");
+    assert!(worst < 1e-3, "logits differ from transformers by up to {worst}");
+}
