@@ -195,10 +195,46 @@ fn bad_input_is_refused_naming_the_flag_and_the_reason() {
         }
         assert!(!err.contains("panicked"), "{err}");
     }
+    if !cfg!(feature = "cuda") {
+        let o = tunebench(&["logits", "--model", model, "--ids", "1", "--device", "cuda"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("--device") && err.contains("no cuda support"), "{err}");
+    }
     let too_long = csv(&vec![1; tiny::CONTEXT + 1]);
     let o = tunebench(&["logits", "--model", model, "--ids", &too_long]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--ids") && err.contains("context"), "{err}");
+}
+
+/// A model whose output matrix has more rows than its tokenizer has tokens (Qwen2.5: 151,936 vs 151,665):
+/// the logits are as wide as the matrix, and ids up to the embedding's rows are inputs.
+#[test]
+fn the_width_is_the_output_matrix_rows_not_the_tokenizers() {
+    let (dir, _, hf) = tiny_model();
+    let vocab = tiny::vocab().0.len();
+    let pad = 5;
+    let mut t = candle_core::safetensors::load(hf.join("model.safetensors"), &Device::Cpu).unwrap();
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let w = &t[name];
+        let extra = Tensor::ones((pad, tiny::HIDDEN), w.dtype(), &Device::Cpu).unwrap();
+        let padded = Tensor::cat(&[w, &extra], 0).unwrap();
+        t.insert(name.to_string(), padded);
+    }
+    candle_core::safetensors::save(&t, hf.join("model.safetensors")).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    config["vocab_size"] = (vocab + pad).into();
+    std::fs::write(hf.join("config.json"), config.to_string()).unwrap();
+
+    let out = dir.path().join("wide.safetensors");
+    let ids = csv(&[5, 77, (vocab + 2) as u32]);
+    let o = tunebench(&["logits", "--model", hf.to_str().unwrap(), "--ids", &ids, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (logits, _) = read_out(&out);
+    assert_eq!(logits.dims(), [3, vocab + pad]);
+    let too_big = csv(&[(vocab + pad) as u32]);
+    let o = tunebench(&["logits", "--model", hf.to_str().unwrap(), "--ids", &too_big]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&format!("vocabulary size {}", vocab + pad)), "{err}");
 }
 
 /// The real model against transformers (tests/fixtures/smollm2_transformers_logits.json, made by
