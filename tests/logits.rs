@@ -134,7 +134,9 @@ fn text_is_tokenized_without_specials_and_an_adapter_applies() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning") && err.contains("match no layer"), "what is not applied is said: {err}");
     let (tuned, _) = read_out(&out);
     let m = logits::load_exact(&gguf, &Device::Cpu).unwrap();
     let view = m.with_adapter(&adapter).unwrap();
@@ -163,6 +165,10 @@ fn write_adapter(dir: &Path) {
             st.insert(format!("{name}.lora_B.weight"), noise((out, 2), l as f32 + 0.5));
         }
     }
+    // A layer this model lacks: not applied, and said.
+    let stray = "base_model.model.model.layers.7.self_attn.q_proj";
+    st.insert(format!("{stray}.lora_A.weight"), noise((2, tiny::HIDDEN), 0.0));
+    st.insert(format!("{stray}.lora_B.weight"), noise((tiny::HIDDEN, 2), 0.0));
     candle_core::safetensors::save(&st, dir.join("adapter_model.safetensors")).unwrap();
 }
 
@@ -173,7 +179,7 @@ fn bad_input_is_refused_naming_the_flag_and_the_reason() {
     let model = gguf.to_str().unwrap();
     let missing = dir.path().join("nope.gguf");
     let too_big = format!("1,{vocab}");
-    let cases: [(Vec<&str>, &[&str]); 8] = [
+    let cases: [(Vec<&str>, &[&str]); 9] = [
         (vec!["--model", model, "--ids", "1,x,3"], &["--ids", "`x`", "not a token id"]),
         (vec!["--model", model, "--ids", "1,-2"], &["--ids", "`-2`"]),
         (vec!["--model", model, "--ids", &too_big], &["--ids", &format!("id {vocab}"), "vocabulary size"]),
@@ -181,6 +187,7 @@ fn bad_input_is_refused_naming_the_flag_and_the_reason() {
         (vec!["--model", model, "--text", ""], &["--text", "no tokens"]),
         (vec!["--model", missing.to_str().unwrap(), "--ids", "1"], &["--model", "nope.gguf", "not found"]),
         (vec!["--model", model, "--ids", "1", "--top", "0"], &["--top", "at least 1"]),
+        (vec!["--model", model, "--ids", "1", "--top", "3", "--out", "x.safetensors"], &["--top", "--out"]),
         (vec!["--model", model, "--ids", "1", "--device", "tpu"], &["--device", "`tpu`"]),
     ];
     for (args, want) in cases {

@@ -27,7 +27,7 @@ pub struct LogitsArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// How many of the largest logits each printed line lists.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, conflicts_with = "out")]
     top: usize,
     /// auto, cpu, cuda (the first GPU), cuda:N or metal.
     #[arg(long, default_value = "auto")]
@@ -86,11 +86,18 @@ pub(super) fn run(a: &LogitsArgs) -> anyhow::Result<ExitCode> {
         bail!("{}: {why}", if a.ids.is_some() { "--ids" } else { "--text" });
     }
     let width = base.lm_head.out_dim;
-    if a.out.is_none() && a.top > width {
+    if a.top > width {
         bail!("--top: {} is more than the model's {width} logits per position", a.top);
     }
     let decoder = match &a.adapter {
-        Some(dir) => model.with_adapter(dir).map_err(|e| anyhow::anyhow!("--adapter: {e}"))?.model.clone(),
+        Some(dir) => {
+            let view = model.with_adapter(dir).map_err(|e| anyhow::anyhow!("--adapter: {e}"))?;
+            // What the adapter leaves unapplied is said, as a lane's pane says it.
+            for w in &view.warnings {
+                eprintln!("tunebench: warning: {}", crate::visible::escape_line(w));
+            }
+            view.model.clone()
+        }
         None => model.plain.clone(),
     };
     let values = logits::all_positions(&decoder, &ids)?;
