@@ -190,7 +190,7 @@ fn gguf_row_order(module: &str, b: Tensor, base: &BaseWeights) -> Result<Tensor,
 
 /// The head count a module's output rows are permuted by on a GGUF base (q and k projections), if any.
 pub fn permuted_heads(module: &str, cfg: &crate::engine::local::Config) -> Option<usize> {
-    if cfg.family.rope.pairs != crate::engine::local::RopePairs::Interleaved {
+    if cfg.family.rope_pairs != crate::engine::local::RopePairs::Interleaved {
         None
     } else if module.ends_with("self_attn.q_proj") {
         Some(cfg.heads)

@@ -215,7 +215,7 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
     let hf: HashMap<String, Tensor> = hf.into_iter().map(|(k, v)| (k, v.to_dtype(DType::BF16).unwrap())).collect();
     candle_core::safetensors::save(&hf, hf_dir.join("model.safetensors")).unwrap();
     let config = serde_json::json!({
-                "architectures": [if o.arch == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }], "vocab_size": vocab_n, "hidden_size": hidden,
+                "architectures": [hf_architecture(o.arch)], "vocab_size": vocab_n, "hidden_size": hidden,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "intermediate_size": ffn, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "max_position_embeddings": CONTEXT, "tie_word_embeddings": o.tied,
@@ -249,4 +249,11 @@ fn write_tokenizer_json(path: &Path, tokens: &[String], merges: &[(String, Strin
                   "vocab": vocab, "merges": merges}
     });
     std::fs::write(path, json.to_string()).unwrap();
+}
+
+/// config.json's class name for a GGUF architecture name (`falcon` → `FalconForCausalLM`).
+fn hf_architecture(arch: &str) -> String {
+    let mut chars = arch.chars();
+    let first = chars.next().map(|c| c.to_ascii_uppercase().to_string()).unwrap_or_default();
+    format!("{first}{}ForCausalLM", chars.as_str())
 }

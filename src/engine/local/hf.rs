@@ -6,39 +6,18 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::decoder::{Family, RopePairs};
+use super::arch::{Arch, LinearTensors};
 use super::linear::{BaseLinear, WeightPlan};
 use super::tokenizer::{Model, Tokenizer, Vocab};
-use super::weights::{BaseLayer, BaseWeights, Config, MODULES, Parts, finish};
+use super::weights::{BaseWeights, Parts, build_layers, finish};
 use super::{LocalError, Result};
 
+/// What the tokenizer reads from config.json (the model's shape is `arch`'s business).
 #[derive(Deserialize)]
 struct HfConfig {
-    #[serde(default)]
-    architectures: Vec<String>,
-    vocab_size: usize,
-    hidden_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    rms_norm_eps: f64,
-    #[serde(default = "theta")]
-    rope_theta: f32,
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
+    max_position_embeddings: Option<usize>,
     bos_token_id: Option<u32>,
     eos_token_id: Option<serde_json::Value>,
-    rope_scaling: Option<serde_json::Value>,
-    #[serde(default)]
-    attention_bias: bool,
-    #[serde(default)]
-    mlp_bias: bool,
-}
-
-fn theta() -> f32 {
-    10_000.0
 }
 
 #[derive(Deserialize, Default)]
@@ -100,30 +79,7 @@ fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<std::path::PathBuf>> {
 /// `plan` None: the per-device default, sized by the weights' f32 footprint.
 pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(BaseWeights, Tokenizer)> {
     let hc: HfConfig = read_json(&dir.join("config.json"))?;
-    let arch = hc.architectures.first().cloned().unwrap_or_default();
-    if !matches!(arch.as_str(), "LlamaForCausalLM" | "MistralForCausalLM") {
-        return Err(LocalError::Unsupported(format!(
-            "model architecture `{arch}` (supported: LlamaForCausalLM, MistralForCausalLM)"
-        )));
-    }
-    if hc.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(LocalError::Unsupported("rope_scaling (config.json)".into()));
-    }
-    if hc.attention_bias || hc.mlp_bias {
-        return Err(LocalError::Unsupported("attention_bias / mlp_bias (config.json)".into()));
-    }
-    let mut cfg = Config {
-        vocab: hc.vocab_size,
-        hidden: hc.hidden_size,
-        layers: hc.num_hidden_layers,
-        heads: hc.num_attention_heads,
-        kv_heads: hc.num_key_value_heads.unwrap_or(hc.num_attention_heads),
-        head_dim: hc.head_dim.unwrap_or(hc.hidden_size / hc.num_attention_heads.max(1)),
-        rms_eps: hc.rms_norm_eps,
-        rope_theta: hc.rope_theta,
-        context: hc.max_position_embeddings,
-        family: Family::llama(RopePairs::Halves),
-    };
+    let Arch { mut cfg, tensors: names, notes } = super::arch::config_json(&dir.join("config.json"))?;
     let capped = cfg.validate()?;
     let files = safetensors_files(dir)?;
     if files.is_empty() {
@@ -135,6 +91,18 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
             candle_core::safetensors::load(f, device)
                 .map_err(|e| LocalError::Model(format!("{}: {}", f.display(), super::candle_text(&e))))?,
         );
+    }
+    // A bias the family does not read would silently change nothing: refused instead.
+    let read = |l: &LinearTensors| l.bias.then(|| format!("{}.bias", l.stem));
+    let expected: std::collections::HashSet<String> =
+        names.layers.iter().flat_map(|l| l.linears.iter().filter_map(read)).collect();
+    let mut stray: Vec<&String> = tensors.keys().filter(|k| k.ends_with(".bias") && !expected.contains(*k)).collect();
+    stray.sort();
+    if let Some(b) = stray.first() {
+        return Err(LocalError::Unsupported(format!(
+            "bias tensor `{b}` ({}: this family's projections have none)",
+            dir.display()
+        )));
     }
     let f32_bytes: usize = tensors.values().map(|t| t.elem_count() * 4).sum();
     let plan = plan.unwrap_or_else(|| super::store::plan_for(device, f32_bytes));
@@ -149,28 +117,30 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
         }
         Ok(t.to_dtype(DType::F32)?)
     };
-    let embed = take("model.embed_tokens.weight")?;
-    let norm = take("model.norm.weight")?;
-    let head = if hc.tie_word_embeddings { embed.clone() } else { take("lm_head.weight")? };
+    let embed = take(&names.embed)?;
+    let norm = take(&names.norm)?;
+    let tied_head = names.lm_head.is_none();
+    let head = match &names.lm_head {
+        None => embed.clone(),
+        Some(name) => take(name)?,
+    };
     let lm_head = Arc::new(BaseLinear::from_tensor("lm_head", head, WeightPlan { f32_prefill: false, ..plan })?);
-    let mut layers = Vec::with_capacity(cfg.layers);
-    for i in 0..cfg.layers {
-        let mut linears = Vec::with_capacity(7);
-        for m in MODULES {
-            let name = format!("model.layers.{i}.{m}");
-            linears.push(Arc::new(BaseLinear::from_tensor(&name, take(&format!("{name}.weight"))?, plan)?));
-        }
-        layers.push(BaseLayer {
-            attn_norm: take(&format!("model.layers.{i}.input_layernorm.weight"))?,
-            ffn_norm: take(&format!("model.layers.{i}.post_attention_layernorm.weight"))?,
-            linears,
-        });
-    }
+    let take = std::cell::RefCell::new(take);
+    let layers = build_layers(
+        &names,
+        |l| {
+            let mut take = take.borrow_mut();
+            let bias = if l.bias { Some(take(&format!("{}.bias", l.stem))?) } else { None };
+            let w = take(&format!("{}.weight", l.stem))?;
+            Ok(Arc::new(BaseLinear::from_tensor(&l.module, w, plan)?.with_bias(bias)))
+        },
+        |name| take.borrow_mut()(name),
+    )?;
     let mut format = plan.describe("f32");
-    if let Some(note) = capped {
+    for note in capped.into_iter().chain(notes) {
         format.push_str(&format!(" · {note}"));
     }
-    let base = finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head: hc.tie_word_embeddings })?;
+    let base = finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head })?;
     Ok((base, tokenizer_with(dir, &hc)?))
 }
 
@@ -233,6 +203,6 @@ fn tokenizer_with(dir: &Path, hc: &HfConfig) -> Result<Tokenizer> {
         tc.add_bos_token.unwrap_or(false),
         template,
     );
-    seed.context_length = Some(hc.max_position_embeddings);
+    seed.context_length = hc.max_position_embeddings;
     Ok(Tokenizer::from_hf_json(&dir.join("tokenizer.json"), seed)?)
 }

@@ -52,6 +52,8 @@ pub struct BaseLinear {
     pub name: String,
     decode: QMatMul,
     prefill: Option<Tensor>,
+    /// `[out]` f32, added to every output (frozen: LoRA deltas are added beside it, as in PEFT).
+    pub bias: Option<Tensor>,
     pub out_dim: usize,
     pub in_dim: usize,
 }
@@ -73,7 +75,7 @@ impl BaseLinear {
             _ => QMatMul::from_qtensor(q)?,
         };
         let prefill = if plan.f32_prefill { f32 } else { None };
-        Ok(Self { name: name.to_string(), decode, prefill, out_dim, in_dim })
+        Ok(Self { name: name.to_string(), decode, prefill, bias: None, out_dim, in_dim })
     }
 
     /// From float weights `[out, in]` (safetensors).
@@ -86,7 +88,12 @@ impl BaseLinear {
             _ => QMatMul::Tensor(w.clone()),
         };
         let prefill = plan.f32_prefill.then_some(w);
-        Ok(Self { name: name.to_string(), decode, prefill, out_dim, in_dim })
+        Ok(Self { name: name.to_string(), decode, prefill, bias: None, out_dim, in_dim })
+    }
+
+    /// The layer with a bias vector `[out]` (None: none).
+    pub fn with_bias(self, bias: Option<Tensor>) -> Self {
+        Self { bias, ..self }
     }
 
     /// The weights `[out, in]` in f32 exactly as multi-token forwards use them (the f32 copy when there is
@@ -109,15 +116,20 @@ impl BaseLinear {
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
         };
         d + self.prefill.as_ref().map_or(0, |t| t.elem_count() * 4)
+            + self.bias.as_ref().map_or(0, |b| b.elem_count() * 4)
     }
 }
 
 impl Lin for BaseLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-        match &self.prefill {
-            Some(w) if rows > 1 => x.broadcast_matmul(&w.t()?),
-            _ => self.decode.forward(x),
+        let y = match &self.prefill {
+            Some(w) if rows > 1 => x.broadcast_matmul(&w.t()?)?,
+            _ => self.decode.forward(x)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
         }
     }
 }

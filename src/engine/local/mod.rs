@@ -1,6 +1,7 @@
 //! Local lanes: decoder-only models (families described as data, `decoder/`) in-process on candle. One copy of each model's weights serves every
 //! lane; each device has one worker thread that interleaves its lanes' jobs step by step.
 
+mod arch;
 mod cache;
 mod decoder;
 mod generate;
@@ -12,6 +13,7 @@ pub mod paths;
 pub mod prompt;
 pub mod pull;
 mod sampler;
+mod shapes;
 mod store;
 mod stream;
 pub mod template;
@@ -27,14 +29,14 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 
 pub use decoder::{
-    Activation, Bias, Decoder, Family, Llama, Norm, Ops, Projections, QkNorm, Rope, RopePairs, RotaryDims, SoftCaps,
-    Window,
+    Activation, Bias, Decoder, Family, LayerPlan, Llama, Norm, Ops, Projections, QkNorm, RopePairs, RopeScaling,
+    RopeSpec, SoftCaps,
 };
 pub use generate::PREFILL_CHUNK;
 pub use gguf::read_content as read_gguf_content;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain, type_name};
 pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, load_gguf_from, plan_for};
-pub use weights::{BaseWeights, Config, MODULES};
+pub use weights::{BaseLayer, BaseWeights, Config};
 pub use worker::pick_device;
 
 #[derive(Debug, thiserror::Error)]

@@ -3,23 +3,12 @@
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
-use super::decoder::{Family, RopePairs};
+use super::arch::{Arch, LayerTensors, LinearTensors, TensorNames};
+use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec};
 use super::linear::{BaseLinear, WeightPlan};
 use super::{LocalError, Result, candle_text};
-
-/// The seven projections of a llama block, named as PEFT names them (`model.layers.N.<module>`).
-pub const MODULES: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
-const GGUF_NAMES: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -30,8 +19,13 @@ pub struct Config {
     pub kv_heads: usize,
     pub head_dim: usize,
     pub rms_eps: f64,
-    pub rope_theta: f32,
     pub context: usize,
+    /// Multiplies q·k before the softmax (1/√head_dim unless the family says otherwise).
+    pub attn_scale: f64,
+    /// The distinct rope tables the layers use (`LayerPlan::rope` indexes them).
+    pub ropes: Vec<RopeSpec>,
+    /// Per layer: attention window and rope table.
+    pub layer_plan: Vec<LayerPlan>,
     /// What the blocks compute (norms, rope layout, activation …): the decoder reads it.
     pub family: Family,
 }
@@ -52,6 +46,29 @@ impl Config {
         if self.layers == 0 || self.layers > 1024 || self.vocab == 0 || self.hidden == 0 {
             return bad(format!("{} layers, vocabulary {}, width {}", self.layers, self.vocab, self.hidden));
         }
+        if self.layer_plan.len() != self.layers {
+            return bad(format!("{} layer plans for {} layers", self.layer_plan.len(), self.layers));
+        }
+        for (i, plan) in self.layer_plan.iter().enumerate() {
+            if let Some(r) = plan.rope
+                && r >= self.ropes.len()
+            {
+                return bad(format!("layer {i} names rope table {r} of {}", self.ropes.len()));
+            }
+            if plan.window == Some(0) {
+                return bad(format!("layer {i} has a sliding window of 0 tokens"));
+            }
+        }
+        for rope in &self.ropes {
+            if rope.dims == 0 || !rope.dims.is_multiple_of(2) || rope.dims > self.head_dim {
+                return bad(format!("{} rotary dimensions in heads of {}", rope.dims, self.head_dim));
+            }
+            if let RopeScaling::FreqFactors(f) = &rope.scaling
+                && f.len() != rope.dims / 2
+            {
+                return bad(format!("{} rope frequency factors for {} rotary dimensions", f.len(), rope.dims));
+            }
+        }
         if self.context > MAX_CONTEXT {
             let note = format!("context capped at {MAX_CONTEXT} of {}", self.context);
             self.context = MAX_CONTEXT;
@@ -64,7 +81,12 @@ impl Config {
 pub struct BaseLayer {
     pub attn_norm: Tensor,
     pub ffn_norm: Tensor,
-    /// In `MODULES` order.
+    /// Norms of the attention and MLP outputs before their residual adds, where the family has them.
+    pub post_attn_norm: Option<Tensor>,
+    pub post_ffn_norm: Option<Tensor>,
+    /// Per-head q and k norm weights `[head_dim]`, where the family has them.
+    pub qk_norm: Option<(Tensor, Tensor)>,
+    /// In the family's module order (`Family::modules`).
     pub linears: Vec<Arc<BaseLinear>>,
 }
 
@@ -75,8 +97,8 @@ pub struct BaseWeights {
     pub layers: Vec<BaseLayer>,
     pub norm: Tensor,
     pub lm_head: Arc<BaseLinear>,
-    pub cos: Tensor,
-    pub sin: Tensor,
+    /// `(cos, sin)` per rope spec (`Config::ropes`), each `[context, dims / 2]`.
+    pub ropes: Vec<(Tensor, Tensor)>,
     /// e.g. "Q8_0 decode · f32 prefill", for the pane title.
     pub format: String,
     /// The output head is the token embedding matrix (no separate lm_head weights).
@@ -110,51 +132,6 @@ impl Meta<'_> {
     }
 }
 
-pub fn gguf_config(ct: &Content) -> Result<Config> {
-    let m = Meta(ct);
-    let arch = m.string("general.architecture")?;
-    if arch != "llama" {
-        return Err(LocalError::Unsupported(format!("model architecture `{arch}` (supported: llama)")));
-    }
-    // Features this forward pass does not implement are refused by name, never run wrongly.
-    if let Ok(kind) = m.string("llama.rope.scaling.type")
-        && kind != "none"
-    {
-        return Err(LocalError::Unsupported(format!("rope scaling `{kind}` (llama.rope.scaling.type)")));
-    }
-    if ct.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(LocalError::Unsupported(
-            "rope frequency factors (rope_freqs.weight, Llama 3.1+ long context)".into(),
-        ));
-    }
-    if let Some(b) = ct.tensor_infos.keys().find(|k| k.ends_with(".bias")) {
-        return Err(LocalError::Unsupported(format!("bias tensors such as `{b}`")));
-    }
-    let hidden = m.u32("llama.embedding_length")? as usize;
-    let heads = m.u32("llama.attention.head_count")? as usize;
-    let head_dim = match m.u32("llama.attention.key_length") {
-        Ok(k) => k as usize,
-        Err(_) => hidden / heads.max(1),
-    };
-    let vocab = match m.u32("llama.vocab_size") {
-        Ok(v) => v as usize,
-        Err(_) => m.get("tokenizer.ggml.tokens")?.to_vec().map(|v| v.len()).unwrap_or(0),
-    };
-    Ok(Config {
-        vocab,
-        hidden,
-        layers: m.u32("llama.block_count")? as usize,
-        heads,
-        kv_heads: m.u32("llama.attention.head_count_kv").unwrap_or(heads as u32) as usize,
-        head_dim,
-        rms_eps: f64::from(m.f32("llama.attention.layer_norm_rms_epsilon")?),
-        rope_theta: m.f32("llama.rope.freq_base").unwrap_or(10_000.0),
-        context: m.u32("llama.context_length")? as usize,
-        // llama.cpp's converter permutes `llama` q/k rows for interleaved rotary pairs.
-        family: Family::llama(RopePairs::Interleaved),
-    })
-}
-
 /// Loads a GGUF model's tensors onto `device` with the given weight plan.
 pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     ct: &Content,
@@ -162,36 +139,79 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     device: &Device,
     plan: WeightPlan,
 ) -> Result<BaseWeights> {
-    let mut cfg = gguf_config(ct)?;
-    let capped = cfg.validate()?;
+    let Arch { mut cfg, tensors, notes } = super::arch::gguf(ct)?;
+    // A bias the family does not read would silently change nothing: refused instead.
+    let read = |l: &LinearTensors| l.bias.then(|| format!("{}.bias", l.stem));
+    let expected: std::collections::HashSet<String> =
+        tensors.layers.iter().flat_map(|l| l.linears.iter().filter_map(read)).collect();
+    if let Some(b) = ct.tensor_infos.keys().find(|k| k.ends_with(".bias") && !expected.contains(*k)) {
+        return Err(LocalError::Unsupported(format!("bias tensor `{b}` (this family's projections have none)")));
+    }
     let mut get = |name: &str| {
         ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {}", candle_text(&e))))
     };
-    let embed_q = get("token_embd.weight")?;
-    let embed = embed_q.dequantize(device)?;
-    let norm = get("output_norm.weight")?.dequantize(device)?;
-    // SmolLM2 ties the output head to the embeddings: no output.weight in the file.
-    let tied_head = !ct.tensor_infos.contains_key("output.weight");
-    let head_q = if tied_head { embed_q } else { get("output.weight")? };
-    let lm_head = Arc::new(BaseLinear::from_qtensor("lm_head", head_q, WeightPlan { f32_prefill: false, ..plan })?);
-    let mut layers = Vec::with_capacity(cfg.layers);
-    for i in 0..cfg.layers {
-        let mut linears = Vec::with_capacity(7);
-        for (module, g) in MODULES.iter().zip(GGUF_NAMES) {
-            let q = get(&format!("blk.{i}.{g}.weight"))?;
-            linears.push(Arc::new(BaseLinear::from_qtensor(&format!("model.layers.{i}.{module}"), q, plan)?));
+    if let Some(name) = &tensors.rope_freqs {
+        let factors = get(name)?.dequantize(device)?.flatten_all()?.to_vec1::<f32>()?;
+        if factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+            return Err(LocalError::Model(format!("tensor `{name}`: rope frequency factors must be positive")));
         }
-        layers.push(BaseLayer {
-            attn_norm: get(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?,
-            ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?,
-            linears,
-        });
+        for rope in &mut cfg.ropes {
+            rope.scaling = RopeScaling::FreqFactors(factors.clone());
+        }
     }
+    let capped = cfg.validate()?;
+    let embed_q = get(&tensors.embed)?;
+    let embed = embed_q.dequantize(device)?;
+    let norm = get(&tensors.norm)?.dequantize(device)?;
+    let tied_head = tensors.lm_head.is_none();
+    let head_q = match &tensors.lm_head {
+        None => embed_q,
+        Some(name) => get(name)?,
+    };
+    let lm_head = Arc::new(BaseLinear::from_qtensor("lm_head", head_q, WeightPlan { f32_prefill: false, ..plan })?);
+    let get = std::cell::RefCell::new(get);
+    let layers = build_layers(
+        &tensors,
+        |l| {
+            let mut get = get.borrow_mut();
+            let bias = if l.bias { Some(get(&format!("{}.bias", l.stem))?.dequantize(device)?) } else { None };
+            let lin = BaseLinear::from_qtensor(&l.module, get(&format!("{}.weight", l.stem))?, plan)?;
+            Ok(Arc::new(lin.with_bias(bias)))
+        },
+        |name| Ok(get.borrow_mut()(name)?.dequantize(device)?),
+    )?;
     let mut format = plan.describe(&super::gguf::weight_format(ct));
-    if let Some(note) = capped {
+    for note in capped.into_iter().chain(notes) {
         format.push_str(&format!(" · {note}"));
     }
     finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head })
+}
+
+/// Each layer's tensors by name: `linear` makes a projection (with its bias), `vector` reads a norm weight.
+pub fn build_layers(
+    names: &TensorNames,
+    mut linear: impl FnMut(&LinearTensors) -> Result<Arc<BaseLinear>>,
+    mut vector: impl FnMut(&str) -> Result<Tensor>,
+) -> Result<Vec<BaseLayer>> {
+    let mut layers = Vec::with_capacity(names.layers.len());
+    for LayerTensors { linears, attn_norm, ffn_norm, post_attn_norm, post_ffn_norm, qk_norm } in &names.layers {
+        let linears = linears.iter().map(&mut linear).collect::<Result<Vec<_>>>()?;
+        let post_attn_norm = post_attn_norm.as_deref().map(&mut vector).transpose()?;
+        let post_ffn_norm = post_ffn_norm.as_deref().map(&mut vector).transpose()?;
+        let qk_norm = match qk_norm {
+            Some((q, k)) => Some((vector(q)?, vector(k)?)),
+            None => None,
+        };
+        layers.push(BaseLayer {
+            attn_norm: vector(attn_norm)?,
+            ffn_norm: vector(ffn_norm)?,
+            post_attn_norm,
+            post_ffn_norm,
+            qk_norm,
+            linears,
+        });
+    }
+    Ok(layers)
 }
 
 /// The loaded tensors of a model, before the shared tables are built.
@@ -206,60 +226,8 @@ pub struct Parts {
 
 pub fn finish(cfg: Config, device: &Device, p: Parts) -> Result<BaseWeights> {
     // Before any table is sized by the metadata: the tensors (bounded by the file) must agree with it.
-    check_shapes(&cfg, &p)?;
-    let (cos, sin) = rope_tables(&cfg, device)?;
+    super::shapes::check(&cfg, &p)?;
+    let ropes = cfg.ropes.iter().map(|r| r.tables(cfg.context, device)).collect::<candle_core::Result<Vec<_>>>()?;
     let Parts { embed, layers, norm, lm_head, format, tied_head } = p;
-    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, cos, sin, format, tied_head })
-}
-
-/// Each tensor's shape against the metadata's numbers, naming the first that disagrees.
-fn check_shapes(cfg: &Config, p: &Parts) -> Result<()> {
-    let bad = |name: &str, have: &[usize], want: &[usize]| {
-        Err(LocalError::Model(format!("invalid model shape: `{name}` is {have:?} but the metadata implies {want:?}")))
-    };
-    let (q, kv) = (cfg.heads.saturating_mul(cfg.head_dim), cfg.kv_heads.saturating_mul(cfg.head_dim));
-    if p.embed.dims() != [cfg.vocab, cfg.hidden] {
-        return bad("token embeddings", p.embed.dims(), &[cfg.vocab, cfg.hidden]);
-    }
-    if p.norm.dims() != [cfg.hidden] {
-        return bad("output norm", p.norm.dims(), &[cfg.hidden]);
-    }
-    if [p.lm_head.out_dim, p.lm_head.in_dim] != [cfg.vocab, cfg.hidden] {
-        return bad("lm_head", &[p.lm_head.out_dim, p.lm_head.in_dim], &[cfg.vocab, cfg.hidden]);
-    }
-    if p.layers.len() != cfg.layers {
-        return bad("layers", &[p.layers.len()], &[cfg.layers]);
-    }
-    for l in &p.layers {
-        for norm in [&l.attn_norm, &l.ffn_norm] {
-            if norm.dims() != [cfg.hidden] {
-                return bad("layer norm", norm.dims(), &[cfg.hidden]);
-            }
-        }
-        let ffn = l.linears[4].out_dim;
-        let want = [
-            [q, cfg.hidden],
-            [kv, cfg.hidden],
-            [kv, cfg.hidden],
-            [cfg.hidden, q],
-            [ffn, cfg.hidden],
-            [ffn, cfg.hidden],
-            [cfg.hidden, ffn],
-        ];
-        for (lin, want) in l.linears.iter().zip(want) {
-            if [lin.out_dim, lin.in_dim] != want {
-                return bad(&lin.name, &[lin.out_dim, lin.in_dim], &want);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn rope_tables(cfg: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
-    let half = cfg.head_dim / 2;
-    let inv: Vec<f32> = (0..half).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
-    let inv = Tensor::from_vec(inv, (1, half), device)?;
-    let pos = Tensor::arange(0u32, cfg.context as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
-    let freqs = pos.matmul(&inv)?;
-    Ok((freqs.cos()?, freqs.sin()?))
+    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, ropes, format, tied_head })
 }

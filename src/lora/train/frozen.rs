@@ -17,21 +17,27 @@ pub struct Frozen {
     w_t: Tensor,
     /// Use candle's plain matmul (the reference the benchmark compares with).
     pub plain: bool,
+    /// The base layer's bias `[out]`, frozen like the weight.
+    pub bias: Option<Tensor>,
 }
 
 impl Frozen {
     pub fn new(w: Tensor) -> Result<Self> {
         let w_t = w.t()?.contiguous()?;
-        Ok(Self { w, w_t, plain: false })
+        Ok(Self { w, w_t, plain: false, bias: None })
     }
 
     /// `x [.., in] → [.., out]`. Other devices than the CPU use the plain matmul (correct, just wasteful).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // The op is cheap to clone: two shared tensors.
-        if x.device().is_cpu() && !self.plain {
-            x.contiguous()?.apply_op1(self.clone())
+        // The op is cheap to clone: shared tensors.
+        let y = if x.device().is_cpu() && !self.plain {
+            x.contiguous()?.apply_op1(self.clone())?
         } else {
-            x.broadcast_matmul(&self.w_t)
+            x.broadcast_matmul(&self.w_t)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::{Event, Output, Sequence, Summary, TrainConfig, TrainError, data};
 use crate::dataset::{Dataset, Split};
-use crate::engine::local::{LoadedModel, MODULES};
+use crate::engine::local::LoadedModel;
 use crate::lora::Provenance;
 use crate::workspace::Workspace;
 
@@ -36,9 +36,9 @@ pub struct Job {
     pub device: String,
 }
 
-/// Short module names for `--targets`.
-pub fn targets(spec: &str) -> Result<Vec<String>, String> {
-    let known: Vec<&str> = MODULES.iter().map(|m| m.rsplit('.').next().unwrap_or(m)).collect();
+/// Short module names for `--targets`, among the family's `modules` (`self_attn.q_proj` …).
+pub fn targets(spec: &str, modules: &[&str]) -> Result<Vec<String>, String> {
+    let known: Vec<&str> = modules.iter().map(|m| m.rsplit('.').next().unwrap_or(m)).collect();
     if spec == "all-linear" {
         return Ok(known.iter().map(|s| s.to_string()).collect());
     }
@@ -74,7 +74,6 @@ impl Job {
             return Err(format!("--adapter `{name}`: a folder name under adapters/"));
         }
         let mut config = opts.config.clone();
-        config.targets = targets(&opts.targets)?;
         check_config(&config)?;
         let ds = Dataset::load(&ws.dataset_dir()).map_err(|e| e.to_string())?;
         if let Some((s, m)) = ds.malformed().next() {
@@ -96,6 +95,8 @@ impl Job {
         let (device, dev) = crate::engine::local::pick_device(&opts.device).map_err(|e| e.to_string())?;
         let path = crate::engine::local::paths::resolve(&model_spec.path).map_err(|e| e.to_string())?;
         let model = Arc::new(crate::engine::local::load(&path, &dev, None).map_err(|e| e.to_string())?);
+        // The family decides which modules exist (PEFT names differ, e.g. Phi's fused qkv_proj).
+        config.targets = targets(&opts.targets, model.base().cfg.family.modules())?;
         config.base_name = match model_spec.path_raw.strip_prefix("hf:") {
             // The hub repo is the name PEFT and the hub know the base by.
             Some(repo) => repo.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
 use super::frozen::{Frozen, TrainLinear};
-use crate::engine::local::{BaseLinear, BaseWeights, Decoder, Lin, MODULES, Ops};
+use crate::engine::local::{BaseLinear, BaseWeights, Decoder, Lin, Ops};
 
 /// One adapted module's trainable pair, in the base's row order (GGUF q/k rows permuted).
 #[derive(Clone)]
@@ -37,8 +37,8 @@ impl TrainModel {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut lora = BTreeMap::new();
         for layer in &base.layers {
-            for (lin, module) in layer.linears.iter().zip(MODULES) {
-                let short = module.rsplit('.').next().unwrap_or(module);
+            for lin in &layer.linears {
+                let short = lin.name.rsplit('.').next().unwrap_or(&lin.name);
                 if targets.iter().any(|t| t == short) {
                     let bound = 1.0 / (lin.in_dim as f64).sqrt();
                     let a: Vec<f32> = (0..rank * lin.in_dim).map(|_| rng.random_range(-bound..bound) as f32).collect();
@@ -86,6 +86,7 @@ fn decoder(base: &Arc<BaseWeights>, lora: &BTreeMap<String, LoraPair>, plain: bo
     let factory = |name: &str, layer: &Arc<BaseLinear>| -> Result<Arc<dyn Lin>> {
         let mut frozen = Frozen::new(layer.weight_f32()?)?;
         frozen.plain = plain;
+        frozen.bias = layer.bias.clone();
         let pair = if name == "lm_head" { None } else { lora.get(name).cloned() };
         Ok(Arc::new(TrainLinear { frozen, lora: pair }))
     };

@@ -4,23 +4,25 @@
 
 mod family;
 mod ops;
+mod rope;
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use family::{Activation, Bias, Family, Norm, Projections, QkNorm, Rope, RopePairs, RotaryDims, SoftCaps, Window};
+pub use family::{Activation, Bias, Family, LayerPlan, Norm, Projections, QkNorm, RopePairs, SoftCaps};
 pub use ops::Ops;
+pub use rope::{RopeScaling, RopeSpec};
 
 use super::cache::KvCache;
 use super::linear::{Lin, LinearFactory};
-use super::weights::{BaseWeights, MODULES};
+use super::weights::BaseWeights;
 use super::{LocalError, Result};
 
 /// One lane's (or one training run's) view of a model: the shared base plus the layers its factory chose.
 pub struct Decoder {
     pub base: Arc<BaseWeights>,
-    /// Per layer, in `MODULES` order.
+    /// Per layer, in the family's module order (`Family::modules`).
     layers: Vec<Vec<Arc<dyn Lin>>>,
     lm_head: Arc<dyn Lin>,
     ops: Ops,
@@ -35,11 +37,11 @@ impl Decoder {
         Self::with_ops(base, factory, Ops::Fused)
     }
 
-    /// Every linear layer (in `MODULES` order per layer, then `lm_head`) from `factory`, run with `ops`.
+    /// Every linear layer (in the family's module order per layer, then `lm_head`) from `factory`, run with `ops`.
     pub fn with_ops(base: Arc<BaseWeights>, factory: &LinearFactory<'_>, ops: Ops) -> Result<Self> {
         let mut layers = Vec::with_capacity(base.layers.len());
         for layer in &base.layers {
-            let mut lins = Vec::with_capacity(MODULES.len());
+            let mut lins = Vec::with_capacity(layer.linears.len());
             for lin in &layer.linears {
                 lins.push(factory(&lin.name, lin)?);
             }
@@ -98,29 +100,49 @@ impl Decoder {
         let Family {
             name: _,
             norm,
-            bias: Bias::None,
-            qk_norm: QkNorm::None,
+            // Biases are applied by the base layers themselves (`BaseLinear`), so every variant runs the same.
+            bias: Bias::None | Bias::Qkv,
+            qk_norm,
             activation,
             soft_caps: SoftCaps::None,
-            window: Window::Full,
-            rope: Rope { pairs, dims: RotaryDims::Full },
-            projections: Projections::Separate,
+            rope_pairs,
+            projections,
         } = c.family;
         let n = ids.len();
         let eps = c.rms_eps as f32;
         let mut x = b.embed.index_select(&Tensor::new(ids, &b.device)?, 0)?.unsqueeze(0)?;
-        let cos = b.cos.narrow(0, pos, n)?;
-        let sin = b.sin.narrow(0, pos, n)?;
+        let tables = b
+            .ropes
+            .iter()
+            .map(|(cos, sin)| Ok((cos.narrow(0, pos, n)?, sin.narrow(0, pos, n)?)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let rep = c.heads / c.kv_heads;
-        let mask = if n > 1 { Some(ops::causal_mask(n, pos, rep, &b.device)?) } else { None };
-        for (i, (layer, lins)) in b.layers.iter().zip(&self.layers).enumerate() {
+        let mut masks = Masks::default();
+        for (i, ((layer, lins), plan)) in b.layers.iter().zip(&self.layers).zip(&c.layer_plan).enumerate() {
             let h = ops.norm(norm, &x, &layer.attn_norm, eps)?;
             let heads = |t: Tensor, nh: usize| t.reshape((1, n, nh, c.head_dim))?.transpose(1, 2)?.contiguous();
-            let q = heads(lins[0].forward(&h)?, c.heads)?;
-            let k = heads(lins[1].forward(&h)?, c.kv_heads)?;
-            let v = heads(lins[2].forward(&h)?, c.kv_heads)?;
-            let q = ops.rope(pairs, &q, &cos, &sin)?;
-            let k = ops.rope(pairs, &k, &cos, &sin)?;
+            let (q, k, v) = match projections {
+                Projections::Separate => (lins[0].forward(&h)?, lins[1].forward(&h)?, lins[2].forward(&h)?),
+            };
+            let (mut q, mut k, v) = (heads(q, c.heads)?, heads(k, c.kv_heads)?, heads(v, c.kv_heads)?);
+            match (qk_norm, &layer.qk_norm) {
+                (QkNorm::None, None) => {}
+                (QkNorm::Rms, Some((qn, kn))) => {
+                    q = ops.norm(Norm::Rms, &q, qn, eps)?;
+                    k = ops.norm(Norm::Rms, &k, kn, eps)?;
+                }
+                _ => {
+                    return Err(candle_core::Error::Msg(format!(
+                        "layer {i}: q/k norm weights do not match the family"
+                    )));
+                }
+            }
+            if let Some(r) = plan.rope {
+                let (cos, sin) = &tables[r];
+                let dims = c.ropes[r].dims;
+                q = rotate(ops, rope_pairs, &q, cos, sin, dims)?;
+                k = rotate(ops, rope_pairs, &k, cos, sin, dims)?;
+            }
             let (k, v) = match cache.as_deref_mut() {
                 Some(cache) => cache.append(i, pos, &k, &v)?,
                 None => (k, v),
@@ -128,20 +150,74 @@ impl Decoder {
             // Grouped-query attention without copying K/V per query head: the `rep` query heads that
             // share a KV head become `rep * n` rows against that head's keys.
             let q = q.contiguous()?.reshape((1, c.kv_heads, rep * n, c.head_dim))?;
-            let mut att = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
-            if let Some(m) = &mask {
+            let mut att = (q.matmul(&k.t()?)? * c.attn_scale)?;
+            if let Some(m) = masks.get(n, pos, rep, plan.window, &b.device)? {
                 att = att.broadcast_add(m)?;
             }
             let att = ops.softmax(&att)?;
             let y = att.matmul(&v)?.reshape((1, c.heads, n, c.head_dim))?;
             let y = y.transpose(1, 2)?.reshape((1, n, c.heads * c.head_dim))?;
-            x = (x + lins[3].forward(&y)?)?;
+            let (o, gate_up, down) = match projections {
+                Projections::Separate => (&lins[3], [&lins[4], &lins[5]], &lins[6]),
+            };
+            let mut y = o.forward(&y)?;
+            if let Some(w) = &layer.post_attn_norm {
+                y = ops.norm(norm, &y, w, eps)?;
+            }
+            x = (x + y)?;
             let h = ops.norm(norm, &x, &layer.ffn_norm, eps)?;
-            let gate = ops.activation(activation, &lins[4].forward(&h)?)?;
-            let mlp = lins[6].forward(&(gate * lins[5].forward(&h)?)?)?;
-            x = (x + mlp)?;
+            let gate = ops.activation(activation, &gate_up[0].forward(&h)?)?;
+            let mut y = down.forward(&(gate * gate_up[1].forward(&h)?)?)?;
+            if let Some(w) = &layer.post_ffn_norm {
+                y = ops.norm(norm, &y, w, eps)?;
+            }
+            x = (x + y)?;
         }
         ops.norm(norm, &x, &b.norm, eps)
+    }
+}
+
+/// Rope on the leading `dims` dimensions of each head of `x [1, heads, n, head_dim]`; the rest pass through.
+fn rotate(
+    ops: Ops,
+    pairs: RopePairs,
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    dims: usize,
+) -> candle_core::Result<Tensor> {
+    let head_dim = x.dim(3)?;
+    if dims == head_dim {
+        return ops.rope(pairs, x, cos, sin);
+    }
+    let rotated = ops.rope(pairs, &x.narrow(3, 0, dims)?.contiguous()?, cos, sin)?;
+    Tensor::cat(&[rotated, x.narrow(3, dims, head_dim - dims)?], 3)?.contiguous()
+}
+
+/// One forward's attention masks, built once per distinct window.
+#[derive(Default)]
+struct Masks(Vec<(Option<usize>, Option<Tensor>)>);
+
+impl Masks {
+    /// The mask for `window`, or None where every key is visible anyway (one new token, within its window).
+    fn get(
+        &mut self,
+        n: usize,
+        pos: usize,
+        rep: usize,
+        window: Option<usize>,
+        dev: &Device,
+    ) -> candle_core::Result<Option<&Tensor>> {
+        let i = match self.0.iter().position(|(w, _)| *w == window) {
+            Some(i) => i,
+            None => {
+                let needed = n > 1 || window.is_some_and(|w| pos + n > w);
+                let mask = if needed { Some(ops::causal_mask(n, pos, rep, window, dev)?) } else { None };
+                self.0.push((window, mask));
+                self.0.len() - 1
+            }
+        };
+        Ok(self.0[i].1.as_ref())
     }
 }
 

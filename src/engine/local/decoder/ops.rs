@@ -51,12 +51,14 @@ impl Ops {
 }
 
 /// `[rep * n, pos + n]`: row r * n + i is query i (absolute position pos + i) of the r-th head in a
-/// group; it sees keys 0..=pos + i.
-pub fn causal_mask(n: usize, pos: usize, rep: usize, dev: &Device) -> Result<Tensor> {
+/// group; it sees keys 0..=pos + i, or with a sliding `window` w only the last w of them (itself included,
+/// as transformers and llama.cpp count it).
+pub fn causal_mask(n: usize, pos: usize, rep: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
     let total = pos + n;
+    let seen = move |i: usize, j: usize| j <= pos + i && window.is_none_or(|w| pos + i - j < w);
     let mask: Vec<f32> = (0..rep)
         .flat_map(|_| {
-            (0..n).flat_map(move |i| (0..total).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY }))
+            (0..n).flat_map(move |i| (0..total).map(move |j| if seen(i, j) { 0.0 } else { f32::NEG_INFINITY }))
         })
         .collect();
     Tensor::from_vec(mask, (rep * n, total), dev)
