@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::families::{Form, check_parity, check_training};
+use support::families::{Form, check_parity, check_training, train_out};
 
 #[test]
 fn llama2_gguf_matches_transformers() {
@@ -22,8 +22,8 @@ fn llama2_safetensors_matches_transformers() {
 #[test]
 fn llama2_trains_and_its_adapter_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    for (form, sub) in [(Form::Gguf, "gguf"), (Form::Safetensors, "hf")] {
-        let t = check_training("llama2", form, &dir.path().join(sub));
+    for form in [Form::Gguf, Form::Safetensors] {
+        let t = check_training("llama2", form, &train_out(dir.path(), "llama2", form));
         eprintln!("llama2 {form:?} training: {t:?}");
     }
 }

@@ -39,6 +39,9 @@ def _variant(fam, label, sd):
         return {}, sd, None
     if label == "window":
         return {"sliding_window": 4096}, sd, None
+    if label == "window_applied":
+        # What a loader that applied Qwen2's window despite use_sliding_window false would compute.
+        return {"use_sliding_window": True, "max_window_layers": 0}, sd, None
     if label == "rope_scaling":
         if "full_attention" in rope:
             p = copy.deepcopy(rope)

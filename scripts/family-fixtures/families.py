@@ -61,13 +61,13 @@ FAMILIES = {
         model="Llama-3.2-1B", cls="LlamaConfig", tok="bpe", pre="llama-bpe",
         config=_base(rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                      "original_max_position_embeddings": 32},
+                                      "original_max_position_embeddings": 64},
                      tie_word_embeddings=True),
         specials=dict(bos="<|begin_of_text|>", eos="<|eot_id|>"),
         extra_specials=["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>"],
         template="meta-llama-Llama-3.2-3B-Instruct.jinja", modules=LLAMA_MODULES, norm="plain",
-        exercises="rope_scaling llama3 (factor 8, low 1, high 4, original_max_position_embeddings 32 so most "
-                  "rotary pairs are scaled; GGUF: baked into rope_freqs.weight), theta 500000, tied head",
+        exercises="rope_scaling llama3 (factor 8, low 1, high 4, original_max_position_embeddings 64: of the 8 rotary "
+                  "pairs one keeps its frequency, one is interpolated, six are divided by 8; GGUF: baked into rope_freqs.weight), theta 500000, tied head",
         ablate=["norm_scales", "rope_scaling"],
     ),
     "mistral": dict(
@@ -88,7 +88,7 @@ FAMILIES = {
         template="Qwen-Qwen2.5-7B-Instruct.jinja", modules=LLAMA_MODULES, norm="plain",
         exercises=f"q/k/v biases (not o), theta 1e6, tied head; config carries sliding_window {WINDOW} with "
                   "use_sliding_window false (must NOT apply); GGUF q/k rows not permuted",
-        ablate=["bias", "norm_scales"],
+        ablate=["bias", "norm_scales", "window_applied"],
     ),
     "qwen3": dict(
         model="Qwen3-0.6B", cls="Qwen3Config", tok="bpe", pre="qwen2",
@@ -122,6 +122,7 @@ FAMILIES = {
         specials=dict(bos="<bos>", eos="<eos>", unk="<unk>", pad="<pad>"),
         extra_specials=["<start_of_turn>", "<end_of_turn>"],
         template="google-gemma-2-2b-it.jinja", modules=LLAMA_MODULES, norm="gemma",
+        qk_gain=5.0,  # attention scores of order 50, so the soft-cap at 50 bends them
         exercises=f"four norms per block with (1+w), embeddings x sqrt(hidden), GeGLU (tanh GELU), attention "
                   f"soft-cap 50 and final soft-cap 30, window {WINDOW} on even layers, query_pre_attn_scalar = "
                   "head_dim (as gemma-2-2b; llama.cpp assumes it), tied head",
@@ -148,7 +149,7 @@ FAMILIES = {
         model="Phi-3.5-mini (MHA as there)", cls="Phi3Config", tok="spm", pre=None,
         config=_base(num_key_value_heads=HEADS, max_position_embeddings=64, original_max_position_embeddings=16,
                      rope_parameters=_longrope(16, HIDDEN // HEADS, 3), sliding_window=262144,
-                     tie_word_embeddings=False, pad_token_id=0),
+                     tie_word_embeddings=False),
         specials=dict(bos="<s>", eos="<|endoftext|>", unk="<unk>"),
         extra_specials=["<|end|>", "<|user|>", "<|assistant|>", "<|system|>"],
         template="microsoft-Phi-3.5-mini-instruct.jinja", modules=PHI_MODULES, norm="plain",
@@ -160,14 +161,15 @@ FAMILIES = {
     ),
     "phi4mini": dict(
         model="Phi-4-mini", cls="Phi3Config", tok="bpe", pre="gpt-4o",
-        config=_base(max_position_embeddings=256, original_max_position_embeddings=64,
-                     rope_parameters=_longrope(64, int(HIDDEN // HEADS * 0.75), 5, partial=0.75),
-                     sliding_window=None, tie_word_embeddings=True, pad_token_id=0),
+        config=_base(max_position_embeddings=2048, original_max_position_embeddings=512,
+                     rope_parameters=_longrope(512, int(HIDDEN // HEADS * 0.75), 5, partial=0.75),
+                     sliding_window=None, tie_word_embeddings=True),
         specials=dict(bos="<|endoftext|>", eos="<|end|>", pad="<|endoftext|>"),
         extra_specials=["<|user|>", "<|assistant|>", "<|system|>"],
         template="phi4mini", modules=PHI_MODULES, norm="plain", tokenizer_class="GPT2Tokenizer",
         exercises="partial rotary 0.75 (12 of 16 dims rotate), longrope with original_max_position_embeddings "
-                  "64 > sequence (short_factor everywhere) and attention factor sqrt(1+ln4/ln64), fused "
+                  "512 > sequence (short_factor everywhere; 512 also exceeds llama.cpp's smallest context, 256, "
+                  "so llama.cpp picks short_factor too) and attention factor sqrt(1+ln4/ln512), fused "
                   "projections, GQA 4/2, tied head",
         ablate=["partial_rotary", "longrope_long", "norm_scales"],
     ),

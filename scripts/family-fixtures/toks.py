@@ -113,7 +113,8 @@ def _bpe(fam: dict, vocab: int):
 
 
 def write(out: Path, fam: dict, vocab: int) -> int:
-    """Writes the tokenizer files into `out` (hf/); returns the vocabulary size (every id, added ones too)."""
+    """Writes the tokenizer files into `out` (hf/); returns the vocabulary size (every id, added ones too) and
+    the bos/eos/pad ids for config.json."""
     tok, cls = _spm(out, fam, vocab) if fam["tok"] == "spm" else _bpe(fam, vocab)
     tok.chat_template = template(fam["template"])
     tok.save_pretrained(out)
@@ -123,4 +124,7 @@ def write(out: Path, fam: dict, vocab: int) -> int:
         cfg.pop(k, None)
     cfg["tokenizer_class"] = cls
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-    return len(AutoTokenizer.from_pretrained(out))
+    back = AutoTokenizer.from_pretrained(out)
+    ids = {f"{k}_token_id": back.convert_tokens_to_ids(fam["specials"][k]) if fam["specials"].get(k) else None
+           for k in ("bos", "eos", "pad")}
+    return len(back), ids

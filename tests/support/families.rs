@@ -88,7 +88,8 @@ pub const F32: WeightPlan = WeightPlan { decode: None, f32_prefill: true };
 
 pub fn load_form(fx: &Fixture, form: Form) -> LoadedModel {
     let path = fx.path(form);
-    load(&path, &Device::Cpu, Some(F32)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    // The crate's errors name the file already.
+    load(&path, &Device::Cpu, Some(F32)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -156,6 +157,27 @@ pub struct Trained {
     pub losses: Vec<f64>,
     pub reload_diff: f32,
     pub adapter_dir: PathBuf,
+    /// `ids` and the adapted model's `logits` (tunebench's inference path), for
+    /// scripts/family-fixtures/check_adapter.py to hold PEFT's to.
+    pub logits_file: PathBuf,
+}
+
+/// Where a training check writes: `$TUNEBENCH_FAMILY_TRAIN_OUT/<family>-<form>` when that is set (so the adapter
+/// and logits outlive the test, for check_adapter.py), else `<tmp>/<family>-<form>`.
+pub fn train_out(tmp: &Path, family: &str, form: Form) -> PathBuf {
+    let root = std::env::var_os("TUNEBENCH_FAMILY_TRAIN_OUT").map_or_else(|| tmp.to_path_buf(), PathBuf::from);
+    root.join(format!("{family}-{}", if form == Form::Gguf { "gguf" } else { "hf" }))
+}
+
+/// Writes `ids` (I64) and `logits` (F32 `[n, vocab]`) as check_adapter.py reads them.
+pub fn save_logits(path: &Path, ids: &[u32], logits: &Tensor) {
+    let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    let n = ids.len();
+    let t = HashMap::from([
+        ("ids".to_string(), Tensor::from_vec(ids, n, &Device::Cpu).unwrap()),
+        ("logits".to_string(), logits.clone()),
+    ]);
+    candle_core::safetensors::save(&t, path).unwrap();
 }
 
 /// A short LoRA run on `family`'s `form` over every linear module the family has (the fixture adapter's
@@ -235,5 +257,7 @@ pub fn check_training(family: &str, form: Form, out: &Path) -> Trained {
     assert!(max_diff(&served, &teacher_forced(&m.plain, ids)) > 1e-2, "{what}: training changed nothing");
     let reload_diff = max_diff(&trained, &served);
     assert!(reload_diff < 1e-4, "{what}: the written adapter reloads to other logits ({reload_diff})");
-    Trained { losses, reload_diff, adapter_dir: out.to_path_buf() }
+    let logits_file = out.with_extension("logits.safetensors");
+    save_logits(&logits_file, ids, &served);
+    Trained { losses, reload_diff, adapter_dir: out.to_path_buf(), logits_file }
 }
