@@ -244,6 +244,39 @@ fn the_width_is_the_output_matrix_rows_not_the_tokenizers() {
     assert!(!o.status.success() && err.contains(&format!("vocabulary size {}", vocab + pad)), "{err}");
 }
 
+/// `tunebench logits` on each family fixture (tests/fixtures/families/, made with transformers and llama.cpp's
+/// converter): from the GGUF and the safetensors folder, with and without the PEFT adapter, within 1e-3 of
+/// transformers at every position. The families this branch's decoder runs; Gemma and Phi join with their
+/// decoder support.
+#[test]
+fn every_family_fixture_matches_transformers() {
+    use support::families::{Fixture, Form, TOLERANCE};
+    let tmp = tempfile::tempdir().unwrap();
+    for family in ["llama2", "llama3", "mistral", "qwen2", "qwen3", "smollm3"] {
+        let fx = Fixture::open(family);
+        for form in [Form::Gguf, Form::Safetensors] {
+            for (adapter, key) in [(None, "logits"), (Some(fx.adapter()), "logits_adapter")] {
+                let out = tmp.path().join(format!("{family}.safetensors"));
+                let (model, out_s) = (fx.path(form), out.to_str().unwrap().to_string());
+                let mut args = vec!["logits", "--model", model.to_str().unwrap(), "--out", &out_s, "--device", "cpu"];
+                let ids = csv(&fx.ids);
+                args.extend(["--ids", &ids]);
+                let adapter_s = adapter.as_ref().map(|a| a.to_str().unwrap().to_string());
+                if let Some(a) = &adapter_s {
+                    args.extend(["--adapter", a]);
+                }
+                let o = tunebench(&args);
+                assert!(o.status.success(), "{family} {form:?}: {}", String::from_utf8_lossy(&o.stderr));
+                let (got, _) = read_out(&out);
+                let want = fx.tensor(&fx.key(key, form));
+                assert_eq!(got.dims(), want.dims(), "{family} {form:?} {key}");
+                let d = max_diff(&got, want);
+                assert!(d < TOLERANCE, "{family} {form:?} {key}: {d} from transformers");
+            }
+        }
+    }
+}
+
 /// The real model against transformers (tests/fixtures/smollm2_transformers_logits.json, made by
 /// scripts/logits-reference/smollm2.py): the 10 largest logits and a spread of ids at every position.
 #[test]
