@@ -48,6 +48,13 @@ def _variant(fam, label, sd):
             p["full_attention"] = {"rope_type": "default", "rope_theta": p["full_attention"]["rope_theta"]}
             return {"rope_parameters": p}, sd, None
         return {"rope_parameters": {"rope_type": "default", "rope_theta": rope["rope_theta"]}}, sd, None
+    if label == "local_rope_base":
+        # Gemma 3's local layers on the global base (llama.cpp hardcodes 10000 for them).
+        p = copy.deepcopy(rope)
+        p["sliding_attention"] = dict(p["sliding_attention"], rope_theta=p["full_attention"]["rope_theta"])
+        return {"rope_parameters": p}, sd, None
+    if label == "gelu_exact":
+        return {"hidden_activation": "gelu"}, sd, None
     if label == "nope_layers":
         return {"no_rope_layers": [1] * fam["config"]["num_hidden_layers"]}, sd, None
     if label == "attn_softcap":

@@ -126,7 +126,7 @@ FAMILIES = {
         exercises=f"four norms per block with (1+w), embeddings x sqrt(hidden), GeGLU (tanh GELU), attention "
                   f"soft-cap 50 and final soft-cap 30, window {WINDOW} on even layers, query_pre_attn_scalar = "
                   "head_dim (as gemma-2-2b; llama.cpp assumes it), tied head",
-        ablate=["attn_softcap", "final_softcap", "window", "norm_scales", "embed_scale"],
+        ablate=["attn_softcap", "final_softcap", "window", "norm_scales", "embed_scale", "gelu_exact"],
     ),
     "gemma3": dict(
         model="gemma-3-1b (linear scaling on global layers as gemma-3-4b)", cls="Gemma3TextConfig", tok="spm",
@@ -143,7 +143,7 @@ FAMILIES = {
         template="gemma3", modules=LLAMA_MODULES, norm="gemma",
         exercises=f"6 layers, 5:1 local/global (layer 5 global), window {WINDOW}, local rope base 10000, global "
                   "base 1e6 with linear factor 8, q/k norm (1+w), four norms per block, tied head",
-        ablate=["window", "qk_norm", "rope_scaling", "norm_scales"],
+        ablate=["window", "qk_norm", "rope_scaling", "local_rope_base", "norm_scales", "gelu_exact"],
     ),
     "phi3": dict(
         model="Phi-3.5-mini (MHA as there)", cls="Phi3Config", tok="spm", pre=None,

@@ -11,6 +11,29 @@ import numpy as np
 from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[2] / "tests/fixtures/families"
+TOLERANCE = 1e-3
+# ggml's CPU GELU reads a table of f16 values (GGML_GELU_FP16 in ggml-cpu/vec.h): transformers with that table
+# emulated comes within 1.1e-3 (gemma2) and 5.9e-4 (gemma3) of llama.cpp, against 9.3e-3 and 4.5e-3 without.
+LOOSER = {"gemma2": 2e-2, "gemma3": 2e-2}
+
+
+def gelu_table_logits(d, ids):
+    """transformers' logits with the MLP's tanh-GELU computed as ggml's CPU backend does: input rounded to f16,
+    output read from an f16 table, identity above 10 and zero below -10."""
+    import torch
+    import transformers
+
+    class GgmlGelu(torch.nn.Module):
+        def forward(self, x):
+            y = torch.nn.functional.gelu(x.half().float(), approximate="tanh").half().float()
+            return torch.where(x <= -10, torch.zeros_like(x), torch.where(x >= 10, x, y))
+
+    m = transformers.AutoModelForCausalLM.from_pretrained(d / "hf", attn_implementation="eager",
+                                                         dtype=torch.float32).eval()
+    for layer in m.model.layers:
+        layer.mlp.act_fn = GgmlGelu()
+    with torch.no_grad():
+        return m(torch.tensor([ids])).logits[0].numpy()
 
 
 def check(binary, fam):
@@ -28,11 +51,14 @@ def check(binary, fam):
     logits = np.frombuffer(raw[: n * vocab * 4], dtype=np.float32).reshape(n, vocab)
     greedy = np.frombuffer(raw[n * vocab * 4:], dtype=np.int32)
     diff = float(np.abs(logits - want).max())
+    if fam in LOOSER:
+        print(f"{fam}: llama.cpp vs transformers with ggml's f16 GELU table: "
+              f"{float(np.abs(logits - gelu_table_logits(d, ids)).max()):.2e}")
     same = greedy.tolist() == want_greedy.tolist()
     key = "logits_full" if full else "logits"
     print(f"{fam}: llama.cpp vs {key}: max |diff| {diff:.2e}, greedy {'identical' if same else 'DIFFERS'}"
           f" (max |logit| {float(np.abs(want).max()):.1f})")
-    return diff <= 1e-3 and same
+    return diff <= LOOSER.get(fam, TOLERANCE) and same
 
 
 def main():

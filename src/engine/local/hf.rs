@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::arch::{Arch, LinearTensors};
 use super::linear::{BaseLinear, WeightPlan};
 use super::tokenizer::{Model, Tokenizer, Vocab};
-use super::weights::{BaseWeights, Parts, build_layers, finish};
+use super::weights::{BaseWeights, Parts, build_layers, finish, shift};
 use super::{LocalError, Result};
 
 /// What the tokenizer reads from config.json (the model's shape is `arch`'s business).
@@ -118,7 +118,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
         Ok(t.to_dtype(DType::F32)?)
     };
     let embed = take(&names.embed)?;
-    let norm = take(&names.norm)?;
+    let norm = shift(take(&names.norm)?, names.norm_shift)?;
     let tied_head = names.lm_head.is_none();
     let head = match &names.lm_head {
         None => embed.clone(),
@@ -134,7 +134,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
             let w = take(&format!("{}.weight", l.stem))?;
             Ok(Arc::new(BaseLinear::from_tensor(&l.module, w, plan)?.with_bias(bias)))
         },
-        |name| take.borrow_mut()(name),
+        |name| shift(take.borrow_mut()(name)?, names.norm_shift),
     )?;
     let mut format = plan.describe("f32");
     for note in capped.into_iter().chain(notes) {

@@ -14,6 +14,8 @@ fn linear_shape(cfg: &Config, module: &str, ffn: usize) -> Option<[usize; 2]> {
         "o_proj" => [h, q],
         "gate_proj" | "up_proj" => [ffn, h],
         "down_proj" => [h, ffn],
+        "qkv_proj" => [q.saturating_add(kv.saturating_mul(2)), h],
+        "gate_up_proj" => [ffn.saturating_mul(2), h],
         _ => return None,
     })
 }
@@ -54,6 +56,8 @@ pub fn check(cfg: &Config, p: &Parts) -> Result<()> {
         }
         let ffn = match cfg.family.projections {
             Projections::Separate => l.linears[4].out_dim,
+            // down_proj's input: the fused gate|up is twice as wide.
+            Projections::Fused => l.linears[3].in_dim,
         };
         for lin in &l.linears {
             let Some(want) = linear_shape(cfg, &lin.name, ffn) else {

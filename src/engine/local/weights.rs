@@ -6,7 +6,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use super::arch::{Arch, LayerTensors, LinearTensors, TensorNames};
-use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec};
+use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec, RopeSwitch};
 use super::linear::{BaseLinear, WeightPlan};
 use super::{LocalError, Result, candle_text};
 
@@ -26,6 +26,10 @@ pub struct Config {
     pub ropes: Vec<RopeSpec>,
     /// Per layer: attention window and rope table.
     pub layer_plan: Vec<LayerPlan>,
+    /// Multiplies the token embeddings (Gemma: √hidden, in the dtype transformers computes it in).
+    pub embed_scale: Option<f32>,
+    /// Longrope's short/long table choice by sequence length (Phi-3.5, Phi-4-mini).
+    pub rope_switch: Option<RopeSwitch>,
     /// What the blocks compute (norms, rope layout, activation …): the decoder reads it.
     pub family: Family,
 }
@@ -58,6 +62,11 @@ impl Config {
             if plan.window == Some(0) {
                 return bad(format!("layer {i} has a sliding window of 0 tokens"));
             }
+        }
+        if let Some(s) = self.rope_switch
+            && (s.short >= self.ropes.len() || s.long >= self.ropes.len())
+        {
+            return bad(format!("longrope tables {} and {} of {}", s.short, s.long, self.ropes.len()));
         }
         for rope in &self.ropes {
             if rope.dims == 0 || !rope.dims.is_multiple_of(2) || rope.dims > self.head_dim {
@@ -150,19 +159,29 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     let mut get = |name: &str| {
         ct.tensor(reader, name, device).map_err(|e| LocalError::Model(format!("tensor `{name}`: {}", candle_text(&e))))
     };
-    if let Some(name) = &tensors.rope_freqs {
+    let mut factors = |name: &str| -> Result<Vec<f32>> {
         let factors = get(name)?.dequantize(device)?.flatten_all()?.to_vec1::<f32>()?;
         if factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
             return Err(LocalError::Model(format!("tensor `{name}`: rope frequency factors must be positive")));
         }
+        Ok(factors)
+    };
+    if let Some(name) = &tensors.rope_freqs {
+        let factors = factors(name)?;
         for rope in &mut cfg.ropes {
             rope.scaling = RopeScaling::FreqFactors(factors.clone());
         }
     }
+    for (table, name) in &tensors.table_factors {
+        let factors = factors(name)?;
+        let rope =
+            cfg.ropes.get_mut(*table).ok_or_else(|| LocalError::Model(format!("`{name}` names no rope table")))?;
+        rope.scaling = RopeScaling::FreqFactors(factors);
+    }
     let capped = cfg.validate()?;
     let embed_q = get(&tensors.embed)?;
     let embed = embed_q.dequantize(device)?;
-    let norm = get(&tensors.norm)?.dequantize(device)?;
+    let norm = shift(get(&tensors.norm)?.dequantize(device)?, tensors.norm_shift)?;
     let tied_head = tensors.lm_head.is_none();
     let head_q = match &tensors.lm_head {
         None => embed_q,
@@ -178,13 +197,18 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
             let lin = BaseLinear::from_qtensor(&l.module, get(&format!("{}.weight", l.stem))?, plan)?;
             Ok(Arc::new(lin.with_bias(bias)))
         },
-        |name| Ok(get.borrow_mut()(name)?.dequantize(device)?),
+        |name| shift(get.borrow_mut()(name)?.dequantize(device)?, tensors.norm_shift),
     )?;
     let mut format = plan.describe(&super::gguf::weight_format(ct));
     for note in capped.into_iter().chain(notes) {
         format.push_str(&format!(" · {note}"));
     }
     finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head })
+}
+
+/// A norm weight with `TensorNames::norm_shift` added (Gemma's `1 + w` from safetensors).
+pub fn shift(w: Tensor, by: f32) -> Result<Tensor> {
+    if by == 0.0 { Ok(w) } else { Ok((w + f64::from(by))?) }
 }
 
 /// Each layer's tensors by name: `linear` makes a projection (with its bias), `vector` reads a norm weight.

@@ -62,6 +62,54 @@ impl<'a> Json<'a> {
         self.opt_f64(key)?.ok_or_else(|| self.bad(key, "is missing"))
     }
 
+    /// A list of numbers (None when absent).
+    pub fn opt_f64s(&self, key: &str) -> Result<Option<Vec<f64>>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        let list = v.as_array().ok_or_else(|| self.bad(key, "is not a list"))?;
+        list.iter()
+            .map(|n| n.as_f64().ok_or_else(|| self.bad(key, "holds a non-number")))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The rope settings of a model with one kind of layer: `rope_parameters` (transformers 5), else
+    /// `rope_scaling`; None when the file has neither.
+    pub fn rope_object(&self) -> Result<Option<Json<'a>>> {
+        match self.object("rope_parameters", "rope_parameters.")? {
+            Some(p) => Ok(Some(p)),
+            None => self.object("rope_scaling", "rope_scaling."),
+        }
+    }
+
+    /// Whether the key is in the file at all (`null` included).
+    pub fn present(&self, key: &str) -> bool {
+        self.value.get(key).is_some()
+    }
+
+    /// The dtype the checkpoint was saved in (`dtype`, or transformers 4's `torch_dtype`; float32 if neither).
+    pub fn dtype(&self) -> Result<String> {
+        Ok(match self.opt_str("dtype")? {
+            Some(d) => d,
+            None => self.opt_str("torch_dtype")?.unwrap_or_else(|| "float32".into()),
+        })
+    }
+
+    /// Whether `rope_parameters` is nested by layer type (`full_attention`, `sliding_attention`: Gemma 3 in
+    /// transformers 5).
+    pub fn nested_rope(&self) -> bool {
+        self.get("rope_parameters")
+            .is_some_and(|p| p.get("full_attention").is_some() || p.get("sliding_attention").is_some())
+    }
+
+    /// A number transformers defaults to `default` when the key is absent, and that an explicit `null`
+    /// switches off (Gemma 2's soft-caps).
+    pub fn f64_or_null(&self, key: &str, default: f64) -> Result<Option<f64>> {
+        match self.value.get(key) {
+            None => Ok(Some(default)),
+            Some(_) => self.opt_f64(key),
+        }
+    }
+
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),

@@ -3,9 +3,11 @@
 //! module per family, each mapping the file's metadata to a `Config` (family, per-layer plan, rope specs) and
 //! the tensor names of each layer. Mixture-of-experts and multimodal models are refused by name here.
 
+mod gemma;
 mod json;
 mod llama;
 mod names;
+mod phi;
 mod qwen;
 mod smollm3;
 
@@ -27,6 +29,9 @@ pub struct Arch {
     /// Said in the pane title with the weights' format (e.g. a window the GGUF does not record).
     pub notes: Vec<String>,
 }
+
+/// More layers than any released decoder has (Config::validate refuses the same).
+const MAX_LAYERS: usize = 1024;
 
 /// The shape numbers every family has, read from the file's usual keys (a family module may adjust them).
 pub struct Dims {
@@ -53,7 +58,7 @@ impl Dims {
             Ok(v) => v as usize,
             Err(_) => m.get("tokenizer.ggml.tokens")?.to_vec().map(|v| v.len()).unwrap_or(0),
         };
-        Ok(Self {
+        Self {
             vocab,
             hidden,
             layers: m.u32(&format!("{arch}.block_count"))? as usize,
@@ -62,14 +67,15 @@ impl Dims {
             head_dim,
             rms_eps: f64::from(m.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?),
             context: m.u32(&format!("{arch}.context_length"))? as usize,
-        })
+        }
+        .bounded()
     }
 
     /// config.json's transformers keys.
     pub fn config_json(j: &Json) -> Result<Self> {
         let hidden = j.usize("hidden_size")?;
         let heads = j.usize("num_attention_heads")?;
-        Ok(Self {
+        Self {
             vocab: j.usize("vocab_size")?,
             hidden,
             layers: j.usize("num_hidden_layers")?,
@@ -78,7 +84,16 @@ impl Dims {
             head_dim: j.opt_usize("head_dim")?.unwrap_or(hidden / heads.max(1)),
             rms_eps: j.f64("rms_norm_eps")?,
             context: j.usize("max_position_embeddings")?,
-        })
+        }
+        .bounded()
+    }
+
+    /// Refuses a layer count that per-layer tables would be sized by before any tensor bounds it.
+    fn bounded(self) -> Result<Self> {
+        if self.layers == 0 || self.layers > MAX_LAYERS {
+            return Err(LocalError::Model(format!("invalid model shape: {} layers", self.layers)));
+        }
+        Ok(self)
     }
 
     /// A Config with attention scaled by 1/√head_dim.
@@ -93,6 +108,8 @@ impl Dims {
             rms_eps: self.rms_eps,
             context: self.context,
             attn_scale: 1.0 / (self.head_dim as f64).sqrt(),
+            embed_scale: None,
+            rope_switch: None,
             ropes,
             layer_plan,
             family,
@@ -127,6 +144,8 @@ pub fn gguf(ct: &Content) -> Result<Arch> {
         "llama" => llama::gguf(&m),
         "qwen2" | "qwen3" => qwen::gguf(&m, &arch),
         "smollm3" => smollm3::gguf(&m),
+        "gemma2" | "gemma3" => gemma::gguf(&m, &arch),
+        "phi3" => phi::gguf(&m),
         _ => Err(LocalError::Unsupported(format!(
             "model architecture `{arch}` (general.architecture; supported: {})",
             GGUF_SUPPORTED.join(", ")
@@ -134,9 +153,17 @@ pub fn gguf(ct: &Content) -> Result<Arch> {
     }
 }
 
-const GGUF_SUPPORTED: [&str; 4] = ["llama", "qwen2", "qwen3", "smollm3"];
-const HF_SUPPORTED: [&str; 5] =
-    ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM"];
+const GGUF_SUPPORTED: [&str; 7] = ["llama", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "phi3"];
+const HF_SUPPORTED: [&str; 8] = [
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "SmolLM3ForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+];
 
 /// The family of a safetensors folder, from its config.json.
 pub fn config_json(path: &Path) -> Result<Arch> {
@@ -164,6 +191,9 @@ pub fn config_json(path: &Path) -> Result<Arch> {
         "Qwen2ForCausalLM" | "qwen2" => qwen::config_json(&j, "qwen2"),
         "Qwen3ForCausalLM" | "qwen3" => qwen::config_json(&j, "qwen3"),
         "SmolLM3ForCausalLM" | "smollm3" => smollm3::config_json(&j),
+        "Gemma2ForCausalLM" | "gemma2" => gemma::config_json(&j, false),
+        "Gemma3ForCausalLM" | "gemma3_text" => gemma::config_json(&j, true),
+        "Phi3ForCausalLM" | "phi3" => phi::config_json(&j),
         _ => Err(LocalError::Unsupported(format!(
             "model architecture `{arch}` ({}: {key}; supported: {})",
             path.display(),

@@ -45,6 +45,12 @@ pub struct TensorNames {
     pub layers: Vec<LayerTensors>,
     /// llama.cpp's per-frequency rope divisors (Llama 3.1+ GGUF), when the file has them.
     pub rope_freqs: Option<String>,
+    /// Per-frequency rope divisors for one rope table each (`Config::ropes` index, tensor): Phi-3's
+    /// `rope_factors_short.weight` and `rope_factors_long.weight`.
+    pub table_factors: Vec<(usize, String)>,
+    /// Added to every norm weight as it is read: 1 for Gemma's safetensors, which store `w` of a `(1 + w)`
+    /// scale (its GGUF files hold `1 + w` already: llama.cpp's converter added the 1).
+    pub norm_shift: f32,
 }
 
 /// llama.cpp's name for a module's tensor in a block.
@@ -112,6 +118,8 @@ impl TensorNames {
             lm_head: (!tied).then(|| head.to_string()),
             layers: (0..layers).map(layer).collect(),
             rope_freqs: None,
+            table_factors: Vec::new(),
+            norm_shift: 0.0,
         }
     }
 }

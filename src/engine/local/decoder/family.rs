@@ -52,6 +52,8 @@ pub enum QkNorm {
 pub enum Activation {
     /// SiLU (SwiGLU: Llama, Mistral, Qwen, Phi).
     Silu,
+    /// GELU with the tanh approximation (GeGLU: Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 /// `c · tanh(x / c)` caps on attention scores and on the final logits (Gemma 2 sets both).
@@ -59,7 +61,16 @@ pub enum Activation {
 pub enum SoftCaps {
     /// No cap (Llama).
     None,
+    /// Either cap or both (Gemma 2: attention 50, logits 30; Gemma 3 only where its config sets them).
+    Tanh { attention: Option<Cap>, logits: Option<Cap> },
 }
+
+/// A soft-cap value `c` (positive and finite: the loaders check it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cap(pub f32);
+
+// The loaders admit only finite caps, so equality is total.
+impl Eq for Cap {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopePairs {
@@ -75,6 +86,9 @@ pub enum RopePairs {
 pub enum Projections {
     /// q, k, v, o, gate, up and down as separate matrices.
     Separate,
+    /// q|k|v as one matrix (`qkv_proj`, rows q then k then v) and gate|up as one (`gate_up_proj`, gate rows
+    /// first): Phi-3's layout, which PEFT adapts as two modules (one A, B rows spanning the parts).
+    Fused,
 }
 
 /// The linear modules of a block with separate projections, in the decoder's order, as PEFT names them.
@@ -88,11 +102,15 @@ const SEPARATE: [&str; 7] = [
     "mlp.down_proj",
 ];
 
+/// The linear modules of a block with fused projections (Phi-3), in the decoder's order.
+const FUSED: [&str; 4] = ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"];
+
 impl Projections {
     /// The block's linear modules (PEFT names after `model.layers.N.`), in the order the decoder reads them.
     pub const fn modules(self) -> &'static [&'static str] {
         match self {
             Projections::Separate => &SEPARATE,
+            Projections::Fused => &FUSED,
         }
     }
 }

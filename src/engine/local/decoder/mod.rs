@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use family::{Activation, Bias, Family, LayerPlan, Norm, Projections, QkNorm, RopePairs, SoftCaps};
+pub use family::{Activation, Bias, Cap, Family, LayerPlan, Norm, Projections, QkNorm, RopePairs, SoftCaps};
 pub use ops::Ops;
-pub use rope::{RopeScaling, RopeSpec};
+pub use rope::{RopeScaling, RopeSpec, RopeSwitch};
 
 use super::cache::KvCache;
 use super::linear::{Lin, LinearFactory};
@@ -72,7 +72,7 @@ impl Decoder {
         // which look finite and sample token 0 for ever.
         let at = pos + ids.len() - 1;
         ensure_finite(&last, "hidden state", at)?;
-        let logits = self.lm_head.forward(&last)?.flatten_all()?;
+        let logits = self.head(&last)?.flatten_all()?;
         ensure_finite(&logits, "logits", at)?;
         Ok(logits)
     }
@@ -80,7 +80,7 @@ impl Decoder {
     /// Logits `[len, vocab]` at every position (teacher forcing, fidelity checks).
     pub fn forward_all(&self, ids: &[u32], pos: usize, cache: &mut KvCache) -> Result<Tensor> {
         let h = self.hidden(ids, pos, Some(cache))?;
-        Ok(self.lm_head.forward(&h)?.squeeze(0)?)
+        Ok(self.head(&h)?.squeeze(0)?)
     }
 
     /// Logits `[positions.len(), vocab]` of a whole sequence (from position 0, no cache), computing the
@@ -88,7 +88,16 @@ impl Decoder {
     pub fn logits_at(&self, ids: &[u32], positions: &[u32]) -> candle_core::Result<Tensor> {
         let h = self.hidden(ids, 0, None)?.squeeze(0)?;
         let picked = h.index_select(&Tensor::new(positions, self.device())?, 0)?;
-        self.lm_head.forward(&picked)
+        self.head(&picked)
+    }
+
+    /// The output head on final-normed hidden states, then the family's final soft-cap (Gemma 2).
+    fn head(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        let logits = self.lm_head.forward(h)?;
+        match self.base.cfg.family.soft_caps {
+            SoftCaps::Tanh { logits: Some(cap), .. } => self.ops.soft_cap(&logits, cap),
+            SoftCaps::Tanh { logits: None, .. } | SoftCaps::None => Ok(logits),
+        }
     }
 
     /// The final-normed hidden states `[1, n, hidden]` of `ids` at positions `pos..`. Without a cache the
@@ -104,13 +113,21 @@ impl Decoder {
             bias: Bias::None | Bias::Qkv,
             qk_norm,
             activation,
-            soft_caps: SoftCaps::None,
+            soft_caps,
             rope_pairs,
             projections,
         } = c.family;
         let n = ids.len();
         let eps = c.rms_eps as f32;
         let mut x = b.embed.index_select(&Tensor::new(ids, &b.device)?, 0)?.unsqueeze(0)?;
+        if let Some(scale) = c.embed_scale {
+            x = (x * f64::from(scale))?;
+        }
+        // Soft-capped logits are the head's business (`head`); attention scores are capped here.
+        let attn_cap = match soft_caps {
+            SoftCaps::Tanh { attention, logits: _ } => attention,
+            SoftCaps::None => None,
+        };
         let tables = b
             .ropes
             .iter()
@@ -123,6 +140,11 @@ impl Decoder {
             let heads = |t: Tensor, nh: usize| t.reshape((1, n, nh, c.head_dim))?.transpose(1, 2)?.contiguous();
             let (q, k, v) = match projections {
                 Projections::Separate => (lins[0].forward(&h)?, lins[1].forward(&h)?, lins[2].forward(&h)?),
+                Projections::Fused => {
+                    let qkv = lins[0].forward(&h)?;
+                    let (nq, nkv) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+                    (qkv.narrow(2, 0, nq)?, qkv.narrow(2, nq, nkv)?, qkv.narrow(2, nq + nkv, nkv)?)
+                }
             };
             let (mut q, mut k, v) = (heads(q, c.heads)?, heads(k, c.kv_heads)?, heads(v, c.kv_heads)?);
             match (qk_norm, &layer.qk_norm) {
@@ -138,6 +160,7 @@ impl Decoder {
                 }
             }
             if let Some(r) = plan.rope {
+                let r = c.rope_switch.map_or(r, |s| s.table(r, pos + n));
                 let (cos, sin) = &tables[r];
                 let dims = c.ropes[r].dims;
                 q = rotate(ops, rope_pairs, &q, cos, sin, dims)?;
@@ -151,14 +174,18 @@ impl Decoder {
             // share a KV head become `rep * n` rows against that head's keys.
             let q = q.contiguous()?.reshape((1, c.kv_heads, rep * n, c.head_dim))?;
             let mut att = (q.matmul(&k.t()?)? * c.attn_scale)?;
+            if let Some(cap) = attn_cap {
+                att = ops.soft_cap(&att, cap)?;
+            }
             if let Some(m) = masks.get(n, pos, rep, plan.window, &b.device)? {
                 att = att.broadcast_add(m)?;
             }
             let att = ops.softmax(&att)?;
             let y = att.matmul(&v)?.reshape((1, c.heads, n, c.head_dim))?;
             let y = y.transpose(1, 2)?.reshape((1, n, c.heads * c.head_dim))?;
-            let (o, gate_up, down) = match projections {
-                Projections::Separate => (&lins[3], [&lins[4], &lins[5]], &lins[6]),
+            let (o, down) = match projections {
+                Projections::Separate => (&lins[3], &lins[6]),
+                Projections::Fused => (&lins[1], &lins[3]),
             };
             let mut y = o.forward(&y)?;
             if let Some(w) = &layer.post_attn_norm {
@@ -166,8 +193,15 @@ impl Decoder {
             }
             x = (x + y)?;
             let h = ops.norm(norm, &x, &layer.ffn_norm, eps)?;
-            let gate = ops.activation(activation, &gate_up[0].forward(&h)?)?;
-            let mut y = down.forward(&(gate * gate_up[1].forward(&h)?)?)?;
+            let (gate, up) = match projections {
+                Projections::Separate => (lins[4].forward(&h)?, lins[5].forward(&h)?),
+                Projections::Fused => {
+                    let gate_up = lins[2].forward(&h)?;
+                    let ffn = gate_up.dim(2)? / 2;
+                    (gate_up.narrow(2, 0, ffn)?, gate_up.narrow(2, ffn, ffn)?)
+                }
+            };
+            let mut y = down.forward(&(ops.activation(activation, &gate)? * up)?)?;
             if let Some(w) = &layer.post_ffn_norm {
                 y = ops.norm(norm, &y, w, eps)?;
             }

@@ -6,7 +6,7 @@ use candle_core::{D, Device, Result, Tensor};
 use candle_nn::ops::{rms_norm, rms_norm_slow, silu, softmax, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
 
-use super::family::{Activation, Norm, RopePairs};
+use super::family::{Activation, Cap, Norm, RopePairs};
 
 /// Which implementation of each op the decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +42,20 @@ impl Ops {
         }
     }
 
-    /// The gate's activation (one implementation serves both modes: candle's silu has a backward pass).
+    /// The gate's activation (one implementation serves both modes: candle's silu and tanh-approximated gelu
+    /// have a backward pass).
     pub fn activation(self, kind: Activation, x: &Tensor) -> Result<Tensor> {
         match kind {
             Activation::Silu => silu(x),
+            // `gelu_pytorch_tanh`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), candle's `gelu`.
+            Activation::GeluTanh => x.gelu(),
         }
+    }
+
+    /// `cap · tanh(x / cap)`: Gemma's soft-cap on attention scores and final logits (plain ops, which have a
+    /// backward pass, in both modes).
+    pub fn soft_cap(self, x: &Tensor, cap: Cap) -> Result<Tensor> {
+        (x / f64::from(cap.0))?.tanh()? * f64::from(cap.0)
     }
 }
 

@@ -112,3 +112,22 @@ impl RopeSpec {
         Ok(((freqs.cos()? * a)?, (freqs.sin()? * a)?))
     }
 }
+
+/// Longrope (Phi-3.5, Phi-4-mini): two tables for the same layers, the short factors' while a sequence stays
+/// within `original_context` positions and the long factors' once it passes them. Chosen per forward by its
+/// last position, as transformers chooses (llama.cpp chooses once, by the context size it allocates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RopeSwitch {
+    pub original_context: usize,
+    /// The table the layers name (`LayerPlan::rope`) …
+    pub short: usize,
+    /// … and the one they use past `original_context`.
+    pub long: usize,
+}
+
+impl RopeSwitch {
+    /// The table a layer naming `table` uses in a forward whose positions end at `end` (exclusive).
+    pub fn table(&self, table: usize, end: usize) -> usize {
+        if table == self.short && end > self.original_context { self.long } else { table }
+    }
+}
