@@ -246,13 +246,12 @@ fn the_width_is_the_output_matrix_rows_not_the_tokenizers() {
 
 /// `tunebench logits` on each family fixture (tests/fixtures/families/, made with transformers and llama.cpp's
 /// converter): from the GGUF and the safetensors folder, with and without the PEFT adapter, within 1e-3 of
-/// transformers at every position. The families this branch's decoder runs; Gemma and Phi join with their
-/// decoder support.
+/// transformers at every position (Gemma 2's final soft-cap included).
 #[test]
 fn every_family_fixture_matches_transformers() {
     use support::families::{Fixture, Form, TOLERANCE};
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["llama2", "llama3", "mistral", "qwen2", "qwen3", "smollm3"] {
+    for family in ["llama2", "llama3", "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "phi3", "phi4mini"] {
         let fx = Fixture::open(family);
         for form in [Form::Gguf, Form::Safetensors] {
             for (adapter, key) in [(None, "logits"), (Some(fx.adapter()), "logits_adapter")] {
@@ -271,6 +270,7 @@ fn every_family_fixture_matches_transformers() {
                 let want = fx.tensor(&fx.key(key, form));
                 assert_eq!(got.dims(), want.dims(), "{family} {form:?} {key}");
                 let d = max_diff(&got, want);
+                println!("{family} {form:?} {key}: {d:.1e} from transformers");
                 assert!(d < TOLERANCE, "{family} {form:?} {key}: {d} from transformers");
             }
         }
