@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Record transformers' logits on SmolLM2-135M-Instruct.Q4_1.gguf for tests/logits_real.rs.
+"""Record transformers' logits on a real model's GGUF for tests/logits.rs.
 
 transformers loads the GGUF dequantized to f32 (eager attention, f32 compute): the reference `tunebench logits`
 must match within 1e-3 at every position. The whole [n, vocab] matrix is too big to commit, so the fixture keeps,
 per position, the 10 largest logits and the logits of a fixed spread of ids across the vocabulary.
 
-Run once by a person, never by CI (needs torch, transformers, gguf, safetensors):
-  /work/venv-ref/bin/python scripts/logits-reference/smollm2.py \
+Run once by a person, never by CI (needs torch, transformers, gguf):
+  /work/venv-ref/bin/python scripts/logits-reference/real_model.py \
       models/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/smollm2_transformers_logits.json
+  /work/venv-ref/bin/python scripts/logits-reference/real_model.py \
+      models/gemma-3-270m-Q4_K_M.gguf tests/fixtures/gemma3_270m_transformers_logits.json
 """
 import hashlib
 import importlib.metadata
@@ -28,11 +30,13 @@ model = AutoModelForCausalLM.from_pretrained(
 )
 model.eval()
 
-# Raw ids, no BOS and no template: `tunebench logits --text` tokenizes the same way.
-TEXTS = [
-    "Order #4411 arrived broken; I want a refund of $25.99.",
-    "<|im_start|>user\nWrite a haiku about autumn leaves.<|im_end|>\n<|im_start|>assistant\n",
-]
+# Raw ids, no BOS and no template: `tunebench logits --text` tokenizes the first text the same way; the second
+# holds the model's own turn markers (recognised here, so the ids carry them as control tokens).
+CHAT = {
+    "SmolLM2-135M-Instruct.Q4_1.gguf": "<|im_start|>user\nWrite a haiku about autumn leaves.<|im_end|>\n<|im_start|>assistant\n",
+    "gemma-3-270m-Q4_K_M.gguf": "<start_of_turn>user\nWrite a haiku about autumn leaves.<end_of_turn>\n<start_of_turn>model\n",
+}
+TEXTS = ["Order #4411 arrived broken; I want a refund of $25.99.", CHAT[name]]
 cases = []
 for text in TEXTS:
     ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -56,8 +60,8 @@ versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ["transform
 fixture = {
     "model_sha256": sha,
     "source": f"{versions}; GGUF dequantized to f32, eager attention, f32 compute",
-    "command": "/work/venv-ref/bin/python scripts/logits-reference/smollm2.py "
-    "models/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/smollm2_transformers_logits.json",
+    "command": f"/work/venv-ref/bin/python scripts/logits-reference/real_model.py models/{name} "
+    f"tests/fixtures/{os.path.basename(out_path)}",
     "cases": cases,
 }
 with open(out_path, "w") as f:
