@@ -136,29 +136,45 @@ fn a_q4_k_m_like_mix_loads_and_its_title_names_the_mix() {
     assert_eq!(format(&file, Some(WeightPlan { decode: None, f32_prefill: false })), "Q4_K+Q6_K+Q8_0+Q5_0 weights");
 }
 
-/// A lane decoding the file's own quantized form (no f32 copy, as on a GPU) agrees with the exact logits up to
-/// the activation rounding of quantized matmul: no other weights stand in.
+/// Lanes run every type: decoding the file's own quantized form (no f32 copy, as on a GPU), and the CPU default
+/// (a 64-token prefill in f32, then Q8_0 decode), each agrees with the exact logits up to the rounding of
+/// quantized matmul (its activations are quantized too) and of the Q8_0 copy.
 #[test]
-fn decoding_the_files_own_form_agrees_with_its_exact_logits() {
+fn lanes_run_every_type_near_its_exact_logits() {
     let w = wide_model();
-    for dt in [GgmlDType::Q4K, GgmlDType::Q8_0, GgmlDType::Q4_1] {
+    let plans =
+        [("the file's format", Some(WeightPlan { decode: None, f32_prefill: false })), ("the CPU default", None)];
+    for dt in [
+        GgmlDType::F32,
+        GgmlDType::F16,
+        GgmlDType::BF16,
+        GgmlDType::Q8_0,
+        GgmlDType::Q6K,
+        GgmlDType::Q5K,
+        GgmlDType::Q4K,
+        GgmlDType::Q4_1,
+        GgmlDType::Q4_0,
+    ] {
         let name = tunebench::engine::local::type_name(dt);
         let (file, deq) = (w.dir.path().join(format!("{name}.gguf")), w.dir.path().join(format!("{name}-deq.gguf")));
         requantize(&w.f32, &file, &deq, &|_| dt);
         let exact = exact_logits(&file);
-        let m = load(&file, &Device::Cpu, Some(WeightPlan { decode: None, f32_prefill: false })).unwrap();
-        let mut cache = m.plain.new_cache(IDS.len()).unwrap();
-        let mut worst = 0f32;
-        for (pos, id) in IDS.iter().enumerate() {
-            let row = m.plain.forward_last(&[*id], pos, &mut cache).unwrap();
-            worst = worst.max(max_diff(&row, &exact.get(pos).unwrap()));
-        }
         let scale = exact.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        println!(
-            "{name}: token-by-token decode in the file's format is {:.2e} of the logit scale from exact",
-            worst / scale
-        );
-        assert!(worst / scale < 2e-2, "{name}: {worst}");
+        for (what, plan) in plans {
+            let m = load(&file, &Device::Cpu, plan).unwrap();
+            let mut cache = m.plain.new_cache(IDS.len()).unwrap();
+            // A prefill of the first half (multi-row: the f32 copy where the plan keeps one), then one token at a time.
+            let half = IDS.len() / 2;
+            let prefill = m.plain.forward_all(&IDS[..half], 0, &mut cache).unwrap();
+            let mut worst = max_diff(&prefill, &exact.narrow(0, 0, half).unwrap());
+            for (pos, id) in IDS.iter().enumerate().skip(half) {
+                let row = m.plain.forward_last(&[*id], pos, &mut cache).unwrap();
+                worst = worst.max(max_diff(&row, &exact.get(pos).unwrap()));
+            }
+            println!("{name}, {what}: {:.2e} of the logit scale from exact", worst / scale);
+            // Measured 1.0e-2 to 1.8e-2 for the quantized forms (candle 0.11), 1e-6 for float files run as stored.
+            assert!(worst / scale < 3e-2, "{name}, {what}: {worst}");
+        }
     }
 }
 
