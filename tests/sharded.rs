@@ -67,6 +67,22 @@ fn an_index_loads_its_shards_and_nothing_else() {
     assert_eq!(before, again, "consolidated.safetensors is not part of the model");
 }
 
+/// Without an index (a one-file model), Mistral's consolidated.safetensors still does not load beside
+/// model.safetensors; it is what loads only when it is the one weights file (then its names must match).
+#[test]
+fn without_an_index_consolidated_safetensors_does_not_load_beside_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, hf) = tiny::write(tmp.path(), None);
+    let whole = exact(&hf);
+    std::fs::write(hf.join("consolidated.safetensors"), b"Mistral's weights under other names").unwrap();
+    assert_eq!(tunebench::engine::local::safetensors_files(&hf).unwrap(), [hf.join("model.safetensors")]);
+    let d = (&whole - &exact(&hf)).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(d, 0.0);
+    std::fs::remove_file(hf.join("model.safetensors")).unwrap();
+    let err = load(&hf, &Device::Cpu, None).err().expect("only Mistral's file is left").to_string();
+    assert!(err.contains("consolidated.safetensors"), "it is read, and its error names it: {err}");
+}
+
 #[test]
 fn a_missing_or_outside_shard_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -32,9 +32,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 }
 
 /// A folder's weight files, in name order (the order shards and hashes use): those the
-/// `model.safetensors.index.json` weight_map names when there is one (Mistral repos also ship
-/// consolidated.safetensors, the same weights under other names, which must not load), else every
-/// *.safetensors. A shard the index names but the folder lacks is an error naming it.
+/// `model.safetensors.index.json` weight_map names when there is one, else every *.safetensors. Mistral repos
+/// also ship consolidated.safetensors, the same weights under Mistral's own names: it never loads beside
+/// transformers' files (it would double the memory), only when it is the folder's one weights file. A shard the
+/// index names but the folder lacks is an error naming it.
 pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
@@ -45,6 +46,11 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
+    let mistral =
+        |p: &std::path::PathBuf| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("consolidated"));
+    if files.iter().any(|p| !mistral(p)) {
+        files.retain(|p| !mistral(p));
+    }
     files.sort();
     Ok(files)
 }
