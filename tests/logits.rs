@@ -145,6 +145,32 @@ fn text_is_tokenized_without_specials_and_an_adapter_applies() {
     assert!(max_diff(&tuned, &plain) > 1e-2, "the adapter changes the logits");
 }
 
+/// NaN has no JSON form and would mislead any comparison: an adapter that holds it is refused, naming why.
+#[test]
+fn non_finite_logits_are_refused() {
+    let (dir, gguf, _) = tiny_model();
+    let adapter = dir.path().join("nan");
+    write_adapter(&adapter);
+    let file = adapter.join("adapter_model.safetensors");
+    let mut t = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let name = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight";
+    let nan = Tensor::full(f32::NAN, t[name].dims(), &Device::Cpu).unwrap();
+    t.insert(name.to_string(), nan);
+    candle_core::safetensors::save(&t, &file).unwrap();
+    let o = tunebench(&[
+        "logits",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+        "--adapter",
+        adapter.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && o.stdout.is_empty(), "{err}");
+    assert!(err.contains("non-finite logits at position 0"), "{err}");
+}
+
 /// A PEFT adapter on the q and down projections, B non-zero.
 fn write_adapter(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();

@@ -127,10 +127,10 @@ struct Line {
 
 fn print_lines(values: &Tensor, ids: &[u32], top: usize) -> anyhow::Result<()> {
     use std::io::Write;
-    let rows: Vec<Vec<f32>> = values.to_vec2()?;
     let mut stdout = std::io::stdout().lock();
-    for (pos, (row, id)) in rows.iter().zip(ids).enumerate() {
-        let top = logits::top_k(row, top);
+    for (pos, id) in ids.iter().enumerate() {
+        let row: Vec<f32> = values.get(pos)?.to_vec1()?;
+        let top = logits::top_k(&row, top);
         writeln!(stdout, "{}", serde_json::to_string(&Line { pos, id: *id, top })?)?;
     }
     Ok(())
