@@ -60,7 +60,19 @@ fn family_templates_render_what_transformers_renders() {
         let user = messages.iter().find(|m| m.0 == "user").unwrap().1;
         assert!(r.plain.iter().any(|p| r.text[p.clone()].contains(user.trim())), "{label}: {:?}", r.plain);
     }
-    let want = ["gemma-2", "llama-3.2", "mistral-nemo", "mistral-v0.2", "phi-3.5", "qwen2.5", "qwen3", "smollm3"];
+    let want = [
+        "gemma-2",
+        "gemma-3",
+        "llama-3.2",
+        "mistral-nemo",
+        "mistral-v0.2",
+        "mistral-v0.3",
+        "phi-3.5",
+        "phi-4-mini",
+        "qwen2.5",
+        "qwen3",
+        "smollm3",
+    ];
     assert_eq!(families.into_iter().collect::<Vec<_>>(), want);
 }
 
@@ -125,6 +137,41 @@ fn end_of_turn_tokens_stop_by_id_whatever_their_type() {
     let mut stops = v.stop_ids.clone();
     stops.sort();
     assert_eq!(stops, [1, 2, 3, 4, 5]);
+}
+
+/// The marker each family's template writes after an assistant's answer (expected.json's "4.") is a stop token,
+/// whatever type the vocabulary gives it, so generation ends where the template ends a turn.
+#[test]
+fn each_familys_end_of_turn_marker_stops_generation() {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in cases.iter().filter(|c| c["case"] == "system+user+assistant") {
+        let text = c["expected"].as_str().unwrap();
+        let after = &text[text.find("4.").unwrap() + 2..];
+        let marker = &after[..after.find('>').unwrap() + 1];
+        seen.insert((c["template"].as_str().unwrap(), marker));
+        for kind in [TokenType::Normal, TokenType::UserDefined, TokenType::Control] {
+            let tokens = vec!["a".to_string(), marker.to_string()];
+            let v = Vocab::finish(
+                tokens,
+                vec![TokenType::Normal, kind],
+                vec![0.0; 2],
+                Model::Spm { add_space_prefix: false },
+                None,
+                None,
+                Vec::new(),
+                false,
+                None,
+            );
+            assert_eq!(v.stop_ids, [1], "{}: {marker} ({kind:?})", c["template"]);
+        }
+    }
+    let markers: std::collections::BTreeMap<_, _> = seen.into_iter().collect();
+    assert_eq!(markers["gemma-3"], "<end_of_turn>");
+    assert_eq!(markers["phi-4-mini"], "<|end|>");
+    assert_eq!(markers["mistral-v0.3"], "</s>");
+    assert_eq!(markers.len(), 11, "every family's template: {markers:?}");
 }
 
 #[test]

@@ -25,10 +25,15 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Self {
+        Self::answering(WRONG).await
+    }
+
+    /// Every lane run once; lane `api` answers `api`.
+    async fn answering(api: &str) -> Self {
         let backend = ScriptedBackend::new([
             ("base", Script::text(WRONG).prompt_tokens(1287)),
             ("tuned", Script::text(WRONG).prompt_tokens(231)),
-            ("api", Script::text(WRONG).prompt_tokens(1198)),
+            ("api", Script::text(api).prompt_tokens(1198)),
         ]);
         let (tmp, root) = support::example_copy();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -135,6 +140,36 @@ async fn the_api_lanes_answer_is_edited_rated_and_stored_with_the_short_prompt()
     assert!(screen.contains("check: ✓ no problems"), "{screen}");
     r.send(key(KeyCode::Enter));
     assert!(r.screen().contains("from lane `api`"), "opened: {}", r.screen());
+}
+
+/// A reasoning model's `<think>` block is not the answer a training example teaches: Ctrl+P leaves it out,
+/// and `k` keeps it when the user asks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_think_block_stays_out_of_the_promoted_answer_unless_asked() {
+    let output = format!("<think>\nThe ear cup is silent: a replacement.\n</think>\n\n{RIGHT}");
+    let mut r = Rig::answering(&output).await;
+    r.promote_api();
+    let screen = r.screen();
+    assert!(
+        screen.contains("<think> block is left out of the answer") && !screen.contains("ear cup is silent"),
+        "{screen}"
+    );
+    r.send(key(KeyCode::Enter));
+    let stored = r.lines("train.jsonl");
+    let x = stored.last().unwrap();
+    assert_eq!(x["messages"][2]["content"], RIGHT, "the answer without its thinking");
+    assert_ne!(x["meta"]["edited"], true, "leaving the thinking out is not an edit");
+
+    let mut r = Rig::answering(&output).await;
+    r.promote_api();
+    r.send(ch('k'));
+    assert!(r.screen().contains("includes the lane's <think> block"), "{}", r.screen());
+    r.send(ch('k'));
+    assert!(r.screen().contains("left out of the answer"), "k toggles: {}", r.screen());
+    r.send(ch('k'));
+    r.send(key(KeyCode::Enter));
+    let x = r.lines("train.jsonl").last().cloned().unwrap();
+    assert_eq!(x["messages"][2]["content"], output.as_str(), "kept because the user asked");
 }
 
 #[tokio::test(flavor = "multi_thread")]

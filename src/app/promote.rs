@@ -29,6 +29,9 @@ pub struct PromoteForm {
     pub field: PromoteField,
     /// The lane failed: its answer is partial.
     pub partial: bool,
+    /// The lane's whole output when it holds a reasoning model's `<think>` block: the answer starts without
+    /// the block (a training example teaches the answer, not the thinking), and `k` puts it back.
+    pub with_thinking: Option<String>,
 }
 
 /// What the runtime stores for a promotion (answered with `Action::Promoted`).
@@ -47,6 +50,11 @@ impl PromoteForm {
 
     pub fn edited(&self) -> bool {
         self.answer_text() != self.original.trim_end()
+    }
+
+    /// Whether the answer holds the lane's thinking block (the user asked for it with `k`).
+    pub fn keeps_thinking(&self) -> bool {
+        self.with_thinking.as_deref().is_some_and(|full| self.answer_text() == full.trim_end())
     }
 }
 
@@ -91,11 +99,13 @@ pub fn on_checked(state: &mut AppState, lane: usize, run: RunId, result: Result<
 /// The dialog on lane `i`'s answer.
 fn open(state: &AppState, i: usize) -> Option<PromoteForm> {
     let lane = state.lanes.get(i)?;
+    let (thinking, answer) = crate::engine::think::split(&lane.output);
     Some(PromoteForm {
         lane: i,
         input: lane.input.clone(),
-        original: lane.output.clone(),
-        answer: text_area(&lane.output),
+        original: answer.to_string(),
+        answer: text_area(answer),
+        with_thinking: thinking.map(|_| lane.output.clone()),
         tags: TextArea::default(),
         rating: None,
         field: PromoteField::None,
@@ -135,6 +145,12 @@ pub fn key(state: &mut AppState, form: &mut PromoteForm, key: KeyEvent) -> (Vec<
             form.field = PromoteField::Answer;
         }
         KeyCode::Char('t') => form.field = PromoteField::Tags,
+        // The thinking block in or out of the answer, as the user chooses; edits made meanwhile are replaced.
+        KeyCode::Char('k') => match &form.with_thinking {
+            Some(_) if form.keeps_thinking() => form.answer = text_area(&form.original),
+            Some(full) => form.answer = text_area(full),
+            None => state.info("this answer has no <think> block"),
+        },
         KeyCode::Enter => return store(state, form, false),
         KeyCode::Char('x') => return store(state, form, true),
         KeyCode::Esc | KeyCode::Char('q') => {

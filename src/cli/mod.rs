@@ -16,6 +16,7 @@ mod count;
 pub mod dataset;
 pub mod eval;
 pub mod headless;
+mod logits;
 mod run;
 mod runs;
 pub mod train;
@@ -53,6 +54,9 @@ enum Command {
         parse_special: bool,
         text: String,
     },
+    /// A model's logits at every position of a raw token sequence, in f32 from the file's own weights: one JSON
+    /// line per position (top K), or every logit to a safetensors file.
+    Logits(logits::LogitsArgs),
     /// Count each lane's whole prompt (system prompt + input + chat format) in its own tokenizer, without running.
     Count {
         workspace: PathBuf,
@@ -145,6 +149,7 @@ pub fn main() -> ExitCode {
                 println!("{}", path.display());
                 Ok(ExitCode::SUCCESS)
             }
+            Some(Command::Logits(args)) => tokio::task::spawn_blocking(move || logits::run(&args)).await?,
             Some(Command::Tokenize { model, ids, parse_special, text }) => {
                 count::tokenize(&model, ids, parse_special, &text)
             }

@@ -74,10 +74,20 @@ pub fn dialog(state: &AppState, frame: &mut Frame, area: Rect, form: &PromoteFor
     if form.partial {
         let warn = " the lane failed: this answer is partial — edit it (e) before promoting";
         frame.render_widget(Paragraph::new(Line::styled(warn, Style::default().fg(t.warn))), note);
+    } else if form.with_thinking.is_some() {
+        let said = if form.keeps_thinking() {
+            " the answer includes the lane's <think> block — k leaves it out"
+        } else {
+            " the lane's <think> block is left out of the answer — k keeps it"
+        };
+        frame.render_widget(Paragraph::new(Line::styled(said, muted)), note);
     }
     let hint = match form.field {
         PromoteField::Answer => " editing the answer · Esc done",
         PromoteField::Tags => " tags, comma or space separated · Enter/Esc done",
+        PromoteField::None if form.with_thinking.is_some() => {
+            " Enter promote · e edit · c write anew · k thinking · 1–5 rate · t tags · x reject · Esc cancel"
+        }
         PromoteField::None => {
             " Enter promote · e edit answer · c write it anew · 1–5 rate · t tags · x reject · Esc cancel"
         }

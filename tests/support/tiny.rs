@@ -81,6 +81,9 @@ pub struct Options {
     pub quant: Option<GgmlDType>,
     /// Scales the output head: random small weights cap the logits' range, and so how low a loss can go.
     pub head_scale: f64,
+    /// Model width and MLP width (default `HIDDEN`, `FFN`); K-quants need rows of whole 256-blocks.
+    pub hidden: usize,
+    pub ffn: usize,
 }
 
 impl Default for Options {
@@ -94,6 +97,8 @@ impl Default for Options {
             tied: false,
             quant: None,
             head_scale: 1.0,
+            hidden: HIDDEN,
+            ffn: FFN,
         }
     }
 }
@@ -110,7 +115,8 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
     let quant = o.quant;
     let (tokens, merges) = vocab();
     let vocab_n = tokens.len();
-    let hd = HIDDEN / HEADS;
+    let (hidden, ffn) = (o.hidden, o.ffn);
+    let hd = hidden / HEADS;
     let mut hf: HashMap<String, Tensor> = HashMap::new();
     let mut gg: Vec<(String, Tensor)> = Vec::new();
     let mut seed = 1;
@@ -118,13 +124,13 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
         seed += 1;
         rand(shape, seed)
     };
-    let embed = mk(&[vocab_n, HIDDEN]);
+    let embed = mk(&[vocab_n, hidden]);
     hf.insert("model.embed_tokens.weight".into(), embed.clone());
     gg.push(("token_embd.weight".into(), embed));
-    let norm = (mk(&[HIDDEN]) + 1.0).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+    let norm = (mk(&[hidden]) + 1.0).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
     hf.insert("model.norm.weight".into(), norm.clone());
     gg.push(("output_norm.weight".into(), norm));
-    let head = (mk(&[vocab_n, HIDDEN]) * o.head_scale).unwrap();
+    let head = (mk(&[vocab_n, hidden]) * o.head_scale).unwrap();
     if !o.tied {
         hf.insert("lm_head.weight".into(), head.clone());
         gg.push(("output.weight".into(), head));
@@ -133,20 +139,20 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
         let p = |m: &str| format!("model.layers.{l}.{m}.weight");
         let g = |m: &str| format!("blk.{l}.{m}.weight");
         let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
-        let an = bf((mk(&[HIDDEN]) + 1.0).unwrap());
-        let fnm = bf((mk(&[HIDDEN]) + 1.0).unwrap());
+        let an = bf((mk(&[hidden]) + 1.0).unwrap());
+        let fnm = bf((mk(&[hidden]) + 1.0).unwrap());
         hf.insert(p("input_layernorm"), an.clone());
         gg.push((g("attn_norm"), an));
         hf.insert(p("post_attention_layernorm"), fnm.clone());
         gg.push((g("ffn_norm"), fnm));
         let shapes = [
-            ("self_attn.q_proj", "attn_q", [HEADS * hd, HIDDEN]),
-            ("self_attn.k_proj", "attn_k", [KV_HEADS * hd, HIDDEN]),
-            ("self_attn.v_proj", "attn_v", [KV_HEADS * hd, HIDDEN]),
-            ("self_attn.o_proj", "attn_output", [HIDDEN, HEADS * hd]),
-            ("mlp.gate_proj", "ffn_gate", [FFN, HIDDEN]),
-            ("mlp.up_proj", "ffn_up", [FFN, HIDDEN]),
-            ("mlp.down_proj", "ffn_down", [HIDDEN, FFN]),
+            ("self_attn.q_proj", "attn_q", [HEADS * hd, hidden]),
+            ("self_attn.k_proj", "attn_k", [KV_HEADS * hd, hidden]),
+            ("self_attn.v_proj", "attn_v", [KV_HEADS * hd, hidden]),
+            ("self_attn.o_proj", "attn_output", [hidden, HEADS * hd]),
+            ("mlp.gate_proj", "ffn_gate", [ffn, hidden]),
+            ("mlp.up_proj", "ffn_up", [ffn, hidden]),
+            ("mlp.down_proj", "ffn_down", [hidden, ffn]),
         ];
         for (hf_name, gg_name, shape) in shapes {
             let w = mk(&shape);
@@ -175,14 +181,14 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
         tokens.iter().map(|t| Value::I32(if SPECIALS.contains(&t.as_str()) { 3 } else { 1 })).collect();
     let mut md: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String(o.arch.into())),
-        ("llama.embedding_length", Value::U32(HIDDEN as u32)),
+        ("llama.embedding_length", Value::U32(hidden as u32)),
         ("llama.block_count", Value::U32(LAYERS as u32)),
         ("llama.attention.head_count", Value::U32(HEADS as u32)),
         ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ("llama.rope.freq_base", Value::F32(10_000.0)),
         ("llama.context_length", Value::U32(CONTEXT as u32)),
-        ("llama.feed_forward_length", Value::U32(FFN as u32)),
+        ("llama.feed_forward_length", Value::U32(ffn as u32)),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("gpt2".into())),
         ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect())),
@@ -209,9 +215,9 @@ pub fn write_with(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
     let hf: HashMap<String, Tensor> = hf.into_iter().map(|(k, v)| (k, v.to_dtype(DType::BF16).unwrap())).collect();
     candle_core::safetensors::save(&hf, hf_dir.join("model.safetensors")).unwrap();
     let config = serde_json::json!({
-                "architectures": [hf_architecture(o.arch)], "vocab_size": vocab_n, "hidden_size": HIDDEN,
+                "architectures": [hf_architecture(o.arch)], "vocab_size": vocab_n, "hidden_size": hidden,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
-        "intermediate_size": FFN, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "intermediate_size": ffn, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "max_position_embeddings": CONTEXT, "tie_word_embeddings": o.tied,
         "bos_token_id": vocab_n - 2, "eos_token_id": vocab_n - 1,
     });

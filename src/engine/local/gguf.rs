@@ -169,3 +169,19 @@ impl<R: Read + Seek> Walker<'_, R> {
         Ok(None)
     }
 }
+
+/// The file's own weight formats as the pane title names them: one type (`Q4_1`), or a mix such as a Q4_K_M
+/// file's (`Q4_K+Q6_K`), the type holding most parameters first. Only matrices count: every quantization keeps
+/// norms and other vectors in f32.
+pub fn weight_format(ct: &Content) -> String {
+    let mut params: Vec<(String, usize)> = Vec::new();
+    for t in ct.tensor_infos.values().filter(|t| t.shape.rank() >= 2) {
+        let name = super::linear::type_name(t.ggml_dtype);
+        match params.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, p)) => *p += t.shape.elem_count(),
+            None => params.push((name, t.shape.elem_count())),
+        }
+    }
+    params.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    if params.is_empty() { "?".into() } else { params.into_iter().map(|(n, _)| n).collect::<Vec<_>>().join("+") }
+}

@@ -31,14 +31,54 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))
 }
 
-/// A folder's weight files, in name order (the order shards and hashes use).
+/// A folder's weight files, in name order (the order shards and hashes use): those the
+/// `model.safetensors.index.json` weight_map names when there is one, else every *.safetensors. Mistral repos
+/// also ship consolidated.safetensors, the same weights under Mistral's own names: it never loads beside
+/// transformers' files (it would double the memory), only when it is the folder's one weights file. A shard the
+/// index names but the folder lacks is an error naming it.
 pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return indexed_files(dir, &index);
+    }
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| LocalError::Io { path: dir.to_path_buf(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
+    let mistral =
+        |p: &std::path::PathBuf| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("consolidated"));
+    if files.iter().any(|p| !mistral(p)) {
+        files.retain(|p| !mistral(p));
+    }
     files.sort();
+    Ok(files)
+}
+
+fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<std::path::PathBuf>> {
+    #[derive(Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let idx: Index = read_json(index)?;
+    let bad = |why: String| Err(LocalError::Model(format!("{}: {why}", index.display())));
+    let names: std::collections::BTreeSet<&String> = idx.weight_map.values().collect();
+    if names.is_empty() {
+        return bad("weight_map names no files".into());
+    }
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        // A shard lives in the folder itself: a path out of it is not one.
+        let plain = Path::new(name).file_name().is_some_and(|f| f == name.as_str());
+        if !plain {
+            return bad(format!("weight_map names `{name}`, which is not a file name in this folder"));
+        }
+        let path = dir.join(name);
+        if !path.is_file() {
+            return bad(format!("weight_map names the shard `{name}`, which is missing from {}", dir.display()));
+        }
+        files.push(path);
+    }
     Ok(files)
 }
 

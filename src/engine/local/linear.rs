@@ -21,9 +21,30 @@ pub struct WeightPlan {
 }
 
 impl WeightPlan {
+    /// Every weight dequantized once to f32 and used as such, in every phase: the file's own values with no
+    /// requantized copy, which is what a fidelity check (`tunebench logits`) must compute with.
+    pub const EXACT: Self = Self { decode: Some(GgmlDType::F32), f32_prefill: false };
+
+    /// The pane title's words for the weights: the file's own format (`source`), and the form decode runs
+    /// when it is another one, so a requantized copy is never passed off as the file.
     pub fn describe(&self, source: &str) -> String {
-        let decode = self.decode.map_or_else(|| source.to_string(), |d| format!("{d:?}"));
-        if self.f32_prefill { format!("{decode} decode · f32 prefill") } else { format!("{decode} weights") }
+        if *self == Self::EXACT {
+            return format!("{source} dequantized to f32");
+        }
+        let form = match self.decode {
+            Some(d) if type_name(d) != source => format!("{source} file · {}", type_name(d)),
+            _ => source.to_string(),
+        };
+        if self.f32_prefill { format!("{form} decode · f32 prefill") } else { format!("{form} weights") }
+    }
+}
+
+/// A GGML type as llama.cpp names it (`Q4_K`; candle's debug name is `Q4K`).
+pub fn type_name(d: GgmlDType) -> String {
+    let s = format!("{d:?}");
+    match s.strip_suffix('K') {
+        Some(head) if !head.ends_with('_') => format!("{head}_K"),
+        _ => s,
     }
 }
 
@@ -45,6 +66,7 @@ impl BaseLinear {
         let float_src = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         let f32 = if plan.f32_prefill || float_src || plan.decode.is_some() { Some(q.dequantize(&dev)?) } else { None };
         let decode = match (plan.decode, &f32) {
+            (Some(GgmlDType::F32), Some(w)) => QMatMul::Tensor(w.clone()),
             // Requantizing needs whole blocks along the input dimension.
             (Some(dt), Some(w)) if dt != q.dtype() && in_dim % dt.block_size() == 0 => {
                 QMatMul::from_qtensor(QTensor::quantize(w, dt)?)?
@@ -61,6 +83,7 @@ impl BaseLinear {
         let (out_dim, in_dim) = w.dims2()?;
         let w = w.to_dtype(DType::F32)?;
         let decode = match plan.decode {
+            Some(GgmlDType::F32) => QMatMul::Tensor(w.clone()),
             Some(dt) if in_dim % dt.block_size() == 0 => QMatMul::from_qtensor(QTensor::quantize(&w, dt)?)?,
             _ => QMatMul::Tensor(w.clone()),
         };

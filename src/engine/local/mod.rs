@@ -8,6 +8,7 @@ mod generate;
 mod gguf;
 mod hf;
 mod linear;
+pub mod logits;
 pub mod paths;
 pub mod prompt;
 pub mod pull;
@@ -33,7 +34,8 @@ pub use decoder::{
 };
 pub use generate::PREFILL_CHUNK;
 pub use gguf::read_content as read_gguf_content;
-pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain};
+pub use hf::safetensors_files;
+pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain, type_name};
 pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, load_gguf_from, plan_for};
 pub use weights::{BaseLayer, BaseWeights, Config};
 pub use worker::pick_device;

@@ -199,9 +199,7 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
         },
         |name| shift(get.borrow_mut()(name)?.dequantize(device)?, tensors.norm_shift),
     )?;
-    let first = tensors.layers.first().and_then(|l| l.linears.first()).map(|l| format!("{}.weight", l.stem));
-    let source = first.and_then(|n| ct.tensor_infos.get(&n)).map_or("?".into(), |t| format!("{:?}", t.ggml_dtype));
-    let mut format = plan.describe(&source);
+    let mut format = plan.describe(&super::gguf::weight_format(ct));
     for note in capped.into_iter().chain(notes) {
         format.push_str(&format!(" · {note}"));
     }
