@@ -9,6 +9,7 @@ mod support;
 use std::path::Path;
 
 use candle_core::Device;
+use candle_core::quantized::gguf_file::Value as GgufValue;
 use serde_json::{Value, json};
 use support::families::{F32, Fixture, max_diff, teacher_forced};
 use tunebench::engine::local::{Cap, LoadedModel, SoftCaps, load};
@@ -154,4 +155,54 @@ fn phi3_longrope_table_holds_across_prefill_chunks() {
     let got = candle_core::Tensor::cat(&[first, rest], 0).unwrap();
     let d = max_diff(&got, fx.tensor("logits"));
     assert!(d <= 1e-3, "chunked prefill differs from transformers by {d}");
+}
+
+/// The fixture's GGUF rewritten with `edit` applied to its metadata; the loaded model's windows and title.
+fn gguf_edited(family: &str, dir: &Path, edit: impl Fn(&mut Vec<(String, GgufValue)>)) -> (Vec<Option<usize>>, String) {
+    use candle_core::quantized::gguf_file;
+    let src = Fixture::open(family).path(support::families::Form::Gguf);
+    let mut f = std::fs::File::open(&src).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut metadata: Vec<(String, GgufValue)> = content.metadata.clone().into_iter().collect();
+    edit(&mut metadata);
+    let tensors: Vec<(String, _)> = content
+        .tensor_infos
+        .keys()
+        .map(|name| (name.clone(), content.tensor(&mut f, name, &Device::Cpu).unwrap()))
+        .collect();
+    let out = dir.join(format!("{family}.gguf"));
+    let md: Vec<(&str, &GgufValue)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &_)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(&out).unwrap(), &md, &ts).unwrap();
+    let m = load(&out, &Device::Cpu, Some(F32)).unwrap();
+    (m.base().cfg.layer_plan.iter().map(|l| l.window).collect(), m.base().format.clone())
+}
+
+fn set(md: &mut Vec<(String, GgufValue)>, key: &str, value: Option<GgufValue>) {
+    md.retain(|(k, _)| k != key);
+    if let Some(v) = value {
+        md.push((key.to_string(), v));
+    }
+}
+
+/// GGUF windows as llama.cpp reads them: Gemma 2 defaults to 4096 on alternate layers and takes a pattern key;
+/// Gemma 3 without a window key has none; Phi's window (0: none) applies to every layer, noted in the title.
+#[test]
+fn gguf_windows_follow_llama_cpp_keys_and_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, _) = gguf_edited("gemma2", dir.path(), |md| set(md, "gemma2.attention.sliding_window", None));
+    assert_eq!(w, [Some(4096), None, Some(4096), None]);
+    let (w, _) = gguf_edited("gemma2", dir.path(), |md| {
+        set(md, "gemma2.attention.sliding_window_pattern", Some(GgufValue::U32(4)));
+    });
+    assert_eq!(w, [Some(8), Some(8), Some(8), None]);
+    let (w, _) = gguf_edited("gemma3", dir.path(), |md| set(md, "gemma3.attention.sliding_window", None));
+    assert_eq!(w, [None; 6]);
+    let (w, title) = gguf_edited("phi3", dir.path(), |md| {
+        set(md, "phi3.attention.sliding_window", Some(GgufValue::U32(6)));
+    });
+    assert_eq!((w, title.contains("sliding window 6")), (vec![Some(6); 4], true));
+    let (w, _) =
+        gguf_edited("phi3", dir.path(), |md| set(md, "phi3.attention.sliding_window", Some(GgufValue::U32(0))));
+    assert_eq!(w, [None; 4]);
 }
