@@ -131,7 +131,9 @@ pub fn gguf(m: &Meta, arch: &str) -> Result<Arch> {
     let sliding = match m.0.metadata.get(&key("attention.sliding_window_pattern")) {
         None => pattern_layers(dims.layers, g.pattern()),
         Some(Value::Array(flags)) if flags.len() == dims.layers => {
-            flags.iter().map(|f| f.to_bool().unwrap_or(false)).collect()
+            flags.iter().map(|f| f.to_bool()).collect::<candle_core::Result<Vec<bool>>>().map_err(|_| {
+                LocalError::Model(format!("GGUF `{name}.attention.sliding_window_pattern` holds a non-flag"))
+            })?
         }
         Some(v) => match v.to_u32() {
             Ok(n) => pattern_layers(dims.layers, n as usize),
