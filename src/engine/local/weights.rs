@@ -139,6 +139,13 @@ impl Meta<'_> {
     pub fn string(&self, key: &str) -> Result<String> {
         self.get(key)?.to_string().cloned().map_err(|e| LocalError::Model(format!("GGUF `{key}`: {}", candle_text(&e))))
     }
+    /// An optional key: None when absent, an error naming it when present with the wrong type.
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
+        if self.0.metadata.contains_key(key) { self.u32(key).map(Some) } else { Ok(None) }
+    }
+    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
+        if self.0.metadata.contains_key(key) { self.f32(key).map(Some) } else { Ok(None) }
+    }
 }
 
 /// Loads a GGUF model's tensors onto `device` with the given weight plan.

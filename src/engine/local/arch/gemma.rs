@@ -107,11 +107,11 @@ pub fn gguf(m: &Meta, arch: &str) -> Result<Arch> {
     let name = g.name();
     let key = |k: &str| format!("{name}.{k}");
     let dims = Dims::gguf(m, name)?;
-    let f32_key = |k: &str| m.f32(&key(k)).ok().map(f64::from);
+    let f32_key = |k: &str| Ok::<_, LocalError>(m.opt_f32(&key(k))?.map(f64::from));
     let (attention, logits) = match g {
         // llama.cpp always caps Gemma 2's attention; both caps default to Gemma 2's values.
         Gen::Two => {
-            (f32_key("attn_logit_softcapping").or(Some(50.0)), f32_key("final_logit_softcapping").or(Some(30.0)))
+            (f32_key("attn_logit_softcapping")?.or(Some(50.0)), f32_key("final_logit_softcapping")?.or(Some(30.0)))
         }
         Gen::Three => {
             if m.0.metadata.contains_key(&key("attn_logit_softcapping")) {
@@ -119,14 +119,14 @@ pub fn gguf(m: &Meta, arch: &str) -> Result<Arch> {
                     "attention soft-capping in a Gemma 3 file ({name}.attn_logit_softcapping; llama.cpp does not apply it either)"
                 )));
             }
-            (None, f32_key("final_logit_softcapping").filter(|c| *c != 0.0))
+            (None, f32_key("final_logit_softcapping")?.filter(|c| *c != 0.0))
         }
     };
     let caps =
         soft_caps(cap(attention, &key("attn_logit_softcapping"))?, cap(logits, &key("final_logit_softcapping"))?);
     let window = match g {
-        Gen::Two => Some(m.u32(&key("attention.sliding_window")).unwrap_or(4096) as usize),
-        Gen::Three => m.u32(&key("attention.sliding_window")).ok().map(|w| w as usize).filter(|w| *w > 0),
+        Gen::Two => Some(m.opt_u32(&key("attention.sliding_window"))?.unwrap_or(4096) as usize),
+        Gen::Three => m.opt_u32(&key("attention.sliding_window"))?.map(|w| w as usize).filter(|w| *w > 0),
     };
     let sliding = match m.0.metadata.get(&key("attention.sliding_window_pattern")) {
         None => pattern_layers(dims.layers, g.pattern()),
@@ -147,8 +147,8 @@ pub fn gguf(m: &Meta, arch: &str) -> Result<Arch> {
     let global = super::gguf_rope(m, name, dims.head_dim)?;
     // Gemma 2's local layers rotate as its global ones (scaling included); Gemma 3's use their own base, unscaled.
     let local = match g {
-        Gen::Two => RopeSpec { base: m.f32(&key("rope.freq_base_swa")).unwrap_or(global.base), ..global.clone() },
-        Gen::Three => RopeSpec::plain(m.f32(&key("rope.freq_base_swa")).unwrap_or(10_000.0), global.dims),
+        Gen::Two => RopeSpec { base: m.opt_f32(&key("rope.freq_base_swa"))?.unwrap_or(global.base), ..global.clone() },
+        Gen::Three => RopeSpec::plain(m.opt_f32(&key("rope.freq_base_swa"))?.unwrap_or(10_000.0), global.dims),
     };
     let attn_scale = if dims.layers == g.layers_27b() {
         1.0 / ((dims.hidden / dims.heads.max(1)) as f64).sqrt()

@@ -41,9 +41,9 @@ pub fn gguf(m: &Meta) -> Result<Arch> {
     let mut tensors = TensorNames::standard(Scheme::Gguf, &family, dims.layers, tied);
     let mut notes = Vec::new();
     // The converter writes 0 for "no window" (Phi-4).
-    let window = m.u32("phi3.attention.sliding_window").ok().map(|w| w as usize).filter(|w| *w > 0);
+    let window = m.opt_u32("phi3.attention.sliding_window")?.map(|w| w as usize).filter(|w| *w > 0);
     let plan = windowed(window, dims.layers, dims.context, &mut notes);
-    let original = m.u32("phi3.rope.scaling.original_context_length").map_or(dims.context, |c| c as usize);
+    let original = m.opt_u32("phi3.rope.scaling.original_context_length")?.map_or(dims.context, |c| c as usize);
     let cfg = match (has(short), has(long)) {
         (false, false) => dims.config(family, vec![rope], plan),
         (true, true) if rope.scaling != RopeScaling::None => {
@@ -52,7 +52,7 @@ pub fn gguf(m: &Meta) -> Result<Arch> {
             ));
         }
         (true, true) => {
-            rope.attention_factor = m.f32("phi3.rope.scaling.attn_factor").unwrap_or(1.0);
+            rope.attention_factor = m.opt_f32("phi3.rope.scaling.attn_factor")?.unwrap_or(1.0);
             let mut cfg = dims.config(family, vec![rope.clone()], plan);
             longrope(&mut cfg, rope, original);
             tensors.table_factors = vec![(0, short.into()), (1, long.into())];
