@@ -110,6 +110,13 @@ fn gpt2_ids_match_llama_tokenize() {
     }
 }
 
+/// The sdist ships no gpt-4o vocabulary; the Phi-4-mini fixture's committed GGUF (pre gpt-4o) is always here.
+#[test]
+fn gpt4o_ids_match_llama_tokenize_on_the_phi4mini_fixture() {
+    let tok = check("gpt-4o").expect("the Phi-4-mini fixture is committed");
+    assert_eq!(pre(&tok), "gpt-4o");
+}
+
 #[test]
 fn phi3_sentencepiece_ids_match_llama_tokenize() {
     if let Some(tok) = check("phi-3") {
