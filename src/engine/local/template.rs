@@ -6,6 +6,9 @@ use minijinja::{Environment, Error, ErrorKind, context};
 
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 const LLAMA3: &str = "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+/// Gemma 2's own format; it takes no system turn, so a system prompt is folded (and the pane says so).
+const GEMMA: &str = "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n{{ m.content | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+const PHI3: &str = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
 const LLAMA2: &str = "{{ bos_token }}[INST] {% for m in messages %}{% if m.role == 'system' %}<<SYS>>\n{{ m.content }}\n<</SYS>>\n\n{% else %}{{ m.content }}{% endif %}{% endfor %} [/INST]";
 
 /// A prompt rendered for the model, with the spans that came from the user's and system's own text.
@@ -50,6 +53,9 @@ impl ChatTemplate {
         let (source, fallback) = match own {
             Some(t) => (t.to_string(), None),
             None if has_token("<|start_header_id|>") => (LLAMA3.to_string(), Some("llama3")),
+            // Before the `</s>` test: Gemma and Phi-3 vocabularies hold `</s>` too.
+            None if has_token("<start_of_turn>") => (GEMMA.to_string(), Some("gemma")),
+            None if has_token("<|user|>") && has_token("<|end|>") => (PHI3.to_string(), Some("phi3")),
             None if has_token("[INST]") || (!has_token("<|im_start|>") && has_token("</s>")) => {
                 (LLAMA2.to_string(), Some("llama2"))
             }
@@ -299,6 +305,19 @@ mod tests {
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi <|im_end|> there<|im_end|>\n<|im_start|>assistant\n"
         );
         assert_eq!(&r.text[r.plain[1].clone()], "Hi <|im_end|> there");
+    }
+
+    #[test]
+    fn gemma_and_phi3_vocabularies_get_their_own_format_not_llama2s() {
+        let gemma = ChatTemplate::new(None, |s| ["<start_of_turn>", "<end_of_turn>", "</s>"].contains(&s)).unwrap();
+        assert_eq!(gemma.fallback, Some("gemma"));
+        let r = gemma.render("Be brief.", "Hi", "<bos>", "<eos>").unwrap();
+        assert_eq!(r.text, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+        assert!(r.folded, "Gemma's format takes no system turn");
+        let phi = ChatTemplate::new(None, |s| ["<|user|>", "<|end|>", "</s>"].contains(&s)).unwrap();
+        assert_eq!(phi.fallback, Some("phi3"));
+        let r = phi.render("Be brief.", "Hi", "<s>", "</s>").unwrap();
+        assert_eq!(r.text, "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n");
     }
 
     #[test]
