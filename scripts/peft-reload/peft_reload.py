@@ -1,7 +1,7 @@
 """Loads adapters that tunebench trained (tests/family_peft.rs with TUNEBENCH_PEFT_DIR set) into PEFT on each
 family fixture's hf/ model, and compares PEFT's logits with the ones tunebench served with the same adapter.
 
-Run from the repository root, with the reference venv (never by CI):
+Run from the repository root with a reference venv, or all of it with scripts/peft-check (CI runs that):
     TUNEBENCH_PEFT_DIR=/tmp/peft-check cargo test --test family_peft
     /work/venv-ref/bin/python scripts/peft-reload/peft_reload.py /tmp/peft-check
 Prints one line per family and form, and exits non-zero if any differs by more than 1e-3.
