@@ -80,11 +80,22 @@ fn measure_file(path: &Path, dtype: GgmlDType, reps: usize, llama_bench: Option<
         (format!("tunebench: its choice ({})", chosen.describe(&name)), chosen),
         (format!("tunebench: the file's {name} as is"), own),
     ];
-    // Alternate the plans run by run, so drift in the machine's load is shared between them.
+    // Engines and plans take turns run by run, so drift in the machine's load is shared between them.
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); plans.len()];
+    let mut llama: Vec<Sample> = Vec::new();
+    let mut setup = None;
     for _ in 0..reps {
         for (i, (_, plan)) in plans.iter().enumerate() {
             samples[i].push(measure::once(path, Some(*plan), PROMPT, DECODE)?);
+        }
+        if let Some(bin) = llama_bench {
+            match measure::llama_bench(bin, path, PROMPT, DECODE, 1) {
+                Ok(l) => {
+                    llama.push(l.sample);
+                    setup = Some(l.setup);
+                }
+                Err(e) => println!("llama.cpp: {e:#}"),
+            }
         }
     }
     let mut rows: Vec<Row> = plans
@@ -92,14 +103,9 @@ fn measure_file(path: &Path, dtype: GgmlDType, reps: usize, llama_bench: Option<
         .zip(&samples)
         .map(|((engine, _), s)| Row { engine: engine.clone(), figures: measure::median(s) })
         .collect();
-    if let Some(bin) = llama_bench {
-        match measure::llama_bench(bin, path, PROMPT, DECODE, reps) {
-            Ok(l) => {
-                println!("llama.cpp: {}", l.setup);
-                rows.push(Row { engine: "llama.cpp llama-bench (reference)".into(), figures: l.sample });
-            }
-            Err(e) => println!("llama.cpp: {e:#}"),
-        }
+    if let Some(setup) = setup {
+        println!("llama.cpp: {setup}; {} of {reps} runs succeeded", llama.len());
+        rows.push(Row { engine: "llama.cpp llama-bench (reference)".into(), figures: measure::median(&llama) });
     }
     Ok(rows)
 }

@@ -111,7 +111,7 @@ fn smollm2(path: &Path, llama_bench: Option<&Path>) {
     }
     if let Some(bin) = llama_bench {
         let threads = candle_core::utils::get_num_threads().to_string();
-        let out = std::process::Command::new(&bin)
+        let out = std::process::Command::new(bin)
             .args([
                 "-m",
                 path.to_str().unwrap(),

@@ -121,13 +121,19 @@ pub fn llama_bench(bin: &Path, path: &Path, prompt: usize, decode: usize, reps: 
     let (prefill, info) = test(&pp, "prompt")?;
     let (decode, _) = test(&tg, "generation")?;
     let field = |k: &str| info.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+    let flash = match field("flash_attn").as_str() {
+        "-1" => "auto".to_string(),
+        "0" | "false" => "off".to_string(),
+        "1" | "true" => "on".to_string(),
+        other => other.to_string(),
+    };
     let setup = format!(
-        "build {} · {} · {} threads · flash_attn {} · repack {}",
+        "build {} · {} · {} threads · flash_attn {flash} · repack {} · ubatch {}",
         field("build_commit"),
         field("backends"),
         field("n_threads"),
-        field("flash_attn"),
-        field("repack")
+        field("repack"),
+        field("n_ubatch")
     );
     Ok(LlamaBench { sample: Sample { load_s: None, prefill, decode }, setup })
 }
