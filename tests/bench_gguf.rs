@@ -34,7 +34,8 @@ fn the_bench_shape_is_qwen2_5_0_5b() {
 fn written_files_load_as_the_shape_and_run() {
     let dir = tempfile::tempdir().unwrap();
     for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
-        let path = TINY.cached(dtype, dir.path()).unwrap();
+        let (path, wrote) = TINY.cached(dtype, dir.path()).unwrap();
+        assert!(wrote);
         let mut f = std::fs::File::open(&path).unwrap();
         let ct = gguf_file::Content::read(&mut f).unwrap();
         let count: usize = ct.tensor_infos.values().map(|t| t.shape.elem_count()).sum();
@@ -75,19 +76,20 @@ fn written_files_load_as_the_shape_and_run() {
 #[test]
 fn the_cache_reuses_a_file_only_for_the_same_content() {
     let dir = tempfile::tempdir().unwrap();
-    let q8 = TINY.cached(GgmlDType::Q8_0, dir.path()).unwrap();
+    let (q8, wrote) = TINY.cached(GgmlDType::Q8_0, dir.path()).unwrap();
+    assert!(wrote, "an empty cache writes the file");
     let written = std::fs::metadata(&q8).unwrap().modified().unwrap();
     let bytes = std::fs::read(&q8).unwrap();
-    assert_eq!(TINY.cached(GgmlDType::Q8_0, dir.path()).unwrap(), q8);
-    assert_eq!(std::fs::metadata(&q8).unwrap().modified().unwrap(), written, "the second call reads the cache");
+    assert_eq!(TINY.cached(GgmlDType::Q8_0, dir.path()).unwrap(), (q8.clone(), false), "the second call reads it");
+    assert_eq!(std::fs::metadata(&q8).unwrap().modified().unwrap(), written);
 
     // Deterministic: a fresh write is the same file, byte for byte.
     let again = dir.path().join("again.gguf");
     TINY.write(GgmlDType::Q8_0, &again).unwrap();
     assert!(std::fs::read(&again).unwrap() == bytes, "the generator is deterministic");
 
-    let q4 = TINY.cached(GgmlDType::Q4_0, dir.path()).unwrap();
-    let wider = Shape { ffn: 256, ..TINY }.cached(GgmlDType::Q8_0, dir.path()).unwrap();
+    let (q4, _) = TINY.cached(GgmlDType::Q4_0, dir.path()).unwrap();
+    let (wider, _) = Shape { ffn: 256, ..TINY }.cached(GgmlDType::Q8_0, dir.path()).unwrap();
     assert_ne!(q4, q8);
     assert_ne!(wider, q8);
     let mut names: Vec<String> =

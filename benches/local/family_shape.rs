@@ -64,10 +64,9 @@ pub fn run(reps: usize, llama_bench: Option<&Path>) -> Result<()> {
 
 fn file(s: &Shape, dtype: GgmlDType) -> Result<PathBuf> {
     let t = Instant::now();
-    let path = s.cached(dtype, &cache_dir())?;
-    let secs = t.elapsed().as_secs_f64();
-    if secs > 1.0 {
-        println!("(wrote {} in {secs:.1} s; later runs reuse it)", path.display());
+    let (path, wrote) = s.cached(dtype, &cache_dir())?;
+    if wrote {
+        println!("(wrote {} in {:.1} s; later runs reuse it)", path.display(), t.elapsed().as_secs_f64());
     }
     Ok(path)
 }

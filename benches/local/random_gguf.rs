@@ -63,17 +63,19 @@ impl Shape {
         self.vocab * h + self.layers * layer + h
     }
 
-    /// The file for `dtype` under `dir`, written first unless a file of the same content is already there.
-    pub fn cached(&self, dtype: GgmlDType, dir: &Path) -> Result<PathBuf> {
+    /// The file for `dtype` under `dir`, written first unless a file of the same content is already there;
+    /// true when this call wrote it.
+    pub fn cached(&self, dtype: GgmlDType, dir: &Path) -> Result<(PathBuf, bool)> {
         let mut key = Sha256::new();
         key.update(format!("{GENERATOR} {self:?} {dtype:?}"));
         let key: String = key.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{}-{dtype:?}-{key}.gguf", self.name));
-        if !path.is_file() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            self.write(dtype, &path)?;
+        if path.is_file() {
+            return Ok((path, false));
         }
-        Ok(path)
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.write(dtype, &path)?;
+        Ok((path, true))
     }
 
     /// Writes the GGUF atomically (temporary file, fsync, rename): a run stopped halfway leaves no file
@@ -84,14 +86,20 @@ impl Shape {
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::new(&mut f);
-        gguf_file::write(&mut w, &md_refs, &t_refs).with_context(|| format!("writing {}", tmp.display()))?;
-        w.flush().with_context(|| format!("writing {}", tmp.display()))?;
-        drop(w);
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        Ok(())
+        let written = (|| -> Result<()> {
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let mut w = std::io::BufWriter::new(&mut f);
+            gguf_file::write(&mut w, &md_refs, &t_refs).with_context(|| format!("writing {}", tmp.display()))?;
+            w.flush().with_context(|| format!("writing {}", tmp.display()))?;
+            drop(w);
+            f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        })();
+        if written.is_err() {
+            // Half a model file is disk space nobody will reuse.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// llama.cpp's tensor names; every matrix in `dtype` (the tied embedding too), norms and biases f32.
