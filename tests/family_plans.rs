@@ -76,6 +76,14 @@ fn smollm3_skips_rope_where_its_files_say() {
     })
     .unwrap();
     assert_eq!(ropes(&every2), [true, false, true, false]);
+    // With `use_sliding_window`, transformers slides the no-rope layers only (or what `layer_types` says).
+    let slid = plan_of("smollm3", &dir.path().join("slid"), |c| {
+        c["use_sliding_window"] = true.into();
+        c["sliding_window"] = 4.into();
+        c.as_object_mut().unwrap().remove("layer_types");
+    })
+    .unwrap();
+    assert_eq!(windows(&slid), [None, None, None, Some(4)]);
     let fx = support::families::Fixture::open("smollm3");
     let gguf = support::families::load_form(&fx, Form::Gguf);
     assert_eq!(ropes(&gguf.base().cfg.layer_plan), [true, true, true, false]);
@@ -106,7 +114,27 @@ fn a_mistral_gguf_says_it_attends_to_all_tokens() {
     let gguf = load(&renamed, &Device::Cpu, None).unwrap();
     assert!(gguf.base().format.contains(note), "{}", gguf.base().format);
     assert!(gguf.base().cfg.layer_plan.iter().all(|l| l.window.is_none()));
+    // MistralConfig's defaults: 4096 when config.json names no window, none when it is null.
+    let absent = plan_of("mistral", &dir.path().join("absent"), |c| {
+        c.as_object_mut().unwrap().remove("sliding_window");
+    })
+    .unwrap();
+    assert_eq!(windows(&absent), [Some(4096); 4]);
+    let null = plan_of("mistral", &dir.path().join("null"), |c| c["sliding_window"] = Value::Null).unwrap();
+    assert_eq!(windows(&null), [None; 4]);
     let hf = support::families::load_form(&fx, Form::Safetensors);
     assert!(!hf.base().format.contains(note), "{}", hf.base().format);
     assert!(hf.base().cfg.layer_plan.iter().all(|l| l.window == Some(8)), "{:?}", hf.base().cfg.layer_plan);
+}
+
+/// Qwen3Config's head_dim defaults to 128 (not hidden_size / heads) when config.json leaves it out: the fixture's
+/// 32-wide heads then no longer fit, and the error names the tensor and both shapes.
+#[test]
+fn qwen3_head_dim_defaults_as_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = plan_of("qwen3", dir.path(), |c| {
+        c.as_object_mut().unwrap().remove("head_dim");
+    })
+    .unwrap_err();
+    assert!(err.contains("invalid model shape") && err.contains("is [32] but the metadata implies [128]"), "{err}");
 }

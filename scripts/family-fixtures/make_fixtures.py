@@ -16,14 +16,16 @@ import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
 
+import ablations
+import checks
 import toks
 from families import FAMILIES
 
 LLAMA_CPP = Path("/work/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp")
 N_IDS = 24
 N_GREEDY = 8
-TOKENIZER_VOCAB = 320
-MIN_MARGIN = 0.05  # smallest top-1/top-2 logit gap allowed on a greedy step  # the trainers' target; the model's vocabulary is what the tokenizer ends up with
+TOKENIZER_VOCAB = 320  # the trainers' target; the model's vocabulary is what the tokenizer ends up with
+MIN_MARGIN = 0.05  # smallest top-1/top-2 logit gap allowed on a greedy step
 
 
 def init_weights(model, fam, seed):
@@ -63,15 +65,12 @@ def build(fam, vocab, overrides=None):
     kw = copy.deepcopy(fam["config"])
     kw.update(overrides or {})
     cfg = getattr(transformers, fam["cls"])(vocab_size=vocab, **kw)
-    cfg.architectures = None
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
     return model.eval()
 
 
 @torch.no_grad()
-def logits_of(model, ids, inputs_embeds=None):
-    if inputs_embeds is not None:
-        return model(inputs_embeds=inputs_embeds).logits[0].float()
+def logits_of(model, ids):
     return model(torch.tensor([ids])).logits[0].float()
 
 
@@ -128,9 +127,7 @@ def main():
     ap.add_argument("families", nargs="*", default=list(FAMILIES))
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests/fixtures/families")
     args = ap.parse_args()
-    import ablations
-    import checks
-    for i, name in enumerate(args.families):
+    for name in args.families:
         fam = FAMILIES[name]
         seed = 1000 + 17 * list(FAMILIES).index(name)
         d = args.out / name

@@ -40,6 +40,12 @@ impl<'a> Json<'a> {
         self.get(key).is_some()
     }
 
+    /// `key`'s whole number; `default` when the key is absent (as the transformers config class defaults it), None
+    /// when it is null.
+    pub fn usize_or_null(&self, key: &str, default: usize) -> Result<Option<usize>> {
+        if self.value.get(key).is_none() { Ok(Some(default)) } else { self.opt_usize(key) }
+    }
+
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),

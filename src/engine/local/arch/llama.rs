@@ -2,23 +2,14 @@
 //! interleave; Llama 3 scaling baked into `rope_freqs.weight`) and config.json `LlamaForCausalLM` /
 //! `MistralForCausalLM` (rope scaling `linear` and `llama3`; Mistral's sliding window).
 
-use super::super::decoder::{Family, LayerPlan, RopePairs, RopeScaling, RopeSpec};
+use super::super::decoder::{Family, LayerPlan, RopePairs, RopeScaling};
 use super::super::weights::Meta;
 use super::super::{LocalError, Result};
 use super::{Arch, Dims, Json, Scheme, TensorNames};
 
 pub fn gguf(m: &Meta) -> Result<Arch> {
     let dims = Dims::gguf(m, "llama")?;
-    let mut rope = RopeSpec::plain(m.f32("llama.rope.freq_base").unwrap_or(10_000.0), dims.head_dim);
-    match m.string("llama.rope.scaling.type").ok().as_deref() {
-        None | Some("none") => {}
-        Some("linear") => rope.scaling = RopeScaling::Linear { factor: m.f32("llama.rope.scaling.factor")? },
-        Some(kind) => {
-            return Err(LocalError::Unsupported(format!(
-                "rope scaling `{kind}` (llama.rope.scaling.type; implemented: none, linear, and rope_freqs.weight)"
-            )));
-        }
-    }
+    let rope = super::gguf_rope(m, "llama", dims.head_dim)?;
     let family = Family::llama(RopePairs::Interleaved);
     let tied = !m.0.tensor_infos.contains_key("output.weight");
     let mut tensors = TensorNames::standard(Scheme::Gguf, &family, dims.layers, tied);
@@ -50,7 +41,8 @@ pub fn config_json(j: &Json, name: &'static str) -> Result<Arch> {
     }
     let dims = Dims::config_json(j)?;
     let rope = j.rope(None, dims.head_dim, 10_000.0)?;
-    let window = if name == "mistral" { j.opt_usize("sliding_window")? } else { None };
+    // MistralConfig's default window when config.json does not name one (null: none).
+    let window = if name == "mistral" { j.usize_or_null("sliding_window", 4096)? } else { None };
     let family = Family { name, ..Family::llama(RopePairs::Halves) };
     let tied = j.bool_or("tie_word_embeddings", false)?;
     let tensors = TensorNames::standard(Scheme::Hf, &family, dims.layers, tied);

@@ -16,7 +16,7 @@ use candle_core::quantized::gguf_file::Content;
 pub use json::Json;
 pub use names::{LayerTensors, LinearTensors, Scheme, TensorNames};
 
-use super::decoder::{Family, LayerPlan, RopeSpec};
+use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec};
 use super::weights::{Config, Meta};
 use super::{LocalError, Result};
 
@@ -111,6 +111,46 @@ impl Dims {
             family,
         }
     }
+}
+
+/// The rope a GGUF's `arch.rope.*` keys describe, read as llama.cpp reads them for dense decoders: base
+/// (default 10,000), rotated dimensions (`dimension_count`, default the head), scaling `none`, `linear` (a missing
+/// factor means 1) or `yarn` (original context, llama.cpp's betas 32/1, attention factor
+/// `0.1·ln(factor) + 1` times `rope.scaling.attn_factor`). Other scalings are refused by name.
+pub fn gguf_rope(m: &Meta, arch: &str, head_dim: usize) -> Result<RopeSpec> {
+    let key = |k: &str| format!("{arch}.rope.{k}");
+    let dims = m.u32(&key("dimension_count")).map_or(head_dim, |d| d as usize);
+    let mut rope = RopeSpec::plain(m.f32(&key("freq_base")).unwrap_or(10_000.0), dims);
+    let factor = m.f32(&key("scaling.factor")).ok().filter(|f| *f != 0.0).unwrap_or(1.0);
+    let kind = m.string(&key("scaling.type")).unwrap_or_else(|_| "none".into());
+    match kind.as_str() {
+        "none" => {}
+        "linear" if factor == 1.0 => {}
+        "linear" => rope.scaling = RopeScaling::Linear { factor },
+        "yarn" => {
+            if let Ok(ext) = m.f32(&key("scaling.yarn_ext_factor"))
+                && ext != 1.0
+            {
+                return Err(LocalError::Unsupported(format!(
+                    "YaRN extrapolation factor {ext} ({arch}.rope.scaling.yarn_ext_factor; only 1 is implemented)"
+                )));
+            }
+            let original_context = match m.u32(&key("scaling.original_context_length")) {
+                Ok(n) => n as usize,
+                Err(_) => m.u32(&format!("{arch}.context_length"))? as usize,
+            };
+            let mscale = if factor <= 1.0 { 1.0 } else { 0.1 * factor.ln() + 1.0 };
+            rope.attention_factor = mscale * m.f32(&key("scaling.attn_factor")).unwrap_or(1.0);
+            rope.scaling =
+                RopeScaling::Yarn { factor, original_context, beta_fast: 32.0, beta_slow: 1.0, truncate: true };
+        }
+        other => {
+            return Err(LocalError::Unsupported(format!(
+                "rope scaling `{other}` ({arch}.rope.scaling.type; implemented: none, linear, yarn)"
+            )));
+        }
+    }
+    Ok(rope)
 }
 
 /// GGUF architectures that are mixtures of experts or not text decoders, refused by name.

@@ -2,7 +2,7 @@
 //! `qwen3` (NEOX rope: halves, q/k rows not permuted) and config.json `Qwen2ForCausalLM` / `Qwen3ForCausalLM`
 //! (whose `sliding_window` applies only with `use_sliding_window`, to the layers `layer_types` marks).
 
-use super::super::decoder::{Bias, Family, LayerPlan, QkNorm, RopePairs, RopeSpec};
+use super::super::decoder::{Bias, Family, LayerPlan, QkNorm, RopePairs};
 use super::super::weights::Meta;
 use super::super::{LocalError, Result};
 use super::{Arch, Dims, Json, Scheme, TensorNames};
@@ -16,12 +16,7 @@ fn family(name: &'static str, pairs: RopePairs) -> Family {
 pub fn gguf(m: &Meta, arch: &str) -> Result<Arch> {
     let name = if arch == "qwen2" { "qwen2" } else { "qwen3" };
     let dims = Dims::gguf(m, name)?;
-    if let Ok(kind) = m.string(&format!("{name}.rope.scaling.type"))
-        && kind != "none"
-    {
-        return Err(LocalError::Unsupported(format!("rope scaling `{kind}` ({name}.rope.scaling.type)")));
-    }
-    let rope = RopeSpec::plain(m.f32(&format!("{name}.rope.freq_base")).unwrap_or(10_000.0), dims.head_dim);
+    let rope = super::gguf_rope(m, name, dims.head_dim)?;
     let family = family(name, RopePairs::Halves);
     let tied = !m.0.tensor_infos.contains_key("output.weight");
     let tensors = TensorNames::standard(Scheme::Gguf, &family, dims.layers, tied);
@@ -37,9 +32,16 @@ pub fn config_json(j: &Json, name: &'static str) -> Result<Arch> {
             j.file().display()
         )));
     }
-    let dims = Dims::config_json(j)?;
+    let mut dims = Dims::config_json(j)?;
+    // Qwen3Config's default head_dim, which is not hidden_size / num_attention_heads.
+    if name == "qwen3"
+        && let Some(d) = j.usize_or_null("head_dim", 128)?
+    {
+        dims.head_dim = d;
+    }
     let rope = j.rope(None, dims.head_dim, 10_000.0)?;
-    let window = if j.bool_or("use_sliding_window", false)? { j.opt_usize("sliding_window")? } else { None };
+    // Qwen2Config's and Qwen3Config's default window is 4096 when config.json does not name one.
+    let window = if j.bool_or("use_sliding_window", false)? { j.usize_or_null("sliding_window", 4096)? } else { None };
     let plan = window_plan(j, dims.layers, window)?;
     let family = family(name, RopePairs::Halves);
     let tied = j.bool_or("tie_word_embeddings", false)?;

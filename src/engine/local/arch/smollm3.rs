@@ -1,8 +1,8 @@
 //! SmolLM3: a Llama block that skips rope on some layers (every 4th: config.json `no_rope_layers`, or
 //! `no_rope_layer_interval`; GGUF `smollm3`, where llama.cpp hardcodes the interval 4 and its converter
-//! permutes q/k rows as for `llama`).
+//! permutes q/k rows as for `llama`), and with `use_sliding_window` slides its no-rope layers.
 
-use super::super::decoder::{Family, LayerPlan, RopePairs, RopeSpec};
+use super::super::decoder::{Family, LayerPlan, RopePairs};
 use super::super::weights::Meta;
 use super::super::{LocalError, Result};
 use super::{Arch, Dims, Json, Scheme, TensorNames};
@@ -21,12 +21,7 @@ fn interval_plan(layers: usize, interval: usize) -> Vec<LayerPlan> {
 
 pub fn gguf(m: &Meta) -> Result<Arch> {
     let dims = Dims::gguf(m, "smollm3")?;
-    if let Ok(kind) = m.string("smollm3.rope.scaling.type")
-        && kind != "none"
-    {
-        return Err(LocalError::Unsupported(format!("rope scaling `{kind}` (smollm3.rope.scaling.type)")));
-    }
-    let rope = RopeSpec::plain(m.f32("smollm3.rope.freq_base").unwrap_or(10_000.0), dims.head_dim);
+    let rope = super::gguf_rope(m, "smollm3", dims.head_dim)?;
     let family = family(RopePairs::Interleaved);
     let tied = !m.0.tensor_infos.contains_key("output.weight");
     let tensors = TensorNames::standard(Scheme::Gguf, &family, dims.layers, tied);
@@ -39,12 +34,6 @@ pub fn config_json(j: &Json) -> Result<Arch> {
         if j.bool_or(flag, false)? {
             return Err(LocalError::Unsupported(format!("`{flag}` true ({})", j.file().display())));
         }
-    }
-    if j.bool_or("use_sliding_window", false)? && j.has("sliding_window") {
-        return Err(LocalError::Unsupported(format!(
-            "SmolLM3 sliding window on its no-rope layers (`use_sliding_window`, {})",
-            j.file().display()
-        )));
     }
     let dims = Dims::config_json(j)?;
     // transformers' SmolLM3 default θ.
@@ -68,6 +57,29 @@ pub fn config_json(j: &Json) -> Result<Arch> {
             interval_plan(dims.layers, interval)
         }
     };
+    // transformers slides only the no-rope layers, and only with `use_sliding_window` (or where `layer_types`
+    // marks a layer `sliding_attention`).
+    let window = if j.bool_or("use_sliding_window", false)? { j.opt_usize("sliding_window")? } else { None };
+    let types = j.strings("layer_types")?;
+    if !types.is_empty() && types.len() != plan.len() {
+        return Err(LocalError::Model(format!(
+            "{}: `layer_types` has {} entries for {} layers",
+            j.file().display(),
+            types.len(),
+            plan.len()
+        )));
+    }
+    let plan = plan
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let slides = match types.get(i) {
+                Some(t) => t == "sliding_attention",
+                None => l.rope.is_none(),
+            };
+            LayerPlan { window: window.filter(|_| slides), ..l }
+        })
+        .collect();
     let family = family(RopePairs::Halves);
     let tied = j.bool_or("tie_word_embeddings", true)?;
     let tensors = TensorNames::standard(Scheme::Hf, &family, dims.layers, tied);
