@@ -26,7 +26,10 @@ fn cache_dir() -> PathBuf {
 
 struct Row {
     engine: String,
+    /// Medians.
     figures: Sample,
+    /// Prefill's and decode's (max − min) / median over the runs (None: a single run).
+    spread: Option<(f64, f64)>,
 }
 
 pub fn run(reps: usize, llama_bench: Option<&Path>) -> Result<()> {
@@ -47,7 +50,7 @@ pub fn run(reps: usize, llama_bench: Option<&Path>) -> Result<()> {
         s.params() as f64 / 1e6
     );
     println!(
-        "CPU, {} threads; prompt {PROMPT} tokens (tunebench in chunks of {}), then {DECODE} greedy decode steps \
+        "CPU, {} thread(s); prompt {PROMPT} tokens (tunebench in chunks of {}), then {DECODE} greedy decode steps \
          after it; median of {reps} runs, load included in each",
         candle_core::utils::get_num_threads(),
         tunebench::engine::local::PREFILL_CHUNK
@@ -100,11 +103,15 @@ fn measure_file(path: &Path, dtype: GgmlDType, reps: usize, llama_bench: Option<
     let mut rows: Vec<Row> = plans
         .iter()
         .zip(&samples)
-        .map(|((engine, _), s)| Row { engine: engine.clone(), figures: measure::median(s) })
+        .map(|((engine, _), s)| Row { engine: engine.clone(), figures: measure::median(s), spread: measure::spread(s) })
         .collect();
     if let Some(setup) = setup {
         println!("llama.cpp: {setup}; {} of {reps} runs succeeded", llama.len());
-        rows.push(Row { engine: "llama.cpp llama-bench (reference)".into(), figures: measure::median(&llama) });
+        rows.push(Row {
+            engine: "llama.cpp llama-bench (reference)".into(),
+            figures: measure::median(&llama),
+            spread: measure::spread(&llama),
+        });
     }
     Ok(rows)
 }
@@ -113,18 +120,24 @@ fn measure_file(path: &Path, dtype: GgmlDType, reps: usize, llama_bench: Option<
 fn print_rows(rows: &[Row]) {
     let Some(reference) = rows.iter().find(|r| r.engine.starts_with("llama.cpp")).or(rows.get(1)) else { return };
     let r0 = reference.figures;
-    println!("{:<52} {:>7} {:>21} {:>21}", "engine / weights", "load s", "prefill tok/s", "decode tok/s");
+    println!("{:<52} {:>7} {:>26} {:>26}", "engine / weights", "load s", "prefill tok/s", "decode tok/s");
+    let pm = |x: Option<f64>| x.map_or("      ".to_string(), |x| format!("±{:>4.0}%", x * 50.0));
     for r in rows {
         let f = r.figures;
         let load = f.load_s.map_or("-".to_string(), |l| format!("{l:.2}"));
         println!(
-            "{:<52} {:>7} {:>12.1} ({:>5.2}x) {:>12.2} ({:>5.2}x)",
+            "{:<52} {:>7} {:>10.1} ({:>5.2}x) {} {:>10.2} ({:>5.2}x) {}",
             r.engine,
             load,
             f.prefill,
             f.prefill / r0.prefill,
+            pm(r.spread.map(|s| s.0)),
             f.decode,
-            f.decode / r0.decode
+            f.decode / r0.decode,
+            pm(r.spread.map(|s| s.1))
         );
+    }
+    if rows.iter().any(|r| r.spread.is_some()) {
+        println!("(± is half the range between the slowest and the fastest run, against the median)");
     }
 }

@@ -76,6 +76,20 @@ pub fn median(samples: &[Sample]) -> Sample {
     }
 }
 
+/// (max − min) / median of prefill and of decode over `samples`, as fractions: how far one run is from
+/// another, so that a figure from a busy machine says so. None under two runs.
+pub fn spread(samples: &[Sample]) -> Option<(f64, f64)> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let m = median(samples);
+    let range = |f: fn(&Sample) -> f64| {
+        let v = samples.iter().map(f);
+        v.clone().fold(f64::MIN, f64::max) - v.fold(f64::MAX, f64::min)
+    };
+    Some((range(|s| s.prefill) / m.prefill, range(|s| s.decode) / m.decode))
+}
+
 /// What llama-bench ran, beside its figures.
 pub struct LlamaBench {
     pub sample: Sample,
