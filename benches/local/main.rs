@@ -1,9 +1,15 @@
-//! Local-engine speed on the default model: load time, prefill and decode tok/s for each weight form,
-//! as ratios against the file's own Q4_1 measured in the same run; llama.cpp alongside when
-//! LLAMA_BENCH names a llama-bench binary. Run: `cargo bench --bench local` (or scripts/bench).
+//! Local-engine speed. On the default model: load time, prefill and decode tok/s for each weight form, as
+//! ratios against the file's own Q4_1 measured in the same run, and a LoRA lane against its base. On a
+//! second family at a real size (family_shape.rs): Qwen2.5-0.5B's shapes with random weights, against
+//! llama.cpp on the same file. LLAMA_BENCH names a llama-bench binary to run alongside; BENCH_REPS sets the
+//! runs per figure of the second family (default 5).
+//! Run: `cargo bench --bench local [-- smollm2|lora|qwen2 …]` (or scripts/bench); no names: all sections.
 
-use std::path::Path;
-use std::time::Instant;
+mod family_shape;
+mod measure;
+mod random_gguf;
+
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
@@ -20,28 +26,8 @@ struct Row {
 }
 
 fn measure(path: &Path, name: &str, plan: WeightPlan) -> Row {
-    let m = load(path, &Device::Cpu, Some(plan)).expect("model loads");
-    let vocab = m.base().cfg.vocab as u32;
-    let ids: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919 + 13) % vocab).collect();
-    let mut cache = m.plain.new_cache(PROMPT + DECODE + 1).unwrap();
-    // Warm-up outside the clock: first calls allocate.
-    m.plain.forward_last(&ids[..8], 0, &mut m.plain.new_cache(16).unwrap()).unwrap();
-    let t = Instant::now();
-    let mut pos = 0;
-    while pos < PROMPT {
-        let end = (pos + PREFILL_CHUNK).min(PROMPT);
-        m.plain.forward_last(&ids[pos..end], pos, &mut cache).unwrap();
-        pos = end;
-    }
-    let prefill = PROMPT as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut tok = ids[0];
-    for i in 0..DECODE {
-        let logits = m.plain.forward_last(&[tok], PROMPT + i, &mut cache).unwrap();
-        tok = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
-    }
-    let decode = DECODE as f64 / t.elapsed().as_secs_f64();
-    Row { name: name.into(), load_s: m.load_secs, prefill, decode }
+    let s = measure::once(path, Some(plan), PROMPT, DECODE).expect("model runs");
+    Row { name: name.into(), load_s: s.load_s.unwrap_or(f64::NAN), prefill: s.prefill, decode: s.decode }
 }
 
 /// Decode tok/s of the base and of the base + a random r=16 adapter on every linear layer, same run.
@@ -64,35 +50,39 @@ fn lora_decode(path: &Path) -> (f64, f64) {
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
     let view = m.with_adapter(&dir).expect("adapter loads");
     let _ = std::fs::remove_dir_all(&dir);
-    let vocab = base.cfg.vocab as u32;
-    let ids: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 7919 + 13) % vocab).collect();
-    let decode = |model: &tunebench::engine::local::Llama| {
-        let mut cache = model.new_cache(PROMPT + DECODE + 1).unwrap();
-        let mut pos = 0;
-        while pos < PROMPT {
-            let end = (pos + PREFILL_CHUNK).min(PROMPT);
-            model.forward_last(&ids[pos..end], pos, &mut cache).unwrap();
-            pos = end;
-        }
-        let t = Instant::now();
-        let mut tok = ids[0];
-        for i in 0..DECODE {
-            let logits = model.forward_last(&[tok], PROMPT + i, &mut cache).unwrap();
-            tok = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
-        }
-        DECODE as f64 / t.elapsed().as_secs_f64()
-    };
+    let ids = measure::prompt_ids(PROMPT, base.cfg.vocab);
+    let decode = |model: &tunebench::engine::local::Llama| measure::prefill_decode(model, &ids, DECODE).unwrap().1;
     // Alternate to share any drift in machine load fairly.
     let (b1, a1, b2, a2) = (decode(&m.plain), decode(&view.model), decode(&m.plain), decode(&view.model));
     ((b1 + b2) / 2.0, (a1 + a2) / 2.0)
 }
 
 fn main() {
+    // cargo bench passes `--bench`; the other words name sections.
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let run = |section: &str| wanted.is_empty() || wanted.iter().any(|w| w == section);
+    let llama_bench = std::env::var_os("LLAMA_BENCH").map(PathBuf::from);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
+    if !path.is_file() && (run("smollm2") || run("lora")) {
         eprintln!("bench: {} is absent; run scripts/fetch-model first", path.display());
-        return;
+    } else {
+        if run("smollm2") {
+            smollm2(&path, llama_bench.as_deref());
+        }
+        if run("lora") {
+            lora(&path);
+        }
     }
+    if run("qwen2") {
+        let reps = match std::env::var("BENCH_REPS") {
+            Ok(v) => v.parse().unwrap_or_else(|_| panic!("BENCH_REPS `{v}` is not a count of runs")),
+            Err(_) => 5,
+        };
+        family_shape::run(reps, llama_bench.as_deref()).expect("the qwen2 shape runs");
+    }
+}
+
+fn smollm2(path: &Path, llama_bench: Option<&Path>) {
     let chosen = plan_for(&Device::Cpu, 0);
     let plans = [
         ("Q4_1 (file's own, reference)", WeightPlan { decode: None, f32_prefill: false }),
@@ -105,7 +95,7 @@ fn main() {
         candle_core::utils::get_num_threads()
     );
     println!("tunebench's choice = {}", chosen.describe("Q4_1"));
-    let rows: Vec<Row> = plans.iter().map(|(n, p)| measure(&path, n, *p)).collect();
+    let rows: Vec<Row> = plans.iter().map(|(n, p)| measure(path, n, *p)).collect();
     let r0 = &rows[0];
     println!("{:<30} {:>8} {:>16} {:>16}", "weights", "load s", "prefill tok/s", "decode tok/s");
     for r in &rows {
@@ -119,19 +109,9 @@ fn main() {
             r.decode / r0.decode
         );
     }
-    let (base, lora) = lora_decode(&path);
-    println!("\nLoRA r=16 on all 210 linear layers (unmerged), decode after a {PROMPT}-token prompt:");
-    println!(
-        "{:<30} {:>9.1} tok/s (1.00x)\n{:<30} {:>9.1} tok/s ({:.2}x)",
-        "base lane",
-        base,
-        "adapter lane",
-        lora,
-        lora / base
-    );
-    if let Some(bin) = std::env::var_os("LLAMA_BENCH") {
+    if let Some(bin) = llama_bench {
         let threads = candle_core::utils::get_num_threads().to_string();
-        let out = std::process::Command::new(&bin)
+        let out = std::process::Command::new(bin)
             .args([
                 "-m",
                 path.to_str().unwrap(),
@@ -146,8 +126,21 @@ fn main() {
             ])
             .output();
         match out {
-            Ok(o) => println!("\nllama.cpp ({}):\n{}", Path::new(&bin).display(), String::from_utf8_lossy(&o.stdout)),
-            Err(e) => eprintln!("bench: cannot run {}: {e}", Path::new(&bin).display()),
+            Ok(o) => println!("\nllama.cpp ({}):\n{}", bin.display(), String::from_utf8_lossy(&o.stdout)),
+            Err(e) => eprintln!("bench: cannot run {}: {e}", bin.display()),
         }
     }
+}
+
+fn lora(path: &Path) {
+    let (base, lora) = lora_decode(path);
+    println!("\nLoRA r=16 on all 210 linear layers (unmerged), decode after a {PROMPT}-token prompt:");
+    println!(
+        "{:<30} {:>9.1} tok/s (1.00x)\n{:<30} {:>9.1} tok/s ({:.2}x)",
+        "base lane",
+        base,
+        "adapter lane",
+        lora,
+        lora / base
+    );
 }
