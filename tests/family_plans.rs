@@ -8,20 +8,12 @@ use std::path::Path;
 
 use candle_core::Device;
 use serde_json::Value;
-use support::families::Form;
+use support::families::{Form, edited_hf};
 use tunebench::engine::local::{LayerPlan, load};
 
 /// The fixture's hf/ folder copied with `edit` applied to config.json; the loaded model's layer plan.
 fn plan_of(family: &str, dir: &Path, edit: impl Fn(&mut Value)) -> Result<Vec<LayerPlan>, String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families").join(family).join("hf");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-    }
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dir = &edited_hf(family, dir, edit);
     let m = load(dir, &Device::Cpu, None).map_err(|e| e.to_string())?;
     Ok(m.base().cfg.layer_plan.clone())
 }

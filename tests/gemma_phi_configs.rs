@@ -11,20 +11,12 @@ use std::path::Path;
 use candle_core::Device;
 use candle_core::quantized::gguf_file::Value as GgufValue;
 use serde_json::{Value, json};
-use support::families::{F32, Fixture, max_diff, teacher_forced};
+use support::families::{F32, Fixture, edited_hf, max_diff, teacher_forced};
 use tunebench::engine::local::{Cap, LoadedModel, SoftCaps, load};
 
 /// The fixture's hf/ folder copied to `dir` with `edit` applied to config.json, loaded with f32 weights.
 fn load_edited(family: &str, dir: &Path, edit: impl Fn(&mut Value)) -> Result<LoadedModel, String> {
-    let src = Fixture::open(family).dir.join("hf");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-    }
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dir = &edited_hf(family, dir, edit);
     load(dir, &Device::Cpu, Some(F32)).map_err(|e| e.to_string())
 }
 

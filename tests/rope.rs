@@ -4,24 +4,19 @@
 //! (tests/fixtures/rope/scaled_logits.safetensors), both written by scripts/rope-reference/; a rope type the
 //! decoder does not compute is refused by name.
 
+mod support;
+
 use std::path::Path;
 
 use candle_core::Device;
 use candle_core::quantized::{QTensor, gguf_file};
 use serde_json::{Value, json};
+use support::families::edited_hf;
 use tunebench::engine::local::{LoadedModel, RopeSpec, WeightPlan, load};
 
 /// `family`'s fixture folder with `edit` applied to its config.json, loaded with f32 weights.
 fn hf_with(family: &str, dir: &Path, edit: impl Fn(&mut Value)) -> Result<LoadedModel, String> {
-    let src = fixtures().join(family).join("hf");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-    }
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dir = &edited_hf(family, dir, edit);
     load(dir, &Device::Cpu, Some(F32)).map_err(|e| e.to_string())
 }
 

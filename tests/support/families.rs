@@ -84,6 +84,21 @@ impl Fixture {
 }
 
 /// f32 weights for prefill and decode alike, so the comparison sees the decoder's maths, not a quantized copy.
+/// A copy of `family`'s hf/ folder in `dir` with `edit` applied to its config.json (config-layout tests).
+pub fn edited_hf(family: &str, dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let src = Fixture::open(family).dir.join("hf");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
 pub const F32: WeightPlan = WeightPlan { decode: None, f32_prefill: true };
 
 pub fn load_form(fx: &Fixture, form: Form) -> LoadedModel {
