@@ -3,29 +3,10 @@
 //! made by scripts/gemma-fixture/make-top1). The fixed-string ids live in tests/tokenizer_ids.rs. CI fetches the
 //! model; elsewhere these skip, saying so.
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use serde_json::Value;
+use support::{gemma_fixture as fixture, gemma_model as model_path, json_ids as ids};
 use tunebench::engine::local::tokenizer::Tokenizer;
-
-fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/gemma-3-270m-Q4_K_M.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must fetch gemma-3-270m first (scripts/fetch-gemma)");
-    eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-gemma)", p.display());
-    None
-}
-
-fn fixture() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma3_270m_top1.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-}
 
 /// The fixture's prompts are llama.cpp's ids (BOS, then the text as plain text); tunebench gives the same, so
 /// the top-1 comparison runs on the sequence transformers saw.

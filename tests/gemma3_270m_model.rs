@@ -3,34 +3,21 @@
 //! made by scripts/gemma-fixture/make-top1), over texts shorter and longer than its 512-token sliding window,
 //! and the greedy text against llama.cpp's on the same file. CI fetches the model; elsewhere these skip, saying so.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
-use serde_json::Value;
+use support::{gemma_fixture as fixture, gemma_model, json_ids as ids};
 use tunebench::engine::local::{LoadedModel, ModelStore};
 
 fn model() -> Option<Arc<LoadedModel>> {
     static M: OnceLock<Option<Arc<LoadedModel>>> = OnceLock::new();
     M.get_or_init(|| {
-        let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/gemma-3-270m-Q4_K_M.gguf");
-        if !p.is_file() {
-            assert!(std::env::var_os("CI").is_none(), "CI must fetch gemma-3-270m first (scripts/fetch-gemma)");
-            eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-gemma)", p.display());
-            return None;
-        }
+        let p = gemma_model()?;
         Some(ModelStore::default().get(&p, &Device::Cpu, "cpu").expect("gemma-3-270m loads"))
     })
     .clone()
-}
-
-fn fixture() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma3_270m_top1.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// tunebench runs the Q4_K_M weights as stored (quantized matmuls, as llama.cpp does); transformers ran them

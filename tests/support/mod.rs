@@ -192,13 +192,35 @@ pub fn state_for(root: &Path, w: u16, h: u16) -> tunebench::app::AppState {
 
 /// The default model: present in CI (which fetches it); elsewhere the tests needing it skip, saying so.
 pub fn default_model() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    fetched_model("SmolLM2-135M-Instruct.Q4_1.gguf", "the default model", "scripts/fetch-model")
+}
+
+/// The second real model, gemma-3-270m Q4_K_M (Gemma Terms of Use), as `default_model`.
+pub fn gemma_model() -> Option<PathBuf> {
+    fetched_model("gemma-3-270m-Q4_K_M.gguf", "gemma-3-270m", "scripts/fetch-gemma")
+}
+
+/// `models/FILE` when present; CI must have fetched it with `script`, elsewhere the caller skips, saying so.
+fn fetched_model(file: &str, what: &str, script: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(file);
     if p.is_file() {
         return Some(p);
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must fetch the default model first (scripts/fetch-model)");
-    eprintln!("skipped: {} is absent and CI is unset (run scripts/fetch-model)", p.display());
+    assert!(std::env::var_os("CI").is_none(), "CI must fetch {what} first ({script})");
+    eprintln!("skipped: {} is absent and CI is unset (run {script})", p.display());
     None
+}
+
+/// tests/fixtures/gemma3_270m_top1.json (scripts/gemma-fixture/make-top1): prompts, transformers' top-1 and
+/// llama.cpp's greedy text on gemma-3-270m.
+pub fn gemma_fixture() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma3_270m_top1.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// A JSON array of token ids.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 pub fn example_root() -> PathBuf {
