@@ -3,6 +3,7 @@
 
 mod arch;
 mod cache;
+pub mod cpu;
 mod decoder;
 mod generate;
 mod gguf;

@@ -1,0 +1,182 @@
+//! GGML block formats on the host: weight matrices held in their file's own bytes, activations quantized per
+//! block to the format each weight type's dot product reads, and the kernels (scalar reference and SIMD,
+//! chosen at run time) that multiply them.
+
+mod acts;
+mod kquants;
+mod legacy;
+mod plain;
+
+use std::sync::OnceLock;
+
+pub use acts::{ActKind, dequantize_row, quantize_row};
+
+/// The most activation rows one kernel call multiplies against one weight row (prefill tiles by it).
+pub const MAX_ROWS: usize = 4;
+
+/// A weight format the host kernels run, named as llama.cpp names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum Kind {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 13] = [
+        Kind::F32,
+        Kind::F16,
+        Kind::BF16,
+        Kind::Q4_0,
+        Kind::Q4_1,
+        Kind::Q5_0,
+        Kind::Q5_1,
+        Kind::Q8_0,
+        Kind::Q2_K,
+        Kind::Q3_K,
+        Kind::Q4_K,
+        Kind::Q5_K,
+        Kind::Q6_K,
+    ];
+
+    /// Elements per block and bytes per block, as in the GGUF file.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            Kind::F32 => (1, 4),
+            Kind::F16 | Kind::BF16 => (1, 2),
+            Kind::Q4_0 => (32, 18),
+            Kind::Q4_1 => (32, 20),
+            Kind::Q5_0 => (32, 22),
+            Kind::Q5_1 => (32, 24),
+            Kind::Q8_0 => (32, 34),
+            Kind::Q2_K => (256, 84),
+            Kind::Q3_K => (256, 110),
+            Kind::Q4_K => (256, 144),
+            Kind::Q5_K => (256, 176),
+            Kind::Q6_K => (256, 210),
+        }
+    }
+
+    /// The activation format this kind's dot product reads.
+    pub fn acts(self) -> ActKind {
+        match self {
+            Kind::F32 | Kind::F16 | Kind::BF16 => ActKind::F32,
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => ActKind::Q8_0,
+            Kind::Q4_1 | Kind::Q5_1 => ActKind::Q8_1,
+            Kind::Q2_K | Kind::Q3_K | Kind::Q4_K | Kind::Q5_K | Kind::Q6_K => ActKind::Q8_K,
+        }
+    }
+
+    /// Bytes of one row of `cols` elements; None when `cols` is not whole blocks.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        let (elems, bytes) = self.block();
+        cols.is_multiple_of(elems).then_some(cols / elems * bytes)
+    }
+}
+
+/// The kernels of one weight kind.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    /// `out[j] = Σ_c w[c] · acts[j][c]` for every activation row `j` (1..=MAX_ROWS of them, each quantized
+    /// to `kind.acts()`), over `cols` elements; `w` is one weight row in the file's bytes.
+    pub dot: fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]),
+    /// One weight row to f32 (`out.len()` elements).
+    pub dequantize: fn(w: &[u8], out: &mut [f32]),
+}
+
+/// The fastest kernel this CPU runs for `kind` (AVX2 when the CPU has it, else the scalar reference).
+pub fn kernel(kind: Kind) -> Kernel {
+    static TABLE: OnceLock<Vec<(Kind, Kernel)>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let simd = simd_available();
+        Kind::ALL.iter().map(|&k| (k, if simd { fast(k) } else { reference(k) })).collect()
+    });
+    table.iter().find(|(k, _)| *k == kind).map(|(_, kern)| *kern).unwrap_or_else(|| reference(kind))
+}
+
+/// Whether the SIMD kernels can run here (AVX2 and FMA, checked at run time: builds never assume them).
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The plain scalar kernel of `kind`: the reference every SIMD kernel is tested against.
+pub fn reference(kind: Kind) -> Kernel {
+    match kind {
+        Kind::F32 | Kind::F16 | Kind::BF16 => plain::reference(kind),
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q8_0 => legacy::reference(kind),
+        Kind::Q2_K | Kind::Q3_K | Kind::Q4_K | Kind::Q5_K | Kind::Q6_K => kquants::reference(kind),
+    }
+}
+
+/// The SIMD kernel of `kind`; only called once `simd_available()` said yes.
+fn fast(kind: Kind) -> Kernel {
+    match kind {
+        Kind::F32 | Kind::F16 | Kind::BF16 => plain::fast(kind),
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q8_0 => legacy::fast(kind),
+        Kind::Q2_K | Kind::Q3_K | Kind::Q4_K | Kind::Q5_K | Kind::Q6_K => kquants::fast(kind),
+    }
+}
+
+/// A weight matrix `[rows, cols]` in its file's bytes, row-major, each row whole blocks.
+pub struct Weights {
+    pub kind: Kind,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+    kernel: Kernel,
+}
+
+impl Weights {
+    /// `bytes` are the tensor's data as GGUF stores it (`[rows, cols]`, `cols` the contiguous dimension).
+    pub fn new(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, String> {
+        let row_bytes = kind
+            .row_bytes(cols)
+            .ok_or_else(|| format!("{kind:?} rows of {cols} elements are not whole blocks of {}", kind.block().0))?;
+        if bytes.len() != rows * row_bytes {
+            return Err(format!("{kind:?} [{rows}, {cols}] needs {} bytes, got {}", rows * row_bytes, bytes.len()));
+        }
+        Ok(Self { kind, rows, cols, row_bytes, data: bytes.to_vec(), kernel: kernel(kind) })
+    }
+
+    /// f32 weights `[rows, cols]` held as f32.
+    pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Result<Self, String> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self::new(Kind::F32, rows, cols, &bytes)
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Row `r` as f32 into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        (self.kernel.dequantize)(self.row(r), out)
+    }
+}
