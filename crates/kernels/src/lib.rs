@@ -1,4 +1,7 @@
 //! tunebench's CPU kernels, a crate of their own so that debug builds (and so every test) run them
-//! optimized: GGML block formats and their dot products, chosen at run time per CPU.
+//! optimized: GGML block formats and their dot products, chosen at run time per CPU; the thread pool and
+//! the matmul driver over it; the attention, norm and rope primitives of the host forward pass.
 
+pub mod matmul;
+pub mod pool;
 pub mod quant;

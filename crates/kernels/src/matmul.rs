@@ -1,0 +1,234 @@
+//! `out [n, rows] = x [n, cols] · Wᵀ (+ bias) (+ LoRA)` over the thread pool, for one weight or several that
+//! read the same input (q/k/v, gate/up) in one pool call: each input row is quantized once per activation
+//! format into reused scratch, the weights' rows are split over the pool's parts, and each weight row meets
+//! the activation rows `MAX_ROWS` at a time while it is hot in cache.
+
+use crate::pool::{Pool, split};
+use crate::quant::{ActKind, MAX_ROWS, Weights, quantize_row};
+
+/// The most weights one call multiplies (q, k and v).
+pub const MAX_LINEARS: usize = 3;
+
+/// Rows of output a part takes at a time: 16 f32 fill a cache line, so parts never write the same line.
+const ALIGN: usize = 16;
+
+/// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
+#[derive(Clone, Copy)]
+pub struct Lora<'a> {
+    /// A `[r, in]` (any kind; f32 as adapters store it).
+    pub a: &'a Weights,
+    /// scale · Bᵀ, row-major `[r, out]`.
+    pub b: &'a [f32],
+}
+
+/// One linear layer as the host runs it.
+#[derive(Clone, Copy)]
+pub struct Linear<'a> {
+    pub w: &'a Weights,
+    /// `[rows]`, added to every output row.
+    pub bias: Option<&'a [f32]>,
+    pub lora: Option<Lora<'a>>,
+}
+
+impl<'a> Linear<'a> {
+    pub fn plain(w: &'a Weights) -> Self {
+        Self { w, bias: None, lora: None }
+    }
+}
+
+/// Buffers a matmul reuses from call to call (one per forward pass or cache): warm, a call allocates nothing.
+#[derive(Default)]
+pub struct Scratch {
+    /// Quantized input rows, one buffer per activation format in use.
+    acts: Vec<(ActKind, Vec<u8>)>,
+    /// x · Aᵀ of each LoRA, `[n, r]` after one another.
+    xa: Vec<f32>,
+}
+
+impl Scratch {
+    /// Quantizes `n` rows of `x` (`cols` each) into `kind`, returning the buffer.
+    fn quantize(&mut self, kind: ActKind, x: &[f32], n: usize, cols: usize) -> usize {
+        let i = match self.acts.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                self.acts.push((kind, Vec::new()));
+                self.acts.len() - 1
+            }
+        };
+        let rb = kind.row_bytes(cols);
+        let buf = &mut self.acts[i].1;
+        if buf.len() < n * rb {
+            buf.resize(n * rb, 0);
+        }
+        for (xr, qr) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(rb)).take(n) {
+            quantize_row(kind, xr, qr);
+        }
+        i
+    }
+}
+
+/// A raw output buffer that parts write disjoint elements of.
+#[derive(Clone, Copy)]
+struct Out(*mut f32, usize);
+
+// SAFETY: every part writes only the output rows of its own range (`split` gives disjoint ranges), and the
+// buffer outlives the pool call that uses it.
+unsafe impl Send for Out {}
+// SAFETY: as above.
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// SAFETY: `i < len`, and no other part writes element `i` during this call.
+    unsafe fn add(self, i: usize, v: f32, overwrite: bool) {
+        debug_assert!(i < self.1);
+        // SAFETY: guaranteed by the caller.
+        let p = unsafe { self.0.add(i) };
+        // SAFETY: as above: in bounds, written by this part only.
+        unsafe { *p = if overwrite { v } else { *p + v } };
+    }
+}
+
+/// One weight of a call: its activation buffer, output, and where its rows start in the call's row space.
+#[derive(Clone, Copy)]
+struct Seg<'a> {
+    w: &'a Weights,
+    bias: Option<&'a [f32]>,
+    acts: usize,
+    out: Out,
+    /// Row stride of `out` (the weight's rows, or a LoRA's rank for its `x Aᵀ` rows).
+    stride: usize,
+    /// Column offset in `out` of this weight's rows.
+    offset: usize,
+    start: usize,
+}
+
+/// `outs[i] [n, lins[i].w.rows] = x [n, cols] · lins[i].wᵀ (+ bias, + LoRA)` for every linear, in one pool call
+/// (two when any carries a LoRA: its `x Aᵀ` rows run beside the base rows, its B update after).
+pub fn run(
+    pool: &Pool,
+    scratch: &mut Scratch,
+    x: &[f32],
+    n: usize,
+    lins: &[Linear<'_>],
+    outs: &mut [&mut [f32]],
+) -> Result<(), String> {
+    if lins.len() != outs.len() || lins.is_empty() || lins.len() > MAX_LINEARS {
+        return Err(format!("matmul: {} weights with {} outputs (1..={MAX_LINEARS})", lins.len(), outs.len()));
+    }
+    let cols = lins[0].w.cols;
+    if x.len() != n * cols {
+        return Err(format!("matmul: input of {} values is not {n} rows of {cols}", x.len()));
+    }
+    let rank_total: usize = lins.iter().filter_map(|l| l.lora).map(|l| l.a.rows).sum();
+    for (l, o) in lins.iter().zip(outs.iter()) {
+        let rows = l.w.rows;
+        if l.w.cols != cols || o.len() != n * rows || l.bias.is_some_and(|b| b.len() != rows) {
+            return Err(format!(
+                "matmul: a [{rows}, {}] weight with {} outputs for {n} rows of {cols}",
+                l.w.cols,
+                o.len()
+            ));
+        }
+        if let Some(lo) = l.lora
+            && (lo.a.cols != cols || lo.b.len() != lo.a.rows * rows)
+        {
+            return Err(format!(
+                "matmul: LoRA A [{}, {}], B of {} for a [{rows}, {cols}] weight",
+                lo.a.rows,
+                lo.a.cols,
+                lo.b.len()
+            ));
+        }
+    }
+    if scratch.xa.len() < n * rank_total {
+        scratch.xa.resize(n * rank_total, 0.0);
+    }
+    let mut segs: [Option<Seg<'_>>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
+    let mut total = 0;
+    let mut xa_at = 0;
+    let xa = Out(scratch.xa.as_mut_ptr(), scratch.xa.len());
+    for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
+        let acts = scratch.quantize(l.w.kind.acts(), x, n, cols);
+        let out = Out(o.as_mut_ptr(), o.len());
+        segs[2 * i] = Some(Seg { w: l.w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
+        total += l.w.rows;
+        if let Some(lo) = l.lora {
+            let acts = scratch.quantize(lo.a.kind.acts(), x, n, cols);
+            let (stride, offset) = (rank_total, xa_at);
+            segs[2 * i + 1] = Some(Seg { w: lo.a, bias: None, acts, out: xa, stride, offset, start: total });
+            total += lo.a.rows;
+            xa_at += lo.a.rows;
+        }
+    }
+    let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
+    let segs = &segs;
+    pool.run(&|part, parts| {
+        let range = split(total, part, parts, ALIGN);
+        for seg in segs.iter().flatten() {
+            let lo = range.start.max(seg.start);
+            let hi = range.end.min(seg.start + seg.w.rows);
+            if lo < hi {
+                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], n, cols);
+            }
+        }
+    });
+    if rank_total == 0 {
+        return Ok(());
+    }
+    // The B update, every LoRA of the call in one pool call: out[j, r] += Σ_k xa[j, k] · b[k, r].
+    let xa = &scratch.xa[..n * rank_total];
+    let mut updates: [Option<(Lora<'_>, Out, usize, usize)>; MAX_LINEARS] = [None; MAX_LINEARS];
+    let mut at = 0;
+    for ((l, o), u) in lins.iter().zip(outs.iter_mut()).zip(&mut updates) {
+        if let Some(lo) = l.lora {
+            *u = Some((lo, Out(o.as_mut_ptr(), o.len()), l.w.rows, at));
+            at += lo.a.rows;
+        }
+    }
+    let updates = &updates;
+    pool.run(&|part, parts| {
+        for &(lo, out, rows, col) in updates.iter().flatten() {
+            let range = split(rows, part, parts, ALIGN);
+            for j in 0..n {
+                let xj = &xa[j * rank_total + col..j * rank_total + col + lo.a.rows];
+                for (k, &t) in xj.iter().enumerate() {
+                    let b = &lo.b[k * rows + range.start..k * rows + range.end];
+                    for (r, &bv) in range.clone().zip(b) {
+                        // SAFETY: row r of this part's range, in bounds (checked: out is n × rows).
+                        unsafe { out.add(j * rows + r, t * bv, false) };
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Weight rows `rows` of `seg` against every activation row, `MAX_ROWS` at a time.
+fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], n: usize, cols: usize) {
+    let kernel = seg.w.kernel();
+    let rb = seg.w.kind.acts().row_bytes(cols);
+    let mut tmp = [0f32; MAX_ROWS];
+    for r in rows {
+        let w = seg.w.row(r);
+        let bias = seg.bias.map_or(0.0, |b| b[r]);
+        let mut j = 0;
+        while j < n {
+            let k = (n - j).min(MAX_ROWS);
+            let a: [&[u8]; MAX_ROWS] = std::array::from_fn(|i| {
+                let row = j + i.min(k - 1);
+                &acts[row * rb..(row + 1) * rb]
+            });
+            (kernel.dot)(cols, w, &a[..k], &mut tmp[..k]);
+            for (i, v) in tmp[..k].iter().enumerate() {
+                // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
+                unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v + bias, true) };
+            }
+            j += k;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "matmul_tests.rs"]
+mod tests;
