@@ -2,6 +2,8 @@
 //! optimized: GGML block formats and their dot products, chosen at run time per CPU; the thread pool and
 //! the matmul driver over it; the attention, norm and rope primitives of the host forward pass.
 
+pub mod attention;
 pub mod matmul;
+pub mod ops;
 pub mod pool;
 pub mod quant;

@@ -1,0 +1,199 @@
+//! Attention of `n` new queries at positions `pos..` over one layer's host KV cache: grouped-query, causal,
+//! an optional sliding window (a query sees itself and the `w − 1` keys before it, as transformers and
+//! llama.cpp count it), a scale, an optional tanh soft-cap on the scores, softmax, and the weighted sum of
+//! the values; parallel over heads × query rows.
+
+use crate::ops::{axpy, dot};
+use crate::pool::{Pool, split};
+
+/// The shape and rules of one layer's attention.
+#[derive(Debug, Clone, Copy)]
+pub struct Attention {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k before the cap and the softmax.
+    pub scale: f32,
+    /// `c · tanh(s / c)` on the scores.
+    pub cap: Option<f32>,
+    /// Keys a query sees, itself included; None: every earlier key.
+    pub window: Option<usize>,
+}
+
+/// One layer's keys and values, each `[kv_heads, capacity, head_dim]`.
+#[derive(Clone, Copy)]
+pub struct Cache<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub capacity: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+// SAFETY: parts write disjoint ranges (their own query-head rows of `out`, their own slice of `scores`).
+unsafe impl Send for Ptr {}
+// SAFETY: as above.
+unsafe impl Sync for Ptr {}
+
+impl Ptr {
+    /// A method rather than `.0`, so closures capture the whole (Sync) wrapper.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `out [n, heads · head_dim]` from `q [n, heads · head_dim]` (already rotated) and the cache, whose positions
+/// `..pos + n` are written. `scores` is scratch of at least `pool.threads() × (pos + n)` values.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    pool: &Pool,
+    a: &Attention,
+    q: &[f32],
+    cache: Cache<'_>,
+    pos: usize,
+    n: usize,
+    out: &mut [f32],
+    scores: &mut [f32],
+) -> Result<(), String> {
+    let (hd, width) = (a.head_dim, a.heads * a.head_dim);
+    let total = pos + n;
+    let kv_len = a.kv_heads * cache.capacity * hd;
+    let parts = pool.threads();
+    if a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || q.len() != n * width || out.len() != n * width {
+        return Err(format!(
+            "attention: {} heads over {} kv heads, q {} and out {} for {n} rows",
+            a.heads,
+            a.kv_heads,
+            q.len(),
+            out.len()
+        ));
+    }
+    if total > cache.capacity || cache.k.len() != kv_len || cache.v.len() != kv_len || scores.len() < parts * total {
+        return Err(format!(
+            "attention: {total} positions in a cache of {} (scratch {})",
+            cache.capacity,
+            scores.len()
+        ));
+    }
+    let rep = a.heads / a.kv_heads;
+    let (out_p, scores_p) = (Ptr(out.as_mut_ptr()), Ptr(scores.as_mut_ptr()));
+    pool.run(&|part, parts| {
+        // SAFETY: each part owns its `total`-long slice of scores (checked: scores holds parts × total).
+        let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.at(part * total), total) };
+        for u in split(a.heads * n, part, parts, 1) {
+            let (h, i) = (u / n, u % n);
+            let kvh = h / rep;
+            let p = pos + i;
+            let lo = a.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let qv = &q[i * width + h * hd..i * width + (h + 1) * hd];
+            let base = kvh * cache.capacity * hd;
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in (lo..=p).zip(sc.iter_mut()) {
+                let mut v = dot(qv, &cache.k[base + j * hd..base + (j + 1) * hd]) * a.scale;
+                if let Some(c) = a.cap {
+                    v = (v / c).tanh() * c;
+                }
+                max = max.max(v);
+                *s = v;
+            }
+            let seen = &mut sc[..p + 1 - lo];
+            let mut sum = 0f32;
+            for s in seen.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            // SAFETY: row i, head h of `out` belongs to this part alone (units are split disjointly).
+            let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(i * width + h * hd), hd) };
+            o.fill(0.0);
+            for (j, s) in (lo..=p).zip(seen.iter()) {
+                axpy(*s / sum, &cache.v[base + j * hd..base + (j + 1) * hd], o);
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Naive attention in f64, straight from the definition.
+    fn naive(a: &Attention, q: &[f32], k: &[f32], v: &[f32], cap: usize, pos: usize, n: usize) -> Vec<f64> {
+        let hd = a.head_dim;
+        let mut out = vec![0f64; n * a.heads * hd];
+        for i in 0..n {
+            for h in 0..a.heads {
+                let kvh = h / (a.heads / a.kv_heads);
+                let p = pos + i;
+                let seen: Vec<usize> = (0..=p).filter(|&j| a.window.is_none_or(|w| p - j < w)).collect();
+                let scores: Vec<f64> = seen
+                    .iter()
+                    .map(|&j| {
+                        let s: f64 = (0..hd)
+                            .map(|d| f64::from(q[(i * a.heads + h) * hd + d]) * f64::from(k[(kvh * cap + j) * hd + d]))
+                            .sum::<f64>()
+                            * f64::from(a.scale);
+                        a.cap.map_or(s, |c| (s / f64::from(c)).tanh() * f64::from(c))
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (w, &j) in e.iter().zip(&seen) {
+                    for d in 0..hd {
+                        out[(i * a.heads + h) * hd + d] += w / sum * f64::from(v[(kvh * cap + j) * hd + d]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn grouped_causal_windowed_capped_attention_matches_the_naive_one() {
+        let pools = [Pool::new(1), Pool::new(2), Pool::new(3)];
+        for pool in &pools {
+            for (heads, kv_heads, hd) in [(9, 3, 64), (4, 4, 8), (2, 1, 6)] {
+                for window in [None, Some(1), Some(3)] {
+                    for cap in [None, Some(2.0)] {
+                        for (pos, n) in [(0, 1), (0, 7), (5, 1), (5, 4)] {
+                            let capacity = pos + n + 2;
+                            let a = Attention { heads, kv_heads, head_dim: hd, scale: 0.4, cap, window };
+                            let q = values(n * heads * hd, 1);
+                            let k = values(kv_heads * capacity * hd, 2);
+                            let v = values(kv_heads * capacity * hd, 3);
+                            let mut out = vec![f32::NAN; n * heads * hd];
+                            let mut scores = vec![0f32; pool.threads() * (pos + n)];
+                            let cache = Cache { k: &k, v: &v, capacity };
+                            attend(pool, &a, &q, cache, pos, n, &mut out, &mut scores).unwrap();
+                            let want = naive(&a, &q, &k, &v, capacity, pos, n);
+                            for (x, y) in out.iter().zip(&want) {
+                                assert!((f64::from(*x) - y).abs() < 1e-5, "{a:?} pos {pos} n {n}: {x} vs {y}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cache_too_small_is_refused() {
+        let pool = Pool::new(1);
+        let a = Attention { heads: 2, kv_heads: 1, head_dim: 4, scale: 1.0, cap: None, window: None };
+        let (k, v) = (vec![0f32; 8], vec![0f32; 8]);
+        let (q, mut out, mut scores) = (vec![0f32; 8], vec![0f32; 8], vec![0f32; 8]);
+        let cache = Cache { k: &k, v: &v, capacity: 2 };
+        assert!(attend(&pool, &a, &q, cache, 2, 1, &mut out, &mut scores).is_err());
+    }
+}
