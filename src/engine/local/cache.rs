@@ -1,11 +1,14 @@
-//! A lane's own KV cache, allocated once per run for the whole prompt + answer, written in place.
+//! A lane's own KV cache, allocated once per run for the whole prompt + answer, written in place: candle
+//! tensors, or host buffers for the host engine.
 
 use candle_core::{DType, Device, Result, Tensor};
 
-pub struct KvCache {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
-    capacity: usize,
+use super::cpu::HostCache;
+
+/// On a GPU (and for the candle path) tensors; for the host engine, host buffers.
+pub enum KvCache {
+    Tensors { k: Vec<Tensor>, v: Vec<Tensor>, capacity: usize },
+    Host(HostCache),
 }
 
 impl KvCache {
@@ -18,25 +21,39 @@ impl KvCache {
             k.push(Tensor::zeros(shape, DType::F32, dev)?);
             v.push(Tensor::zeros(shape, DType::F32, dev)?);
         }
-        Ok(Self { k, v, capacity })
+        Ok(Self::Tensors { k, v, capacity })
+    }
+
+    /// A host cache for the host engine.
+    pub fn host(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
+        Self::Host(HostCache::new(layers, kv_heads, head_dim, capacity))
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        match self {
+            Self::Tensors { capacity, .. } => *capacity,
+            Self::Host(h) => h.capacity,
+        }
     }
 
     /// Writes this step's keys and values at `pos` and returns every position up to the end of them.
     pub fn append(&mut self, layer: usize, pos: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let Self::Tensors { k: ks, v: vs, capacity } = self else {
+            candle_core::bail!("a host KV cache cannot serve the candle decoder")
+        };
         let n = k.dim(2)?;
-        if pos + n > self.capacity {
-            candle_core::bail!("KV cache full: {} positions allocated, {} needed", self.capacity, pos + n);
+        if pos + n > *capacity {
+            candle_core::bail!("KV cache full: {} positions allocated, {} needed", capacity, pos + n);
         }
-        self.k[layer].slice_set(&k.contiguous()?, 2, pos)?;
-        self.v[layer].slice_set(&v.contiguous()?, 2, pos)?;
-        Ok((self.k[layer].narrow(2, 0, pos + n)?, self.v[layer].narrow(2, 0, pos + n)?))
+        ks[layer].slice_set(&k.contiguous()?, 2, pos)?;
+        vs[layer].slice_set(&v.contiguous()?, 2, pos)?;
+        Ok((ks[layer].narrow(2, 0, pos + n)?, vs[layer].narrow(2, 0, pos + n)?))
     }
 
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|t| t.elem_count() * 4).sum()
+        match self {
+            Self::Tensors { k, v, .. } => k.iter().chain(v).map(|t| t.elem_count() * 4).sum(),
+            Self::Host(h) => h.bytes(),
+        }
     }
 }

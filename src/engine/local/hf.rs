@@ -111,7 +111,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
         )));
     }
     let f32_bytes: usize = tensors.values().map(|t| t.elem_count() * 4).sum();
-    let plan = plan.unwrap_or_else(|| super::store::plan_for(device, f32_bytes));
+    let plan = super::weights::host_plan(device, plan.unwrap_or_else(|| super::store::plan_for(device, f32_bytes)));
     let mut take = |name: &str| -> Result<Tensor> {
         let t =
             tensors.remove(name).ok_or_else(|| LocalError::Model(format!("{}: no tensor `{name}`", dir.display())))?;
@@ -138,7 +138,7 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
             let mut take = take.borrow_mut();
             let bias = if l.bias { Some(take(&format!("{}.bias", l.stem))?) } else { None };
             let w = take(&format!("{}.weight", l.stem))?;
-            Ok(Arc::new(BaseLinear::from_tensor(&l.module, w, plan)?.with_bias(bias)))
+            Ok(Arc::new(BaseLinear::from_tensor(&l.module, w, plan)?.with_bias(bias)?))
         },
         |name| shift(take.borrow_mut()(name)?, names.norm_shift),
     )?;

@@ -36,7 +36,7 @@ pub use decoder::{
 pub use generate::PREFILL_CHUNK;
 pub use gguf::read_content as read_gguf_content;
 pub use hf::safetensors_files;
-pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, plain, type_name};
+pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, host_forward, plain, type_name};
 pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, load_gguf_from, plan_for};
 pub use weights::{BaseLayer, BaseWeights, Config};
 pub use worker::pick_device;

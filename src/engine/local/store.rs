@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use candle_core::quantized::GgmlDType;
 
 use super::decoder::Llama;
 use super::linear::{WeightPlan, plain};
@@ -140,9 +139,6 @@ pub struct ModelStore {
     models: Mutex<HashMap<(PathBuf, String), Arc<LoadedModel>>>,
 }
 
-/// Below this size of f32 weights, prefill keeps an f32 copy (fast matmul on CPU); above it, memory wins.
-const F32_PREFILL_BUDGET: usize = 2 << 30;
-
 impl ModelStore {
     /// The model at `path` on `device`, loading it on first use.
     pub fn get(&self, path: &Path, device: &Device, device_name: &str) -> Result<Arc<LoadedModel>> {
@@ -228,14 +224,10 @@ fn read_gguf<R: std::io::Read + std::io::Seek>(
     Ok((base, tokenizer))
 }
 
-/// Per-phase weights: on the CPU, Q8_0 decodes fastest and f32 prefills fastest (benches/local.rs
-/// measures both); GPUs run the file's own format.
-pub fn plan_for(device: &Device, f32_bytes: usize) -> WeightPlan {
-    if device.is_cpu() {
-        WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: f32_bytes <= F32_PREFILL_BUDGET }
-    } else {
-        WeightPlan { decode: None, f32_prefill: false }
-    }
+/// The file's own format, in every phase: on the CPU the host engine runs every GGML type it has a kernel for
+/// (a type without one is requantized to Q8_0 and the title says so); GPUs run candle on the file's format.
+pub fn plan_for(_device: &Device, _f32_bytes: usize) -> WeightPlan {
+    WeightPlan { decode: None, f32_prefill: false }
 }
 
 fn poisoned() -> LocalError {

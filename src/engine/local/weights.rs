@@ -6,6 +6,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use super::arch::{Arch, LayerTensors, LinearTensors, TensorNames};
+use super::cpu::HostBase;
 use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec, RopeSwitch};
 use super::linear::{BaseLinear, WeightPlan};
 use super::{LocalError, Result, candle_text};
@@ -112,6 +113,8 @@ pub struct BaseWeights {
     pub format: String,
     /// The output head is the token embedding matrix (no separate lm_head weights).
     pub tied_head: bool,
+    /// The host engine's view (on the CPU, when the layers have host weights).
+    pub host: Option<HostBase>,
 }
 
 impl BaseWeights {
@@ -155,7 +158,21 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     device: &Device,
     plan: WeightPlan,
 ) -> Result<BaseWeights> {
-    let Arch { mut cfg, tensors, notes } = super::arch::gguf(ct)?;
+    let Arch { mut cfg, tensors, mut notes } = super::arch::gguf(ct)?;
+    let plan = host_plan(device, plan);
+    if device.is_cpu() && plan.decode.is_none() {
+        let mut missing: Vec<String> = ct
+            .tensor_infos
+            .values()
+            .filter(|t| t.shape.dims().len() == 2 && super::cpu::kind_of(t.ggml_dtype).is_none())
+            .map(|t| super::linear::type_name(t.ggml_dtype))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            notes.push(format!("{} requantized to Q8_0 (no host kernel)", missing.join("+")));
+        }
+    }
     // A bias the family does not read would silently change nothing: refused instead.
     let read = |l: &LinearTensors| l.bias.then(|| format!("{}.bias", l.stem));
     let expected: std::collections::HashSet<String> =
@@ -202,7 +219,7 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
             let mut get = get.borrow_mut();
             let bias = if l.bias { Some(get(&format!("{}.bias", l.stem))?.dequantize(device)?) } else { None };
             let lin = BaseLinear::from_qtensor(&l.module, get(&format!("{}.weight", l.stem))?, plan)?;
-            Ok(Arc::new(lin.with_bias(bias)))
+            Ok(Arc::new(lin.with_bias(bias)?))
         },
         |name| shift(get.borrow_mut()(name)?.dequantize(device)?, tensors.norm_shift),
     )?;
@@ -211,6 +228,11 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
         format.push_str(&format!(" · {note}"));
     }
     finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head })
+}
+
+/// On the CPU the host engine holds one form of each weight for every phase: no f32 prefill copy.
+pub fn host_plan(device: &Device, plan: WeightPlan) -> WeightPlan {
+    if device.is_cpu() { WeightPlan { f32_prefill: false, ..plan } } else { plan }
 }
 
 /// A norm weight with `TensorNames::norm_shift` added (Gemma's `1 + w` from safetensors).
@@ -260,5 +282,7 @@ pub fn finish(cfg: Config, device: &Device, p: Parts) -> Result<BaseWeights> {
     super::shapes::check(&cfg, &p)?;
     let ropes = cfg.ropes.iter().map(|r| r.tables(cfg.context, device)).collect::<candle_core::Result<Vec<_>>>()?;
     let Parts { embed, layers, norm, lm_head, format, tied_head } = p;
-    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, ropes, format, tied_head })
+    let host =
+        if device.is_cpu() { HostBase::new(&cfg, &embed, tied_head, &lm_head, &layers, &norm, &ropes)? } else { None };
+    Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, ropes, format, tied_head, host })
 }

@@ -2,8 +2,16 @@
 //! buffers with tunebench-kernels' kernels and thread pool instead of per-op tensors (candle stays the engine
 //! for GPUs and for training).
 
+mod base;
+mod cache;
+mod forward;
+
 use candle_core::quantized::GgmlDType;
 pub use tunebench_kernels::quant::{Kind, Weights};
+
+pub use base::{HostBase, HostLayer};
+pub use cache::HostCache;
+pub use forward::{Layers, forward, last_hidden, logits};
 
 /// The host format of a GGML type (None: no host kernel; the loader converts it and says so).
 pub fn kind_of(d: GgmlDType) -> Option<Kind> {

@@ -15,6 +15,7 @@ pub use ops::Ops;
 pub use rope::{RopeScaling, RopeSpec, RopeSwitch};
 
 use super::cache::KvCache;
+use super::cpu::{self, HostCache};
 use super::linear::{Lin, LinearFactory};
 use super::weights::BaseWeights;
 use super::{LocalError, Result};
@@ -26,6 +27,8 @@ pub struct Decoder {
     layers: Vec<Vec<Arc<dyn Lin>>>,
     lm_head: Arc<dyn Lin>,
     ops: Ops,
+    /// Inference on the CPU with every layer in host form: the host engine (`cpu/`) runs the forward.
+    host: bool,
 }
 
 /// The decoder's name before families were data; callers written against it keep working.
@@ -48,7 +51,11 @@ impl Decoder {
             layers.push(lins);
         }
         let lm_head = factory("lm_head", &base.lm_head)?;
-        Ok(Self { base, layers, lm_head, ops })
+        let host = ops == Ops::Fused
+            && base.host.is_some()
+            && lm_head.host().is_some()
+            && layers.iter().flatten().all(|l| l.host().is_some());
+        Ok(Self { base, layers, lm_head, ops, host })
     }
 
     pub fn device(&self) -> &Device {
@@ -59,13 +66,36 @@ impl Decoder {
         &self.base.cfg.family
     }
 
+    /// Whether the host engine runs this decoder's forward passes.
+    pub fn on_host(&self) -> bool {
+        self.host
+    }
+
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let c = &self.base.cfg;
+        if self.host {
+            return Ok(KvCache::host(c.layers, c.kv_heads, c.head_dim, capacity));
+        }
         Ok(KvCache::new(c.layers, c.kv_heads, c.head_dim, capacity, &self.base.device)?)
+    }
+
+    /// The host engine's forward over `cache`: logits `[rows, vocab]` (every position's, or the last's).
+    fn host_forward(&self, ids: &[u32], pos: usize, cache: &mut HostCache, all: bool) -> Result<usize> {
+        let host = self.base.host.as_ref().ok_or_else(|| LocalError::Run("the model has no host form".into()))?;
+        let lins = cpu::Layers { layers: &self.layers, lm_head: &*self.lm_head };
+        cpu::forward(&self.base.cfg, host, &lins, ids, pos, cache, all)
     }
 
     /// Runs `ids` at positions `pos..`; returns logits `[vocab]` of the last position, refusing non-finite ones.
     pub fn forward_last(&self, ids: &[u32], pos: usize, cache: &mut KvCache) -> Result<Tensor> {
+        if let KvCache::Host(cache) = cache {
+            let at = pos + ids.len().max(1) - 1;
+            let len = self.host_forward(ids, pos, cache, false)?;
+            host_finite(cpu::last_hidden(cache, self.base.cfg.hidden), "hidden state", at)?;
+            let logits = cpu::logits(cache, len);
+            host_finite(logits, "logits", at)?;
+            return Ok(Tensor::from_slice(logits, len, &Device::Cpu)?);
+        }
         let h = self.hidden(ids, pos, Some(cache))?;
         let last = h.narrow(1, ids.len() - 1, 1)?;
         // Checked before the output layer too: a quantized lm_head turns NaN activations into all-zero logits,
@@ -79,6 +109,11 @@ impl Decoder {
 
     /// Logits `[len, vocab]` at every position (teacher forcing, fidelity checks).
     pub fn forward_all(&self, ids: &[u32], pos: usize, cache: &mut KvCache) -> Result<Tensor> {
+        if let KvCache::Host(cache) = cache {
+            let len = self.host_forward(ids, pos, cache, true)?;
+            let logits = cpu::logits(cache, len);
+            return Ok(Tensor::from_slice(logits, (ids.len(), len / ids.len()), &Device::Cpu)?);
+        }
         let h = self.hidden(ids, pos, Some(cache))?;
         Ok(self.head(&h)?.squeeze(0)?)
     }
@@ -86,6 +121,14 @@ impl Decoder {
     /// Logits `[positions.len(), vocab]` of a whole sequence (from position 0, no cache), computing the
     /// vocabulary projection only at `positions`: what a training loss reads.
     pub fn logits_at(&self, ids: &[u32], positions: &[u32]) -> candle_core::Result<Tensor> {
+        if self.host {
+            let mut cache =
+                HostCache::new(self.base.cfg.layers, self.base.cfg.kv_heads, self.base.cfg.head_dim, ids.len());
+            let len =
+                self.host_forward(ids, 0, &mut cache, true).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let all = Tensor::from_slice(cpu::logits(&cache, len), (ids.len(), len / ids.len()), &Device::Cpu)?;
+            return all.index_select(&Tensor::new(positions, &Device::Cpu)?, 0);
+        }
         let h = self.hidden(ids, 0, None)?.squeeze(0)?;
         let picked = h.index_select(&Tensor::new(positions, self.device())?, 0)?;
         self.head(&picked)
@@ -258,6 +301,19 @@ impl Masks {
     }
 }
 
+/// `ensure_finite` for host buffers.
+fn host_finite(values: &[f32], what: &str, position: usize) -> Result<()> {
+    if values.iter().sum::<f32>().is_finite() {
+        return Ok(());
+    }
+    let nan = values.iter().filter(|v| v.is_nan()).count();
+    let inf = values.iter().filter(|v| v.is_infinite()).count();
+    if nan + inf == 0 {
+        return Ok(());
+    }
+    Err(non_finite(what, position, nan, inf, values.len()))
+}
+
 /// NaN or infinity comes from broken weights (NaN in an adapter's lora_B, an absurd lora_alpha, bytes of one
 /// dtype declared as another) and would otherwise sample garbage or nothing, reported as a success.
 fn ensure_finite(t: &Tensor, what: &str, position: usize) -> Result<()> {
@@ -273,10 +329,13 @@ fn ensure_finite(t: &Tensor, what: &str, position: usize) -> Result<()> {
     if nan + inf == 0 {
         return Ok(());
     }
-    Err(LocalError::Run(format!(
-        "the model computed non-finite values in its {what} at position {position} ({nan} NaN, {inf} infinite of {}): its \
-         weights or its LoRA adapter's hold NaN or infinity, or overflow (check lora_B, lora_alpha and the \
-         tensors' dtypes)",
-        values.len()
-    )))
+    Err(non_finite(what, position, nan, inf, values.len()))
+}
+
+fn non_finite(what: &str, position: usize, nan: usize, inf: usize, of: usize) -> LocalError {
+    LocalError::Run(format!(
+        "the model computed non-finite values in its {what} at position {position} ({nan} NaN, {inf} infinite of \
+         {of}): its weights or its LoRA adapter's hold NaN or infinity, or overflow (check lora_B, lora_alpha and \
+         the tensors' dtypes)"
+    ))
 }
