@@ -9,9 +9,23 @@
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tunebench_kernels::quant::{self, ActKind, Kind};
+use tunebench_kernels::quant::{self, ActKind, Kernel, Kind};
 
 const LEGACY: [Kind; 5] = [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0];
+
+/// The kernels under test: the scalar reference, the SIMD kernel where this CPU runs one, and the dispatched.
+fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
+    let mut all = vec![("reference", quant::reference(kind)), ("dispatched", quant::kernel(kind))];
+    all.extend(quant::simd(kind).map(|k| ("simd", k)));
+    all
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn this_x86_cpu_runs_the_simd_kernels() {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    assert_eq!(quant::simd(Kind::Q4_1).is_some(), avx2 && std::arch::is_x86_feature_detected!("f16c"));
+}
 
 /// One block decoded from the ggml spec, element by element: (d, m, quants).
 fn decode(kind: Kind, b: &[u8]) -> (f64, f64, [i32; 32]) {
@@ -113,7 +127,7 @@ fn expected(kind: Kind, w: &[u8], act_bytes: &[u8], act: &[f32]) -> (f64, f64) {
 fn every_kernel_matches_the_f64_sum_for_one_to_four_rows_and_odd_block_counts() {
     let mut rng = StdRng::seed_from_u64(17);
     for kind in LEGACY {
-        let (fast, reference) = (quant::kernel(kind), quant::reference(kind));
+        let kernels = candidates(kind);
         for blocks in [1, 3, 7, 18, 48] {
             for rows in 1..=quant::MAX_ROWS {
                 for _trial in 0..4 {
@@ -122,12 +136,11 @@ fn every_kernel_matches_the_f64_sum_for_one_to_four_rows_and_odd_block_counts() 
                     let acts: Vec<(Vec<u8>, Vec<f32>)> =
                         (0..rows).map(|_| act_row(kind.acts(), blocks, &mut rng)).collect();
                     let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
-                    let (mut got_fast, mut got_ref) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-                    (fast.dot)(cols, &w, &views, &mut got_fast);
-                    (reference.dot)(cols, &w, &views, &mut got_ref);
-                    for r in 0..rows {
-                        let (want, tol) = expected(kind, &w, &acts[r].0, &acts[r].1);
-                        for (name, got) in [("dispatched", got_fast[r]), ("reference", got_ref[r])] {
+                    for (name, kern) in &kernels {
+                        let mut got = vec![f32::NAN; rows];
+                        (kern.dot)(cols, &w, &views, &mut got);
+                        for (r, &got) in got.iter().enumerate() {
+                            let (want, tol) = expected(kind, &w, &acts[r].0, &acts[r].1);
                             let err = (f64::from(got) - want).abs();
                             assert!(
                                 err <= tol,
@@ -148,7 +161,7 @@ fn dequantize_gives_the_independently_decoded_values() {
         for blocks in [1, 7, 18] {
             let w = weight_row(kind, blocks, &mut rng);
             let (_, bytes) = kind.block();
-            for kern in [quant::kernel(kind), quant::reference(kind)] {
+            for (_, kern) in candidates(kind) {
                 let mut out = vec![f32::NAN; blocks * 32];
                 (kern.dequantize)(&w, &mut out);
                 for (i, wb) in w.chunks_exact(bytes).enumerate() {
@@ -171,10 +184,10 @@ fn all_zero_weights_give_zero_and_the_output_is_overwritten() {
         let mut rng = StdRng::seed_from_u64(1);
         let (a, _) = act_row(kind.acts(), blocks, &mut rng);
         let views = [a.as_slice(); 4];
-        for kern in [quant::kernel(kind), quant::reference(kind)] {
+        for (name, kern) in candidates(kind) {
             let mut out = [7f32; 4];
             (kern.dot)(blocks * 32, &w, &views, &mut out);
-            assert_eq!(out, [0.0; 4], "{kind:?}");
+            assert_eq!(out, [0.0; 4], "{kind:?} {name}");
         }
     }
 }
@@ -194,10 +207,10 @@ fn real_and_gguf_py_blocks_dequantize_to_the_values_gguf_py_gives() {
         assert_eq!(bytes.len(), kind.block().1, "{source}");
         let want: Vec<f32> = fields.map(|v| v.parse().unwrap()).collect();
         assert_eq!(want.len(), 32, "{source}");
-        for kern in [quant::kernel(kind), quant::reference(kind)] {
+        for (name, kern) in candidates(kind) {
             let mut out = [f32::NAN; 32];
             (kern.dequantize)(&bytes, &mut out);
-            assert_eq!(out.as_slice(), want.as_slice(), "{kind:?} {source}");
+            assert_eq!(out.as_slice(), want.as_slice(), "{kind:?} {name} {source}");
         }
         seen.push(kind);
     }

@@ -1,6 +1,8 @@
 //! The legacy 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): their byte layouts as ggml writes
 //! them, and the choice between the scalar reference kernels and the AVX2 ones.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod scalar;
 
 use half::f16;
@@ -22,6 +24,14 @@ pub fn reference(kind: Kind) -> Kernel {
     scalar::kernel(kind)
 }
 
+/// The AVX2 kernel of `kind`; only called once `simd_available()` said yes.
 pub fn fast(kind: Kind) -> Kernel {
-    reference(kind)
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::kernel(kind)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        reference(kind)
+    }
 }
