@@ -85,12 +85,15 @@ impl Kind {
     }
 }
 
+/// `dot(cols, w, acts, out)`: see [`Kernel::dot`].
+pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
+
 /// The kernels of one weight kind.
 #[derive(Clone, Copy)]
 pub struct Kernel {
     /// `out[j] = Σ_c w[c] · acts[j][c]` for every activation row `j` (1..=MAX_ROWS of them, each quantized
     /// to `kind.acts()`), over `cols` elements; `w` is one weight row in the file's bytes.
-    pub dot: fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]),
+    pub dot: DotFn,
     /// One weight row to f32 (`out.len()` elements).
     pub dequantize: fn(w: &[u8], out: &mut [f32]),
 }
@@ -105,11 +108,14 @@ pub fn kernel(kind: Kind) -> Kernel {
     table.iter().find(|(k, _)| *k == kind).map(|(_, kern)| *kern).unwrap_or_else(|| reference(kind))
 }
 
-/// Whether the SIMD kernels can run here (AVX2 and FMA, checked at run time: builds never assume them).
+/// Whether the SIMD kernels can run here (AVX2, FMA and F16C, checked at run time: builds never assume them;
+/// every AVX2 CPU has F16C, which the kernels use for the f16 block scales).
 pub fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -124,6 +130,11 @@ pub fn reference(kind: Kind) -> Kernel {
         Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q8_0 => legacy::reference(kind),
         Kind::Q2_K | Kind::Q3_K | Kind::Q4_K | Kind::Q5_K | Kind::Q6_K => kquants::reference(kind),
     }
+}
+
+/// The SIMD kernel of `kind` when this CPU runs it (tests and benches compare it with `reference`).
+pub fn simd(kind: Kind) -> Option<Kernel> {
+    simd_available().then(|| fast(kind))
 }
 
 /// The SIMD kernel of `kind`; only called once `simd_available()` said yes.
