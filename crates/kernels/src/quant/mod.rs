@@ -90,6 +90,7 @@ impl Kind {
 pub struct Kernel {
     /// `out[j] = Σ_c w[c] · acts[j][c]` for every activation row `j` (1..=MAX_ROWS of them, each quantized
     /// to `kind.acts()`), over `cols` elements; `w` is one weight row in the file's bytes.
+    #[allow(clippy::type_complexity)]
     pub dot: fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]),
     /// One weight row to f32 (`out.len()` elements).
     pub dequantize: fn(w: &[u8], out: &mut [f32]),
