@@ -1,6 +1,8 @@
 //! K-quant weights (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: 256-element super-blocks) against Q8_K activations: the
 //! scalar reference kernels, the AVX2+FMA ones, and the Q8_K activation quantizer.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod blocks;
 mod q8k;
 #[cfg(test)]
@@ -51,7 +53,19 @@ pub fn reference(kind: Kind) -> Kernel {
     }
 }
 
-/// The SIMD kernels (none yet: the scalar reference).
+/// The AVX2 dot products (dequantize stays scalar: it is not on the hot path). Called only once
+/// `simd_available()` said yes.
 pub fn fast(kind: Kind) -> Kernel {
-    reference(kind)
+    #[cfg(target_arch = "x86_64")]
+    {
+        let base = reference(kind);
+        match avx2::dot_fn(kind) {
+            Some(dot) => Kernel { dot, ..base },
+            None => base,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        reference(kind)
+    }
 }

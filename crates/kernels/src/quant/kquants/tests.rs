@@ -168,3 +168,43 @@ fn q8_k_quantizer_rounds_ties_to_even_and_sums_each_sixteen() {
         assert_eq!(i16::from_le_bytes([q[260 + 2 * j], q[261 + 2 * j]]), want);
     }
 }
+
+#[test]
+fn simd_kernels_match_the_f64_reference() {
+    if !crate::quant::simd_available() {
+        eprintln!("no AVX2+FMA on this CPU: the SIMD kernels are not reachable here");
+        return;
+    }
+    check_against_f64(crate::quant::kernel, 1e-5);
+}
+
+#[test]
+fn simd_q8_k_quantizer_is_bit_identical_to_the_scalar_one() {
+    if !crate::quant::simd_available() {
+        eprintln!("no AVX2+FMA on this CPU: the SIMD quantizer is not reachable here");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(8);
+    let nb = 7;
+    for magnitude in [1.0f32, 1e-30, 3e30, 127.0] {
+        let mut x: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-1.0f32..1.0) * magnitude).collect();
+        // block 1 all zeros; block 2 on exact halves (ties); block 3 with its largest magnitude twice, of
+        // both signs (the first wins); block 4 a single non-zero value
+        x[QK..2 * QK].fill(0.0);
+        for (i, v) in x[2 * QK..3 * QK].iter_mut().enumerate() {
+            *v = (i % 100) as f32 - 49.5;
+        }
+        x[2 * QK + 5] = 127.0;
+        x[3 * QK + 9] = -2.0 * magnitude;
+        x[3 * QK + 200] = 2.0 * magnitude;
+        x[4 * QK..5 * QK].fill(0.0);
+        x[4 * QK + 77] = -magnitude;
+        let mut scalar = vec![0u8; nb * ACT_BYTES];
+        let mut simd = vec![1u8; nb * ACT_BYTES];
+        super::q8k::quantize_scalar(&x, &mut scalar);
+        super::quantize_q8_k(&x, &mut simd);
+        for (b, (s, v)) in scalar.chunks_exact(ACT_BYTES).zip(simd.chunks_exact(ACT_BYTES)).enumerate() {
+            assert_eq!(s, v, "magnitude {magnitude}, block {b}");
+        }
+    }
+}
