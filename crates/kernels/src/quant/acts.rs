@@ -62,33 +62,8 @@ pub fn quantize_row(kind: ActKind, x: &[f32], out: &mut [u8]) {
             }
         }
         ActKind::Q8_K => {
-            for (xb, ob) in x.chunks_exact(256).zip(out.chunks_exact_mut(292)) {
-                // As ggml's quantize_row_q8_K: the scale keeps the sign of the largest-magnitude value.
-                let (mut amax, mut max) = (0f32, 0f32);
-                for &v in xb {
-                    if v.abs() > amax {
-                        amax = v.abs();
-                        max = v;
-                    }
-                }
-                if amax == 0.0 {
-                    ob.fill(0);
-                    continue;
-                }
-                let iscale = -127.0 / max;
-                let mut qs = [0i8; 256];
-                for (q, v) in qs.iter_mut().zip(xb) {
-                    *q = (iscale * v).round().min(127.0) as i8;
-                }
-                ob[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
-                for (o, q) in ob[4..260].iter_mut().zip(&qs) {
-                    *o = *q as u8;
-                }
-                for (j, chunk) in qs.chunks_exact(16).enumerate() {
-                    let s: i16 = chunk.iter().map(|&q| i16::from(q)).sum();
-                    ob[260 + 2 * j..262 + 2 * j].copy_from_slice(&s.to_le_bytes());
-                }
-            }
+            // the K-quant kernels' own quantizer (scalar or AVX2, bit-identical)
+            super::kquants::quantize_q8_k(x, out);
         }
     }
 }

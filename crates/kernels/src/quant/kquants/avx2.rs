@@ -1,0 +1,289 @@
+//! AVX2+FMA dot products of K-quant weight rows against 1..=4 Q8_K activation rows. Each super-block is
+//! unpacked once into 8 vectors of unsigned quants (32 each) with its 16 sub-block scales and offsets, then
+//! multiplied against every activation row: `maddubs` (u8 × i8 pairs), `madd` by the sub-block scale, and the
+//! offsets (mins, or the fixed bias of Q3_K/Q6_K) through the activation's block sums.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::blocks::{ACT_BYTES, QK};
+use crate::quant::Kind;
+
+type DotFn = fn(usize, &[u8], &[&[u8]], &mut [f32]);
+
+/// The AVX2 dot product of `kind`, if it has one.
+pub fn dot_fn(kind: Kind) -> Option<DotFn> {
+    Some(match kind {
+        Kind::Q2_K => dot::<Q2K>,
+        Kind::Q3_K => dot::<Q3K>,
+        Kind::Q4_K => dot::<Q4K>,
+        Kind::Q5_K => dot::<Q5K>,
+        Kind::Q6_K => dot::<Q6K>,
+        _ => return None,
+    })
+}
+
+/// One super-block unpacked for the SIMD loop: element `32c + l` is `d · sc[e/16] · u[c][l] − dmin ·
+/// off[e/16]` (for Q3_K and Q6_K `off` is the bias times the scale, subtracted in integers).
+struct Block {
+    u: [__m256i; 8],
+    /// 16 × i16: the scale of each 16-element sub-block.
+    sc: __m256i,
+    /// 16 × i16: the offset of each sub-block.
+    off: __m256i,
+    d: f32,
+    dmin: f32,
+}
+
+trait Format {
+    const BYTES: usize;
+    /// Whether the offset shares the scale `d` (subtract it in integers) or has its own `dmin`.
+    const INT_OFFSET: bool;
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    unsafe fn unpack(b: &[u8]) -> Block;
+}
+
+fn dot<F: Format>(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+    let nb = cols / QK;
+    if !super::shapes_fit(F::BYTES, nb, w, acts, out) {
+        out.fill(f32::NAN);
+        return;
+    }
+    // SAFETY: `dot_fn` is reached only through `quant::fast`, after `simd_available()` found AVX2 and FMA;
+    // `shapes_fit` checked that every slice holds `nb` blocks, and the kernels index only within them.
+    unsafe {
+        match acts.len() {
+            1 => rows::<F, 1>(nb, w, acts, out),
+            2 => rows::<F, 2>(nb, w, acts, out),
+            3 => rows::<F, 3>(nb, w, acts, out),
+            _ => rows::<F, 4>(nb, w, acts, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn load(b: &[u8], at: usize) -> __m256i {
+    let s = &b[at..at + 32];
+    // SAFETY: `s` is 32 bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn load16(b: &[u8], at: usize) -> __m128i {
+    let s = &b[at..at + 16];
+    // SAFETY: `s` is 16 bytes; the load is unaligned.
+    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+}
+
+fn half_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// The i16 scales of chunk `c` (elements 32c..32c+32): sub-block 2c's in the low lane, 2c+1's in the high.
+#[target_feature(enable = "avx2,fma")]
+fn chunk_scale(sc: __m256i, c: i32) -> __m256i {
+    let pair = _mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(c));
+    let spread = _mm256_setr_epi8(
+        0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+    );
+    _mm256_shuffle_epi8(pair, spread)
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; `w` holds `nb` blocks of `F`, every `acts[r]` (`N` of them) `nb` Q8_K
+/// blocks, and `out` at least `N` slots.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows<F: Format, const N: usize>(nb: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_min = [_mm256_setzero_ps(); N];
+    for i in 0..nb {
+        // SAFETY: AVX2 and FMA are enabled here, as the caller promised.
+        let b = unsafe { F::unpack(&w[i * F::BYTES..(i + 1) * F::BYTES]) };
+        let a: [&[u8]; N] = std::array::from_fn(|r| &acts[r][i * ACT_BYTES..(i + 1) * ACT_BYTES]);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            let scale = chunk_scale(b.sc, c as i32);
+            for r in 0..N {
+                let q8 = load(a[r], 4 + 32 * c);
+                let p = _mm256_maddubs_epi16(b.u[c], q8);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scale, p));
+            }
+        }
+        for r in 0..N {
+            let d8 = f32::from_le_bytes([a[r][0], a[r][1], a[r][2], a[r][3]]);
+            let off = _mm256_madd_epi16(b.off, load(a[r], 260));
+            if F::INT_OFFSET {
+                let s = _mm256_sub_epi32(sumi[r], off);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d8 * b.d), _mm256_cvtepi32_ps(s), acc[r]);
+            } else {
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d8 * b.d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                acc_min[r] = _mm256_fmadd_ps(_mm256_set1_ps(-d8 * b.dmin), _mm256_cvtepi32_ps(off), acc_min[r]);
+            }
+        }
+    }
+    for r in 0..N {
+        out[r] = hsum(_mm256_add_ps(acc[r], acc_min[r]));
+    }
+}
+
+/// Eight 6-bit values from Q4_K/Q5_K's packed 12 bytes, each repeated for the two 16-element halves of its
+/// 32-element sub-block: (scales, mins) as 16 × i16.
+#[target_feature(enable = "avx2,fma")]
+fn scales_mins_k4(s: &[u8]) -> (__m256i, __m256i) {
+    let word = |k: usize| u32::from_le_bytes([s[4 * k], s[4 * k + 1], s[4 * k + 2], s[4 * k + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    // the bytes of ggml's get_scale_min_k4, four at a time
+    let sc_lo = w0 & 0x3f3f_3f3f;
+    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let m_lo = w1 & 0x3f3f_3f3f;
+    let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
+    let v = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
+    let twice = |x: __m128i| {
+        let x = _mm_cvtepu8_epi16(x);
+        _mm256_set_m128i(_mm_unpackhi_epi16(x, x), _mm_unpacklo_epi16(x, x))
+    };
+    (twice(v), twice(_mm_srli_si128::<8>(v)))
+}
+
+struct Q4K;
+impl Format for Q4K {
+    const BYTES: usize = 144;
+    const INT_OFFSET: bool = false;
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn unpack(b: &[u8]) -> Block {
+        let nib = _mm256_set1_epi8(0xF);
+        let (sc, off) = scales_mins_k4(&b[4..16]);
+        let mut u = [_mm256_setzero_si256(); 8];
+        for j in 0..4 {
+            let q = load(b, 16 + 32 * j);
+            u[2 * j] = _mm256_and_si256(q, nib);
+            u[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
+        }
+        Block { u, sc, off, d: half_at(b, 0), dmin: half_at(b, 2) }
+    }
+}
+
+struct Q5K;
+impl Format for Q5K {
+    const BYTES: usize = 176;
+    const INT_OFFSET: bool = false;
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn unpack(b: &[u8]) -> Block {
+        let nib = _mm256_set1_epi8(0xF);
+        let sixteen = _mm256_set1_epi8(0x10);
+        let (sc, off) = scales_mins_k4(&b[4..16]);
+        let qh = load(b, 16);
+        // bit c of qh's bytes is the fifth bit of chunk c
+        let high = |c: i32| {
+            let bit = _mm256_set1_epi8(1 << c);
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit), sixteen)
+        };
+        let mut u = [_mm256_setzero_si256(); 8];
+        for j in 0..4 {
+            let q = load(b, 48 + 32 * j);
+            u[2 * j] = _mm256_or_si256(_mm256_and_si256(q, nib), high(2 * j as i32));
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
+            u[2 * j + 1] = _mm256_or_si256(hi, high(2 * j as i32 + 1));
+        }
+        Block { u, sc, off, d: half_at(b, 0), dmin: half_at(b, 2) }
+    }
+}
+
+struct Q6K;
+impl Format for Q6K {
+    const BYTES: usize = 210;
+    const INT_OFFSET: bool = true;
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn unpack(b: &[u8]) -> Block {
+        let nib = _mm256_set1_epi8(0xF);
+        let mut u = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let (l1, l2, qh) = (load(b, 64 * h), load(b, 64 * h + 32), load(b, 128 + 32 * h));
+            // masks come before shifts, so no bit crosses into the neighbouring byte of a 16-bit lane
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)));
+            let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)));
+            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
+            let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)));
+            u[4 * h] = _mm256_or_si256(_mm256_and_si256(l1, nib), h0);
+            u[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l2, nib), h1);
+            u[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), nib), h2);
+            u[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l2), nib), h3);
+        }
+        let sc = _mm256_cvtepi8_epi16(load16(b, 192));
+        // quants are stored biased by 32
+        let off = _mm256_slli_epi16::<5>(sc);
+        let d = half_at(b, 208);
+        Block { u, sc, off, d, dmin: d }
+    }
+}
+
+struct Q3K;
+impl Format for Q3K {
+    const BYTES: usize = 110;
+    const INT_OFFSET: bool = true;
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn unpack(b: &[u8]) -> Block {
+        let three = _mm256_set1_epi8(3);
+        let four = _mm256_set1_epi8(4);
+        let hm = load(b, 0);
+        let mut u = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let q = load(b, 32 + 32 * h);
+            let shifted = [q, _mm256_srli_epi16::<2>(q), _mm256_srli_epi16::<4>(q), _mm256_srli_epi16::<6>(q)];
+            for (k, s) in shifted.into_iter().enumerate() {
+                let bit = _mm256_set1_epi8(1 << (4 * h + k));
+                let high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
+                u[4 * h + k] = _mm256_or_si256(_mm256_and_si256(s, three), high);
+            }
+        }
+        // the 16 six-bit scales, low nibbles from bytes 0..8 and high bit pairs from 8..12, four at a time
+        let s = &b[96..108];
+        let word = |k: usize| u32::from_le_bytes([s[4 * k], s[4 * k + 1], s[4 * k + 2], s[4 * k + 3]]);
+        let (a0, a1, t) = (word(0), word(1), word(2));
+        let (k2, k1) = (0x0f0f_0f0f, 0x0303_0303);
+        let v = _mm_setr_epi32(
+            ((a0 & k2) | ((t & k1) << 4)) as i32,
+            ((a1 & k2) | (((t >> 2) & k1) << 4)) as i32,
+            (((a0 >> 4) & k2) | (((t >> 4) & k1) << 4)) as i32,
+            (((a1 >> 4) & k2) | (((t >> 6) & k1) << 4)) as i32,
+        );
+        let sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(v), _mm256_set1_epi16(32));
+        // a quant is its three bits less 4
+        let off = _mm256_slli_epi16::<2>(sc);
+        let d = half_at(b, 108);
+        Block { u, sc, off, d, dmin: d }
+    }
+}
+
+struct Q2K;
+impl Format for Q2K {
+    const BYTES: usize = 84;
+    const INT_OFFSET: bool = false;
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn unpack(b: &[u8]) -> Block {
+        let three = _mm256_set1_epi8(3);
+        let mut u = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let q = load(b, 16 + 32 * h);
+            u[4 * h] = _mm256_and_si256(q, three);
+            u[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16::<2>(q), three);
+            u[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), three);
+            u[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(q), three);
+        }
+        let s = load16(b, 0);
+        let nib = _mm_set1_epi8(0xF);
+        let sc = _mm256_cvtepu8_epi16(_mm_and_si128(s, nib));
+        let off = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(s), nib));
+        Block { u, sc, off, d: half_at(b, 80), dmin: half_at(b, 82) }
+    }
+}
