@@ -100,16 +100,15 @@ fn every_type_loads_computes_its_own_values_and_stays_near_f32() {
         assert!(off < tol, "{name}: {off} of the logit scale from the f32 model (tolerance {tol})");
 
         assert_eq!(format(&file, Some(WeightPlan::EXACT)), format!("{name} dequantized to f32"));
-        // What a GPU runs: the file's own format, said as such.
+        // The file's own format, said as such: what a GPU runs, and the CPU default (the host engine runs every
+        // one of these types as stored).
         assert_eq!(format(&file, Some(WeightPlan { decode: None, f32_prefill: false })), format!("{name} weights"));
-        // The CPU default decodes Q8_0: a title that says another format than the file's says so.
-        let cpu = format(&file, None);
-        let want = if dt == GgmlDType::Q8_0 {
-            "Q8_0 decode · f32 prefill".to_string()
-        } else {
-            format!("{name} file · Q8_0 decode · f32 prefill")
-        };
-        assert_eq!(cpu, want);
+        assert_eq!(format(&file, None), format!("{name} weights"));
+        // A requantized form names both the file's format and the one that runs.
+        if dt != GgmlDType::Q8_0 {
+            let q8 = Some(WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: false });
+            assert_eq!(format(&file, q8), format!("{name} file · Q8_0 weights"));
+        }
     }
 }
 
@@ -136,14 +135,14 @@ fn a_q4_k_m_like_mix_loads_and_its_title_names_the_mix() {
     assert_eq!(format(&file, Some(WeightPlan { decode: None, f32_prefill: false })), "Q4_K+Q6_K+Q8_0+Q5_0 weights");
 }
 
-/// Lanes run every type: decoding the file's own quantized form (no f32 copy, as on a GPU), and the CPU default
-/// (a 64-token prefill in f32, then Q8_0 decode), each agrees with the exact logits up to the rounding of
-/// quantized matmul (its activations are quantized too) and of the Q8_0 copy.
+/// Lanes run every type: the file's own quantized form (the CPU default: the host engine, prefill and decode
+/// alike), and a Q8_0 copy, each agrees with the exact logits up to the rounding of quantized matmul (its
+/// activations are quantized too) and of the Q8_0 copy.
 #[test]
 fn lanes_run_every_type_near_its_exact_logits() {
     let w = wide_model();
     let plans =
-        [("the file's format", Some(WeightPlan { decode: None, f32_prefill: false })), ("the CPU default", None)];
+        [("the CPU default: the file's format", None), ("a Q8_0 copy", Some(WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: false }))];
     for dt in [
         GgmlDType::F32,
         GgmlDType::F16,
@@ -163,7 +162,8 @@ fn lanes_run_every_type_near_its_exact_logits() {
         for (what, plan) in plans {
             let m = load(&file, &Device::Cpu, plan).unwrap();
             let mut cache = m.plain.new_cache(IDS.len()).unwrap();
-            // A prefill of the first half (multi-row: the f32 copy where the plan keeps one), then one token at a time.
+            assert!(m.plain.on_host(), "{name}, {what}: the CPU runs the host engine");
+            // A prefill of the first half (multi-row), then one token at a time.
             let half = IDS.len() / 2;
             let prefill = m.plain.forward_all(&IDS[..half], 0, &mut cache).unwrap();
             let mut worst = max_diff(&prefill, &exact.narrow(0, 0, half).unwrap());
@@ -172,8 +172,10 @@ fn lanes_run_every_type_near_its_exact_logits() {
                 worst = worst.max(max_diff(&row, &exact.get(pos).unwrap()));
             }
             println!("{name}, {what}: {:.2e} of the logit scale from exact", worst / scale);
-            // Measured 1.0e-2 to 1.8e-2 for the quantized forms (candle 0.11), 1e-6 for float files run as stored.
-            assert!(worst / scale < 3e-2, "{name}, {what}: {worst}");
+            // Measured 1.1e-2 to 1.8e-2 for the file's quantized forms, 0 for float files run as stored; a Q8_0
+            // copy of a 4-bit file rounds twice, prefill included (3.2e-2 measured for Q4_1).
+            let tol = if plan.is_some() { 5e-2 } else { 3e-2 };
+            assert!(worst / scale < tol, "{name}, {what}: {worst}");
         }
     }
 }
