@@ -28,6 +28,18 @@ pub struct Cache<'a> {
     pub capacity: usize,
 }
 
+/// Writes `rows` (`[n, kv_heads · head_dim]`: n positions' keys or values) into one layer's cache
+/// `[kv_heads, capacity, head_dim]` at positions `pos..pos + n`.
+pub fn store(cache: &mut [f32], kv_heads: usize, head_dim: usize, capacity: usize, pos: usize, rows: &[f32]) {
+    let width = kv_heads * head_dim;
+    for (t, row) in rows.chunks_exact(width).enumerate() {
+        for (h, src) in row.chunks_exact(head_dim).enumerate() {
+            let at = (h * capacity + pos + t) * head_dim;
+            cache[at..at + head_dim].copy_from_slice(src);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
 // SAFETY: parts write disjoint ranges (their own query-head rows of `out`, their own slice of `scores`).
@@ -185,6 +197,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn store_puts_each_head_row_at_its_position() {
+        let (kv_heads, hd, cap) = (2, 3, 5);
+        let mut cache = vec![0f32; kv_heads * cap * hd];
+        let rows: Vec<f32> = (0..2 * kv_heads * hd).map(|i| i as f32 + 1.0).collect();
+        store(&mut cache, kv_heads, hd, cap, 3, &rows);
+        for t in 0..2 {
+            for h in 0..kv_heads {
+                let at = (h * cap + 3 + t) * hd;
+                assert_eq!(&cache[at..at + hd], &rows[(t * kv_heads + h) * hd..(t * kv_heads + h + 1) * hd]);
+            }
+        }
+        assert_eq!(cache.iter().filter(|v| **v != 0.0).count(), rows.len());
     }
 
     #[test]

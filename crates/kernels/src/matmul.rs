@@ -147,13 +147,25 @@ pub fn run(
     let mut total = 0;
     let mut xa_at = 0;
     let xa = Out(scratch.xa.as_mut_ptr(), scratch.xa.len());
+    // Each activation format once per call (q, k and v usually share one).
+    let mut done: [Option<(ActKind, usize)>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
+    let mut quantized = |scratch: &mut Scratch, kind: ActKind| {
+        if let Some((_, i)) = done.iter().flatten().find(|(k, _)| *k == kind) {
+            return *i;
+        }
+        let i = scratch.quantize(kind, x, n, cols);
+        if let Some(slot) = done.iter_mut().find(|d| d.is_none()) {
+            *slot = Some((kind, i));
+        }
+        i
+    };
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
-        let acts = scratch.quantize(l.w.kind.acts(), x, n, cols);
+        let acts = quantized(scratch, l.w.kind.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         segs[2 * i] = Some(Seg { w: l.w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
         total += l.w.rows;
         if let Some(lo) = l.lora {
-            let acts = scratch.quantize(lo.a.kind.acts(), x, n, cols);
+            let acts = quantized(scratch, lo.a.kind.acts());
             let (stride, offset) = (rank_total, xa_at);
             segs[2 * i + 1] = Some(Seg { w: lo.a, bias: None, acts, out: xa, stride, offset, start: total });
             total += lo.a.rows;

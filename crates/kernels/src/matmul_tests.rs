@@ -21,6 +21,18 @@ fn weights(kind: Kind, rows: usize, cols: usize, rng: &mut StdRng) -> Weights {
                 out
             })
             .collect(),
+        Kind::Q4_1 => vals
+            .chunks_exact(32)
+            .flat_map(|b| {
+                let mut out = half::f16::from_f32(0.02).to_le_bytes().to_vec();
+                out.extend(half::f16::from_f32(-0.15).to_le_bytes());
+                out.extend(b[..16].iter().zip(&b[16..]).map(|(lo, hi)| {
+                    let nib = |v: f32| ((v + 1.0) * 7.99) as u8 & 15;
+                    nib(*lo) | (nib(*hi) << 4)
+                }));
+                out
+            })
+            .collect(),
         other => panic!("no test weights for {other:?}"),
     };
     Weights::new(kind, rows, cols, &bytes).unwrap()
@@ -45,6 +57,11 @@ fn reference(w: &Weights, x: &[f32], n: usize) -> Vec<f64> {
     out
 }
 
+/// Q4_1 against Q8_1 reads the activation block's sum as ggml stores it, rounded to f16 (about 1e-3 of it).
+fn tolerance(kind: Kind) -> f64 {
+    if kind == Kind::Q4_1 { 3e-3 } else { 1e-4 }
+}
+
 fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((f64::from(*g) - w).abs() <= tol * (1.0 + w.abs()), "{what}: element {i}: {g} vs {w}");
@@ -56,15 +73,15 @@ fn every_row_count_and_odd_shape_matches_the_reference() {
     let mut rng = StdRng::seed_from_u64(7);
     let pools = [Pool::new(1), Pool::new(2), Pool::new(3)];
     for pool in &pools {
-        for kind in [Kind::F32, Kind::F16, Kind::BF16] {
-            for (rows, cols) in [(1, 32), (37, 96), (130, 160)] {
+        for kind in [Kind::F32, Kind::F16, Kind::BF16, Kind::Q8_0, Kind::Q4_1] {
+            for (rows, cols) in [(1, 32), (37, 96), (130, 160), (19, 576)] {
                 let w = weights(kind, rows, cols, &mut rng);
                 for n in 1..=9 {
                     let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
                     let mut out = vec![f32::NAN; n * rows];
                     let mut s = Scratch::default();
                     run(pool, &mut s, &x, n, &[Linear::plain(&w)], &mut [&mut out]).unwrap();
-                    close(&out, &reference(&w, &x, n), 1e-4, &format!("{kind:?} [{rows}, {cols}] n {n}"));
+                    close(&out, &reference(&w, &x, n), tolerance(kind), &format!("{kind:?} [{rows}, {cols}] n {n}"));
                 }
             }
         }
@@ -76,7 +93,7 @@ fn several_weights_biases_and_loras_in_one_call() {
     let mut rng = StdRng::seed_from_u64(9);
     let pool = Pool::new(2);
     let cols = 64;
-    let ws: Vec<Weights> = [(48, Kind::F32), (17, Kind::F16), (33, Kind::F32)]
+    let ws: Vec<Weights> = [(48, Kind::Q4_1), (17, Kind::F16), (33, Kind::Q8_0)]
         .iter()
         .map(|&(rows, k)| weights(k, rows, cols, &mut rng))
         .collect();
@@ -107,7 +124,7 @@ fn several_weights_biases_and_loras_in_one_call() {
                     }
                 }
             }
-            close(&outs[i], &want, 1e-4, &format!("weight {i} n {n}"));
+            close(&outs[i], &want, tolerance(ws[i].kind), &format!("weight {i} n {n}"));
         }
     }
 }

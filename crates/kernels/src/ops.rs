@@ -117,6 +117,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `y += x` (the residual add).
+pub fn add(y: &mut [f32], x: &[f32]) {
+    for (o, v) in y.iter_mut().zip(x) {
+        *o += v;
+    }
+}
+
+/// `x *= s`.
+pub fn scale(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
 /// `y += t · x`.
 pub fn axpy(t: f32, x: &[f32], y: &mut [f32]) {
     for (o, v) in y.iter_mut().zip(x) {
@@ -220,6 +234,11 @@ mod tests {
             assert!((f64::from(dot(&a, &b)) - want).abs() < 1e-4 * (1.0 + want.abs()));
             let mut y = b.clone();
             axpy(0.5, &a, &mut y);
+            let mut sum = b.clone();
+            add(&mut sum, &a);
+            scale(&mut sum, 2.0);
+            let twice: Vec<f64> = a.iter().zip(&b).map(|(x, y)| 2.0 * (f64::from(*x) + f64::from(*y))).collect();
+            close(&sum, &twice, 1e-6);
             let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| 0.5 * f64::from(*x) + f64::from(*y)).collect();
             close(&y, &want, 1e-6);
         }

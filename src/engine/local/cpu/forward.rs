@@ -79,7 +79,7 @@ pub fn forward(
     for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
         base.embed.dequantize_row(id as usize, row);
         if let Some(s) = cfg.embed_scale {
-            row.iter_mut().for_each(|v| *v *= s);
+            ops::scale(row, s);
         }
     }
     for (i, ((lins_i, hl), plan)) in lins.layers.iter().zip(&base.layers).zip(&cfg.layer_plan).enumerate() {
@@ -126,7 +126,8 @@ pub fn forward(
                 ops::rope(&mut k[t * nkv..(t + 1) * nkv], hd, dims, c, s, pairs);
             }
         }
-        write_kv(&mut layers_k[i], &mut layers_v[i], cfg.kv_heads, hd, capacity, pos, n, k, v);
+        attention::store(&mut layers_k[i], cfg.kv_heads, hd, capacity, pos, k);
+        attention::store(&mut layers_v[i], cfg.kv_heads, hd, capacity, pos, v);
         let a = Attention {
             heads: cfg.heads,
             kv_heads: cfg.kv_heads,
@@ -148,7 +149,7 @@ pub fn forward(
         if let Some(w) = &hl.post_attn_norm {
             ops::rms_norm_in_place(y, w, eps);
         }
-        x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+        ops::add(x, y);
         ops::rms_norm(x, &hl.ffn_norm, eps, h);
         let ffn = match projections {
             Projections::Separate => lins_i[4].host().map_or(0, |l| l.w.rows),
@@ -176,7 +177,7 @@ pub fn forward(
         if let Some(w) = &hl.post_ffn_norm {
             ops::rms_norm_in_place(y, w, eps);
         }
-        x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+        ops::add(x, y);
     }
     let rows = if all { n } else { 1 };
     let last = &x[(n - rows) * d..];
@@ -200,27 +201,4 @@ pub fn logits(cache: &HostCache, len: usize) -> &[f32] {
 /// non-finite check before the head).
 pub fn last_hidden(cache: &HostCache, hidden: usize) -> &[f32] {
     &cache.bufs.h[..hidden]
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_kv(
-    kc: &mut [f32],
-    vc: &mut [f32],
-    kv_heads: usize,
-    hd: usize,
-    cap: usize,
-    pos: usize,
-    n: usize,
-    k: &[f32],
-    v: &[f32],
-) {
-    let width = kv_heads * hd;
-    for (dst, src) in [(kc, k), (vc, v)] {
-        for t in 0..n {
-            for h in 0..kv_heads {
-                let at = (h * cap + pos + t) * hd;
-                dst[at..at + hd].copy_from_slice(&src[t * width + h * hd..t * width + (h + 1) * hd]);
-            }
-        }
-    }
 }
