@@ -141,8 +141,10 @@ fn a_q4_k_m_like_mix_loads_and_its_title_names_the_mix() {
 #[test]
 fn lanes_run_every_type_near_its_exact_logits() {
     let w = wide_model();
-    let plans =
-        [("the CPU default: the file's format", None), ("a Q8_0 copy", Some(WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: false }))];
+    let plans = [
+        ("the CPU default: the file's format", None),
+        ("a Q8_0 copy", Some(WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: false })),
+    ];
     for dt in [
         GgmlDType::F32,
         GgmlDType::F16,

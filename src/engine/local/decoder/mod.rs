@@ -71,6 +71,12 @@ impl Decoder {
         self.host
     }
 
+    /// The same decoder run by candle's ops (tensors, candle's KV cache) even where the host engine could run
+    /// it: the reference the host engine is held to (tests, benchmarks).
+    pub fn on_candle(self) -> Self {
+        Self { host: false, ..self }
+    }
+
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let c = &self.base.cfg;
         if self.host {
