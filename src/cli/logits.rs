@@ -82,7 +82,7 @@ pub(super) fn run(a: &LogitsArgs) -> anyhow::Result<ExitCode> {
     let (_, device) = pick_device(spec).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     let model = logits::load_exact(&model_path, &device).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     let base = model.base();
-    if let Some(why) = logits::invalid_ids(&ids, base.embed.dim(0)?, base.cfg.context) {
+    if let Some(why) = logits::invalid_ids(&ids, base.embed.dims()[0], base.cfg.context) {
         bail!("{}: {why}", if a.ids.is_some() { "--ids" } else { "--text" });
     }
     let width = base.lm_head.out_dim;

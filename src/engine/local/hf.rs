@@ -7,9 +7,10 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::arch::{Arch, LinearTensors};
+use super::cpu::Weights;
 use super::linear::{BaseLinear, WeightPlan};
 use super::tokenizer::{Model, Tokenizer, Vocab};
-use super::weights::{BaseWeights, Parts, build_layers, finish, shift};
+use super::weights::{BaseWeights, Embed, Parts, build_layers, finish, shift, tied_embed};
 use super::{LocalError, Result};
 
 /// What the tokenizer reads from config.json (the model's shape is `arch`'s business).
@@ -131,6 +132,17 @@ pub fn load(dir: &Path, device: &Device, plan: Option<WeightPlan>) -> Result<(Ba
         Some(name) => take(name)?,
     };
     let lm_head = Arc::new(BaseLinear::from_tensor("lm_head", head, WeightPlan { f32_prefill: false, ..plan })?);
+    // On the CPU: the host engine's f32 rows (the tied head's own, when tied), no second copy.
+    let embed = if !device.is_cpu() {
+        Embed::Tensor(embed)
+    } else if tied_head {
+        tied_embed(None, &lm_head)?
+    } else {
+        let values = embed.flatten_all()?.to_vec1::<f32>()?;
+        let w = Weights::from_f32(cfg.vocab, cfg.hidden, &values)
+            .map_err(|e| LocalError::Model(format!("token embeddings: {e}")))?;
+        Embed::Host(Arc::new(w))
+    };
     let take = std::cell::RefCell::new(take);
     let layers = build_layers(
         &names,

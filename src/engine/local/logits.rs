@@ -35,7 +35,7 @@ pub fn invalid_ids(ids: &[u32], vocab: usize, context: usize) -> Option<String> 
 /// values are the decoder's (after any final soft-cap). The ids are the whole input: no BOS, no template.
 pub fn all_positions(model: &Decoder, ids: &[u32]) -> Result<Tensor> {
     let base = &model.base;
-    if let Some(why) = invalid_ids(ids, base.embed.dim(0)?, base.cfg.context) {
+    if let Some(why) = invalid_ids(ids, base.embed.dims()[0], base.cfg.context) {
         return Err(LocalError::Run(why));
     }
     let positions: Vec<u32> = (0..ids.len() as u32).collect();

@@ -25,7 +25,7 @@ pub fn check(cfg: &Config, p: &Parts) -> Result<()> {
         Err(LocalError::Model(format!("invalid model shape: `{name}` is {have:?} but the metadata implies {want:?}")))
     };
     if p.embed.dims() != [cfg.vocab, cfg.hidden] {
-        return bad("token embeddings", p.embed.dims(), &[cfg.vocab, cfg.hidden]);
+        return bad("token embeddings", &p.embed.dims(), &[cfg.vocab, cfg.hidden]);
     }
     if p.norm.dims() != [cfg.hidden] {
         return bad("output norm", p.norm.dims(), &[cfg.hidden]);

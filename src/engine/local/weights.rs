@@ -6,7 +6,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use super::arch::{Arch, LayerTensors, LinearTensors, TensorNames};
-use super::cpu::HostBase;
+use super::cpu::{HostBase, Weights};
 use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec, RopeSwitch};
 use super::linear::{BaseLinear, WeightPlan};
 use super::{LocalError, Result, candle_text};
@@ -103,7 +103,7 @@ pub struct BaseLayer {
 pub struct BaseWeights {
     pub cfg: Config,
     pub device: Device,
-    pub embed: Tensor,
+    pub embed: Embed,
     pub layers: Vec<BaseLayer>,
     pub norm: Tensor,
     pub lm_head: Arc<BaseLinear>,
@@ -119,8 +119,7 @@ pub struct BaseWeights {
 
 impl BaseWeights {
     pub fn bytes(&self) -> usize {
-        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        t(&self.embed)
+        self.embed.bytes()
             + self.lm_head.bytes()
             + self.layers.iter().map(|l| l.linears.iter().map(|x| x.bytes()).sum::<usize>()).sum::<usize>()
     }
@@ -204,7 +203,16 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
     }
     let capped = cfg.validate()?;
     let embed_q = get(&tensors.embed)?;
-    let embed = embed_q.dequantize(device)?;
+    // On the CPU the host engine reads embedding rows from the file's bytes (the tied head's, when tied):
+    // no f32 copy of the vocabulary, ever.
+    let embed = if device.is_cpu() {
+        match &tensors.lm_head {
+            None => None,
+            Some(_) => Some(Embed::Host(Arc::new(host_weights("token embeddings", &embed_q)?))),
+        }
+    } else {
+        Some(Embed::Tensor(embed_q.dequantize(device)?))
+    };
     let norm = shift(get(&tensors.norm)?.dequantize(device)?, tensors.norm_shift)?;
     let tied_head = tensors.lm_head.is_none();
     let head_q = match &tensors.lm_head {
@@ -212,6 +220,7 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
         Some(name) => get(name)?,
     };
     let lm_head = Arc::new(BaseLinear::from_qtensor("lm_head", head_q, WeightPlan { f32_prefill: false, ..plan })?);
+    let embed = tied_embed(embed, &lm_head)?;
     let get = std::cell::RefCell::new(get);
     let layers = build_layers(
         &tensors,
@@ -228,6 +237,71 @@ pub fn load_gguf<R: std::io::Read + std::io::Seek>(
         format.push_str(&format!(" · {note}"));
     }
     finish(cfg, device, Parts { embed, layers, norm, lm_head, format, tied_head })
+}
+
+/// The token embeddings: a tensor for candle (GPUs), or host weights in the file's format whose rows are
+/// dequantized on lookup (the CPU; shared with the output head when it is tied).
+pub enum Embed {
+    Tensor(Tensor),
+    Host(Arc<Weights>),
+}
+
+impl Embed {
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Embed::Tensor(t) => {
+                let d = t.dims();
+                [d.first().copied().unwrap_or(0), d.get(1).copied().unwrap_or(0)]
+            }
+            Embed::Host(w) => [w.rows, w.cols],
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            Embed::Tensor(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Embed::Host(w) => w.bytes(),
+        }
+    }
+
+    /// `[1, ids.len(), hidden]` f32 on `device`.
+    pub fn rows(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Embed::Tensor(t) => t.index_select(&Tensor::new(ids, device)?, 0)?.unsqueeze(0),
+            Embed::Host(w) => {
+                let mut values = vec![0f32; ids.len() * w.cols];
+                for (row, &id) in values.chunks_exact_mut(w.cols).zip(ids) {
+                    if id as usize >= w.rows {
+                        candle_core::bail!("token id {id} is not below the vocabulary size {}", w.rows);
+                    }
+                    w.dequantize_row(id as usize, row);
+                }
+                Tensor::from_vec(values, (1, ids.len(), w.cols), device)
+            }
+        }
+    }
+}
+
+/// The embeddings a loader found, or (None: tied on the CPU) the output head's own host weights.
+pub fn tied_embed(embed: Option<Embed>, lm_head: &BaseLinear) -> Result<Embed> {
+    match (embed, lm_head.host_weights()) {
+        (Some(e), _) => Ok(e),
+        (None, Some(w)) => Ok(Embed::Host(w.clone())),
+        (None, None) => Err(LocalError::Model("token embeddings: the tied output head has no host form".into())),
+    }
+}
+
+/// A GGUF tensor as host weights in its own format (f32 when no host kernel reads its type).
+fn host_weights(name: &str, q: &candle_core::quantized::QTensor) -> Result<Weights> {
+    let (rows, cols) = q.shape().dims2()?;
+    let err = |e: String| LocalError::Model(format!("{name}: {e}"));
+    match super::cpu::kind_of(q.dtype()) {
+        Some(kind) => Weights::new(kind, rows, cols, &q.data()?).map_err(err),
+        None => {
+            let values = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            Weights::from_f32(rows, cols, &values).map_err(err)
+        }
+    }
 }
 
 /// On the CPU the host engine holds one form of each weight for every phase: no f32 prefill copy.
@@ -269,7 +343,7 @@ pub fn build_layers(
 
 /// The loaded tensors of a model, before the shared tables are built.
 pub struct Parts {
-    pub embed: Tensor,
+    pub embed: Embed,
     pub layers: Vec<BaseLayer>,
     pub norm: Tensor,
     pub lm_head: Arc<BaseLinear>,
@@ -282,7 +356,6 @@ pub fn finish(cfg: Config, device: &Device, p: Parts) -> Result<BaseWeights> {
     super::shapes::check(&cfg, &p)?;
     let ropes = cfg.ropes.iter().map(|r| r.tables(cfg.context, device)).collect::<candle_core::Result<Vec<_>>>()?;
     let Parts { embed, layers, norm, lm_head, format, tied_head } = p;
-    let host =
-        if device.is_cpu() { HostBase::new(&cfg, &embed, tied_head, &lm_head, &layers, &norm, &ropes)? } else { None };
+    let host = if device.is_cpu() { HostBase::new(&embed, &lm_head, &layers, &norm, &ropes)? } else { None };
     Ok(BaseWeights { cfg, device: device.clone(), embed, layers, norm, lm_head, ropes, format, tied_head, host })
 }

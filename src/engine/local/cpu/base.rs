@@ -6,8 +6,8 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use super::Weights;
-use crate::engine::local::weights::{BaseLayer, Config};
-use crate::engine::local::{BaseLinear, LocalError, Result};
+use crate::engine::local::weights::{BaseLayer, Embed};
+use crate::engine::local::{BaseLinear, Result};
 
 /// One layer's vectors.
 pub struct HostLayer {
@@ -35,23 +35,14 @@ fn vector(t: &Tensor) -> Result<Vec<f32>> {
 impl HostBase {
     /// From the loaded tensors; None when the output head has no host form (the model runs on candle).
     pub fn new(
-        cfg: &Config,
-        embed: &Tensor,
-        tied: bool,
+        embed: &Embed,
         lm_head: &BaseLinear,
         layers: &[BaseLayer],
         norm: &Tensor,
         ropes: &[(Tensor, Tensor)],
     ) -> Result<Option<Self>> {
-        let Some(head) = lm_head.host_weights() else { return Ok(None) };
-        let embed = if tied {
-            head.clone()
-        } else {
-            let values = vector(embed)?;
-            let w = Weights::from_f32(cfg.vocab, cfg.hidden, &values)
-                .map_err(|e| LocalError::Model(format!("token embeddings: {e}")))?;
-            Arc::new(w)
-        };
+        let (Embed::Host(embed), Some(_)) = (embed, lm_head.host_weights()) else { return Ok(None) };
+        let embed = embed.clone();
         let opt = |t: &Option<Tensor>| t.as_ref().map(vector).transpose();
         let layers = layers
             .iter()

@@ -168,7 +168,7 @@ impl Decoder {
         } = c.family;
         let n = ids.len();
         let eps = c.rms_eps as f32;
-        let mut x = b.embed.index_select(&Tensor::new(ids, &b.device)?, 0)?.unsqueeze(0)?;
+        let mut x = b.embed.rows(ids, &b.device)?;
         if let Some(scale) = c.embed_scale {
             x = (x * f64::from(scale))?;
         }
