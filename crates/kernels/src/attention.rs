@@ -3,8 +3,8 @@
 //! llama.cpp count it), a scale, an optional tanh soft-cap on the scores, softmax, and the weighted sum of
 //! the values; parallel over heads × query rows.
 
-use crate::ops::{axpy, dot};
 use crate::pool::{Pool, split};
+use crate::simd::{axpy, dot, exp_sub_sum};
 
 /// The shape and rules of one layer's attention.
 #[derive(Debug, Clone, Copy)]
@@ -109,11 +109,7 @@ pub fn attend(
                 *s = v;
             }
             let seen = &mut sc[..p + 1 - lo];
-            let mut sum = 0f32;
-            for s in seen.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
+            let sum = exp_sub_sum(seen, max);
             // SAFETY: row i, head h of `out` belongs to this part alone (units are split disjointly).
             let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(i * width + h * hd), hd) };
             o.fill(0.0);

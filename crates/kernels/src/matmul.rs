@@ -78,6 +78,14 @@ unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
+    /// SAFETY: `at + len <= self.1`, and no other part touches those elements during this call.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        debug_assert!(at + len <= self.1);
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+
     /// SAFETY: `i < len`, and no other part writes element `i` during this call.
     unsafe fn add(self, i: usize, v: f32, overwrite: bool) {
         debug_assert!(i < self.1);
@@ -201,14 +209,15 @@ pub fn run(
     pool.run(&|part, parts| {
         for &(lo, out, rows, col) in updates.iter().flatten() {
             let range = split(rows, part, parts, ALIGN);
+            if range.is_empty() {
+                continue;
+            }
             for j in 0..n {
                 let xj = &xa[j * rank_total + col..j * rank_total + col + lo.a.rows];
+                // SAFETY: row j's columns `range` of an [n, rows] output: this part's alone, in bounds.
+                let o = unsafe { out.slice(j * rows + range.start, range.len()) };
                 for (k, &t) in xj.iter().enumerate() {
-                    let b = &lo.b[k * rows + range.start..k * rows + range.end];
-                    for (r, &bv) in range.clone().zip(b) {
-                        // SAFETY: row r of this part's range, in bounds (checked: out is n × rows).
-                        unsafe { out.add(j * rows + r, t * bv, false) };
-                    }
+                    crate::simd::axpy(t, &lo.b[k * rows + range.start..k * rows + range.end], o);
                 }
             }
         }

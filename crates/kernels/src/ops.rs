@@ -82,11 +82,7 @@ pub fn rope(x: &mut [f32], head_dim: usize, dims: usize, cos: &[f32], sin: &[f32
 /// `gate[i] = act(gate[i]) · up[i]`.
 pub fn gated(act: Act, gate: &mut [f32], up: &[f32]) {
     match act {
-        Act::Silu => {
-            for (g, u) in gate.iter_mut().zip(up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-        }
+        Act::Silu => crate::simd::silu_mul(gate, up),
         Act::GeluTanh => {
             const SQRT_2_OVER_PI: f32 = 0.797_884_6;
             for (g, u) in gate.iter_mut().zip(up) {
