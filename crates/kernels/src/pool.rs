@@ -301,7 +301,7 @@ mod tests {
             for p in 0..parts {
                 let r = split(n, p, parts, align);
                 assert_eq!(r.start, next, "n {n} parts {parts}");
-                assert!(r.start % align == 0 || r.start == n);
+                assert!(r.start.is_multiple_of(align) || r.start == n);
                 next = r.end;
             }
             assert_eq!(next, n);

@@ -8,7 +8,7 @@ use super::cpu::HostCache;
 /// On a GPU (and for the candle path) tensors; for the host engine, host buffers.
 pub enum KvCache {
     Tensors { k: Vec<Tensor>, v: Vec<Tensor>, capacity: usize },
-    Host(HostCache),
+    Host(Box<HostCache>),
 }
 
 impl KvCache {
@@ -26,7 +26,7 @@ impl KvCache {
 
     /// A host cache for the host engine.
     pub fn host(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
-        Self::Host(HostCache::new(layers, kv_heads, head_dim, capacity))
+        Self::Host(Box::new(HostCache::new(layers, kv_heads, head_dim, capacity)))
     }
 
     pub fn capacity(&self) -> usize {
