@@ -69,4 +69,23 @@ mod tests {
         let diff = (one - batched.narrow(1, 1, 1).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
     }
+
+    #[test]
+    fn the_host_form_computes_base_plus_scaled_low_rank_update() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (37, 64), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 37, &dev).unwrap();
+        let plan = WeightPlan { decode: None, f32_prefill: false };
+        let base = BaseLinear::from_tensor("m", w.clone(), plan).unwrap().with_bias(Some(bias.clone())).unwrap();
+        let (a, b) =
+            (Tensor::randn(0f32, 0.1, (5, 64), &dev).unwrap(), Tensor::randn(0f32, 0.1, (37, 5), &dev).unwrap());
+        let lora = LoraLinear::new(Arc::new(base), &a, &b, 2.0).unwrap();
+        assert!(lora.host().is_some_and(|l| l.lora.is_some() && l.bias.is_some()));
+        let x = Tensor::randn(0f32, 1.0, (1, 6, 64), &dev).unwrap();
+        let want = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
+        let delta = x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap();
+        let want = (want + (delta * 2.0).unwrap()).unwrap();
+        let diff = (lora.forward(&x).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
 }
