@@ -46,8 +46,9 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Quantizes `n` rows of `x` (`cols` each) into `kind`, returning the buffer.
-    fn quantize(&mut self, kind: ActKind, x: &[f32], n: usize, cols: usize) -> usize {
+    /// Quantizes `n` rows of `x` (`cols` each) into `kind` (rows split over the pool when there are several),
+    /// returning the buffer's index.
+    fn quantize(&mut self, pool: &Pool, kind: ActKind, x: &[f32], n: usize, cols: usize) -> usize {
         let i = match self.acts.iter().position(|(k, _)| *k == kind) {
             Some(i) => i,
             None => {
@@ -60,10 +61,39 @@ impl Scratch {
         if buf.len() < n * rb {
             buf.resize(n * rb, 0);
         }
-        for (xr, qr) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(rb)).take(n) {
-            quantize_row(kind, xr, qr);
+        if n == 1 {
+            quantize_row(kind, &x[..cols], &mut buf[..rb]);
+            return i;
         }
+        let out = Bytes(buf.as_mut_ptr(), n * rb);
+        pool.run(&|part, parts| {
+            for r in split(n, part, parts, 1) {
+                // SAFETY: row r of the n × rb buffer, quantized by this part alone.
+                let q = unsafe { out.row(r * rb, rb) };
+                quantize_row(kind, &x[r * cols..(r + 1) * cols], q);
+            }
+        });
         i
+    }
+}
+
+/// A byte buffer whose rows parts fill, one part per row.
+#[derive(Clone, Copy)]
+struct Bytes(*mut u8, usize);
+
+// SAFETY: each part writes only the rows of its own range (`split` gives disjoint ranges), and the buffer
+// outlives the pool call.
+unsafe impl Send for Bytes {}
+// SAFETY: as above.
+unsafe impl Sync for Bytes {}
+
+impl Bytes {
+    /// SAFETY: `at + len <= self.1`, and no other part touches those bytes during this call.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, at: usize, len: usize) -> &mut [u8] {
+        debug_assert!(at + len <= self.1);
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
 
@@ -161,7 +191,7 @@ pub fn run(
         if let Some((_, i)) = done.iter().flatten().find(|(k, _)| *k == kind) {
             return *i;
         }
-        let i = scratch.quantize(kind, x, n, cols);
+        let i = scratch.quantize(pool, kind, x, n, cols);
         if let Some(slot) = done.iter_mut().find(|d| d.is_none()) {
             *slot = Some((kind, i));
         }
