@@ -1,6 +1,7 @@
-//! A persistent thread pool for the host forward pass: one call splits a job into `parts` (the caller runs
-//! part 0, a worker each of the rest), and workers spin briefly between calls so that the hundreds of small
-//! calls a decoded token makes cost well under a microsecond each, then park so an idle pool costs nothing.
+//! A persistent thread pool for the host forward pass: one call splits a job into `parts`, which the caller
+//! and the workers claim one at a time, so a worker the machine has descheduled never holds a call up (the
+//! caller takes its parts). Workers spin briefly between calls so that the hundreds of small calls a decoded
+//! token makes cost well under a microsecond each, then park so an idle pool costs nothing.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -12,21 +13,28 @@ use std::thread::JoinHandle;
 /// A job: called once per part with `(part, parts)`.
 pub type Job<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
-/// Spins a worker makes looking for the next call before it parks (a few tens of microseconds: longer
-/// than the gap between two calls of one token, far shorter than the gap between two tokens' worth of idle).
-const SPINS: u32 = 1 << 16;
+/// Spins a worker makes looking for the next call before it parks: longer than the gap between two calls of
+/// one token, short enough not to steal a loaded machine's cores for long.
+const SPINS: u32 = 1 << 14;
 
-/// Spins the caller makes waiting for the workers before it yields its core (a worker descheduled by an
-/// oversubscribed machine then gets it sooner).
-const WAIT_SPINS: u32 = 1 << 11;
+/// Spins the caller makes waiting for a worker's claimed part before it yields its core (a worker descheduled
+/// by an oversubscribed machine then gets it sooner).
+const WAIT_SPINS: u32 = 1 << 10;
+
+/// `state` packs the call's generation (high 32 bits) and the next unclaimed part (low 32 bits), so a claim
+/// can never take a part of a later call than the one whose job the claimer read.
+fn pack(generation: u64, next: u64) -> u64 {
+    (generation << 32) | next
+}
 
 struct Shared {
-    /// The current job, valid while `pending > 0`; written by the caller only between calls.
+    /// The current call's job, published by the `state` store that starts the call; replaced only after every
+    /// part of the call finished.
     job: UnsafeCell<Option<*const Job<'static>>>,
-    /// Bumped once per call: a worker runs the job when it sees a generation it has not run.
-    generation: AtomicU64,
-    /// Worker parts of the current call not yet finished.
-    pending: AtomicUsize,
+    /// Generation and next part of the current call (see `pack`).
+    state: AtomicU64,
+    /// Parts of the current call finished.
+    done: AtomicUsize,
     /// Workers parked (or about to park) on `wake`.
     sleepers: AtomicUsize,
     lock: Mutex<()>,
@@ -37,12 +45,42 @@ struct Shared {
     parts: AtomicUsize,
 }
 
-// SAFETY: `job` is written only by the caller that holds `Pool::busy` while no worker reads it (pending == 0
-// and the generation not yet bumped), and read by workers only between the generation bump (Release/Acquire)
-// and their decrement of `pending`; the pointee is `Sync`.
+// SAFETY: `job` is written only by the caller holding `Pool::busy`, between calls (every part of the previous
+// call done, the next generation not yet published), and read only by a thread that has claimed a part of
+// the current generation (which the caller waits for); the pointee is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Claims and runs parts of generation `generation` until none is left; returns how many it ran.
+    fn work(&self, generation: u64, parts: usize) -> usize {
+        let mut ran = 0;
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            let next = s & 0xffff_ffff;
+            if s >> 32 != generation || next as usize >= parts {
+                return ran;
+            }
+            if self.state.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                continue;
+            }
+            // SAFETY: a part of this generation is claimed and not yet counted done, so the caller has not
+            // returned and the job it published for this generation is alive.
+            let job = unsafe { *self.job.get() };
+            if let Some(job) = job {
+                // SAFETY: as above.
+                let job = unsafe { &*job };
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| job(next as usize, parts))) {
+                    let mut slot = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+                    slot.get_or_insert(p);
+                }
+            }
+            self.done.fetch_add(1, Ordering::Release);
+            ran += 1;
+        }
+    }
+}
 
 pub struct Pool {
     shared: Arc<Shared>,
@@ -51,6 +89,7 @@ pub struct Pool {
     /// runs its parts itself rather than waiting.
     busy: Mutex<()>,
     handles: Vec<JoinHandle<()>>,
+    generation: AtomicU64,
 }
 
 impl Pool {
@@ -59,8 +98,8 @@ impl Pool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
-            generation: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -71,8 +110,7 @@ impl Pool {
         let mut handles = Vec::new();
         for part in 1..threads {
             let s = shared.clone();
-            let spawned =
-                std::thread::Builder::new().name(format!("tunebench-host-{part}")).spawn(move || worker(&s, part));
+            let spawned = std::thread::Builder::new().name(format!("tunebench-host-{part}")).spawn(move || worker(&s));
             match spawned {
                 Ok(h) => handles.push(h),
                 // Fewer threads than asked still computes everything (the parts follow the workers started).
@@ -81,16 +119,17 @@ impl Pool {
         }
         let threads = handles.len() + 1;
         shared.parts.store(threads, Ordering::SeqCst);
-        Self { shared, threads, busy: Mutex::new(()), handles }
+        Self { shared, threads, busy: Mutex::new(()), handles, generation: AtomicU64::new(0) }
     }
 
-    /// Threads a call runs on, the caller's included.
+    /// Parts a call is split into (the threads it runs on, the caller's included).
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// Runs `job(part, parts)` for every part in `0..parts` (parts = `threads()`), the caller taking part 0,
-    /// and returns when all are done. A panic in any part is raised again here, after every part finished.
+    /// Runs `job(part, parts)` for every part in `0..parts` (parts = `threads()`), the caller and the workers
+    /// claiming parts in turn, and returns when all are done. A panic in any part is raised again here, after
+    /// every part finished.
     pub fn run(&self, job: &Job<'_>) {
         let parts = self.threads;
         let guard = match self.busy.try_lock() {
@@ -108,22 +147,24 @@ impl Pool {
             return;
         }
         let s = &*self.shared;
-        // SAFETY: only the lifetime is erased; the pointer is cleared before this call returns, and workers
-        // dereference it only while `pending > 0`, which this call waits out before returning (even when a
-        // part panics).
+        // Generations wrap at 2^32; a worker's stale generation is at most one call old, never 2^32.
+        let generation = (self.generation.fetch_add(1, Ordering::Relaxed) + 1) & 0xffff_ffff;
+        // SAFETY: only the lifetime is erased; the pointer is cleared before this call returns, and it is
+        // dereferenced only by a thread holding a claimed, unfinished part of this call, which this call waits
+        // out before returning (even when a part panics).
         let ptr: *const Job<'static> = unsafe { std::mem::transmute::<*const Job<'_>, *const Job<'static>>(job) };
-        // SAFETY: no worker reads `job` now: the previous call ended with pending == 0, and the generation
-        // that publishes this one is bumped below.
+        // SAFETY: no thread reads `job` now: every part of the previous call finished, and this call's
+        // generation is published only below.
         unsafe { *s.job.get() = Some(ptr) };
-        s.pending.store(parts - 1, Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::SeqCst);
+        s.done.store(0, Ordering::Relaxed);
+        s.state.store(pack(generation, 0), Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| job(0, parts)));
+        s.work(generation, parts);
         let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
+        while s.done.load(Ordering::Acquire) != parts {
             spins += 1;
             if spins < WAIT_SPINS {
                 std::hint::spin_loop();
@@ -131,14 +172,11 @@ impl Pool {
                 std::thread::yield_now();
             }
         }
-        // SAFETY: every worker part finished (pending == 0); none reads `job` until the next bump.
+        // SAFETY: every part finished; none reads `job` until the next generation is published.
         unsafe { *s.job.get() = None };
-        let theirs = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(guard);
-        if let Err(p) = mine {
-            resume_unwind(p);
-        }
-        if let Some(p) = theirs {
+        if let Some(p) = panic {
             resume_unwind(p);
         }
     }
@@ -148,7 +186,6 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let s = &*self.shared;
         s.stop.store(true, Ordering::SeqCst);
-        s.generation.fetch_add(1, Ordering::SeqCst);
         {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
@@ -159,12 +196,15 @@ impl Drop for Pool {
     }
 }
 
-fn worker(s: &Shared, part: usize) {
+fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
         let mut spins = 0u32;
         let generation = loop {
-            let g = s.generation.load(Ordering::Acquire);
+            if s.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let g = s.state.load(Ordering::Acquire) >> 32;
             if g != seen {
                 break g;
             }
@@ -173,11 +213,11 @@ fn worker(s: &Shared, part: usize) {
                 std::hint::spin_loop();
                 continue;
             }
-            // Park: counted as a sleeper before the last look, so a caller bumping the generation either is
-            // seen here or sees the sleeper and notifies under the lock.
+            // Park: counted as a sleeper before the last look, so a caller publishing a call either is seen
+            // here or sees the sleeper and notifies under the lock.
             s.sleepers.fetch_add(1, Ordering::SeqCst);
             let mut l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while s.generation.load(Ordering::SeqCst) == seen {
+            while s.state.load(Ordering::SeqCst) >> 32 == seen && !s.stop.load(Ordering::SeqCst) {
                 l = s.wake.wait(l).unwrap_or_else(|e| e.into_inner());
             }
             drop(l);
@@ -185,22 +225,8 @@ fn worker(s: &Shared, part: usize) {
             spins = 0;
         };
         seen = generation;
-        if s.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        // SAFETY: the caller published the job before bumping the generation (Acquire above) and keeps it
-        // alive until `pending` reaches 0, which this part's decrement below contributes to.
-        let job = unsafe { *s.job.get() };
-        if let Some(job) = job {
-            // SAFETY: see above: the pointee outlives this part.
-            let job = unsafe { &*job };
-            let parts = s.parts.load(Ordering::Relaxed);
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| job(part, parts))) {
-                let mut slot = s.panic.lock().unwrap_or_else(|e| e.into_inner());
-                slot.get_or_insert(p);
-            }
-        }
-        s.pending.fetch_sub(1, Ordering::Release);
+        // Read per call, not at spawn: `new` sets it after starting every worker.
+        s.work(generation, s.parts.load(Ordering::Acquire));
     }
 }
 
