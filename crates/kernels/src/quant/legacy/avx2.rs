@@ -111,14 +111,6 @@ impl Format for Q80 {
     }
 }
 
-/// The two f16 at `p` (d and m of a weight block, d and s of a Q8_1 block) as f32.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn halves(p: *const u8) -> (f32, f32) {
-    // SAFETY: the caller hands 4 readable bytes.
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) }));
-    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-}
-
 #[target_feature(enable = "avx2")]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -126,28 +118,47 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
+/// The little-endian i32 at `p` (a block's two f16 heads).
+///
+/// # Safety
+/// `p` points at 4 readable bytes.
+#[inline(always)]
+unsafe fn heads(p: *const u8) -> i32 {
+    // SAFETY: as the caller promised; read_unaligned has no alignment need.
+    unsafe { std::ptr::read_unaligned(p.cast::<i32>()) }
+}
+
 /// Block `$i` of the weight row against block `$i` of each activation row, into `$acc` and `$mins`.
 macro_rules! block {
     ($f:ty, $n:expr, $w:expr, $acts:expr, $i:expr, $acc:expr, $mins:expr) => {{
         let ab_bytes = if <$f>::MIN { 36 } else { 34 };
-        // SAFETY: `$i` < the block count the caller checked every row holds.
-        let wb = unsafe { $w.add($i * <$f>::BYTES) };
-        // SAFETY: as above, `wb` is a whole block.
-        let (x, (dx, mx)) = unsafe { (<$f>::quants(wb), halves(wb)) };
+        // SAFETY: `$i` < the block count the caller checked every row holds, so each pointer below is the
+        // start of a whole block (its heads are its first 4 bytes, its 32 quants its last).
+        let (x, wh, ab) = unsafe {
+            let wb = $w.add($i * <$f>::BYTES);
+            (<$f>::quants(wb), heads(wb), $acts.map(|a| a.add($i * ab_bytes)))
+        };
+        // SAFETY: as above.
+        let head = |r: usize| ab.get(r).map_or(0, |&p| unsafe { heads(p) });
+        // Every row's (d, s) in one conversion, times the weight's (d, m): lane 2r is d_w·d_r, lane 2r+1 m·s_r
+        // (junk for the formats without m, whose bytes 2..4 are quants, and then unused).
+        let scales = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_set_epi32(head(3), head(2), head(1), head(0))),
+            _mm256_cvtph_ps(_mm_set1_epi32(wh)),
+        );
+        if <$f>::MIN {
+            $mins = _mm256_add_ps($mins, scales);
+        }
         // maddubs reads its first operand unsigned: signed quants give it |x| and hand their sign to y.
         let ux = if <$f>::MIN { x } else { _mm256_sign_epi8(x, x) };
         let ones = _mm256_set1_epi16(1);
         for r in 0..$n {
-            // SAFETY: as above, for activation row r.
-            let ab = unsafe { $acts[r].add($i * ab_bytes) };
-            // SAFETY: the block's 32 quants end its `ab_bytes`; d (and s) are its first 4 bytes.
-            let (y, (dy, sy)) = unsafe { (_mm256_loadu_si256(ab.add(ab_bytes - QK).cast()), halves(ab)) };
+            // SAFETY: as above.
+            let y = unsafe { _mm256_loadu_si256(ab[r].add(ab_bytes - QK).cast()) };
             let y = if <$f>::MIN { y } else { _mm256_sign_epi8(y, x) };
             let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ux, y), ones));
-            $acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), sum, $acc[r]);
-            if <$f>::MIN {
-                $mins[r] += mx * sy;
-            }
+            let d = _mm256_permutevar8x32_ps(scales, _mm256_set1_epi32(2 * r as i32));
+            $acc[r] = _mm256_fmadd_ps(d, sum, $acc[r]);
         }
     }};
 }
@@ -159,7 +170,7 @@ macro_rules! block {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows<F: Format, const N: usize>(nb: usize, w: *const u8, acts: [*const u8; N], out: &mut [f32]) {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut mins = [0f32; N];
+    let mut mins = _mm256_setzero_ps();
     let mut i = 0;
     if N <= 2 {
         // Few rows leave the FMA chain short of work: a second accumulator takes the odd blocks.
@@ -177,8 +188,13 @@ unsafe fn rows<F: Format, const N: usize>(nb: usize, w: *const u8, acts: [*const
         block!(F, N, w, acts, i, acc, mins);
         i += 1;
     }
+    let mut m = [0f32; 8];
+    if F::MIN {
+        // SAFETY: m holds 8 f32.
+        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), mins) };
+    }
     for (r, o) in out.iter_mut().enumerate().take(N) {
-        *o = hsum(acc[r]) + mins[r];
+        *o = hsum(acc[r]) + m[2 * r + 1];
     }
 }
 
