@@ -6,6 +6,8 @@ mod acts;
 mod kquants;
 mod legacy;
 mod plain;
+#[cfg(target_arch = "x86_64")]
+mod plain_avx2;
 
 use std::sync::OnceLock;
 
