@@ -3,6 +3,8 @@
 //! chosen at run time) that multiply them.
 
 mod acts;
+#[cfg(target_arch = "x86_64")]
+mod acts_avx2;
 mod kquants;
 mod legacy;
 mod plain;
@@ -11,7 +13,7 @@ mod plain_avx2;
 
 use std::sync::OnceLock;
 
-pub use acts::{ActKind, dequantize_row, quantize_row};
+pub use acts::{ActKind, dequantize_row, quantize_row, quantize_row_reference};
 
 /// The most activation rows one kernel call multiplies against one weight row (prefill tiles by it).
 pub const MAX_ROWS: usize = 4;
