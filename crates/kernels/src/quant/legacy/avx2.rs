@@ -163,6 +163,65 @@ macro_rules! block {
     }};
 }
 
+/// One activation row (decode) of a format with m, two blocks a step: both blocks' weight and activation
+/// heads go through one F16C conversion and one multiply, and each block has its own accumulator.
+///
+/// # Safety
+/// `w` holds `nb` weight blocks and `a` `nb` activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row1<F: Format>(nb: usize, w: *const u8, a: *const u8, out: &mut [f32]) {
+    let ab_bytes = if F::MIN { 36 } else { 34 };
+    let ones = _mm256_set1_epi16(1);
+    let (mut acc0, mut acc1, mut mins) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 1 < nb {
+        // SAFETY: i + 1 < nb: blocks i and i + 1 of both rows are whole.
+        let (x0, x1, y0, y1, h) = unsafe {
+            let (w0, w1) = (w.add(i * F::BYTES), w.add((i + 1) * F::BYTES));
+            let (a0, a1) = (a.add(i * ab_bytes), a.add((i + 1) * ab_bytes));
+            (
+                F::quants(w0),
+                F::quants(w1),
+                _mm256_loadu_si256(a0.add(ab_bytes - QK).cast()),
+                _mm256_loadu_si256(a1.add(ab_bytes - QK).cast()),
+                _mm_set_epi32(heads(a1), heads(a0), heads(w1), heads(w0)),
+            )
+        };
+        // [dw0, mw0, dw1, mw1 | da0, sa0, da1, sa1] times its own halves swapped: lanes 0..4 hold
+        // dw0·da0, mw0·sa0, dw1·da1, mw1·sa1 (the m lanes junk for the formats without m).
+        let f = _mm256_cvtph_ps(h);
+        let s = _mm256_mul_ps(f, _mm256_permute2f128_ps::<1>(f, f));
+        if F::MIN {
+            mins = _mm256_add_ps(mins, s);
+        }
+        let (u0, v0) = if F::MIN { (x0, y0) } else { (_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(y0, x0)) };
+        let (u1, v1) = if F::MIN { (x1, y1) } else { (_mm256_sign_epi8(x1, x1), _mm256_sign_epi8(y1, x1)) };
+        let sum0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u0, v0), ones));
+        let sum1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u1, v1), ones));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm256_castps256_ps128(s)), sum0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(s, _mm256_set1_epi32(2)), sum1, acc1);
+        i += 2;
+    }
+    let mut m = [0f32; 8];
+    if F::MIN {
+        // SAFETY: m holds 8 f32.
+        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), mins) };
+    }
+    let mut tail = [_mm256_setzero_ps()];
+    let mut tail_min = _mm256_setzero_ps();
+    if i < nb {
+        block!(F, 1, w, [a], i, tail, tail_min);
+    }
+    let mut t = [0f32; 8];
+    if F::MIN {
+        // SAFETY: t holds 8 f32.
+        unsafe { _mm256_storeu_ps(t.as_mut_ptr(), tail_min) };
+    }
+    if let Some(o) = out.first_mut() {
+        *o = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), tail[0])) + (m[1] + m[3]) + t[1];
+    }
+}
+
 /// `out[r] = Σ blocks` of the weight row at `w` against the `N` activation rows, over `nb` blocks.
 ///
 /// # Safety
@@ -209,6 +268,8 @@ fn dot<F: Format>(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
         // SAFETY: nb blocks fit in w and in every activation row (checked above).
         unsafe {
             match a.len().min(o.len()) {
+                // The paired path pays off where the heads carry m too (A/B: +4-8% on Q4_1, -2-8% on the others).
+                1 if F::MIN => row1::<F>(nb, w.as_ptr(), p(0), o),
                 1 => rows::<F, 1>(nb, w.as_ptr(), [p(0)], o),
                 2 => rows::<F, 2>(nb, w.as_ptr(), [p(0), p(1)], o),
                 3 => rows::<F, 3>(nb, w.as_ptr(), [p(0), p(1), p(2)], o),
