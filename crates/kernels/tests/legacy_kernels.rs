@@ -218,3 +218,29 @@ fn real_and_gguf_py_blocks_dequantize_to_the_values_gguf_py_gives() {
         assert!(seen.contains(&kind), "the fixture has no {kind:?} block");
     }
 }
+
+#[test]
+fn short_or_mismatched_inputs_never_panic() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for kind in LEGACY {
+        let w = weight_row(kind, 5, &mut rng);
+        let (a, _) = act_row(kind.acts(), 5, &mut rng);
+        let short_a = &a[..a.len() - 7];
+        for (name, kern) in candidates(kind) {
+            for (cols, w, acts) in [
+                (5 * 32, &w[..w.len() - 3], vec![a.as_slice()]),
+                (5 * 32, &w[..], vec![short_a, a.as_slice()]),
+                (7 * 32, &w[..], vec![a.as_slice(); 6]),
+                (5 * 32, &w[..], vec![]),
+            ] {
+                for out_len in [0, 1, 6] {
+                    let mut out = vec![0f32; out_len];
+                    (kern.dot)(cols, w, &acts, &mut out);
+                    assert!(out.iter().all(|v| v.is_finite()), "{kind:?} {name}");
+                }
+            }
+            let mut out = vec![0f32; 7 * 32];
+            (kern.dequantize)(&w[..w.len() - 1], &mut out);
+        }
+    }
+}

@@ -89,3 +89,28 @@ fn float_dequantize_is_exact() {
         }
     }
 }
+
+#[test]
+fn short_or_mismatched_inputs_never_panic() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for kind in [Kind::F32, Kind::F16, Kind::BF16] {
+        let (w, _) = row(kind, 40, &mut rng);
+        let (a, _) = row(Kind::F32, 40, &mut rng);
+        for (name, kern) in candidates(kind) {
+            for (cols, w, acts) in [
+                (40, &w[..w.len() - 3], vec![a.as_slice()]),
+                (40, &w[..], vec![&a[..a.len() - 5], a.as_slice()]),
+                (57, &w[..], vec![a.as_slice(); 6]),
+                (40, &w[..], vec![]),
+            ] {
+                for out_len in [0, 1, 6] {
+                    let mut out = vec![0f32; out_len];
+                    (kern.dot)(cols, w, &acts, &mut out);
+                    assert!(out.iter().all(|v| v.is_finite()), "{kind:?} {name}");
+                }
+            }
+            let mut out = vec![0f32; 57];
+            (kern.dequantize)(&w[..w.len() - 1], &mut out);
+        }
+    }
+}
