@@ -90,8 +90,31 @@ fn read_speed(bytes: &[u8]) -> f64 {
     bytes.len() as f64 / samples[3] / 1e9
 }
 
+/// ns to quantize one 576-wide activation row (SmolLM2's hidden size) to Q8_0 and Q8_1, dispatched vs scalar.
+fn quantize_speed() {
+    let x: Vec<f32> = (0..576).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+    for act in [quant::ActKind::Q8_0, quant::ActKind::Q8_1] {
+        let mut out = vec![0u8; act.row_bytes(x.len())];
+        let per_row = |f: fn(quant::ActKind, &[f32], &mut [u8]), out: &mut [u8]| {
+            let reps = 20_000;
+            let t = now();
+            for _ in 0..reps {
+                f(act, black_box(&x), out);
+                black_box(&*out);
+            }
+            (now() - t) / reps as f64 * 1e9
+        };
+        let fast = per_row(quant::quantize_row, &mut out);
+        let scalar = per_row(quant::quantize_row_reference, &mut out);
+        println!("quantize 576 to {act:?}: {fast:.0} ns (scalar {scalar:.0} ns)");
+    }
+}
+
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref().is_none_or(|f| f.eq_ignore_ascii_case("quantize")) {
+        quantize_speed();
+    }
     let mut rng = StdRng::seed_from_u64(0);
     println!(
         "{:<5} {:<8} {:>4}  {:>9} {:>9}  {:>9} {:>9}  {:>6}",

@@ -4,8 +4,6 @@
 
 use std::arch::x86_64::*;
 
-use half::f16;
-
 use super::ActKind;
 
 /// Quantizes `x` (whole blocks of 32) into `out`; only called once `simd_available()` said yes.
@@ -26,6 +24,14 @@ fn round_away(v: __m256) -> __m256 {
     _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v))
 }
 
+/// `v` as little-endian f16 bytes, rounded to nearest even as `half::f16::from_f32` rounds (F16C: the
+/// software conversion costs more than the rest of a block).
+#[target_feature(enable = "avx2,f16c")]
+fn half(v: f32) -> [u8; 2] {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v));
+    (_mm_extract_epi16::<0>(h) as u16).to_le_bytes()
+}
+
 #[target_feature(enable = "avx2")]
 fn hmax(v: __m256) -> f32 {
     let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -35,7 +41,7 @@ fn hmax(v: __m256) -> f32 {
 
 /// # Safety
 /// The CPU has AVX2.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn blocks(kind: ActKind, x: &[f32], out: &mut [u8]) {
     let (_, bytes) = kind.block();
     let head = bytes - 32;
@@ -57,13 +63,13 @@ unsafe fn blocks(kind: ActKind, x: &[f32], out: &mut [u8]) {
         let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         // SAFETY: ob[head..] is 32 bytes; storeu has no alignment need.
         unsafe { _mm256_storeu_si256(ob[head..].as_mut_ptr().cast(), ordered) };
-        ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        ob[..2].copy_from_slice(&half(d));
         if kind == ActKind::Q8_1 {
             let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
             let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
             let sum = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)));
-            ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+            ob[2..4].copy_from_slice(&half(d * sum as f32));
         }
     }
 }
