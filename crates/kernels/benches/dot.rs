@@ -117,8 +117,8 @@ fn main() {
     }
     let mut rng = StdRng::seed_from_u64(0);
     println!(
-        "{:<5} {:<8} {:>4}  {:>9} {:>9}  {:>9} {:>9}  {:>6}",
-        "kind", "shape", "acts", "simd GB/s", "rows/µs", "ref GB/s", "rows/µs", "×"
+        "{:<5} {:<8} {:>4}  {:<10} {:>7} {:>8} {:>6}",
+        "kind", "shape", "acts", "kernel", "GB/s", "rows/µs", "× ref"
     );
     for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::F32, Kind::F16, Kind::BF16] {
         if filter.as_ref().is_some_and(|f| !format!("{kind:?}").eq_ignore_ascii_case(f)) {
@@ -141,20 +141,16 @@ fn main() {
             quant::quantize_row(kind.acts(), &x, &mut a);
             for n in [1, 4] {
                 let acts = vec![a.as_slice(); n];
-                let simd = quant::simd(kind).map(|k| time(k, kind, rows, cols, &w, &acts));
                 let scalar = time(quant::reference(kind), kind, rows, cols, &w, &acts);
-                let gbs = |t: f64| w.len() as f64 / t / 1e9;
-                let per_us = |t: f64| (rows * n) as f64 / t / 1e6;
-                let (sg, sr) = simd.map_or((f64::NAN, f64::NAN), |t| (gbs(t), per_us(t)));
-                let ratio = simd.map_or(f64::NAN, |t| scalar / t);
-                println!(
-                    "{:<5} {:<8} {:>4}  {sg:>9.2} {sr:>9.1}  {:>9.2} {:>9.1}  {ratio:>6.1}",
-                    format!("{kind:?}"),
-                    name,
-                    n,
-                    gbs(scalar),
-                    per_us(scalar)
-                );
+                let mut all = vec![("reference", scalar)];
+                for (label, kern) in quant::simd_kernels(kind) {
+                    all.push((label, time(kern, kind, rows, cols, &w, &acts)));
+                }
+                for (label, t) in all {
+                    let (gbs, per_us) = (w.len() as f64 / t / 1e9, (rows * n) as f64 / t / 1e6);
+                    let k = format!("{kind:?}");
+                    println!("{k:<5} {name:<8} {n:>4}  {label:<10} {gbs:>7.2} {per_us:>8.1} {:>6.1}", scalar / t);
+                }
             }
         }
     }

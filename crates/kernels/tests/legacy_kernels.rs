@@ -16,7 +16,7 @@ const LEGACY: [Kind; 5] = [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind:
 /// The kernels under test: the scalar reference, the SIMD kernel where this CPU runs one, and the dispatched.
 fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
     let mut all = vec![("reference", quant::reference(kind)), ("dispatched", quant::kernel(kind))];
-    all.extend(quant::simd(kind).map(|k| ("simd", k)));
+    all.extend(quant::simd_kernels(kind));
     all
 }
 
@@ -24,7 +24,17 @@ fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
 #[cfg(target_arch = "x86_64")]
 fn this_x86_cpu_runs_the_simd_kernels() {
     let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    assert_eq!(quant::simd(Kind::Q4_1).is_some(), avx2 && std::arch::is_x86_feature_detected!("f16c"));
+    let simd = avx2 && std::arch::is_x86_feature_detected!("f16c");
+    assert_eq!(quant::simd(Kind::Q4_1).is_some(), simd);
+    // Both instruction sets' kernels are under test where the CPU runs them.
+    let vnni = std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl");
+    let names: Vec<&str> = quant::simd_kernels(Kind::Q4_1).iter().map(|(n, _)| *n).collect();
+    let want: &[&str] = match (simd, vnni) {
+        (false, _) => &[],
+        (true, false) => &["avx2"],
+        (true, true) => &["avx2", "avx512vnni"],
+    };
+    assert_eq!(names, want);
 }
 
 /// One block decoded from the ggml spec, element by element: (d, m, quants).

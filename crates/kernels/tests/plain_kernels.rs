@@ -12,7 +12,7 @@ use tunebench_kernels::quant::{self, Kernel, Kind};
 
 fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
     let mut all = vec![("reference", quant::reference(kind)), ("dispatched", quant::kernel(kind))];
-    all.extend(quant::simd(kind).map(|k| ("simd", k)));
+    all.extend(quant::simd_kernels(kind));
     all
 }
 

@@ -139,6 +139,18 @@ pub fn simd(kind: Kind) -> Option<Kernel> {
     simd_available().then(|| fast(kind))
 }
 
+/// Every SIMD kernel this CPU runs for `kind`, named ("avx2", and "avx512vnni" for the legacy formats where
+/// the CPU has it): tests and benches check each against `reference`, whichever `kernel` dispatches to.
+pub fn simd_kernels(kind: Kind) -> Vec<(&'static str, Kernel)> {
+    if !simd_available() {
+        return Vec::new();
+    }
+    match kind {
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q8_0 => legacy::variants(kind),
+        _ => vec![("avx2", fast(kind))],
+    }
+}
+
 /// The SIMD kernel of `kind`; only called once `simd_available()` said yes.
 fn fast(kind: Kind) -> Kernel {
     match kind {
