@@ -134,7 +134,7 @@ pub fn reference(kind: Kind) -> Kernel {
     }
 }
 
-/// The SIMD kernel of `kind` when this CPU runs it (tests and benches compare it with `reference`).
+/// The SIMD kernel `kernel(kind)` dispatches to when this CPU runs one.
 pub fn simd(kind: Kind) -> Option<Kernel> {
     simd_available().then(|| fast(kind))
 }
