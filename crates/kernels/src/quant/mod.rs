@@ -89,13 +89,15 @@ impl Kind {
     }
 }
 
+/// `dot(cols, w, acts, out)`: see [`Kernel::dot`].
+pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
+
 /// The kernels of one weight kind.
 #[derive(Clone, Copy)]
 pub struct Kernel {
     /// `out[j] = Σ_c w[c] · acts[j][c]` for every activation row `j` (1..=MAX_ROWS of them, each quantized
     /// to `kind.acts()`), over `cols` elements; `w` is one weight row in the file's bytes.
-    #[allow(clippy::type_complexity)]
-    pub dot: fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]),
+    pub dot: DotFn,
     /// One weight row to f32 (`out.len()` elements).
     pub dequantize: fn(w: &[u8], out: &mut [f32]),
 }
