@@ -16,7 +16,7 @@ const LEGACY: [Kind; 5] = [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind:
 /// The kernels under test: the scalar reference, the SIMD kernel where this CPU runs one, and the dispatched.
 fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
     let mut all = vec![("reference", quant::reference(kind)), ("dispatched", quant::kernel(kind))];
-    all.extend(quant::simd(kind).map(|k| ("simd", k)));
+    all.extend(quant::simd_kernels(kind));
     all
 }
 
@@ -24,7 +24,17 @@ fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
 #[cfg(target_arch = "x86_64")]
 fn this_x86_cpu_runs_the_simd_kernels() {
     let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    assert_eq!(quant::simd(Kind::Q4_1).is_some(), avx2 && std::arch::is_x86_feature_detected!("f16c"));
+    let simd = avx2 && std::arch::is_x86_feature_detected!("f16c");
+    assert_eq!(quant::simd(Kind::Q4_1).is_some(), simd);
+    // Both instruction sets' kernels are under test where the CPU runs them.
+    let vnni = std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl");
+    let names: Vec<&str> = quant::simd_kernels(Kind::Q4_1).iter().map(|(n, _)| *n).collect();
+    let want: &[&str] = match (simd, vnni) {
+        (false, _) => &[],
+        (true, false) => &["avx2"],
+        (true, true) => &["avx2", "avx512vnni"],
+    };
+    assert_eq!(names, want);
 }
 
 /// One block decoded from the ggml spec, element by element: (d, m, quants).
@@ -216,5 +226,31 @@ fn real_and_gguf_py_blocks_dequantize_to_the_values_gguf_py_gives() {
     }
     for kind in LEGACY {
         assert!(seen.contains(&kind), "the fixture has no {kind:?} block");
+    }
+}
+
+#[test]
+fn short_or_mismatched_inputs_never_panic() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for kind in LEGACY {
+        let w = weight_row(kind, 5, &mut rng);
+        let (a, _) = act_row(kind.acts(), 5, &mut rng);
+        let short_a = &a[..a.len() - 7];
+        for (name, kern) in candidates(kind) {
+            for (cols, w, acts) in [
+                (5 * 32, &w[..w.len() - 3], vec![a.as_slice()]),
+                (5 * 32, &w[..], vec![short_a, a.as_slice()]),
+                (7 * 32, &w[..], vec![a.as_slice(); 6]),
+                (5 * 32, &w[..], vec![]),
+            ] {
+                for out_len in [0, 1, 6] {
+                    let mut out = vec![0f32; out_len];
+                    (kern.dot)(cols, w, &acts, &mut out);
+                    assert!(out.iter().all(|v| v.is_finite()), "{kind:?} {name}");
+                }
+            }
+            let mut out = vec![0f32; 7 * 32];
+            (kern.dequantize)(&w[..w.len() - 1], &mut out);
+        }
     }
 }

@@ -3,13 +3,17 @@
 //! chosen at run time) that multiply them.
 
 mod acts;
+#[cfg(target_arch = "x86_64")]
+mod acts_avx2;
 mod kquants;
 mod legacy;
 mod plain;
+#[cfg(target_arch = "x86_64")]
+mod plain_avx2;
 
 use std::sync::OnceLock;
 
-pub use acts::{ActKind, dequantize_row, quantize_row};
+pub use acts::{ActKind, dequantize_row, quantize_row, quantize_row_reference};
 
 /// The most activation rows one kernel call multiplies against one weight row (prefill tiles by it).
 pub const MAX_ROWS: usize = 4;
@@ -132,9 +136,21 @@ pub fn reference(kind: Kind) -> Kernel {
     }
 }
 
-/// The SIMD kernel of `kind` when this CPU runs it (tests and benches compare it with `reference`).
+/// The SIMD kernel `kernel(kind)` dispatches to when this CPU runs one.
 pub fn simd(kind: Kind) -> Option<Kernel> {
     simd_available().then(|| fast(kind))
+}
+
+/// Every SIMD kernel this CPU runs for `kind`, named ("avx2", and "avx512vnni" for the legacy formats where
+/// the CPU has it): tests and benches check each against `reference`, whichever `kernel` dispatches to.
+pub fn simd_kernels(kind: Kind) -> Vec<(&'static str, Kernel)> {
+    if !simd_available() {
+        return Vec::new();
+    }
+    match kind {
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q8_0 => legacy::variants(kind),
+        _ => vec![("avx2", fast(kind))],
+    }
 }
 
 /// The SIMD kernel of `kind`; only called once `simd_available()` said yes.

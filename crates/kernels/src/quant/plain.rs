@@ -1,4 +1,5 @@
-//! Float weights (f32, f16, bf16) against f32 activations: the scalar reference kernels.
+//! Float weights (f32, f16, bf16) against f32 activations: the scalar reference kernels (the AVX2 ones are in
+//! `plain_avx2`).
 
 use half::{bf16, f16};
 
@@ -57,6 +58,14 @@ pub fn reference(kind: Kind) -> Kernel {
     }
 }
 
+/// The AVX2 kernel of `kind`; only called once `simd_available()` said yes.
 pub fn fast(kind: Kind) -> Kernel {
-    reference(kind)
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::plain_avx2::kernel(kind)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        reference(kind)
+    }
 }

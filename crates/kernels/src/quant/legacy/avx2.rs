@@ -1,17 +1,14 @@
-//! AVX2+FMA(+F16C) kernels of the legacy formats: each weight block is unpacked once to 32 bytes of quants
-//! and multiplied against the same block of 1..=4 activation rows (`_mm256_maddubs_epi16`, u8 × i8, with
-//! the sign moved onto the activations for the signed formats), so prefill's 4-row tiles read each weight
-//! byte once. Decode (1 row) is bound by memory: two block accumulators hide the FMA latency and the loads
-//! stream through the row in order.
+//! The legacy formats on x86: how each block unpacks to 32 bytes of quants in a 256-bit register (AVX2),
+//! and the kernel tables of the two instruction sets the block loops in `avx2_rows` are compiled for.
 
 use std::arch::x86_64::*;
 
-use super::{QK, scalar};
-use crate::quant::{Kernel, Kind, MAX_ROWS};
+use super::{avx2_rows, scalar};
+use crate::quant::{Kernel, Kind};
 
 /// One weight format: its block size, whether it carries a minimum (and so reads Q8_1 activations), and
 /// how its quants unpack.
-trait Format {
+pub(super) trait Format {
     const BYTES: usize;
     /// The block has `m` (value = d·q + m, q unsigned): the dot reads the Q8_1 activation sum `s`.
     const MIN: bool;
@@ -47,11 +44,11 @@ unsafe fn bit_bytes(p: *const u8) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(spread, own_bit), own_bit)
 }
 
-struct Q40;
-struct Q41;
-struct Q50;
-struct Q51;
-struct Q80;
+pub(super) struct Q40;
+pub(super) struct Q41;
+pub(super) struct Q50;
+pub(super) struct Q51;
+pub(super) struct Q80;
 
 impl Format for Q40 {
     const BYTES: usize = 18;
@@ -111,103 +108,33 @@ impl Format for Q80 {
     }
 }
 
-/// The two f16 at `p` (d and m of a weight block, d and s of a Q8_1 block) as f32.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn halves(p: *const u8) -> (f32, f32) {
-    // SAFETY: the caller hands 4 readable bytes.
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) }));
-    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-}
-
 #[target_feature(enable = "avx2")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-/// Block `$i` of the weight row against block `$i` of each activation row, into `$acc` and `$mins`.
-macro_rules! block {
-    ($f:ty, $n:expr, $w:expr, $acts:expr, $i:expr, $acc:expr, $mins:expr) => {{
-        let ab_bytes = if <$f>::MIN { 36 } else { 34 };
-        // SAFETY: `$i` < the block count the caller checked every row holds.
-        let wb = unsafe { $w.add($i * <$f>::BYTES) };
-        // SAFETY: as above, `wb` is a whole block.
-        let (x, (dx, mx)) = unsafe { (<$f>::quants(wb), halves(wb)) };
-        // maddubs reads its first operand unsigned: signed quants give it |x| and hand their sign to y.
-        let ux = if <$f>::MIN { x } else { _mm256_sign_epi8(x, x) };
-        let ones = _mm256_set1_epi16(1);
-        for r in 0..$n {
-            // SAFETY: as above, for activation row r.
-            let ab = unsafe { $acts[r].add($i * ab_bytes) };
-            // SAFETY: the block's 32 quants end its `ab_bytes`; d (and s) are its first 4 bytes.
-            let (y, (dy, sy)) = unsafe { (_mm256_loadu_si256(ab.add(ab_bytes - QK).cast()), halves(ab)) };
-            let y = if <$f>::MIN { y } else { _mm256_sign_epi8(y, x) };
-            let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ux, y), ones));
-            $acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), sum, $acc[r]);
-            if <$f>::MIN {
-                $mins[r] += mx * sy;
-            }
-        }
-    }};
-}
-
-/// `out[r] = Σ blocks` of the weight row at `w` against the `N` activation rows, over `nb` blocks.
+/// The little-endian i32 at `p` (a block's two f16 heads).
 ///
 /// # Safety
-/// `w` holds `nb` weight blocks and every `acts[r]` `nb` activation blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows<F: Format, const N: usize>(nb: usize, w: *const u8, acts: [*const u8; N], out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut mins = [0f32; N];
-    let mut i = 0;
-    if N <= 2 {
-        // Few rows leave the FMA chain short of work: a second accumulator takes the odd blocks.
-        let mut acc2 = [_mm256_setzero_ps(); N];
-        while i + 1 < nb {
-            block!(F, N, w, acts, i, acc, mins);
-            block!(F, N, w, acts, i + 1, acc2, mins);
-            i += 2;
-        }
-        for r in 0..N {
-            acc[r] = _mm256_add_ps(acc[r], acc2[r]);
-        }
-    }
-    while i < nb {
-        block!(F, N, w, acts, i, acc, mins);
-        i += 1;
-    }
-    for (r, o) in out.iter_mut().enumerate().take(N) {
-        *o = hsum(acc[r]) + mins[r];
-    }
-}
-
-/// Dispatches on the row count, 4 rows at a time; blocks past the shortest input are not read.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot<F: Format>(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-    let ab_bytes = if F::MIN { 36 } else { 34 };
-    let shortest = acts.iter().map(|a| a.len() / ab_bytes).min().unwrap_or(0);
-    let nb = (cols / QK).min(w.len() / F::BYTES).min(shortest);
-    for (a, o) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
-        let p = |r: usize| a[r].as_ptr();
-        // SAFETY: nb blocks fit in w and in every activation row (checked above).
-        unsafe {
-            match a.len().min(o.len()) {
-                1 => rows::<F, 1>(nb, w.as_ptr(), [p(0)], o),
-                2 => rows::<F, 2>(nb, w.as_ptr(), [p(0), p(1)], o),
-                3 => rows::<F, 3>(nb, w.as_ptr(), [p(0), p(1), p(2)], o),
-                _ => rows::<F, 4>(nb, w.as_ptr(), [p(0), p(1), p(2), p(3)], o),
-            }
-        }
-    }
+/// `p` points at 4 readable bytes.
+#[inline(always)]
+pub(super) unsafe fn heads(p: *const u8) -> i32 {
+    // SAFETY: as the caller promised; read_unaligned has no alignment need.
+    unsafe { std::ptr::read_unaligned(p.cast::<i32>()) }
 }
 
 macro_rules! kernels {
-    ($($kind:ident => $fmt:ty, $name:ident;)*) => {
+    ($($kind:ident => $fmt:ty, $avx2:ident, $vnni:ident;)*) => {
         $(
-            fn $name(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+            fn $avx2(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
                 // SAFETY: `kernel` hands these out only once `simd_available()` found AVX2, FMA and F16C.
-                unsafe { dot::<$fmt>(cols, w, acts, out) }
+                unsafe { avx2_rows::avx2::dot::<$fmt>(cols, w, acts, out) }
+            }
+            fn $vnni(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+                // SAFETY: `kernel_vnni` hands these out only once `vnni_available()` also said yes.
+                unsafe { avx2_rows::vnni::dot::<$fmt>(cols, w, acts, out) }
             }
         )*
 
@@ -215,7 +142,17 @@ macro_rules! kernels {
         pub fn kernel(kind: Kind) -> Kernel {
             let dequantize = scalar::kernel(kind).dequantize;
             match kind {
-                $(Kind::$kind => Kernel { dot: $name, dequantize },)*
+                $(Kind::$kind => Kernel { dot: $avx2, dequantize },)*
+                _ => scalar::kernel(kind),
+            }
+        }
+
+        /// The AVX-512 VNNI kernel of `kind`; only called once `simd_available()` and `vnni_available()`
+        /// said yes.
+        pub fn kernel_vnni(kind: Kind) -> Kernel {
+            let dequantize = scalar::kernel(kind).dequantize;
+            match kind {
+                $(Kind::$kind => Kernel { dot: $vnni, dequantize },)*
                 _ => scalar::kernel(kind),
             }
         }
@@ -223,9 +160,15 @@ macro_rules! kernels {
 }
 
 kernels! {
-    Q4_0 => Q40, dot_q4_0;
-    Q4_1 => Q41, dot_q4_1;
-    Q5_0 => Q50, dot_q5_0;
-    Q5_1 => Q51, dot_q5_1;
-    Q8_0 => Q80, dot_q8_0;
+    Q4_0 => Q40, dot_q4_0, vnni_q4_0;
+    Q4_1 => Q41, dot_q4_1, vnni_q4_1;
+    Q5_0 => Q50, dot_q5_0, vnni_q5_0;
+    Q5_1 => Q51, dot_q5_1, vnni_q5_1;
+    Q8_0 => Q80, dot_q8_0, vnni_q8_0;
+}
+
+/// Whether this CPU has AVX-512 VNNI on 256-bit registers (`vpdpbusd ymm`: the u8×i8 products and their
+/// sums in one instruction), checked at run time.
+pub fn vnni_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl")
 }

@@ -1,8 +1,11 @@
 //! The legacy 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): their byte layouts as ggml writes
-//! them, and the choice between the scalar reference kernels and the AVX2 ones.
+//! them, and the choice between the scalar reference kernels and the SIMD ones (AVX2, or AVX-512 VNNI on
+//! 256-bit registers where the CPU has it: the same loops with one `vpdpbusd` for the u8×i8 sums).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_rows;
 mod scalar;
 
 use half::f16;
@@ -24,14 +27,32 @@ pub fn reference(kind: Kind) -> Kernel {
     scalar::kernel(kind)
 }
 
-/// The AVX2 kernel of `kind`; only called once `simd_available()` said yes.
+/// The fastest SIMD kernel of `kind` (AVX-512 VNNI where the CPU has it, else AVX2); only called once
+/// `simd_available()` said yes.
 pub fn fast(kind: Kind) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        avx2::kernel(kind)
+        if avx2::vnni_available() { avx2::kernel_vnni(kind) } else { avx2::kernel(kind) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         reference(kind)
+    }
+}
+
+/// Every SIMD kernel this CPU runs for `kind`, named; only called once `simd_available()` said yes.
+pub fn variants(kind: Kind) -> Vec<(&'static str, Kernel)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut all = vec![("avx2", avx2::kernel(kind))];
+        if avx2::vnni_available() {
+            all.push(("avx512vnni", avx2::kernel_vnni(kind)));
+        }
+        all
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kind;
+        Vec::new()
     }
 }
