@@ -208,3 +208,26 @@ fn simd_q8_k_quantizer_is_bit_identical_to_the_scalar_one() {
         }
     }
 }
+
+/// The Q8_K quantizer's speed, AVX2 against scalar (ignored: a measurement; run it in release with
+/// `--ignored --nocapture`): the best of 41 timings of a 4864-wide row (Qwen2.5-0.5B's ffn width).
+#[test]
+#[ignore = "a speed measurement: run with --ignored --nocapture, in release"]
+fn q8_k_quantizer_throughput() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..19 * QK).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let mut out = vec![0u8; 19 * ACT_BYTES];
+    let mut best = |f: fn(&[f32], &mut [u8])| {
+        (0..41)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f(&x, &mut out);
+                std::hint::black_box(&out);
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (simd, scalar) = (best(super::quantize_q8_k), best(super::q8k::quantize_scalar));
+    println!("Q8_K quantize, 4864 values: dispatched {:.0} ns, scalar {:.0} ns", simd * 1e9, scalar * 1e9);
+    assert!(simd > 0.0 && scalar > 0.0);
+}
