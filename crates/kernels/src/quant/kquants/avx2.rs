@@ -26,8 +26,9 @@ pub fn dot_fn(kind: Kind) -> Option<DotFn> {
     })
 }
 
-/// One super-block unpacked for the SIMD loop: element `32c + l` is `d · sc[e/16] · u[c][l] − dmin ·
-/// off[e/16]` (for Q3_K and Q6_K `off` is the bias times the scale, subtracted in integers).
+/// One super-block unpacked for the SIMD loop: element `e = 32c + l` is `d · sc[e/16] · u[c][l] − dmin ·
+/// off[e/16]` (for Q3_K and Q6_K, `dmin = d` and `off` is the bias times the scale, subtracted in
+/// integers).
 struct Block {
     u: [__m256i; 8],
     /// 16 × i16: the scale of each 16-element sub-block, split: even sub-blocks in the low lane, odd ones
@@ -50,13 +51,13 @@ trait Format {
 
 fn dot<F: Format>(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
     let nb = cols / QK;
-    if !super::shapes_fit(F::BYTES, nb, w, acts, out) {
+    if !super::shapes_fit(cols, F::BYTES, nb, w, acts, out) {
         out.fill(f32::NAN);
         return;
     }
     // SAFETY: `dot_fn` is reached only through `quant::fast`, after `simd_available()` found AVX2 and FMA
-    // (and `dot_fn` F16C);
-    // `shapes_fit` checked that every slice holds `nb` blocks, and the kernels index only within them.
+    // and `dot_fn` found F16C; `shapes_fit` checked that every slice holds `nb` blocks, and the kernels
+    // read only within them.
     unsafe {
         match acts.len() {
             1 => rows::<F, 1>(nb, w, acts, out),
