@@ -34,8 +34,21 @@ impl ActKind {
     }
 }
 
-/// Quantizes `x` (whole blocks) into `out` (`kind.row_bytes(x.len())` bytes), rounding as llama.cpp does.
+/// Quantizes `x` (whole blocks) into `out` (`kind.row_bytes(x.len())` bytes), rounding as llama.cpp does;
+/// Q8_0 and Q8_1 by AVX2 where the CPU has it, bit-identical to [`quantize_row_reference`].
 pub fn quantize_row(kind: ActKind, x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kind, ActKind::Q8_0 | ActKind::Q8_1) && super::simd_available() {
+        super::acts_avx2::quantize_q8(kind, x, out);
+        return;
+    }
+    quantize_row_reference(kind, x, out)
+}
+
+/// The scalar quantizers. Q8_0/Q8_1 round half away from zero (C's `roundf`, as ggml's reference
+/// `quantize_row_q8_0_ref`; ggml's AVX2 path rounds half to even, so its bytes can differ from ours in the
+/// last step on exact ties) and clamp to ±127, which only a subnormal block maximum (scale 1/d = inf) reaches.
+pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
     match kind {
         ActKind::F32 => {
             for (o, v) in out.chunks_exact_mut(4).zip(x) {
@@ -51,7 +64,7 @@ pub fn quantize_row(kind: ActKind, x: &[f32], out: &mut [u8]) {
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 let mut sum = 0i32;
                 for (q, v) in ob[head..].iter_mut().zip(xb) {
-                    let i = (v * id).round() as i32;
+                    let i = ((v * id).round() as i32).clamp(-127, 127);
                     sum += i;
                     *q = i as i8 as u8;
                 }

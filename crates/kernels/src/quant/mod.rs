@@ -3,13 +3,17 @@
 //! chosen at run time) that multiply them.
 
 mod acts;
+#[cfg(target_arch = "x86_64")]
+mod acts_avx2;
 mod kquants;
 mod legacy;
 mod plain;
+#[cfg(target_arch = "x86_64")]
+mod plain_avx2;
 
 use std::sync::OnceLock;
 
-pub use acts::{ActKind, dequantize_row, quantize_row};
+pub use acts::{ActKind, dequantize_row, quantize_row, quantize_row_reference};
 
 /// The most activation rows one kernel call multiplies against one weight row (prefill tiles by it).
 pub const MAX_ROWS: usize = 4;
@@ -106,11 +110,14 @@ pub fn kernel(kind: Kind) -> Kernel {
     table.iter().find(|(k, _)| *k == kind).map(|(_, kern)| *kern).unwrap_or_else(|| reference(kind))
 }
 
-/// Whether the SIMD kernels can run here (AVX2 and FMA, checked at run time: builds never assume them).
+/// Whether the SIMD kernels can run here (AVX2, FMA and F16C, checked at run time: builds never assume them;
+/// every AVX2 CPU has F16C, which the kernels use for the f16 block scales).
 pub fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -125,6 +132,11 @@ pub fn reference(kind: Kind) -> Kernel {
         Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q8_0 => legacy::reference(kind),
         Kind::Q2_K | Kind::Q3_K | Kind::Q4_K | Kind::Q5_K | Kind::Q6_K => kquants::reference(kind),
     }
+}
+
+/// The SIMD kernel of `kind` when this CPU runs it (tests and benches compare it with `reference`).
+pub fn simd(kind: Kind) -> Option<Kernel> {
+    simd_available().then(|| fast(kind))
 }
 
 /// The SIMD kernel of `kind`; only called once `simd_available()` said yes.

@@ -1,0 +1,138 @@
+//! Single-thread throughput of the dot kernels on SmolLM2-135M's shapes: a whole weight matrix against 1
+//! activation row (decode) and 4 rows (a prefill tile), for the SIMD kernel and the scalar reference.
+//! Prints weight GB/s (bytes of the matrix ÷ time) and activation-rows × weight-rows per µs. Time is this
+//! thread's CPU time (wall time where the OS has no such clock), so that on a shared machine the time spent
+//! descheduled does not count; what other processes do to the caches still does.
+//!
+//! `cargo bench -p tunebench-kernels --bench dot [-- FILTER]` (FILTER matches the kind, e.g. Q4_1).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tunebench_kernels::quant::{self, Kernel, Kind};
+
+/// (rows, cols): ffn_up/gate (1536×576), ffn_down (576×1536), the tied lm_head (49152×576), and all 30
+/// layers' 576-wide rows end to end (from DRAM: larger than the L3), as a decode streams them.
+const SHAPES: [(usize, usize, &str); 4] =
+    [(1536, 576, "ffn_up"), (576, 1536, "ffn_down"), (49152, 576, "lm_head"), (30 * 6144, 576, "model")];
+
+fn weights(kind: Kind, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    let (_, bytes) = kind.block();
+    let row_bytes = kind.row_bytes(cols).unwrap_or(0);
+    let mut w = vec![0u8; rows * row_bytes];
+    rng.fill(&mut w[..]);
+    // Sane scales (random bytes would give NaN and inf f16s, which cost the same but read badly).
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    match kind {
+        Kind::F32 => w.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&rng.random_range(-1f32..1.0).to_le_bytes())),
+        Kind::F16 | Kind::BF16 => w.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&scale)),
+        _ => w.chunks_exact_mut(bytes).for_each(|b| {
+            b[..2].copy_from_slice(&scale);
+            if matches!(kind, Kind::Q4_1 | Kind::Q5_1) {
+                b[2..4].copy_from_slice(&scale);
+            }
+        }),
+    }
+    w
+}
+
+/// Seconds of CPU this thread has run (Linux, macOS), else of wall time since the first call.
+fn now() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec, which `t` is.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0 {
+            return t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9;
+        }
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+/// Median seconds of one pass over every weight row, against `acts`.
+fn time(kern: Kernel, kind: Kind, rows: usize, cols: usize, w: &[u8], acts: &[&[u8]]) -> f64 {
+    let row_bytes = kind.row_bytes(cols).unwrap_or(0);
+    let mut out = vec![0f32; rows * acts.len()];
+    let pass = |out: &mut [f32]| {
+        for (r, o) in out.chunks_exact_mut(acts.len()).enumerate() {
+            (kern.dot)(cols, &w[r * row_bytes..(r + 1) * row_bytes], acts, o);
+        }
+        black_box(&*out);
+    };
+    pass(&mut out);
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < Duration::from_millis(300) && samples.len() < 200) {
+        let t = now();
+        pass(&mut out);
+        samples.push(now() - t);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// GB/s of the plainest read of `bytes` (a sum of u64 words): the memory's speed, the bound for decode.
+fn read_speed(bytes: &[u8]) -> f64 {
+    let pass =
+        || bytes.chunks_exact(8).fold(0u64, |s, c| s.wrapping_add(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))));
+    black_box(pass());
+    let mut samples: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = now();
+            black_box(pass());
+            now() - t
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    bytes.len() as f64 / samples[3] / 1e9
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let mut rng = StdRng::seed_from_u64(0);
+    println!(
+        "{:<5} {:<8} {:>4}  {:>9} {:>9}  {:>9} {:>9}  {:>6}",
+        "kind", "shape", "acts", "simd GB/s", "rows/µs", "ref GB/s", "rows/µs", "×"
+    );
+    for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::F32, Kind::F16, Kind::BF16] {
+        if filter.as_ref().is_some_and(|f| !format!("{kind:?}").eq_ignore_ascii_case(f)) {
+            continue;
+        }
+        for (rows, cols, name) in SHAPES {
+            if matches!(name, "lm_head" | "model") && !matches!(kind, Kind::Q8_0 | Kind::Q4_1) {
+                continue;
+            }
+            let w = weights(kind, rows, cols, &mut rng);
+            if name == "model" {
+                println!(
+                    "      (reading the {} MB of {kind:?} \"model\" rows as u64 sums: {:.2} GB/s)",
+                    w.len() >> 20,
+                    read_speed(&w)
+                );
+            }
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let mut a = vec![0u8; kind.acts().row_bytes(cols)];
+            quant::quantize_row(kind.acts(), &x, &mut a);
+            for n in [1, 4] {
+                let acts = vec![a.as_slice(); n];
+                let simd = quant::simd(kind).map(|k| time(k, kind, rows, cols, &w, &acts));
+                let scalar = time(quant::reference(kind), kind, rows, cols, &w, &acts);
+                let gbs = |t: f64| w.len() as f64 / t / 1e9;
+                let per_us = |t: f64| (rows * n) as f64 / t / 1e6;
+                let (sg, sr) = simd.map_or((f64::NAN, f64::NAN), |t| (gbs(t), per_us(t)));
+                let ratio = simd.map_or(f64::NAN, |t| scalar / t);
+                println!(
+                    "{:<5} {:<8} {:>4}  {sg:>9.2} {sr:>9.1}  {:>9.2} {:>9.1}  {ratio:>6.1}",
+                    format!("{kind:?}"),
+                    name,
+                    n,
+                    gbs(scalar),
+                    per_us(scalar)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The legacy block kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on random rows: the dispatched kernel (AVX2 where
+//! the CPU has it), the scalar reference and an f64 sum over independently decoded values agree.
+//!
+//! Tolerance: with `M = Σ_c (|d·q_c| + |m|)·|a_c|` (the size of the sum before cancellation), every kernel is
+//! within `1e-5·M` of the f64 sum, plus, for the formats with a minimum, `|m|·|s − d·Σq|` per block: the
+//! kernels read the activation block's sum as the f16 `s` the Q8_1 block stores (rounded from the unrounded
+//! scale, as ggml does), where the f64 sum reads the dequantized activations.
+
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tunebench_kernels::quant::{self, ActKind, Kernel, Kind};
+
+const LEGACY: [Kind; 5] = [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0];
+
+/// The kernels under test: the scalar reference, the SIMD kernel where this CPU runs one, and the dispatched.
+fn candidates(kind: Kind) -> Vec<(&'static str, Kernel)> {
+    let mut all = vec![("reference", quant::reference(kind)), ("dispatched", quant::kernel(kind))];
+    all.extend(quant::simd(kind).map(|k| ("simd", k)));
+    all
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn this_x86_cpu_runs_the_simd_kernels() {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    assert_eq!(quant::simd(Kind::Q4_1).is_some(), avx2 && std::arch::is_x86_feature_detected!("f16c"));
+}
+
+/// One block decoded from the ggml spec, element by element: (d, m, quants).
+fn decode(kind: Kind, b: &[u8]) -> (f64, f64, [i32; 32]) {
+    let h = |at: usize| f64::from(f16::from_le_bytes([b[at], b[at + 1]]).to_f32());
+    let mut q = [0i32; 32];
+    let (d, m, qs, qh, off) = match kind {
+        Kind::Q4_0 => (h(0), 0.0, &b[2..18], None, 8),
+        Kind::Q4_1 => (h(0), h(2), &b[4..20], None, 0),
+        Kind::Q5_0 => (h(0), 0.0, &b[6..22], Some(&b[2..6]), 16),
+        Kind::Q5_1 => (h(0), h(2), &b[8..24], Some(&b[4..8]), 0),
+        _ => {
+            for (j, v) in q.iter_mut().enumerate() {
+                *v = i32::from(b[2 + j] as i8);
+            }
+            return (h(0), 0.0, q);
+        }
+    };
+    for (j, v) in q.iter_mut().enumerate() {
+        let low = if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 };
+        let fifth = qh.map_or(0, |qh| (qh[j / 8] >> (j % 8)) & 1);
+        *v = i32::from(low) + 16 * i32::from(fifth) - off;
+    }
+    (d, m, q)
+}
+
+fn random_f16(rng: &mut StdRng, style: u8) -> [u8; 2] {
+    let v = match style {
+        0 => 0.0,
+        1 => 65504.0 * if rng.random::<bool>() { 1.0 } else { -1.0 },
+        2 => 6e-8 * f32::from(rng.random_range(1u8..40)),
+        _ => rng.random_range(-1.0f32..1.0),
+    };
+    f16::from_f32(v).to_le_bytes()
+}
+
+/// A random weight row of `blocks` blocks: most blocks ordinary, some all zero, some with extreme scales.
+fn weight_row(kind: Kind, blocks: usize, rng: &mut StdRng) -> Vec<u8> {
+    let (_, bytes) = kind.block();
+    let mut row = vec![0u8; blocks * bytes];
+    for b in row.chunks_exact_mut(bytes) {
+        let style = rng.random_range(0u8..8);
+        if style == 0 {
+            continue;
+        }
+        rng.fill(&mut b[..]);
+        let heads = if matches!(kind, Kind::Q4_1 | Kind::Q5_1) { 2 } else { 1 };
+        for k in 0..heads {
+            let s = random_f16(rng, style);
+            b[2 * k..2 * k + 2].copy_from_slice(&s);
+        }
+    }
+    row
+}
+
+/// A random activation row quantized to `act`, with some zero blocks and some of large or tiny magnitude.
+fn act_row(act: ActKind, blocks: usize, rng: &mut StdRng) -> (Vec<u8>, Vec<f32>) {
+    let mut x = vec![0f32; blocks * 32];
+    for xb in x.chunks_exact_mut(32) {
+        let scale = match rng.random_range(0u8..6) {
+            0 => 0.0,
+            1 => 1000.0,
+            2 => 1e-3,
+            _ => 1.0,
+        };
+        for v in xb.iter_mut() {
+            *v = scale * rng.random_range(-1.0f32..1.0);
+        }
+    }
+    let mut q = vec![0u8; act.row_bytes(x.len())];
+    quant::quantize_row(act, &x, &mut q);
+    let mut back = vec![0f32; x.len()];
+    quant::dequantize_row(act, &q, &mut back);
+    (q, back)
+}
+
+/// The f64 dot product of a weight row with one activation row, and the tolerance a kernel must meet.
+fn expected(kind: Kind, w: &[u8], act_bytes: &[u8], act: &[f32]) -> (f64, f64) {
+    let (_, bytes) = kind.block();
+    let (_, abytes) = kind.acts().block();
+    let (mut sum, mut size, mut slack) = (0f64, 0f64, 0f64);
+    for (i, wb) in w.chunks_exact(bytes).enumerate() {
+        let (d, m, q) = decode(kind, wb);
+        for (j, &qj) in q.iter().enumerate() {
+            let a = f64::from(act[i * 32 + j]);
+            sum += (d * f64::from(qj) + m) * a;
+            size += ((d * f64::from(qj)).abs() + m.abs()) * a.abs();
+        }
+        if m != 0.0 {
+            let ab = &act_bytes[i * abytes..];
+            let s = f64::from(f16::from_le_bytes([ab[2], ab[3]]).to_f32());
+            let from_values: f64 = act[i * 32..(i + 1) * 32].iter().map(|&a| f64::from(a)).sum();
+            slack += m.abs() * (s - from_values).abs();
+        }
+    }
+    (sum, 1e-5 * size + slack + 1e-30)
+}
+
+#[test]
+fn every_kernel_matches_the_f64_sum_for_one_to_four_rows_and_odd_block_counts() {
+    let mut rng = StdRng::seed_from_u64(17);
+    for kind in LEGACY {
+        let kernels = candidates(kind);
+        for blocks in [1, 3, 7, 18, 48] {
+            for rows in 1..=quant::MAX_ROWS {
+                for _trial in 0..4 {
+                    let cols = blocks * 32;
+                    let w = weight_row(kind, blocks, &mut rng);
+                    let acts: Vec<(Vec<u8>, Vec<f32>)> =
+                        (0..rows).map(|_| act_row(kind.acts(), blocks, &mut rng)).collect();
+                    let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
+                    for (name, kern) in &kernels {
+                        let mut got = vec![f32::NAN; rows];
+                        (kern.dot)(cols, &w, &views, &mut got);
+                        for (r, &got) in got.iter().enumerate() {
+                            let (want, tol) = expected(kind, &w, &acts[r].0, &acts[r].1);
+                            let err = (f64::from(got) - want).abs();
+                            assert!(
+                                err <= tol,
+                                "{kind:?} {name} {blocks} blocks row {r}/{rows}: {got} vs {want} (err {err:e} > {tol:e})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dequantize_gives_the_independently_decoded_values() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for kind in LEGACY {
+        for blocks in [1, 7, 18] {
+            let w = weight_row(kind, blocks, &mut rng);
+            let (_, bytes) = kind.block();
+            for (_, kern) in candidates(kind) {
+                let mut out = vec![f32::NAN; blocks * 32];
+                (kern.dequantize)(&w, &mut out);
+                for (i, wb) in w.chunks_exact(bytes).enumerate() {
+                    let (d, m, q) = decode(kind, wb);
+                    for (j, &qj) in q.iter().enumerate() {
+                        let want = (d * f64::from(qj) + m) as f32;
+                        assert_eq!(out[i * 32 + j].to_bits(), want.to_bits(), "{kind:?} block {i} element {j}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn all_zero_weights_give_zero_and_the_output_is_overwritten() {
+    for kind in LEGACY {
+        let blocks = 3;
+        let w = vec![0u8; kind.row_bytes(blocks * 32).unwrap_or(0)];
+        let mut rng = StdRng::seed_from_u64(1);
+        let (a, _) = act_row(kind.acts(), blocks, &mut rng);
+        let views = [a.as_slice(); 4];
+        for (name, kern) in candidates(kind) {
+            let mut out = [7f32; 4];
+            (kern.dot)(blocks * 32, &w, &views, &mut out);
+            assert_eq!(out, [0.0; 4], "{kind:?} {name}");
+        }
+    }
+}
+
+#[test]
+fn real_and_gguf_py_blocks_dequantize_to_the_values_gguf_py_gives() {
+    // fixtures/legacy_blocks.txt: blocks of the real SmolLM2 Q4_1 file and gguf-py quantizations, with the
+    // values gguf-py's dequantize gives (made by fixtures/legacy_blocks.py).
+    let text = include_str!("fixtures/legacy_blocks.txt");
+    let mut seen = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut fields = line.split_whitespace();
+        let (kind, source, hex) = (fields.next().unwrap(), fields.next().unwrap(), fields.next().unwrap());
+        let kind = *LEGACY.iter().find(|k| format!("{k:?}") == kind).unwrap();
+        let bytes: Vec<u8> =
+            (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        assert_eq!(bytes.len(), kind.block().1, "{source}");
+        let want: Vec<f32> = fields.map(|v| v.parse().unwrap()).collect();
+        assert_eq!(want.len(), 32, "{source}");
+        for (name, kern) in candidates(kind) {
+            let mut out = [f32::NAN; 32];
+            (kern.dequantize)(&bytes, &mut out);
+            assert_eq!(out.as_slice(), want.as_slice(), "{kind:?} {name} {source}");
+        }
+        seen.push(kind);
+    }
+    for kind in LEGACY {
+        assert!(seen.contains(&kind), "the fixture has no {kind:?} block");
+    }
+}
