@@ -10,8 +10,8 @@ use crate::quant::Kind;
 
 type DotFn = fn(usize, &[u8], &[&[u8]], &mut [f32]);
 
-/// The AVX2 dot product of `kind`, if it has one (and the CPU converts f16 in hardware, as every AVX2 CPU
-/// does: checked all the same, since `simd_available()` checks only AVX2 and FMA).
+/// The AVX2 dot product of `kind`, if it has one and the CPU converts f16 in hardware (as every AVX2 CPU
+/// does; checked here as well, so these kernels never rest on what a caller checked).
 pub fn dot_fn(kind: Kind) -> Option<DotFn> {
     if !std::arch::is_x86_feature_detected!("f16c") {
         return None;

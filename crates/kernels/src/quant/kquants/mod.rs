@@ -8,7 +8,7 @@ mod q8k;
 #[cfg(test)]
 mod tests;
 
-pub use q8k::quantize_q8_k;
+pub use q8k::{quantize_q8_k, quantize_scalar as quantize_q8_k_scalar};
 
 use super::{Kernel, Kind, MAX_ROWS};
 use blocks::ACT_BYTES;
