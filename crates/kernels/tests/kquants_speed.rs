@@ -58,7 +58,7 @@ fn kquant_dot_throughput() {
         for (rows, cols) in [(576, 1536), (640, 2048), (896, 4864)] {
             let w = random_weights(kind, rows, cols, &mut rng);
             let row_bytes = w.len() / rows;
-            for n in [1, 4] {
+            for n in [1, 2, 3, 4] {
                 let acts: Vec<Vec<u8>> = (0..n)
                     .map(|_| {
                         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0f32..1.0)).collect();
