@@ -158,6 +158,8 @@ unsafe fn rows<F: Format, const N: usize>(nb: usize, w: &[u8], acts: &[&[u8]], o
             for r in 0..N {
                 // SAFETY: bytes 4 + 32c .. 36 + 32c of block `i` (see above).
                 let q8 = unsafe { _mm256_loadu_si256(a[r].add(4 + 32 * c).cast()) };
+                // no saturation or overflow: quants are below 64, so a maddubs pair is at most 2·63·128,
+                // and a madd by a scale of at most 128 in magnitude stays far inside i32
                 let p = _mm256_maddubs_epi16(b.u[c], q8);
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scale, p));
             }
