@@ -35,8 +35,13 @@ impl ActKind {
 }
 
 /// Quantizes `x` (whole blocks) into `out` (`kind.row_bytes(x.len())` bytes), rounding as llama.cpp does;
-/// Q8_0 and Q8_1 by AVX2 where the CPU has it, bit-identical to [`quantize_row_reference`].
+/// Q8_0, Q8_1 and Q8_K by AVX2 where the CPU has it, bit-identical to [`quantize_row_reference`].
 pub fn quantize_row(kind: ActKind, x: &[f32], out: &mut [u8]) {
+    if kind == ActKind::Q8_K {
+        // the K-quant kernels' own quantizer picks its AVX2 or scalar form
+        super::kquants::quantize_q8_k(x, out);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if matches!(kind, ActKind::Q8_0 | ActKind::Q8_1) && super::simd_available() {
         super::acts_avx2::quantize_q8(kind, x, out);
@@ -74,10 +79,7 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
                 }
             }
         }
-        ActKind::Q8_K => {
-            // the K-quant kernels' own quantizer (scalar or AVX2, bit-identical)
-            super::kquants::quantize_q8_k(x, out);
-        }
+        ActKind::Q8_K => super::kquants::quantize_q8_k_scalar(x, out),
     }
 }
 

@@ -144,7 +144,7 @@ pub fn act_block(a: &[u8]) -> (f32, &[u8], [i32; 16]) {
 pub fn dot(kind: Kind, cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
     let bytes = kind.block().1;
     let nb = cols / QK;
-    if !super::shapes_fit(bytes, nb, w, acts, out) {
+    if !super::shapes_fit(cols, bytes, nb, w, acts, out) {
         out.fill(f32::NAN);
         return;
     }

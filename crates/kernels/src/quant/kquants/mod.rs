@@ -8,21 +8,20 @@ mod q8k;
 #[cfg(test)]
 mod tests;
 
-pub use q8k::quantize_q8_k;
+pub use q8k::{quantize_q8_k, quantize_scalar as quantize_q8_k_scalar};
 
 use super::{Kernel, Kind, MAX_ROWS};
 use blocks::ACT_BYTES;
 
-/// Whether `nb` blocks of `bytes` each fit in `w`, each activation row holds `nb` Q8_K blocks, and `out`
-/// has a slot per row: the kernels' contract, checked once per call so that a caller's slip gives NaN
-/// outputs, never a read out of bounds.
-fn shapes_fit(bytes: usize, nb: usize, w: &[u8], acts: &[&[u8]], out: &[f32]) -> bool {
-    let fit = (1..=MAX_ROWS).contains(&acts.len())
+/// Whether `cols` is `nb` whole blocks, `nb` blocks of `bytes` each fit in `w`, each activation row holds
+/// `nb` Q8_K blocks, and `out` has a slot per row: the kernels' contract, checked once per call so that a
+/// caller's slip gives NaN outputs, never a read out of bounds.
+fn shapes_fit(cols: usize, bytes: usize, nb: usize, w: &[u8], acts: &[&[u8]], out: &[f32]) -> bool {
+    nb * blocks::QK == cols
+        && (1..=MAX_ROWS).contains(&acts.len())
         && out.len() >= acts.len()
         && w.len() >= nb * bytes
-        && acts.iter().all(|a| a.len() >= nb * ACT_BYTES);
-    debug_assert!(fit, "K-quant kernel called with mismatched shapes");
-    fit
+        && acts.iter().all(|a| a.len() >= nb * ACT_BYTES)
 }
 
 macro_rules! scalar_kernel {

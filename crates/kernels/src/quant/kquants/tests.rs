@@ -136,19 +136,25 @@ fn scalar_kernels_match_the_f64_reference() {
 }
 
 #[test]
-fn scalar_kernel_rejects_mismatched_shapes_with_nan() {
-    let kernel = super::reference(Kind::Q4_K);
-    let w = vec![0u8; 144];
-    let a = vec![0u8; ACT_BYTES];
-    let mut out = [0f32; 1];
-    // two blocks of columns, but one block of bytes on each side
-    let result = std::panic::catch_unwind(move || {
-        (kernel.dot)(2 * QK, &w, &[&a], &mut out);
-        out
-    });
-    // debug builds assert; release builds answer NaN
-    if let Ok(out) = result {
-        assert!(out[0].is_nan());
+fn kernels_answer_nan_to_mismatched_shapes() {
+    let w = vec![0u8; 2 * 144];
+    let a = vec![0u8; 2 * ACT_BYTES];
+    let short = vec![0u8; ACT_BYTES];
+    type Case<'a> = (&'a str, usize, &'a [u8], Vec<&'a [u8]>, usize);
+    let cases: [Case; 6] = [
+        ("weights one block short", 3 * QK, &w, vec![&a], 1),
+        ("activations one block short", 2 * QK, &w, vec![&short], 1),
+        ("columns not whole blocks", 2 * QK - 32, &w, vec![&a], 1),
+        ("no activation rows", 2 * QK, &w, vec![], 1),
+        ("five activation rows", 2 * QK, &w, vec![&a; 5], 5),
+        ("no output slot", 2 * QK, &w, vec![&a, &a], 1),
+    ];
+    for kernel in [super::reference(Kind::Q4_K), crate::quant::kernel(Kind::Q4_K)] {
+        for (what, cols, w, acts, slots) in &cases {
+            let mut out = vec![0f32; *slots];
+            (kernel.dot)(*cols, w, acts, &mut out);
+            assert!(out.iter().all(|v| v.is_nan()), "{what}: {out:?}");
+        }
     }
 }
 
@@ -207,4 +213,27 @@ fn simd_q8_k_quantizer_is_bit_identical_to_the_scalar_one() {
             assert_eq!(s, v, "magnitude {magnitude}, block {b}");
         }
     }
+}
+
+/// The Q8_K quantizer's speed, AVX2 against scalar (ignored: a measurement; run it in release with
+/// `--ignored --nocapture`): the best of 41 timings of a 4864-wide row (Qwen2.5-0.5B's ffn width).
+#[test]
+#[ignore = "a speed measurement: run with --ignored --nocapture, in release"]
+fn q8_k_quantizer_throughput() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..19 * QK).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let mut out = vec![0u8; 19 * ACT_BYTES];
+    let mut best = |f: fn(&[f32], &mut [u8])| {
+        (0..41)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f(&x, &mut out);
+                std::hint::black_box(&out);
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (simd, scalar) = (best(super::quantize_q8_k), best(super::q8k::quantize_scalar));
+    println!("Q8_K quantize, 4864 values: dispatched {:.0} ns, scalar {:.0} ns", simd * 1e9, scalar * 1e9);
+    assert!(simd > 0.0 && scalar > 0.0);
 }
