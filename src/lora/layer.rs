@@ -5,7 +5,6 @@ use std::sync::Arc;
 use candle_core::{Result, Tensor};
 
 use tunebench_kernels::matmul::{Linear, Lora};
-use tunebench_kernels::quant::Weights;
 
 use crate::engine::local::{BaseLinear, Lin, host_forward};
 
@@ -15,21 +14,21 @@ pub struct LoraLinear {
     a_t: Tensor,
     /// `[r, out]`, scale folded in.
     b_t: Tensor,
-    /// The same numbers for the host engine: A `[r, in]` as f32 weights, scale·Bᵀ row-major `[r, out]`.
-    a_host: Weights,
+    /// The same numbers for the host engine, row-major: A `[r, in]`, scale·Bᵀ `[r, out]`.
+    a_host: Vec<f32>,
     b_host: Vec<f32>,
+    rank: usize,
 }
 
 impl LoraLinear {
     /// `a` is `[r, in]`, `b` is `[out, r]` as PEFT stores them.
     pub fn new(base: Arc<BaseLinear>, a: &Tensor, b: &Tensor, scale: f64) -> Result<Self> {
-        let (rank, inp) = a.dims2()?;
+        let rank = a.dim(0)?;
         let a_t = a.t()?.contiguous()?;
         let b_t = (b.t()? * scale)?.contiguous()?;
-        let a_host = Weights::from_f32(rank, inp, &a.flatten_all()?.to_vec1::<f32>()?)
-            .map_err(|e| candle_core::Error::Msg(format!("{} lora_A: {e}", base.name)))?;
+        let a_host = a.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
         let b_host = b_t.flatten_all()?.to_vec1()?;
-        Ok(Self { base, a_t, b_t, a_host, b_host })
+        Ok(Self { base, a_t, b_t, a_host, b_host, rank })
     }
 }
 
@@ -45,7 +44,7 @@ impl Lin for LoraLinear {
 
     fn host(&self) -> Option<Linear<'_>> {
         let base = self.base.host()?;
-        Some(Linear { lora: Some(Lora { a: &self.a_host, b: &self.b_host }), ..base })
+        Some(Linear { lora: Some(Lora { a: &self.a_host, rank: self.rank, b: &self.b_host }), ..base })
     }
 }
 

@@ -15,8 +15,9 @@ const ALIGN: usize = 16;
 /// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
 #[derive(Clone, Copy)]
 pub struct Lora<'a> {
-    /// A `[r, in]` (any kind; f32 as adapters store it).
-    pub a: &'a Weights,
+    /// A, row-major `[r, in]` f32 (as adapters store it).
+    pub a: &'a [f32],
+    pub rank: usize,
     /// scale · Bᵀ, row-major `[r, out]`.
     pub b: &'a [f32],
 }
@@ -126,10 +127,26 @@ impl Out {
     }
 }
 
+/// A segment's weight rows: in a block format, or a LoRA's f32 A (against the f32 input itself).
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Blocks(&'a Weights),
+    F32 { a: &'a [f32], rows: usize },
+}
+
+impl Rows<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Rows::Blocks(w) => w.rows,
+            Rows::F32 { rows, .. } => *rows,
+        }
+    }
+}
+
 /// One weight of a call: its activation buffer, output, and where its rows start in the call's row space.
 #[derive(Clone, Copy)]
 struct Seg<'a> {
-    w: &'a Weights,
+    w: Rows<'a>,
     bias: Option<&'a [f32]>,
     acts: usize,
     out: Out,
@@ -157,7 +174,7 @@ pub fn run(
     if x.len() != n * cols {
         return Err(format!("matmul: input of {} values is not {n} rows of {cols}", x.len()));
     }
-    let rank_total: usize = lins.iter().filter_map(|l| l.lora).map(|l| l.a.rows).sum();
+    let rank_total: usize = lins.iter().filter_map(|l| l.lora).map(|l| l.rank).sum();
     for (l, o) in lins.iter().zip(outs.iter()) {
         let rows = l.w.rows;
         if l.w.cols != cols || o.len() != n * rows || l.bias.is_some_and(|b| b.len() != rows) {
@@ -168,12 +185,12 @@ pub fn run(
             ));
         }
         if let Some(lo) = l.lora
-            && (lo.a.cols != cols || lo.b.len() != lo.a.rows * rows)
+            && (lo.a.len() != lo.rank * cols || lo.b.len() != lo.rank * rows)
         {
             return Err(format!(
                 "matmul: LoRA A [{}, {}], B of {} for a [{rows}, {cols}] weight",
-                lo.a.rows,
-                lo.a.cols,
+                lo.rank,
+                lo.a.len() / lo.rank.max(1),
                 lo.b.len()
             ));
         }
@@ -200,14 +217,14 @@ pub fn run(
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
         let acts = quantized(scratch, l.w.kind.acts());
         let out = Out(o.as_mut_ptr(), o.len());
-        segs[2 * i] = Some(Seg { w: l.w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
+        let w = Rows::Blocks(l.w);
+        segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
         total += l.w.rows;
         if let Some(lo) = l.lora {
-            let acts = quantized(scratch, lo.a.kind.acts());
-            let (stride, offset) = (rank_total, xa_at);
-            segs[2 * i + 1] = Some(Seg { w: lo.a, bias: None, acts, out: xa, stride, offset, start: total });
-            total += lo.a.rows;
-            xa_at += lo.a.rows;
+            let (stride, offset, w) = (rank_total, xa_at, Rows::F32 { a: lo.a, rows: lo.rank });
+            segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total });
+            total += lo.rank;
+            xa_at += lo.rank;
         }
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
@@ -216,9 +233,9 @@ pub fn run(
         let range = split(total, part, parts, ALIGN);
         for seg in segs.iter().flatten() {
             let lo = range.start.max(seg.start);
-            let hi = range.end.min(seg.start + seg.w.rows);
+            let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], n, cols);
+                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, n, cols);
             }
         }
     });
@@ -232,7 +249,7 @@ pub fn run(
     for ((l, o), u) in lins.iter().zip(outs.iter_mut()).zip(&mut updates) {
         if let Some(lo) = l.lora {
             *u = Some((lo, Out(o.as_mut_ptr(), o.len()), l.w.rows, at));
-            at += lo.a.rows;
+            at += lo.rank;
         }
     }
     let updates = &updates;
@@ -243,7 +260,7 @@ pub fn run(
                 continue;
             }
             for j in 0..n {
-                let xj = &xa[j * rank_total + col..j * rank_total + col + lo.a.rows];
+                let xj = &xa[j * rank_total + col..j * rank_total + col + lo.rank];
                 // SAFETY: row j's columns `range` of an [n, rows] output: this part's alone, in bounds.
                 let o = unsafe { out.slice(j * rows + range.start, range.len()) };
                 for (k, &t) in xj.iter().enumerate() {
@@ -256,12 +273,26 @@ pub fn run(
 }
 
 /// Weight rows `rows` of `seg` against every activation row, `MAX_ROWS` at a time.
-fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], n: usize, cols: usize) {
-    let kernel = seg.w.kernel();
-    let rb = seg.w.kind.acts().row_bytes(cols);
+fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], n: usize, cols: usize) {
+    let w = match seg.w {
+        Rows::Blocks(w) => w,
+        Rows::F32 { a, .. } => {
+            for r in rows {
+                let ar = &a[r * cols..(r + 1) * cols];
+                for j in 0..n {
+                    let v = crate::simd::dot(ar, &x[j * cols..(j + 1) * cols]);
+                    // SAFETY: element (j, offset + r) of an [n, stride] buffer; r lies in this part's range.
+                    unsafe { seg.out.add(j * seg.stride + seg.offset + r, v, true) };
+                }
+            }
+            return;
+        }
+    };
+    let kernel = w.kernel();
+    let rb = w.kind.acts().row_bytes(cols);
     let mut tmp = [0f32; MAX_ROWS];
     for r in rows {
-        let w = seg.w.row(r);
+        let w = w.row(r);
         let bias = seg.bias.map_or(0.0, |b| b[r]);
         let mut j = 0;
         while j < n {

@@ -99,6 +99,16 @@ fn several_weights_biases_and_loras_in_one_call() {
         .collect();
     let rank = 5;
     let a: Vec<Weights> = ws.iter().map(|_| weights(Kind::F32, rank, cols, &mut rng)).collect();
+    let a_f32: Vec<Vec<f32>> = a
+        .iter()
+        .map(|w| {
+            let mut v = vec![0f32; rank * cols];
+            for (r, row) in v.chunks_exact_mut(cols).enumerate() {
+                w.dequantize_row(r, row);
+            }
+            v
+        })
+        .collect();
     let b: Vec<Vec<f32>> =
         ws.iter().map(|w| (0..rank * w.rows).map(|_| rng.random_range(-0.5..0.5)).collect()).collect();
     let bias: Vec<Vec<f32>> = ws.iter().map(|w| (0..w.rows).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
@@ -106,7 +116,11 @@ fn several_weights_biases_and_loras_in_one_call() {
     for n in [1, 4, 7] {
         let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let lins: Vec<Linear<'_>> = (0..3)
-            .map(|i| Linear { w: &ws[i], bias: Some(&bias[i]), lora: (i != 1).then(|| Lora { a: &a[i], b: &b[i] }) })
+            .map(|i| Linear {
+                w: &ws[i],
+                bias: Some(&bias[i]),
+                lora: (i != 1).then(|| Lora { a: &a_f32[i], rank, b: &b[i] }),
+            })
             .collect();
         let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
         let [o0, o1, o2] = &mut outs[..] else { unreachable!() };
