@@ -55,7 +55,7 @@ impl Ptr {
 }
 
 /// `out [n, heads · head_dim]` from `q [n, heads · head_dim]` (already rotated) and the cache, whose positions
-/// `..pos + n` are written. `scores` is scratch of at least `pool.threads() × (pos + n)` values.
+/// `..pos + n` are written. `scores` is scratch of at least `pool.parts() × (pos + n)` values.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     pool: &Pool,
@@ -70,7 +70,7 @@ pub fn attend(
     let (hd, width) = (a.head_dim, a.heads * a.head_dim);
     let total = pos + n;
     let kv_len = a.kv_heads * cache.capacity * hd;
-    let parts = pool.threads();
+    let parts = pool.parts();
     if a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || q.len() != n * width || out.len() != n * width {
         return Err(format!(
             "attention: {} heads over {} kv heads, q {} and out {} for {n} rows",
@@ -181,7 +181,7 @@ mod tests {
                             let k = values(kv_heads * capacity * hd, 2);
                             let v = values(kv_heads * capacity * hd, 3);
                             let mut out = vec![f32::NAN; n * heads * hd];
-                            let mut scores = vec![0f32; pool.threads() * (pos + n)];
+                            let mut scores = vec![0f32; pool.parts() * (pos + n)];
                             let cache = Cache { k: &k, v: &v, capacity };
                             attend(pool, &a, &q, cache, pos, n, &mut out, &mut scores).unwrap();
                             let want = naive(&a, &q, &k, &v, capacity, pos, n);

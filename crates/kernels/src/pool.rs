@@ -21,6 +21,10 @@ const SPINS: u32 = 1 << 14;
 /// by an oversubscribed machine then gets it sooner).
 const WAIT_SPINS: u32 = 1 << 10;
 
+/// Parts per thread in a call: claimed one at a time, several per thread even out a thread that starts late
+/// or runs slow.
+const PARTS_PER_THREAD: usize = 4;
+
 /// `state` packs the call's generation (high 32 bits) and the next unclaimed part (low 32 bits), so a claim
 /// can never take a part of a later call than the one whose job the claimer read.
 fn pack(generation: u64, next: u64) -> u64 {
@@ -118,20 +122,25 @@ impl Pool {
             }
         }
         let threads = handles.len() + 1;
-        shared.parts.store(threads, Ordering::SeqCst);
+        shared.parts.store(if threads == 1 { 1 } else { threads * PARTS_PER_THREAD }, Ordering::SeqCst);
         Self { shared, threads, busy: Mutex::new(()), handles, generation: AtomicU64::new(0) }
     }
 
-    /// Parts a call is split into (the threads it runs on, the caller's included).
+    /// Threads a call runs on, the caller's included.
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// Runs `job(part, parts)` for every part in `0..parts` (parts = `threads()`), the caller and the workers
+    /// Parts a call is split into (a few per thread; one on a single thread).
+    pub fn parts(&self) -> usize {
+        if self.threads == 1 { 1 } else { self.threads * PARTS_PER_THREAD }
+    }
+
+    /// Runs `job(part, parts)` for every part in `0..parts` (parts = `parts()`), the caller and the workers
     /// claiming parts in turn, and returns when all are done. A panic in any part is raised again here, after
     /// every part finished.
     pub fn run(&self, job: &Job<'_>) {
-        let parts = self.threads;
+        let parts = self.parts();
         let guard = match self.busy.try_lock() {
             Ok(g) => g,
             Err(_) => {
@@ -264,10 +273,10 @@ mod tests {
     #[test]
     fn every_part_runs_once_per_call_over_many_calls() {
         let pool = Pool::new(2);
-        let counts: Vec<AtomicUsize> = (0..pool.threads()).map(|_| AtomicUsize::new(0)).collect();
+        let counts: Vec<AtomicUsize> = (0..pool.parts()).map(|_| AtomicUsize::new(0)).collect();
         for _ in 0..2000 {
             pool.run(&|part, parts| {
-                assert_eq!(parts, pool.threads());
+                assert_eq!(parts, pool.parts());
                 counts[part].fetch_add(1, Ordering::Relaxed);
             });
         }
@@ -294,7 +303,7 @@ mod tests {
         pool.run(&|_, _| {
             done.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(done.load(Ordering::Relaxed), 2);
+        assert_eq!(done.load(Ordering::Relaxed), pool.parts());
     }
 
     #[test]
@@ -306,7 +315,7 @@ mod tests {
                 inner.fetch_add(1, Ordering::Relaxed);
             })
         });
-        assert_eq!(inner.load(Ordering::Relaxed), 4);
+        assert_eq!(inner.load(Ordering::Relaxed), pool.parts() * pool.parts());
     }
 
     #[test]
@@ -317,7 +326,7 @@ mod tests {
         pool.run(&|_, _| {
             done.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(done.load(Ordering::Relaxed), 2);
+        assert_eq!(done.load(Ordering::Relaxed), pool.parts());
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn forward(
             window: plan.window,
         };
         let att = fit(&mut b.att, n * nq);
-        let scores = fit(&mut b.scores, pool.threads() * (pos + n));
+        let scores = fit(&mut b.scores, pool.parts() * (pos + n));
         let kv = attention::Cache { k: &layers_k[i], v: &layers_v[i], capacity };
         attention::attend(pool, &a, q, kv, pos, n, att, scores).map_err(run_err)?;
         let (o, down) = match projections {
