@@ -19,10 +19,13 @@ pub struct Reference {
 }
 
 /// What llama-bench says about itself.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 pub struct Info {
     pub commit: String,
     pub backends: String,
+    /// on / off / auto, as llama-bench ran.
+    pub flash_attn: String,
+    pub repack: String,
 }
 
 /// Where scripts/build-llama-cpp builds (LLAMA_DIR, default its own default).
@@ -92,6 +95,8 @@ pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usi
         steps.to_string(),
         "-r".into(),
         "1".into(),
+        "-fa".into(),
+        flash_attn(),
         "-o".into(),
         "json".into(),
     ];
@@ -107,8 +112,21 @@ pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usi
     if !out.status.success() {
         bail!("{} on {} failed ({}): {}", r.bench.display(), path.display(), out.status, last_line(&stderr));
     }
-    let tests: Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{}: its output is not JSON", r.bench.display()))?;
+    let (pp, tg, info) = parse_bench(&out.stdout, prompt, steps)
+        .with_context(|| format!("{} on {}", r.bench.display(), path.display()))?;
+    let rss_mb = time.is_file().then(|| last_line(&stderr).trim().parse::<f64>().ok()).flatten().map(|kb| kb / 1024.0);
+    let load_s = match &r.simple {
+        Some(simple) => Some(load_time(simple, path)?),
+        None => None,
+    };
+    let run = Run { load_s, pp, tg, rss_mb, weights: String::new() };
+    Ok((run, info))
+}
+
+/// pp and tg tok/s (`avg_ts` of the pp`prompt` and tg`steps` tests) and the build llama-bench reports, from
+/// its `-o json` output.
+pub fn parse_bench(json: &[u8], prompt: usize, steps: usize) -> Result<(f64, f64, Info)> {
+    let tests: Value = serde_json::from_slice(json).context("llama-bench's output is not JSON")?;
     let rate = |n_prompt: usize, n_gen: usize| -> Result<f64> {
         let t = tests
             .as_array()
@@ -120,21 +138,37 @@ pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usi
             .with_context(|| format!("llama-bench reported no pp{n_prompt}/tg{n_gen} test"))?;
         t["avg_ts"].as_f64().context("llama-bench's test has no avg_ts")
     };
-    let text = |k: &str| tests[0][k].as_str().unwrap_or_default().to_string();
+    let text = |k: &str| match &tests[0][k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
     let mut commit = text("build_commit");
     if commit.is_empty() || commit == "unknown" {
         // Built from the sdist, which has no git work tree: scripts/build-llama-cpp recorded the commit.
         let recorded = std::fs::read_to_string(llama_dir().join("llama-commit")).unwrap_or_default();
         commit = if recorded.trim().is_empty() { "unknown".into() } else { format!("{} (sdist)", recorded.trim()) };
     }
-    let info = Info { commit, backends: text("backends") };
-    let rss_mb = time.is_file().then(|| last_line(&stderr).trim().parse::<f64>().ok()).flatten().map(|kb| kb / 1024.0);
-    let load_s = match &r.simple {
-        Some(simple) => Some(load_time(simple, path)?),
-        None => None,
+    let flash = match text("flash_attn").as_str() {
+        "-1" => "auto".to_string(),
+        "0" | "false" => "off".to_string(),
+        "1" | "true" => "on".to_string(),
+        other => other.to_string(),
     };
-    let run = Run { load_s, pp: rate(prompt, 0)?, tg: rate(0, steps)?, rss_mb, weights: String::new() };
-    Ok((run, info))
+    let info = Info { commit, backends: text("backends"), flash_attn: flash, repack: text("repack") };
+    Ok((rate(prompt, 0)?, rate(0, steps)?, info))
+}
+
+/// The `load time` llama_perf_context_print reports, in seconds.
+pub fn parse_load(stderr: &str) -> Option<f64> {
+    let ms = stderr.lines().find_map(|l| l.split_once("load time =").map(|(_, rest)| rest.trim()))?;
+    ms.trim_end_matches("ms").trim().parse::<f64>().ok().map(|ms| ms / 1000.0)
+}
+
+/// llama-bench's `-fa`: BENCH_LLAMA_FA, default off, as issue 17 pins it ("no -fa unless you have it too";
+/// llama-bench's own default, auto, turns it on for the CPU).
+pub fn flash_attn() -> String {
+    std::env::var("BENCH_LLAMA_FA").unwrap_or_else(|_| "0".to_string())
 }
 
 fn last_line(s: &str) -> &str {
@@ -152,13 +186,7 @@ fn load_time(simple: &Path, path: &Path) -> Result<f64> {
     if !out.status.success() {
         bail!("{} on {} failed ({}): {}", simple.display(), path.display(), out.status, last_line(&stderr));
     }
-    let ms = stderr
-        .lines()
-        .find_map(|l| {
-            l.split_once("load time =").map(|(_, rest)| rest.trim().trim_end_matches("ms").trim().to_string())
-        })
-        .with_context(|| format!("{} printed no load time", simple.display()))?;
-    Ok(ms.parse::<f64>().with_context(|| format!("{} printed load time `{ms}`", simple.display()))? / 1000.0)
+    parse_load(&stderr).with_context(|| format!("{} printed no load time", simple.display()))
 }
 
 /// Times every built variant on `path` (`runs` runs each, variants taking turns), writes the fastest's name
@@ -180,9 +208,10 @@ pub fn pick(path: &Path, prompt: usize, steps: usize, threads: usize, runs: usiz
     let cell =
         |s: Option<Stat>| s.map_or("—".to_string(), |s| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max));
     let mut table = format!(
-        "llama.cpp builds on {}, {threads} threads, {runs} runs each (median (min–max), tok/s):\n\n\
+        "llama.cpp builds on {}, {threads} threads, -fa {}, {runs} runs each (median (min–max), tok/s):\n\n\
          | variant | pp{prompt} | tg{steps} |\n|---|---|---|\n",
-        path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+        path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+        flash_attn()
     );
     let mut best: Option<(f64, &Reference)> = None;
     for (v, s) in all.iter().zip(&samples) {

@@ -6,7 +6,7 @@
 //! llama.cpp: LLAMA_BENCH=/path/to/llama-bench, else the fastest variant `variants` picked (scripts/bench
 //! --build-llama builds and picks). Run: `cargo bench --bench local [-- WORDS]` (or scripts/bench): words
 //! name sections (smollm2, qwen2, lora; `variants` times the llama.cpp builds and picks the default) and
-//! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora.
+//! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora. BENCH_REPS=0 only makes the files.
 
 mod llama;
 mod lora;
@@ -83,7 +83,13 @@ fn sections(args: &[String]) -> Result<()> {
     if run("qwen2") {
         files.extend(models::qwen2(&formats.iter().copied().filter(|f| *f != "Q4_1").collect::<Vec<_>>())?);
     }
-    if !files.is_empty() {
+    if runs == 0 {
+        // BENCH_REPS=0: only make the files.
+        for f in &files {
+            let (mix, mb) = models::describe(&f.path)?;
+            println!("{} {}: {} ({mix}; {mb:.0} MB)", f.model, f.format, f.path.display());
+        }
+    } else if !files.is_empty() {
         report.push_str(&table(&files, threads, runs)?);
     }
     if run("lora") {
@@ -152,7 +158,15 @@ fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<Str
         rows.push(row);
     }
     let llama = match &reference {
-        Some(r) => format!("commit {} ({} backend), build {}", info.commit, info.backends, r.variant),
+        Some(r) => format!(
+            "commit {} ({} backend), build {}; flash attention {} (-fa {}), weight repacking {}",
+            info.commit,
+            info.backends,
+            r.variant,
+            info.flash_attn,
+            llama::flash_attn(),
+            info.repack
+        ),
         None => "not run (no build: scripts/bench --build-llama)".to_string(),
     };
     let load_note = match reference.as_ref().map(|r| r.simple.is_some()) {

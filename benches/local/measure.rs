@@ -60,10 +60,20 @@ pub fn decode(model: &Llama, first: u32, n: usize) -> Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The child's work: load `path` as lanes do (tunebench's own weight plan), warm up as llama-bench does (one
-/// full prompt, one decode step), then time a `prompt`-token prefill and `steps` decode steps from an empty
-/// context, each on a fresh cache; prints the run for the parent.
+/// The child's work: one run, printed for the parent.
 pub fn child(path: &Path, prompt: usize, steps: usize) -> Result<()> {
+    let run = once(path, prompt, steps)?;
+    println!("{RESULT}{}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+/// Loads `path` as lanes do (tunebench's own weight plan), warms up as llama-bench does (one full prompt, one
+/// decode step), then times a `prompt`-token prefill and `steps` decode steps from an empty context, each on
+/// a fresh cache. Peak RSS is the calling process's.
+pub fn once(path: &Path, prompt: usize, steps: usize) -> Result<Run> {
+    if prompt == 0 {
+        bail!("a run needs a prompt of at least one token");
+    }
     let t = Instant::now();
     let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
     let load_s = t.elapsed().as_secs_f64();
@@ -72,9 +82,7 @@ pub fn child(path: &Path, prompt: usize, steps: usize) -> Result<()> {
     decode(&m.plain, ids[0], 1)?;
     let pp = prefill(&m.plain, &ids)?;
     let tg = decode(&m.plain, ids[0], steps)?;
-    let run = Run { load_s: Some(load_s), pp, tg, rss_mb: peak_rss_mb(), weights: m.base().format.clone() };
-    println!("{RESULT}{}", serde_json::to_string(&run)?);
-    Ok(())
+    Ok(Run { load_s: Some(load_s), pp, tg, rss_mb: peak_rss_mb(), weights: m.base().format.clone() })
 }
 
 /// This process's peak resident set (VmHWM), MB; None off Linux.
