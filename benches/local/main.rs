@@ -101,11 +101,13 @@ fn sections(args: &[String]) -> Result<()> {
         report.push_str(&format!("\n### The llama.cpp builds (the reference is the fastest)\n\n{v}"));
     }
     let took = started.elapsed().as_secs_f64();
+    if report.is_empty() {
+        // Only `variants` ran: a table from an earlier run stays.
+        return Ok(());
+    }
     report.push_str(&format!("\nThis bench took {:.1} min.\n", took / 60.0));
-    let out = target_dir().join("bench/report.md");
-    std::fs::create_dir_all(out.parent().context("report folder")?)?;
-    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-    println!("(written to {}; the bench took {:.1} min)", out.display(), took / 60.0);
+    write_report(&report)?;
+    println!("(written to {}; the bench took {:.1} min)", target_dir().join("bench/report.md").display(), took / 60.0);
     Ok(())
 }
 
@@ -156,7 +158,23 @@ fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<Str
             }
         }
         rows.push(row);
+        // A long run stopped halfway still leaves the rows it measured.
+        let partial = format!(
+            "{}\n(partial: {} of {} rows so far)\n",
+            render(&rows, &info, threads, runs),
+            rows.len(),
+            files.len()
+        );
+        write_report(&partial)?;
     }
+    let text = render(&rows, &info, threads, runs);
+    println!("{text}");
+    Ok(text)
+}
+
+/// The table of `rows`, its header naming the reference as llama-bench reported it (`info`), `runs` asked for.
+fn render(rows: &[report::Row], info: &llama::Info, threads: usize, runs: usize) -> String {
+    let reference = llama::reference();
     let llama = match &reference {
         Some(r) => format!(
             "commit {} ({} backend), build {}; flash attention {} (-fa {}), weight repacking {}",
@@ -178,7 +196,11 @@ fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<Str
         _ => "llama.cpp's: — (llama-bench reports no load time and no llama-simple of the same build was found)",
     };
     let header = report::Header { threads, runs, prompt: PROMPT, steps: GEN, llama, load_note: load_note.to_string() };
-    let text = report::markdown(&header, &rows);
-    println!("{text}");
-    Ok(text)
+    report::markdown(&header, rows)
+}
+
+fn write_report(text: &str) -> Result<()> {
+    let out = target_dir().join("bench/report.md");
+    std::fs::create_dir_all(out.parent().context("report folder")?)?;
+    std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))
 }
