@@ -177,7 +177,7 @@ fn render(rows: &[report::Row], info: &llama::Info, threads: usize, runs: usize)
     let reference = llama::reference();
     let llama = match &reference {
         Some(r) => format!(
-            "commit {} ({} backend), build {}; flash attention {} (-fa {}), weight repacking {}",
+            "commit {} · {} backend · build {} · flash attention {} (-fa {}) · weight repacking {}",
             info.commit,
             info.backends,
             r.variant,
