@@ -1,146 +1,206 @@
-//! Local-engine speed. On the default model: load time, prefill and decode tok/s for each weight form, as
-//! ratios against the file's own Q4_1 measured in the same run, and a LoRA lane against its base. On a
-//! second family at a real size (family_shape.rs): Qwen2.5-0.5B's shapes with random weights, against
-//! llama.cpp on the same file. LLAMA_BENCH names a llama-bench binary to run alongside; BENCH_REPS sets the
-//! runs per figure of the second family (default 5).
-//! Run: `cargo bench --bench local [-- smollm2|lora|qwen2 …]` (or scripts/bench); no names: all sections.
+//! Local-engine speed against llama.cpp on the same files, threads and work (issue 17's table): SmolLM2-135M
+//! in Q4_0, Q4_1, Q8_0, Q4_K_M and Qwen2.5-0.5B's shape (random weights) in Q4_0, Q8_0, Q4_K_M; load, pp512,
+//! tg128, peak RSS, medians and min–max of BENCH_REPS runs (default 5), each run a fresh process, both engines
+//! taking turns; the table is printed and written to target/bench/report.md. Also a LoRA lane against its
+//! base (same process, same run). Threads: TUNEBENCH_THREADS, else RAYON_NUM_THREADS, else every core.
+//! llama.cpp: LLAMA_BENCH=/path/to/llama-bench, else the fastest variant `variants` picked (scripts/bench
+//! --build-llama builds and picks). Run: `cargo bench --bench local [-- WORDS]` (or scripts/bench): words
+//! name sections (smollm2, qwen2, lora; `variants` times the llama.cpp builds and picks the default) and
+//! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora. BENCH_REPS=0 only makes the files.
 
-mod family_shape;
+mod llama;
+mod lora;
 mod measure;
+mod models;
 mod random_gguf;
+mod report;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use candle_core::Device;
-use candle_core::quantized::GgmlDType;
-use tunebench::engine::local::{PREFILL_CHUNK, WeightPlan, load, plan_for};
+use anyhow::{Context, Result};
 
 const PROMPT: usize = 512;
-const DECODE: usize = 64;
-
-struct Row {
-    name: String,
-    load_s: f64,
-    prefill: f64,
-    decode: f64,
-}
-
-fn measure(path: &Path, name: &str, plan: WeightPlan) -> Row {
-    let s = measure::once(path, Some(plan), PROMPT, DECODE).expect("model runs");
-    Row { name: name.into(), load_s: s.load_s.unwrap_or(f64::NAN), prefill: s.prefill, decode: s.decode }
-}
-
-/// Decode tok/s of the base and of the base + a random r=16 adapter on every linear layer, same run.
-fn lora_decode(path: &Path) -> (f64, f64) {
-    let m = load(path, &Device::Cpu, None).expect("model loads");
-    let base = m.base().clone();
-    let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = serde_json::json!({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": "all-linear", "bias": "none"});
-    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
-    let mut tensors = std::collections::HashMap::new();
-    for layer in &base.layers {
-        for lin in &layer.linears {
-            let a = candle_core::Tensor::randn(0f32, 0.02, (16, lin.in_dim), &Device::Cpu).unwrap();
-            let b = candle_core::Tensor::randn(0f32, 0.02, (lin.out_dim, 16), &Device::Cpu).unwrap();
-            tensors.insert(format!("base_model.model.{}.lora_A.weight", lin.name), a);
-            tensors.insert(format!("base_model.model.{}.lora_B.weight", lin.name), b);
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
-    let view = m.with_adapter(&dir).expect("adapter loads");
-    let _ = std::fs::remove_dir_all(&dir);
-    let ids = measure::prompt_ids(PROMPT, base.cfg.vocab);
-    let decode = |model: &tunebench::engine::local::Llama| measure::prefill_decode(model, &ids, DECODE).unwrap().1;
-    // Alternate to share any drift in machine load fairly.
-    let (b1, a1, b2, a2) = (decode(&m.plain), decode(&view.model), decode(&m.plain), decode(&view.model));
-    ((b1 + b2) / 2.0, (a1 + a2) / 2.0)
-}
+const GEN: usize = 128;
+const FORMATS: [&str; 4] = ["Q4_0", "Q4_1", "Q8_0", "Q4_K_M"];
+const SECTIONS: [&str; 4] = ["smollm2", "qwen2", "lora", "variants"];
 
 fn main() {
-    // cargo bench passes `--bench`; the other words name sections.
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let run = |section: &str| wanted.is_empty() || wanted.iter().any(|w| w == section);
-    let llama_bench = std::env::var_os("LLAMA_BENCH").map(PathBuf::from);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() && (run("smollm2") || run("lora")) {
-        eprintln!("bench: {} is absent; run scripts/fetch-model first", path.display());
-    } else {
-        if run("smollm2") {
-            smollm2(&path, llama_bench.as_deref());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result =
+        if args.first().map(String::as_str) == Some(measure::CHILD) { child(&args[1..]) } else { sections(&args) };
+    if let Err(e) = result {
+        eprintln!("bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The re-executed bench: one tunebench run of `path prompt steps`.
+fn child(args: &[String]) -> Result<()> {
+    let [path, prompt, steps] = args else { anyhow::bail!("{} wants PATH PROMPT GEN", measure::CHILD) };
+    measure::child(Path::new(path), prompt.parse().context("prompt length")?, steps.parse().context("decode steps")?)
+}
+
+fn threads() -> Result<usize> {
+    for var in ["TUNEBENCH_THREADS", "RAYON_NUM_THREADS"] {
+        if let Ok(v) = std::env::var(var) {
+            return v.parse().with_context(|| format!("{var}=`{v}` is not a thread count"));
         }
-        if run("lora") {
-            lora(&path);
-        }
+    }
+    Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn sections(args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    // cargo bench passes `--bench`; the other words name sections and formats.
+    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+    if let Some(w) = words.iter().find(|w| !SECTIONS.contains(w) && !FORMATS.contains(w)) {
+        anyhow::bail!("unknown word `{w}`: sections are {SECTIONS:?}, formats {FORMATS:?}");
+    }
+    let named = words.iter().any(|w| SECTIONS.contains(w));
+    let run = |s: &str| words.contains(&s) || (!named && s != "variants");
+    let formats: Vec<&'static str> =
+        FORMATS.iter().copied().filter(|f| words.contains(f) || !words.iter().any(|w| FORMATS.contains(w))).collect();
+    let threads = threads()?;
+    let runs: usize = match std::env::var("BENCH_REPS") {
+        Ok(v) => v.parse().with_context(|| format!("BENCH_REPS=`{v}` is not a count of runs"))?,
+        Err(_) => 5,
+    };
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let needs_smollm2 = run("smollm2") || run("lora") || run("variants");
+    if needs_smollm2 && !shipped.is_file() {
+        anyhow::bail!("{} is absent; run scripts/fetch-model first", shipped.display());
+    }
+    let mut report = String::new();
+    if run("variants") {
+        let table = llama::pick(&shipped, PROMPT, GEN, threads, runs)?;
+        println!("{table}");
+    }
+    let mut files = Vec::new();
+    if run("smollm2") {
+        files.extend(models::smollm2(&shipped, &formats)?);
     }
     if run("qwen2") {
-        let reps = match std::env::var("BENCH_REPS") {
-            Ok(v) => v.parse().unwrap_or_else(|_| panic!("BENCH_REPS `{v}` is not a count of runs")),
-            Err(_) => 5,
-        };
-        family_shape::run(reps, llama_bench.as_deref()).expect("the qwen2 shape runs");
+        files.extend(models::qwen2(&formats.iter().copied().filter(|f| *f != "Q4_1").collect::<Vec<_>>())?);
     }
-}
-
-fn smollm2(path: &Path, llama_bench: Option<&Path>) {
-    let chosen = plan_for(&Device::Cpu, 0);
-    let plans = [
-        ("Q4_1 (file's own, reference)", WeightPlan { decode: None, f32_prefill: false }),
-        ("Q8_0 requantized", WeightPlan { decode: Some(GgmlDType::Q8_0), f32_prefill: false }),
-        ("f32 dequantized", WeightPlan { decode: Some(GgmlDType::F32), f32_prefill: true }),
-        ("tunebench's choice", chosen),
-    ];
-    println!(
-        "SmolLM2-135M-Instruct Q4_1 on CPU ({} threads); prompt {PROMPT} tokens in chunks of {PREFILL_CHUNK}, then {DECODE} decode steps",
-        candle_core::utils::get_num_threads()
-    );
-    println!("tunebench's choice = {}", chosen.describe("Q4_1"));
-    let rows: Vec<Row> = plans.iter().map(|(n, p)| measure(path, n, *p)).collect();
-    let r0 = &rows[0];
-    println!("{:<30} {:>8} {:>16} {:>16}", "weights", "load s", "prefill tok/s", "decode tok/s");
-    for r in &rows {
-        println!(
-            "{:<30} {:>8.2} {:>9.1} ({:>4.2}x) {:>9.1} ({:>4.2}x)",
-            r.name,
-            r.load_s,
-            r.prefill,
-            r.prefill / r0.prefill,
-            r.decode,
-            r.decode / r0.decode
-        );
-    }
-    if let Some(bin) = llama_bench {
-        let threads = candle_core::utils::get_num_threads().to_string();
-        let out = std::process::Command::new(bin)
-            .args([
-                "-m",
-                path.to_str().unwrap(),
-                "-p",
-                &PROMPT.to_string(),
-                "-n",
-                &DECODE.to_string(),
-                "-t",
-                &threads,
-                "-o",
-                "md",
-            ])
-            .output();
-        match out {
-            Ok(o) => println!("\nllama.cpp ({}):\n{}", bin.display(), String::from_utf8_lossy(&o.stdout)),
-            Err(e) => eprintln!("bench: cannot run {}: {e}", bin.display()),
+    if runs == 0 {
+        // BENCH_REPS=0: only make the files.
+        for f in &files {
+            let (mix, mb) = models::describe(&f.path)?;
+            println!("{} {}: {} ({mix}; {mb:.0} MB)", f.model, f.format, f.path.display());
         }
+    } else if !files.is_empty() {
+        report.push_str(&table(&files, threads, runs)?);
     }
+    if run("lora") {
+        let text = lora::run(&shipped, PROMPT)?;
+        println!("{text}");
+        report.push_str(&format!("\n{text}"));
+    }
+    if let Some(v) = llama::variants_table().filter(|_| !files.is_empty()) {
+        report.push_str(&format!("\n### The llama.cpp builds (the reference is the fastest)\n\n{v}"));
+    }
+    let took = started.elapsed().as_secs_f64();
+    if report.is_empty() {
+        // Only `variants` ran: a table from an earlier run stays.
+        return Ok(());
+    }
+    report.push_str(&format!("\nThis bench took {:.1} min.\n", took / 60.0));
+    write_report(&report)?;
+    println!("(written to {}; the bench took {:.1} min)", target_dir().join("bench/report.md").display(), took / 60.0);
+    Ok(())
 }
 
-fn lora(path: &Path) {
-    let (base, lora) = lora_decode(path);
-    println!("\nLoRA r=16 on all 210 linear layers (unmerged), decode after a {PROMPT}-token prompt:");
-    println!(
-        "{:<30} {:>9.1} tok/s (1.00x)\n{:<30} {:>9.1} tok/s ({:.2}x)",
-        "base lane",
-        base,
-        "adapter lane",
-        lora,
-        lora / base
-    );
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from)
+}
+
+/// Every file: `runs` runs of each engine taking turns (the order flipped every run, so neither always
+/// follows the other), then the table, printed and returned.
+fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<String> {
+    let reference = llama::reference();
+    if reference.is_none() {
+        eprintln!("bench: no llama.cpp build found: its columns stay empty (scripts/bench --build-llama builds it)");
+    }
+    let mut rows = Vec::new();
+    let mut info = llama::Info::default();
+    for f in files {
+        let (mix, mb) = models::describe(&f.path)?;
+        eprintln!("bench: {} {} ({})", f.model, f.format, f.path.display());
+        let mut row =
+            report::Row { model: f.model.clone(), format: f.format, mix, mb, tunebench: Vec::new(), llama: Vec::new() };
+        for i in 0..runs {
+            let tb = |row: &mut report::Row| match measure::tunebench(&f.path, PROMPT, GEN, threads) {
+                Ok(r) => {
+                    eprintln!("  run {}: tunebench pp {:.1} tg {:.1}", i + 1, r.pp, r.tg);
+                    row.tunebench.push(r);
+                }
+                Err(e) => eprintln!("  run {}: {e:#}", i + 1),
+            };
+            let mut ll = |row: &mut report::Row| {
+                let Some(reference) = &reference else { return };
+                match llama::run(reference, &f.path, PROMPT, GEN, threads) {
+                    Ok((r, got)) => {
+                        eprintln!("  run {}: llama.cpp pp {:.1} tg {:.1}", i + 1, r.pp, r.tg);
+                        row.llama.push(r);
+                        info = got;
+                    }
+                    Err(e) => eprintln!("  run {}: {e:#}", i + 1),
+                }
+            };
+            if i % 2 == 0 {
+                tb(&mut row);
+                ll(&mut row);
+            } else {
+                ll(&mut row);
+                tb(&mut row);
+            }
+        }
+        rows.push(row);
+        // A long run stopped halfway still leaves the rows it measured.
+        let partial = format!(
+            "{}\n(partial: {} of {} rows so far)\n",
+            render(&rows, &info, threads, runs),
+            rows.len(),
+            files.len()
+        );
+        write_report(&partial)?;
+    }
+    let text = render(&rows, &info, threads, runs);
+    println!("{text}");
+    Ok(text)
+}
+
+/// The table of `rows`, its header naming the reference as llama-bench reported it (`info`), `runs` asked for.
+fn render(rows: &[report::Row], info: &llama::Info, threads: usize, runs: usize) -> String {
+    let reference = llama::reference();
+    let llama = match &reference {
+        Some(r) => format!(
+            "commit {} · {} backend · build {} · flash attention {} (-fa {}) · weight repacking {}",
+            info.commit,
+            info.backends,
+            r.variant,
+            info.flash_attn,
+            llama::flash_attn(),
+            info.repack
+        ),
+        None => "not run (no build: scripts/bench --build-llama)".to_string(),
+    };
+    let load_note = match reference.as_ref().map(|r| r.simple.is_some()) {
+        Some(true) => {
+            "llama.cpp's: its own `load time` from `llama-simple -n 1` of the same build (model load and \
+                       context creation up to the end of its first one-token eval, where the mmap'd weights fault in; \
+                       llama-bench reports no load time)"
+        }
+        _ => "llama.cpp's: — (llama-bench reports no load time and no llama-simple of the same build was found)",
+    };
+    let header = report::Header { threads, runs, prompt: PROMPT, steps: GEN, llama, load_note: load_note.to_string() };
+    report::markdown(&header, rows)
+}
+
+fn write_report(text: &str) -> Result<()> {
+    let out = target_dir().join("bench/report.md");
+    std::fs::create_dir_all(out.parent().context("report folder")?)?;
+    std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))
 }

@@ -1,5 +1,5 @@
-//! One timed pass of a model (load, prompt prefill in tunebench's chunks, greedy decode after it), the median
-//! of several, and llama.cpp's `llama-bench` on the same file with the same prompt, decode depth and threads.
+//! One measured run of tunebench in a fresh process (the bench binary re-executing itself), what a run
+//! reports (load, pp512, tg128, peak RSS), and the median / min–max of several runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,26 +7,37 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
-use tunebench::engine::local::{Llama, PREFILL_CHUNK, WeightPlan, load};
+use serde::{Deserialize, Serialize};
+use tunebench::engine::local::{Llama, PREFILL_CHUNK, load};
 
-/// Seconds to load, prompt tokens per second, decoded tokens per second.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    /// None where the engine reports no load time (llama-bench).
+/// The argument that makes the bench binary measure one run and print it instead of running sections.
+pub const CHILD: &str = "--one-run";
+/// The line prefix a child prints its result after (stdout may carry other lines).
+const RESULT: &str = "bench-result ";
+
+/// One run's figures, either engine's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Run {
+    /// Seconds; None where the engine's load could not be measured.
     pub load_s: Option<f64>,
-    pub prefill: f64,
-    pub decode: f64,
+    /// Prompt tokens per second, the prompt from an empty cache.
+    pub pp: f64,
+    /// Generated tokens per second, from an empty context.
+    pub tg: f64,
+    /// Peak resident set of the process, MB (VmHWM / `time -f %M`); None where not measurable.
+    pub rss_mb: Option<f64>,
+    /// How the engine holds the weights (tunebench's pane title words; llama.cpp: empty).
+    pub weights: String,
 }
 
-/// The prompt: fixed ids spread over the vocabulary.
+/// The prompt: fixed ids spread over the vocabulary (llama-bench draws random ones; the work is the same).
 pub fn prompt_ids(len: usize, vocab: usize) -> Vec<u32> {
     (0..len as u64).map(|i| ((i * 7919 + 13) % vocab as u64) as u32).collect()
 }
 
-/// Prefills `prompt` from position 0 in PREFILL_CHUNK pieces, as lanes do, then decodes `decode` greedy
-/// steps after it; returns (prompt tok/s, decode tok/s).
-pub fn prefill_decode(model: &Llama, prompt: &[u32], decode: usize) -> Result<(f64, f64)> {
-    let mut cache = model.new_cache(prompt.len() + decode + 1)?;
+/// Prefills `prompt` from position 0 of a fresh cache in PREFILL_CHUNK pieces, as lanes do; tok/s.
+pub fn prefill(model: &Llama, prompt: &[u32]) -> Result<f64> {
+    let mut cache = model.new_cache(prompt.len() + 1)?;
     let t = Instant::now();
     let mut pos = 0;
     while pos < prompt.len() {
@@ -34,120 +45,94 @@ pub fn prefill_decode(model: &Llama, prompt: &[u32], decode: usize) -> Result<(f
         model.forward_last(&prompt[pos..end], pos, &mut cache)?;
         pos = end;
     }
-    let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
+    Ok(prompt.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `n` greedy single-token steps from position 0 of a fresh cache, the first fed `first`; tok/s.
+pub fn decode(model: &Llama, first: u32, n: usize) -> Result<f64> {
+    let mut cache = model.new_cache(n + 1)?;
     let t = Instant::now();
-    let mut tok = prompt[0];
-    for i in 0..decode {
-        let logits = model.forward_last(&[tok], prompt.len() + i, &mut cache)?;
+    let mut tok = first;
+    for i in 0..n {
+        let logits = model.forward_last(&[tok], i, &mut cache)?;
         tok = logits.argmax(0)?.to_scalar::<u32>()?;
     }
-    Ok((prefill, decode as f64 / t.elapsed().as_secs_f64()))
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Loads `path` with `plan` (None: what tunebench picks) and times one prefill of `prompt` tokens and
-/// `decode` greedy steps after it.
-pub fn once(path: &Path, plan: Option<WeightPlan>, prompt: usize, decode: usize) -> Result<Sample> {
-    let m = load(path, &Device::Cpu, plan).with_context(|| format!("loading {}", path.display()))?;
+/// The child's work: one run, printed for the parent.
+pub fn child(path: &Path, prompt: usize, steps: usize) -> Result<()> {
+    let run = once(path, prompt, steps)?;
+    println!("{RESULT}{}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+/// Loads `path` as lanes do (tunebench's own weight plan), warms up as llama-bench does (one full prompt, one
+/// decode step), then times a `prompt`-token prefill and `steps` decode steps from an empty context, each on
+/// a fresh cache. Peak RSS is the calling process's.
+pub fn once(path: &Path, prompt: usize, steps: usize) -> Result<Run> {
+    if prompt == 0 {
+        bail!("a run needs a prompt of at least one token");
+    }
+    let t = Instant::now();
+    let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
+    let load_s = t.elapsed().as_secs_f64();
     let ids = prompt_ids(prompt, m.base().cfg.vocab);
-    // Warm-up outside the clock: first calls allocate.
-    m.plain.forward_last(&ids[..8.min(prompt)], 0, &mut m.plain.new_cache(16)?)?;
-    let (prefill, decode) = prefill_decode(&m.plain, &ids, decode)?;
-    Ok(Sample { load_s: Some(m.load_secs), prefill, decode })
+    prefill(&m.plain, &ids)?;
+    decode(&m.plain, ids[0], 1)?;
+    let pp = prefill(&m.plain, &ids)?;
+    let tg = decode(&m.plain, ids[0], steps)?;
+    Ok(Run { load_s: Some(load_s), pp, tg, rss_mb: peak_rss_mb(), weights: m.base().format.clone() })
 }
 
-/// Each figure's median over `samples` (each figure on its own: a slow load need not come with a slow decode).
-pub fn median(samples: &[Sample]) -> Sample {
-    let mid = |mut v: Vec<f64>| {
+/// This process's peak resident set (VmHWM), MB; None off Linux.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// One tunebench run on `path` in a fresh process with `threads` threads.
+pub fn tunebench(path: &Path, prompt: usize, steps: usize, threads: usize) -> Result<Run> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let out = Command::new(&exe)
+        .args([CHILD, &path.display().to_string(), &prompt.to_string(), &steps.to_string()])
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("TUNEBENCH_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix(RESULT));
+    match (out.status.success(), line) {
+        (true, Some(json)) => serde_json::from_str(json).context("reading the child's result"),
+        _ => bail!(
+            "tunebench run on {} failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ),
+    }
+}
+
+/// A figure over several runs: median and range.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    /// None when no value was measured.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Stat> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
-    let loads: Vec<f64> = samples.iter().filter_map(|s| s.load_s).collect();
-    Sample {
-        load_s: (!loads.is_empty()).then(|| mid(loads)),
-        prefill: mid(samples.iter().map(|s| s.prefill).collect()),
-        decode: mid(samples.iter().map(|s| s.decode).collect()),
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Stat { median, min: v[0], max: v[n - 1] })
     }
-}
-
-/// (max − min) / median of prefill and of decode over `samples`, as fractions: how far one run is from
-/// another, so that a figure from a busy machine says so. None under two runs.
-pub fn spread(samples: &[Sample]) -> Option<(f64, f64)> {
-    if samples.len() < 2 {
-        return None;
-    }
-    let m = median(samples);
-    let range = |f: fn(&Sample) -> f64| {
-        let v = samples.iter().map(f);
-        v.clone().fold(f64::MIN, f64::max) - v.fold(f64::MAX, f64::min)
-    };
-    Some((range(|s| s.prefill) / m.prefill, range(|s| s.decode) / m.decode))
-}
-
-/// What llama-bench ran, beside its figures.
-pub struct LlamaBench {
-    pub sample: Sample,
-    /// Build commit, backends, flash attention, weight repacking, as llama-bench reports them.
-    pub setup: String,
-}
-
-/// llama-bench on `path`: pp`prompt` from an empty cache, and tg`decode` after `prompt` tokens (`-d`), as
-/// `once` decodes; `reps` runs each (after llama-bench's own warm-up), medians of its per-run samples.
-pub fn llama_bench(bin: &Path, path: &Path, prompt: usize, decode: usize, reps: usize) -> Result<LlamaBench> {
-    let threads = candle_core::utils::get_num_threads().to_string();
-    let run = |args: &[String]| -> Result<serde_json::Value> {
-        let out = Command::new(bin)
-            .args(["-m", &path.display().to_string(), "-t", &threads, "-r", &reps.to_string(), "-o", "json"])
-            .args(args)
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} {} failed ({}): {}",
-                bin.display(),
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-            );
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| format!("{}: output is not JSON", bin.display()))
-    };
-    let pp = run(&["-p".into(), prompt.to_string(), "-n".into(), "0".into()])?;
-    let tg = run(&["-p".into(), "0".into(), "-n".into(), decode.to_string(), "-d".into(), prompt.to_string()])?;
-    let test = |v: &serde_json::Value, what: &str| -> Result<(f64, serde_json::Value)> {
-        let t = v.get(0).with_context(|| format!("llama-bench reported no {what} test"))?;
-        let samples: Vec<f64> = t
-            .get("samples_ts")
-            .and_then(|s| s.as_array())
-            .with_context(|| format!("llama-bench's {what} test has no samples_ts"))?
-            .iter()
-            .filter_map(|x| x.as_f64())
-            .collect();
-        let s: Vec<Sample> = samples.iter().map(|&x| Sample { load_s: None, prefill: x, decode: x }).collect();
-        Ok((median(&s).prefill, t.clone()))
-    };
-    let (prefill, info) = test(&pp, "prompt")?;
-    let (decode, _) = test(&tg, "generation")?;
-    let field = |k: &str| info.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
-    let flash = match field("flash_attn").as_str() {
-        "-1" => "auto".to_string(),
-        "0" | "false" => "off".to_string(),
-        "1" | "true" => "on".to_string(),
-        other => other.to_string(),
-    };
-    let setup = format!(
-        "build {} · {} · {} threads · flash_attn {flash} · repack {} · ubatch {}",
-        field("build_commit"),
-        field("backends"),
-        field("n_threads"),
-        field("repack"),
-        field("n_ubatch")
-    );
-    Ok(LlamaBench { sample: Sample { load_s: None, prefill, decode }, setup })
 }

@@ -1,0 +1,59 @@
+//! A LoRA lane against its base: decode tok/s of SmolLM2 and of SmolLM2 + a random r=16 adapter on every
+//! linear layer (unmerged, as lanes run it), after the same prompt, in one process, taking turns.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use tunebench::engine::local::{Llama, load};
+
+use crate::measure;
+
+const DECODE: usize = 64;
+
+/// The LoRA line of the report.
+pub fn run(path: &Path, prompt: usize) -> Result<String> {
+    let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
+    let base = m.base().clone();
+    let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cfg = serde_json::json!({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": "all-linear", "bias": "none"});
+    let mut tensors = std::collections::HashMap::new();
+    let mut count = 0;
+    for layer in &base.layers {
+        for lin in &layer.linears {
+            let a = Tensor::randn(0f32, 0.02, (16, lin.in_dim), &Device::Cpu)?;
+            let b = Tensor::randn(0f32, 0.02, (lin.out_dim, 16), &Device::Cpu)?;
+            tensors.insert(format!("base_model.model.{}.lora_A.weight", lin.name), a);
+            tensors.insert(format!("base_model.model.{}.lora_B.weight", lin.name), b);
+            count += 1;
+        }
+    }
+    let written = std::fs::write(dir.join("adapter_config.json"), cfg.to_string())
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?))
+        .and_then(|()| Ok(m.with_adapter(&dir)?));
+    let _ = std::fs::remove_dir_all(&dir);
+    let view = written.context("the random adapter")?;
+    let ids = measure::prompt_ids(prompt, base.cfg.vocab);
+    let decode = |model: &Llama| -> Result<f64> {
+        let mut cache = model.new_cache(prompt + DECODE + 1)?;
+        for (i, chunk) in ids.chunks(tunebench::engine::local::PREFILL_CHUNK).enumerate() {
+            model.forward_last(chunk, i * tunebench::engine::local::PREFILL_CHUNK, &mut cache)?;
+        }
+        let t = std::time::Instant::now();
+        let mut tok = ids[0];
+        for i in 0..DECODE {
+            tok = model.forward_last(&[tok], prompt + i, &mut cache)?.argmax(0)?.to_scalar::<u32>()?;
+        }
+        Ok(DECODE as f64 / t.elapsed().as_secs_f64())
+    };
+    // Taking turns shares any drift in the machine's load fairly.
+    let (b1, a1, b2, a2) = (decode(&m.plain)?, decode(&view.model)?, decode(&m.plain)?, decode(&view.model)?);
+    let (b, a) = ((b1 + b2) / 2.0, (a1 + a2) / 2.0);
+    Ok(format!(
+        "LoRA r=16 on all {count} linear layers of SmolLM2 (unmerged), decode of {DECODE} tokens after a {prompt}-token \
+         prompt, mean of 2 turns each, same process: base lane {b:.1} tok/s, adapter lane {a:.1} tok/s, **{:.2}×**\n",
+        a / b
+    ))
+}
