@@ -86,12 +86,12 @@ fn llama_bench_json_gives_pp_tg_and_its_setup() {
 }
 
 #[test]
-fn llama_cpp_load_time_is_read_from_its_perf_line() {
-    let stderr = "main: decoded 1 tokens in 0.03 s\nllama_perf_context_print:        load time =     121.05 ms\n\
-                  llama_perf_context_print: prompt eval time =       0.00 ms /     1 tokens\n";
-    let s = llama::parse_load(stderr).expect("the load line");
-    assert!((s - 0.12105).abs() < 1e-12, "{s}");
-    assert_eq!(llama::parse_load("no perf line"), None);
+fn llama_cpp_load_time_leaves_out_its_tests_own_time() {
+    let json = br#"[{"n_prompt": 1, "n_gen": 0, "samples_ns": [2500000, 500000]}]"#;
+    let s = llama::test_seconds(json).expect("the samples");
+    assert!((s - 0.003).abs() < 1e-12, "{s}");
+    assert!(llama::test_seconds(b"[{\"n_prompt\": 1}]").is_err(), "no samples is an error, not a zero");
+    assert!(llama::test_seconds(b"not json").is_err());
 }
 
 #[test]

@@ -12,8 +12,6 @@ use crate::measure::{Run, Stat};
 /// The llama-bench build the bench compares against.
 pub struct Reference {
     pub bench: PathBuf,
-    /// llama-simple of the same build: its `load time` is llama.cpp's own load figure.
-    pub simple: Option<PathBuf>,
     /// e.g. "portable-noomp (GGML_NATIVE=OFF GGML_OPENMP=OFF)".
     pub variant: String,
 }
@@ -41,24 +39,14 @@ fn fastest_file() -> PathBuf {
 impl Reference {
     fn in_dir(dir: &Path, name: &str) -> Reference {
         let flags = std::fs::read_to_string(dir.join("variant.txt")).unwrap_or_default();
-        let simple = dir.join("bin/llama-simple");
-        Reference {
-            bench: dir.join("bin/llama-bench"),
-            simple: simple.is_file().then_some(simple),
-            variant: format!("{name} ({})", flags.trim()),
-        }
+        Reference { bench: dir.join("bin/llama-bench"), variant: format!("{name} ({})", flags.trim()) }
     }
 }
 
 /// LLAMA_BENCH when set, else the variant `pick` chose; None when neither is there.
 pub fn reference() -> Option<Reference> {
     if let Some(bin) = std::env::var_os("LLAMA_BENCH").map(PathBuf::from) {
-        let simple = bin.with_file_name("llama-simple");
-        return Some(Reference {
-            variant: format!("LLAMA_BENCH={}", bin.display()),
-            simple: simple.is_file().then_some(simple),
-            bench: bin,
-        });
+        return Some(Reference { variant: format!("LLAMA_BENCH={}", bin.display()), bench: bin });
     }
     let name = std::fs::read_to_string(fastest_file()).ok()?;
     let name = name.trim();
@@ -81,7 +69,7 @@ pub fn variants() -> Vec<Reference> {
 }
 
 /// One `llama-bench -m F -t N -p prompt -n steps -r 1 -o json` (peak RSS by `/usr/bin/time -f %M` when it is
-/// there), and llama.cpp's own load time from `llama-simple -n 1` of the same build.
+/// there), and llama.cpp's load time (`load_time`).
 pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usize) -> Result<(Run, Info)> {
     let time = Path::new("/usr/bin/time");
     let args = [
@@ -115,10 +103,7 @@ pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usi
     let (pp, tg, info) = parse_bench(&out.stdout, prompt, steps)
         .with_context(|| format!("{} on {}", r.bench.display(), path.display()))?;
     let rss_mb = time.is_file().then(|| last_line(&stderr).trim().parse::<f64>().ok()).flatten().map(|kb| kb / 1024.0);
-    let load_s = match &r.simple {
-        Some(simple) => Some(load_time(simple, path)?),
-        None => None,
-    };
+    let load_s = Some(load_time(&r.bench, path, threads)?);
     let run = Run { load_s, pp, tg, rss_mb, weights: String::new() };
     Ok((run, info))
 }
@@ -159,12 +144,6 @@ pub fn parse_bench(json: &[u8], prompt: usize, steps: usize) -> Result<(f64, f64
     Ok((rate(prompt, 0)?, rate(0, steps)?, info))
 }
 
-/// The `load time` llama_perf_context_print reports, in seconds.
-pub fn parse_load(stderr: &str) -> Option<f64> {
-    let ms = stderr.lines().find_map(|l| l.split_once("load time =").map(|(_, rest)| rest.trim()))?;
-    ms.trim_end_matches("ms").trim().parse::<f64>().ok().map(|ms| ms / 1000.0)
-}
-
 /// llama-bench's `-fa`: BENCH_LLAMA_FA, default off, as issue 17 pins it ("no -fa unless you have it too";
 /// llama-bench's own default, auto, turns it on for the CPU).
 pub fn flash_attn() -> String {
@@ -175,18 +154,38 @@ fn last_line(s: &str) -> &str {
     s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
 
-/// llama.cpp's own `load time` (llama_perf_context_print) of `llama-simple -m F -n 1 a`: model load and
-/// context creation up to the end of the first (one-token) eval, which is where mmap'd weights fault in.
-fn load_time(simple: &Path, path: &Path) -> Result<f64> {
-    let out = Command::new(simple)
-        .args(["-m", &path.display().to_string(), "-n", "1", "a"])
+/// llama.cpp's load: the wall time of a llama-bench process that loads `path` and runs one 1-token prompt
+/// (`-p 1 -n 0 -r 1 --no-warmup`, same threads), less that test's own time: process start, model load (mmap,
+/// weight repacking) and context creation. llama-simple's `load time` would include a first eval on its fixed
+/// 4 threads, which on a 2-core machine measured seconds of oversubscribed spinning, not loading.
+fn load_time(bench: &Path, path: &Path, threads: usize) -> Result<f64> {
+    let started = std::time::Instant::now();
+    let out = Command::new(bench)
+        .args(["-m", &path.display().to_string(), "-t", &threads.to_string()])
+        .args(["-p", "1", "-n", "0", "-r", "1", "--no-warmup", "-o", "json"])
         .output()
-        .with_context(|| format!("running {}", simple.display()))?;
+        .with_context(|| format!("running {}", bench.display()))?;
+    let wall = started.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!("{} on {} failed ({}): {}", simple.display(), path.display(), out.status, last_line(&stderr));
+        bail!("{} on {} failed ({}): {}", bench.display(), path.display(), out.status, last_line(&stderr));
     }
-    parse_load(&stderr).with_context(|| format!("{} printed no load time", simple.display()))
+    Ok((wall - test_seconds(&out.stdout)?).max(0.0))
+}
+
+/// The seconds llama-bench's tests themselves took (every `samples_ns` of its `-o json` output).
+pub fn test_seconds(json: &[u8]) -> Result<f64> {
+    let tests: Value = serde_json::from_slice(json).context("llama-bench's output is not JSON")?;
+    let samples: Vec<f64> = tests
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["samples_ns"].as_array())
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    anyhow::ensure!(!samples.is_empty(), "llama-bench reported no samples_ns");
+    Ok(samples.iter().sum::<f64>() / 1e9)
 }
 
 /// Times every built variant on `path` (`runs` runs each, variants taking turns), writes the fastest's name

@@ -187,13 +187,13 @@ fn render(rows: &[report::Row], info: &llama::Info, threads: usize, runs: usize)
         ),
         None => "not run (no build: scripts/bench --build-llama)".to_string(),
     };
-    let load_note = match reference.as_ref().map(|r| r.simple.is_some()) {
-        Some(true) => {
-            "llama.cpp's: its own `load time` from `llama-simple -n 1` of the same build (model load and \
-                       context creation up to the end of its first one-token eval, where the mmap'd weights fault in; \
-                       llama-bench reports no load time)"
+    let load_note = match reference {
+        Some(_) => {
+            "llama.cpp's: the wall time of a llama-bench process that loads the file and runs one 1-token prompt \
+             (-p 1 -n 0 --no-warmup), less that test's time: process start, load (mmap, weight repacking) and \
+             context creation"
         }
-        _ => "llama.cpp's: — (llama-bench reports no load time and no llama-simple of the same build was found)",
+        None => "llama.cpp's: — (no llama.cpp build)",
     };
     let header = report::Header { threads, runs, prompt: PROMPT, steps: GEN, llama, load_note: load_note.to_string() };
     report::markdown(&header, rows)
