@@ -3,6 +3,9 @@
 //! format into reused scratch, the weights' rows are split over the pool's parts, and each weight row meets
 //! the activation rows `MAX_ROWS` at a time while it is hot in cache.
 
+use half::f16;
+
+use crate::lora::{dot_f16, update_f16};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, MAX_ROWS, Weights, quantize_row};
 
@@ -15,11 +18,51 @@ const ALIGN: usize = 16;
 /// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
 #[derive(Clone, Copy)]
 pub struct Lora<'a> {
-    /// A, row-major `[r, in]` f32 (as adapters store it).
-    pub a: &'a [f32],
+    /// A, row-major `[r, in]`.
+    pub a: Factor<'a>,
     pub rank: usize,
     /// scale · Bᵀ, row-major `[r, out]`.
-    pub b: &'a [f32],
+    pub b: Factor<'a>,
+}
+
+/// A LoRA factor's numbers: f32, or f16 (half the bytes decode reads per token; see `crate::lora`).
+#[derive(Clone, Copy)]
+pub enum Factor<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl Factor<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Factor::F32(v) => v.len(),
+            Factor::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `r` (of `cols`) against `x`.
+    fn dot(&self, r: usize, cols: usize, x: &[f32]) -> f32 {
+        match self {
+            Factor::F32(a) => crate::simd::dot(&a[r * cols..(r + 1) * cols], x),
+            Factor::F16(a) => dot_f16(&a[r * cols..(r + 1) * cols], x),
+        }
+    }
+
+    /// `out += Σ_k t[k] · self[k, start..start + out.len()]`, `self` being `[t.len(), stride]`.
+    fn update(&self, t: &[f32], stride: usize, start: usize, out: &mut [f32]) {
+        match self {
+            Factor::F32(b) => {
+                for (k, &tk) in t.iter().enumerate() {
+                    crate::simd::axpy(tk, &b[k * stride + start..k * stride + start + out.len()], out);
+                }
+            }
+            Factor::F16(b) => update_f16(t, b, stride, start, out),
+        }
+    }
 }
 
 /// One linear layer as the host runs it.
@@ -127,18 +170,18 @@ impl Out {
     }
 }
 
-/// A segment's weight rows: in a block format, or a LoRA's f32 A (against the f32 input itself).
+/// A segment's weight rows: in a block format, or a LoRA's A (against the f32 input itself).
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     Blocks(&'a Weights),
-    F32 { a: &'a [f32], rows: usize },
+    Factor { a: Factor<'a>, rows: usize },
 }
 
 impl Rows<'_> {
     fn rows(&self) -> usize {
         match self {
             Rows::Blocks(w) => w.rows,
-            Rows::F32 { rows, .. } => *rows,
+            Rows::Factor { rows, .. } => *rows,
         }
     }
 }
@@ -221,7 +264,7 @@ pub fn run(
         segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
         total += l.w.rows;
         if let Some(lo) = l.lora {
-            let (stride, offset, w) = (rank_total, xa_at, Rows::F32 { a: lo.a, rows: lo.rank });
+            let (stride, offset, w) = (rank_total, xa_at, Rows::Factor { a: lo.a, rows: lo.rank });
             segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total });
             total += lo.rank;
             xa_at += lo.rank;
@@ -263,9 +306,7 @@ pub fn run(
                 let xj = &xa[j * rank_total + col..j * rank_total + col + lo.rank];
                 // SAFETY: row j's columns `range` of an [n, rows] output: this part's alone, in bounds.
                 let o = unsafe { out.slice(j * rows + range.start, range.len()) };
-                for (k, &t) in xj.iter().enumerate() {
-                    crate::simd::axpy(t, &lo.b[k * rows + range.start..k * rows + range.end], o);
-                }
+                lo.b.update(xj, rows, range.start, o);
             }
         }
     });
@@ -276,11 +317,10 @@ pub fn run(
 fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], n: usize, cols: usize) {
     let w = match seg.w {
         Rows::Blocks(w) => w,
-        Rows::F32 { a, .. } => {
+        Rows::Factor { a, .. } => {
             for r in rows {
-                let ar = &a[r * cols..(r + 1) * cols];
                 for j in 0..n {
-                    let v = crate::simd::dot(ar, &x[j * cols..(j + 1) * cols]);
+                    let v = a.dot(r, cols, &x[j * cols..(j + 1) * cols]);
                     // SAFETY: element (j, offset + r) of an [n, stride] buffer; r lies in this part's range.
                     unsafe { seg.out.add(j * seg.stride + seg.offset + r, v, true) };
                 }
