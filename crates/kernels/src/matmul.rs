@@ -15,6 +15,12 @@ pub const MAX_LINEARS: usize = 3;
 /// Rows of output a part takes at a time: 16 f32 fill a cache line, so parts never write the same line.
 const ALIGN: usize = 16;
 
+/// The most multiply-adds of `x Aᵀ` the caller does alone before the call (decode: r · in per LoRA, a few
+/// thousand cycles), so that each part can add the B update to the output rows it has just computed and
+/// the call needs one pool round instead of two. Above it (prefill) `x Aᵀ` is split over the pool and the B
+/// update takes a second call, as every part needs all r values of a row first.
+const SERIAL_XA: usize = 1 << 16;
+
 /// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
 #[derive(Clone, Copy)]
 pub struct Lora<'a> {
@@ -198,10 +204,13 @@ struct Seg<'a> {
     /// Column offset in `out` of this weight's rows.
     offset: usize,
     start: usize,
+    /// A LoRA whose `x Aᵀ` is already in scratch at this column: its B update follows each chunk of rows.
+    update: Option<(Lora<'a>, usize)>,
 }
 
 /// `outs[i] [n, lins[i].w.rows] = x [n, cols] · lins[i].wᵀ (+ bias, + LoRA)` for every linear, in one pool call
-/// (two when any carries a LoRA: its `x Aᵀ` rows run beside the base rows, its B update after).
+/// (two when a LoRA's `x Aᵀ` is too large for the caller alone, see `SERIAL_XA`: its rows then run beside the
+/// base rows, its B update after).
 pub fn run(
     pool: &Pool,
     scratch: &mut Scratch,
@@ -241,6 +250,19 @@ pub fn run(
     if scratch.xa.len() < n * rank_total {
         scratch.xa.resize(n * rank_total, 0.0);
     }
+    let fused = n * rank_total * cols <= SERIAL_XA;
+    if fused {
+        let mut at = 0;
+        for lo in lins.iter().filter_map(|l| l.lora) {
+            for j in 0..n {
+                let (xj, xa) = (&x[j * cols..(j + 1) * cols], &mut scratch.xa[j * rank_total + at..]);
+                for (r, v) in xa[..lo.rank].iter_mut().enumerate() {
+                    *v = lo.a.dot(r, cols, xj);
+                }
+            }
+            at += lo.rank;
+        }
+    }
     let mut segs: [Option<Seg<'_>>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
     let mut total = 0;
     let mut xa_at = 0;
@@ -261,28 +283,44 @@ pub fn run(
         let acts = quantized(scratch, l.w.kind.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         let w = Rows::Blocks(l.w);
-        segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
+        let update = l.lora.filter(|_| fused).map(|lo| (lo, xa_at));
+        let stride = l.w.rows;
+        segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, update });
         total += l.w.rows;
         if let Some(lo) = l.lora {
-            let (stride, offset, w) = (rank_total, xa_at, Rows::Factor { a: lo.a, rows: lo.rank });
-            segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total });
-            total += lo.rank;
+            if !fused {
+                let (stride, offset, w) = (rank_total, xa_at, Rows::Factor { a: lo.a, rows: lo.rank });
+                let update = None;
+                segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total, update });
+                total += lo.rank;
+            }
             xa_at += lo.rank;
         }
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
     let segs = &segs;
+    // Taken only when fused, when no part writes the buffer.
+    let xa_done: &[f32] = if fused { &scratch.xa[..n * rank_total] } else { &[] };
     pool.run(&|part, parts| {
         let range = split(total, part, parts, ALIGN);
         for seg in segs.iter().flatten() {
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, n, cols);
+                let rows = lo - seg.start..hi - seg.start;
+                rows_of(seg, rows.clone(), acts[seg.acts], x, n, cols);
+                if let Some((lora, col)) = seg.update {
+                    for j in 0..n {
+                        let t = &xa_done[j * rank_total + col..j * rank_total + col + lora.rank];
+                        // SAFETY: row j's columns `rows` of an [n, stride] output: this part's alone, in bounds.
+                        let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
+                        lora.b.update(t, seg.stride, rows.start, o);
+                    }
+                }
             }
         }
     });
-    if rank_total == 0 {
+    if rank_total == 0 || fused {
         return Ok(());
     }
     // The B update, every LoRA of the call in one pool call: out[j, r] += Σ_k xa[j, k] · b[k, r].
