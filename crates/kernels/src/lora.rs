@@ -36,46 +36,6 @@ pub fn update_f16(t: &[f32], b: &[f16], stride: usize, start: usize, out: &mut [
     }
 }
 
-/// A LoRA factor's numbers: f32, or f16 (half the bytes decode reads per token; see `crate::lora`).
-#[derive(Clone, Copy)]
-pub enum Factor<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-}
-
-impl Factor<'_> {
-    pub fn len(&self) -> usize {
-        match self {
-            Factor::F32(v) => v.len(),
-            Factor::F16(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `r` (of `cols`) against `x`.
-    pub(crate) fn dot(&self, r: usize, cols: usize, x: &[f32]) -> f32 {
-        match self {
-            Factor::F32(a) => crate::simd::dot(&a[r * cols..(r + 1) * cols], x),
-            Factor::F16(a) => dot_f16(&a[r * cols..(r + 1) * cols], x),
-        }
-    }
-
-    /// `out += Σ_k t[k] · self[k, start..start + out.len()]`, `self` being `[t.len(), stride]`.
-    pub(crate) fn update(&self, t: &[f32], stride: usize, start: usize, out: &mut [f32]) {
-        match self {
-            Factor::F32(b) => {
-                for (k, &tk) in t.iter().enumerate() {
-                    crate::simd::axpy(tk, &b[k * stride + start..k * stride + start + out.len()], out);
-                }
-            }
-            Factor::F16(b) => update_f16(t, b, stride, start, out),
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

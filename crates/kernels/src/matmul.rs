@@ -3,9 +3,9 @@
 //! format into reused scratch, the weights' rows are split over the pool's parts, and each weight row meets
 //! the activation rows `MAX_ROWS` at a time while it is hot in cache.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use half::f16;
 
-pub use crate::lora::Factor;
+use crate::lora::{dot_f16, update_f16};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, MAX_ROWS, Weights, quantize_row};
 
@@ -15,8 +15,8 @@ pub const MAX_LINEARS: usize = 3;
 /// Rows of output a part takes at a time: 16 f32 fill a cache line, so parts never write the same line.
 const ALIGN: usize = 16;
 
-/// The most multiply-adds of `x Aᵀ` one part does alone at the start of the call (decode: r · in per LoRA,
-/// a few thousand cycles), so that each part can add the B update to the output rows it has computed and
+/// The most multiply-adds of `x Aᵀ` the caller does alone before the call (decode: r · in per LoRA, a few
+/// thousand cycles), so that each part can add the B update to the output rows it has just computed and
 /// the call needs one pool round instead of two. Above it (prefill) `x Aᵀ` is split over the pool and the B
 /// update takes a second call, as every part needs all r values of a row first.
 const SERIAL_XA: usize = 1 << 16;
@@ -29,6 +29,46 @@ pub struct Lora<'a> {
     pub rank: usize,
     /// scale · Bᵀ, row-major `[r, out]`.
     pub b: Factor<'a>,
+}
+
+/// A LoRA factor's numbers: f32, or f16 (half the bytes decode reads per token; see `crate::lora`).
+#[derive(Clone, Copy)]
+pub enum Factor<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl Factor<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Factor::F32(v) => v.len(),
+            Factor::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `r` (of `cols`) against `x`.
+    fn dot(&self, r: usize, cols: usize, x: &[f32]) -> f32 {
+        match self {
+            Factor::F32(a) => crate::simd::dot(&a[r * cols..(r + 1) * cols], x),
+            Factor::F16(a) => dot_f16(&a[r * cols..(r + 1) * cols], x),
+        }
+    }
+
+    /// `out += Σ_k t[k] · self[k, start..start + out.len()]`, `self` being `[t.len(), stride]`.
+    fn update(&self, t: &[f32], stride: usize, start: usize, out: &mut [f32]) {
+        match self {
+            Factor::F32(b) => {
+                for (k, &tk) in t.iter().enumerate() {
+                    crate::simd::axpy(tk, &b[k * stride + start..k * stride + start + out.len()], out);
+                }
+            }
+            Factor::F16(b) => update_f16(t, b, stride, start, out),
+        }
+    }
 }
 
 /// One linear layer as the host runs it.
@@ -126,13 +166,6 @@ impl Out {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 
-    /// SAFETY: `len <= self.1`, and no part writes the buffer while the slice lives.
-    unsafe fn read(&self, len: usize) -> &[f32] {
-        debug_assert!(len <= self.1);
-        // SAFETY: guaranteed by the caller.
-        unsafe { std::slice::from_raw_parts(self.0, len) }
-    }
-
     /// SAFETY: `i < len`, and no other part writes element `i` during this call.
     unsafe fn add(self, i: usize, v: f32, overwrite: bool) {
         debug_assert!(i < self.1);
@@ -218,6 +251,18 @@ pub fn run(
         scratch.xa.resize(n * rank_total, 0.0);
     }
     let fused = n * rank_total * cols <= SERIAL_XA;
+    if fused {
+        let mut at = 0;
+        for lo in lins.iter().filter_map(|l| l.lora) {
+            for j in 0..n {
+                let (xj, xa) = (&x[j * cols..(j + 1) * cols], &mut scratch.xa[j * rank_total + at..]);
+                for (r, v) in xa[..lo.rank].iter_mut().enumerate() {
+                    *v = lo.a.dot(r, cols, xj);
+                }
+            }
+            at += lo.rank;
+        }
+    }
     let mut segs: [Option<Seg<'_>>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
     let mut total = 0;
     let mut xa_at = 0;
@@ -254,35 +299,24 @@ pub fn run(
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
     let segs = &segs;
-    // Fused: part 0, the first claimed, computes every `x Aᵀ` before its own rows and raises `ready` (also if it
-    // unwinds); the other parts compute their base rows meanwhile and wait only for it before their B updates.
-    // Its claimer never waits, so the call cannot deadlock.
-    let ready = AtomicBool::new(!fused || rank_total == 0);
+    // Taken only when fused, when no part writes the buffer.
+    let xa_done: &[f32] = if fused { &scratch.xa[..n * rank_total] } else { &[] };
     pool.run(&|part, parts| {
-        if fused && part == 0 {
-            let _raise = Raise(&ready);
-            xa_of(lins, x, n, cols, rank_total, xa);
-        }
         let range = split(total, part, parts, ALIGN);
-        let within = |seg: &Seg<'_>| {
-            let (lo, hi) = (range.start.max(seg.start), range.end.min(seg.start + seg.w.rows()));
-            (lo < hi).then(|| lo - seg.start..hi - seg.start)
-        };
         for seg in segs.iter().flatten() {
-            if let Some(rows) = within(seg) {
-                rows_of(seg, rows, acts[seg.acts], x, n, cols);
-            }
-        }
-        for seg in segs.iter().flatten() {
-            let (Some((lora, col)), Some(rows)) = (seg.update, within(seg)) else { continue };
-            wait(&ready);
-            // SAFETY: part 0 wrote the buffer before `ready` (acquired by `wait`); nothing writes it after.
-            let xa_done = unsafe { xa.read(n * rank_total) };
-            for j in 0..n {
-                let t = &xa_done[j * rank_total + col..j * rank_total + col + lora.rank];
-                // SAFETY: row j's columns `rows` of an [n, stride] output: this part's alone, in bounds.
-                let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
-                lora.b.update(t, seg.stride, rows.start, o);
+            let lo = range.start.max(seg.start);
+            let hi = range.end.min(seg.start + seg.w.rows());
+            if lo < hi {
+                let rows = lo - seg.start..hi - seg.start;
+                rows_of(seg, rows.clone(), acts[seg.acts], x, n, cols);
+                if let Some((lora, col)) = seg.update {
+                    for j in 0..n {
+                        let t = &xa_done[j * rank_total + col..j * rank_total + col + lora.rank];
+                        // SAFETY: row j's columns `rows` of an [n, stride] output: this part's alone, in bounds.
+                        let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
+                        lora.b.update(t, seg.stride, rows.start, o);
+                    }
+                }
             }
         }
     });
@@ -315,43 +349,6 @@ pub fn run(
         }
     });
     Ok(())
-}
-
-/// Every LoRA's `x Aᵀ` into the `[n, rank_total]` buffer `xa` (one part only, see the fused call).
-fn xa_of(lins: &[Linear<'_>], x: &[f32], n: usize, cols: usize, rank_total: usize, xa: Out) {
-    let mut at = 0;
-    for lo in lins.iter().filter_map(|l| l.lora) {
-        for j in 0..n {
-            // SAFETY: row j's columns `at..at + rank` of the [n, rank_total] buffer, written by this part alone.
-            let out = unsafe { xa.slice(j * rank_total + at, lo.rank) };
-            for (r, v) in out.iter_mut().enumerate() {
-                *v = lo.a.dot(r, cols, &x[j * cols..(j + 1) * cols]);
-            }
-        }
-        at += lo.rank;
-    }
-}
-
-/// Raises its flag when dropped, so a part unwinding never leaves the others waiting.
-struct Raise<'a>(&'a AtomicBool);
-
-impl Drop for Raise<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// Spins (then yields, for a descheduled writer) until `flag` is up.
-fn wait(flag: &AtomicBool) {
-    let mut spins = 0u32;
-    while !flag.load(Ordering::Acquire) {
-        spins += 1;
-        if spins < 1 << 10 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
 }
 
 /// Weight rows `rows` of `seg` against every activation row, `MAX_ROWS` at a time.
