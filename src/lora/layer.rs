@@ -2,11 +2,21 @@
 
 use std::sync::Arc;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-use tunebench_kernels::matmul::{Linear, Lora};
+use tunebench_kernels::matmul::{Factor, Linear, Lora};
+use tunebench_kernels::quant::Kind;
 
 use crate::engine::local::{BaseLinear, Lin, host_forward};
+
+/// The host's copy of A and scale·Bᵀ. Over a quantized base they are held in f16: decode reads them every
+/// token (f32 factors of r = 16 on every linear add a fifth to a Q4 model's bytes), and f16's rounding (2⁻¹¹
+/// relative per factor) is far below the base's own quantization error. Over an f32/f16/bf16 base they stay
+/// f32, so the unquantized lane still matches PEFT to f32 summation order.
+enum HostFactors {
+    F32 { a: Vec<f32>, b: Vec<f32> },
+    F16 { a: Vec<half::f16>, b: Vec<half::f16> },
+}
 
 pub struct LoraLinear {
     pub base: Arc<BaseLinear>,
@@ -15,8 +25,7 @@ pub struct LoraLinear {
     /// `[r, out]`, scale folded in.
     b_t: Tensor,
     /// The same numbers for the host engine, row-major: A `[r, in]`, scale·Bᵀ `[r, out]`.
-    a_host: Vec<f32>,
-    b_host: Vec<f32>,
+    host: HostFactors,
     rank: usize,
 }
 
@@ -26,9 +35,15 @@ impl LoraLinear {
         let rank = a.dim(0)?;
         let a_t = a.t()?.contiguous()?;
         let b_t = (b.t()? * scale)?.contiguous()?;
-        let a_host = a.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-        let b_host = b_t.flatten_all()?.to_vec1()?;
-        Ok(Self { base, a_t, b_t, a_host, b_host, rank })
+        let quantized = base.host().is_some_and(|l| !matches!(l.w.kind, Kind::F32 | Kind::F16 | Kind::BF16));
+        let host = if quantized {
+            let f16 = |t: &Tensor| t.to_dtype(DType::F16)?.flatten_all()?.to_vec1();
+            HostFactors::F16 { a: f16(a)?, b: f16(&b_t)? }
+        } else {
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1();
+            HostFactors::F32 { a: f32(a)?, b: f32(&b_t)? }
+        };
+        Ok(Self { base, a_t, b_t, host, rank })
     }
 }
 
@@ -44,7 +59,11 @@ impl Lin for LoraLinear {
 
     fn host(&self) -> Option<Linear<'_>> {
         let base = self.base.host()?;
-        Some(Linear { lora: Some(Lora { a: &self.a_host, rank: self.rank, b: &self.b_host }), ..base })
+        let (a, b) = match &self.host {
+            HostFactors::F32 { a, b } => (Factor::F32(a), Factor::F32(b)),
+            HostFactors::F16 { a, b } => (Factor::F16(a), Factor::F16(b)),
+        };
+        Some(Linear { lora: Some(Lora { a, rank: self.rank, b }), ..base })
     }
 }
 
@@ -52,7 +71,7 @@ impl Lin for LoraLinear {
 mod tests {
     use super::*;
     use crate::engine::local::WeightPlan;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn one_token_equals_the_same_row_of_a_batch() {
@@ -86,5 +105,31 @@ mod tests {
         let want = (want + (delta * 2.0).unwrap()).unwrap();
         let diff = (lora.forward(&x).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
+    #[test]
+    fn over_a_quantized_base_the_host_factors_are_f16() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (37, 64), &dev).unwrap();
+        let plan = WeightPlan { decode: Some(candle_core::quantized::GgmlDType::Q8_0), f32_prefill: false };
+        let base = Arc::new(BaseLinear::from_tensor("m", w, plan).unwrap());
+        let (a, b) =
+            (Tensor::randn(0f32, 0.1, (5, 64), &dev).unwrap(), Tensor::randn(0f32, 0.1, (37, 5), &dev).unwrap());
+        let lora = LoraLinear::new(base.clone(), &a, &b, 2.0).unwrap();
+        assert!(lora.host().is_some_and(|l| matches!(l.lora, Some(Lora { a: Factor::F16(_), .. }))));
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 64), &dev).unwrap();
+        let got = (lora.forward(&x).unwrap() - base.forward(&x).unwrap()).unwrap();
+        // The host holds A and 2·Bᵀ rounded to f16: against the same rounded factors only f32 summation order
+        // is left.
+        let f16_round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+        let (a16, b16_t) = (f16_round(a.t().unwrap()), f16_round((b.t().unwrap() * 2.0).unwrap()));
+        let want = x.broadcast_matmul(&a16).unwrap().broadcast_matmul(&b16_t).unwrap();
+        let diff = (&got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        // Against the unrounded factors each of the 5 · 64 products moves by at most 2·2⁻¹¹ relative; with
+        // |x Aᵀ| ≈ 0.8 and |2B| ≈ 0.2 that is well under 1e-3 (a Q8_0 base is itself off by ~1e-3).
+        let exact = x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap();
+        let diff = (got - (exact * 2.0).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-3);
     }
 }

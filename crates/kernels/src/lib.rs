@@ -3,6 +3,7 @@
 //! the matmul driver over it; the attention, norm and rope primitives of the host forward pass.
 
 pub mod attention;
+pub mod lora;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

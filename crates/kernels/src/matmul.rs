@@ -3,6 +3,9 @@
 //! format into reused scratch, the weights' rows are split over the pool's parts, and each weight row meets
 //! the activation rows `MAX_ROWS` at a time while it is hot in cache.
 
+use half::f16;
+
+use crate::lora::{dot_f16, update_f16};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, MAX_ROWS, Weights, quantize_row};
 
@@ -12,14 +15,60 @@ pub const MAX_LINEARS: usize = 3;
 /// Rows of output a part takes at a time: 16 f32 fill a cache line, so parts never write the same line.
 const ALIGN: usize = 16;
 
+/// The most multiply-adds of `x Aᵀ` the caller does alone before the call (decode: r · in per LoRA, a few
+/// thousand cycles), so that each part can add the B update to the output rows it has just computed and
+/// the call needs one pool round instead of two. Above it (prefill) `x Aᵀ` is split over the pool and the B
+/// update takes a second call, as every part needs all r values of a row first.
+const SERIAL_XA: usize = 1 << 16;
+
 /// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
 #[derive(Clone, Copy)]
 pub struct Lora<'a> {
-    /// A, row-major `[r, in]` f32 (as adapters store it).
-    pub a: &'a [f32],
+    /// A, row-major `[r, in]`.
+    pub a: Factor<'a>,
     pub rank: usize,
     /// scale · Bᵀ, row-major `[r, out]`.
-    pub b: &'a [f32],
+    pub b: Factor<'a>,
+}
+
+/// A LoRA factor's numbers: f32, or f16 (half the bytes decode reads per token; see `crate::lora`).
+#[derive(Clone, Copy)]
+pub enum Factor<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl Factor<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Factor::F32(v) => v.len(),
+            Factor::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `r` (of `cols`) against `x`.
+    fn dot(&self, r: usize, cols: usize, x: &[f32]) -> f32 {
+        match self {
+            Factor::F32(a) => crate::simd::dot(&a[r * cols..(r + 1) * cols], x),
+            Factor::F16(a) => dot_f16(&a[r * cols..(r + 1) * cols], x),
+        }
+    }
+
+    /// `out += Σ_k t[k] · self[k, start..start + out.len()]`, `self` being `[t.len(), stride]`.
+    fn update(&self, t: &[f32], stride: usize, start: usize, out: &mut [f32]) {
+        match self {
+            Factor::F32(b) => {
+                for (k, &tk) in t.iter().enumerate() {
+                    crate::simd::axpy(tk, &b[k * stride + start..k * stride + start + out.len()], out);
+                }
+            }
+            Factor::F16(b) => update_f16(t, b, stride, start, out),
+        }
+    }
 }
 
 /// One linear layer as the host runs it.
@@ -127,18 +176,18 @@ impl Out {
     }
 }
 
-/// A segment's weight rows: in a block format, or a LoRA's f32 A (against the f32 input itself).
+/// A segment's weight rows: in a block format, or a LoRA's A (against the f32 input itself).
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     Blocks(&'a Weights),
-    F32 { a: &'a [f32], rows: usize },
+    Factor { a: Factor<'a>, rows: usize },
 }
 
 impl Rows<'_> {
     fn rows(&self) -> usize {
         match self {
             Rows::Blocks(w) => w.rows,
-            Rows::F32 { rows, .. } => *rows,
+            Rows::Factor { rows, .. } => *rows,
         }
     }
 }
@@ -155,10 +204,13 @@ struct Seg<'a> {
     /// Column offset in `out` of this weight's rows.
     offset: usize,
     start: usize,
+    /// A LoRA whose `x Aᵀ` is already in scratch at this column: its B update follows each chunk of rows.
+    update: Option<(Lora<'a>, usize)>,
 }
 
 /// `outs[i] [n, lins[i].w.rows] = x [n, cols] · lins[i].wᵀ (+ bias, + LoRA)` for every linear, in one pool call
-/// (two when any carries a LoRA: its `x Aᵀ` rows run beside the base rows, its B update after).
+/// (two when a LoRA's `x Aᵀ` is too large for the caller alone, see `SERIAL_XA`: its rows then run beside the
+/// base rows, its B update after).
 pub fn run(
     pool: &Pool,
     scratch: &mut Scratch,
@@ -198,6 +250,19 @@ pub fn run(
     if scratch.xa.len() < n * rank_total {
         scratch.xa.resize(n * rank_total, 0.0);
     }
+    let fused = n * rank_total * cols <= SERIAL_XA;
+    if fused {
+        let mut at = 0;
+        for lo in lins.iter().filter_map(|l| l.lora) {
+            for j in 0..n {
+                let (xj, xa) = (&x[j * cols..(j + 1) * cols], &mut scratch.xa[j * rank_total + at..]);
+                for (r, v) in xa[..lo.rank].iter_mut().enumerate() {
+                    *v = lo.a.dot(r, cols, xj);
+                }
+            }
+            at += lo.rank;
+        }
+    }
     let mut segs: [Option<Seg<'_>>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
     let mut total = 0;
     let mut xa_at = 0;
@@ -218,28 +283,44 @@ pub fn run(
         let acts = quantized(scratch, l.w.kind.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         let w = Rows::Blocks(l.w);
-        segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride: l.w.rows, offset: 0, start: total });
+        let update = l.lora.filter(|_| fused).map(|lo| (lo, xa_at));
+        let stride = l.w.rows;
+        segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, update });
         total += l.w.rows;
         if let Some(lo) = l.lora {
-            let (stride, offset, w) = (rank_total, xa_at, Rows::F32 { a: lo.a, rows: lo.rank });
-            segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total });
-            total += lo.rank;
+            if !fused {
+                let (stride, offset, w) = (rank_total, xa_at, Rows::Factor { a: lo.a, rows: lo.rank });
+                let update = None;
+                segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total, update });
+                total += lo.rank;
+            }
             xa_at += lo.rank;
         }
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
     let segs = &segs;
+    // Taken only when fused, when no part writes the buffer.
+    let xa_done: &[f32] = if fused { &scratch.xa[..n * rank_total] } else { &[] };
     pool.run(&|part, parts| {
         let range = split(total, part, parts, ALIGN);
         for seg in segs.iter().flatten() {
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, n, cols);
+                let rows = lo - seg.start..hi - seg.start;
+                rows_of(seg, rows.clone(), acts[seg.acts], x, n, cols);
+                if let Some((lora, col)) = seg.update {
+                    for j in 0..n {
+                        let t = &xa_done[j * rank_total + col..j * rank_total + col + lora.rank];
+                        // SAFETY: row j's columns `rows` of an [n, stride] output: this part's alone, in bounds.
+                        let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
+                        lora.b.update(t, seg.stride, rows.start, o);
+                    }
+                }
             }
         }
     });
-    if rank_total == 0 {
+    if rank_total == 0 || fused {
         return Ok(());
     }
     // The B update, every LoRA of the call in one pool call: out[j, r] += Σ_k xa[j, k] · b[k, r].
@@ -263,9 +344,7 @@ pub fn run(
                 let xj = &xa[j * rank_total + col..j * rank_total + col + lo.rank];
                 // SAFETY: row j's columns `range` of an [n, rows] output: this part's alone, in bounds.
                 let o = unsafe { out.slice(j * rows + range.start, range.len()) };
-                for (k, &t) in xj.iter().enumerate() {
-                    crate::simd::axpy(t, &lo.b[k * rows + range.start..k * rows + range.end], o);
-                }
+                lo.b.update(xj, rows, range.start, o);
             }
         }
     });
@@ -276,11 +355,10 @@ pub fn run(
 fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], n: usize, cols: usize) {
     let w = match seg.w {
         Rows::Blocks(w) => w,
-        Rows::F32 { a, .. } => {
+        Rows::Factor { a, .. } => {
             for r in rows {
-                let ar = &a[r * cols..(r + 1) * cols];
                 for j in 0..n {
-                    let v = crate::simd::dot(ar, &x[j * cols..(j + 1) * cols]);
+                    let v = a.dot(r, cols, &x[j * cols..(j + 1) * cols]);
                     // SAFETY: element (j, offset + r) of an [n, stride] buffer; r lies in this part's range.
                     unsafe { seg.out.add(j * seg.stride + seg.offset + r, v, true) };
                 }

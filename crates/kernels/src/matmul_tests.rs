@@ -98,28 +98,40 @@ fn several_weights_biases_and_loras_in_one_call() {
         .map(|&(rows, k)| weights(k, rows, cols, &mut rng))
         .collect();
     let rank = 5;
-    let a: Vec<Weights> = ws.iter().map(|_| weights(Kind::F32, rank, cols, &mut rng)).collect();
-    let a_f32: Vec<Vec<f32>> = a
+    // The host holds A and scale·Bᵀ in f16: the reference reads the same f16 values (exactly) in f64.
+    let a: Vec<Weights> = ws.iter().map(|_| weights(Kind::F16, rank, cols, &mut rng)).collect();
+    let a_f16: Vec<Vec<half::f16>> = a
         .iter()
         .map(|w| {
             let mut v = vec![0f32; rank * cols];
             for (r, row) in v.chunks_exact_mut(cols).enumerate() {
                 w.dequantize_row(r, row);
             }
-            v
+            v.into_iter().map(half::f16::from_f32).collect()
         })
         .collect();
-    let b: Vec<Vec<f32>> =
-        ws.iter().map(|w| (0..rank * w.rows).map(|_| rng.random_range(-0.5..0.5)).collect()).collect();
+    let b: Vec<Vec<half::f16>> = ws
+        .iter()
+        .map(|w| (0..rank * w.rows).map(|_| half::f16::from_f32(rng.random_range(-0.5..0.5))).collect())
+        .collect();
+    // The same numbers in f32: weight 2's LoRA runs on them, weight 0's on the f16 ones.
+    let a_f32: Vec<Vec<f32>> = a_f16.iter().map(|v| v.iter().map(|h| h.to_f32()).collect()).collect();
+    let b_f32: Vec<Vec<f32>> = b.iter().map(|v| v.iter().map(|h| h.to_f32()).collect()).collect();
     let bias: Vec<Vec<f32>> = ws.iter().map(|w| (0..w.rows).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
     let mut s = Scratch::default();
-    for n in [1, 4, 7] {
+    // n = 103: 103 · 10 · 64 multiply-adds of x·Aᵀ exceed SERIAL_XA, so the two-call path runs too.
+    assert!(103 * 10 * cols > SERIAL_XA && 7 * 10 * cols <= SERIAL_XA);
+    for n in [1, 4, 7, 103] {
         let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let lins: Vec<Linear<'_>> = (0..3)
             .map(|i| Linear {
                 w: &ws[i],
                 bias: Some(&bias[i]),
-                lora: (i != 1).then(|| Lora { a: &a_f32[i], rank, b: &b[i] }),
+                lora: match i {
+                    0 => Some(Lora { a: Factor::F16(&a_f16[i]), rank, b: Factor::F16(&b[i]) }),
+                    2 => Some(Lora { a: Factor::F32(&a_f32[i]), rank, b: Factor::F32(&b_f32[i]) }),
+                    _ => None,
+                },
             })
             .collect();
         let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
@@ -134,7 +146,7 @@ fn several_weights_biases_and_loras_in_one_call() {
                     let e = &mut want[j * rows + r];
                     *e += f64::from(bias[i][r]);
                     if i != 1 {
-                        *e += (0..rank).map(|k| xa[j * rank + k] * f64::from(b[i][k * rows + r])).sum::<f64>();
+                        *e += (0..rank).map(|k| xa[j * rank + k] * b[i][k * rows + r].to_f64()).sum::<f64>();
                     }
                 }
             }
