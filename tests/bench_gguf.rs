@@ -7,21 +7,8 @@ mod random_gguf;
 
 use candle_core::Device;
 use candle_core::quantized::{GgmlDType, gguf_file};
-use random_gguf::{QWEN25_05B, Shape};
+use random_gguf::{QWEN25_05B, Shape, TINY};
 use tunebench::engine::local::{WeightPlan, load};
-
-const TINY: Shape = Shape {
-    name: "tiny-qwen2",
-    hidden: 64,
-    layers: 2,
-    heads: 4,
-    kv_heads: 2,
-    ffn: 128,
-    vocab: 300,
-    first_special: 290,
-    rope_theta: 1_000_000.0,
-    context: 256,
-};
 
 #[test]
 fn the_bench_shape_is_qwen2_5_0_5b() {

@@ -103,18 +103,7 @@ fn dates_are_utc_calendar_days() {
 
 #[test]
 fn one_run_measures_a_real_model_through_the_public_api() {
-    let shape = random_gguf::Shape {
-        name: "tiny-qwen2-bench",
-        hidden: 64,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        ffn: 128,
-        vocab: 300,
-        first_special: 290,
-        rope_theta: 1_000_000.0,
-        context: 256,
-    };
+    let shape = random_gguf::TINY;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = shape.cached(GgmlDType::Q8_0, dir.path()).unwrap();
     let r = measure::once(&path, 70, 5).unwrap();

@@ -46,6 +46,21 @@ pub const QWEN25_05B: Shape = Shape {
     context: 32_768,
 };
 
+/// A tiny qwen2 shape: what the tests that include this file write and load (not the bench itself).
+#[allow(dead_code)]
+pub const TINY: Shape = Shape {
+    name: "tiny-qwen2",
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    ffn: 128,
+    vocab: 300,
+    first_special: 290,
+    rope_theta: 1_000_000.0,
+    context: 256,
+};
+
 const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 const TEMPLATE: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 /// A few byte-level merges: llama.cpp and tunebench both want a merge list; no text is tokenized here.
