@@ -7,7 +7,7 @@ use half::f16;
 
 use crate::lora::{dot_f16, update_f16};
 use crate::pool::{Pool, split};
-use crate::quant::{ActKind, MAX_ROWS, Weights, quantize_row};
+use crate::quant::{ActKind, GROUP, MAX_ROWS, Weights, quantize_row};
 
 /// The most weights one call multiplies (q, k and v).
 pub const MAX_LINEARS: usize = 3;
@@ -280,7 +280,7 @@ pub fn run(
         i
     };
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
-        let acts = quantized(scratch, l.w.kind.acts());
+        let acts = quantized(scratch, l.w.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         let w = Rows::Blocks(l.w);
         let update = l.lora.filter(|_| fused).map(|lo| (lo, xa_at));
@@ -366,20 +366,45 @@ fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], 
             return;
         }
     };
+    let rb = w.acts().row_bytes(cols);
+    let tile = |j: usize, k: usize| -> [&[u8]; MAX_ROWS] {
+        std::array::from_fn(|i| {
+            let row = j + i.min(k - 1);
+            &acts[row * rb..(row + 1) * rb]
+        })
+    };
+    if w.group(0).is_some() {
+        // Repacked: whole groups of GROUP rows; a group the range cuts is computed whole and only the
+        // range's rows written (the neighbouring part writes the others).
+        let mut tmp = [[0f32; GROUP]; MAX_ROWS];
+        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+            let Some((gw, kernel)) = w.group(g) else { continue };
+            let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
+            let mut j = 0;
+            while j < n {
+                let k = (n - j).min(MAX_ROWS);
+                kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..k]);
+                for (i, vals) in tmp[..k].iter().enumerate() {
+                    for r in lanes.clone() {
+                        let v = vals[r - g * GROUP] + seg.bias.map_or(0.0, |b| b[r]);
+                        // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
+                        unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v, true) };
+                    }
+                }
+                j += k;
+            }
+        }
+        return;
+    }
     let kernel = w.kernel();
-    let rb = w.kind.acts().row_bytes(cols);
     let mut tmp = [0f32; MAX_ROWS];
     for r in rows {
-        let w = w.row(r);
+        let Some(w) = w.row(r) else { continue };
         let bias = seg.bias.map_or(0.0, |b| b[r]);
         let mut j = 0;
         while j < n {
             let k = (n - j).min(MAX_ROWS);
-            let a: [&[u8]; MAX_ROWS] = std::array::from_fn(|i| {
-                let row = j + i.min(k - 1);
-                &acts[row * rb..(row + 1) * rb]
-            });
-            (kernel.dot)(cols, w, &a[..k], &mut tmp[..k]);
+            (kernel.dot)(cols, w, &tile(j, k)[..k], &mut tmp[..k]);
             for (i, v) in tmp[..k].iter().enumerate() {
                 // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
                 unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v + bias, true) };

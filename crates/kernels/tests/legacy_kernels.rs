@@ -254,3 +254,60 @@ fn short_or_mismatched_inputs_never_panic() {
         }
     }
 }
+
+/// The repacked formats: every group kernel this CPU runs (AVX2, and AVX-512 VNNI where the CPU has it) and
+/// the weights' own choice, on groups of random rows against Q8_0S activations, meet the same f64 bound as
+/// the row kernels; a repacked row dequantizes to the file's values.
+#[test]
+fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
+    let mut rng = StdRng::seed_from_u64(23);
+    for kind in [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0] {
+        let variants = quant::group_kernels(kind);
+        for blocks in [1, 3, 7, 18, 48] {
+            let cols = blocks * 32;
+            let rows: Vec<Vec<u8>> = (0..2 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
+            let bytes: Vec<u8> = rows.concat();
+            let w = quant::Weights::with_layout(kind, rows.len(), cols, &bytes, true).unwrap();
+            assert_eq!(w.group(0).is_some(), !variants.is_empty(), "{kind:?}: repacked where a kernel runs");
+            let plain = quant::Weights::with_layout(kind, rows.len(), cols, &bytes, false).unwrap();
+            assert!(plain.group(0).is_none() && plain.row(3) == Some(&rows[3][..]));
+            for (r, row) in rows.iter().enumerate() {
+                let (mut got, mut want) = (vec![f32::NAN; cols], vec![f32::NAN; cols]);
+                w.dequantize_row(r, &mut got);
+                (quant::reference(kind).dequantize)(row, &mut want);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{kind:?} row {r}"
+                );
+            }
+            if variants.is_empty() {
+                continue;
+            }
+            assert_eq!(w.acts(), ActKind::Q8_0S);
+            for n in 1..=quant::MAX_ROWS + 1 {
+                let acts: Vec<(Vec<u8>, Vec<f32>)> =
+                    (0..n).map(|_| act_row(ActKind::Q8_0S, blocks, &mut rng)).collect();
+                let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
+                for g in 0..2 {
+                    let (bytes, own) = w.group(g).unwrap();
+                    for (name, kern) in variants.iter().copied().chain([("weights' own", own)]) {
+                        let mut got = vec![[f32::NAN; quant::GROUP]; n];
+                        kern(cols, bytes, &views, &mut got);
+                        for (j, lanes) in got.iter().enumerate() {
+                            for (i, &v) in lanes.iter().enumerate() {
+                                let r = g * quant::GROUP + i;
+                                let (want, tol) = expected(kind, &rows[r], &acts[j].0, &acts[j].1);
+                                let err = (f64::from(v) - want).abs();
+                                assert!(
+                                    err <= tol,
+                                    "{kind:?} {name} {blocks} blocks, row {r}, act {j}/{n}: {v} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

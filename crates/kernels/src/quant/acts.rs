@@ -1,6 +1,6 @@
 //! Activations quantized per block, in the format a weight kind's dot product reads (as llama.cpp's
 //! `vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 (with the block sum) for Q4_1/Q5_1, Q8_K for the K-quants,
-//! plain f32 for float weights.
+//! plain f32 for float weights; Q8_0S (Q8_0 with its exact integer sum) for the repacked legacy weights.
 
 use half::f16;
 
@@ -13,6 +13,9 @@ pub enum ActKind {
     Q8_0,
     /// 32 per block: f16 d, f16 s = d · Σqs, i8 qs[32] (36 bytes).
     Q8_1,
+    /// 32 per block: f16 d, i16 Σqs (exact), i8 qs[32] (36 bytes): Q8_0 with the integer sum the repacked
+    /// kernels subtract their unsigned quants' offset with.
+    Q8_0S,
     /// 256 per block: f32 d, i8 qs[256], i16 bsums[16] (sums of each 16) (292 bytes).
     Q8_K,
 }
@@ -22,7 +25,7 @@ impl ActKind {
         match self {
             ActKind::F32 => (1, 4),
             ActKind::Q8_0 => (32, 34),
-            ActKind::Q8_1 => (32, 36),
+            ActKind::Q8_1 | ActKind::Q8_0S => (32, 36),
             ActKind::Q8_K => (256, 292),
         }
     }
@@ -43,7 +46,7 @@ pub fn quantize_row(kind: ActKind, x: &[f32], out: &mut [u8]) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(kind, ActKind::Q8_0 | ActKind::Q8_1) && super::simd_available() {
+    if matches!(kind, ActKind::Q8_0 | ActKind::Q8_1 | ActKind::Q8_0S) && super::simd_available() {
         super::acts_avx2::quantize_q8(kind, x, out);
         return;
     }
@@ -60,7 +63,7 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        ActKind::Q8_0 | ActKind::Q8_1 => {
+        ActKind::Q8_0 | ActKind::Q8_1 | ActKind::Q8_0S => {
             let (_, bytes) = kind.block();
             let head = bytes - 32;
             for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(bytes)) {
@@ -74,8 +77,11 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
                     *q = i as i8 as u8;
                 }
                 ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                if kind == ActKind::Q8_1 {
-                    ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+                match kind {
+                    ActKind::Q8_1 => ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes()),
+                    // |Σ| ≤ 32 · 127: always an i16.
+                    ActKind::Q8_0S => ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes()),
+                    _ => {}
                 }
             }
         }
@@ -91,7 +97,7 @@ pub fn dequantize_row(kind: ActKind, a: &[u8], out: &mut [f32]) {
                 *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
-        ActKind::Q8_0 | ActKind::Q8_1 => {
+        ActKind::Q8_0 | ActKind::Q8_1 | ActKind::Q8_0S => {
             let (_, bytes) = kind.block();
             for (ab, ob) in a.chunks_exact(bytes).zip(out.chunks_exact_mut(32)) {
                 let d = f16::from_le_bytes([ab[0], ab[1]]).to_f32();
@@ -118,7 +124,7 @@ mod tests {
     #[test]
     fn every_format_round_trips_within_half_a_step() {
         let x: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        for kind in [ActKind::F32, ActKind::Q8_0, ActKind::Q8_1, ActKind::Q8_K] {
+        for kind in [ActKind::F32, ActKind::Q8_0, ActKind::Q8_1, ActKind::Q8_0S, ActKind::Q8_K] {
             let mut q = vec![0u8; kind.row_bytes(x.len())];
             quantize_row(kind, &x, &mut q);
             let mut back = vec![0f32; x.len()];

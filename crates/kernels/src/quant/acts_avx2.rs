@@ -64,12 +64,16 @@ unsafe fn blocks(kind: ActKind, x: &[f32], out: &mut [u8]) {
         // SAFETY: ob[head..] is 32 bytes; storeu has no alignment need.
         unsafe { _mm256_storeu_si256(ob[head..].as_mut_ptr().cast(), ordered) };
         ob[..2].copy_from_slice(&half(d));
-        if kind == ActKind::Q8_1 {
+        if matches!(kind, ActKind::Q8_1 | ActKind::Q8_0S) {
             let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
             let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
             let sum = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)));
-            ob[2..4].copy_from_slice(&half(d * sum as f32));
+            if kind == ActKind::Q8_1 {
+                ob[2..4].copy_from_slice(&half(d * sum as f32));
+            } else {
+                ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
+            }
         }
     }
 }
@@ -131,7 +135,7 @@ mod tests {
                 });
             }
         }
-        for kind in [ActKind::Q8_0, ActKind::Q8_1] {
+        for kind in [ActKind::Q8_0, ActKind::Q8_1, ActKind::Q8_0S] {
             let (fast, scalar) = both(kind, &x);
             let (_, bytes) = kind.block();
             for (b, (f, s)) in fast.chunks(bytes).zip(scalar.chunks(bytes)).enumerate() {

@@ -14,6 +14,7 @@ mod plain_avx2;
 use std::sync::OnceLock;
 
 pub use acts::{ActKind, dequantize_row, quantize_row, quantize_row_reference};
+pub use legacy::packed::GROUP;
 
 /// The most activation rows one kernel call multiplies against one weight row (prefill tiles by it).
 pub const MAX_ROWS: usize = 4;
@@ -92,6 +93,23 @@ impl Kind {
 /// `dot(cols, w, acts, out)`: see [`Kernel::dot`].
 pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
 
+/// `group(cols, w, acts, out)`: `out[j][i] = Σ_c w_i[c] · acts[j][c]` for the `GROUP` rows `w_i` of one
+/// repacked group (`w`: all its blocks) and 1..=MAX_ROWS activation rows (Q8_0S) per call.
+pub type GroupFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]);
+
+/// Every repacked-group kernel this CPU runs for `kind`, named, the one weights use last (empty where the
+/// kind does not repack here): tests check each against `reference`.
+pub fn group_kernels(kind: Kind) -> Vec<(&'static str, GroupFn)> {
+    legacy::group_variants(kind)
+}
+
+/// Whether weights repack into row groups where they can (`TUNEBENCH_REPACK=0` keeps the file's row layout,
+/// for comparing the two).
+fn repack_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("TUNEBENCH_REPACK").map_or(true, |v| v.trim() != "0"))
+}
+
 /// The kernels of one weight kind.
 #[derive(Clone, Copy)]
 pub struct Kernel {
@@ -162,7 +180,9 @@ fn fast(kind: Kind) -> Kernel {
     }
 }
 
-/// A weight matrix `[rows, cols]` in its file's bytes, row-major, each row whole blocks.
+/// A weight matrix `[rows, cols]`: in its file's bytes, row-major, each row whole blocks; or, for the legacy
+/// formats that repack (Q4_0, Q5_0, Q8_0, rows a multiple of `GROUP`, on a SIMD CPU), the same bytes
+/// repacked into groups of `GROUP` rows (see `legacy::packed`).
 pub struct Weights {
     pub kind: Kind,
     pub rows: usize,
@@ -170,18 +190,30 @@ pub struct Weights {
     row_bytes: usize,
     data: Vec<u8>,
     kernel: Kernel,
+    group: Option<GroupFn>,
 }
 
 impl Weights {
-    /// `bytes` are the tensor's data as GGUF stores it (`[rows, cols]`, `cols` the contiguous dimension).
+    /// `bytes` are the tensor's data as GGUF stores it (`[rows, cols]`, `cols` the contiguous dimension);
+    /// repacked where that is faster (see the type).
     pub fn new(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, String> {
+        Self::with_layout(kind, rows, cols, bytes, repack_wanted())
+    }
+
+    /// As `new`, repacking only when `repack` (and the format, rows and CPU allow it).
+    pub fn with_layout(kind: Kind, rows: usize, cols: usize, bytes: &[u8], repack: bool) -> Result<Self, String> {
         let row_bytes = kind
             .row_bytes(cols)
             .ok_or_else(|| format!("{kind:?} rows of {cols} elements are not whole blocks of {}", kind.block().0))?;
         if bytes.len() != rows * row_bytes {
             return Err(format!("{kind:?} [{rows}, {cols}] needs {} bytes, got {}", rows * row_bytes, bytes.len()));
         }
-        Ok(Self { kind, rows, cols, row_bytes, data: bytes.to_vec(), kernel: kernel(kind) })
+        let group = if repack && rows.is_multiple_of(GROUP) { group_kernels(kind).last().map(|g| g.1) } else { None };
+        let data = match group {
+            Some(_) => legacy::packed::pack(kind, rows, cols, bytes).unwrap_or_else(|| bytes.to_vec()),
+            None => bytes.to_vec(),
+        };
+        Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group })
     }
 
     /// f32 weights `[rows, cols]` held as f32.
@@ -190,8 +222,24 @@ impl Weights {
         Self::new(Kind::F32, rows, cols, &bytes)
     }
 
-    pub fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    /// The activation format the kernels read.
+    pub fn acts(&self) -> ActKind {
+        if self.group.is_some() { ActKind::Q8_0S } else { self.kind.acts() }
+    }
+
+    /// Row `r` in the file's bytes; None when the weights are repacked (see `group`).
+    pub fn row(&self, r: usize) -> Option<&[u8]> {
+        if self.group.is_some() {
+            return None;
+        }
+        self.data.get(r * self.row_bytes..(r + 1) * self.row_bytes)
+    }
+
+    /// The repacked group `g` (rows `g·GROUP..`) and its kernel; None when the weights are in rows.
+    pub fn group(&self, g: usize) -> Option<(&[u8], GroupFn)> {
+        let f = self.group?;
+        let len = GROUP * self.row_bytes;
+        Some((self.data.get(g * len..(g + 1) * len)?, f))
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -204,6 +252,17 @@ impl Weights {
 
     /// Row `r` as f32 into `out` (`cols` long).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        (self.kernel.dequantize)(self.row(r), out)
+        let Some((group, _)) = self.group(r / GROUP) else {
+            if let Some(row) = self.row(r) {
+                (self.kernel.dequantize)(row, out);
+            }
+            return;
+        };
+        let (elems, bytes) = self.kind.block();
+        let mut block = [0u8; 34];
+        for (b, o) in out.chunks_exact_mut(elems).enumerate().take(self.cols / elems) {
+            legacy::packed::unpack_block(self.kind, group, b, r % GROUP, &mut block[..bytes]);
+            (self.kernel.dequantize)(&block[..bytes], o);
+        }
     }
 }

@@ -6,11 +6,14 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_rows;
+pub mod packed;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx2;
 mod scalar;
 
 use half::f16;
 
-use super::{Kernel, Kind};
+use super::{GroupFn, Kernel, Kind};
 
 /// Elements per block of every legacy format.
 const QK: usize = 32;
@@ -47,6 +50,48 @@ pub fn variants(kind: Kind) -> Vec<(&'static str, Kernel)> {
         let mut all = vec![("avx2", avx2::kernel(kind))];
         if avx2::vnni_available() {
             all.push(("avx512vnni", avx2::kernel_vnni(kind)));
+        }
+        all
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kind;
+        Vec::new()
+    }
+}
+
+/// Every repacked-group kernel this CPU runs for `kind`, named, fastest last; empty where `kind` does not
+/// repack or the CPU lacks AVX2 (then the weights stay in rows).
+pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use packed_avx2::{P40, P50, P80};
+        macro_rules! wrap {
+            ($($name:ident => $isa:ident, $fmt:ty;)*) => {
+                $(
+                    fn $name(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; packed::GROUP]]) {
+                        // SAFETY: handed out below only once simd_available() found AVX2, FMA and F16C (and
+                        // vnni_available() for the VNNI ones).
+                        unsafe { packed_avx2::$isa::dot::<$fmt>(cols, w, acts, out) }
+                    }
+                )*
+            };
+        }
+        wrap! {
+            avx2_q4_0 => avx2, P40; avx2_q5_0 => avx2, P50; avx2_q8_0 => avx2, P80;
+            vnni_q4_0 => vnni, P40; vnni_q5_0 => vnni, P50; vnni_q8_0 => vnni, P80;
+        }
+        if packed::block_bytes(kind).is_none() || !super::simd_available() {
+            return Vec::new();
+        }
+        let (a, v): (GroupFn, GroupFn) = match kind {
+            Kind::Q4_0 => (avx2_q4_0, vnni_q4_0),
+            Kind::Q5_0 => (avx2_q5_0, vnni_q5_0),
+            _ => (avx2_q8_0, vnni_q8_0),
+        };
+        let mut all = vec![("avx2", a)];
+        if avx2::vnni_available() {
+            all.push(("avx512vnni", v));
         }
         all
     }

@@ -1,0 +1,139 @@
+//! Legacy weights repacked eight rows to a group (the idea of llama.cpp's `q4_0_8x8`, in a layout of our
+//! own): each block of a group holds the eight rows' f16 scales, then their quants interleaved four bytes at a
+//! time, so that one 256-bit register's eight 32-bit lanes hold the same four elements of the eight rows. A
+//! broadcast activation dword then multiplies all eight rows at once and the kernel's lanes are the output
+//! rows: no horizontal sums, and one scale multiply per block for eight rows. The quants are kept unsigned
+//! (`u = q + BIAS`), so one u8×i8 product needs no sign games; the kernel subtracts `BIAS · Σy` with the
+//! activation block's exact integer sum (Q8_0S).
+//!
+//! Per block of a group (`Kind::block` bytes × 8, the same size as the eight rows' blocks):
+//! - Q4_0: 8 × f16 d, then 4 × 32 bytes `P[m]`: lane i of `P[m]` = row i's nibble bytes 4m..4m+4, so the low
+//!   nibbles are elements 4m..4m+4 and the high ones 16+4m..; `u = q` (BIAS 8).
+//! - Q5_0: 8 × f16 d, 32 bytes of fifth bits `H`: byte t of lane i holds, in bit k, row i's fifth bit of
+//!   element 4k+t; then `P` as Q4_0; `u = q` (BIAS 16).
+//! - Q8_0: 8 × f16 d, then 8 × 32 bytes `U[k]`: lane i = row i's quants 4k..4k+4 as `q + 128` (BIAS 128).
+
+use crate::quant::Kind;
+
+/// Rows per group.
+pub const GROUP: usize = 8;
+
+/// The formats that repack, and the bytes of one block of a group.
+pub fn block_bytes(kind: Kind) -> Option<usize> {
+    match kind {
+        Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => Some(kind.block().1 * GROUP),
+        _ => None,
+    }
+}
+
+/// Where in a row's block its quants (nibbles, or i8) and the Q5_0 fifth bits start.
+fn offsets(kind: Kind) -> (usize, Option<usize>) {
+    match kind {
+        Kind::Q5_0 => (6, Some(2)),
+        _ => (2, None),
+    }
+}
+
+/// `rows` (a multiple of `GROUP`) × `cols` of `kind` in the file's bytes, repacked; None for a format that
+/// does not repack.
+pub fn pack(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+    let gb = block_bytes(kind)?;
+    let bb = kind.block().1;
+    let nb = cols / 32;
+    let (qs, qh) = offsets(kind);
+    let mut out = vec![0u8; bytes.len()];
+    for g in 0..rows / GROUP {
+        for b in 0..nb {
+            let dst = &mut out[(g * nb + b) * gb..(g * nb + b + 1) * gb];
+            for i in 0..GROUP {
+                let src = &bytes[(g * GROUP + i) * nb * bb + b * bb..][..bb];
+                dst[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
+                let quants = match (kind, qh) {
+                    (Kind::Q8_0, _) => {
+                        for k in 0..8 {
+                            for t in 0..4 {
+                                dst[16 + 32 * k + 4 * i + t] = src[qs + 4 * k + t] ^ 0x80;
+                            }
+                        }
+                        continue;
+                    }
+                    (_, Some(at)) => {
+                        let bits = u32::from_le_bytes([src[at], src[at + 1], src[at + 2], src[at + 3]]);
+                        for t in 0..4 {
+                            let mut byte = 0u8;
+                            for k in 0..8 {
+                                byte |= (((bits >> (4 * k + t)) & 1) as u8) << k;
+                            }
+                            dst[16 + 4 * i + t] = byte;
+                        }
+                        48
+                    }
+                    _ => 16,
+                };
+                for m in 0..4 {
+                    let lane = quants + 32 * m + 4 * i;
+                    dst[lane..lane + 4].copy_from_slice(&src[qs + 4 * m..qs + 4 * m + 4]);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Block `b` of lane `i` of a repacked group (`group`: all its blocks) back in the file's bytes, into `out`
+/// (`kind.block().1` bytes).
+pub fn unpack_block(kind: Kind, group: &[u8], b: usize, i: usize, out: &mut [u8]) {
+    let Some(gb) = block_bytes(kind) else { return };
+    let src = &group[b * gb..(b + 1) * gb];
+    let (qs, qh) = offsets(kind);
+    out[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+    if kind == Kind::Q8_0 {
+        for k in 0..8 {
+            for t in 0..4 {
+                out[qs + 4 * k + t] = src[16 + 32 * k + 4 * i + t] ^ 0x80;
+            }
+        }
+        return;
+    }
+    let quants = match qh {
+        Some(at) => {
+            let mut bits = 0u32;
+            for t in 0..4 {
+                let byte = src[16 + 4 * i + t];
+                for k in 0..8 {
+                    bits |= u32::from((byte >> k) & 1) << (4 * k + t);
+                }
+            }
+            out[at..at + 4].copy_from_slice(&bits.to_le_bytes());
+            48
+        }
+        None => 16,
+    };
+    for m in 0..4 {
+        let lane = quants + 32 * m + 4 * i;
+        out[qs + 4 * m..qs + 4 * m + 4].copy_from_slice(&src[lane..lane + 4]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_block_unpacks_to_the_bytes_it_was_packed_from() {
+        for kind in [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0] {
+            let (rows, cols, bb) = (16, 96, kind.block().1);
+            let bytes: Vec<u8> = (0..rows * cols / 32 * bb).map(|i| (i * 131 + i / 7) as u8).collect();
+            let packed = pack(kind, rows, cols, &bytes).unwrap();
+            assert_eq!(packed.len(), bytes.len());
+            let group_len = packed.len() / (rows / GROUP);
+            let mut block = vec![0u8; bb];
+            for r in 0..rows {
+                for b in 0..cols / 32 {
+                    unpack_block(kind, &packed[r / GROUP * group_len..][..group_len], b, r % GROUP, &mut block);
+                    assert_eq!(block, bytes[(r * cols / 32 + b) * bb..][..bb], "{kind:?} row {r} block {b}");
+                }
+            }
+        }
+    }
+}

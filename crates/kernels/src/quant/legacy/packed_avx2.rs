@@ -1,0 +1,270 @@
+//! The kernels over repacked legacy weights (layout in `packed`), written once and compiled for AVX2 and for
+//! AVX-512 VNNI on 256-bit registers. A block of a group unpacks to eight registers `U[k]` (lane i: row i's
+//! elements 4k..4k+4, unsigned); each activation row's dword k is broadcast and multiplied with `U[k]`, so
+//! eight u8×i8 dot instructions give a block's sums for all eight rows, then one subtraction of
+//! `BIAS · Σy`, one conversion and one fused multiply-add by the rows' scales. Weight blocks unpack once per
+//! block for up to four activation rows (prefill tiles).
+
+use std::arch::x86_64::*;
+
+use crate::quant::MAX_ROWS;
+
+use super::packed::GROUP;
+
+/// Activation block bytes (Q8_0S: f16 d, i16 Σy, 32 × i8).
+const AB: usize = 36;
+
+/// One repacked format: its group block's bytes, the offset its unsigned quants carry, and how they unpack.
+pub(super) trait Packed {
+    const BYTES: usize;
+    /// value = d · (u − BIAS).
+    const BIAS: i32;
+    /// The quants reach 255 (Q8_0), where AVX2's `maddubs` would saturate: that path signs them back.
+    const WIDE: bool;
+    /// The eight quant registers of the group block whose scales end at `b`.
+    ///
+    /// # Safety
+    /// `b` points at the rest of a whole group block (`BYTES - 16` bytes).
+    unsafe fn quants(b: *const u8) -> [__m256i; 8];
+}
+
+pub(super) struct P40;
+pub(super) struct P50;
+pub(super) struct P80;
+
+/// The four nibble registers at `p` as eight: the low nibbles of each, then the high ones.
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(p: *const u8) -> [__m256i; 8] {
+    let m = _mm256_set1_epi8(0x0F);
+    // SAFETY: the caller hands 128 readable bytes.
+    let (p0, p1, p2, p3) = unsafe {
+        (
+            _mm256_loadu_si256(p.cast()),
+            _mm256_loadu_si256(p.add(32).cast()),
+            _mm256_loadu_si256(p.add(64).cast()),
+            _mm256_loadu_si256(p.add(96).cast()),
+        )
+    };
+    [
+        _mm256_and_si256(p0, m),
+        _mm256_and_si256(p1, m),
+        _mm256_and_si256(p2, m),
+        _mm256_and_si256(p3, m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(p0), m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(p1), m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(p2), m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(p3), m),
+    ]
+}
+
+impl Packed for P40 {
+    const BYTES: usize = 144;
+    const BIAS: i32 = 8;
+    const WIDE: bool = false;
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+        // SAFETY: 128 bytes of nibbles follow the scales.
+        unsafe { nibbles(b) }
+    }
+}
+
+impl Packed for P50 {
+    const BYTES: usize = 176;
+    const BIAS: i32 = 16;
+    const WIDE: bool = false;
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+        // SAFETY: 32 bytes of fifth bits, then 128 of nibbles, follow the scales.
+        let (h, n) = unsafe { (_mm256_loadu_si256(b.cast()), nibbles(b.add(32))) };
+        let t = _mm256_set1_epi8(0x10);
+        // Bit k of each byte of h is U[k]'s fifth bit: moved to bit 4 by 16-bit shifts, which never carry a
+        // byte's bit into bit 4 of the other byte for shifts of at most 4.
+        let fifth = |k: __m256i| _mm256_and_si256(k, t);
+        [
+            _mm256_or_si256(n[0], fifth(_mm256_slli_epi16::<4>(h))),
+            _mm256_or_si256(n[1], fifth(_mm256_slli_epi16::<3>(h))),
+            _mm256_or_si256(n[2], fifth(_mm256_slli_epi16::<2>(h))),
+            _mm256_or_si256(n[3], fifth(_mm256_slli_epi16::<1>(h))),
+            _mm256_or_si256(n[4], fifth(h)),
+            _mm256_or_si256(n[5], fifth(_mm256_srli_epi16::<1>(h))),
+            _mm256_or_si256(n[6], fifth(_mm256_srli_epi16::<2>(h))),
+            _mm256_or_si256(n[7], fifth(_mm256_srli_epi16::<3>(h))),
+        ]
+    }
+}
+
+impl Packed for P80 {
+    const BYTES: usize = 272;
+    const BIAS: i32 = 128;
+    const WIDE: bool = true;
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+        // SAFETY: 8 × 32 bytes of quants follow the scales.
+        unsafe {
+            [
+                _mm256_loadu_si256(b.cast()),
+                _mm256_loadu_si256(b.add(32).cast()),
+                _mm256_loadu_si256(b.add(64).cast()),
+                _mm256_loadu_si256(b.add(96).cast()),
+                _mm256_loadu_si256(b.add(128).cast()),
+                _mm256_loadu_si256(b.add(160).cast()),
+                _mm256_loadu_si256(b.add(192).cast()),
+                _mm256_loadu_si256(b.add(224).cast()),
+            ]
+        }
+    }
+}
+
+/// The loops for one instruction set: `$features` for `#[target_feature]`; in scope `prep::<F>(u)` (the
+/// quants as the dot instruction reads them: `(unsigned, sign source)`), `dp::<F>(acc, u, s, y)` (acc plus
+/// the eight lanes' four-product sums) and `BIASED::<F>` (whether the sums still carry `BIAS`).
+macro_rules! loops {
+    ($features:tt) => {
+        /// `out[r][i] = Σ_blocks` row i of the group at `w` against activation row r, over `nb` blocks.
+        ///
+        /// # Safety
+        /// `w` holds `nb` group blocks and every `acts[r]` `nb` Q8_0S blocks.
+        #[target_feature(enable = $features)]
+        unsafe fn group<F: Packed, const N: usize>(
+            nb: usize,
+            w: *const u8,
+            acts: [*const u8; N],
+            out: &mut [[f32; GROUP]],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for b in 0..nb {
+                // SAFETY: b < nb: a whole group block, its 8 scales first.
+                let (dw, u) = unsafe {
+                    let wb = w.add(b * F::BYTES);
+                    (_mm256_cvtph_ps(_mm_loadu_si128(wb.cast())), F::quants(wb.add(16)))
+                };
+                let (u, s) = prep::<F>(u);
+                for r in 0..N {
+                    // SAFETY: b < nb: a whole activation block (head, then 32 quants).
+                    let (head, y) = unsafe {
+                        let ab = acts[r].add(b * AB);
+                        (std::ptr::read_unaligned(ab.cast::<u32>()), ab.add(4).cast::<i32>())
+                    };
+                    // SAFETY: dword k < 8 of the block's 32 quants.
+                    let bc = |k: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(y.add(k))) };
+                    let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    s0 = dp::<F>(s0, u[0], s[0], bc(0));
+                    s1 = dp::<F>(s1, u[1], s[1], bc(1));
+                    s0 = dp::<F>(s0, u[2], s[2], bc(2));
+                    s1 = dp::<F>(s1, u[3], s[3], bc(3));
+                    s0 = dp::<F>(s0, u[4], s[4], bc(4));
+                    s1 = dp::<F>(s1, u[5], s[5], bc(5));
+                    s0 = dp::<F>(s0, u[6], s[6], bc(6));
+                    s1 = dp::<F>(s1, u[7], s[7], bc(7));
+                    let mut sum = _mm256_add_epi32(s0, s1);
+                    if biased::<F>() {
+                        let ysum = i32::from((head >> 16) as u16 as i16);
+                        sum = _mm256_sub_epi32(sum, _mm256_set1_epi32(F::BIAS * ysum));
+                    }
+                    let da = _mm256_cvtph_ps(_mm_set1_epi16(head as u16 as i16));
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, da), acc[r]);
+                }
+            }
+            for (o, a) in out.iter_mut().zip(acc) {
+                // SAFETY: o holds GROUP = 8 f32.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+            }
+        }
+
+        /// Dispatches on the activation row count, `MAX_ROWS` at a time; blocks past the shortest input are
+        /// not read.
+        #[target_feature(enable = $features)]
+        pub(in crate::quant::legacy) fn dot<F: Packed>(
+            cols: usize,
+            w: &[u8],
+            acts: &[&[u8]],
+            out: &mut [[f32; GROUP]],
+        ) {
+            let shortest = acts.iter().map(|a| a.len() / AB).min().unwrap_or(0);
+            let nb = (cols / 32).min(w.len() / F::BYTES).min(shortest);
+            for (a, o) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
+                let p = |r: usize| a[r].as_ptr();
+                // SAFETY: nb blocks fit in w and in every activation row (checked above).
+                unsafe {
+                    match a.len().min(o.len()) {
+                        1 => group::<F, 1>(nb, w.as_ptr(), [p(0)], o),
+                        2 => group::<F, 2>(nb, w.as_ptr(), [p(0), p(1)], o),
+                        3 => group::<F, 3>(nb, w.as_ptr(), [p(0), p(1), p(2)], o),
+                        _ => group::<F, 4>(nb, w.as_ptr(), [p(0), p(1), p(2), p(3)], o),
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// AVX2: `maddubs` then `madd` by ones. The unsigned 4- and 5-bit quants go in as they are (pairs ≤ 2·31·127);
+/// Q8_0's would saturate, so they are signed back (`u ^ 0x80`) and multiplied as |q| × sign-moved y, which
+/// leaves no bias to subtract.
+pub(super) mod avx2 {
+    use super::*;
+
+    #[target_feature(enable = "avx2")]
+    fn prep<F: Packed>(u: [__m256i; 8]) -> ([__m256i; 8], [__m256i; 8]) {
+        if !F::WIDE {
+            return (u, u);
+        }
+        let flip = _mm256_set1_epi8(0x80_u8 as i8);
+        let q = [
+            _mm256_xor_si256(u[0], flip),
+            _mm256_xor_si256(u[1], flip),
+            _mm256_xor_si256(u[2], flip),
+            _mm256_xor_si256(u[3], flip),
+            _mm256_xor_si256(u[4], flip),
+            _mm256_xor_si256(u[5], flip),
+            _mm256_xor_si256(u[6], flip),
+            _mm256_xor_si256(u[7], flip),
+        ];
+        (
+            [
+                _mm256_abs_epi8(q[0]),
+                _mm256_abs_epi8(q[1]),
+                _mm256_abs_epi8(q[2]),
+                _mm256_abs_epi8(q[3]),
+                _mm256_abs_epi8(q[4]),
+                _mm256_abs_epi8(q[5]),
+                _mm256_abs_epi8(q[6]),
+                _mm256_abs_epi8(q[7]),
+            ],
+            q,
+        )
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn dp<F: Packed>(acc: __m256i, u: __m256i, s: __m256i, y: __m256i) -> __m256i {
+        let y = if F::WIDE { _mm256_sign_epi8(y, s) } else { y };
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)))
+    }
+
+    fn biased<F: Packed>() -> bool {
+        !F::WIDE
+    }
+
+    loops!("avx2,fma,f16c");
+}
+
+/// AVX-512 VNNI on 256-bit registers: `vpdpbusd` takes the unsigned quants of every format whole.
+pub(super) mod vnni {
+    use super::*;
+
+    #[target_feature(enable = "avx2")]
+    fn prep<F: Packed>(u: [__m256i; 8]) -> ([__m256i; 8], [__m256i; 8]) {
+        (u, u)
+    }
+
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    fn dp<F: Packed>(acc: __m256i, u: __m256i, _s: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, y)
+    }
+
+    fn biased<F: Packed>() -> bool {
+        true
+    }
+
+    loops!("avx2,fma,f16c,avx512vnni,avx512vl");
+}
