@@ -4,18 +4,33 @@ use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor};
 
+use tunebench_kernels::lora::QCols;
 use tunebench_kernels::matmul::{Factor, Linear, Lora};
-use tunebench_kernels::quant::Kind;
+use tunebench_kernels::quant::{ActKind, Kind, Weights, quantize_row};
 
 use crate::engine::local::{BaseLinear, Lin, host_forward};
 
-/// The host's copy of A and scale·Bᵀ. Over a quantized base they are held in f16: decode reads them every
-/// token (f32 factors of r = 16 on every linear add a fifth to a Q4 model's bytes), and f16's rounding (2⁻¹¹
-/// relative per factor) is far below the base's own quantization error. Over an f32/f16/bf16 base they stay
-/// f32, so the unquantized lane still matches PEFT to f32 summation order.
+/// The host's copy of A and scale·Bᵀ. Over a quantized base they are held in 8 bits (A as Q8_0 blocks, as
+/// llama.cpp runs a Q8_0 LoRA GGUF; B with one scale per output, `QCols`): decode reads them every token (f32
+/// factors of r = 16 on every linear add a fifth to a Q4 model's bytes, 8-bit ones a twentieth), and their
+/// rounding (at most half a step of 1/127 of each block's or output's largest value) stays below the base's
+/// own quantization error (a Q4 base: 1/15 of its blocks' range). Shapes 8 bits cannot hold (an input not
+/// whole blocks of 32, outputs not a multiple of 8, a rank not of 4) are held in f16. Over an f32/f16/bf16 base
+/// they stay f32, so the unquantized lane still matches PEFT to f32 summation order.
 enum HostFactors {
     F32 { a: Vec<f32>, b: Vec<f32> },
     F16 { a: Vec<half::f16>, b: Vec<half::f16> },
+    Q8 { a: Weights, b: QCols },
+}
+
+/// A's `rows × cols` f32 values as Q8_0 weights (repacked where they can be).
+fn q8(values: &[f32], rows: usize, cols: usize) -> Option<Weights> {
+    let rb = Kind::Q8_0.row_bytes(cols)?;
+    let mut bytes = vec![0u8; rows * rb];
+    for (v, o) in values.chunks_exact(cols).zip(bytes.chunks_exact_mut(rb)) {
+        quantize_row(ActKind::Q8_0, v, o);
+    }
+    Weights::new(Kind::Q8_0, rows, cols, &bytes).ok()
 }
 
 pub struct LoraLinear {
@@ -37,8 +52,16 @@ impl LoraLinear {
         let b_t = (b.t()? * scale)?.contiguous()?;
         let quantized = base.host().is_some_and(|l| !matches!(l.w.kind, Kind::F32 | Kind::F16 | Kind::BF16));
         let host = if quantized {
-            let f16 = |t: &Tensor| t.to_dtype(DType::F16)?.flatten_all()?.to_vec1();
-            HostFactors::F16 { a: f16(a)?, b: f16(&b_t)? }
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+            let (out, inp) = (b_t.dim(1)?, a.dim(1)?);
+            let b_scaled = (b * scale)?;
+            match (q8(&f32(a)?, rank, inp), QCols::new(&f32(&b_scaled)?, out, rank)) {
+                (Some(a), Some(b)) => HostFactors::Q8 { a, b },
+                _ => {
+                    let f16 = |t: &Tensor| t.to_dtype(DType::F16)?.flatten_all()?.to_vec1();
+                    HostFactors::F16 { a: f16(a)?, b: f16(&b_t)? }
+                }
+            }
         } else {
             let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1();
             HostFactors::F32 { a: f32(a)?, b: f32(&b_t)? }
@@ -62,6 +85,7 @@ impl Lin for LoraLinear {
         let (a, b) = match &self.host {
             HostFactors::F32 { a, b } => (Factor::F32(a), Factor::F32(b)),
             HostFactors::F16 { a, b } => (Factor::F16(a), Factor::F16(b)),
+            HostFactors::Q8 { a, b } => (Factor::Q8(a), Factor::Cols(b)),
         };
         Some(Linear { lora: Some(Lora { a, rank: self.rank, b }), ..base })
     }
@@ -108,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn over_a_quantized_base_the_host_factors_are_f16() {
+    fn over_a_quantized_base_factors_not_in_whole_blocks_are_f16() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 0.1, (37, 64), &dev).unwrap();
         let plan = WeightPlan { decode: Some(candle_core::quantized::GgmlDType::Q8_0), f32_prefill: false };
@@ -131,5 +155,56 @@ mod tests {
         let exact = x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap();
         let diff = (got - (exact * 2.0).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-3);
+    }
+
+    /// `rows` of `v` (each `cols` long) through Q8_0 and back.
+    fn q8_round(v: &[f32], cols: usize) -> Vec<f32> {
+        let mut out = vec![0f32; v.len()];
+        let mut q = vec![0u8; ActKind::Q8_0.row_bytes(cols)];
+        for (r, o) in v.chunks(cols).zip(out.chunks_mut(cols)) {
+            quantize_row(ActKind::Q8_0, r, &mut q);
+            tunebench_kernels::quant::dequantize_row(ActKind::Q8_0, &q, o);
+        }
+        out
+    }
+
+    #[test]
+    fn over_a_quantized_base_the_host_factors_are_q8_0() {
+        let dev = Device::Cpu;
+        let (out, inp, r) = (64, 96, 16);
+        let w = Tensor::randn(0f32, 0.1, (out, inp), &dev).unwrap();
+        let plan = WeightPlan { decode: Some(candle_core::quantized::GgmlDType::Q4_0), f32_prefill: false };
+        let base = Arc::new(BaseLinear::from_tensor("m", w, plan).unwrap());
+        let (a, b) =
+            (Tensor::randn(0f32, 0.1, (r, inp), &dev).unwrap(), Tensor::randn(0f32, 0.1, (out, r), &dev).unwrap());
+        let lora = LoraLinear::new(base.clone(), &a, &b, 2.0).unwrap();
+        assert!(lora.host().is_some_and(|l| matches!(l.lora, Some(Lora { a: Factor::Q8(_), b: Factor::Cols(_), .. }))));
+        for tokens in [1, 3, 70] {
+            let x = Tensor::randn(0f32, 1.0, (1, tokens, inp), &dev).unwrap();
+            let got = (lora.forward(&x).unwrap() - base.forward(&x).unwrap()).unwrap();
+            // The host multiplies Q8_0-rounded A against the input rounded to Q8_0 (as for any Q8_0 weight),
+            // then adds t · 2Bᵀ with B held per output (`QCols`, its own tests hold it to an f64 sum): against
+            // the same rounded numbers only f32 summation order is left.
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (xq, aq) = (q8_round(&v(&x), inp), q8_round(&v(&a), inp));
+            let cols = QCols::new(&v(&(&b * 2.0).unwrap()), out, r).unwrap();
+            let got_rows = v(&got);
+            for j in 0..tokens {
+                let t: Vec<f32> = (0..r).map(|k| (0..inp).map(|c| xq[j * inp + c] * aq[k * inp + c]).sum()).collect();
+                let mut want = vec![0f32; out];
+                cols.update(&t, 0, &mut want);
+                let diff = want.iter().zip(&got_rows[j * out..]).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
+                assert!(diff < 1e-4, "{tokens} tokens, row {j}: {diff}");
+            }
+            // Against the exact factors: each of the three roundings (x, A, 2·Bᵀ) moves its values by up to
+            // half a step of 1/127 of their block's largest (about 0.5% of a product's size each, at random
+            // signs), so the delta moves by about 1% of its own size: measured here ≤ 1.2% of its largest
+            // value, below the Q4_0 base's own error on the same outputs (several % of the base output).
+            let exact = (x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap() * 2.0)
+                .unwrap();
+            let largest = exact.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (got - exact).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 0.03 * largest, "{tokens} tokens: {diff} against a delta up to {largest}");
+        }
     }
 }

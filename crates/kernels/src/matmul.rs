@@ -3,9 +3,9 @@
 //! format into reused scratch, the weights' rows are split over the pool's parts, and each weight row meets
 //! the activation rows `MAX_ROWS` at a time while it is hot in cache.
 
-use half::f16;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::lora::{dot_f16, update_f16};
+pub use crate::lora::{Factor, Lora};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, GROUP, MAX_ROWS, Weights, quantize_row};
 
@@ -15,61 +15,19 @@ pub const MAX_LINEARS: usize = 3;
 /// Rows of output a part takes at a time: 16 f32 fill a cache line, so parts never write the same line.
 const ALIGN: usize = 16;
 
-/// The most multiply-adds of `x Aᵀ` the caller does alone before the call (decode: r · in per LoRA, a few
-/// thousand cycles), so that each part can add the B update to the output rows it has just computed and
-/// the call needs one pool round instead of two. Above it (prefill) `x Aᵀ` is split over the pool and the B
-/// update takes a second call, as every part needs all r values of a row first.
+/// The most multiply-adds of `x Aᵀ` a call fuses with its B update (decode: r · in per LoRA): the `x Aᵀ`
+/// rows go in units to the first parts to start and each part adds the B update to the output rows it has
+/// just computed, so the call needs one pool round instead of two. Above it (prefill) `x Aᵀ` is split over
+/// the pool and the B update takes a second call, as every part needs all r values of a row first.
 const SERIAL_XA: usize = 1 << 16;
 
-/// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
-#[derive(Clone, Copy)]
-pub struct Lora<'a> {
-    /// A, row-major `[r, in]`.
-    pub a: Factor<'a>,
-    pub rank: usize,
-    /// scale · Bᵀ, row-major `[r, out]`.
-    pub b: Factor<'a>,
-}
+/// Rows of `x Aᵀ` per unit of a fused call (a repacked group), and the most units (larger ranks take the
+/// second-call path).
+const XA_UNIT: usize = GROUP;
+const MAX_XA_UNITS: usize = 64;
 
-/// A LoRA factor's numbers: f32, or f16 (half the bytes decode reads per token; see `crate::lora`).
-#[derive(Clone, Copy)]
-pub enum Factor<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-}
-
-impl Factor<'_> {
-    pub fn len(&self) -> usize {
-        match self {
-            Factor::F32(v) => v.len(),
-            Factor::F16(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `r` (of `cols`) against `x`.
-    fn dot(&self, r: usize, cols: usize, x: &[f32]) -> f32 {
-        match self {
-            Factor::F32(a) => crate::simd::dot(&a[r * cols..(r + 1) * cols], x),
-            Factor::F16(a) => dot_f16(&a[r * cols..(r + 1) * cols], x),
-        }
-    }
-
-    /// `out += Σ_k t[k] · self[k, start..start + out.len()]`, `self` being `[t.len(), stride]`.
-    fn update(&self, t: &[f32], stride: usize, start: usize, out: &mut [f32]) {
-        match self {
-            Factor::F32(b) => {
-                for (k, &tk) in t.iter().enumerate() {
-                    crate::simd::axpy(tk, &b[k * stride + start..k * stride + start + out.len()], out);
-                }
-            }
-            Factor::F16(b) => update_f16(t, b, stride, start, out),
-        }
-    }
-}
+/// Parts a fused call can defer B updates for, 64 a word (more parts wait instead).
+const DEFER_WORDS: usize = 4;
 
 /// One linear layer as the host runs it.
 #[derive(Clone, Copy)]
@@ -166,6 +124,13 @@ impl Out {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 
+    /// SAFETY: `at + len <= self.1`, and no part writes those elements while the slice lives.
+    unsafe fn read(&self, at: usize, len: usize) -> &[f32] {
+        debug_assert!(at + len <= self.1);
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(self.0.add(at), len) }
+    }
+
     /// SAFETY: `i < len`, and no other part writes element `i` during this call.
     unsafe fn add(self, i: usize, v: f32, overwrite: bool) {
         debug_assert!(i < self.1);
@@ -250,20 +215,14 @@ pub fn run(
     if scratch.xa.len() < n * rank_total {
         scratch.xa.resize(n * rank_total, 0.0);
     }
-    let fused = n * rank_total * cols <= SERIAL_XA;
-    if fused {
-        let mut at = 0;
-        for lo in lins.iter().filter_map(|l| l.lora) {
-            for j in 0..n {
-                let (xj, xa) = (&x[j * cols..(j + 1) * cols], &mut scratch.xa[j * rank_total + at..]);
-                for (r, v) in xa[..lo.rank].iter_mut().enumerate() {
-                    *v = lo.a.dot(r, cols, xj);
-                }
-            }
-            at += lo.rank;
-        }
-    }
+    let unit_total: usize = lins.iter().filter_map(|l| l.lora).map(|l| l.rank.div_ceil(XA_UNIT)).sum();
+    let fused = n * rank_total * cols <= SERIAL_XA && unit_total <= MAX_XA_UNITS;
     let mut segs: [Option<Seg<'_>>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
+    // Fused: each LoRA's `x Aᵀ` rows (its own segment, not in the call's row space) in units of XA_UNIT rows,
+    // claimed by whichever parts start first (see the job).
+    let mut a_segs: [Option<Seg<'_>>; MAX_LINEARS] = [None; MAX_LINEARS];
+    let mut units: [Option<(usize, usize)>; MAX_XA_UNITS] = [None; MAX_XA_UNITS];
+    let mut unit_count = 0;
     let mut total = 0;
     let mut xa_at = 0;
     let xa = Out(scratch.xa.as_mut_ptr(), scratch.xa.len());
@@ -288,10 +247,23 @@ pub fn run(
         segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, update });
         total += l.w.rows;
         if let Some(lo) = l.lora {
-            if !fused {
-                let (stride, offset, w) = (rank_total, xa_at, Rows::Factor { a: lo.a, rows: lo.rank });
-                let update = None;
-                segs[2 * i + 1] = Some(Seg { w, bias: None, acts: 0, out: xa, stride, offset, start: total, update });
+            // A Q8_0 A multiplies the quantized input as a base weight does; f32/f16 ones the input itself.
+            let (w, acts) = match lo.a {
+                Factor::Q8(w) => (Rows::Blocks(w), quantized(scratch, w.acts())),
+                a => (Rows::Factor { a, rows: lo.rank }, 0),
+            };
+            let (stride, offset, update) = (rank_total, xa_at, None);
+            let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, update };
+            if fused {
+                a_segs[i] = Some(Seg { start: 0, ..seg });
+                for first in (0..lo.rank).step_by(XA_UNIT) {
+                    if let Some(slot) = units.get_mut(unit_count) {
+                        *slot = Some((i, first));
+                        unit_count += 1;
+                    }
+                }
+            } else {
+                segs[2 * i + 1] = Some(seg);
                 total += lo.rank;
             }
             xa_at += lo.rank;
@@ -299,27 +271,72 @@ pub fn run(
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
     let segs = &segs;
-    // Taken only when fused, when no part writes the buffer.
-    let xa_done: &[f32] = if fused { &scratch.xa[..n * rank_total] } else { &[] };
+    let (units, a_segs) = (&units[..unit_count], &a_segs);
+    let (next_unit, units_done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let deferred: [AtomicU64; DEFER_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
+    // The B updates of the rows in `range`, once every `x Aᵀ` value is in.
+    let updates = |range: std::ops::Range<usize>| {
+        for seg in segs.iter().flatten() {
+            let Some((lora, col)) = seg.update else { continue };
+            let (lo, hi) = (range.start.max(seg.start), range.end.min(seg.start + seg.w.rows()));
+            if lo >= hi {
+                continue;
+            }
+            let rows = lo - seg.start..hi - seg.start;
+            for j in 0..n {
+                // SAFETY: the x Aᵀ values of row j, complete (the caller's acquire saw every unit done) and no
+                // longer written during this call.
+                let t = unsafe { xa.read(j * rank_total + col, lora.rank) };
+                // SAFETY: row j's columns `rows` of an [n, stride] output: this part's (or, deferred, the last
+                // part's, every other part being done) alone, in bounds.
+                let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
+                lora.b.update(t, seg.stride, rows.start, o);
+            }
+        }
+    };
     pool.run(&|part, parts| {
+        // The x Aᵀ units go to the first parts to start, so that they are done long before any part finishes
+        // its base rows; nobody waits for them (see below).
+        while next_unit.load(Ordering::Relaxed) < unit_count {
+            let u = next_unit.fetch_add(1, Ordering::Relaxed);
+            let Some(&Some((i, first))) = units.get(u) else { break };
+            if let Some(seg) = &a_segs[i] {
+                // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
+                rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, n, cols);
+            }
+            units_done.fetch_add(1, Ordering::Release);
+        }
         let range = split(total, part, parts, ALIGN);
         for seg in segs.iter().flatten() {
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                let rows = lo - seg.start..hi - seg.start;
-                rows_of(seg, rows.clone(), acts[seg.acts], x, n, cols);
-                if let Some((lora, col)) = seg.update {
-                    for j in 0..n {
-                        let t = &xa_done[j * rank_total + col..j * rank_total + col + lora.rank];
-                        // SAFETY: row j's columns `rows` of an [n, stride] output: this part's alone, in bounds.
-                        let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
-                        lora.b.update(t, seg.stride, rows.start, o);
-                    }
-                }
+                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, n, cols);
             }
         }
+        if unit_count == 0 {
+            return;
+        }
+        // A unit still running (its thread descheduled) defers this part's updates to the caller, after the
+        // call, when every part (and so every unit) is done, instead of holding this thread.
+        if units_done.load(Ordering::Acquire) == unit_count {
+            updates(range);
+        } else if let Some(word) = deferred.get(part / 64) {
+            word.fetch_or(1 << (part % 64), Ordering::Relaxed);
+        } else {
+            while units_done.load(Ordering::Acquire) < unit_count {
+                std::hint::spin_loop();
+            }
+            updates(range);
+        }
     });
+    let parts = pool.parts();
+    for p in 0..parts.min(64 * DEFER_WORDS) {
+        // The pool's return saw every part finish, so their flags, x Aᵀ values and base rows.
+        if deferred[p / 64].load(Ordering::Relaxed) & (1 << (p % 64)) != 0 {
+            updates(split(total, p, parts, ALIGN));
+        }
+    }
     if rank_total == 0 || fused {
         return Ok(());
     }
@@ -385,10 +402,18 @@ fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], 
                 let k = (n - j).min(MAX_ROWS);
                 kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..k]);
                 for (i, vals) in tmp[..k].iter().enumerate() {
-                    for r in lanes.clone() {
-                        let v = vals[r - g * GROUP] + seg.bias.map_or(0.0, |b| b[r]);
-                        // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
-                        unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v, true) };
+                    let at = (j + i) * seg.stride + seg.offset + lanes.start;
+                    // SAFETY: elements (j + i, offset + lanes) of an [n, stride] buffer; lanes lie in this part's
+                    // range.
+                    let o = unsafe { seg.out.slice(at, lanes.len()) };
+                    let vals = &vals[lanes.start - g * GROUP..lanes.end - g * GROUP];
+                    match seg.bias {
+                        Some(b) => {
+                            for ((o, v), b) in o.iter_mut().zip(vals).zip(&b[lanes.clone()]) {
+                                *o = v + b;
+                            }
+                        }
+                        None => o.copy_from_slice(vals),
                     }
                 }
                 j += k;

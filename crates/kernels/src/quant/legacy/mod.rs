@@ -65,7 +65,7 @@ pub fn variants(kind: Kind) -> Vec<(&'static str, Kernel)> {
 pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
     #[cfg(target_arch = "x86_64")]
     {
-        use packed_avx2::{P40, P50, P80};
+        use packed_avx2::{P40, P41, P50, P80};
         macro_rules! wrap {
             ($($name:ident => $isa:ident, $fmt:ty;)*) => {
                 $(
@@ -78,14 +78,15 @@ pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
             };
         }
         wrap! {
-            avx2_q4_0 => avx2, P40; avx2_q5_0 => avx2, P50; avx2_q8_0 => avx2, P80;
-            vnni_q4_0 => vnni, P40; vnni_q5_0 => vnni, P50; vnni_q8_0 => vnni, P80;
+            avx2_q4_0 => avx2, P40; avx2_q4_1 => avx2, P41; avx2_q5_0 => avx2, P50; avx2_q8_0 => avx2, P80;
+            vnni_q4_0 => vnni, P40; vnni_q4_1 => vnni, P41; vnni_q5_0 => vnni, P50; vnni_q8_0 => vnni, P80;
         }
         if packed::block_bytes(kind).is_none() || !super::simd_available() {
             return Vec::new();
         }
         let (a, v): (GroupFn, GroupFn) = match kind {
             Kind::Q4_0 => (avx2_q4_0, vnni_q4_0),
+            Kind::Q4_1 => (avx2_q4_1, vnni_q4_1),
             Kind::Q5_0 => (avx2_q5_0, vnni_q5_0),
             _ => (avx2_q8_0, vnni_q8_0),
         };

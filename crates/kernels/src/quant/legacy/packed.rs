@@ -9,6 +9,7 @@
 //! Per block of a group (`Kind::block` bytes × 8, the same size as the eight rows' blocks):
 //! - Q4_0: 8 × f16 d, then 4 × 32 bytes `P[m]`: lane i of `P[m]` = row i's nibble bytes 4m..4m+4, so the low
 //!   nibbles are elements 4m..4m+4 and the high ones 16+4m..; `u = q` (BIAS 8).
+//! - Q4_1: 8 × f16 d, 8 × f16 m, then `P` as Q4_0; `u = q` (BIAS 0), `m · d_y · Σy` added per block.
 //! - Q5_0: 8 × f16 d, 32 bytes of fifth bits `H`: byte t of lane i holds, in bit k, row i's fifth bit of
 //!   element 4k+t; then `P` as Q4_0; `u = q` (BIAS 16).
 //! - Q8_0: 8 × f16 d, then 8 × 32 bytes `U[k]`: lane i = row i's quants 4k..4k+4 as `q + 128` (BIAS 128).
@@ -21,7 +22,7 @@ pub const GROUP: usize = 8;
 /// The formats that repack, and the bytes of one block of a group.
 pub fn block_bytes(kind: Kind) -> Option<usize> {
     match kind {
-        Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => Some(kind.block().1 * GROUP),
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => Some(kind.block().1 * GROUP),
         _ => None,
     }
 }
@@ -30,6 +31,7 @@ pub fn block_bytes(kind: Kind) -> Option<usize> {
 fn offsets(kind: Kind) -> (usize, Option<usize>) {
     match kind {
         Kind::Q5_0 => (6, Some(2)),
+        Kind::Q4_1 => (4, None),
         _ => (2, None),
     }
 }
@@ -48,6 +50,9 @@ pub fn pack(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Option<Vec<u8
             for i in 0..GROUP {
                 let src = &bytes[(g * GROUP + i) * nb * bb + b * bb..][..bb];
                 dst[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
+                if kind == Kind::Q4_1 {
+                    dst[16 + 2 * i..18 + 2 * i].copy_from_slice(&src[2..4]);
+                }
                 let quants = match (kind, qh) {
                     (Kind::Q8_0, _) => {
                         for k in 0..8 {
@@ -68,6 +73,7 @@ pub fn pack(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Option<Vec<u8
                         }
                         48
                     }
+                    (Kind::Q4_1, _) => 32,
                     _ => 16,
                 };
                 for m in 0..4 {
@@ -87,6 +93,9 @@ pub fn unpack_block(kind: Kind, group: &[u8], b: usize, i: usize, out: &mut [u8]
     let src = &group[b * gb..(b + 1) * gb];
     let (qs, qh) = offsets(kind);
     out[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+    if kind == Kind::Q4_1 {
+        out[2..4].copy_from_slice(&src[16 + 2 * i..18 + 2 * i]);
+    }
     if kind == Kind::Q8_0 {
         for k in 0..8 {
             for t in 0..4 {
@@ -107,6 +116,7 @@ pub fn unpack_block(kind: Kind, group: &[u8], b: usize, i: usize, out: &mut [u8]
             out[at..at + 4].copy_from_slice(&bits.to_le_bytes());
             48
         }
+        None if kind == Kind::Q4_1 => 32,
         None => 16,
     };
     for m in 0..4 {
@@ -121,7 +131,7 @@ mod tests {
 
     #[test]
     fn every_block_unpacks_to_the_bytes_it_was_packed_from() {
-        for kind in [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0] {
+        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q8_0] {
             let (rows, cols, bb) = (16, 96, kind.block().1);
             let bytes: Vec<u8> = (0..rows * cols / 32 * bb).map(|i| (i * 131 + i / 7) as u8).collect();
             let packed = pack(kind, rows, cols, &bytes).unwrap();

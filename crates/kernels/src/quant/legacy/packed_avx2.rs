@@ -21,14 +21,18 @@ pub(super) trait Packed {
     const BIAS: i32;
     /// The quants reach 255 (Q8_0), where AVX2's `maddubs` would saturate: that path signs them back.
     const WIDE: bool;
-    /// The eight quant registers of the group block whose scales end at `b`.
+    /// The block carries the rows' minimums `m` (8 × f16 after the scales): value = d·u + m.
+    const MIN: bool = false;
+    /// The eight quant registers of the group block whose quants start at `b` (after the scales, and the
+    /// minimums where there are).
     ///
     /// # Safety
-    /// `b` points at the rest of a whole group block (`BYTES - 16` bytes).
+    /// `b` points at the rest of a whole group block.
     unsafe fn quants(b: *const u8) -> [__m256i; 8];
 }
 
 pub(super) struct P40;
+pub(super) struct P41;
 pub(super) struct P50;
 pub(super) struct P80;
 
@@ -64,6 +68,18 @@ impl Packed for P40 {
     #[target_feature(enable = "avx2")]
     unsafe fn quants(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 128 bytes of nibbles follow the scales.
+        unsafe { nibbles(b) }
+    }
+}
+
+impl Packed for P41 {
+    const BYTES: usize = 160;
+    const BIAS: i32 = 0;
+    const WIDE: bool = false;
+    const MIN: bool = true;
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+        // SAFETY: 128 bytes of nibbles follow the scales and minimums.
         unsafe { nibbles(b) }
     }
 }
@@ -134,9 +150,10 @@ macro_rules! loops {
             let mut acc = [_mm256_setzero_ps(); N];
             for b in 0..nb {
                 // SAFETY: b < nb: a whole group block, its 8 scales first.
-                let (dw, u) = unsafe {
+                let (dw, mw, u) = unsafe {
                     let wb = w.add(b * F::BYTES);
-                    (_mm256_cvtph_ps(_mm_loadu_si128(wb.cast())), F::quants(wb.add(16)))
+                    let mw = if F::MIN { _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16).cast())) } else { dw_zero() };
+                    (_mm256_cvtph_ps(_mm_loadu_si128(wb.cast())), mw, F::quants(wb.add(if F::MIN { 32 } else { 16 })))
                 };
                 let (u, s) = prep::<F>(u);
                 for r in 0..N {
@@ -157,12 +174,17 @@ macro_rules! loops {
                     s0 = dp::<F>(s0, u[6], s[6], bc(6));
                     s1 = dp::<F>(s1, u[7], s[7], bc(7));
                     let mut sum = _mm256_add_epi32(s0, s1);
-                    if biased::<F>() {
-                        let ysum = i32::from((head >> 16) as u16 as i16);
+                    let ysum = i32::from((head >> 16) as u16 as i16);
+                    if F::BIAS != 0 && biased::<F>() {
                         sum = _mm256_sub_epi32(sum, _mm256_set1_epi32(F::BIAS * ysum));
                     }
                     let da = _mm256_cvtph_ps(_mm_set1_epi16(head as u16 as i16));
                     acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, da), acc[r]);
+                    if F::MIN {
+                        // Σ (d·u + m)·d_y·y = d·d_y·Σ u·y + m·d_y·Σy, the sum exact in the activation block.
+                        let ys = _mm256_mul_ps(da, _mm256_set1_ps(ysum as f32));
+                        acc[r] = _mm256_fmadd_ps(mw, ys, acc[r]);
+                    }
                 }
             }
             for (o, a) in out.iter_mut().zip(acc) {
@@ -196,6 +218,12 @@ macro_rules! loops {
             }
         }
     };
+}
+
+#[inline(always)]
+fn dw_zero() -> __m256 {
+    // SAFETY: only reached inside the kernels' AVX2 target-feature functions.
+    unsafe { _mm256_setzero_ps() }
 }
 
 /// AVX2: `maddubs` then `madd` by ones. The unsigned 4- and 5-bit quants go in as they are (pairs ≤ 2·31·127);

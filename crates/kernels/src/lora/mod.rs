@@ -1,8 +1,14 @@
-//! The LoRA factors' two products as the host runs them, with A and scale·Bᵀ held in f16 (decode reads both
-//! every token, so half the bytes is most of their cost): `x · Aᵀ` rows, and the rank-r update of a chunk of
-//! one output row. AVX2+FMA+F16C where the CPU has them, plain loops elsewhere.
+//! The LoRA factors as the host holds them (f32, f16, or Q8_0 blocks: decode reads both every token, so their
+//! bytes are most of their cost) and their products: `x · Aᵀ` rows, and the rank-r update of a chunk of one
+//! output row. AVX2+FMA+F16C where the CPU has them, plain loops elsewhere.
 
 use half::f16;
+
+mod q8;
+
+pub use q8::QCols;
+
+use crate::quant::Weights;
 
 /// `Σ a·x`, f16 `a` against f32 `x` (over `min(len)` elements).
 pub fn dot_f16(a: &[f16], x: &[f32]) -> f32 {
@@ -33,6 +39,78 @@ pub fn update_f16(t: &[f32], b: &[f16], stride: usize, start: usize, out: &mut [
             acc += tk * b[k * stride + start + c].to_f32();
         }
         *o = acc;
+    }
+}
+
+/// A low-rank update `scale · (x Aᵀ) Bᵀ` added to a base weight's output.
+#[derive(Clone, Copy)]
+pub struct Lora<'a> {
+    /// A, row-major `[r, in]`.
+    pub a: Factor<'a>,
+    pub rank: usize,
+    /// scale · Bᵀ, row-major `[r, out]`.
+    pub b: Factor<'a>,
+}
+
+/// A LoRA factor's numbers: f32, f16, or 8-bit (a quarter of f32's bytes; decode reads both factors every
+/// token). An 8-bit A is Q8_0 `[r, in]` weights multiplied against the quantized input like a base weight's
+/// rows (repacked when r is a multiple of the group); an 8-bit scale·Bᵀ is `QCols` (one scale per output).
+#[derive(Clone, Copy)]
+pub enum Factor<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Q8(&'a Weights),
+    Cols(&'a QCols),
+}
+
+impl Factor<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Factor::F32(v) => v.len(),
+            Factor::F16(v) => v.len(),
+            Factor::Q8(w) => w.rows * w.cols,
+            Factor::Cols(b) => b.outputs * b.rank,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `r` (of `cols`) against the f32 `x` (a Q8_0 A is multiplied against quantized input instead, by
+    /// the matmul; here it is dequantized, for completeness).
+    pub(crate) fn dot(&self, r: usize, cols: usize, x: &[f32]) -> f32 {
+        match self {
+            Factor::F32(a) => crate::simd::dot(&a[r * cols..(r + 1) * cols], x),
+            Factor::F16(a) => dot_f16(&a[r * cols..(r + 1) * cols], x),
+            Factor::Q8(w) => {
+                let mut row = vec![0f32; w.cols];
+                w.dequantize_row(r, &mut row);
+                crate::simd::dot(&row, x)
+            }
+            Factor::Cols(b) => (0..cols.min(x.len())).map(|c| b.value(c, r) * x[c]).sum(),
+        }
+    }
+
+    /// `out += Σ_k t[k] · self[k, start..start + out.len()]`, `self` being `[t.len(), stride]`.
+    pub(crate) fn update(&self, t: &[f32], stride: usize, start: usize, out: &mut [f32]) {
+        match self {
+            Factor::F32(b) => {
+                for (k, &tk) in t.iter().enumerate() {
+                    crate::simd::axpy(tk, &b[k * stride + start..k * stride + start + out.len()], out);
+                }
+            }
+            Factor::F16(b) => update_f16(t, b, stride, start, out),
+            Factor::Q8(b) => {
+                // A's form: rows of Q8_0 along the input; as B (never built so) its rows are k, blocks along out.
+                let mut row = vec![0f32; b.cols];
+                for (k, &tk) in t.iter().enumerate().take(b.rows) {
+                    b.dequantize_row(k, &mut row);
+                    crate::simd::axpy(tk, &row[start..start + out.len()], out);
+                }
+            }
+            Factor::Cols(b) => b.update(t, start, out),
+        }
     }
 }
 
