@@ -31,7 +31,15 @@ fn run(load: f64, pp: f64, tg: f64, rss: f64) -> Run {
 }
 
 fn row(tunebench: Vec<Run>, llama: Vec<Run>) -> report::Row {
-    report::Row { model: "M".into(), format: "Q4_1", mix: "Q4_1".into(), mb: 98.0, tunebench, llama }
+    report::Row {
+        model: "M".into(),
+        format: "Q4_1",
+        mix: "Q4_1".into(),
+        mb: 98.0,
+        tunebench,
+        llama,
+        build: "portable-noomp".into(),
+    }
 }
 
 fn header() -> report::Header {
@@ -45,15 +53,16 @@ fn the_table_shows_medians_ranges_and_paired_ratios() {
     let md = report::markdown(&header(), &[row(tb, ll)]);
     let line = md.lines().find(|l| l.starts_with("| M |")).expect("the row");
     let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-    // | model | file | runs as | load tb | load ll | ratio | pp tb | pp ll | ratio | tg tb | tg ll | ratio | rss … |
+    // | model | file | runs as | llama.cpp build | load tb | load ll | ratio | pp tb | pp ll | ratio | tg … | rss … |
     assert_eq!(cells[3], "Q4_1 weights");
-    assert_eq!(cells[4], "1.10 (1.00–1.20)");
-    assert_eq!(cells[5], "0.10", "equal runs print no range");
-    assert_eq!(cells[6], "**11.00×** (10.00–12.00)");
-    assert_eq!(cells[7], "210.0 (200.0–220.0)");
-    assert_eq!(cells[9], "**2.10×** (2.00–2.20)");
-    assert_eq!(cells[12], "**0.55×** (0.50–0.60)");
-    assert_eq!(cells[15], "**5.00×**");
+    assert_eq!(cells[4], "portable-noomp", "the row names the build it was measured against");
+    assert_eq!(cells[5], "1.10 (1.00–1.20)");
+    assert_eq!(cells[6], "0.10", "equal runs print no range");
+    assert_eq!(cells[7], "**11.00×** (10.00–12.00)");
+    assert_eq!(cells[8], "210.0 (200.0–220.0)");
+    assert_eq!(cells[10], "**2.10×** (2.00–2.20)");
+    assert_eq!(cells[13], "**0.55×** (0.50–0.60)");
+    assert_eq!(cells[16], "**5.00×**");
     assert!(md.contains("- threads: 2") && md.contains("- runs: 3 per row") && md.contains("commit abc"));
     assert!(md.contains("pp512 ratio") && md.contains("tg128 ratio"));
 }
@@ -63,8 +72,8 @@ fn a_side_that_did_not_run_leaves_dashes_not_figures() {
     let md = report::markdown(&header(), &[row(vec![run(1.0, 200.0, 50.0, 700.0)], Vec::new())]);
     let line = md.lines().find(|l| l.starts_with("| M |")).expect("the row");
     let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-    assert_eq!(cells[7], "200.0");
-    assert_eq!((cells[8], cells[9]), ("—", "—"));
+    assert_eq!(cells[8], "200.0");
+    assert_eq!((cells[9], cells[10]), ("—", "—"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The llama.cpp side: which llama-bench build is the reference (LLAMA_BENCH, else the fastest variant that
-//! `scripts/build-llama-cpp --variants` built and `variants` picked), one measured run of it, and the pick.
+//! The llama.cpp side: which llama-bench builds are the reference (LLAMA_BENCH; else the native and portable
+//! OpenMP-free builds `scripts/build-llama-cpp --variants` made, each row taking its faster; else the variant
+//! `variants` picked), one measured run of a build, and the pick.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,26 @@ pub fn reference() -> Option<Reference> {
     let name = name.trim();
     let r = Reference::in_dir(&llama_dir().join(format!("bench-{name}")), name);
     r.bench.is_file().then_some(r)
+}
+
+/// The builds each row measures: LLAMA_BENCH alone when set; else the OpenMP-free native and portable builds
+/// where both are built (which is faster depends on the format: llama.cpp's repacked Q4_0/Q8_0 kernels gain
+/// from this CPU's AVX-512 in the native build, the row kernels of Q4_1 do not), each row taking the faster of
+/// them; else the one `pick` chose.
+pub fn references() -> Vec<Reference> {
+    if std::env::var_os("LLAMA_BENCH").is_some() {
+        return reference().into_iter().collect();
+    }
+    let both: Vec<Reference> = variants()
+        .into_iter()
+        .filter(|v| v.variant.starts_with("native-noomp ") || v.variant.starts_with("portable-noomp "))
+        .collect();
+    if both.len() == 2 { both } else { reference().into_iter().collect() }
+}
+
+/// The build's short name (`native-noomp`), from its variant label.
+pub fn short(r: &Reference) -> &str {
+    r.variant.split(' ').next().unwrap_or(&r.variant)
 }
 
 /// The variants built, by name, in a fixed order.

@@ -3,8 +3,8 @@
 //! tg128, peak RSS, medians and min–max of BENCH_REPS runs (default 5), each run a fresh process, both engines
 //! taking turns; the table is printed and written to target/bench/report.md. Also a LoRA lane against its
 //! base (same process, same run). Threads: TUNEBENCH_THREADS, else RAYON_NUM_THREADS, else every core.
-//! llama.cpp: LLAMA_BENCH=/path/to/llama-bench, else the fastest variant `variants` picked (scripts/bench
-//! --build-llama builds and picks). Run: `cargo bench --bench local [-- WORDS]` (or scripts/bench): words
+//! llama.cpp: LLAMA_BENCH=/path/to/llama-bench, else both OpenMP-free builds (native and portable), each row
+//! against its faster (scripts/bench --build-llama builds them; `variants` times all four on the Q4_1 file). Run: `cargo bench --bench local [-- WORDS]` (or scripts/bench): words
 //! name sections (smollm2, qwen2, lora; `variants` times the llama.cpp builds and picks the default) and
 //! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora. BENCH_REPS=0 only makes the files.
 
@@ -119,8 +119,8 @@ fn target_dir() -> PathBuf {
 /// Every file: `runs` runs of each engine taking turns (the order flipped every run, so neither always
 /// follows the other), then the table, printed and returned.
 fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<String> {
-    let reference = llama::reference();
-    if reference.is_none() {
+    let references = llama::references();
+    if references.is_empty() {
         eprintln!("bench: no llama.cpp build found: its columns stay empty (scripts/bench --build-llama builds it)");
     }
     let mut rows = Vec::new();
@@ -128,8 +128,11 @@ fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<Str
     for f in files {
         let (mix, mb) = models::describe(&f.path)?;
         eprintln!("bench: {} {} ({})", f.model, f.format, f.path.display());
+        let (model, format) = (f.model.clone(), f.format);
         let mut row =
-            report::Row { model: f.model.clone(), format: f.format, mix, mb, tunebench: Vec::new(), llama: Vec::new() };
+            report::Row { model, format, mix, mb, tunebench: Vec::new(), llama: Vec::new(), build: String::new() };
+        let mut by_build: Vec<Vec<measure::Run>> = vec![Vec::new(); references.len()];
+        let mut infos = vec![llama::Info::default(); references.len()];
         for i in 0..runs {
             let tb = |row: &mut report::Row| match measure::tunebench(&f.path, PROMPT, GEN, threads) {
                 Ok(r) => {
@@ -138,24 +141,42 @@ fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<Str
                 }
                 Err(e) => eprintln!("  run {}: {e:#}", i + 1),
             };
-            let mut ll = |row: &mut report::Row| {
-                let Some(reference) = &reference else { return };
-                match llama::run(reference, &f.path, PROMPT, GEN, threads) {
-                    Ok((r, got)) => {
-                        eprintln!("  run {}: llama.cpp pp {:.1} tg {:.1}", i + 1, r.pp, r.tg);
-                        row.llama.push(r);
-                        info = got;
+            let mut ll = || {
+                for ((reference, runs), got_info) in references.iter().zip(&mut by_build).zip(&mut infos) {
+                    match llama::run(reference, &f.path, PROMPT, GEN, threads) {
+                        Ok((r, got)) => {
+                            eprintln!(
+                                "  run {}: llama.cpp {} pp {:.1} tg {:.1}",
+                                i + 1,
+                                llama::short(reference),
+                                r.pp,
+                                r.tg
+                            );
+                            runs.push(r);
+                            *got_info = got;
+                        }
+                        Err(e) => eprintln!("  run {}: {e:#}", i + 1),
                     }
-                    Err(e) => eprintln!("  run {}: {e:#}", i + 1),
                 }
             };
             if i % 2 == 0 {
                 tb(&mut row);
-                ll(&mut row);
+                ll();
             } else {
-                ll(&mut row);
+                ll();
                 tb(&mut row);
             }
+        }
+        // The row's reference is its fastest build: the highest geometric mean of the pp and tg medians.
+        let score = |runs: &[measure::Run]| {
+            let (pp, tg) = (measure::Stat::of(runs.iter().map(|r| r.pp)), measure::Stat::of(runs.iter().map(|r| r.tg)));
+            pp.zip(tg).map_or(0.0, |(pp, tg)| (pp.median * tg.median).sqrt())
+        };
+        let best = (0..references.len()).max_by(|&a, &b| score(&by_build[a]).total_cmp(&score(&by_build[b])));
+        if let Some(b) = best {
+            row.llama = std::mem::take(&mut by_build[b]);
+            row.build = llama::short(&references[b]).to_string();
+            info = infos[b].clone();
         }
         rows.push(row);
         // A long run stopped halfway still leaves the rows it measured.
@@ -174,13 +195,20 @@ fn table(files: &[models::BenchFile], threads: usize, runs: usize) -> Result<Str
 
 /// The table of `rows`, its header naming the reference as llama-bench reported it (`info`), `runs` asked for.
 fn render(rows: &[report::Row], info: &llama::Info, threads: usize, runs: usize) -> String {
-    let reference = llama::reference();
-    let llama = match &reference {
-        Some(r) => format!(
-            "commit {} · {} backend · build {} · flash attention {} (-fa {}) · weight repacking {}",
+    let references = llama::references();
+    let reference = references.first();
+    let builds = references.iter().map(|r| r.variant.as_str()).collect::<Vec<_>>().join(" and ");
+    let llama = match reference {
+        Some(_) => format!(
+            "commit {} · {} backend · {} ({}) · flash attention {} (-fa {}) · weight repacking {}",
             info.commit,
             info.backends,
-            r.variant,
+            if references.len() > 1 { "builds" } else { "build" },
+            if references.len() > 1 {
+                format!("{builds}; each row against its faster, named in the row")
+            } else {
+                builds
+            },
             info.flash_attn,
             llama::flash_attn(),
             info.repack

@@ -12,6 +12,8 @@ pub struct Row {
     pub mb: f64,
     pub tunebench: Vec<Run>,
     pub llama: Vec<Run>,
+    /// The llama.cpp build `llama` ran on (the row's fastest).
+    pub build: String,
 }
 
 /// What the header states.
@@ -55,12 +57,13 @@ impl Row {
         let rss = |r: &Run| r.rss_mb;
         let weights = tb.first().map_or("—".to_string(), |r| r.weights.clone());
         format!(
-            "| {} | {} ({}; {:.0} MB) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} ({}; {:.0} MB) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.model,
             self.format,
             self.mix,
             self.mb,
             weights,
+            if self.build.is_empty() { "—" } else { &self.build },
             cell(stat(tb, load), 2),
             cell(stat(ll, load), 2),
             ratio(tb, ll, load),
@@ -94,10 +97,10 @@ pub fn markdown(h: &Header, rows: &[Row]) -> String {
         utc_now()
     );
     s.push_str(&format!(
-        "| model | file | tunebench runs it as | load s tunebench | load s llama.cpp | load ratio | \
+        "| model | file | tunebench runs it as | llama.cpp build | load s tunebench | load s llama.cpp | load ratio | \
          pp{p} tok/s tunebench | pp{p} llama.cpp | pp{p} ratio | tg{g} tok/s tunebench | tg{g} llama.cpp | \
          tg{g} ratio | peak RSS MB tunebench | peak RSS MB llama.cpp | RSS ratio |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     ));
     for r in rows {
         s.push_str(&r.markdown());
