@@ -9,7 +9,7 @@ use tunebench::cli::headless;
 use tunebench::workspace;
 
 /// design.md's line, then the fields tunebench adds at the end.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
     "lane",
     "backend",
     "model",
@@ -26,6 +26,8 @@ const KEYS: [&str; 16] = [
     "estimated",
     "cached_prompt_tokens",
     "reasoning_tokens",
+    "shared_lanes",
+    "own_compute_ms",
 ];
 
 #[tokio::test(flavor = "multi_thread")]

@@ -114,6 +114,7 @@ fn done(s: &mut AppState, lane: usize, run: u64, text: &str, prompt_tokens: u64)
         ttft: Some(std::time::Duration::from_millis(5)),
         total: std::time::Duration::from_millis(9),
         busy: None,
+        shared_lanes: None,
     };
     update(s, ev(lane, run, EventKind::Done { usage, timings }))
 }
@@ -132,7 +133,7 @@ fn each_input_keeps_its_own_lane_results_and_switching_back_shows_them() {
     update(&mut s, ev(1, 2, EventKind::Token { text: "going".into() }));
     assert!(s.lanes[1].output.is_empty());
     let usage = Usage { prompt_tokens: Some(231), completion_tokens: Some(2), ..Usage::default() };
-    let timings = Timings { ttft: None, total: std::time::Duration::from_millis(9), busy: None };
+    let timings = Timings { ttft: None, total: std::time::Duration::from_millis(9), busy: None, shared_lanes: None };
     let fx = update(&mut s, ev(1, 2, EventKind::Done { usage, timings }));
     let Some(Effect::Record { input, .. }) = fx.first() else { panic!("{fx:?}") };
     assert_eq!(input, &s.inputs[0].text);

@@ -137,6 +137,12 @@ async fn two_lanes_on_one_device_stream_interleaved_and_deterministically() {
     );
     // Same seed, same settings → same text.
     assert_eq!(text(&ev, 0), text(&ev, 1));
+    // Both ran while the other did: their figures say they were shared, and carry their own compute.
+    for lane in [0, 1] {
+        let EventKind::Done { timings, .. } = end(&ev, lane) else { panic!() };
+        assert_eq!(timings.shared_lanes, Some(2), "lane {lane}");
+        assert!(timings.busy.is_some_and(|b| b < timings.total), "lane {lane}: {timings:?}");
+    }
     let info = ev
         .iter()
         .find_map(|e| if let EventKind::Info { detail } = &e.kind { Some(detail.clone()) } else { None })
@@ -407,4 +413,5 @@ async fn a_live_count_is_the_prompt_a_run_sends() {
     });
     let t = timings.unwrap();
     assert!(t.busy.is_some_and(|b| b > std::time::Duration::ZERO && b <= t.total), "{t:?}");
+    assert_eq!(t.shared_lanes, Some(1), "it ran alone");
 }

@@ -29,7 +29,12 @@ fn mid_stream(w: u16, h: u16) -> AppState {
         cache_write_tokens: None,
         estimated: false,
     };
-    let timings = Timings { ttft: Some(Duration::from_millis(3120)), total: Duration::from_millis(4140), busy: None };
+    let timings = Timings {
+        ttft: Some(Duration::from_millis(3120)),
+        total: Duration::from_millis(4140),
+        busy: None,
+        shared_lanes: None,
+    };
     ev(&mut s, 0, EventKind::Done { usage, timings });
     ev(&mut s, 1, EventKind::Started { prompt_tokens: Some(231) });
     ev(&mut s, 1, EventKind::Token { text: r#"{"intent": "replacement", "product": "Aero X1 head"#.into() });
@@ -140,8 +145,12 @@ fn lane_footer_keeps_whole_figures_80x24() {
     ev(&mut s, 0, EventKind::Started { prompt_tokens: Some(1287) });
     ev(&mut s, 0, EventKind::Token { text: "{}".into() });
     let usage = Usage { prompt_tokens: Some(1287), completion_tokens: Some(52), ..Usage::default() };
-    let timings =
-        Timings { ttft: Some(Duration::from_millis(12_500)), total: Duration::from_millis(36_850), busy: None };
+    let timings = Timings {
+        ttft: Some(Duration::from_millis(12_500)),
+        total: Duration::from_millis(36_850),
+        busy: None,
+        shared_lanes: None,
+    };
     ev(&mut s, 0, EventKind::Done { usage, timings });
     let width = 24;
     let lines = tunebench::ui::footer(&s, 0, width);
@@ -150,6 +159,37 @@ fn lane_footer_keeps_whole_figures_80x24() {
     assert!(lines[2].contains(" µ$"), "{lines:?}");
     assert_eq!(tunebench::ui::footer(&s, 0, 80)[1], "ttft 12.50s · total 36.85s");
     snap!("lane_footer_80x24", screen(&s));
+}
+
+/// A lane that shared its device with two others says so beside its wall-clock figures and shows its own
+/// compute time; at a pane's width the mark outlasts ttft; a lane that ran alone shows neither.
+#[test]
+fn a_shared_lane_footer_says_shared_and_its_own_compute() {
+    let mut s = support::state_for(&support::example_root(), 80, 24);
+    update(&mut s, ctrl('r'));
+    ev(&mut s, 1, EventKind::Started { prompt_tokens: Some(140) });
+    ev(&mut s, 1, EventKind::Token { text: "{}".into() });
+    let usage = Usage { prompt_tokens: Some(140), completion_tokens: Some(63), ..Usage::default() };
+    let timings = Timings {
+        ttft: Some(Duration::from_millis(769)),
+        total: Duration::from_millis(3790),
+        busy: Some(Duration::from_millis(910)),
+        shared_lanes: Some(3),
+    };
+    ev(&mut s, 1, EventKind::Done { usage: usage.clone(), timings });
+    let wide = tunebench::ui::footer(&s, 1, 200);
+    assert_eq!(wide[1], "ttft 769ms · total 3.79s · shared ×3");
+    assert!(wide[2].contains("own 910ms"), "{wide:?}");
+    let narrow = tunebench::ui::footer(&s, 1, 24);
+    assert!(narrow.iter().all(|l| l.chars().count() <= 24), "{narrow:?}");
+    assert!(narrow[1].contains("×3"), "the mark is kept when figures go: {narrow:?}");
+    let alone = Timings { shared_lanes: Some(1), ..timings };
+    ev(&mut s, 0, EventKind::Started { prompt_tokens: Some(140) });
+    ev(&mut s, 0, EventKind::Token { text: "{}".into() });
+    ev(&mut s, 0, EventKind::Done { usage, timings: alone });
+    let one = tunebench::ui::footer(&s, 0, 200);
+    assert_eq!(one[1], "ttft 769ms · total 3.79s");
+    assert!(!one[2].contains("own"), "{one:?}");
 }
 
 /// F10 at 80×24: no "step 0/0" before a run; after `s`, "stopped at step N" (not "done"), the ETA as m:ss

@@ -94,6 +94,7 @@ fn events_stream_into_the_lane_and_stale_runs_are_dropped() {
         ttft: Some(std::time::Duration::from_millis(300)),
         total: std::time::Duration::from_secs(1),
         busy: None,
+        shared_lanes: None,
     };
     update(&mut s, ev(0, 4, EventKind::Token { text: "ok".into() }));
     let fx = update(&mut s, ev(0, 4, EventKind::Done { usage, timings }));

@@ -44,6 +44,9 @@ pub struct Timings {
     /// Compute time spent on this run alone (local lanes: their own prefill and decode steps, not the
     /// turns of other lanes sharing the device, nor model loading); what machine time is priced by.
     pub busy: Option<Duration>,
+    /// The most lanes that had runs on this run's device at once while it ran (1: it ran alone, so its ttft,
+    /// total and tok/s are its own; above 1 they include waiting for the others). None for API lanes.
+    pub shared_lanes: Option<u32>,
 }
 
 impl Timings {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -56,6 +56,8 @@ pub struct LaneSink {
     tokens: Arc<AtomicU64>,
     /// Nanoseconds of compute this run used, when the backend measures it.
     busy_nanos: Arc<AtomicU64>,
+    /// The most runs its device held at once while this one ran (0: not a local run).
+    shared: Arc<AtomicU32>,
     prompt_tokens: Arc<OnceLock<u64>>,
     /// Set once the run's last event is sent; a straggling backend thread then talks to no one.
     closed: Arc<AtomicBool>,
@@ -72,6 +74,7 @@ impl LaneSink {
             answered: Arc::default(),
             tokens: Arc::default(),
             busy_nanos: Arc::default(),
+            shared: Arc::default(),
             prompt_tokens: Arc::default(),
             closed: Arc::default(),
         }
@@ -133,6 +136,12 @@ impl LaneSink {
         self.busy_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// The device this run is on holds `runs` runs now (this one included): the run's figures were shared
+    /// when this ever exceeds 1.
+    pub fn shared_with(&self, runs: usize) {
+        self.shared.fetch_max(u32::try_from(runs).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
     /// A request is on its way (again, after a retry): timings measure this attempt, not the waits before it.
     pub fn request_sent(&self) {
         if self.first_token.get().is_none() {
@@ -147,6 +156,7 @@ impl LaneSink {
             ttft: self.first_token.get().map(|t| t.saturating_duration_since(started)),
             total: self.answered.get().map_or_else(|| started.elapsed(), |t| t.saturating_duration_since(started)),
             busy: (busy > 0).then(|| std::time::Duration::from_nanos(busy)),
+            shared_lanes: Some(self.shared.load(Ordering::Relaxed)).filter(|&n| n > 0),
         }
     }
 

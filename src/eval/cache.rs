@@ -57,8 +57,12 @@ impl Answer {
             ..Usage::default()
         };
         let ms = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0);
-        let timings =
-            Timings { ttft: self.ttft_ms.map(ms), total: ms(self.total_ms.unwrap_or(0.0)), busy: self.busy_ms.map(ms) };
+        let timings = Timings {
+            ttft: self.ttft_ms.map(ms),
+            total: ms(self.total_ms.unwrap_or(0.0)),
+            busy: self.busy_ms.map(ms),
+            shared_lanes: None,
+        };
         run_cost_nanos(prices::rate(ws, lane), &usage, &timings).map(crate::metrics::nanos_to_usd)
     }
 }

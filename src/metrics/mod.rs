@@ -109,7 +109,7 @@ mod tests {
         };
         assert_eq!(cost_nanos(sonnet.as_ref(), &write), Some(8_625_000));
         // A local lane at $2.40 per GPU-hour busy for 1.5 s: 2.4 / 3600 × 1.5 = $0.001.
-        let t = Timings { ttft: None, total: Duration::from_millis(1500), busy: None };
+        let t = Timings { ttft: None, total: Duration::from_millis(1500), busy: None, shared_lanes: None };
         assert_eq!(run_cost_nanos(Some(prices::Rate::GpuHour(2.4)), &usage, &t), Some(1_000_000));
         assert_eq!(run_cost_nanos(None, &usage, &t), None);
         // Priced by the run's own compute time when the backend measured it (other lanes' turns excluded).
@@ -119,10 +119,18 @@ mod tests {
 
     #[test]
     fn decode_rate_excludes_first_token() {
-        let t = Timings { ttft: Some(Duration::from_millis(500)), total: Duration::from_millis(1500), busy: None };
+        let t = Timings {
+            ttft: Some(Duration::from_millis(500)),
+            total: Duration::from_millis(1500),
+            busy: None,
+            shared_lanes: None,
+        };
         assert_eq!(t.tokens_per_s(Some(51)), Some(50.0));
         assert_eq!(t.tokens_per_s(Some(1)), None);
-        assert_eq!(Timings { ttft: None, total: Duration::from_secs(1), busy: None }.tokens_per_s(Some(5)), None);
+        assert_eq!(
+            Timings { ttft: None, total: Duration::from_secs(1), busy: None, shared_lanes: None }.tokens_per_s(Some(5)),
+            None
+        );
         // A reasoning model's thinking tokens came before the first visible one: not part of the decode rate.
         let u = Usage { completion_tokens: Some(251), reasoning_tokens: Some(200), ..Usage::default() };
         assert_eq!(RunFigures::new(&u, &t, None).tokens_per_s, Some(50.0));

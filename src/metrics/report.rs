@@ -28,6 +28,11 @@ pub struct LaneReport {
     pub cached_prompt_tokens: Option<u64>,
     /// Completion tokens a reasoning model spent thinking (an extension).
     pub reasoning_tokens: Option<u64>,
+    /// The most lanes that shared the device while this one ran: 1 alone, N when ttft/total/tok/s include
+    /// waiting for N − 1 others; null for API lanes (an extension).
+    pub shared_lanes: Option<u32>,
+    /// The compute time of this lane's own steps, in ms, whatever else shared the device (an extension).
+    pub own_compute_ms: Option<f64>,
 }
 
 /// How a run ended.
@@ -55,6 +60,8 @@ impl LaneReport {
             estimated: false,
             cached_prompt_tokens: None,
             reasoning_tokens: None,
+            shared_lanes: None,
+            own_compute_ms: None,
         };
         match outcome {
             Outcome::Done { usage, timings } => {
@@ -68,6 +75,8 @@ impl LaneReport {
                 r.estimated = usage.estimated;
                 r.cached_prompt_tokens = usage.cached_prompt_tokens;
                 r.reasoning_tokens = usage.reasoning_tokens;
+                r.shared_lanes = timings.shared_lanes;
+                r.own_compute_ms = timings.busy.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
             }
             Outcome::Failed { error, prompt_tokens } => {
                 r.prompt_tokens = prompt_tokens;

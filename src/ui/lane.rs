@@ -102,14 +102,30 @@ pub fn footer(state: &AppState, idx: usize, width: usize) -> [String; 3] {
     let cost = figures
         .filter(|_| lane.status == LaneStatus::Done)
         .map_or_else(dash, |f| f.cost_nanos.map_or_else(|| "?".into(), |n| format!("{approx}{}", fmt_cost_nanos(n))));
-    let line = |fields: &[Field]| fit(fields, " · ", width);
+    // A lane that shared its device: "shared ×N" beside its wall-clock figures, and its own compute time.
+    let shared_lanes = lane.timings.and_then(|tm| tm.shared_lanes).filter(|&n| n > 1);
+    let shared = shared_lanes.map(|n| format!("×{n}"));
+    let own = shared_lanes.and(lane.timings.and_then(|tm| tm.busy)).map(fmt_duration);
+    let line = |fields: &[Field]| {
+        let present: Vec<Field> = fields.iter().filter(|f| !f.full.is_empty()).cloned().collect();
+        fit(&present, " · ", width)
+    };
     [
         line(&[
             Field::new(format!("in {}", count(prompt, false)), 0).compact(format!("in {}", count(prompt, true))),
             Field::new(format!("out {}", count(completion, false)), 1)
                 .compact(format!("out {}", count(completion, true))),
         ]),
-        line(&[Field::new(format!("ttft {ttft}"), 1), Field::new(format!("total {total}"), 0)]),
-        line(&[Field::new(format!("{rate} tok/s"), 1), Field::new(format!("cost {cost}"), 0)]),
+        line(&[
+            Field::new(format!("ttft {ttft}"), 1),
+            Field::new(format!("total {total}"), 0),
+            // Kept longest: without it a shared lane's figures would read as its own.
+            shared.clone().map_or_else(|| Field::new("", 3), |s| Field::new(format!("shared {s}"), 0).compact(s)),
+        ]),
+        line(&[
+            Field::new(format!("{rate} tok/s"), 1),
+            own.clone().map_or_else(|| Field::new("", 3), |o| Field::new(format!("own {o}"), 2)),
+            Field::new(format!("cost {cost}"), 0),
+        ]),
     ]
 }

@@ -111,6 +111,10 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
         while let Ok(r) = rx.try_recv() {
             admit(r, &store, &device, &name, &mut active);
         }
+        // Every run this round shares the device with the others: their panes say so.
+        for a in &active {
+            a.job.sink.shared_with(active.len());
+        }
         let mut i = 0;
         while i < active.len() {
             // Cancelled, or nobody is waiting any more (the run's task was dropped): stop decoding for no one.
