@@ -67,6 +67,11 @@ impl Job {
         })
     }
 
+    /// Prompt tokens not yet in the cache (0 once it decodes).
+    pub fn prefill_left(&self) -> usize {
+        self.prompt_len - self.done.min(self.prompt_len)
+    }
+
     /// Advances by one prefill chunk or one decoded token.
     pub fn step(&mut self) -> Step {
         match self.try_step() {

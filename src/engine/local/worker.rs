@@ -111,31 +111,52 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
         while let Ok(r) = rx.try_recv() {
             admit(r, &store, &device, &name, &mut active);
         }
+        // Cancelled, or nobody is waiting any more (the run's task was dropped): stop working for no one, whether
+        // or not the run would step this round.
+        let mut i = 0;
+        while i < active.len() {
+            let a = &active[i];
+            if a.cancel.is_cancelled() || a.job.sink.is_closed() || a.reply.is_closed() {
+                let _ = active.swap_remove(i).reply.send(Err(EngineError::Cancelled));
+            } else {
+                i += 1;
+            }
+        }
         // Every run this round shares the device with the others: their panes say so.
         for a in &active {
             a.job.sink.shared_with(active.len());
         }
-        let mut i = 0;
-        while i < active.len() {
-            // Cancelled, or nobody is waiting any more (the run's task was dropped): stop decoding for no one.
-            if active[i].cancel.is_cancelled() || active[i].job.sink.is_closed() || active[i].reply.is_closed() {
-                let a = active.swap_remove(i);
-                let _ = a.reply.send(Err(EngineError::Cancelled));
-                continue;
-            }
+        let order = round(&active.iter().map(|a| a.job.prefill_left()).collect::<Vec<_>>());
+        let mut finished = Vec::new();
+        for i in order {
+            let a = &mut active[i];
             let began = std::time::Instant::now();
-            let step = catch_unwind(AssertUnwindSafe(|| active[i].job.step()))
+            let step = catch_unwind(AssertUnwindSafe(|| a.job.step()))
                 .unwrap_or_else(|p| Step::Finished(Err(LocalError::Run(format!("panicked: {}", panic_text(&*p))))));
-            active[i].job.sink.add_busy(began.elapsed());
-            match step {
-                Step::More => i += 1,
-                Step::Finished(r) => {
-                    let a = active.swap_remove(i);
-                    let _ = a.reply.send(r.map_err(|e| EngineError::Backend(e.to_string())));
-                }
+            a.job.sink.add_busy(began.elapsed());
+            if let Step::Finished(r) = step {
+                finished.push((i, r.map_err(|e| EngineError::Backend(e.to_string()))));
             }
         }
+        // Highest index first, so that each removal leaves the lower indices in place.
+        finished.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, r) in finished {
+            let a = active.swap_remove(i);
+            let _ = a.reply.send(r);
+        }
     }
+}
+
+/// The runs that step this round, in order, given each run's prompt tokens still to prefill (0: decoding):
+/// every decoding run one token, then one prefill chunk for the run with the least prompt left (the earliest
+/// on a tie). A short prompt is thus never stuck behind a long one's chunks (its first token comes after its
+/// own prefill, as the shortest remaining prefill goes first), and tokens keep streaming while a long prompt
+/// prefills; the device does the same work in all, in another order.
+fn round(prefill_left: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..prefill_left.len()).filter(|&i| prefill_left[i] == 0).collect();
+    let shortest = (0..prefill_left.len()).filter(|&i| prefill_left[i] > 0).min_by_key(|&i| (prefill_left[i], i));
+    order.extend(shortest);
+    order
 }
 
 fn admit(r: Request, store: &ModelStore, device: &Device, name: &str, active: &mut Vec<Active>) {
@@ -196,4 +217,36 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round;
+
+    #[test]
+    fn decoders_step_every_round_and_the_shortest_prefill_goes_next() {
+        // Two decoding runs, a long prompt (1,300 left) and a short one (120 left): both decoders, then the
+        // short prompt's chunk; the long one waits until the short one decodes.
+        assert_eq!(round(&[0, 1300, 0, 120]), vec![0, 2, 3]);
+        assert_eq!(round(&[0, 1300, 0, 0]), vec![0, 2, 3, 1]);
+        // A tie goes to the earlier run; nothing to do gives an empty round; one run alone always steps.
+        assert_eq!(round(&[64, 64]), vec![0]);
+        assert_eq!(round(&[]), Vec::<usize>::new());
+        assert_eq!(round(&[900]), vec![0]);
+        assert_eq!(round(&[0]), vec![0]);
+    }
+
+    #[test]
+    fn a_long_prompt_is_never_starved_of_its_turn() {
+        // However many runs decode, every round that has a prefill left gives one run a chunk.
+        let mut left = vec![0, 0, 0, 640];
+        let mut rounds = 0;
+        while left[3] > 0 {
+            let order = round(&left);
+            assert!(order.contains(&3));
+            left[3] = left[3].saturating_sub(64);
+            rounds += 1;
+        }
+        assert_eq!(rounds, 10);
+    }
 }
