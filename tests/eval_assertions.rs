@@ -18,8 +18,38 @@ fn evals(src: &str, cases: &[Case]) -> Result<Evals, String> {
 fn verdicts(src: &str, output: &str, expected: &str) -> Vec<bool> {
     let c = case("c", "in", expected);
     let e = evals(src, std::slice::from_ref(&c)).unwrap();
-    let o = Observed { output, expected, total_ms: Some(900.0), cost_usd: Some(0.002), prompt_tokens: Some(120) };
+    let o = Observed {
+        output,
+        expected,
+        total_ms: Some(900.0),
+        shared_lanes: None,
+        cost_usd: Some(0.002),
+        prompt_tokens: Some(120),
+    };
     e.for_case(&c).iter().map(|a| a.check(&o).pass).collect()
+}
+
+/// max-latency reads the wall figure; when other lanes shared the device it passes or fails on it all the
+/// same, and its detail says the figure was shared.
+#[test]
+fn a_shared_latency_says_so() {
+    let c = case("c", "in", "x");
+    let e = evals("[[assert]]\ntype = \"max-latency\"\nthreshold = 1000\n", std::slice::from_ref(&c)).unwrap();
+    let o = |total: f64, shared| Observed {
+        output: "x",
+        expected: "x",
+        total_ms: Some(total),
+        shared_lanes: shared,
+        cost_usd: None,
+        prompt_tokens: None,
+    };
+    let check = |o: &Observed| e.for_case(&c)[0].check(o);
+    let alone = check(&o(900.0, Some(1)));
+    assert!(alone.pass && alone.detail == "900ms", "{alone:?}");
+    let shared = check(&o(900.0, Some(3)));
+    assert!(shared.pass && shared.detail == "900ms (shared ×3)", "{shared:?}");
+    let slow = check(&o(3790.0, Some(2)));
+    assert!(!slow.pass && slow.detail == "latency 3790ms > 1000ms (shared ×2)", "{slow:?}");
 }
 
 #[test]
@@ -82,7 +112,14 @@ fn a_schema_file_and_per_case_assertions_and_weights() {
         two.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
         ["json-schema", "contains \"zzz\"", "contains \"2\""]
     );
-    let o = |out| Observed { output: out, expected: "{\"a\": 2}", total_ms: None, cost_usd: None, prompt_tokens: None };
+    let o = |out| Observed {
+        output: out,
+        expected: "{\"a\": 2}",
+        total_ms: None,
+        shared_lanes: None,
+        cost_usd: None,
+        prompt_tokens: None,
+    };
     let checks: Vec<bool> = two.iter().map(|a| a.check(&o("{\"a\": 2}")).pass).collect();
     assert_eq!(checks, [true, false, true], "the weight-0 assertion fails but is only informational");
     assert!(!two[0].check(&o("{\"b\": 2}")).pass);

@@ -119,6 +119,8 @@ pub struct Observed<'a> {
     pub output: &'a str,
     pub expected: &'a str,
     pub total_ms: Option<f64>,
+    /// Lanes that shared the device during the run (above 1: `total_ms` includes their turns).
+    pub shared_lanes: Option<u32>,
     pub cost_usd: Option<f64>,
     pub prompt_tokens: Option<u64>,
 }
@@ -189,7 +191,14 @@ impl Assertion {
                     }
                 }
             }
-            Kind::MaxLatencyMs(max) => limit(o.total_ms, *max, "latency", |v| format!("{v:.0}ms")),
+            Kind::MaxLatencyMs(max) => {
+                // The wall figure is what the assertion reads; a shared one says so, as it includes other lanes.
+                let (pass, detail) = limit(o.total_ms, *max, "latency", |v| format!("{v:.0}ms"));
+                match o.shared_lanes.filter(|&n| n > 1) {
+                    Some(n) => (pass, format!("{detail} (shared ×{n})")),
+                    None => (pass, detail),
+                }
+            }
             Kind::MaxCostUsd(max) => limit(o.cost_usd, *max, "cost", |v| format!("${v:.6}")),
             Kind::MaxPromptTokens(max) => {
                 limit(o.prompt_tokens.map(|n| n as f64), *max as f64, "prompt tokens", |v| format!("{v:.0}"))

@@ -37,6 +37,10 @@ pub struct Answer {
     /// Compute time of a local run, for lanes priced by the machine hour.
     #[serde(default)]
     pub busy_ms: Option<f64>,
+    /// The most lanes that shared the run's device while it ran (local runs; see `Timings::shared_lanes`):
+    /// above 1, `ttft_ms` and `total_ms` include the other lanes' turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_lanes: Option<u32>,
     #[serde(default)]
     pub estimated: bool,
     pub time_unix_ms: u128,
@@ -61,7 +65,7 @@ impl Answer {
             ttft: self.ttft_ms.map(ms),
             total: ms(self.total_ms.unwrap_or(0.0)),
             busy: self.busy_ms.map(ms),
-            shared_lanes: None,
+            shared_lanes: self.shared_lanes,
         };
         run_cost_nanos(prices::rate(ws, lane), &usage, &timings).map(crate::metrics::nanos_to_usd)
     }

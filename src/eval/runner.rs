@@ -176,6 +176,7 @@ pub async fn run(
             ttft_ms: None,
             total_ms: None,
             busy_ms: None,
+            shared_lanes: None,
             estimated: false,
             time_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -192,6 +193,7 @@ pub async fn run(
                 a.ttft_ms = figures.ttft_ms;
                 a.total_ms = Some(figures.total_ms);
                 a.busy_ms = timings.busy.map(|d| d.as_secs_f64() * 1000.0);
+                a.shared_lanes = timings.shared_lanes;
                 a.estimated = usage.estimated;
             }
             Err(e) => a.error = Some(e),

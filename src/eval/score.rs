@@ -47,6 +47,7 @@ pub fn judge(ws: &Workspace, case: &Case, evals: &Evals, job: Job, answer: Answe
         output: &answer.output,
         expected: &case.expected,
         total_ms: answer.total_ms,
+        shared_lanes: answer.shared_lanes,
         cost_usd,
         prompt_tokens: answer.prompt_tokens,
     };
