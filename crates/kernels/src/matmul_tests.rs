@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::quant::{Kind, dequantize_row};
+use crate::quant::{Kind, dequantize_row, quantize_row};
 
 /// Random weights of `kind` `[rows, cols]`, built from f32 values where the kind's bytes are known.
 fn weights(kind: Kind, rows: usize, cols: usize, rng: &mut StdRng) -> Weights {
