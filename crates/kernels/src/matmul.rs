@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub use crate::lora::{Factor, Lora};
 use crate::pool::{Pool, split};
-use crate::quant::{ActKind, GROUP, MAX_ROWS, Weights};
+use crate::quant::{ActKind, GROUP, Weights};
 
 #[path = "matmul_buffers.rs"]
 mod buffers;
+#[path = "matmul_rows.rs"]
+mod rows;
 
 use buffers::Out;
+use rows::rows_of;
 pub use buffers::Scratch;
 
 /// The most weights one call multiplies (q, k and v).
@@ -41,6 +44,7 @@ pub struct Linear<'a> {
     pub w: &'a Weights,
     /// `[rows]`, added to every output row.
     pub bias: Option<&'a [f32]>,
+    /// Added to every row of the call; `run_rows` takes per-row ones instead.
     pub lora: Option<Lora<'a>>,
 }
 
@@ -49,6 +53,20 @@ impl<'a> Linear<'a> {
         Self { w, bias: None, lora: None }
     }
 }
+
+/// A LoRA added to some rows of a call only: lanes batched on one base, each with its own adapter or none.
+#[derive(Clone, Copy)]
+pub struct RowLora<'a> {
+    /// The linear (index in the call's weights) whose output it adds to.
+    pub linear: usize,
+    pub lora: Lora<'a>,
+    /// Its activation rows, `first..first + count`.
+    pub first: usize,
+    pub count: usize,
+}
+
+/// The most row LoRAs one call takes (three linears for sixteen lanes).
+pub const MAX_ROW_LORAS: usize = 48;
 
 /// A segment's weight rows: in a block format, or a LoRA's A (against the f32 input itself).
 #[derive(Clone, Copy)]
@@ -75,11 +93,11 @@ struct Seg<'a> {
     out: Out,
     /// Row stride of `out` (the weight's rows, or a LoRA's rank for its `x Aᵀ` rows).
     stride: usize,
-    /// Column offset in `out` of this weight's rows.
+    /// Offset in `out` of this weight's first value.
     offset: usize,
     start: usize,
-    /// A LoRA whose `x Aᵀ` is already in scratch at this column: its B update follows each chunk of rows.
-    update: Option<(Lora<'a>, usize)>,
+    /// The activation rows it meets, `(first, count)`; output row `j` is activation row `first + j`.
+    window: (usize, usize),
 }
 
 /// `outs[i] [n, lins[i].w.rows] = x [n, cols] · lins[i].wᵀ (+ bias, + LoRA)` for every linear, in one pool call
@@ -93,6 +111,48 @@ pub fn run(
     lins: &[Linear<'_>],
     outs: &mut [&mut [f32]],
 ) -> Result<(), String> {
+    let Some(first) = lins.first().filter(|_| lins.len() <= MAX_LINEARS) else {
+        return Err(format!("matmul: {} weights (1..={MAX_LINEARS})", lins.len()));
+    };
+    let mut plain = [Linear { lora: None, ..*first }; MAX_LINEARS];
+    let mut loras: [Option<RowLora<'_>>; MAX_LINEARS] = [None; MAX_LINEARS];
+    for (i, l) in lins.iter().enumerate().take(MAX_LINEARS) {
+        plain[i] = Linear { lora: None, ..*l };
+        loras[i] = l.lora.map(|lora| RowLora { linear: i, lora, first: 0, count: n });
+    }
+    call(pool, scratch, x, n, &plain[..lins.len()], &loras, outs)
+}
+
+/// As `run`, the LoRAs added to their own rows only (`lins` carry none): one pass over the base weights
+/// for every lane of a batch. A row's result does not depend on the others in the call.
+pub fn run_rows(
+    pool: &Pool,
+    scratch: &mut Scratch,
+    x: &[f32],
+    n: usize,
+    lins: &[Linear<'_>],
+    row_loras: &[RowLora<'_>],
+    outs: &mut [&mut [f32]],
+) -> Result<(), String> {
+    if lins.iter().any(|l| l.lora.is_some()) || row_loras.len() > MAX_ROW_LORAS {
+        return Err(format!("matmul: {} row LoRAs (at most {MAX_ROW_LORAS}) and no whole-call ones", row_loras.len()));
+    }
+    let mut loras: [Option<RowLora<'_>>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
+    for (slot, l) in loras.iter_mut().zip(row_loras) {
+        *slot = Some(*l);
+    }
+    call(pool, scratch, x, n, lins, &loras[..row_loras.len()], outs)
+}
+
+fn call(
+    pool: &Pool,
+    scratch: &mut Scratch,
+    x: &[f32],
+    n: usize,
+    lins: &[Linear<'_>],
+    loras: &[Option<RowLora<'_>>],
+    outs: &mut [&mut [f32]],
+) -> Result<(), String> {
     if lins.len() != outs.len() || lins.is_empty() || lins.len() > MAX_LINEARS {
         return Err(format!("matmul: {} weights with {} outputs (1..={MAX_LINEARS})", lins.len(), outs.len()));
     }
@@ -100,7 +160,6 @@ pub fn run(
     if x.len() != n * cols {
         return Err(format!("matmul: input of {} values is not {n} rows of {cols}", x.len()));
     }
-    let rank_total: usize = lins.iter().filter_map(|l| l.lora).map(|l| l.rank).sum();
     for (l, o) in lins.iter().zip(outs.iter()) {
         let rows = l.w.rows;
         if l.w.cols != cols || o.len() != n * rows || l.bias.is_some_and(|b| b.len() != rows) {
@@ -110,30 +169,41 @@ pub fn run(
                 o.len()
             ));
         }
-        if let Some(lo) = l.lora
-            && (lo.a.len() != lo.rank * cols || lo.b.len() != lo.rank * rows)
-        {
+    }
+    // Where each LoRA's x Aᵀ values (`[count, rank]`) lie in scratch.
+    let mut xa_at = [0usize; MAX_ROW_LORAS];
+    let (mut xa_len, mut unit_total, mut work) = (0, 0, 0);
+    for (d, at) in loras.iter().flatten().zip(&mut xa_at) {
+        let (lo, Some(l)) = (d.lora, lins.get(d.linear)) else {
+            return Err(format!("matmul: a LoRA for weight {} of {}", d.linear, lins.len()));
+        };
+        if lo.a.len() != lo.rank * cols || lo.b.len() != lo.rank * l.w.rows || d.first + d.count > n {
             return Err(format!(
-                "matmul: LoRA A [{}, {}], B of {} for a [{rows}, {cols}] weight",
+                "matmul: LoRA A [{}, {}], B of {}, rows {}..{} for a [{}, {cols}] weight and {n} rows",
                 lo.rank,
                 lo.a.len() / lo.rank.max(1),
-                lo.b.len()
+                lo.b.len(),
+                d.first,
+                d.first + d.count,
+                l.w.rows
             ));
         }
+        *at = xa_len;
+        xa_len += d.count * lo.rank;
+        unit_total += lo.rank.div_ceil(XA_UNIT);
+        work += d.count * lo.rank * cols;
     }
-    if scratch.xa.len() < n * rank_total {
-        scratch.xa.resize(n * rank_total, 0.0);
+    if scratch.xa.len() < xa_len {
+        scratch.xa.resize(xa_len, 0.0);
     }
-    let unit_total: usize = lins.iter().filter_map(|l| l.lora).map(|l| l.rank.div_ceil(XA_UNIT)).sum();
-    let fused = n * rank_total * cols <= SERIAL_XA && unit_total <= MAX_XA_UNITS;
-    let mut segs: [Option<Seg<'_>>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
+    let fused = work <= SERIAL_XA && unit_total <= MAX_XA_UNITS;
+    let mut segs: [Option<Seg<'_>>; MAX_LINEARS + MAX_ROW_LORAS] = [None; MAX_LINEARS + MAX_ROW_LORAS];
     // Fused: each LoRA's `x Aᵀ` rows (its own segment, not in the call's row space) in units of XA_UNIT rows,
     // claimed by whichever parts start first (see the job).
-    let mut a_segs: [Option<Seg<'_>>; MAX_LINEARS] = [None; MAX_LINEARS];
+    let mut a_segs: [Option<Seg<'_>>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
     let mut units: [Option<(usize, usize)>; MAX_XA_UNITS] = [None; MAX_XA_UNITS];
     let mut unit_count = 0;
     let mut total = 0;
-    let mut xa_at = 0;
     let xa = Out(scratch.xa.as_mut_ptr(), scratch.xa.len());
     // Each activation format once per call (q, k and v usually share one).
     let mut done: [Option<(ActKind, usize)>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
@@ -150,56 +220,54 @@ pub fn run(
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
         let acts = quantized(scratch, l.w.acts());
         let out = Out(o.as_mut_ptr(), o.len());
-        let w = Rows::Blocks(l.w);
-        let update = l.lora.filter(|_| fused).map(|lo| (lo, xa_at));
-        let stride = l.w.rows;
-        segs[2 * i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, update });
+        let (w, stride, window) = (Rows::Blocks(l.w), l.w.rows, (0, n));
+        segs[i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window });
         total += l.w.rows;
-        if let Some(lo) = l.lora {
-            // A Q8_0 A multiplies the quantized input as a base weight does; f32/f16 ones the input itself.
-            let (w, acts) = match lo.a {
-                Factor::Q8(w) => (Rows::Blocks(w), quantized(scratch, w.acts())),
-                a => (Rows::Factor { a, rows: lo.rank }, 0),
-            };
-            let (stride, offset, update) = (rank_total, xa_at, None);
-            let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, update };
-            if fused {
-                a_segs[i] = Some(Seg { start: 0, ..seg });
-                for first in (0..lo.rank).step_by(XA_UNIT) {
-                    if let Some(slot) = units.get_mut(unit_count) {
-                        *slot = Some((i, first));
-                        unit_count += 1;
-                    }
+    }
+    for (k, d) in loras.iter().flatten().enumerate() {
+        let lo = d.lora;
+        // A Q8_0 A multiplies the quantized input as a base weight does; f32/f16 ones the input itself.
+        let (w, acts) = match lo.a {
+            Factor::Q8(w) => (Rows::Blocks(w), quantized(scratch, w.acts())),
+            a => (Rows::Factor { a, rows: lo.rank }, 0),
+        };
+        let (stride, offset, window) = (lo.rank, xa_at[k], (d.first, d.count));
+        let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, window };
+        if fused {
+            a_segs[k] = Some(Seg { start: 0, ..seg });
+            for first in (0..lo.rank).step_by(XA_UNIT) {
+                if let Some(slot) = units.get_mut(unit_count) {
+                    *slot = Some((k, first));
+                    unit_count += 1;
                 }
-            } else {
-                segs[2 * i + 1] = Some(seg);
-                total += lo.rank;
             }
-            xa_at += lo.rank;
+        } else {
+            segs[MAX_LINEARS + k] = Some(seg);
+            total += lo.rank;
         }
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
     let segs = &segs;
-    let (units, a_segs) = (&units[..unit_count], &a_segs);
+    let (units, a_segs, xa_at) = (&units[..unit_count], &a_segs, &xa_at);
     let (next_unit, units_done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let deferred: [AtomicU64; DEFER_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
-    // The B updates of the rows in `range`, once every `x Aᵀ` value is in.
+    // The B updates of the rows in `range` (of the call's row space), once every `x Aᵀ` value is in.
     let updates = |range: std::ops::Range<usize>| {
-        for seg in segs.iter().flatten() {
-            let Some((lora, col)) = seg.update else { continue };
+        for (k, d) in loras.iter().flatten().enumerate() {
+            let Some(seg) = &segs[d.linear] else { continue };
             let (lo, hi) = (range.start.max(seg.start), range.end.min(seg.start + seg.w.rows()));
             if lo >= hi {
                 continue;
             }
             let rows = lo - seg.start..hi - seg.start;
-            for j in 0..n {
-                // SAFETY: the x Aᵀ values of row j, complete (the caller's acquire saw every unit done) and no
-                // longer written during this call.
-                let t = unsafe { xa.read(j * rank_total + col, lora.rank) };
-                // SAFETY: row j's columns `rows` of an [n, stride] output: this part's (or, deferred, the last
-                // part's, every other part being done) alone, in bounds.
-                let o = unsafe { seg.out.slice(j * seg.stride + rows.start, rows.len()) };
-                lora.b.update(t, seg.stride, rows.start, o);
+            for j in 0..d.count {
+                // SAFETY: the x Aᵀ values of the LoRA's row j, complete (the caller's acquire saw every unit
+                // done) and no longer written during this call.
+                let t = unsafe { xa.read(xa_at[k] + j * d.lora.rank, d.lora.rank) };
+                // SAFETY: row first + j's columns `rows` of an [n, stride] output: this part's (or, deferred,
+                // the last part's, every other part being done) alone, in bounds.
+                let o = unsafe { seg.out.slice((d.first + j) * seg.stride + rows.start, rows.len()) };
+                d.lora.b.update(t, seg.stride, rows.start, o);
             }
         }
     };
@@ -208,10 +276,10 @@ pub fn run(
         // its base rows; nobody waits for them (see below).
         while next_unit.load(Ordering::Relaxed) < unit_count {
             let u = next_unit.fetch_add(1, Ordering::Relaxed);
-            let Some(&Some((i, first))) = units.get(u) else { break };
-            if let Some(seg) = &a_segs[i] {
+            let Some(&Some((k, first))) = units.get(u) else { break };
+            if let Some(seg) = &a_segs[k] {
                 // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
-                rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, n, cols);
+                rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, cols);
             }
             units_done.fetch_add(1, Ordering::Release);
         }
@@ -220,7 +288,7 @@ pub fn run(
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, n, cols);
+                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, cols);
             }
         }
         if unit_count == 0 {
@@ -246,106 +314,29 @@ pub fn run(
             updates(split(total, p, parts, ALIGN));
         }
     }
-    if rank_total == 0 || fused {
+    if xa_len == 0 || fused {
         return Ok(());
     }
     // The B update, every LoRA of the call in one pool call: out[j, r] += Σ_k xa[j, k] · b[k, r].
-    let xa = &scratch.xa[..n * rank_total];
-    let mut updates: [Option<(Lora<'_>, Out, usize, usize)>; MAX_LINEARS] = [None; MAX_LINEARS];
-    let mut at = 0;
-    for ((l, o), u) in lins.iter().zip(outs.iter_mut()).zip(&mut updates) {
-        if let Some(lo) = l.lora {
-            *u = Some((lo, Out(o.as_mut_ptr(), o.len()), l.w.rows, at));
-            at += lo.rank;
-        }
-    }
-    let updates = &updates;
+    let xa = &scratch.xa[..xa_len];
     pool.run(&|part, parts| {
-        for &(lo, out, rows, col) in updates.iter().flatten() {
+        for (k, d) in loras.iter().flatten().enumerate() {
+            let Some(seg) = &segs[d.linear] else { continue };
+            let rows = seg.stride;
             let range = split(rows, part, parts, ALIGN);
             if range.is_empty() {
                 continue;
             }
-            for j in 0..n {
-                let xj = &xa[j * rank_total + col..j * rank_total + col + lo.rank];
-                // SAFETY: row j's columns `range` of an [n, rows] output: this part's alone, in bounds.
-                let o = unsafe { out.slice(j * rows + range.start, range.len()) };
-                lo.b.update(xj, rows, range.start, o);
+            let rank = d.lora.rank;
+            for j in 0..d.count {
+                let xj = &xa[xa_at[k] + j * rank..xa_at[k] + (j + 1) * rank];
+                // SAFETY: row first + j's columns `range` of an [n, rows] output: this part's alone, in bounds.
+                let o = unsafe { seg.out.slice((d.first + j) * rows + range.start, range.len()) };
+                d.lora.b.update(xj, rows, range.start, o);
             }
         }
     });
     Ok(())
-}
-
-/// Weight rows `rows` of `seg` against every activation row, `MAX_ROWS` at a time.
-fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], n: usize, cols: usize) {
-    let w = match seg.w {
-        Rows::Blocks(w) => w,
-        Rows::Factor { a, .. } => {
-            for r in rows {
-                for j in 0..n {
-                    let v = a.dot(r, cols, &x[j * cols..(j + 1) * cols]);
-                    // SAFETY: element (j, offset + r) of an [n, stride] buffer; r lies in this part's range.
-                    unsafe { seg.out.add(j * seg.stride + seg.offset + r, v, true) };
-                }
-            }
-            return;
-        }
-    };
-    let rb = w.acts().row_bytes(cols);
-    let tile = |j: usize, k: usize| -> [&[u8]; MAX_ROWS] {
-        std::array::from_fn(|i| {
-            let row = j + i.min(k - 1);
-            &acts[row * rb..(row + 1) * rb]
-        })
-    };
-    if w.group(0).is_some() {
-        // Repacked: whole groups of GROUP rows; a group the range cuts is computed whole and only the
-        // range's rows written (the neighbouring part writes the others).
-        let mut tmp = [[0f32; GROUP]; MAX_ROWS];
-        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
-            let Some((gw, kernel)) = w.group(g) else { continue };
-            let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
-            let mut j = 0;
-            while j < n {
-                let k = (n - j).min(MAX_ROWS);
-                kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..k]);
-                for (i, vals) in tmp[..k].iter().enumerate() {
-                    let at = (j + i) * seg.stride + seg.offset + lanes.start;
-                    // SAFETY: elements (j + i, offset + lanes) of an [n, stride] buffer; lanes lie in this part's
-                    // range.
-                    let o = unsafe { seg.out.slice(at, lanes.len()) };
-                    let vals = &vals[lanes.start - g * GROUP..lanes.end - g * GROUP];
-                    match seg.bias {
-                        Some(b) => {
-                            for ((o, v), b) in o.iter_mut().zip(vals).zip(&b[lanes.clone()]) {
-                                *o = v + b;
-                            }
-                        }
-                        None => o.copy_from_slice(vals),
-                    }
-                }
-                j += k;
-            }
-        }
-        return;
-    }
-    let kernel = w.kernel();
-    let mut tmp = [0f32; MAX_ROWS];
-    for r in rows {
-        let Some(w) = w.row(r) else { continue };
-        let bias = seg.bias.map_or(0.0, |b| b[r]);
-        let mut j = 0;
-        while j < n {
-            let k = (n - j).min(MAX_ROWS);
-            (kernel.dot)(cols, w, &tile(j, k)[..k], &mut tmp[..k]);
-            for (i, v) in tmp[..k].iter().enumerate() {
-                // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
-                unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v + bias, true) };
-            }
-            j += k;
-        }
-    }
 }
 
 #[cfg(test)]

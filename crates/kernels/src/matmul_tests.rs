@@ -229,3 +229,79 @@ fn mismatched_shapes_are_refused_not_run() {
     let mut short = vec![0f32; 7];
     assert!(run(&pool, &mut s, &x, 1, &[Linear::plain(&w)], &mut [&mut short]).is_err());
 }
+
+/// Lanes batched on one base: rows of several groups, each with its own 8-bit LoRA (or none), in one call give
+/// each group's rows the very bits of the group run alone with its LoRA on every row (decode rows, a prefill
+/// chunk, both paths of the B update), on 1..3 threads.
+#[test]
+fn row_loras_give_each_group_the_bits_of_its_own_call() {
+    let mut rng = StdRng::seed_from_u64(33);
+    let cols = 96;
+    let ws: Vec<Weights> =
+        [(48, Kind::Q4_1), (40, Kind::Q8_0)].iter().map(|&(rows, k)| weights(k, rows, cols, &mut rng)).collect();
+    let rank = 8;
+    let adapters: Vec<(Vec<Weights>, Vec<crate::lora::QCols>)> = (0..2)
+        .map(|_| {
+            let a = ws.iter().map(|_| weights(Kind::Q8_0, rank, cols, &mut rng)).collect();
+            let b = ws
+                .iter()
+                .map(|w| {
+                    let v: Vec<f32> = (0..w.rows * rank).map(|_| rng.random_range(-0.5..0.5)).collect();
+                    crate::lora::QCols::new(&v, w.rows, rank).unwrap()
+                })
+                .collect();
+            (a, b)
+        })
+        .collect();
+    let lora = |g: usize, i: usize| -> Option<Lora<'_>> {
+        let (a, b) = adapters.get(g)?;
+        Some(Lora { a: Factor::Q8(&a[i]), rank, b: Factor::Cols(&b[i]) })
+    };
+    // Groups: adapter 0 decoding (1 row), no adapter decoding (1 row), adapter 1 prefilling (counts vary).
+    for prefill in [1, 3, 64] {
+        let counts = [1, 1, prefill];
+        let adapter_of = [0, 2, 1];
+        let n: usize = counts.iter().sum();
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        for pool in [Pool::new(1), Pool::new(2), Pool::new(3)] {
+            let mut s = Scratch::default();
+            let plain: Vec<Linear<'_>> = ws.iter().map(Linear::plain).collect();
+            let mut row_loras = Vec::new();
+            let mut first = 0;
+            for (g, &count) in counts.iter().enumerate() {
+                for i in 0..ws.len() {
+                    if let Some(lora) = lora(adapter_of[g], i) {
+                        row_loras.push(RowLora { linear: i, lora, first, count });
+                    }
+                }
+                first += count;
+            }
+            let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+            let [o0, o1] = &mut outs[..] else { unreachable!() };
+            run_rows(&pool, &mut s, &x, n, &plain, &row_loras, &mut [o0, o1]).unwrap();
+            let mut first = 0;
+            for (g, &count) in counts.iter().enumerate() {
+                let xg = &x[first * cols..(first + count) * cols];
+                let lins: Vec<Linear<'_>> =
+                    ws.iter().enumerate().map(|(i, w)| Linear { lora: lora(adapter_of[g], i), ..Linear::plain(w) }).collect();
+                let mut alone: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; count * w.rows]).collect();
+                let [a0, a1] = &mut alone[..] else { unreachable!() };
+                run(&pool, &mut Scratch::default(), xg, count, &lins, &mut [a0, a1]).unwrap();
+                for (i, w) in ws.iter().enumerate() {
+                    let got = &outs[i][first * w.rows..(first + count) * w.rows];
+                    let same = got.iter().zip(&alone[i]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "group {g} weight {i} prefill {prefill} threads {}", pool.parts());
+                }
+                first += count;
+            }
+        }
+    }
+    // A row LoRA past the call's rows, or beside a whole-call one, is refused.
+    let mut s = Scratch::default();
+    let x = vec![0f32; 2 * cols];
+    let mut out = vec![0f32; 2 * ws[0].rows];
+    let bad = [RowLora { linear: 0, lora: lora(0, 0).unwrap(), first: 1, count: 2 }];
+    assert!(run_rows(&Pool::new(1), &mut s, &x, 2, &[Linear::plain(&ws[0])], &bad, &mut [&mut out]).is_err());
+    let both = [Linear { lora: lora(0, 0), ..Linear::plain(&ws[0]) }];
+    assert!(run_rows(&Pool::new(1), &mut s, &x, 2, &both, &[], &mut [&mut out]).is_err());
+}

@@ -1,0 +1,78 @@
+//! The inner loop of a matmul call: one segment's weight rows against its activation rows, a tile of
+//! `MAX_ROWS` at a time, through the repacked group kernels or the per-row ones.
+
+use super::{Rows, Seg};
+use crate::quant::{GROUP, MAX_ROWS};
+
+/// Weight rows `rows` of `seg` against its window's activation rows, `MAX_ROWS` at a time.
+pub(super) fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], cols: usize) {
+    let (from, n) = seg.window;
+    let w = match seg.w {
+        Rows::Blocks(w) => w,
+        Rows::Factor { a, .. } => {
+            for r in rows {
+                for j in 0..n {
+                    let v = a.dot(r, cols, &x[(from + j) * cols..(from + j + 1) * cols]);
+                    // SAFETY: element (j, offset + r) of an [n, stride] buffer; r lies in this part's range.
+                    unsafe { seg.out.add(j * seg.stride + seg.offset + r, v, true) };
+                }
+            }
+            return;
+        }
+    };
+    let rb = w.acts().row_bytes(cols);
+    let tile = |j: usize, k: usize| -> [&[u8]; MAX_ROWS] {
+        std::array::from_fn(|i| {
+            let row = from + j + i.min(k - 1);
+            &acts[row * rb..(row + 1) * rb]
+        })
+    };
+    if w.group(0).is_some() {
+        // Repacked: whole groups of GROUP rows; a group the range cuts is computed whole and only the
+        // range's rows written (the neighbouring part writes the others).
+        let mut tmp = [[0f32; GROUP]; MAX_ROWS];
+        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+            let Some((gw, kernel)) = w.group(g) else { continue };
+            let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
+            let mut j = 0;
+            while j < n {
+                let k = (n - j).min(MAX_ROWS);
+                kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..k]);
+                for (i, vals) in tmp[..k].iter().enumerate() {
+                    let at = (j + i) * seg.stride + seg.offset + lanes.start;
+                    // SAFETY: elements (j + i, offset + lanes) of an [n, stride] buffer; lanes lie in this part's
+                    // range.
+                    let o = unsafe { seg.out.slice(at, lanes.len()) };
+                    let vals = &vals[lanes.start - g * GROUP..lanes.end - g * GROUP];
+                    match seg.bias {
+                        Some(b) => {
+                            for ((o, v), b) in o.iter_mut().zip(vals).zip(&b[lanes.clone()]) {
+                                *o = v + b;
+                            }
+                        }
+                        None => o.copy_from_slice(vals),
+                    }
+                }
+                j += k;
+            }
+        }
+        return;
+    }
+    let kernel = w.kernel();
+    let mut tmp = [0f32; MAX_ROWS];
+    for r in rows {
+        let Some(w) = w.row(r) else { continue };
+        let bias = seg.bias.map_or(0.0, |b| b[r]);
+        let mut j = 0;
+        while j < n {
+            let k = (n - j).min(MAX_ROWS);
+            (kernel.dot)(cols, w, &tile(j, k)[..k], &mut tmp[..k]);
+            for (i, v) in tmp[..k].iter().enumerate() {
+                // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
+                unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v + bias, true) };
+            }
+            j += k;
+        }
+    }
+}
+
