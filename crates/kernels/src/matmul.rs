@@ -15,8 +15,8 @@ mod buffers;
 mod rows;
 
 use buffers::Out;
-use rows::rows_of;
 pub use buffers::Scratch;
+use rows::rows_of;
 
 /// The most weights one call multiplies (q, k and v).
 pub const MAX_LINEARS: usize = 3;
@@ -98,6 +98,8 @@ struct Seg<'a> {
     start: usize,
     /// The activation rows it meets, `(first, count)`; output row `j` is activation row `first + j`.
     window: (usize, usize),
+    /// The window's rows per lane (empty: one lane), so that a lane's row tiles are the ones it has alone.
+    lanes: &'a [usize],
 }
 
 /// `outs[i] [n, lins[i].w.rows] = x [n, cols] · lins[i].wᵀ (+ bias, + LoRA)` for every linear, in one pool call
@@ -120,16 +122,16 @@ pub fn run(
         plain[i] = Linear { lora: None, ..*l };
         loras[i] = l.lora.map(|lora| RowLora { linear: i, lora, first: 0, count: n });
     }
-    call(pool, scratch, x, n, &plain[..lins.len()], &loras, outs)
+    call(pool, scratch, x, (n, &[]), &plain[..lins.len()], &loras, outs)
 }
 
-/// As `run`, the LoRAs added to their own rows only (`lins` carry none): one pass over the base weights
-/// for every lane of a batch. A row's result does not depend on the others in the call.
+/// As `run` for a batch of lanes, `lanes[l]` rows each, in order: one pass over the base weights for all,
+/// the LoRAs added to their own rows only (`lins` carry none). A lane's results are the bits it gets alone.
 pub fn run_rows(
     pool: &Pool,
     scratch: &mut Scratch,
     x: &[f32],
-    n: usize,
+    lanes: &[usize],
     lins: &[Linear<'_>],
     row_loras: &[RowLora<'_>],
     outs: &mut [&mut [f32]],
@@ -137,18 +139,19 @@ pub fn run_rows(
     if lins.iter().any(|l| l.lora.is_some()) || row_loras.len() > MAX_ROW_LORAS {
         return Err(format!("matmul: {} row LoRAs (at most {MAX_ROW_LORAS}) and no whole-call ones", row_loras.len()));
     }
+    let n = lanes.iter().sum();
     let mut loras: [Option<RowLora<'_>>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
     for (slot, l) in loras.iter_mut().zip(row_loras) {
         *slot = Some(*l);
     }
-    call(pool, scratch, x, n, lins, &loras[..row_loras.len()], outs)
+    call(pool, scratch, x, (n, lanes), lins, &loras[..row_loras.len()], outs)
 }
 
 fn call(
     pool: &Pool,
     scratch: &mut Scratch,
     x: &[f32],
-    n: usize,
+    (n, lanes): (usize, &[usize]),
     lins: &[Linear<'_>],
     loras: &[Option<RowLora<'_>>],
     outs: &mut [&mut [f32]],
@@ -221,7 +224,7 @@ fn call(
         let acts = quantized(scratch, l.w.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         let (w, stride, window) = (Rows::Blocks(l.w), l.w.rows, (0, n));
-        segs[i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window });
+        segs[i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window, lanes });
         total += l.w.rows;
     }
     for (k, d) in loras.iter().flatten().enumerate() {
@@ -232,7 +235,7 @@ fn call(
             a => (Rows::Factor { a, rows: lo.rank }, 0),
         };
         let (stride, offset, window) = (lo.rank, xa_at[k], (d.first, d.count));
-        let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, window };
+        let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, window, lanes: &[] };
         if fused {
             a_segs[k] = Some(Seg { start: 0, ..seg });
             for first in (0..lo.rank).step_by(XA_UNIT) {

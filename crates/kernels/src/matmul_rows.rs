@@ -63,16 +63,30 @@ pub(super) fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], 
     for r in rows {
         let Some(w) = w.row(r) else { continue };
         let bias = seg.bias.map_or(0.0, |b| b[r]);
-        let mut j = 0;
-        while j < n {
-            let k = (n - j).min(MAX_ROWS);
+        // The row kernels' results depend on the tile's row count: a lane's tiles are the ones it has alone.
+        tiles(n, seg.lanes, |j, k| {
             (kernel.dot)(cols, w, &tile(j, k)[..k], &mut tmp[..k]);
             for (i, v) in tmp[..k].iter().enumerate() {
                 // SAFETY: element (j + i, offset + r) of an [n, stride] buffer; r lies in this part's range.
                 unsafe { seg.out.add((j + i) * seg.stride + seg.offset + r, v + bias, true) };
             }
-            j += k;
-        }
+        });
     }
 }
 
+/// `f(first, count)` for each tile of `n` rows, `MAX_ROWS` at a time, never across the end of a lane's rows
+/// (`lanes`: their counts, in order; empty: one lane).
+fn tiles(n: usize, lanes: &[usize], mut f: impl FnMut(usize, usize)) {
+    let one = [n];
+    let mut start = 0;
+    for &len in if lanes.is_empty() { &one[..] } else { lanes } {
+        let end = (start + len).min(n);
+        let mut j = start;
+        while j < end {
+            let k = (end - j).min(MAX_ROWS);
+            f(j, k);
+            j += k;
+        }
+        start = end;
+    }
+}

@@ -278,12 +278,15 @@ fn row_loras_give_each_group_the_bits_of_its_own_call() {
             }
             let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
             let [o0, o1] = &mut outs[..] else { unreachable!() };
-            run_rows(&pool, &mut s, &x, n, &plain, &row_loras, &mut [o0, o1]).unwrap();
+            run_rows(&pool, &mut s, &x, &counts, &plain, &row_loras, &mut [o0, o1]).unwrap();
             let mut first = 0;
             for (g, &count) in counts.iter().enumerate() {
                 let xg = &x[first * cols..(first + count) * cols];
-                let lins: Vec<Linear<'_>> =
-                    ws.iter().enumerate().map(|(i, w)| Linear { lora: lora(adapter_of[g], i), ..Linear::plain(w) }).collect();
+                let lins: Vec<Linear<'_>> = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| Linear { lora: lora(adapter_of[g], i), ..Linear::plain(w) })
+                    .collect();
                 let mut alone: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; count * w.rows]).collect();
                 let [a0, a1] = &mut alone[..] else { unreachable!() };
                 run(&pool, &mut Scratch::default(), xg, count, &lins, &mut [a0, a1]).unwrap();
@@ -301,7 +304,35 @@ fn row_loras_give_each_group_the_bits_of_its_own_call() {
     let x = vec![0f32; 2 * cols];
     let mut out = vec![0f32; 2 * ws[0].rows];
     let bad = [RowLora { linear: 0, lora: lora(0, 0).unwrap(), first: 1, count: 2 }];
-    assert!(run_rows(&Pool::new(1), &mut s, &x, 2, &[Linear::plain(&ws[0])], &bad, &mut [&mut out]).is_err());
+    assert!(run_rows(&Pool::new(1), &mut s, &x, &[2], &[Linear::plain(&ws[0])], &bad, &mut [&mut out]).is_err());
     let both = [Linear { lora: lora(0, 0), ..Linear::plain(&ws[0]) }];
-    assert!(run_rows(&Pool::new(1), &mut s, &x, 2, &both, &[], &mut [&mut out]).is_err());
+    assert!(run_rows(&Pool::new(1), &mut s, &x, &[2], &both, &[], &mut [&mut out]).is_err());
+}
+
+/// Every weight format, repacked or in rows (17 rows stay in rows), float or quantized: a lane's rows in a
+/// batch get the bits they get alone, though the row kernels' results depend on a tile's row count.
+#[test]
+fn every_format_gives_a_lane_its_own_bits_in_a_batch() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let pool = Pool::new(2);
+    let lanes = [1, 3, 1, 6, 2];
+    let n: usize = lanes.iter().sum();
+    for kind in [Kind::F32, Kind::F16, Kind::BF16, Kind::Q8_0, Kind::Q4_1] {
+        for rows in [64, 17] {
+            let w = weights(kind, rows, 64, &mut rng);
+            let x: Vec<f32> = (0..n * 64).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut all = vec![0f32; n * rows];
+            run_rows(&pool, &mut Scratch::default(), &x, &lanes, &[Linear::plain(&w)], &[], &mut [&mut all]).unwrap();
+            let mut first = 0;
+            for &count in &lanes {
+                let mut one = vec![0f32; count * rows];
+                let xs = &x[first * 64..(first + count) * 64];
+                run(&pool, &mut Scratch::default(), xs, count, &[Linear::plain(&w)], &mut [&mut one]).unwrap();
+                let got = &all[first * rows..(first + count) * rows];
+                let same = one.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{kind:?} rows {rows}: lane at row {first} differs from its own call");
+                first += count;
+            }
+        }
+    }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::decoder::Llama;
+use candle_core::Tensor;
+
+use super::decoder::{BatchRow, Llama};
 use super::sampler::Sampler;
 use super::stream::{Piece, TextStream};
 use super::tokenizer::Tokenizer;
@@ -74,18 +76,43 @@ impl Job {
 
     /// Advances by one prefill chunk or one decoded token.
     pub fn step(&mut self) -> Step {
-        match self.try_step() {
+        let end = self.step_end();
+        let logits = self.model.forward_last(&self.ids[self.done..end], self.done, &mut self.cache);
+        self.advance(logits)
+    }
+
+    /// Where the next step's tokens end: the next prefill chunk's end, or the last token sampled.
+    fn step_end(&self) -> usize {
+        if self.done < self.prompt_len { (self.done + PREFILL_CHUNK).min(self.prompt_len) } else { self.ids.len() }
+    }
+
+    /// The decoder this run steps with (a batched pass takes runs whose decoders batch together).
+    pub fn decoder(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The next step as one row of a batched pass; the pass's logits for it go to `advance`.
+    pub fn row(&mut self) -> BatchRow<'_> {
+        let end = self.step_end();
+        BatchRow { decoder: &self.model, ids: &self.ids[self.done..end], pos: self.done, cache: &mut self.cache }
+    }
+
+    /// Tokens the next step runs (its share of a batched pass's work).
+    pub fn step_tokens(&self) -> usize {
+        self.step_end() - self.done
+    }
+
+    /// Takes the last logits of the step `row` described (or its error) and advances.
+    pub fn advance(&mut self, logits: Result<Tensor>) -> Step {
+        match logits.and_then(|l| self.after(l)) {
             Ok(Some(usage)) => Step::Finished(Ok(usage)),
             Ok(None) => Step::More,
             Err(e) => Step::Finished(Err(e)),
         }
     }
 
-    fn try_step(&mut self) -> Result<Option<Usage>> {
-        let end =
-            if self.done < self.prompt_len { (self.done + PREFILL_CHUNK).min(self.prompt_len) } else { self.ids.len() };
-        let logits = self.model.forward_last(&self.ids[self.done..end], self.done, &mut self.cache)?;
-        self.done = end;
+    fn after(&mut self, logits: Tensor) -> Result<Option<Usage>> {
+        self.done = self.step_end();
         if self.done < self.prompt_len {
             self.sink.progress(self.done as u64, self.prompt_len as u64);
             return Ok(None); // more prompt to prefill

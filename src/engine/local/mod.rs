@@ -29,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 
+pub use cache::KvCache;
 pub use decoder::{
-    Activation, Bias, Cap, Decoder, Family, LayerPlan, Llama, Norm, Ops, Projections, QkNorm, RopePairs, RopeScaling,
-    RopeSpec, SoftCaps,
+    Activation, Batch, BatchRow, Bias, Cap, Decoder, Family, LayerPlan, Llama, MAX_BATCH, Norm, Ops, Projections,
+    QkNorm, RopePairs, RopeScaling, RopeSpec, SoftCaps,
 };
 pub use generate::PREFILL_CHUNK;
 pub use gguf::read_content as read_gguf_content;

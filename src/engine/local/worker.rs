@@ -10,6 +10,7 @@ use candle_core::Device;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::decoder::{Batch, Decoder, MAX_BATCH};
 use super::generate::{Job, Step};
 use super::store::ModelStore;
 use super::{LocalError, Result};
@@ -101,6 +102,7 @@ struct Active {
 
 fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, name: String) {
     let mut active: Vec<Active> = Vec::new();
+    let mut batch = Batch::default();
     loop {
         if active.is_empty() {
             match rx.recv() {
@@ -128,14 +130,18 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
         }
         let order = round(&active.iter().map(|a| a.job.prefill_left()).collect::<Vec<_>>());
         let mut finished = Vec::new();
-        for i in order {
-            let a = &mut active[i];
+        for pass in passes(&order, |i, j| active[i].job.decoder().batches_with(active[j].job.decoder())) {
+            // The pass's time, split by its rows' tokens: each run's own share of the device.
+            let tokens: Vec<usize> = pass.iter().map(|&i| active[i].job.step_tokens().max(1)).collect();
+            let all: usize = tokens.iter().sum();
             let began = std::time::Instant::now();
-            let step = catch_unwind(AssertUnwindSafe(|| a.job.step()))
-                .unwrap_or_else(|p| Step::Finished(Err(LocalError::Run(format!("panicked: {}", panic_text(&*p))))));
-            a.job.sink.add_busy(began.elapsed());
-            if let Step::Finished(r) = step {
-                finished.push((i, r.map_err(|e| EngineError::Backend(e.to_string()))));
+            let steps = step_together(&mut batch, &mut active, &pass);
+            let took = began.elapsed();
+            for ((&i, step), t) in pass.iter().zip(steps).zip(tokens) {
+                active[i].job.sink.add_busy(took.mul_f64(t as f64 / all.max(1) as f64));
+                if let Step::Finished(r) = step {
+                    finished.push((i, r.map_err(|e| EngineError::Backend(e.to_string()))));
+                }
             }
         }
         // Highest index first, so that each removal leaves the lower indices in place.
@@ -157,6 +163,53 @@ fn round(prefill_left: &[usize]) -> Vec<usize> {
     let shortest = (0..prefill_left.len()).filter(|&i| prefill_left[i] > 0).min_by_key(|&i| (prefill_left[i], i));
     order.extend(shortest);
     order
+}
+
+/// The round's runs as passes: runs whose decoders batch together (one base on the host) share a pass, at
+/// most `MAX_BATCH` a pass, in the round's order of their first run; the others step alone.
+fn passes(order: &[usize], together: impl Fn(usize, usize) -> bool) -> Vec<Vec<usize>> {
+    let mut passes: Vec<Vec<usize>> = Vec::new();
+    for &i in order {
+        match passes.iter_mut().find(|p| p.len() < MAX_BATCH && together(p[0], i)) {
+            Some(p) => p.push(i),
+            None => passes.push(vec![i]),
+        }
+    }
+    passes
+}
+
+/// One pass's steps: a run alone steps by itself; several go through one batched forward. A pass that fails
+/// as a whole (not one row's numbers) steps each run alone, so that an error lands on the run it belongs to.
+fn step_together(batch: &mut Batch, active: &mut [Active], pass: &[usize]) -> Vec<Step> {
+    let guarded = |f: &mut dyn FnMut() -> Step| {
+        catch_unwind(AssertUnwindSafe(f))
+            .unwrap_or_else(|p| Step::Finished(Err(LocalError::Run(format!("panicked: {}", panic_text(&*p))))))
+    };
+    if let [i] = pass {
+        return vec![guarded(&mut || active[*i].job.step())];
+    }
+    let passed = catch_unwind(AssertUnwindSafe(|| {
+        let mut rows: Vec<_> =
+            active.iter_mut().enumerate().filter(|(i, _)| pass.contains(i)).map(|(i, a)| (i, a.job.row())).collect();
+        // The pass's rows in the round's order.
+        rows.sort_by_key(|(i, _)| pass.iter().position(|p| p == i));
+        let mut rows: Vec<_> = rows.into_iter().map(|(_, r)| r).collect();
+        Decoder::forward_batch(batch, &mut rows)
+    }));
+    match passed {
+        Ok(Ok(logits)) => pass
+            .iter()
+            .zip(logits)
+            .map(|(&i, l)| {
+                let mut l = Some(l);
+                guarded(&mut || match l.take() {
+                    Some(l) => active[i].job.advance(l),
+                    None => Step::Finished(Err(LocalError::Run("a step advanced twice".into()))),
+                })
+            })
+            .collect(),
+        _ => pass.iter().map(|&i| guarded(&mut || active[i].job.step())).collect(),
+    }
 }
 
 fn admit(r: Request, store: &ModelStore, device: &Device, name: &str, active: &mut Vec<Active>) {

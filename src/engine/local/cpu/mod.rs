@@ -10,8 +10,8 @@ use candle_core::quantized::GgmlDType;
 pub use tunebench_kernels::quant::{Kind, Weights};
 
 pub use base::{HostBase, HostLayer};
-pub use cache::HostCache;
-pub use forward::{Layers, forward, last_hidden, logits};
+pub use cache::{Bufs, HostCache};
+pub use forward::{Layers, MAX_BATCH, Row, forward, forward_batch, last_hidden, logits};
 
 /// The host format of a GGML type (None: no host kernel; the loader converts it and says so).
 pub fn kind_of(d: GgmlDType) -> Option<Kind> {

@@ -2,6 +2,7 @@
 //! (differentiable ops, frozen weights) compute the same forward pass here, for a family described by data
 //! (`family.rs`). LoRA-agnostic: a factory keyed by weight name chooses each linear layer.
 
+mod batch;
 mod family;
 mod ops;
 mod rope;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use batch::{Batch, BatchRow, MAX_BATCH};
 pub use family::{Activation, Bias, Cap, Family, LayerPlan, Norm, Projections, QkNorm, RopePairs, SoftCaps};
 pub use ops::Ops;
 pub use rope::{RopeScaling, RopeSpec, RopeSwitch};

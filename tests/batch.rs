@@ -1,0 +1,195 @@
+//! Lanes batched on one base (issue 18): one host pass over every lane's rows gives each lane the logits it
+//! gets alone, whatever the other rows are (adapters, positions, prefill or decode), and a lane cancelled
+//! mid-stream leaves the others' answers byte-identical. A tiny random llama the tests write, Q4_0 and f32.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+use support::tiny;
+use tokio::sync::mpsc;
+use tunebench::engine::local::{Batch, BatchRow, Decoder, LocalBackend, ModelStore};
+use tunebench::engine::{Engine, EventKind, Registry, RunRequest};
+use tunebench::workspace::{self, BackendKind};
+
+/// A PEFT adapter on every linear of the tiny model, rank 8, its values from `seed`.
+fn write_adapter(dir: &Path, seed: f32) {
+    let modules = [
+        ("self_attn.q_proj", tiny::HIDDEN, tiny::HIDDEN),
+        ("self_attn.k_proj", tiny::HIDDEN / tiny::HEADS * tiny::KV_HEADS, tiny::HIDDEN),
+        ("self_attn.v_proj", tiny::HIDDEN / tiny::HEADS * tiny::KV_HEADS, tiny::HIDDEN),
+        ("self_attn.o_proj", tiny::HIDDEN, tiny::HIDDEN),
+        ("mlp.gate_proj", tiny::FFN, tiny::HIDDEN),
+        ("mlp.up_proj", tiny::FFN, tiny::HIDDEN),
+        ("mlp.down_proj", tiny::HIDDEN, tiny::FFN),
+    ];
+    let noise = |shape: (usize, usize), s: f32| {
+        let v: Vec<f32> = (0..shape.0 * shape.1).map(|i| (i as f32 * 0.618 + s).sin() * 0.2).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": "all-linear", "bias": "none"});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    let mut st = HashMap::new();
+    for l in 0..tiny::LAYERS {
+        for (i, (m, out, inp)) in modules.iter().enumerate() {
+            let name = format!("base_model.model.model.layers.{l}.{m}");
+            st.insert(format!("{name}.lora_A.weight"), noise((8, *inp), seed + (l * 7 + i) as f32));
+            st.insert(format!("{name}.lora_B.weight"), noise((*out, 8), seed * 3.0 + (l * 11 + i) as f32));
+        }
+    }
+    candle_core::safetensors::save(&st, dir.join("adapter_model.safetensors")).unwrap();
+}
+
+fn ids(n: usize, seed: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 37 + seed * 101) % 250 + 3) as u32).collect()
+}
+
+#[test]
+fn a_batched_pass_gives_each_lane_its_own_logits() {
+    for quant in [None, Some(GgmlDType::Q4_0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (gguf, _) = tiny::write(dir.path(), quant);
+        let (a1, a2) = (dir.path().join("a1"), dir.path().join("a2"));
+        write_adapter(&a1, 0.3);
+        write_adapter(&a2, 1.7);
+        let m = ModelStore::default().get(&gguf, &Device::Cpu, "cpu").unwrap();
+        let (v1, v2) = (m.with_adapter(&a1).unwrap(), m.with_adapter(&a2).unwrap());
+        let lanes: [&Decoder; 3] = [&m.plain, &v1.model, &v2.model];
+        assert!(lanes.iter().all(|d| d.on_host() && lanes[0].batches_with(d)));
+        // Each lane's tokens, and the steps: (lane, tokens from, to) per pass. Prompts of 5, 23 and 70 tokens;
+        // passes mix prefill chunks and decode rows at different positions, and lanes join and leave.
+        let seqs = [ids(12, 1), ids(30, 2), ids(76, 3)];
+        let passes: [&[(usize, usize, usize)]; 5] = [
+            &[(2, 0, 40)],
+            &[(0, 0, 5), (2, 40, 70), (1, 0, 23)],
+            &[(1, 23, 24), (0, 5, 6), (2, 70, 71)],
+            &[(2, 71, 72), (1, 24, 25)],
+            &[(0, 6, 7), (2, 72, 73), (1, 25, 26)],
+        ];
+        let mut alone: Vec<_> = lanes.iter().map(|d| d.new_cache(80).unwrap()).collect();
+        let mut together: Vec<_> = lanes.iter().map(|d| d.new_cache(80).unwrap()).collect();
+        let mut batch = Batch::default();
+        let (mut worst, mut exact, mut rows) = (0f32, 0, 0);
+        for pass in passes {
+            let want: Vec<Tensor> = pass
+                .iter()
+                .map(|&(l, from, to)| lanes[l].forward_last(&seqs[l][from..to], from, &mut alone[l]).unwrap())
+                .collect();
+            let mut caches: Vec<_> = together.iter_mut().map(Some).collect();
+            let mut batch_rows: Vec<BatchRow<'_>> = pass
+                .iter()
+                .map(|&(l, from, to)| BatchRow {
+                    decoder: lanes[l],
+                    ids: &seqs[l][from..to],
+                    pos: from,
+                    cache: caches[l].take().unwrap(),
+                })
+                .collect();
+            let got = Decoder::forward_batch(&mut batch, &mut batch_rows).unwrap();
+            for (g, w) in got.into_iter().zip(&want) {
+                let g = g.unwrap();
+                let d = (&g - w).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                worst = worst.max(d);
+                exact += usize::from(g.to_vec1::<f32>().unwrap() == w.to_vec1::<f32>().unwrap());
+                rows += 1;
+            }
+        }
+        assert!(worst <= 1e-4, "{quant:?}: batched logits differ from one lane's by {worst}");
+        // The kernels are batch-invariant: not close, the very same bits.
+        assert_eq!(exact, rows, "{quant:?}: {exact} of {rows} rows bit-identical");
+        // The adapters do change the answer (the test would pass vacuously otherwise).
+        let mut c = lanes[0].new_cache(8).unwrap();
+        let base = lanes[0].forward_last(&seqs[0][..5], 0, &mut c).unwrap();
+        let mut c = lanes[1].new_cache(8).unwrap();
+        let tuned = lanes[1].forward_last(&seqs[0][..5], 0, &mut c).unwrap();
+        let moved = (base - tuned).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 1e-3, "{quant:?}: the adapter moved the logits by only {moved}");
+    }
+}
+
+#[test]
+fn a_pass_over_two_bases_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, hf) = tiny::write(dir.path(), None);
+    let store = ModelStore::default();
+    let (g, h) = (store.get(&gguf, &Device::Cpu, "cpu").unwrap(), store.get(&hf, &Device::Cpu, "cpu").unwrap());
+    assert!(!g.plain.batches_with(&h.plain));
+    let (mut cg, mut ch) = (g.plain.new_cache(4).unwrap(), h.plain.new_cache(4).unwrap());
+    let mut rows = vec![
+        BatchRow { decoder: &g.plain, ids: &[5], pos: 0, cache: &mut cg },
+        BatchRow { decoder: &h.plain, ids: &[5], pos: 0, cache: &mut ch },
+    ];
+    let err = Decoder::forward_batch(&mut Batch::default(), &mut rows).err().unwrap().to_string();
+    assert!(err.contains("another base model"), "{err}");
+}
+
+/// Runs `lanes` of the workspace at `root` together (greedy), cancelling `cancel` after its third token;
+/// returns each lane's streamed text.
+async fn stream(root: &Path, lanes: &[usize], cancel: Option<usize>) -> HashMap<usize, (String, bool)> {
+    let ws = workspace::load(root).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let backend = LocalBackend::new();
+    let engine = Engine::new(Registry::default().with(BackendKind::Local, Arc::new(backend)), tx);
+    let tokens: HashMap<usize, _> = lanes
+        .iter()
+        .map(|&l| (l, engine.start(l, l as u64, RunRequest::for_lane(&ws, l, "tell me a story").unwrap())))
+        .collect();
+    drop(engine);
+    let mut out: HashMap<usize, (String, bool)> = HashMap::new();
+    let mut open = lanes.len();
+    while open > 0 {
+        let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap();
+        let entry = out.entry(ev.lane).or_default();
+        match &ev.kind {
+            EventKind::Token { text } => {
+                entry.0.push_str(text);
+                if Some(ev.lane) == cancel && entry.0.chars().count() >= 3 {
+                    tokens[&ev.lane].cancel();
+                }
+            }
+            EventKind::Done { .. } => {
+                entry.1 = true;
+                open -= 1;
+            }
+            EventKind::Failed { .. } => open -= 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_cancelled_mid_batch_leaves_the_others_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = tiny::write(dir.path(), Some(GgmlDType::Q4_0));
+    write_adapter(&dir.path().join("a1"), 0.3);
+    write_adapter(&dir.path().join("a2"), 1.7);
+    let lane = |id: &str, adapter: &str| {
+        format!(
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nmax_tokens = 40\ntemperature = 0.0\n{adapter}\n"
+        )
+    };
+    let toml = format!(
+        "name = \"tiny\"\n[prompts.p]\ntext = \"Be brief.\"\n[models.tiny]\npath = \"{}\"\ndevice = \"cpu\"\n{}{}{}",
+        gguf.display(),
+        lane("base", ""),
+        lane("one", &format!("adapter = \"{}\"", dir.path().join("a1").display())),
+        lane("two", &format!("adapter = \"{}\"", dir.path().join("a2").display())),
+    );
+    std::fs::write(dir.path().join("workspace.toml"), toml).unwrap();
+    let all = stream(dir.path(), &[0, 1, 2], Some(1)).await;
+    let without = stream(dir.path(), &[0, 2], None).await;
+    assert!(!all[&1].1, "lane one was cancelled");
+    for l in [0, 2] {
+        assert!(all[&l].1 && without[&l].1, "lane {l} finished both times");
+        assert!(all[&l].0.len() > 10, "lane {l} wrote something: {:?}", all[&l].0);
+        assert_eq!(all[&l].0, without[&l].0, "lane {l}: the cancelled lane changed its answer");
+    }
+    assert_ne!(all[&0].0, all[&2].0, "the adapter lane answers differently from the base");
+}
