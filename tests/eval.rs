@@ -185,7 +185,8 @@ async fn api_lanes_keep_to_their_concurrency() {
     assert_eq!(b.max_in_flight("long"), 3, "the lane's own key");
     assert_eq!(b.max_in_flight("short"), 2, "--concurrency for a lane without one");
     assert_eq!(b.max_in_flight("*"), 5);
-    // Local lanes on one device take turns, one run at a time, so each run's timings are its own.
+    // Local lanes on one CPU run 4 at a time by default (the worker batches them), `--batch N` at most N, and
+    // `--clean-timing` one at a time, so each run's timings are its own.
     let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
     let local = toml
         .replace(
@@ -197,13 +198,15 @@ async fn api_lanes_keep_to_their_concurrency() {
         .replace("model = \"m-short\"", "model = \"m\"")
         + "[models.m]\npath = \"model.gguf\"\ndevice = \"cpu\"\n";
     std::fs::write(root.join("workspace.toml"), local).unwrap();
-    let b = AnswerBackend::with_delay(Duration::from_millis(10), |_, input| answers_for(input));
-    let reg = Registry::default().with(BackendKind::Local, Arc::new(support::answers::Handle(b.clone())));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let streams = Streams { stdout: &mut out, stderr: &mut err, confirm: None, tty: false };
-    let r = execute(&root, &args(&["--concurrency", "8"]), reg, streams).await;
-    assert_eq!(r.map_err(|e| e.to_string()), Ok(0), "{}", String::from_utf8_lossy(&err));
-    assert_eq!((b.calls(), b.max_in_flight("*")), (24, 1));
+    for (flags, most) in [(&["--concurrency", "8"][..], 4), (&["--batch", "2"][..], 2), (&["--clean-timing"][..], 1)] {
+        let b = AnswerBackend::with_delay(Duration::from_millis(10), |_, input| answers_for(input));
+        let reg = Registry::default().with(BackendKind::Local, Arc::new(support::answers::Handle(b.clone())));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let streams = Streams { stdout: &mut out, stderr: &mut err, confirm: None, tty: false };
+        let r = execute(&root, &args(&[flags, &["--fresh"]].concat()), reg, streams).await;
+        assert_eq!(r.map_err(|e| e.to_string()), Ok(0), "{}", String::from_utf8_lossy(&err));
+        assert_eq!((b.calls(), b.max_in_flight("*")), (24, most), "{flags:?}");
+    }
 }
 
 #[tokio::test]

@@ -14,12 +14,10 @@ const DECODE: usize = 128;
 /// Turns of each lane, taking turns (base, adapter, base, …): the machine's noise moves single runs by 10%.
 const TURNS: usize = 7;
 
-/// The LoRA line of the report.
-pub fn run(path: &Path, prompt: usize) -> Result<String> {
-    let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
-    let base = m.base().clone();
-    let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Writes a random r=16 PEFT adapter (new values every call) on every linear layer of `base` into `dir`;
+/// returns how many layers it adapts.
+pub fn write_random(base: &tunebench::engine::local::BaseWeights, dir: &Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cfg = serde_json::json!({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": "all-linear", "bias": "none"});
     let mut tensors = std::collections::HashMap::new();
     let mut count = 0;
@@ -32,12 +30,21 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
             count += 1;
         }
     }
-    let written = std::fs::write(dir.join("adapter_config.json"), cfg.to_string())
-        .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?))
-        .and_then(|()| Ok(m.with_adapter(&dir)?));
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string())
+        .with_context(|| format!("writing {}", dir.display()))?;
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
+    Ok(count)
+}
+
+/// The LoRA line of the report.
+pub fn run(path: &Path, prompt: usize) -> Result<String> {
+    let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
+    let base = m.base().clone();
+    let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
+    let count = write_random(&base, &dir)?;
+    let written = m.with_adapter(&dir);
     let _ = std::fs::remove_dir_all(&dir);
-    let view = written.context("the random adapter")?;
+    let view = written.map_err(anyhow::Error::from).context("the random adapter")?;
     let ids = measure::prompt_ids(prompt, base.cfg.vocab);
     let decode = |model: &Llama| -> Result<f64> {
         let mut cache = model.new_cache(prompt + DECODE + 1)?;

@@ -6,8 +6,10 @@
 //! llama.cpp: LLAMA_BENCH=/path/to/llama-bench, else both OpenMP-free builds (native and portable), each row
 //! against its faster (scripts/bench --build-llama builds them; `variants` times all four on the Q4_1 file). Run: `cargo bench --bench local [-- WORDS]` (or scripts/bench): words
 //! name sections (smollm2, qwen2, lora; `variants` times the llama.cpp builds and picks the default) and
-//! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora. BENCH_REPS=0 only makes the files.
+//! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora batch (`batch`: lanes batched on one
+//! base through the real worker, issue 18's targets). BENCH_REPS=0 only makes the files.
 
+mod batch;
 mod llama;
 mod lora;
 mod measure;
@@ -23,12 +25,15 @@ use anyhow::{Context, Result};
 const PROMPT: usize = 512;
 const GEN: usize = 128;
 const FORMATS: [&str; 4] = ["Q4_0", "Q4_1", "Q8_0", "Q4_K_M"];
-const SECTIONS: [&str; 4] = ["smollm2", "qwen2", "lora", "variants"];
+const SECTIONS: [&str; 5] = ["smollm2", "qwen2", "lora", "batch", "variants"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result =
-        if args.first().map(String::as_str) == Some(measure::CHILD) { child(&args[1..]) } else { sections(&args) };
+    let result = match args.first().map(String::as_str) {
+        Some(measure::CHILD) => child(&args[1..]),
+        Some(batch::CHILD) => batch::child(&args[1..]),
+        _ => sections(&args),
+    };
     if let Err(e) = result {
         eprintln!("bench: {e:#}");
         std::process::exit(1);
@@ -67,7 +72,7 @@ fn sections(args: &[String]) -> Result<()> {
         Err(_) => 5,
     };
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let needs_smollm2 = run("smollm2") || run("lora") || run("variants");
+    let needs_smollm2 = run("smollm2") || run("lora") || run("batch") || run("variants");
     if needs_smollm2 && !shipped.is_file() {
         anyhow::bail!("{} is absent; run scripts/fetch-model first", shipped.display());
     }
@@ -94,6 +99,11 @@ fn sections(args: &[String]) -> Result<()> {
     }
     if run("lora") {
         let text = lora::run(&shipped, PROMPT)?;
+        println!("{text}");
+        report.push_str(&format!("\n{text}"));
+    }
+    if run("batch") {
+        let text = batch::run(&shipped, runs)?;
         println!("{text}");
         report.push_str(&format!("\n{text}"));
     }

@@ -23,9 +23,16 @@ pub struct EvalArgs {
     /// Only the first N test cases.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// Requests in flight per API lane without its own `concurrency` key (local lanes take turns on their model).
+    /// Requests in flight per API lane without its own `concurrency` key.
     #[arg(long, default_value_t = runner::DEFAULT_API_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
+    /// Local runs in flight per device, run as one batched pass on the CPU (default: 4 on the CPU, 1 on a
+    /// GPU). Their ttft and latency are then shared figures, marked as such.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with = "clean_timing")]
+    pub batch: Option<u32>,
+    /// One local run at a time, so that every ttft and latency is the run's own (as `--batch 1`).
+    #[arg(long)]
+    pub clean_timing: bool,
     /// One JSON object per lane, one per line.
     #[arg(long)]
     pub json: bool,
@@ -137,7 +144,8 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let mut answers: HashMap<(usize, usize), crate::eval::Answer> =
         plan.cached.into_iter().map(|(j, a)| ((j.case, j.lane), a)).collect();
     let total = plan.run.len();
-    let limits = runner::limits(&ws, &setup.lanes, args.concurrency as usize);
+    let batch = if args.clean_timing { Some(1) } else { args.batch.map(|b| b as usize) };
+    let limits = runner::limits(&ws, &setup.lanes, args.concurrency as usize, batch);
     let started = Instant::now();
     let (mut done, mut errors) = (0usize, 0usize);
     let every = (total / 10).max(1);

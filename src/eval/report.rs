@@ -39,6 +39,9 @@ struct LaneLine<'a> {
     pass_rate_spread: Option<super::score::Spread>,
     /// What the lane ran with: backend, model, adapter, prompt variant and sampling settings.
     config: &'a super::score::LaneConfig,
+    /// The most lanes that shared the device in any run (ttft and total then include their work); null when
+    /// every run had it alone.
+    shared_lanes: Option<u32>,
 }
 
 /// `{"name": rate, …}` in the assertions' own order (a JSON object, which serde_json would sort).
@@ -85,6 +88,7 @@ pub fn lane_json(s: &LaneScore) -> String {
         pass_rate_by_repeat: s.repeat_rates.iter().map(|&v| r4(v)).collect(),
         pass_rate_spread: s.spread().map(|p| super::score::Spread { min: r4(p.min), max: r4(p.max), sd: r4(p.sd) }),
         config: &s.config,
+        shared_lanes: s.shared_lanes,
     };
     // Plain numbers, strings and options: serialising cannot fail; never print a blank line if it did.
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"lane\":{:?},\"error\":\"{e}\"}}", s.lane))
@@ -96,6 +100,14 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 
 fn stat(s: Stat, decimals: usize) -> String {
     format!("{} / {}", num(s.mean, decimals), num(s.p95, decimals))
+}
+
+/// A time figure that includes other runs' work says so (a batched eval's runs share the device).
+fn shared(cell: String, lanes: Option<u32>) -> String {
+    match lanes {
+        Some(n) => format!("{cell} (shared ×{n})"),
+        None => cell,
+    }
 }
 
 /// Rows of the scoreboard as cells, shared by the terminal table and the Markdown report; with repeats, a last
@@ -153,8 +165,8 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 },
                 stat(s.prompt_tokens, 0),
                 stat(s.completion_tokens, 0),
-                stat(s.ttft_ms, 0),
-                stat(s.total_ms, 0),
+                shared(stat(s.ttft_ms, 0), s.shared_lanes),
+                shared(stat(s.total_ms, 0), s.shared_lanes),
                 fmt_usd(s.cost_per_case_usd),
                 fmt_usd(s.cost_per_1k_usd()),
                 vs,
@@ -304,6 +316,7 @@ pub fn case_lines(board: &Scoreboard, cases: &[Case]) -> String {
                 "cost_usd": s.cost_usd,
                 "cached": a.from_cache,
                 "sampling": sampling_of(board, s, &cases[ci]),
+                "shared_lanes": a.shared_lanes,
             });
             out.push_str(&v.to_string());
             out.push('\n');

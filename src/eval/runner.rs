@@ -49,10 +49,18 @@ pub struct Group {
     pub limit: usize,
 }
 
+/// Local runs in flight per device when `eval --batch` does not say: the host engine (the CPU) runs a
+/// device's runs on one base as one batched pass, so several at once finish sooner; a GPU lane steps its runs
+/// one at a time, where running several would only interleave them.
+pub fn default_batch(device: &str) -> usize {
+    let host = device == "cpu" || (device == "auto" && !cfg!(feature = "cuda") && !cfg!(feature = "metal"));
+    if host { 4 } else { 1 }
+}
+
 /// Each API lane is its own group of `concurrency` (its key, else `default_api`). Local lanes on one device
-/// form one group of one run at a time: the device's worker would only interleave them (no throughput gained)
-/// and each run's time to first token and latency would then include the other lanes' turns.
-pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize) -> Vec<Group> {
+/// form one group of `local_batch` runs in flight (None: `default_batch` for the device; 1 gives clean timing:
+/// each run alone, its ttft and latency its own).
+pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize, local_batch: Option<usize>) -> Vec<Group> {
     let mut groups: Vec<(Option<String>, Group)> = Vec::new();
     for &l in lanes {
         let spec = &ws.lanes[l];
@@ -64,7 +72,10 @@ pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize) -> Vec<Grou
         let device = ws.models.get(&spec.model).map(|m| m.device.clone()).unwrap_or_default();
         match groups.iter_mut().find(|(d, _)| d.as_deref() == Some(device.as_str())) {
             Some((_, g)) => g.lanes.push(l),
-            None => groups.push((Some(device), Group { lanes: vec![l], limit: 1 })),
+            None => {
+                let limit = local_batch.unwrap_or_else(|| default_batch(&device)).max(1);
+                groups.push((Some(device), Group { lanes: vec![l], limit }));
+            }
         }
     }
     groups.into_iter().map(|(_, g)| g).collect()

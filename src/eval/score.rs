@@ -118,6 +118,9 @@ pub struct LaneScore {
     pub completion_tokens: Stat,
     pub ttft_ms: Stat,
     pub total_ms: Stat,
+    /// The most lanes that shared the device during any of these runs (above 1: ttft and latency include
+    /// other runs' work, as in a batched eval); None when every run had it alone or was not local.
+    pub shared_lanes: Option<u32>,
     pub cost_per_case_usd: Option<f64>,
     pub vs_reference: Option<VsReference>,
     /// With `eval --repeat N`: the pass rate of each repeat over the cases it answered (empty without repeats).
@@ -300,7 +303,8 @@ fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Sco
         prompt_tokens: Stat::of(ok.clone().map(|s| s.answer.prompt_tokens.map(|n| n as f64))),
         completion_tokens: Stat::of(ok.clone().map(|s| s.answer.completion_tokens.map(|n| n as f64))),
         ttft_ms: Stat::of(ok.clone().map(|s| s.answer.ttft_ms)),
-        total_ms: Stat::of(ok.map(|s| s.answer.total_ms)),
+        total_ms: Stat::of(ok.clone().map(|s| s.answer.total_ms)),
+        shared_lanes: ok.filter_map(|s| s.answer.shared_lanes).filter(|&n| n > 1).max(),
         cost_per_case_usd: {
             let known: Vec<f64> = costs.iter().flatten().copied().collect();
             (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)

@@ -88,7 +88,7 @@ pub fn start(
             return send(EvalMsg::NeedsConfirm(text));
         }
         let total = plan.run.len();
-        let limits = runner::limits(&ws, &setup.lanes, runner::DEFAULT_API_CONCURRENCY as usize);
+        let limits = runner::limits(&ws, &setup.lanes, runner::DEFAULT_API_CONCURRENCY as usize, None);
         let (mut done, mut errors, mut uncached) = (0, 0, 0);
         send(EvalMsg::Progress { done, total, errors });
         let Setup { cases, evals, hashes, lanes, cache } = &mut setup;

@@ -1,0 +1,202 @@
+//! Lanes batched on one base (issue 18's targets), through the real engine and worker as the TUI runs them:
+//! three lanes together (a ~1,300-token-prompt base, two short-prompt lanes with their own random r=16
+//! adapters) against the slowest alone; the short lanes' time to first token beside the long prefill against
+//! alone; aggregate decode tok/s of four lanes against one; peak RSS of 1, 3 and 6 lanes (fresh processes).
+//! Greedy answers of at most `DECODE` tokens; medians of the turns, min–max beside them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use tokio::sync::mpsc;
+use tunebench::engine::local::{LocalBackend, load};
+use tunebench::engine::{Engine, EventKind, Registry, RunRequest};
+use tunebench::workspace::{self, BackendKind, Workspace};
+
+use crate::measure::Stat;
+
+const DECODE: usize = 64;
+pub const CHILD: &str = "--batch-rss-child";
+const INPUT: &str = "Write a long story about a lighthouse keeper who finds a message in a bottle.";
+
+/// What one lane of a run measured.
+#[derive(Clone, Copy)]
+struct Lane {
+    ttft: f64,
+    tokens: u64,
+    tok_s: f64,
+}
+
+/// The workspace: lanes base (long prompt), a and b (short, adapters A and B), c (short, adapter A), d (short,
+/// none), e (short, adapter B).
+fn workspace(root: &Path, model: &Path) -> Result<()> {
+    let m = load(model, &Device::Cpu, None).with_context(|| format!("loading {}", model.display()))?;
+    for a in ["a", "b"] {
+        crate::lora::write_random(m.base(), &root.join(a))?;
+    }
+    // ~1,300 tokens of rules, as a long system prompt carries.
+    let rules: String = (1..=52)
+        .map(|i| format!("Rule {i}: when a ticket mentions topic number {i}, tag it, name the product, rate the urgency and keep the summary short.\n"))
+        .collect();
+    let lane = |id: &str, prompt: &str, adapter: Option<&str>| {
+        let adapter = adapter.map_or(String::new(), |a| format!("adapter = \"{}\"\n", root.join(a).display()));
+        format!(
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"smol\"\nprompt = \"{prompt}\"\nmax_tokens = {DECODE}\ntemperature = 0.0\n{adapter}"
+        )
+    };
+    let toml = format!(
+        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"cpu\"\n{}{}{}{}{}{}",
+        model.display(),
+        lane("base", "long", None),
+        lane("a", "short", Some("a")),
+        lane("b", "short", Some("b")),
+        lane("c", "short", Some("a")),
+        lane("d", "short", None),
+        lane("e", "short", Some("b")),
+    );
+    std::fs::write(root.join("workspace.toml"), toml).with_context(|| format!("writing {}", root.display()))?;
+    Ok(())
+}
+
+/// Runs `lanes` together; each lane's figures and the wall time until the last finished.
+async fn together(ws: &Workspace, backend: &LocalBackend, lanes: &[usize]) -> Result<(Vec<Lane>, f64)> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let engine = Engine::new(Registry::default().with(BackendKind::Local, Arc::new(backend.clone())), tx);
+    let began = Instant::now();
+    for &l in lanes {
+        engine.start(l, l as u64, RunRequest::for_lane(ws, l, INPUT).context("no such lane")?);
+    }
+    drop(engine);
+    let mut out = vec![None; lanes.len()];
+    while out.iter().any(Option::is_none) {
+        let ev = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await?.context("the engine stopped")?;
+        let at = lanes.iter().position(|&l| l == ev.lane).context("an event for another lane")?;
+        match ev.kind {
+            EventKind::Done { usage, timings } => {
+                let tokens = usage.completion_tokens.unwrap_or(0);
+                out[at] = Some(Lane {
+                    ttft: timings.ttft.map_or(f64::NAN, |t| t.as_secs_f64()),
+                    tokens,
+                    tok_s: timings.tokens_per_s(Some(tokens)).unwrap_or(f64::NAN),
+                });
+            }
+            EventKind::Failed { error, .. } => bail!("lane {}: {error}", ev.lane),
+            _ => {}
+        }
+    }
+    let wall = began.elapsed().as_secs_f64();
+    Ok((out.into_iter().flatten().collect(), wall))
+}
+
+/// The batched lines of the report.
+pub fn run(model: &Path, turns: usize) -> Result<String> {
+    let dir = tempfile::tempdir().context("a temporary workspace")?;
+    workspace(dir.path(), model)?;
+    let ws = workspace::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let backend = LocalBackend::new();
+    let (base, a, b) = (0, 1, 2);
+    // Warm: the model and both adapters loaded, the worker's buffers grown.
+    rt.block_on(together(&ws, &backend, &[base, a, b]))?;
+    let (mut ratio_wall, mut ratio_ttft, mut ratio_tok) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ratio_ttft3 = Vec::new();
+    let (mut one_tok, mut four_tok, mut prompt_note) = (Vec::new(), Vec::new(), String::new());
+    for turn in 0..turns.max(1) {
+        let alone: Vec<(Vec<Lane>, f64)> =
+            [base, a, b].iter().map(|&l| rt.block_on(together(&ws, &backend, &[l]))).collect::<Result<_>>()?;
+        let (three, wall3) = rt.block_on(together(&ws, &backend, &[base, a, b]))?;
+        let (two, _) = rt.block_on(together(&ws, &backend, &[base, a]))?;
+        let (four, _) = rt.block_on(together(&ws, &backend, &[a, b, 3, 4]))?;
+        let slowest = alone.iter().map(|(_, w)| *w).fold(0.0, f64::max);
+        ratio_wall.push(wall3 / slowest);
+        // The short lane's ttft beside the long prefill, against alone; and with a second short lane too (the
+        // worse of the two: their prompts' prefills then share the device).
+        ratio_ttft.push(two[1].ttft / alone[1].0[0].ttft);
+        ratio_ttft3.push((three[1].ttft / alone[1].0[0].ttft).max(three[2].ttft / alone[2].0[0].ttft));
+        let one = alone[1].0[0].tok_s;
+        let agg: f64 = four.iter().map(|l| l.tok_s).sum();
+        one_tok.push(one);
+        four_tok.push(agg);
+        ratio_tok.push(agg / one);
+        eprintln!(
+            "  turn {}: 3 lanes {wall3:.2}s vs slowest alone {slowest:.2}s; short ttft beside the long one {:.0} ms, \
+             with both short ones {:.0}/{:.0} ms, vs alone {:.0}/{:.0}; 4 lanes {agg:.1} tok/s vs 1 lane {one:.1}",
+            turn + 1,
+            two[1].ttft * 1e3,
+            three[1].ttft * 1e3,
+            three[2].ttft * 1e3,
+            alone[1].0[0].ttft * 1e3,
+            alone[2].0[0].ttft * 1e3
+        );
+        if prompt_note.is_empty() {
+            let tokens: Vec<String> = three.iter().map(|l| l.tokens.to_string()).collect();
+            prompt_note = format!("answers of {} tokens (base, a, b)", tokens.join(", "));
+        }
+    }
+    let s = |v: &[f64]| {
+        Stat::of(v.iter().copied()).map_or("-".into(), |s| format!("**{:.2}×** ({:.2}–{:.2})", s.median, s.min, s.max))
+    };
+    let med = |v: &[f64]| Stat::of(v.iter().copied()).map_or(f64::NAN, |s| s.median);
+    let rss: Vec<String> = [1, 3, 6]
+        .iter()
+        .map(|&n| rss_child(dir.path(), n).map(|mb| format!("{n} lane{}: {mb:.0} MB", if n == 1 { "" } else { "s" })))
+        .collect::<Result<_>>()?;
+    Ok(format!(
+        "### Lanes batched on one base (SmolLM2 Q4_1, greedy, ≤ {DECODE} tokens; {prompt_note}; {} turns)\n\n\
+         | target | measured (median, min–max) | goal |\n|---|---|---|\n\
+         | three lanes (1,300-token base + two adapter lanes) together ÷ slowest alone, wall | {} | ≤ 1.3× |\n\
+         | short lane ttft beside the long prefill ÷ alone | {} | ≤ 1.5× |\n\
+         | the same with both short lanes beside it (worse of the two; their own prefills share a pass) | {} | — |\n\
+         | aggregate decode, 4 lanes ÷ 1 lane ({:.1} vs {:.1} tok/s) | {} | ≥ 3× |\n\n\
+         Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
+        turns.max(1),
+        s(&ratio_wall),
+        s(&ratio_ttft),
+        s(&ratio_ttft3),
+        med(&four_tok),
+        med(&one_tok),
+        s(&ratio_tok),
+        rss.join(", ")
+    ))
+}
+
+/// Peak RSS (MB) of a fresh process running the first `lanes` lanes (1: lane a; 3: base, a, b; 6: all) once.
+fn rss_child(root: &Path, lanes: usize) -> Result<f64> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let out = std::process::Command::new(exe)
+        .args([CHILD, &root.display().to_string(), &lanes.to_string()])
+        .output()
+        .context("running the RSS child")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rss_mb="))
+        .with_context(|| format!("the RSS child printed no figure: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(line.trim().parse()?)
+}
+
+/// The RSS child: runs the lanes once and prints its peak RSS.
+pub fn child(args: &[String]) -> Result<()> {
+    let [root, n] = args else { bail!("{CHILD} wants ROOT LANES") };
+    let lanes: Vec<usize> = match n.as_str() {
+        "1" => vec![1],
+        "3" => vec![0, 1, 2],
+        _ => (0..6).collect(),
+    };
+    let ws = workspace::load(Path::new(root)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(together(&ws, &LocalBackend::new(), &lanes))?;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    println!("rss_mb={}", kb / 1024.0);
+    Ok(())
+}
