@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::decoder::{Batch, Decoder, MAX_BATCH};
-use super::generate::{Job, Step};
+use super::generate::{Job, PREFILL_CHUNK, Step};
 use super::store::ModelStore;
 use super::{LocalError, Result};
 use crate::engine::{EngineError, LaneSink, RunRequest, Usage};
@@ -154,14 +154,23 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
 }
 
 /// The runs that step this round, in order, given each run's prompt tokens still to prefill (0: decoding):
-/// every decoding run one token, then one prefill chunk for the run with the least prompt left (the earliest
-/// on a tie). A short prompt is thus never stuck behind a long one's chunks (its first token comes after its
-/// own prefill, as the shortest remaining prefill goes first), and tokens keep streaming while a long prompt
-/// prefills; the device does the same work in all, in another order.
+/// every decoding run one token, then prefill chunks, the run with the least prompt left first, as many as fit
+/// in one chunk's worth of tokens (at least one). A short prompt is thus never stuck behind a long one's chunks
+/// (its first token comes after its own prefill, as the shortest remaining prefill goes first; two short
+/// prompts share one pass), and tokens keep streaming while a long prompt prefills.
 fn round(prefill_left: &[usize]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..prefill_left.len()).filter(|&i| prefill_left[i] == 0).collect();
-    let shortest = (0..prefill_left.len()).filter(|&i| prefill_left[i] > 0).min_by_key(|&i| (prefill_left[i], i));
-    order.extend(shortest);
+    let mut waiting: Vec<usize> = (0..prefill_left.len()).filter(|&i| prefill_left[i] > 0).collect();
+    waiting.sort_by_key(|&i| (prefill_left[i], i));
+    let mut budget = PREFILL_CHUNK;
+    for (k, i) in waiting.into_iter().enumerate() {
+        let chunk = prefill_left[i].min(PREFILL_CHUNK);
+        if k > 0 && chunk > budget {
+            break;
+        }
+        budget = budget.saturating_sub(chunk);
+        order.push(i);
+    }
     order
 }
 
@@ -282,7 +291,10 @@ mod tests {
         // short prompt's chunk; the long one waits until the short one decodes.
         assert_eq!(round(&[0, 1300, 0, 120]), vec![0, 2, 3]);
         assert_eq!(round(&[0, 1300, 0, 0]), vec![0, 2, 3, 1]);
-        // A tie goes to the earlier run; nothing to do gives an empty round; one run alone always steps.
+        // Short prompts share one chunk's worth of tokens; a tie goes to the earlier run; nothing to do gives an
+        // empty round; one run alone always steps.
+        assert_eq!(round(&[1300, 30, 30, 0]), vec![3, 1, 2]);
+        assert_eq!(round(&[1300, 30, 40]), vec![1]);
         assert_eq!(round(&[64, 64]), vec![0]);
         assert_eq!(round(&[]), Vec::<usize>::new());
         assert_eq!(round(&[900]), vec![0]);

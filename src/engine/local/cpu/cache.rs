@@ -1,5 +1,5 @@
 //! A lane's host KV cache (f32, `[kv_heads, capacity, head_dim]` per layer, written in place) and the
-//! forward pass's scratch buffers, sized on first use and reused: decode allocates nothing per token.
+//! forward pass's scratch buffers, sized on first use and reused (a pass allocates only its few small row lists).
 
 use tunebench_kernels::matmul::Scratch;
 
