@@ -4,7 +4,10 @@
 //! the values; parallel over heads × query rows.
 
 use crate::pool::{Pool, split};
-use crate::simd::{axpy, dot, exp_sub_sum};
+use crate::simd::exp_sub_sum;
+
+#[path = "attention_rows.rs"]
+mod rows;
 
 /// The shape and rules of one layer's attention.
 #[derive(Debug, Clone, Copy)]
@@ -99,23 +102,25 @@ pub fn attend(
             let lo = a.window.map_or(0, |w| (p + 1).saturating_sub(w));
             let qv = &q[i * width + h * hd..i * width + (h + 1) * hd];
             let base = kvh * cache.capacity * hd;
+            let seen = &mut sc[..p + 1 - lo];
+            let (from, to) = (base + lo * hd, base + (p + 1) * hd);
+            rows::dots(qv, &cache.k[from..to], hd, seen);
             let mut max = f32::NEG_INFINITY;
-            for (j, s) in (lo..=p).zip(sc.iter_mut()) {
-                let mut v = dot(qv, &cache.k[base + j * hd..base + (j + 1) * hd]) * a.scale;
+            for s in seen.iter_mut() {
+                let mut v = *s * a.scale;
                 if let Some(c) = a.cap {
                     v = (v / c).tanh() * c;
                 }
                 max = max.max(v);
                 *s = v;
             }
-            let seen = &mut sc[..p + 1 - lo];
             let sum = exp_sub_sum(seen, max);
+            for s in seen.iter_mut() {
+                *s /= sum;
+            }
             // SAFETY: row i, head h of `out` belongs to this part alone (units are split disjointly).
             let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(i * width + h * hd), hd) };
-            o.fill(0.0);
-            for (j, s) in (lo..=p).zip(seen.iter()) {
-                axpy(*s / sum, &cache.v[base + j * hd..base + (j + 1) * hd], o);
-            }
+            rows::weighted(seen, &cache.v[from..to], hd, o);
         }
     });
     Ok(())
@@ -171,7 +176,7 @@ mod tests {
     fn grouped_causal_windowed_capped_attention_matches_the_naive_one() {
         let pools = [Pool::new(1), Pool::new(2), Pool::new(3)];
         for pool in &pools {
-            for (heads, kv_heads, hd) in [(9, 3, 64), (4, 4, 8), (2, 1, 6)] {
+            for (heads, kv_heads, hd) in [(9, 3, 64), (4, 4, 8), (2, 1, 6), (2, 1, 96), (4, 2, 128)] {
                 for window in [None, Some(1), Some(3)] {
                     for cap in [None, Some(2.0)] {
                         for (pos, n) in [(0, 1), (0, 7), (5, 1), (5, 4)] {
