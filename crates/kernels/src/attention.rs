@@ -70,38 +70,73 @@ pub fn attend(
     out: &mut [f32],
     scores: &mut [f32],
 ) -> Result<(), String> {
+    attend_lanes(pool, a, q, &[Lane { cache, pos, n }], out, scores)
+}
+
+/// One lane's part of a batched attention: its cache, and its `n` query rows at positions `pos..`.
+#[derive(Clone, Copy)]
+pub struct Lane<'a> {
+    pub cache: Cache<'a>,
+    pub pos: usize,
+    pub n: usize,
+}
+
+/// `attend` for several lanes at once, their query rows one lane after another in `q` and `out`: one pool
+/// call, its units every lane's (head, row) pairs. `scores` holds `pool.parts() ×` the longest lane's
+/// `pos + n`. A lane's results are those of its own call.
+pub fn attend_lanes(
+    pool: &Pool,
+    a: &Attention,
+    q: &[f32],
+    lanes: &[Lane<'_>],
+    out: &mut [f32],
+    scores: &mut [f32],
+) -> Result<(), String> {
     let (hd, width) = (a.head_dim, a.heads * a.head_dim);
-    let total = pos + n;
-    let kv_len = a.kv_heads * cache.capacity * hd;
+    let rows: usize = lanes.iter().map(|l| l.n).sum();
+    let longest = lanes.iter().map(|l| l.pos + l.n).max().unwrap_or(0);
     let parts = pool.parts();
-    if a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || q.len() != n * width || out.len() != n * width {
+    if a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || q.len() != rows * width || out.len() != rows * width {
         return Err(format!(
-            "attention: {} heads over {} kv heads, q {} and out {} for {n} rows",
+            "attention: {} heads over {} kv heads, q {} and out {} for {rows} rows",
             a.heads,
             a.kv_heads,
             q.len(),
             out.len()
         ));
     }
-    if total > cache.capacity || cache.k.len() != kv_len || cache.v.len() != kv_len || scores.len() < parts * total {
-        return Err(format!(
-            "attention: {total} positions in a cache of {} (scratch {})",
-            cache.capacity,
-            scores.len()
-        ));
+    for l in lanes {
+        let (total, kv_len) = (l.pos + l.n, a.kv_heads * l.cache.capacity * hd);
+        if total > l.cache.capacity || l.cache.k.len() != kv_len || l.cache.v.len() != kv_len {
+            return Err(format!("attention: {total} positions in a cache of {}", l.cache.capacity));
+        }
+    }
+    if scores.len() < parts * longest {
+        return Err(format!("attention: scratch of {} for {parts} parts of {longest}", scores.len()));
     }
     let rep = a.heads / a.kv_heads;
     let (out_p, scores_p) = (Ptr(out.as_mut_ptr()), Ptr(scores.as_mut_ptr()));
     pool.run(&|part, parts| {
-        // SAFETY: each part owns its `total`-long slice of scores (checked: scores holds parts × total).
-        let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.at(part * total), total) };
-        for u in split(a.heads * n, part, parts, 1) {
-            let (h, i) = (u / n, u % n);
-            let kvh = h / rep;
+        // SAFETY: each part owns its `longest`-long slice of scores (checked: scores holds parts × longest).
+        let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.at(part * longest), longest) };
+        // Units run lane by lane, (head, row) within a lane; `first` is the lane's first row in q and out.
+        let (mut lane, mut lane_units, mut first) = (0, 0, 0);
+        for u in split(a.heads * rows, part, parts, 1) {
+            while let Some(l) = lanes.get(lane)
+                && u >= lane_units + a.heads * l.n
+            {
+                lane_units += a.heads * l.n;
+                first += l.n;
+                lane += 1;
+            }
+            let Some(&Lane { cache, pos, n }) = lanes.get(lane) else { return };
+            let v = u - lane_units;
+            let (h, i) = (v / n, v % n);
             let p = pos + i;
             let lo = a.window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let qv = &q[i * width + h * hd..i * width + (h + 1) * hd];
-            let base = kvh * cache.capacity * hd;
+            let row = (first + i) * width + h * hd;
+            let qv = &q[row..row + hd];
+            let base = (h / rep) * cache.capacity * hd;
             let seen = &mut sc[..p + 1 - lo];
             let (from, to) = (base + lo * hd, base + (p + 1) * hd);
             rows::dots(qv, &cache.k[from..to], hd, seen);
@@ -118,8 +153,8 @@ pub fn attend(
             for s in seen.iter_mut() {
                 *s /= sum;
             }
-            // SAFETY: row i, head h of `out` belongs to this part alone (units are split disjointly).
-            let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(i * width + h * hd), hd) };
+            // SAFETY: row first + i, head h of `out` belongs to this part alone (units are split disjointly).
+            let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
             rows::weighted(seen, &cache.v[from..to], hd, o);
         }
     });
@@ -197,6 +232,37 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lanes_in_one_call_get_the_bits_of_their_own_calls() {
+        let pool = Pool::new(2);
+        let a = Attention { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, cap: None, window: None };
+        let width = a.heads * a.head_dim;
+        let shapes = [(37, 1, 40), (0, 9, 12), (5, 1, 7), (100, 3, 110)];
+        let ks: Vec<Vec<f32>> =
+            shapes.iter().enumerate().map(|(s, &(_, _, c))| values(3 * c * 64, s as u64 + 10)).collect();
+        let vs: Vec<Vec<f32>> =
+            shapes.iter().enumerate().map(|(s, &(_, _, c))| values(3 * c * 64, s as u64 + 20)).collect();
+        let rows: usize = shapes.iter().map(|s| s.1).sum();
+        let q = values(rows * width, 7);
+        let lanes: Vec<Lane<'_>> = shapes
+            .iter()
+            .zip(ks.iter().zip(&vs))
+            .map(|(&(pos, n, capacity), (k, v))| Lane { cache: Cache { k, v, capacity }, pos, n })
+            .collect();
+        let mut out = vec![f32::NAN; rows * width];
+        let mut scores = vec![0f32; pool.parts() * 103];
+        attend_lanes(&pool, &a, &q, &lanes, &mut out, &mut scores).unwrap();
+        let mut first = 0;
+        for l in &lanes {
+            let mut alone = vec![f32::NAN; l.n * width];
+            let qs = &q[first * width..(first + l.n) * width];
+            attend(&pool, &a, qs, l.cache, l.pos, l.n, &mut alone, &mut scores).unwrap();
+            let got = &out[first * width..(first + l.n) * width];
+            assert!(got.iter().zip(&alone).all(|(x, y)| x.to_bits() == y.to_bits()), "lane at row {first}");
+            first += l.n;
         }
     }
 

@@ -156,11 +156,8 @@ pub fn forward_batch(cfg: &Config, base: &HostBase, b: &mut Bufs, rows: &mut [Ro
         let scores = fit(&mut b.scores, pool.parts() * longest);
         for (r, &(first, len)) in rows.iter_mut().zip(&spans) {
             let (pos, cache) = (r.pos, &mut *r.cache);
-            let (q, k, v) = (
-                &mut q[first * nq..(first + len) * nq],
-                &mut k[first * nkv..(first + len) * nkv],
-                &v[first * nkv..(first + len) * nkv],
-            );
+            let q = &mut q[first * nq..(first + len) * nq];
+            let (k, v) = (&mut k[first * nkv..(first + len) * nkv], &v[first * nkv..(first + len) * nkv]);
             if let Some(ri) = plan.rope {
                 let ri = cfg.rope_switch.map_or(ri, |s| s.table(ri, cache.capacity.max(pos + len)));
                 let (cos, sin) = &base.ropes[ri];
@@ -179,11 +176,16 @@ pub fn forward_batch(cfg: &Config, base: &HostBase, b: &mut Bufs, rows: &mut [Ro
             let capacity = cache.capacity;
             attention::store(&mut cache.k[i], cfg.kv_heads, hd, capacity, pos, k);
             attention::store(&mut cache.v[i], cfg.kv_heads, hd, capacity, pos, v);
-            let kv = attention::Cache { k: &cache.k[i], v: &cache.v[i], capacity };
-            let out = &mut att[first * nq..(first + len) * nq];
-            attention::attend(pool, &a, q, kv, pos, len, out, &mut scores[..pool.parts() * (pos + len)])
-                .map_err(run_err)?;
         }
+        // Every lane's queries in one pool call.
+        let lanes: Vec<attention::Lane<'_>> = rows
+            .iter()
+            .map(|r| {
+                let (k, v, capacity) = (&r.cache.k[i][..], &r.cache.v[i][..], r.cache.capacity);
+                attention::Lane { cache: attention::Cache { k, v, capacity }, pos: r.pos, n: r.ids.len() }
+            })
+            .collect();
+        attention::attend_lanes(pool, &a, q, &lanes, att, scores).map_err(run_err)?;
         let (o, down) = match projections {
             Projections::Separate => (3, 6),
             Projections::Fused => (1, 3),
