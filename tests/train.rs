@@ -291,6 +291,25 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
     assert!(state.train.last_run);
     assert_eq!(state.train.train_loss.len(), curve.len());
     assert!(state.train.train_loss.iter().zip(&curve).all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-9));
+    // Training again writes a new version beside the first (never over it); Enter points the lane at it, in
+    // memory until the workspace is saved.
+    let first = std::fs::read(root.join("adapters/t/adapter_model.safetensors")).unwrap();
+    rt.dispatch(&mut state, key(KeyCode::Char('n')));
+    while state.train.running() {
+        let a = tokio::time::timeout(std::time::Duration::from_secs(120), arx.recv()).await.unwrap().unwrap();
+        rt.dispatch(&mut state, a);
+    }
+    assert_eq!(state.train.status, TrainStatus::Done, "{:?}", state.train.error);
+    assert!(state.train.adapter_dir.as_deref().is_some_and(|d| d.ends_with("adapters/t-v2")));
+    assert_eq!(std::fs::read(root.join("adapters/t/adapter_model.safetensors")).unwrap(), first);
+    rt.dispatch(&mut state, key(KeyCode::Enter));
+    assert_eq!(state.ws.lanes[1].adapter.as_deref(), Some("adapters/t-v2"));
+    assert!(state.has_unsaved());
+    while state.lanes[1].status.is_running() {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(60), erx.recv()).await.unwrap().unwrap();
+        rt.dispatch(&mut state, Action::Engine(ev));
+    }
+    assert_eq!(state.lanes[1].status, LaneStatus::Done, "{:?}", state.lanes[1].error);
 }
 
 #[test]
@@ -309,7 +328,10 @@ fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
     assert_eq!(summary["steps"], 1);
     assert!(summary["valid_loss_before"].as_f64().is_some_and(f64::is_finite), "{summary}");
     assert!(summary["valid_loss_best"].as_f64().is_some_and(f64::is_finite), "{summary}");
-    let dir = root.join("adapters/ticket-lora");
+    // The shipped adapter is untouched: the run wrote a new version beside it.
+    let shipped = std::fs::read(root.join("adapters/ticket-lora/adapter_model.safetensors")).unwrap();
+    let dir = root.join("adapters/ticket-lora-v2");
+    assert!(summary["adapter"].as_str().is_some_and(|a| a.ends_with("adapters/ticket-lora-v2")), "{summary}");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["base_model_name_or_path"], "HuggingFaceTB/SmolLM2-135M-Instruct");
@@ -323,6 +345,37 @@ fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
     let line: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(line["adapter"], "adapters/ticket-lora");
     assert!(line["error"].is_null() && run.status.success(), "{line}");
+    // Only --overwrite trains into the lane's own folder.
+    let out = std::process::Command::new(bin)
+        .args(["train", ws, "--max-steps", "1", "--batch", "2", "--overwrite", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(std::fs::read(root.join("adapters/ticket-lora/adapter_model.safetensors")).unwrap(), shipped);
+    assert!(dir.join("adapter_model.safetensors").is_file() && !root.join("adapters/ticket-lora-v3").exists());
+}
+
+#[test]
+fn a_trained_adapter_is_never_replaced_without_overwrite() {
+    use tunebench::lora::train::job::target;
+    let dir = tempfile::tempdir().unwrap();
+    let adapters = dir.path().join("adapters");
+    // Nothing there yet (or an empty folder): the run writes adapters/NAME.
+    assert_eq!(target(&adapters, "t", false, false).unwrap(), adapters.join("t"));
+    std::fs::create_dir_all(adapters.join("t")).unwrap();
+    assert_eq!(target(&adapters, "t", false, false).unwrap(), adapters.join("t"));
+    // Anything in it (an adapter, a checkpoint, a stray file): a new version beside it, then the next one.
+    std::fs::write(adapters.join("t/adapter_model.safetensors"), b"trained").unwrap();
+    assert_eq!(target(&adapters, "t", false, false).unwrap(), adapters.join("t-v2"));
+    std::fs::create_dir_all(adapters.join("t-v2/checkpoints/step-000004")).unwrap();
+    std::fs::write(adapters.join("t-v2/checkpoints/step-000004/state.json"), b"{}").unwrap();
+    assert_eq!(target(&adapters, "t", false, false).unwrap(), adapters.join("t-v3"));
+    // --overwrite names the folder itself; --resume the newest version with a checkpoint.
+    assert_eq!(target(&adapters, "t", true, false).unwrap(), adapters.join("t"));
+    assert_eq!(target(&adapters, "t", false, true).unwrap(), adapters.join("t-v2"));
+    let err = target(&adapters, "u", false, true).unwrap_err();
+    assert!(err.contains("no checkpoint"), "{err}");
+    assert_eq!(std::fs::read(adapters.join("t/adapter_model.safetensors")).unwrap(), b"trained");
 }
 
 #[test]

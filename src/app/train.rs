@@ -157,13 +157,15 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
             state.info("stopping after this step (a checkpoint is kept: `tunebench train --resume` goes on)");
             (vec![Effect::StopTraining], true)
         }
-        // Done: run the adapter lane on the current input, with the adapter just written.
+        // Done: run the adapter lane on the current input, with the adapter just written (a new version beside
+        // the lane's own becomes the lane's adapter in memory; saving the workspace keeps it).
         (KeyCode::Enter, TrainStatus::Done) => {
             let lane = state.train.lane.clone().and_then(|id| state.ws.lanes.iter().position(|l| l.id == id));
-            match lane {
-                Some(i) => (super::runs::run(state, vec![i]), false),
-                None => (Vec::new(), false),
+            let Some(i) = lane else { return (Vec::new(), false) };
+            if let Some(dir) = state.train.adapter_dir.clone() {
+                use_version(state, i, &dir);
             }
+            (super::runs::run(state, vec![i]), false)
         }
         (KeyCode::Char('n'), TrainStatus::Done) => {
             state.train = TrainState { status: TrainStatus::Preparing, ..TrainState::default() };
@@ -171,6 +173,21 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
         }
         (KeyCode::Esc | KeyCode::F(10) | KeyCode::Char('q'), _) => (Vec::new(), false),
         _ => (Vec::new(), true),
+    }
+}
+
+/// Points lane `i` at the adapter folder `dir` when it names another one (training wrote a new version).
+fn use_version(state: &mut AppState, i: usize, dir: &str) {
+    let lane = &state.ws.lanes[i];
+    if lane.adapter.as_deref().is_some_and(|a| state.ws.resolve(a) == std::path::Path::new(dir)) {
+        return;
+    }
+    let rel =
+        std::path::Path::new(dir).strip_prefix(&state.ws.root).map_or(dir.to_string(), |p| p.display().to_string());
+    let id = lane.id.clone();
+    match state.ws.edit_lane(i, crate::workspace::LaneEdit::Adapter(Some(rel.clone()))) {
+        Ok(()) => state.info(format!("lane `{id}` now runs {rel} (Ctrl+S writes it to workspace.toml)")),
+        Err(e) => state.warn(format!("lane `{id}` keeps its adapter: {e}")),
     }
 }
 

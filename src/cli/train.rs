@@ -62,9 +62,13 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (default: after each epoch).
     #[arg(long)]
     pub save_every: Option<usize>,
-    /// Continue from the newest checkpoint in adapters/NAME/checkpoints.
-    #[arg(long)]
+    /// Continue the newest run of adapters/NAME (or of its newest version) from its last checkpoint.
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Train into adapters/NAME even when it holds an adapter, replacing it and its checkpoints (without
+    /// this, a run writes a new version adapters/NAME-vN beside it and nothing trained is ever replaced).
+    #[arg(long)]
+    pub overwrite: bool,
     /// One JSON object for the summary instead of text.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +81,7 @@ impl TrainArgs {
             targets: self.targets.clone(),
             device: self.device.clone(),
             resume: self.resume,
+            overwrite: self.overwrite,
             config: TrainConfig {
                 rank: self.rank,
                 alpha: self.alpha,
@@ -192,7 +197,14 @@ pub fn run(path: &Path, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             summary.seconds,
             summary.peak_rss_bytes.map_or("?".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
         );
-        println!("lane `{}` uses it on its next run", job.lane);
+        match &job.lane_adapter {
+            Some(a) if *a != job.output.adapter_dir => println!(
+                "lane `{}` still uses {} (set its adapter to this folder to run the new one)",
+                job.lane,
+                a.display()
+            ),
+            _ => println!("lane `{}` uses it on its next run", job.lane),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

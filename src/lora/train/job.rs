@@ -1,7 +1,7 @@
 //! A training run prepared from a workspace: the adapter lane's model, the dataset's train and valid
 //! splits rendered into sequences, where the adapter goes — shared by `tunebench train` and the TUI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -20,6 +20,8 @@ pub struct Options {
     pub targets: String,
     pub device: String,
     pub resume: bool,
+    /// Write into adapters/NAME even when it holds an adapter (else a new version beside it).
+    pub overwrite: bool,
     pub config: TrainConfig,
 }
 
@@ -33,6 +35,8 @@ pub struct Job {
     pub output: Output,
     /// The lane that will use the adapter.
     pub lane: String,
+    /// The folder that lane names (the run writes `output.adapter_dir`, which may be a new version beside it).
+    pub lane_adapter: Option<PathBuf>,
     pub device: String,
 }
 
@@ -123,17 +127,40 @@ impl Job {
             valid_loss: None,
         };
         let output = Output {
-            adapter_dir: ws.root.join("adapters").join(&name),
+            adapter_dir: target(&ws.root.join("adapters"), &name, opts.overwrite, opts.resume)?,
             provenance,
             dataset_sha256,
             resume: opts.resume,
         };
-        Ok(Self { model, config, train, valid, skipped, output, lane: lane.id.clone(), device })
+        let lane_adapter = lane.adapter.as_deref().map(|a| ws.resolve(a));
+        Ok(Self { model, config, train, valid, skipped, output, lane: lane.id.clone(), lane_adapter, device })
     }
 
     pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Summary, TrainError> {
         super::run(self.model.base().clone(), &self.config, &self.train, &self.valid, &mut self.output, stop, on_event)
     }
+}
+
+/// Where a run writes, so that no trained adapter is ever replaced by accident: `adapters/NAME` while it
+/// holds nothing (or with `overwrite`), else the next free `adapters/NAME-vN` (N ≥ 2) beside it; a lane keeps
+/// the version it names. `resume` continues the newest of them that has a checkpoint.
+pub fn target(adapters: &Path, name: &str, overwrite: bool, resume: bool) -> Result<PathBuf, String> {
+    let at = |n: usize| if n == 1 { adapters.join(name) } else { adapters.join(format!("{name}-v{n}")) };
+    // Versions run 1 (NAME), 2, 3 …; the newest is the highest that exists.
+    let newest = (1..).take_while(|&n| n == 1 || at(n).exists()).last().unwrap_or(1);
+    if resume {
+        return (1..=newest)
+            .rev()
+            .map(at)
+            .find(|d| super::save::latest(&d.join("checkpoints")).is_some())
+            .ok_or_else(|| format!("--resume: no checkpoint under {} or its versions", adapters.join(name).display()));
+    }
+    let first = at(1);
+    let holds_anything = |d: &Path| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some());
+    if overwrite || !holds_anything(&first) {
+        return Ok(first);
+    }
+    Ok((2..).map(at).find(|d| !d.exists()).unwrap_or(first))
 }
 
 /// Refuses settings that would train nonsense or nothing, naming the CLI flag (the TUI uses the defaults).
