@@ -113,7 +113,8 @@ pub fn default_options() -> Options {
         #[command(flatten)]
         args: TrainArgs,
     }
-    <Defaults as clap::Parser>::parse_from(["train"]).args.options()
+    static DEFAULTS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| <Defaults as clap::Parser>::parse_from(["train"]).args.options()).clone()
 }
 
 pub fn run(path: &Path, args: &TrainArgs) -> anyhow::Result<ExitCode> {

@@ -115,14 +115,22 @@ fn info_lines(state: &AppState, width: usize) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match tr.status {
         TrainStatus::Idle => {
-            let lane = state.ws.adapter_lane().map_or("?", |l| l.id.as_str());
-            lines.push(Line::styled(
-                format!(
-                    " Trains lane `{lane}`'s adapter on dataset/train.jsonl (valid.jsonl for early stopping) with \
-                     `tunebench train`'s defaults; the CLI takes every setting."
-                ),
-                Style::default().fg(t.fg),
-            ));
+            let opts = crate::cli::train::default_options();
+            let c = &opts.config;
+            let text = match crate::lora::train::job::planned(&state.ws, &opts) {
+                Ok((lane, dir)) => {
+                    let dir = dir.strip_prefix(&state.ws.root).unwrap_or(&dir).display().to_string();
+                    format!(
+                        " Enter trains lane `{lane}`'s adapter into {dir} (a trained adapter is never replaced: a new \
+                         version goes beside it) on dataset/train.jsonl, valid.jsonl for early stopping, with \
+                         `tunebench train`'s defaults: rank {}, alpha {}, lr {:.0e}, {} epochs, batch {}, {}. The CLI \
+                         takes every setting.",
+                        c.rank, c.alpha, c.lr, c.epochs, c.batch, opts.targets
+                    )
+                }
+                Err(e) => format!(" nothing to train: {e}"),
+            };
+            lines.push(Line::styled(text, Style::default().fg(t.fg)));
         }
         TrainStatus::Preparing => lines.push(Line::styled(" loading the model and rendering the examples…", muted)),
         TrainStatus::Failed => {

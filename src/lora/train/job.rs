@@ -67,16 +67,7 @@ impl Job {
             .ok_or("no local lane to train for: give a local lane an `adapter = \"adapters/NAME\"`")?;
         let model_spec =
             ws.models.get(&lane.model).ok_or_else(|| format!("lane `{}`: no [models.{}]", lane.id, lane.model))?;
-        let name = match (&opts.adapter, &lane.adapter) {
-            (Some(n), _) => n.clone(),
-            (None, Some(a)) => {
-                PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-            }
-            (None, None) => "lora".into(),
-        };
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(format!("--adapter `{name}`: a folder name under adapters/"));
-        }
+        let name = adapter_name(lane, opts)?;
         let mut config = opts.config.clone();
         check_config(&config)?;
         let ds = Dataset::load(&ws.dataset_dir()).map_err(|e| e.to_string())?;
@@ -139,6 +130,26 @@ impl Job {
     pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Summary, TrainError> {
         super::run(self.model.base().clone(), &self.config, &self.train, &self.valid, &mut self.output, stop, on_event)
     }
+}
+
+/// The adapter's folder name under adapters/: `--adapter`, else the lane's adapter folder's, else `lora`.
+fn adapter_name(lane: &crate::workspace::LaneSpec, opts: &Options) -> Result<String, String> {
+    let name = match (&opts.adapter, &lane.adapter) {
+        (Some(n), _) => n.clone(),
+        (None, Some(a)) => PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        (None, None) => "lora".into(),
+    };
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!("--adapter `{name}`: a folder name under adapters/"));
+    }
+    Ok(name)
+}
+
+/// The folder a run with `opts` would write now, and the lane it trains for (what F10 shows before it starts).
+pub fn planned(ws: &Workspace, opts: &Options) -> Result<(String, PathBuf), String> {
+    let lane = ws.adapter_lane().or_else(|| ws.dataset_lane().map(|(l, _)| l)).ok_or("no local lane to train for")?;
+    let name = adapter_name(lane, opts)?;
+    Ok((lane.id.clone(), target(&ws.root.join("adapters"), &name, opts.overwrite, opts.resume)?))
 }
 
 /// Where a run writes, so that no trained adapter is ever replaced by accident: `adapters/NAME` while it
