@@ -8,6 +8,7 @@ pub mod eval;
 pub mod lora;
 pub mod metrics;
 pub mod runtime;
+pub mod sweep;
 pub mod terminal;
 pub mod theme;
 pub mod ui;

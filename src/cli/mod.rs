@@ -19,6 +19,7 @@ pub mod headless;
 mod logits;
 mod run;
 mod runs;
+pub mod sweep;
 pub mod train;
 
 /// Lanes side by side: is a small model with a LoRA adapter and a short prompt as good as a long prompt?
@@ -78,6 +79,13 @@ enum Command {
         workspace: PathBuf,
         #[command(flatten)]
         args: train::TrainArgs,
+    },
+    /// One adapter per setting (nested train subsets × rank × epochs × lr), each scored on the test split
+    /// beside the long-prompt reference lane: how many examples before fine-tuning pays.
+    Sweep {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: sweep::SweepArgs,
     },
     /// Evaluate lanes over the test split (dataset/test.jsonl) with evals.toml's assertions: a scoreboard.
     Eval {
@@ -139,6 +147,7 @@ pub fn main() -> ExitCode {
                 count::count(&workspace, read_input(input, input_file)?, json, exact).await
             }
             Some(Command::Eval { workspace, args }) => eval::main(&workspace, &args).await,
+            Some(Command::Sweep { workspace, args }) => sweep::run(&workspace, &args, Registry::builtin()).await,
             Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => dataset::run(&workspace, action),
             Some(Command::Train { workspace, args }) => {

@@ -82,6 +82,8 @@ impl TrainArgs {
             device: self.device.clone(),
             resume: self.resume,
             overwrite: self.overwrite,
+            out_dir: None,
+            subset: None,
             config: TrainConfig {
                 rank: self.rank,
                 alpha: self.alpha,

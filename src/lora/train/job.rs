@@ -22,6 +22,10 @@ pub struct Options {
     pub resume: bool,
     /// Write into adapters/NAME even when it holds an adapter (else a new version beside it).
     pub overwrite: bool,
+    /// Write into this folder as it is (a sweep point's own), instead of adapters/NAME or a version.
+    pub out_dir: Option<PathBuf>,
+    /// Train on the first N train examples of an order shuffled by this seed (so N ⊂ M for N < M).
+    pub subset: Option<(usize, u64)>,
     pub config: TrainConfig,
 }
 
@@ -80,7 +84,13 @@ impl Job {
             ));
         }
         let split = |s: Split| ds.examples().filter(|(x, ..)| *x == s).map(|(_, x, _)| x).collect::<Vec<_>>();
-        let (train_x, valid_x) = (split(Split::Train), split(Split::Valid));
+        let (mut train_x, valid_x) = (split(Split::Train), split(Split::Valid));
+        if let Some((n, seed)) = opts.subset {
+            use rand::SeedableRng;
+            use rand::seq::SliceRandom;
+            train_x.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            train_x.truncate(n);
+        }
         if train_x.is_empty() {
             return Err(format!(
                 "{}: no training examples (Ctrl+P promotes answers; `dataset import` adds files)",
@@ -118,7 +128,10 @@ impl Job {
             valid_loss: None,
         };
         let output = Output {
-            adapter_dir: target(&ws.root.join("adapters"), &name, opts.overwrite, opts.resume)?,
+            adapter_dir: match &opts.out_dir {
+                Some(d) => d.clone(),
+                None => target(&ws.root.join("adapters"), &name, opts.overwrite, opts.resume)?,
+            },
             provenance,
             dataset_sha256,
             resume: opts.resume,
