@@ -36,9 +36,12 @@ impl Point {
 }
 
 /// What training a point left in its folder (`sweep-point.json`): written once the adapter is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trained {
     pub train_examples: usize,
+    pub rank: usize,
+    pub epochs: usize,
+    pub lr: f64,
     pub steps: usize,
     pub valid_loss_best: Option<f64>,
     pub seconds: f64,
@@ -116,6 +119,9 @@ pub fn train_point(
     }
     let t = Trained {
         train_examples: job.train.len(),
+        rank: point.rank,
+        epochs: point.epochs,
+        lr: point.lr,
         steps: summary.steps,
         valid_loss_best: summary.valid_best,
         seconds: summary.seconds,
@@ -173,4 +179,59 @@ pub async fn score(
         bail!("{} of {total} answers did not come back", total - done);
     }
     Ok(Scoreboard::build(ws, &setup.cases, &setup.evals, &setup.lanes, answers))
+}
+
+/// One point of the curve as the eval cache knows it (no run): its setting and its test pass rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    pub trained: Trained,
+    pub passed: usize,
+    /// Test cases with a cached answer (a point not scored yet has none).
+    pub cases: usize,
+    pub ci95: (f64, f64),
+}
+
+/// The sweep's curve from what is on disk: every finished point under the sweep's folder and its cached test
+/// answers, and the reference lane's pass rate (what F10 draws; `tunebench sweep` fills the cache).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Curve {
+    pub points: Vec<CurvePoint>,
+    pub reference: Option<(String, f64)>,
+}
+
+pub fn cached_curve(ws: &Workspace) -> Result<Curve, String> {
+    let Ok((lane, folder)) = folder(ws) else { return Ok(Curve::default()) };
+    let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(Curve::default()) };
+    let mut found: Vec<(Point, PathBuf, Trained)> = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        let Ok(text) = std::fs::read_to_string(dir.join("sweep-point.json")) else { continue };
+        let t: Trained = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let p = Point { examples: Some(t.train_examples), rank: t.rank, epochs: t.epochs, lr: t.lr };
+        found.push((p, dir, t));
+    }
+    found.sort_by_key(|(_, _, t)| (t.train_examples, t.rank, t.epochs));
+    let dirs: Vec<(Point, PathBuf)> = found.iter().map(|(p, d, _)| (*p, d.clone())).collect();
+    let (ws2, lanes) = with_point_lanes(ws, &lane, &dirs);
+    let reference = ws.savings.reference.as_deref().and_then(|id| ws.lanes.iter().position(|l| l.id == id));
+    let reference = reference.or_else(|| ws.lanes.iter().position(|l| l.adapter.is_none()));
+    let mut all = lanes.clone();
+    all.extend(reference);
+    let board = Setup::load(&ws2, all, None).map_err(|e| e.to_string())?.cached_board(&ws2);
+    let score = |i: usize| board.lanes.iter().find(|s| s.idx == i);
+    let points = found
+        .into_iter()
+        .zip(&lanes)
+        .map(|((_, _, trained), &i)| {
+            let s = score(i);
+            CurvePoint {
+                trained,
+                passed: s.map_or(0, |s| s.passed),
+                cases: s.map_or(0, |s| s.cases),
+                ci95: s.map_or((0.0, 1.0), LaneScore::ci95),
+            }
+        })
+        .collect();
+    let reference = reference.and_then(score).filter(|s| s.cases > 0).map(|s| (s.lane.clone(), s.pass_rate()));
+    Ok(Curve { points, reference })
 }

@@ -66,6 +66,23 @@ fn a_two_point_sweep_trains_scores_and_resumes() {
     assert!(again[..2].iter().all(|p| p["trained_now"] == false), "{again:?}");
     assert!(stderr.contains("0 to run"), "{stderr}");
     assert_eq!(again[0]["pass_rate"], small["pass_rate"]);
+    // F10 draws the curve from disk and the eval cache alone.
+    let ws = tunebench::workspace::load(&root).unwrap();
+    let curve = tunebench::sweep::cached_curve(&ws).unwrap();
+    assert_eq!(curve.points.iter().map(|p| (p.trained.train_examples, p.cases)).collect::<Vec<_>>(), [(2, 2), (4, 2)]);
+    assert_eq!(curve.reference.as_ref().map(|r| r.0.as_str()), Some("base"));
+    let mut state = tunebench::app::AppState::new(ws, Vec::new(), tunebench::theme::Theme::default());
+    state.train.sweep = curve;
+    state.mode = tunebench::app::Mode::Train;
+    for (w, h) in [(80, 24), (120, 40)] {
+        state.size = (w, h);
+        let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+        term.draw(|f| tunebench::ui::render(&state, f)).unwrap();
+        let screen = term.backend().to_string();
+        assert!(screen.contains("sweep · test pass % by train examples"), "{w}x{h}:\n{screen}");
+        assert!(screen.contains("2: 0/2") || w < 100, "{w}x{h}:\n{screen}");
+        assert!(screen.contains("`base` 0% (flat line)") || w < 120, "{w}x{h}:\n{screen}");
+    }
     // A point cut short (its adapter and marker gone, a checkpoint kept) continues from the checkpoint.
     let folder = root.join(small["adapter"].as_str().unwrap());
     std::fs::remove_file(folder.join("sweep-point.json")).unwrap();

@@ -196,6 +196,8 @@ pub enum Effect {
     StopTraining,
     /// Read the adapter lane's last training curve from its checkpoint (answered with `Action::Training`).
     LoadLastTraining,
+    /// Read the sweep's points and their cached scores (answered with `TrainMsg::Sweep`).
+    LoadSweep,
     /// Tokenize one lane's prompt for F4 (answered with `Action::TokensReady`).
     ShowTokens {
         lane: usize,

@@ -28,6 +28,8 @@ pub enum TrainMsg {
     },
     /// No checkpoint to show: the view stays as it is.
     NeverTrained,
+    /// The sweep's curve from disk and the eval cache (`tunebench sweep` makes it), or why it could not be read.
+    Sweep(Result<crate::sweep::Curve, String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub struct TrainState {
     pub error: Option<String>,
     /// Shown from the adapter's last checkpoint (a run from the CLI or an earlier session).
     pub last_run: bool,
+    /// The sweep's pass rate against train examples, when one has points.
+    pub sweep: crate::sweep::Curve,
 }
 
 impl Default for TrainState {
@@ -73,6 +77,7 @@ impl Default for TrainState {
             summary: None,
             error: None,
             last_run: false,
+            sweep: crate::sweep::Curve::default(),
         }
     }
 }
@@ -123,6 +128,8 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
             state.info(msg);
         }
         TrainMsg::NeverTrained => {}
+        TrainMsg::Sweep(Ok(curve)) => t.sweep = curve,
+        TrainMsg::Sweep(Err(e)) => state.warn(format!("the sweep's curve: {e}")),
         TrainMsg::Last { lane, adapter_dir, state: st } => {
             if t.status == TrainStatus::Idle {
                 *t = TrainState {
@@ -149,7 +156,8 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
 pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
     match (key.code, state.train.status) {
         (KeyCode::Enter, TrainStatus::Idle | TrainStatus::Failed) => {
-            state.train = TrainState { status: TrainStatus::Preparing, ..TrainState::default() };
+            let sweep = std::mem::take(&mut state.train.sweep);
+            state.train = TrainState { status: TrainStatus::Preparing, sweep, ..TrainState::default() };
             (vec![Effect::StartTraining], true)
         }
         (KeyCode::Char('s'), TrainStatus::Preparing | TrainStatus::Running) => {
@@ -168,7 +176,8 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
             (super::runs::run(state, vec![i]), false)
         }
         (KeyCode::Char('n'), TrainStatus::Done) => {
-            state.train = TrainState { status: TrainStatus::Preparing, ..TrainState::default() };
+            let sweep = std::mem::take(&mut state.train.sweep);
+            state.train = TrainState { status: TrainStatus::Preparing, sweep, ..TrainState::default() };
             (vec![Effect::StartTraining], true)
         }
         (KeyCode::Esc | KeyCode::F(10) | KeyCode::Char('q'), _) => (Vec::new(), false),
@@ -194,5 +203,9 @@ fn use_version(state: &mut AppState, i: usize, dir: &str) {
 /// F10 opens the view; with nothing running, the last run's curve is read from its checkpoint.
 pub fn open(state: &mut AppState) -> Vec<Effect> {
     state.mode = Mode::Train;
-    if state.train.status == TrainStatus::Idle { vec![Effect::LoadLastTraining] } else { Vec::new() }
+    let mut effects = vec![Effect::LoadSweep];
+    if state.train.status == TrainStatus::Idle {
+        effects.insert(0, Effect::LoadLastTraining);
+    }
+    effects
 }

@@ -155,6 +155,10 @@ impl Runtime {
                 let ws = state.ws.clone();
                 self.off_loop(move || train::last(&ws))
             }
+            Effect::LoadSweep => {
+                let ws = state.ws.clone();
+                self.off_loop(move || Action::Training(crate::app::TrainMsg::Sweep(crate::sweep::cached_curve(&ws))))
+            }
             Effect::LoadEval => {
                 let ws = state.ws.clone();
                 self.off_loop(move || eval::load(&ws))

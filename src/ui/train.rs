@@ -75,6 +75,14 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
             gauge,
         );
     }
+    // A sweep's curve (when `tunebench sweep` has made one) takes the lower half of the chart area.
+    let chart = if tr.sweep.points.is_empty() {
+        chart
+    } else {
+        let [top, bottom] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(chart);
+        sweep_chart(state, frame, bottom);
+        top
+    };
     if tr.train_loss.is_empty() && tr.valid_loss.is_empty() {
         return;
     }
@@ -106,6 +114,81 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
             )
             .y_axis(Axis::default().bounds([lo, hi]).labels([label(lo), label((lo + hi) / 2.0), label(hi)]));
     frame.render_widget(chart_widget, chart);
+}
+
+/// Test pass rate (%) against train examples, one line per setting of the other knobs, the reference lane as
+/// a flat line; the title gives each point's pass count and interval, as the chart cannot.
+fn sweep_chart(state: &AppState, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
+    let curve = &state.train.sweep;
+    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for p in &curve.points {
+        let tr = &p.trained;
+        let name = format!("r{} e{} lr {:e}", tr.rank, tr.epochs, tr.lr);
+        let y = if p.cases == 0 { 0.0 } else { p.passed as f64 / p.cases as f64 * 100.0 };
+        let xy = (tr.train_examples as f64, y);
+        match groups.iter_mut().find(|g| g.0 == name) {
+            Some(g) => g.1.push(xy),
+            None => groups.push((name, vec![xy])),
+        }
+    }
+    let max_x = curve.points.iter().map(|p| p.trained.train_examples).max().unwrap_or(1).max(1) as f64;
+    let reference: Vec<(f64, f64)> =
+        curve.reference.iter().flat_map(|(_, r)| [(0.0, r * 100.0), (max_x, r * 100.0)]).collect();
+    let colors = [t.accent, t.ok, t.warn, t.fg];
+    let mut sets: Vec<Dataset<'_>> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, (name, pts))| {
+            Dataset::default()
+                .name(name.clone())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(colors[i % colors.len()]))
+                .data(pts)
+        })
+        .collect();
+    if let Some((lane, _)) = &curve.reference {
+        sets.push(
+            Dataset::default()
+                .name(format!("`{lane}` (reference)"))
+                .marker(Marker::Dot)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(t.muted))
+                .data(&reference),
+        );
+    }
+    let detail: Vec<String> = curve
+        .points
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}/{} ({:.0}–{:.0}%)",
+                p.trained.train_examples,
+                p.passed,
+                p.cases,
+                p.ci95.0 * 100.0,
+                p.ci95.1 * 100.0
+            )
+        })
+        .collect();
+    let reference = curve
+        .reference
+        .as_ref()
+        .map_or(String::new(), |(lane, r)| format!(" · `{lane}` {:.0}% (flat line)", r * 100.0));
+    let muted = Style::default().fg(t.muted);
+    let chart = Chart::new(sets)
+        .block(ratatui::widgets::Block::default().title(Span::styled(
+            format!(" sweep · test pass % by train examples · {}{reference} ", detail.join(" · ")),
+            muted,
+        )))
+        .x_axis(Axis::default().title(Span::styled("examples", muted)).bounds([0.0, max_x]).labels([
+            Span::raw("0"),
+            Span::raw(format!("{}", max_x as usize / 2)),
+            Span::raw(format!("{}", max_x as usize)),
+        ]))
+        .y_axis(Axis::default().bounds([0.0, 100.0]).labels([Span::raw("0"), Span::raw("50"), Span::raw("100")]));
+    frame.render_widget(chart, area);
 }
 
 fn info_lines(state: &AppState, width: usize) -> Vec<Line<'static>> {
