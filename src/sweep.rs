@@ -81,6 +81,15 @@ pub fn folder(ws: &Workspace) -> anyhow::Result<(LaneSpec, PathBuf)> {
     Ok((lane.clone(), ws.root.join("adapters").join(format!("{name}-sweep"))))
 }
 
+/// The lane the curve is compared with: `named`, else the workspace's `[savings] reference`, else the first
+/// lane without an adapter (None when every lane has one).
+pub fn reference_lane(ws: &Workspace, named: Option<&str>) -> Result<Option<usize>, String> {
+    match named.or(ws.savings.reference.as_deref()) {
+        Some(id) => ws.lanes.iter().position(|l| l.id == id).map(Some).ok_or_else(|| format!("no lane `{id}`")),
+        None => Ok(ws.lanes.iter().position(|l| l.adapter.is_none())),
+    }
+}
+
 /// Trains `point` into `dir` unless it is finished there (a point cut short resumes from its checkpoint).
 /// `base` holds the settings the grid does not vary. Progress lines go to `log`.
 pub fn train_point(
@@ -213,8 +222,7 @@ pub fn cached_curve(ws: &Workspace) -> Result<Curve, String> {
     found.sort_by_key(|(_, _, t)| (t.train_examples, t.rank, t.epochs));
     let dirs: Vec<(Point, PathBuf)> = found.iter().map(|(p, d, _)| (*p, d.clone())).collect();
     let (ws2, lanes) = with_point_lanes(ws, &lane, &dirs);
-    let reference = ws.savings.reference.as_deref().and_then(|id| ws.lanes.iter().position(|l| l.id == id));
-    let reference = reference.or_else(|| ws.lanes.iter().position(|l| l.adapter.is_none()));
+    let reference = reference_lane(ws, None)?;
     let mut all = lanes.clone();
     all.extend(reference);
     let board = Setup::load(&ws2, all, None).map_err(|e| e.to_string())?.cached_board(&ws2);

@@ -70,10 +70,7 @@ pub async fn run(path: &Path, args: &SweepArgs, registry: Registry) -> anyhow::R
     let points = points(args)?;
     let ws = workspace::load(path)?;
     let (lane, folder) = sweep::folder(&ws)?;
-    let reference = match args.reference.as_deref().or(ws.savings.reference.as_deref()) {
-        Some(id) => Some(ws.lanes.iter().position(|l| l.id == id).with_context(|| format!("no lane `{id}`"))?),
-        None => ws.lanes.iter().position(|l| l.adapter.is_none()),
-    };
+    let reference = sweep::reference_lane(&ws, args.reference.as_deref()).map_err(anyhow::Error::msg)?;
     if let Some(r) = reference.filter(|&r| crate::eval::is_paid(&ws.lanes[r])) {
         bail!(
             "the reference lane `{}` makes paid calls: score it with `tunebench eval` and name a local one",
