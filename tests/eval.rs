@@ -323,3 +323,32 @@ async fn repeats_sample_with_seed_plus_i_are_cached_apart_and_report_their_sprea
     );
     assert!(csv.lines().any(|l| l.starts_with("c1_0,short,") && l.ends_with(",1,0.7,0.9,,256,11,1")), "{csv}");
 }
+
+#[tokio::test]
+async fn tag_keeps_only_the_cases_that_carry_it_and_an_unknown_tag_is_refused_with_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 8);
+    // Cases 0 and 5 form a frozen subset.
+    let path = root.join("dataset/test.jsonl");
+    let tagged: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let tags = if i == 0 || i == 5 { vec!["frozen", "en"] } else { vec!["en"] };
+            v["meta"] = serde_json::json!({ "tags": tags });
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&path, tagged.join("\n") + "\n").unwrap();
+    let b = answers();
+    let r = eval(&root, &b, &["--json", "--lanes", "short", "--tag", "frozen"], None).await;
+    assert_eq!(r.result, Ok(0), "{}", r.stderr);
+    assert_eq!(b.calls(), 2, "only the two tagged cases ran");
+    assert_eq!(lines(&r.stdout)[0]["cases"].as_u64(), Some(2));
+    let r = eval(&root, &b, &["--tag", "frozen-20"], None).await;
+    let err = r.result.unwrap_err();
+    assert!(err.contains("none of the 8 test cases carries the tag `frozen-20` (their tags: en, frozen)"), "{err}");
+    assert_eq!(b.calls(), 2, "nothing ran");
+}

@@ -7,7 +7,15 @@ use tunebench::eval::assert::Observed;
 use tunebench::eval::{Case, Evals};
 
 fn case(id: &str, input: &str, expected: &str) -> Case {
-    Case { id: id.into(), input: input.into(), expected: expected.into(), line: 1, hash: id.into(), repeat: 0 }
+    Case {
+        id: id.into(),
+        input: input.into(),
+        expected: expected.into(),
+        line: 1,
+        hash: id.into(),
+        repeat: 0,
+        tags: Vec::new(),
+    }
 }
 
 fn evals(src: &str, cases: &[Case]) -> Result<Evals, String> {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Registry;
 use crate::eval::runner::{self, Progress};
-use crate::eval::{Estimate, Scoreboard, Setup, report};
+use crate::eval::{Estimate, Scoreboard, Select, Setup, report};
 use crate::workspace;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -20,9 +20,12 @@ pub struct EvalArgs {
     /// Comma-separated lane ids (default: every lane).
     #[arg(long, value_delimiter = ',')]
     pub lanes: Vec<String>,
-    /// Only the first N test cases.
+    /// Only the first N test cases (of those --tag keeps).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+    /// Only the test cases whose example carries this tag (`meta.tags`), e.g. a frozen subset.
+    #[arg(long)]
+    pub tag: Option<String>,
     /// Requests in flight per API lane without its own `concurrency` key.
     #[arg(long, default_value_t = runner::DEFAULT_API_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
@@ -92,7 +95,8 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let ws = workspace::load(path)?;
     let lanes = crate::cli::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
     let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let mut setup = Setup::load_repeated(&ws, lanes, limit, args.repeat as usize)?;
+    let select = Select { limit, tag: args.tag.as_deref() };
+    let mut setup = Setup::load_repeated(&ws, lanes, select, args.repeat as usize)?;
     if args.repeat > 1 {
         // Greedy lanes answer the same way every time: their repeats only cost time (and money on an API).
         let greedy: Vec<&str> = setup

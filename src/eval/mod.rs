@@ -51,6 +51,8 @@ pub struct Case {
     pub hash: String,
     /// Which run of the case this is (`eval --repeat N`): 0 for the first; repeat i samples with seed + i.
     pub repeat: usize,
+    /// The example's tags (`meta.tags`), which `eval --tag` selects by.
+    pub tags: Vec<String>,
 }
 
 impl Case {
@@ -86,6 +88,7 @@ pub fn load_cases(ws: &Workspace) -> Result<Vec<Case>, EvalError> {
             line,
             hash: sha256_hex(ex.user().as_bytes())[..16].to_string(),
             repeat: 0,
+            tags: ex.meta.tags.clone(),
         })
         .collect();
     if cases.is_empty() {
@@ -96,6 +99,13 @@ pub fn load_cases(ws: &Workspace) -> Result<Vec<Case>, EvalError> {
         )));
     }
     Ok(cases)
+}
+
+/// Which test cases an eval takes: those carrying `tag` (all when None), then the first `limit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Select<'a> {
+    pub limit: Option<usize>,
+    pub tag: Option<&'a str>,
 }
 
 /// What an eval needs before it runs anything: cases, assertions, lane hashes and the cache.
@@ -111,20 +121,34 @@ pub struct Setup {
 impl Setup {
     /// Reads everything up front, so that a bad evals.toml or test line stops the eval before any run.
     pub fn load(ws: &Workspace, lanes: Vec<crate::engine::LaneIdx>, limit: Option<usize>) -> Result<Self, EvalError> {
-        Self::load_repeated(ws, lanes, limit, 1)
+        Self::load_repeated(ws, lanes, Select { limit, tag: None }, 1)
     }
 
-    /// As `load`, with every case `repeats` times (case order: all of repeat 0, then repeat 1, …).
+    /// As `load`, with the cases `select` keeps, every one `repeats` times (case order: all of repeat 0, then
+    /// repeat 1, …).
     pub fn load_repeated(
         ws: &Workspace,
         lanes: Vec<crate::engine::LaneIdx>,
-        limit: Option<usize>,
+        select: Select<'_>,
         repeats: usize,
     ) -> Result<Self, EvalError> {
         let mut cases = load_cases(ws)?;
-        // Ids are checked against every case, so that --limit cannot make a valid evals.toml look wrong.
+        // Ids are checked against every case, so that --limit or --tag cannot make a valid evals.toml look wrong.
         let evals = Evals::load(&ws.root, &cases)?;
-        if let Some(n) = limit {
+        if let Some(tag) = select.tag {
+            let all = cases.len();
+            let mut known: Vec<String> = cases.iter().flat_map(|c| c.tags.iter().cloned()).collect();
+            cases.retain(|c| c.tags.iter().any(|t| t == tag));
+            if cases.is_empty() {
+                known.sort_unstable();
+                known.dedup();
+                return Err(EvalError::Refused(format!(
+                    "none of the {all} test cases carries the tag `{tag}` (their tags: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
+        }
+        if let Some(n) = select.limit {
             cases.truncate(n);
         }
         let cases = (0..repeats.max(1)).flat_map(|i| cases.iter().map(move |c| c.repeat(i))).collect();

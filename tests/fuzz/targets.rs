@@ -187,6 +187,7 @@ fn evals_run(input: &[u8]) {
         line: 1,
         hash: "h".into(),
         repeat: 0,
+        tags: Vec::new(),
     };
     let _ = Evals::parse(Path::new("/nonexistent-fuzz-root/evals.toml"), &src, std::slice::from_ref(&case));
 }
