@@ -351,6 +351,11 @@ fn cli(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), s(&out.stdout), s(&out.stderr))
 }
 
+/// Examples in the workspace's `split`.jsonl (one per line).
+fn lines_of(root: &Path, split: &str) -> usize {
+    std::fs::read_to_string(root.join(format!("dataset/{split}.jsonl"))).unwrap().lines().count()
+}
+
 #[test]
 fn the_cli_catches_a_planted_train_test_leak_and_round_trips_exports() {
     let (_tmp, root) = support::example_copy();
@@ -366,6 +371,8 @@ fn the_cli_catches_a_planted_train_test_leak_and_round_trips_exports() {
     let user = x.user().replacen(' ', "  ", 3) + " Thanks!";
     x.set_turn("user", user);
     let mut test = std::fs::read_to_string(root.join("dataset/test.jsonl")).unwrap();
+    let (tests, all) =
+        (test.lines().count() + 1, 1 + ["train", "valid", "test"].map(|s| lines_of(&root, s)).iter().sum::<usize>());
     test.push_str(&(x.to_line() + "\n"));
     std::fs::write(root.join("dataset/test.jsonl"), test).unwrap();
     let (code, out, _) = cli(&["dataset", ws, "check"]);
@@ -380,14 +387,14 @@ fn the_cli_catches_a_planted_train_test_leak_and_round_trips_exports() {
     assert_eq!(code, 0);
     let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.iter().map(|r| r["split"].as_str().unwrap()).collect::<Vec<_>>(), ["train", "valid", "test"]);
-    assert_eq!(rows[2]["examples"], 21);
+    assert_eq!(rows[2]["examples"], tests);
 
     // Export every split as ShareGPT, import it into an empty workspace copy: same examples.
     let out_file = root.join("all.json");
     let (code, out, err) =
         cli(&["dataset", ws, "export", "--format", "sharegpt", "--split", "all", "--out", out_file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("exported 127 all example(s)"), "{out}");
+    assert!(out.contains(&format!("exported {all} all example(s)")), "{out}");
     let (_tmp2, fresh) = support::example_copy();
     for s in Split::ALL {
         std::fs::remove_file(fresh.join("dataset").join(s.file_name())).unwrap();

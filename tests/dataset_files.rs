@@ -190,7 +190,8 @@ fn re_splitting_split_data_shows_the_moves_and_needs_yes() {
     let curated = files(&root);
     let (code, out, err) = cli(&["dataset", ws, "split"]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(out.contains("train 86 → ") && out.contains("example(s) would move"), "{out}");
+    let train = Dataset::load(&root.join("dataset")).unwrap().count(Split::Train);
+    assert!(out.contains(&format!("train {train} → ")) && out.contains("example(s) would move"), "{out}");
     assert!(out.contains("valid → train"), "curated eval examples would train: {out}");
     assert!(err.contains("already split") && err.contains("--yes"), "{err}");
     assert_eq!(files(&root), curated, "nothing changed");

@@ -200,6 +200,7 @@ async fn the_dataset_view_edits_moves_and_deletes_with_confirmation() {
     assert_eq!(line["meta"]["edited"], true);
 
     // Move to valid, then delete: a key other than y keeps it.
+    let valid = r.lines("valid.jsonl").len();
     r.send(ch('m'));
     assert!(r.lines("valid.jsonl").iter().any(|x| x["id"] == first.id.as_str()), "{}", r.status());
     assert!(!r.lines("train.jsonl").iter().any(|x| x["id"] == first.id.as_str()));
@@ -214,7 +215,7 @@ async fn the_dataset_view_edits_moves_and_deletes_with_confirmation() {
     assert!(!r.lines("valid.jsonl").iter().any(|x| x["id"] == first.id.as_str()), "{}", r.status());
     let Mode::Dataset(view) = &r.state.mode else { panic!() };
     assert!(matches!(view.pane, Pane::List));
-    assert_eq!(view.data.as_ref().unwrap().dataset.count(tunebench::dataset::Split::Valid), 20);
+    assert_eq!(view.data.as_ref().unwrap().dataset.count(tunebench::dataset::Split::Valid), valid);
 }
 
 #[tokio::test(flavor = "multi_thread")]
