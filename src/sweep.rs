@@ -72,12 +72,10 @@ pub fn grid(examples: &[Option<usize>], ranks: &[usize], epochs: &[usize], lrs: 
     out
 }
 
-/// The sweep's folder: `adapters/<the adapter lane's adapter>-sweep`.
+/// The sweep's folder: `adapters/<the adapter lane's adapter, its versions' name>-sweep`.
 pub fn folder(ws: &Workspace) -> anyhow::Result<(LaneSpec, PathBuf)> {
     let lane = ws.adapter_lane().context("no adapter lane: give a local lane an `adapter = \"adapters/NAME\"`")?;
-    let name = Path::new(lane.adapter.as_deref().unwrap_or("lora"))
-        .file_name()
-        .map_or("lora".into(), |n| n.to_string_lossy().into_owned());
+    let name = crate::lora::train::job::versions_name(Path::new(lane.adapter.as_deref().unwrap_or("lora")));
     Ok((lane.clone(), ws.root.join("adapters").join(format!("{name}-sweep"))))
 }
 

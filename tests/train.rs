@@ -317,10 +317,24 @@ async fn f10_trains_shows_the_curve_and_then_runs_the_lane_with_the_new_adapter(
 
 #[test]
 fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
+    use tunebench::lora::train::job::{target, versions_name};
     let Some(model) = support::default_model() else { return };
     let (_tmp, root) = support::example_copy_with_model(&model);
+    // A dozen validation examples are enough to see the loss computed, at a fraction of the time.
+    let valid = std::fs::read_to_string(root.join("dataset/valid.jsonl")).unwrap();
+    std::fs::write(
+        root.join("dataset/valid.jsonl"),
+        valid.lines().take(12).map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
     let bin = env!("CARGO_BIN_EXE_tunebench");
     let ws = root.to_str().unwrap();
+    // The tuned lane runs a version of its adapter; a run writes the next version of the same name.
+    let lane_adapter = tunebench::workspace::load(&root).unwrap().adapter_lane().unwrap().adapter.clone().unwrap();
+    let shipped_dir = root.join(&lane_adapter);
+    let next = target(&root.join("adapters"), &versions_name(&shipped_dir), false, false).unwrap();
+    assert_ne!(next, shipped_dir);
+    let shipped = std::fs::read(shipped_dir.join("adapter_model.safetensors")).unwrap();
     let out = std::process::Command::new(bin)
         .args(["train", ws, "--max-steps", "1", "--batch", "2", "--eval-every", "1", "--json"])
         .output()
@@ -332,30 +346,33 @@ fn tunebench_train_on_the_example_writes_an_adapter_the_tuned_lane_runs() {
     assert!(summary["valid_loss_before"].as_f64().is_some_and(f64::is_finite), "{summary}");
     assert!(summary["valid_loss_best"].as_f64().is_some_and(f64::is_finite), "{summary}");
     // The shipped adapter is untouched: the run wrote a new version beside it.
-    let shipped = std::fs::read(root.join("adapters/ticket-lora/adapter_model.safetensors")).unwrap();
-    let dir = root.join("adapters/ticket-lora-v2");
-    assert!(summary["adapter"].as_str().is_some_and(|a| a.ends_with("adapters/ticket-lora-v2")), "{summary}");
+    assert_eq!(std::fs::read(shipped_dir.join("adapter_model.safetensors")).unwrap(), shipped);
+    assert!(
+        summary["adapter"].as_str().is_some_and(|a| Path::new(a).ends_with(next.strip_prefix(&root).unwrap())),
+        "{summary}"
+    );
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(next.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["base_model_name_or_path"], "HuggingFaceTB/SmolLM2-135M-Instruct");
     // 30 layers × 7 modules × (A, B).
-    let t = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(next.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(t.len(), 420);
     let run = std::process::Command::new(bin)
         .args(["run", ws, "--lanes", "tuned", "--input", "lumen lamp buzzing. refund", "--json"])
         .output()
         .unwrap();
     let line: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    assert_eq!(line["adapter"], "adapters/ticket-lora");
+    assert_eq!(line["adapter"], lane_adapter.as_str());
     assert!(line["error"].is_null() && run.status.success(), "{line}");
-    // Only --overwrite trains into the lane's own folder.
+    // Only --overwrite trains into the lane's own folder, and then writes no other version.
+    let after = target(&root.join("adapters"), &versions_name(&shipped_dir), false, false).unwrap();
     let out = std::process::Command::new(bin)
         .args(["train", ws, "--max-steps", "1", "--batch", "2", "--overwrite", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_ne!(std::fs::read(root.join("adapters/ticket-lora/adapter_model.safetensors")).unwrap(), shipped);
-    assert!(dir.join("adapter_model.safetensors").is_file() && !root.join("adapters/ticket-lora-v3").exists());
+    assert_ne!(std::fs::read(shipped_dir.join("adapter_model.safetensors")).unwrap(), shipped);
+    assert!(next.join("adapter_model.safetensors").is_file() && !after.exists());
 }
 
 #[test]
@@ -379,6 +396,10 @@ fn a_trained_adapter_is_never_replaced_without_overwrite() {
     let err = target(&adapters, "u", false, true).unwrap_err();
     assert!(err.contains("no checkpoint"), "{err}");
     assert_eq!(std::fs::read(adapters.join("t/adapter_model.safetensors")).unwrap(), b"trained");
+    // A version's folder names the versions' name, so a lane on t-v2 trains t-v3.
+    use tunebench::lora::train::job::versions_name;
+    let names = ["adapters/t-v2", "adapters/t", "t-v10", "my-v1", "a-vb", "-v2"].map(|p| versions_name(Path::new(p)));
+    assert_eq!(names, ["t", "t", "t", "my-v1", "a-vb", "-v2"]);
 }
 
 #[test]

@@ -149,7 +149,11 @@ impl Job {
 fn adapter_name(lane: &crate::workspace::LaneSpec, opts: &Options) -> Result<String, String> {
     let name = match (&opts.adapter, &lane.adapter) {
         (Some(n), _) => n.clone(),
-        (None, Some(a)) => PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        // --overwrite replaces the version the lane runs; otherwise the run is the next version of its name.
+        (None, Some(a)) if opts.overwrite => {
+            Path::new(a).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        }
+        (None, Some(a)) => versions_name(Path::new(a)),
         (None, None) => "lora".into(),
     };
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
@@ -163,6 +167,16 @@ pub fn planned(ws: &Workspace, opts: &Options) -> Result<(String, PathBuf), Stri
     let lane = ws.adapter_lane().or_else(|| ws.dataset_lane().map(|(l, _)| l)).ok_or("no local lane to train for")?;
     let name = adapter_name(lane, opts)?;
     Ok((lane.id.clone(), target(&ws.root.join("adapters"), &name, opts.overwrite, opts.resume)?))
+}
+
+/// The name an adapter folder's versions share: `ticket-lora` for `adapters/ticket-lora` and for its versions
+/// `adapters/ticket-lora-v2`, `-v3` … (so that a lane on a version trains the next one, not `ticket-lora-v2-v2`).
+pub fn versions_name(adapter: &Path) -> String {
+    let name = adapter.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match name.rsplit_once("-v") {
+        Some((base, n)) if !base.is_empty() && n.parse::<usize>().is_ok_and(|n| n >= 2) => base.to_string(),
+        _ => name,
+    }
 }
 
 /// Where a run writes, so that no trained adapter is ever replaced by accident: `adapters/NAME` while it
