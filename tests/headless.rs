@@ -57,7 +57,7 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert!(v[0]["error"].is_null());
     // The example prices SmolLM2 at $0.02/$0.08 per Mtok: 1,287 × 0.02e-6 + 3 × 0.08e-6 = $0.00002598.
     assert!((v[0]["cost_usd"].as_f64().unwrap() - 0.00002598).abs() < 1e-12, "{}", v[0]["cost_usd"]);
-    assert_eq!(v[1]["adapter"], "adapters/ticket-lora");
+    assert_eq!(v[1]["adapter"], "adapters/ticket-lora-v2");
     assert_eq!(v[1]["prompt_variant"], "short");
     assert_eq!(v[2]["output"], "partial answer ", "a failed lane keeps its partial output");
     assert_eq!(v[2]["error"], "stream cut mid-answer");
@@ -79,7 +79,7 @@ async fn run_reports_each_lane_with_the_design_md_fields() {
     assert_eq!(base["repetition_penalty"].as_f64(), Some(sp.repetition_penalty));
     assert!(base.get("top_k").is_some(), "top_k recorded (null: no limit)");
     let tuned = recs.iter().find(|r| r["lane"] == "tuned").unwrap();
-    let adapter = ws.resolve("adapters/ticket-lora");
+    let adapter = ws.resolve("adapters/ticket-lora-v2");
     let files = ["adapter_config.json", "adapter_model.safetensors"].map(|f| std::fs::read(adapter.join(f)).unwrap());
     assert_eq!(tuned["adapter_sha256"], sha(&files.concat()), "the shipped adapter's contents");
 

@@ -84,9 +84,9 @@ fn the_lane_subtitle_names_the_adapter_once_and_follows_f6() {
     use tunebench::app::geometry::subtitle;
     use tunebench::workspace::LaneEdit;
     let mut s = state();
-    assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + ticket-lora");
+    assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + ticket-lora-v2");
     update(&mut s, ctrl('r'));
-    let detail = "cpu · Q4_1 · LoRA ticket-lora r8 ×60";
+    let detail = "cpu · Q4_1 · LoRA ticket-lora-v2 r16 ×210";
     update(&mut s, ev(1, 2, EventKind::Info { detail: detail.into() }));
     let sub = subtitle(&s, 1);
     assert_eq!(sub, format!("smollm2 · local · {detail}"));
@@ -102,7 +102,7 @@ fn the_lane_subtitle_names_the_adapter_once_and_follows_f6() {
     update(&mut s, ev(1, 4, EventKind::Failed { error: EngineError::Backend("no adapter at adapters/nope".into()) }));
     assert_eq!(subtitle(&s, 1), "smollm2 · local · auto + nope");
     // Back to the adapter it reported on: the report holds again.
-    s.ws.edit_lane(1, LaneEdit::Adapter(Some("adapters/ticket-lora".into()))).unwrap();
+    s.ws.edit_lane(1, LaneEdit::Adapter(Some("adapters/ticket-lora-v2".into()))).unwrap();
     assert_eq!(subtitle(&s, 1), format!("smollm2 · local · {detail}"));
 }
 
@@ -214,7 +214,7 @@ fn f6_lists_the_fields_of_the_lanes_backend_and_enter_never_cycles() {
 #[test]
 fn f6_offers_the_adapter_folders_found_under_adapters() {
     let (_tmp, root) = support::example_copy();
-    std::fs::create_dir_all(root.join("adapters/ticket-lora-v2")).unwrap();
+    std::fs::create_dir_all(root.join("adapters/ticket-lora-v3")).unwrap();
     std::fs::write(root.join("adapters/notes.txt"), "not an adapter").unwrap();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut rt = tunebench::runtime::Runtime::new(tunebench::engine::Registry::default(), tx);
@@ -222,7 +222,7 @@ fn f6_offers_the_adapter_folders_found_under_adapters() {
     s.selected = 1;
     rt.dispatch(&mut s, key(KeyCode::F(6)));
     let Mode::Settings(form) = &s.mode else { panic!() };
-    assert_eq!(form.adapters, ["adapters/ticket-lora", "adapters/ticket-lora-v2"]);
+    assert_eq!(form.adapters, ["adapters/ticket-lora", "adapters/ticket-lora-v2", "adapters/ticket-lora-v3"]);
     for _ in 0..3 {
         rt.dispatch(&mut s, key(KeyCode::Down)); // → adapter
     }
@@ -231,7 +231,7 @@ fn f6_offers_the_adapter_folders_found_under_adapters() {
         rt.dispatch(&mut s, key(KeyCode::Right));
         seen.push(s.ws.lanes[1].adapter.clone());
     }
-    assert_eq!(seen, [Some("adapters/ticket-lora-v2".to_string()), None, Some("adapters/ticket-lora".to_string())]);
+    assert_eq!(seen, [Some("adapters/ticket-lora-v3".to_string()), None, Some("adapters/ticket-lora".to_string())]);
 }
 
 #[test]

@@ -87,7 +87,7 @@ fn the_example_workspace_loads_with_three_classic_lanes() {
             ("api", BackendKind::OpenAi, "long")
         ]
     );
-    assert_eq!(ws.lanes[1].adapter.as_deref(), Some("adapters/ticket-lora"));
+    assert_eq!(ws.lanes[1].adapter.as_deref(), Some("adapters/ticket-lora-v2"));
     assert_eq!(ws.lanes[2].api_key_env.as_deref(), Some("OPENAI_API_KEY"));
     assert!(ws.models["smollm2"].path.ends_with("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     let long = &ws.prompts["long"];
