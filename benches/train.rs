@@ -1,7 +1,9 @@
 //! Training speed on the default model (CPU): tokens per second of forward + backward over the example
-//! workspace's first training examples — tunebench's frozen-weight op, candle's plain matmul (whose backward
-//! also computes every frozen weight's gradient), and PyTorch + PEFT on the same sequences and threads
-//! (scripts/train-reference, a scratch venv outside the repository) — median of several runs each.
+//! workspace's first training examples — tunebench's host step (what `train` runs on the CPU), one sequence
+//! a pass and a whole step's sequences a pass; candle's autograd over the same decoder with the frozen-weight
+//! op and with its plain matmul (whose backward also computes every frozen weight's gradient); and PyTorch +
+//! PEFT on the same sequences and threads, one at a time (scripts/train-reference, a scratch venv outside the
+//! repository) — median of several runs each.
 //! Run: `cargo bench --bench train` (`-- --reference` installs the PyTorch reference when missing).
 
 use std::path::Path;
@@ -19,19 +21,21 @@ const RANK: usize = 16;
 const ALPHA: f64 = 32.0;
 const RUNS: usize = 3;
 
+/// One optimizer step's forward + backward over `seqs` (no update): the tokens it ran.
 fn step(model: &TrainModel, seqs: &[Sequence]) -> usize {
-    let mut tokens = 0;
-    for s in seqs {
-        let loss = model.loss(&s.ids, &s.positions, &s.targets).unwrap();
-        let grads = loss.backward().unwrap();
-        assert!(grads.get(model.vars()[0].as_tensor()).is_some());
-        tokens += s.ids.len();
-    }
-    tokens
+    let refs: Vec<&Sequence> = seqs.iter().collect();
+    let (loss, grads) = model.loss_and_grads(&refs).unwrap();
+    assert!(loss.is_finite() && grads.len() == model.vars().len());
+    seqs.iter().map(|s| s.ids.len()).sum()
+}
+
+/// `step` one sequence at a time (batch 1, as the PyTorch reference runs).
+fn step_each(model: &TrainModel, seqs: &[Sequence]) -> usize {
+    seqs.chunks(1).map(|one| step(model, one)).sum()
 }
 
 /// Median, min and max tokens/s over `RUNS` timed passes (a warm-up outside the clock).
-fn rate(model: &TrainModel, seqs: &[Sequence]) -> (f64, f64, f64) {
+fn rate(model: &TrainModel, seqs: &[Sequence], step: fn(&TrainModel, &[Sequence]) -> usize) -> (f64, f64, f64) {
     step(model, &seqs[..1]);
     let mut rates: Vec<f64> = (0..RUNS)
         .map(|_| {
@@ -90,7 +94,8 @@ fn main() {
     let (seqs, _) = sequences(&m.tokenizer, &m.template, &xs, 1024);
     let all: Vec<String> =
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec();
-    let frozen = TrainModel::new(m.base().clone(), &all, RANK, ALPHA, 1).unwrap();
+    let host = TrainModel::new(m.base().clone(), &all, RANK, ALPHA, 1).unwrap();
+    let frozen = TrainModel::new(m.base().clone(), &all, RANK, ALPHA, 1).unwrap().on_candle();
     let plain = TrainModel::new(m.base().clone(), &all, RANK, ALPHA, 1).unwrap().with_plain_matmul().unwrap();
     let tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -109,8 +114,15 @@ fn main() {
         Err(why) => (None, format!("PyTorch reference not run: {why}")),
     };
     println!("{row}");
-    for (name, model) in [("candle plain matmul backward", &plain), ("tunebench (frozen-weight op)", &frozen)] {
-        let (med, lo, hi) = rate(model, &seqs);
+    let each: fn(&TrainModel, &[Sequence]) -> usize = step_each;
+    let rows = [
+        ("candle autograd, plain matmul backward", &plain, each),
+        ("candle autograd, frozen-weight op", &frozen, each),
+        ("tunebench host step, one sequence a pass", &host, each),
+        ("tunebench host step, a step's rows a pass", &host, step as fn(&TrainModel, &[Sequence]) -> usize),
+    ];
+    for (name, model, step) in rows {
+        let (med, lo, hi) = rate(model, &seqs, step);
         let ratio = r.map_or(String::new(), |r| format!("  {:.2}×", med / r));
         println!("{name:<44} {med:>8.1} tok/s  ({lo:.1}–{hi:.1}){ratio}");
     }

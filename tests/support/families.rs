@@ -271,7 +271,12 @@ pub fn check_training(family: &str, form: Form, out: &Path) -> Trained {
     let served = teacher_forced(&view.model, ids);
     assert!(max_diff(&served, &teacher_forced(&m.plain, ids)) > 1e-2, "{what}: training changed nothing");
     let reload_diff = max_diff(&trained, &served);
-    assert!(reload_diff < 1e-4, "{what}: the written adapter reloads to other logits ({reload_diff})");
+    // f32 through two paths (training's decoder, the serving engine): relative to the logits' size.
+    let size = served.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+    assert!(
+        reload_diff < 1e-5 * size,
+        "{what}: the written adapter reloads to other logits ({reload_diff}, logits up to {size})"
+    );
     let logits_file = out.with_extension("logits.safetensors");
     save_logits(&logits_file, ids, &served);
     Trained { losses, reload_diff, adapter_dir: out.to_path_buf(), logits_file }

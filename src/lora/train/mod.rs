@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod frozen;
+mod host;
 pub mod job;
 pub mod model;
 pub mod optim;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::Tensor;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
@@ -108,16 +108,6 @@ pub struct Output {
     pub resume: bool,
 }
 
-fn mean_loss(model: &TrainModel, seqs: &[Sequence]) -> candle_core::Result<f64> {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for s in seqs {
-        let l = model.loss(&s.ids, &s.positions, &s.targets)?.detach().to_scalar::<f32>()? as f64;
-        sum += l * s.targets.len() as f64;
-        n += s.targets.len();
-    }
-    Ok(if n == 0 { f64::NAN } else { sum / n as f64 })
-}
-
 /// Trains `cfg` over `train`, validating on `valid`; writes the adapter (the best by validation loss, or the
 /// last without a validation set) and checkpoints under `out.adapter_dir`. `stop` ends it between steps.
 pub fn run(
@@ -134,7 +124,6 @@ pub fn run(
     }
     let model = TrainModel::new(base, &cfg.targets, cfg.rank, cfg.alpha, cfg.seed)?;
     let vars = model.vars();
-    let names: Vec<String> = model.lora.keys().flat_map(|k| [format!("{k}.lora_A"), format!("{k}.lora_B")]).collect();
     let per_step = (cfg.batch * cfg.grad_accum).max(1);
     let steps_per_epoch = train.len().div_ceil(per_step);
     let total = cfg.max_steps.unwrap_or(usize::MAX).min(cfg.epochs * steps_per_epoch);
@@ -185,7 +174,7 @@ pub fn run(
     }
     on_event(Event::Started { steps: total, examples: train.len(), valid: valid.len(), resumed_at: st.step });
     let valid_before = if st.step == 0 && !valid.is_empty() {
-        let v = mean_loss(&model, valid)?;
+        let v = model.mean_loss(valid)?;
         st.valid_losses.push((0, v));
         on_event(Event::Eval { step: 0, valid_loss: v, best: false });
         Some(v)
@@ -215,17 +204,8 @@ pub fn run(
         }
         let batch: Vec<&Sequence> =
             order[k * per_step..((k + 1) * per_step).min(train.len())].iter().map(|&i| &train[i]).collect();
-        let answer_tokens: usize = batch.iter().map(|s| s.targets.len()).sum();
-        let mut grads: Vec<Tensor> = Vec::with_capacity(vars.len());
-        let mut loss_sum = 0.0;
-        for s in &batch {
-            let weight = s.targets.len() as f64 / answer_tokens as f64;
-            let loss = model.loss(&s.ids, &s.positions, &s.targets)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * weight;
-            let g = (loss * weight)?.backward()?;
-            optim::accumulate(&mut grads, &vars, &names, &g, 1.0)?;
-            st.tokens += s.ids.len() as u64;
-        }
+        let (loss_sum, grads) = model.loss_and_grads(&batch)?;
+        st.tokens += batch.iter().map(|s| s.ids.len() as u64).sum::<u64>();
         let (grad_norm, lr) = opt.step(&vars, &grads)?;
         st.step += 1;
         st.train_losses.push((st.step, loss_sum));
@@ -239,7 +219,7 @@ pub fn run(
             None => epoch_end,
         };
         if eval_now && !valid.is_empty() {
-            let v = mean_loss(&model, valid)?;
+            let v = model.mean_loss(valid)?;
             st.valid_losses.push((st.step, v));
             let best = st.best_valid.is_none_or(|b| v < b - 1e-4);
             if best {

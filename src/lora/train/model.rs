@@ -8,7 +8,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
+use super::data::Sequence;
 use super::frozen::{Frozen, TrainLinear};
+use super::host::HostTrain;
 use crate::engine::local::{BaseLinear, BaseWeights, Decoder, Lin, Ops};
 
 /// One adapted module's trainable pair, in the base's row order (GGUF q/k rows permuted).
@@ -28,6 +30,8 @@ pub struct TrainModel {
     pub lora: BTreeMap<String, LoraPair>,
     pub rank: usize,
     pub alpha: f64,
+    /// The host step (on the CPU): what `loss_and_grads` and `mean_loss` run when present.
+    host: Option<HostTrain>,
 }
 
 impl TrainModel {
@@ -49,14 +53,26 @@ impl TrainModel {
             }
         }
         let decoder = decoder(&base, &lora, false)?;
-        Ok(Self { base, decoder, lora, rank, alpha })
+        let host = HostTrain::new(&base, &lora)?;
+        Ok(Self { base, decoder, lora, rank, alpha, host })
     }
 
     /// Base layers through candle's plain matmul, whose backward also computes the frozen weights'
     /// gradients: the reference `benches/train.rs` measures the custom op against. Same LoRA vars.
     pub fn with_plain_matmul(self) -> Result<Self> {
         let decoder = decoder(&self.base, &self.lora, true)?;
-        Ok(Self { decoder, ..self })
+        Ok(Self { decoder, host: None, ..self })
+    }
+
+    /// The same model trained through candle's autograd even on the CPU: the reference the host step is
+    /// held to (tests, benchmarks).
+    pub fn on_candle(self) -> Self {
+        Self { host: None, ..self }
+    }
+
+    /// Whether steps run on the host (the CPU's hand-written backward) rather than candle's autograd.
+    pub fn on_host(&self) -> bool {
+        self.host.is_some()
     }
 
     pub fn device(&self) -> &Device {
@@ -77,6 +93,46 @@ impl TrainModel {
     pub fn loss(&self, ids: &[u32], positions: &[u32], targets: &[u32]) -> Result<Tensor> {
         let logits = self.logits(ids, positions)?;
         candle_nn::loss::cross_entropy(&logits, &Tensor::new(targets, self.device())?)
+    }
+
+    /// The mean cross-entropy over every target of `seqs` (each target weighs the same) and its gradient for
+    /// every var, in `vars()` order. A var the loss does not reach is an error, never a silent zero.
+    pub fn loss_and_grads(&self, seqs: &[&Sequence]) -> Result<(f64, Vec<Tensor>)> {
+        if let Some(h) = &self.host {
+            let (loss, grads) = h.step(&self.lora, seqs, true)?;
+            return Ok((loss, grads.unwrap_or_default()));
+        }
+        let vars = self.vars();
+        let names: Vec<String> =
+            self.lora.keys().flat_map(|k| [format!("{k}.lora_A"), format!("{k}.lora_B")]).collect();
+        let targets: usize = seqs.iter().map(|s| s.targets.len()).sum();
+        let (mut grads, mut total) = (Vec::with_capacity(vars.len()), 0.0);
+        for s in seqs {
+            let weight = s.targets.len() as f64 / targets.max(1) as f64;
+            let loss = self.loss(&s.ids, &s.positions, &s.targets)?;
+            total += loss.to_scalar::<f32>()? as f64 * weight;
+            let g = (loss * weight)?.backward()?;
+            super::optim::accumulate(&mut grads, &vars, &names, &g, 1.0)?;
+        }
+        Ok((total, grads))
+    }
+
+    /// The mean cross-entropy over every target of `seqs`, without gradients (validation).
+    pub fn mean_loss(&self, seqs: &[Sequence]) -> Result<f64> {
+        let refs: Vec<&Sequence> = seqs.iter().collect();
+        if refs.iter().all(|s| s.targets.is_empty()) {
+            return Ok(f64::NAN);
+        }
+        if let Some(h) = &self.host {
+            return Ok(h.step(&self.lora, &refs, false)?.0);
+        }
+        let (mut sum, mut n) = (0.0, 0usize);
+        for s in &refs {
+            let l = self.loss(&s.ids, &s.positions, &s.targets)?.detach().to_scalar::<f32>()? as f64;
+            sum += l * s.targets.len() as f64;
+            n += s.targets.len();
+        }
+        Ok(sum / n as f64)
     }
 }
 
