@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod found;
 pub mod layer;
 pub mod train;
 

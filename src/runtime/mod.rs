@@ -135,7 +135,7 @@ impl Runtime {
             }
             Effect::ListAdapters => {
                 let root = state.ws.root.clone();
-                self.off_loop(move || Action::AdaptersListed(list_adapters(&root)))
+                self.off_loop(move || Action::AdaptersListed(crate::lora::found::adapters(&root)))
             }
             Effect::CheckPromote { lane, run, input } => {
                 let dir = state.ws.dataset_dir();
@@ -345,22 +345,4 @@ pub async fn run_tui(mut state: AppState, registry: Registry) -> anyhow::Result<
     stop.cancel();
     drop(guard);
     result
-}
-
-/// The folders under `root`/adapters/, sorted, as a lane's `adapter` names them (`adapters/NAME`); none is
-/// an empty list, not an error.
-fn list_adapters(root: &std::path::Path) -> Result<Vec<String>, String> {
-    let dir = root.join("adapters");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .map(|e| format!("adapters/{}", e.file_name().to_string_lossy()))
-        .collect();
-    names.sort();
-    Ok(names)
 }

@@ -3,7 +3,7 @@
 //! positions the loss reads. The forward pass itself is the decoder's; only the linear layers are chosen here.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -25,7 +25,11 @@ pub struct LoraPair {
 
 pub struct TrainModel {
     pub base: Arc<BaseWeights>,
-    decoder: Decoder,
+    /// Candle's differentiable decoder, built on first use (the GPU path, `logits`, the reference): on the
+    /// CPU a training run never builds it, and so never holds its f32 copies of the weights.
+    decoder: OnceLock<Decoder>,
+    /// The decoder's base layers use candle's plain matmul (`with_plain_matmul`).
+    plain: bool,
     /// By module name (`model.layers.0.self_attn.q_proj`), sorted; the decoder's layers hold the same vars.
     pub lora: BTreeMap<String, LoraPair>,
     pub rank: usize,
@@ -52,16 +56,14 @@ impl TrainModel {
                 }
             }
         }
-        let decoder = decoder(&base, &lora, false)?;
         let host = HostTrain::new(&base, &lora)?;
-        Ok(Self { base, decoder, lora, rank, alpha, host })
+        Ok(Self { base, decoder: OnceLock::new(), plain: false, lora, rank, alpha, host })
     }
 
     /// Base layers through candle's plain matmul, whose backward also computes the frozen weights'
     /// gradients: the reference `benches/train.rs` measures the custom op against. Same LoRA vars.
     pub fn with_plain_matmul(self) -> Result<Self> {
-        let decoder = decoder(&self.base, &self.lora, true)?;
-        Ok(Self { decoder, host: None, ..self })
+        Ok(Self { decoder: OnceLock::new(), plain: true, host: None, ..self })
     }
 
     /// The same model trained through candle's autograd even on the CPU: the reference the host step is
@@ -86,7 +88,11 @@ impl TrainModel {
 
     /// Logits `[positions.len(), vocab]` of one sequence, at `positions` only.
     pub fn logits(&self, ids: &[u32], positions: &[u32]) -> Result<Tensor> {
-        self.decoder.logits_at(ids, positions)
+        if let Some(d) = self.decoder.get() {
+            return d.logits_at(ids, positions);
+        }
+        let d = decoder(&self.base, &self.lora, self.plain)?;
+        self.decoder.get_or_init(|| d).logits_at(ids, positions)
     }
 
     /// Mean cross-entropy of `targets` predicted at `positions` (one target per position).
