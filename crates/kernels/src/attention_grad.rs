@@ -2,25 +2,19 @@
 //! the backward turns the output's gradient into q's, k's and v's. Causal, optionally windowed and
 //! soft-capped, grouped-query; the work is split over the pool by (sequence, KV head).
 
+pub use crate::attention::Attention as Shape;
 use crate::dense::{Ptr, View, matmul_raw};
 use crate::pool::{Pool, split};
-
-/// The attention of one layer.
-#[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub scale: f32,
-    /// Gemma 2's soft-cap on the scores.
-    pub cap: Option<f32>,
-    /// Sliding window: a query sees the last `w` keys, itself included.
-    pub window: Option<usize>,
-}
 
 /// Length of the probabilities buffer for sequences of `spans` (`(first row, len)`): `heads · len²` each.
 pub fn probs_len(s: &Shape, spans: &[(usize, usize)]) -> usize {
     spans.iter().map(|&(_, n)| s.heads * n * n).sum()
+}
+
+/// Head width, q and kv row widths, query heads per KV head, and the rows of `spans`.
+fn dims(s: &Shape, spans: &[(usize, usize)]) -> (usize, usize, usize, usize, usize) {
+    let rows = spans.iter().map(|x| x.1).sum();
+    (s.head_dim, s.heads * s.head_dim, s.kv_heads * s.head_dim, s.heads / s.kv_heads, rows)
 }
 
 /// Visible keys `lo..=i` of query `i`.
@@ -57,8 +51,7 @@ pub fn forward(
     probs: &mut [f32],
     out: &mut [f32],
 ) {
-    let (hd, nq, nkv, rep) = (s.head_dim, s.heads * s.head_dim, s.kv_heads * s.head_dim, s.heads / s.kv_heads);
-    let rows: usize = spans.iter().map(|x| x.1).sum();
+    let (hd, nq, nkv, rep, rows) = dims(s, spans);
     assert!(probs.len() >= probs_len(s, spans) && out.len() >= rows * nq, "attention: buffers too short");
     let (pp, po) = (Ptr::of(probs), Ptr::of(out));
     tasks(pool, s, spans, &|seq, g, off| {
@@ -111,8 +104,7 @@ pub fn backward(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
-    let (hd, nq, nkv, rep) = (s.head_dim, s.heads * s.head_dim, s.kv_heads * s.head_dim, s.heads / s.kv_heads);
-    let rows: usize = spans.iter().map(|x| x.1).sum();
+    let (hd, nq, nkv, rep, rows) = dims(s, spans);
     assert!(dq.len() >= rows * nq && dk.len() >= rows * nkv && dv.len() >= rows * nkv, "attention: buffers too short");
     let (pq, pk, pv) = (Ptr::of(dq), Ptr::of(dk), Ptr::of(dv));
     tasks(pool, s, spans, &|seq, g, off| {

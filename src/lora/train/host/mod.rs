@@ -148,6 +148,9 @@ impl HostTrain {
         let mut spans = Vec::with_capacity(seqs.len());
         let mut ids = Vec::new();
         for s in seqs {
+            if s.positions.len() != s.targets.len() || s.positions.iter().any(|&q| q as usize >= s.ids.len()) {
+                candle_core::bail!("{}: answer positions do not fit its {} tokens", s.id, s.ids.len());
+            }
             spans.push((ids.len(), s.ids.len()));
             ids.extend_from_slice(&s.ids);
         }
