@@ -215,7 +215,11 @@ fn f6_lists_the_fields_of_the_lanes_backend_and_enter_never_cycles() {
 fn f6_offers_the_adapter_folders_found_under_adapters() {
     let (_tmp, root) = support::example_copy();
     std::fs::create_dir_all(root.join("adapters/ticket-lora-v3")).unwrap();
+    std::fs::write(root.join("adapters/ticket-lora-v3/adapter_config.json"), "{}").unwrap();
     std::fs::write(root.join("adapters/notes.txt"), "not an adapter").unwrap();
+    // A folder without an adapter (a sweep's own folder, a run with only checkpoints) is not offered.
+    let _ = std::fs::remove_dir_all(root.join("adapters/ticket-lora-sweep"));
+    std::fs::create_dir_all(root.join("adapters/ticket-lora-sweep/checkpoints")).unwrap();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut rt = tunebench::runtime::Runtime::new(tunebench::engine::Registry::default(), tx);
     let mut s = support::state_for(&root, 80, 24);

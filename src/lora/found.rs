@@ -25,8 +25,27 @@ pub fn adapters(root: &Path) -> Result<Vec<String>, String> {
             names.push(format!("adapters/{name}/{}", i.file_name().to_string_lossy()));
         }
     }
-    names.sort();
+    names.sort_by_key(|n| natural(n));
     Ok(names)
+}
+
+/// Sorts digit runs by value, so a sweep's `n50-…` comes before `n100-…`.
+fn natural(s: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let (mut text, mut digits) = (String::new(), String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                out.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    out.push((text, digits.parse().unwrap_or(0)));
+    out
 }
 
 #[cfg(test)]
@@ -48,10 +67,16 @@ mod tests {
         make("ticket-lora-v2", true);
         make("ticket-lora-sweep/n50-r16-e3-lr0.0005", true);
         make("ticket-lora-sweep/n100-r16-e3-lr0.0005", false);
+        make("ticket-lora-sweep/n400-r16-e3-lr0.0005", true);
         make("half-trained", false);
         assert_eq!(
             adapters(tmp.path()).unwrap(),
-            ["adapters/ticket-lora", "adapters/ticket-lora-sweep/n50-r16-e3-lr0.0005", "adapters/ticket-lora-v2"]
+            [
+                "adapters/ticket-lora",
+                "adapters/ticket-lora-sweep/n50-r16-e3-lr0.0005",
+                "adapters/ticket-lora-sweep/n400-r16-e3-lr0.0005",
+                "adapters/ticket-lora-v2",
+            ]
         );
     }
 }
