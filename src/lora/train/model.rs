@@ -1,6 +1,7 @@
 //! Training's view of the one decoder (`engine::local::Decoder` in its differentiable mode): frozen base
 //! weights, trainable LoRA A/B on the targeted modules, and the vocabulary projection computed only at the
 //! positions the loss reads. The forward pass itself is the decoder's; only the linear layers are chosen here.
+//! On the CPU the same model's steps run on the host step (`host/`), which this decoder's autograd checks.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
