@@ -61,6 +61,25 @@ pub struct Saved {
     u: Vec<Option<Vec<f32>>>,
 }
 
+/// A post-norm (Gemma's, on a block's output before the residual add) in place; returns its input for the
+/// backward, or None where the family has none.
+fn post_norm(w: &Option<Vec<f32>>, y: &mut [f32], eps: f32) -> Option<Vec<f32>> {
+    let w = w.as_ref()?;
+    let pre = y.to_vec();
+    ops::rms_norm_in_place(y, w, eps);
+    Some(pre)
+}
+
+/// The gradient at a post-norm's input from `dy` at its output (`dy` itself where there is none).
+fn post_norm_back(pool: &Pool, w: &Option<Vec<f32>>, pre: Option<&[f32]>, dy: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; dy.len()];
+    match (w, pre) {
+        (Some(w), Some(pre)) => linear::norm_back(pool, pre, w, eps, dy, &mut out, false),
+        _ => out.copy_from_slice(dy),
+    }
+    out
+}
+
 /// Applies each sequence's rope (or its inverse) to every row of `x` (rows of `heads · head_dim`).
 fn rotate(x: &mut [f32], spans: &[(usize, usize)], rope: &Rope<'_>, hd: usize, pairs: Pairs, inverse: bool) {
     let Some((tables, dims)) = rope else { return };
@@ -118,11 +137,7 @@ impl Layer {
         attn::forward(pool, &shape, p.spans, &q, &k, &v, &mut probs, &mut att);
         let mut y = vec![0f32; n * d];
         u[o] = self.lins[o].forward(pool, p.pairs, &att, n, &mut y);
-        let o_pre = self.post_attn_norm.as_ref().map(|w| {
-            let pre = y.clone();
-            ops::rms_norm_in_place(&mut y, w, p.eps);
-            pre
-        });
+        let o_pre = post_norm(&self.post_attn_norm, &mut y, p.eps);
         ops::add(x, &y);
         let x_mid = x.to_vec();
         let mut h2 = vec![0f32; n * d];
@@ -145,11 +160,7 @@ impl Layer {
         let mut act = gate.clone();
         linear::gated(pool, p.act, &mut act, &up, f);
         u[down] = self.lins[down].forward(pool, p.pairs, &act, n, &mut y);
-        let down_pre = self.post_ffn_norm.as_ref().map(|w| {
-            let pre = y.clone();
-            ops::rms_norm_in_place(&mut y, w, p.eps);
-            pre
-        });
+        let down_pre = post_norm(&self.post_ffn_norm, &mut y, p.eps);
         ops::add(x, &y);
         Saved { x_in, h1, qk_pre, q, k, v, probs, att, o_pre, x_mid, h2, gate, up, act, down_pre, u }
     }
@@ -179,12 +190,7 @@ impl Layer {
             self.lins[m].backward(pool, p.pairs, grads, x, u[m].as_deref(), dy, n, dx, acc);
         };
         // The MLP.
-        let mut dy = dx.to_vec();
-        if let (Some(w), Some(pre)) = (&self.post_ffn_norm, &down_pre) {
-            let mut t = vec![0f32; n * d];
-            linear::norm_back(pool, pre, w, p.eps, &dy, &mut t, false);
-            dy = t;
-        }
+        let dy = post_norm_back(pool, &self.post_ffn_norm, down_pre.as_deref(), dx, p.eps);
         let mut d_act = vec![0f32; n * f];
         back(down, &act, &dy, Some(&mut d_act), false, grads);
         linear::gated_back(pool, p.act, &mut gate, &mut up, &d_act, f);
@@ -202,12 +208,7 @@ impl Layer {
         }
         linear::norm_back(pool, &x_mid, &self.ffn_norm, p.eps, &dh, dx, true);
         // The attention.
-        let mut dy = dx.to_vec();
-        if let (Some(w), Some(pre)) = (&self.post_attn_norm, &o_pre) {
-            let mut t = vec![0f32; n * d];
-            linear::norm_back(pool, pre, w, p.eps, &dy, &mut t, false);
-            dy = t;
-        }
+        let dy = post_norm_back(pool, &self.post_attn_norm, o_pre.as_deref(), dx, p.eps);
         let mut d_att = vec![0f32; n * nq];
         back(o, &att, &dy, Some(&mut d_att), false, grads);
         let shape = Shape { window: self.window, ..p.attn };
