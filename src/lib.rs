@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cli;
 pub mod dataset;
+pub mod distill;
 pub mod engine;
 pub mod eval;
 pub mod lora;

@@ -124,18 +124,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     }
     let plan = setup.plan(args.fresh);
     let estimate = Estimate::of(&ws, &setup.cases, &plan.run);
-    if estimate.calls > 0 && !args.yes {
-        let Some(input) = confirm else {
-            bail!("{}; not confirmed: no terminal to ask on (pass --yes to run them)", estimate.describe());
-        };
-        write!(stderr, "{}. Proceed? [y/N] ", estimate.describe())?;
-        stderr.flush()?;
-        let mut answer = String::new();
-        input.read_line(&mut answer)?;
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            bail!("not confirmed: no paid calls were made");
-        }
-    }
+    confirm_paid(&estimate, args.yes, confirm, stderr)?;
     writeln!(
         stderr,
         "eval: {} case(s){} × {} lane(s): {} cached, {} to run",
@@ -178,14 +167,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
                 let _ = writeln!(stderr, "tunebench: warning: answer not cached: {e}");
             }
             answers.insert((job.case, job.lane), *answer);
-            let secs = started.elapsed().as_secs_f64();
-            let eta = secs / done as f64 * (total - done) as f64;
-            let line = format!(
-                "{} {done}/{total} runs · {errors} run error(s) · {:.1}s · ETA {}",
-                crate::cli::train::bar(done, total),
-                secs,
-                crate::cli::train::eta(eta)
-            );
+            let line = progress_line(done, total, errors, started);
             let _ = if tty {
                 write!(stderr, "\r\x1b[2K{line}").and_then(|()| stderr.flush())
             } else if done % every == 0 || done == total {
@@ -225,6 +207,40 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
         }
     }
     Ok(code)
+}
+
+/// Asks before paid calls (the estimate first); refused without a terminal unless `yes`.
+pub(super) fn confirm_paid(
+    estimate: &Estimate,
+    yes: bool,
+    confirm: Option<&mut (dyn BufRead + Send)>,
+    stderr: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    if estimate.calls == 0 || yes {
+        return Ok(());
+    }
+    let Some(input) = confirm else {
+        bail!("{}; not confirmed: no terminal to ask on (pass --yes to run them)", estimate.describe());
+    };
+    write!(stderr, "{}. Proceed? [y/N] ", estimate.describe())?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    input.read_line(&mut answer)?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        bail!("not confirmed: no paid calls were made");
+    }
+    Ok(())
+}
+
+/// The progress line of a run of `total` calls: bar, counts, time and ETA.
+pub(super) fn progress_line(done: usize, total: usize, errors: usize, started: Instant) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    let eta = secs / done.max(1) as f64 * total.saturating_sub(done) as f64;
+    format!(
+        "{} {done}/{total} runs · {errors} run error(s) · {secs:.1}s · ETA {}",
+        crate::cli::train::bar(done, total),
+        crate::cli::train::eta(eta)
+    )
 }
 
 /// `tunebench eval` on the real terminal: confirmation of paid calls only when a person can answer.

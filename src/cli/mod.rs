@@ -14,6 +14,7 @@ use crate::workspace;
 
 mod count;
 pub mod dataset;
+pub mod distill;
 pub mod eval;
 pub mod headless;
 mod logits;
@@ -93,6 +94,13 @@ enum Command {
         #[command(flatten)]
         args: eval::EvalArgs,
     },
+    /// A teacher lane answers unlabeled inputs; the answers that pass evals.toml's checks become training
+    /// examples (against the dataset's short prompt, with provenance), the rest go to dataset/rejected.jsonl.
+    Distill {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: distill::DistillArgs,
+    },
     /// The workspace's training examples: stats, split, check, export, import.
     Dataset {
         workspace: PathBuf,
@@ -147,6 +155,7 @@ pub fn main() -> ExitCode {
                 count::count(&workspace, read_input(input, input_file)?, json, exact).await
             }
             Some(Command::Eval { workspace, args }) => eval::main(&workspace, &args).await,
+            Some(Command::Distill { workspace, args }) => distill::main(&workspace, &args).await,
             Some(Command::Sweep { workspace, args }) => sweep::run(&workspace, &args, Registry::builtin()).await,
             Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => dataset::run(&workspace, action),

@@ -10,7 +10,7 @@ mod stats;
 mod store;
 mod text;
 
-pub use check::{Check, Finding, Kind, Severity, check, shape_problems};
+pub use check::{Check, Finding, Kind, NEAR, Severity, check, shape_problems};
 pub use example::{Example, Message, Meta, new_id};
 pub use formats::{Format, LengthRule, export, import, import_checked, import_for};
 pub use heal::{Healing, heal};

@@ -30,7 +30,7 @@ pub fn adapters(root: &Path) -> Result<Vec<String>, String> {
 }
 
 /// Sorts digit runs by value, so a sweep's `n50-…` comes before `n100-…`.
-fn natural(s: &str) -> Vec<(String, u64)> {
+pub(crate) fn natural(s: &str) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let (mut text, mut digits) = (String::new(), String::new());
     for c in s.chars() {
