@@ -193,7 +193,11 @@ async fn paid_calls_are_confirmed_first_and_the_spend_cap_holds_inputs_back() {
     assert!(r.stderr.contains("2 input(s) held back for a later run"), "{}", r.stderr);
     let asked: Vec<String> = b.seen.lock().unwrap().iter().map(|s| s.1.clone()).collect();
     assert_eq!(asked, ["first input about a kettle"], "natural order: b2 before b10");
-    assert!(r.stdout.contains("cost: 210 µ$ for 1 call(s) made now"), "15 prompt tokens at $10/Mtok + 3 at $20: {}", r.stdout);
+    assert!(
+        r.stdout.contains("cost: 210 µ$ for 1 call(s) made now"),
+        "15 prompt tokens at $10/Mtok + 3 at $20: {}",
+        r.stdout
+    );
 }
 
 #[tokio::test]

@@ -63,7 +63,7 @@ struct Outcome {
 /// Runs the distillation; 0, or 1 when some teacher runs failed (a rerun retries them). Bad input and a
 /// refused confirmation come back as `Err` (exit 2).
 pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: Streams<'_>) -> anyhow::Result<u8> {
-    let Streams { stdout, stderr, confirm, tty } = io;
+    let Streams { stdout, stderr, mut confirm, tty } = io;
     if let Some(m) = args.max_cost.filter(|m| !(m.is_finite() && *m >= 0.0)) {
         bail!("--max-cost {m}: give dollars, 0 or more");
     }
@@ -113,7 +113,7 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
             writeln!(stderr, "distill: --max-cost ${cap}: {held_back} input(s) held back for a later run")?;
         }
     }
-    confirm_paid(&estimate, args.yes, confirm, stderr)?;
+    confirm_paid(&estimate, args.yes, &mut confirm, stderr)?;
     writeln!(
         stderr,
         "distill: {read} input(s) read, {} already in the dataset or repeated; teacher `{}` answers {}: {} cached, {} to run",
@@ -215,6 +215,7 @@ fn sort_answers(
                     shared_lanes: a.shared_lanes,
                     cost_usd: a.cost_usd(ws, teacher.lane),
                     prompt_tokens: a.prompt_tokens,
+                    verdicts: None,
                 };
                 checks
                     .iter()

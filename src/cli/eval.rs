@@ -85,7 +85,7 @@ fn format_of(path: &Path) -> anyhow::Result<Format> {
 /// Runs the eval; the exit code is 0, or 1 when a lane is below `--fail-under`. Errors (bad input, a refused
 /// confirmation) come back as `Err` and exit 2.
 pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Streams<'_>) -> anyhow::Result<u8> {
-    let Streams { stdout, stderr, confirm, tty } = io;
+    let Streams { stdout, stderr, mut confirm, tty } = io;
     if let Some(f) = args.fail_under
         && !(0.0..=1.0).contains(&f)
     {
@@ -96,7 +96,13 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     let lanes = crate::cli::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
     let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let select = Select { limit, tag: args.tag.as_deref() };
+    let asked = lanes.clone();
     let mut setup = Setup::load_repeated(&ws, lanes, select, args.repeat as usize)?;
+    if !args.lanes.is_empty()
+        && let Some(&j) = asked.iter().find(|l| !setup.lanes.contains(l))
+    {
+        bail!("lane `{}` is evals.toml's judge: it grades the others and is never scored itself", ws.lanes[j].id);
+    }
     if args.repeat > 1 {
         // Greedy lanes answer the same way every time: their repeats only cost time (and money on an API).
         let greedy: Vec<&str> = setup
@@ -124,7 +130,7 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     }
     let plan = setup.plan(args.fresh);
     let estimate = Estimate::of(&ws, &setup.cases, &plan.run);
-    confirm_paid(&estimate, args.yes, confirm, stderr)?;
+    confirm_paid(&estimate, args.yes, &mut confirm, stderr)?;
     writeln!(
         stderr,
         "eval: {} case(s){} × {} lane(s): {} cached, {} to run",
@@ -177,9 +183,30 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
             };
         }
     };
-    runner::run(&ws, cases, &setup.hashes, plan.run, &limits, registry, CancellationToken::new(), &mut on).await;
+    runner::run(&ws, cases, &setup.hashes, plan.run, &limits, registry.clone(), CancellationToken::new(), &mut on)
+        .await;
     if tty && total > 0 {
         writeln!(stderr)?;
+    }
+    if setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged()) {
+        let mut refused = None;
+        let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
+            Ok(()) => true,
+            Err(err) => {
+                refused = Some(err);
+                false
+            }
+        };
+        let grading =
+            crate::eval::judge::grade(&ws, &setup.cases, &setup.evals, &mut answers, Some(registry), &mut ask)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        if let Some(err) = refused {
+            return Err(err.context("the judge's calls (the lanes' answers are cached; rerun to grade them)"));
+        }
+        if grading.calls > 0 {
+            writeln!(stderr, "judge: {} call(s), {} without a well-formed verdict", grading.calls, grading.errors)?;
+        }
     }
     let board = Scoreboard::build(&ws, &setup.cases, &setup.evals, &setup.lanes, answers);
     if args.json {
@@ -210,16 +237,16 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
 }
 
 /// Asks before paid calls (the estimate first); refused without a terminal unless `yes`.
-pub(super) fn confirm_paid(
+pub(super) fn confirm_paid<'a>(
     estimate: &Estimate,
     yes: bool,
-    confirm: Option<&mut (dyn BufRead + Send)>,
+    confirm: &mut Option<&'a mut (dyn BufRead + Send + 'a)>,
     stderr: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     if estimate.calls == 0 || yes {
         return Ok(());
     }
-    let Some(input) = confirm else {
+    let Some(input) = confirm.as_mut() else {
         bail!("{}; not confirmed: no terminal to ask on (pass --yes to run them)", estimate.describe());
     };
     write!(stderr, "{}. Proceed? [y/N] ", estimate.describe())?;

@@ -48,6 +48,26 @@ pub enum Kind {
     MaxLatencyMs(f64),
     MaxCostUsd(f64),
     MaxPromptTokens(u64),
+    /// A judge lane grades the answer against `rubric` (pass ∧ score ≥ threshold).
+    Rubric {
+        rubric: String,
+        threshold: f64,
+        judge: Option<String>,
+    },
+    /// A judge lane scores the answer 1–5 on `criteria` following `steps` (scaled to 0–1, ≥ threshold).
+    GEval {
+        criteria: String,
+        steps: Vec<String>,
+        threshold: f64,
+        judge: Option<String>,
+    },
+    /// A judge lane compares the answer with the reference lane's, in both orders (win 1, tie ½, loss 0).
+    Pairwise {
+        question: String,
+        threshold: f64,
+        reference: Option<String>,
+        judge: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for Kind {
@@ -70,6 +90,24 @@ impl Kind {
             Kind::MaxLatencyMs(_) => "max-latency",
             Kind::MaxCostUsd(_) => "max-cost",
             Kind::MaxPromptTokens(_) => "max-prompt-tokens",
+            Kind::Rubric { .. } => "llm-rubric",
+            Kind::GEval { .. } => "g-eval",
+            Kind::Pairwise { .. } => "pairwise",
+        }
+    }
+
+    /// Graded by a judge lane rather than by rule.
+    pub fn is_judged(&self) -> bool {
+        matches!(self, Kind::Rubric { .. } | Kind::GEval { .. } | Kind::Pairwise { .. })
+    }
+
+    /// A judge assertion's pass mark (0–1).
+    pub fn threshold(&self) -> Option<f64> {
+        match self {
+            Kind::Rubric { threshold, .. } | Kind::GEval { threshold, .. } | Kind::Pairwise { threshold, .. } => {
+                Some(*threshold)
+            }
+            _ => None,
         }
     }
 
@@ -87,6 +125,11 @@ impl Kind {
             Kind::MaxLatencyMs(ms) => format!("{t} {ms}ms"),
             Kind::MaxCostUsd(usd) => format!("{t} ${usd}"),
             Kind::MaxPromptTokens(n) => format!("{t} {n}"),
+            Kind::Rubric { rubric: text, .. }
+            | Kind::GEval { criteria: text, .. }
+            | Kind::Pairwise { question: text, .. } => {
+                format!("{t} {}", glimpse(text))
+            }
             _ => t.to_string(),
         }
     }
@@ -123,6 +166,8 @@ pub struct Observed<'a> {
     pub shared_lanes: Option<u32>,
     pub cost_usd: Option<f64>,
     pub prompt_tokens: Option<u64>,
+    /// The judge's verdicts on this answer, by `judge::judge_id` (None: nothing was graded).
+    pub verdicts: Option<&'a std::collections::HashMap<String, super::judge::Verdict>>,
 }
 
 /// One assertion's verdict on one answer.
@@ -202,6 +247,18 @@ impl Assertion {
             Kind::MaxCostUsd(max) => limit(o.cost_usd, *max, "cost", |v| format!("${v:.6}")),
             Kind::MaxPromptTokens(max) => {
                 limit(o.prompt_tokens.map(|n| n as f64), *max as f64, "prompt tokens", |v| format!("{v:.0}"))
+            }
+            kind @ (Kind::Rubric { .. } | Kind::GEval { .. } | Kind::Pairwise { .. }) => {
+                match o.verdicts.and_then(|v| v.get(&super::judge::judge_id(kind))) {
+                    None => (false, "not graded: no verdict from the judge (eval grades it)".into()),
+                    Some(v) => match &v.error {
+                        Some(e) => (false, e.clone()),
+                        None => {
+                            let outcome = v.outcome.map(|o| format!("{o:?} ").to_lowercase()).unwrap_or_default();
+                            (v.pass, format!("{outcome}{:.2}: {}", v.score, v.reason))
+                        }
+                    },
+                }
             }
         }
     }

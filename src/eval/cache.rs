@@ -47,6 +47,9 @@ pub struct Answer {
     /// Read from the cache rather than run now (not stored).
     #[serde(skip)]
     pub from_cache: bool,
+    /// The judge's verdicts on this answer, by judge id (not stored here: judge-cache.jsonl keeps the replies).
+    #[serde(skip)]
+    pub verdicts: HashMap<String, super::judge::Verdict>,
 }
 
 impl Answer {

@@ -3,6 +3,7 @@
 pub mod assert;
 pub mod cache;
 pub mod diff;
+pub mod judge;
 pub mod report;
 pub mod runner;
 pub mod score;
@@ -135,6 +136,9 @@ impl Setup {
         let mut cases = load_cases(ws)?;
         // Ids are checked against every case, so that --limit or --tag cannot make a valid evals.toml look wrong.
         let evals = Evals::load(&ws.root, &cases)?;
+        // A judge lane grades; it is never a contestant.
+        let judges = judge::judge_lanes(ws, &evals).map_err(EvalError::Refused)?;
+        let lanes: Vec<crate::engine::LaneIdx> = lanes.into_iter().filter(|l| !judges.contains(l)).collect();
         if let Some(tag) = select.tag {
             let all = cases.len();
             let mut known: Vec<String> = cases.iter().flat_map(|c| c.tags.iter().cloned()).collect();

@@ -42,6 +42,20 @@ struct LaneLine<'a> {
     /// The most lanes that shared the device in any run (ttft and total then include their work); null when
     /// every run had it alone.
     shared_lanes: Option<u32>,
+    /// Judge calls behind the lane's verdicts and their cost, priced apart from the lane's own runs.
+    judge_calls: usize,
+    judge_cost_usd: Option<f64>,
+    /// Pairwise verdicts against the reference lane (ties count ½ in the win rate).
+    pairwise: Option<PairwiseLine>,
+}
+
+#[derive(Serialize)]
+struct PairwiseLine {
+    wins: usize,
+    ties: usize,
+    losses: usize,
+    win_rate: f64,
+    win_rate_ci95: [f64; 2],
 }
 
 /// `{"name": rate, …}` in the assertions' own order (a JSON object, which serde_json would sort).
@@ -89,6 +103,18 @@ pub fn lane_json(s: &LaneScore) -> String {
         pass_rate_spread: s.spread().map(|p| super::score::Spread { min: r4(p.min), max: r4(p.max), sd: r4(p.sd) }),
         config: &s.config,
         shared_lanes: s.shared_lanes,
+        judge_calls: s.judge_calls,
+        judge_cost_usd: s.judge_cost_usd,
+        pairwise: s.pairwise.map(|p| {
+            let (lo, hi) = p.ci95();
+            PairwiseLine {
+                wins: p.wins,
+                ties: p.ties,
+                losses: p.losses,
+                win_rate: r4(p.win_rate()),
+                win_rate_ci95: [r4(lo), r4(hi)],
+            }
+        }),
     };
     // Plain numbers, strings and options: serialising cannot fail; never print a blank line if it did.
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"lane\":{:?},\"error\":\"{e}\"}}", s.lane))
@@ -128,6 +154,11 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
     ];
     if repeated {
         head.push("pass rate over repeats min–max (sd)");
+    }
+    let judged = board.lanes.iter().any(|s| s.judge_calls > 0 || s.pairwise.is_some());
+    if judged {
+        head.push("judge cost");
+        head.push("pairwise win/tie/loss");
     }
     let rows = board
         .lanes
@@ -173,6 +204,21 @@ pub fn table(board: &Scoreboard) -> (Vec<&'static str>, Vec<Vec<String>>) {
             ];
             if repeated {
                 row.push(spread);
+            }
+            if judged {
+                row.push(if s.judge_calls > 0 { fmt_usd(s.judge_cost_usd) } else { "–".into() });
+                row.push(s.pairwise.map_or("–".into(), |p| {
+                    let (lo, hi) = p.ci95();
+                    format!(
+                        "{}/{}/{} = {:.0}% ({:.0}–{:.0}%)",
+                        p.wins,
+                        p.ties,
+                        p.losses,
+                        p.win_rate() * 100.0,
+                        lo * 100.0,
+                        hi * 100.0
+                    )
+                }));
             }
             row
         })

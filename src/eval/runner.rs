@@ -193,6 +193,7 @@ pub async fn run(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis()),
             from_cache: false,
+            verdicts: HashMap::new(),
         };
         match result {
             Ok((usage, timings)) => {

@@ -50,6 +50,7 @@ pub fn judge(ws: &Workspace, case: &Case, evals: &Evals, job: Job, answer: Answe
         shared_lanes: answer.shared_lanes,
         cost_usd,
         prompt_tokens: answer.prompt_tokens,
+        verdicts: Some(&answer.verdicts),
     };
     let mut checks: Vec<Check> = evals.for_case(case).iter().map(|a| a.check(&observed)).collect();
     if let Some(e) = &answer.error {
@@ -127,6 +128,37 @@ pub struct LaneScore {
     pub repeat_rates: Vec<f64>,
     /// What the lane ran with, for reports.
     pub config: LaneConfig,
+    /// Judge calls behind this lane's verdicts, and what they cost at the judge lanes' prices (None: none,
+    /// or a judge without a known price): priced apart from the lane's own runs. A reply shared with another
+    /// lane (the same answer, so the same prompt: asked once) is counted in each.
+    pub judge_calls: usize,
+    pub judge_cost_usd: Option<f64>,
+    /// Pairwise verdicts against the reference lane.
+    pub pairwise: Option<Pairwise>,
+}
+
+/// Pairwise comparisons with the reference lane: wins, ties and losses (both orders asked for each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Pairwise {
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+}
+
+impl Pairwise {
+    pub fn n(&self) -> usize {
+        self.wins + self.ties + self.losses
+    }
+
+    /// Ties count ½.
+    pub fn win_rate(&self) -> f64 {
+        if self.n() == 0 { 0.0 } else { (self.wins as f64 + 0.5 * self.ties as f64) / self.n() as f64 }
+    }
+
+    /// The win rate's 95% Wilson interval (a tie as half a win, so over 2n halves).
+    pub fn ci95(&self) -> (f64, f64) {
+        wilson(2 * self.wins + self.ties, 2 * self.n())
+    }
 }
 
 /// A lane's configuration as the eval reports record it.
@@ -290,6 +322,7 @@ fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Sco
     assertions.sort_by_key(|(order, _)| *order);
     let costs: Vec<Option<f64>> = mine.iter().map(|s| s.cost_usd).collect();
     let ok = mine.iter().filter(|s| s.answer.error.is_none());
+    let verdicts = || mine.iter().flat_map(|s| s.answer.verdicts.values());
     LaneScore {
         lane: spec.id.clone(),
         idx: lane,
@@ -312,6 +345,22 @@ fn lane_score(ws: &Workspace, lane: LaneIdx, total_cases: usize, rows: &[Vec<Sco
         vs_reference: None,
         repeat_rates: Vec::new(),
         config: LaneConfig::of(spec),
+        judge_calls: verdicts().map(|v| v.calls).sum(),
+        judge_cost_usd: {
+            let costs: Vec<Option<f64>> = verdicts().filter(|v| v.calls > 0).map(|v| v.cost_usd).collect();
+            (!costs.is_empty()).then(|| costs.iter().copied().sum::<Option<f64>>()).flatten()
+        },
+        pairwise: {
+            let mut p = Pairwise::default();
+            for o in verdicts().filter_map(|v| v.outcome) {
+                match o {
+                    super::judge::Outcome::Win => p.wins += 1,
+                    super::judge::Outcome::Tie => p.ties += 1,
+                    super::judge::Outcome::Loss => p.losses += 1,
+                }
+            }
+            (p.n() > 0).then_some(p)
+        },
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Evals {
     pub by_case: BTreeMap<String, Vec<Assertion>>,
     /// Where they came from (None: no evals.toml, the default comparison).
     pub file: Option<std::path::PathBuf>,
+    /// `[judge] lane`: the lane that grades judge assertions naming none.
+    pub judge: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +29,13 @@ struct RawEvals {
     all: Vec<Spanned<RawAssert>>,
     #[serde(default)]
     cases: Vec<RawCase>,
+    judge: Option<RawJudge>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJudge {
+    lane: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,9 +60,12 @@ struct RawAssert {
     field: Option<Spanned<String>>,
     metric: Option<Spanned<String>>,
     threshold: Option<Spanned<f64>>,
+    judge: Option<Spanned<String>>,
+    steps: Option<Spanned<Vec<String>>>,
+    reference: Option<Spanned<String>>,
 }
 
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 14] = [
     "equals",
     "contains",
     "not-contains",
@@ -65,6 +77,9 @@ pub const KINDS: [&str; 11] = [
     "max-latency",
     "max-cost",
     "max-prompt-tokens",
+    "llm-rubric",
+    "g-eval",
+    "pairwise",
 ];
 
 impl Evals {
@@ -90,9 +105,14 @@ impl Evals {
             at(inner.span().map_or(0, |s| s.start), &key.join("."), inner.message().trim())
         })?;
         let root = path.parent().unwrap_or(Path::new("."));
-        let mut evals = Evals { file: Some(path.to_path_buf()), ..Self::default() };
+        let judge = raw.judge.as_ref().map(|j| j.lane.get_ref().clone());
+        if let Some(j) = raw.judge.as_ref().filter(|j| j.lane.get_ref().trim().is_empty()) {
+            return Err(at(j.lane.span().start, "judge.lane", "must name a lane"));
+        }
+        let mut evals = Evals { file: Some(path.to_path_buf()), judge, ..Self::default() };
+        let judged = evals.judge.is_some();
         for (i, a) in raw.all.iter().enumerate() {
-            evals.all.push(build(&at, root, &format!("assert[{i}]"), a)?);
+            evals.all.push(build(&at, root, &format!("assert[{i}]"), a, judged)?);
         }
         for (c, case) in raw.cases.iter().enumerate() {
             let id = case.id.get_ref();
@@ -105,7 +125,7 @@ impl Evals {
             }
             let list = evals.by_case.entry(id.clone()).or_default();
             for (i, a) in case.asserts.iter().enumerate() {
-                list.push(build(&at, root, &format!("cases[{c}].assert[{i}]"), a)?);
+                list.push(build(&at, root, &format!("cases[{c}].assert[{i}]"), a, judged)?);
             }
         }
         Ok(evals)
@@ -125,13 +145,14 @@ fn build(
     root: &Path,
     key: &str,
     a: &Spanned<RawAssert>,
+    has_judge: bool,
 ) -> Result<Assertion, EvalError> {
     let start = a.span().start;
     let a = a.get_ref();
     let ty = a.kind.get_ref().as_str();
     let k = |field: &str| format!("{key}.{field}");
     // Every key given must mean something for this type: an option that would be ignored is an error.
-    let given: [(&str, Option<usize>); 7] = [
+    let given: [(&str, Option<usize>); 10] = [
         ("value", a.value.as_ref().map(|v| v.span().start)),
         ("file", a.file.as_ref().map(|v| v.span().start)),
         ("ignore_case", a.ignore_case.as_ref().map(|v| v.span().start)),
@@ -139,6 +160,9 @@ fn build(
         ("field", a.field.as_ref().map(|v| v.span().start)),
         ("metric", a.metric.as_ref().map(|v| v.span().start)),
         ("threshold", a.threshold.as_ref().map(|v| v.span().start)),
+        ("judge", a.judge.as_ref().map(|v| v.span().start)),
+        ("steps", a.steps.as_ref().map(|v| v.span().start)),
+        ("reference", a.reference.as_ref().map(|v| v.span().start)),
     ];
     let takes: &[&str] = match ty {
         "equals" => &["value"],
@@ -149,6 +173,9 @@ fn build(
         "json-fields" => &["fields"],
         "similarity" => &["metric", "threshold", "field"],
         "max-latency" | "max-cost" | "max-prompt-tokens" => &["threshold"],
+        "llm-rubric" => &["value", "threshold", "judge"],
+        "g-eval" => &["value", "steps", "threshold", "judge"],
+        "pairwise" => &["value", "threshold", "reference", "judge"],
         other => {
             return Err(at(
                 a.kind.span().start,
@@ -177,6 +204,22 @@ fn build(
         }
     };
     let ignore_case = a.ignore_case.as_ref().is_some_and(|b| *b.get_ref());
+    let judged = || -> Result<(f64, Option<String>), EvalError> {
+        let judge = a.judge.as_ref().map(|j| j.get_ref().clone());
+        if judge.is_none() && !has_judge {
+            return Err(at(
+                start,
+                &k("judge"),
+                &format!("`{ty}` needs a judge lane: `judge = \"…\"` here, or `[judge] lane = \"…\"`"),
+            ));
+        }
+        let t = match &a.threshold {
+            None => 0.5,
+            Some(t) if (0.0..=1.0).contains(t.get_ref()) => *t.get_ref(),
+            Some(t) => return Err(at(t.span().start, &k("threshold"), "must be a score from 0 to 1")),
+        };
+        Ok((t, judge))
+    };
     let kind = match ty {
         "equals" => Kind::Equals(a.value.as_ref().map(|_| text("the exact answer")).transpose()?),
         "contains" => Kind::Contains { value: text("the text to find")?, ignore_case },
@@ -207,6 +250,25 @@ fn build(
         }
         "max-latency" => Kind::MaxLatencyMs(threshold("milliseconds above 0", &|t| t > 0.0 && t.is_finite())?),
         "max-cost" => Kind::MaxCostUsd(threshold("dollars, 0 or more", &|t| t >= 0.0 && t.is_finite())?),
+        "llm-rubric" => {
+            let (threshold, judge) = judged()?;
+            Kind::Rubric { rubric: text("the rubric the judge grades by")?, threshold, judge }
+        }
+        "g-eval" => {
+            let (threshold, judge) = judged()?;
+            let steps = a.steps.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+            Kind::GEval { criteria: text("the criteria the judge scores 1–5")?, steps, threshold, judge }
+        }
+        "pairwise" => {
+            let (threshold, judge) = judged()?;
+            let reference = a.reference.as_ref().map(|r| r.get_ref().clone());
+            Kind::Pairwise {
+                question: text("what the judge compares the two answers on")?,
+                threshold,
+                reference,
+                judge,
+            }
+        }
         _ => Kind::MaxPromptTokens(
             threshold("a whole number of tokens", &|t| t >= 0.0 && t.fract() == 0.0 && t < 1e12)? as u64,
         ),
