@@ -126,7 +126,11 @@ async fn kept_answers_carry_provenance_rejected_ones_are_kept_aside_and_dataset_
     let why = rejected[0]["meta"]["rejected_because"].as_str().unwrap();
     assert!(why.contains("not JSON"), "{why}");
     assert!(r.stdout.contains("rejected 1"), "{}", r.stdout);
-    assert!(r.stdout.contains("not applied (they need an expected answer): json-fields"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("not applied (they need an expected answer or a reference lane): json-fields"),
+        "{}",
+        r.stdout
+    );
 
     // A rerun asks nothing: kept inputs are now in the dataset, the rejected answer comes from the cache
     // and is not kept twice.
@@ -256,4 +260,58 @@ fn the_default_model_teaches_two_inputs_through_the_command() {
         let answer: serde_json::Value = serde_json::from_str(x["messages"][2]["content"].as_str().unwrap()).unwrap();
         assert!(answer["intent"].is_string(), "a kept answer passed the schema: {x}");
     }
+}
+
+#[tokio::test]
+async fn the_judge_filter_keeps_what_the_judge_passes_with_its_score_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace(dir.path(), "http://127.0.0.1:9/v1");
+    std::fs::write(
+        root.join("evals.toml"),
+        "[judge]\nlane = \"short\"\n[[assert]]\ntype = \"llm-rubric\"\nvalue = \"The answer is a JSON record, not prose.\"\n[[assert]]\ntype = \"pairwise\"\nvalue = \"Which is better?\"\n",
+    )
+    .unwrap();
+    let inputs = dir.path().join("inputs.txt");
+    std::fs::write(
+        &inputs,
+        "The lamp I bought flickers whenever the fridge starts\nWrite me a poem about my late parcel\n",
+    )
+    .unwrap();
+    let b = AnswerBackend::new(|lane, input| {
+        if lane == "short" {
+            let answer = input.split("Answer:\n").nth(1).unwrap_or_default();
+            let ok = answer.starts_with('{');
+            return Ok(format!(
+                "{{\"pass\": {ok}, \"score\": {}, \"reason\": \"{}\"}}",
+                if ok { 0.9 } else { 0.2 },
+                if ok { "a record" } else { "prose" }
+            ));
+        }
+        if input.contains("poem") { Ok("Roses are red.".into()) } else { Ok("{\"intent\": \"other\"}".into()) }
+    });
+    let a = ["--teacher", "long", "--inputs", inputs.to_str().unwrap(), "--filter", "judge"];
+    let r = distill(&root, &b, &a, None).await;
+    assert_eq!(r.result, Ok(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("judge: 2 call(s), 0 without a well-formed verdict"), "{}", r.stderr);
+    let train = jsonl(&root.join("dataset/train.jsonl"));
+    assert_eq!(train.len(), 1);
+    assert_eq!(
+        (train[0]["meta"]["judge_score"].as_f64(), train[0]["meta"]["judge_reason"].as_str()),
+        (Some(0.9), Some("a record"))
+    );
+    let rejected = jsonl(&root.join("dataset/rejected.jsonl"));
+    assert_eq!(rejected.len(), 1);
+    let why = rejected[0]["meta"]["rejected_because"].as_str().unwrap();
+    assert!(why.contains("0.20: prose"), "{why}");
+    assert!(
+        r.stdout.contains("not applied (they need an expected answer or a reference lane): pairwise"),
+        "{}",
+        r.stdout
+    );
+    // A rerun grades from the judge's cache: nobody is asked again.
+    let calls = b.calls();
+    std::fs::write(&inputs, "Write me a poem about my late parcel\n").unwrap();
+    let again = distill(&root, &b, &a, None).await;
+    assert_eq!(again.result, Ok(0));
+    assert_eq!(b.calls(), calls);
 }

@@ -33,6 +33,7 @@ fn verdicts(src: &str, output: &str, expected: &str) -> Vec<bool> {
         shared_lanes: None,
         cost_usd: Some(0.002),
         prompt_tokens: Some(120),
+        verdicts: None,
     };
     e.for_case(&c).iter().map(|a| a.check(&o).pass).collect()
 }
@@ -50,6 +51,7 @@ fn a_shared_latency_says_so() {
         shared_lanes: shared,
         cost_usd: None,
         prompt_tokens: None,
+        verdicts: None,
     };
     let check = |o: &Observed| e.for_case(&c)[0].check(o);
     let alone = check(&o(900.0, Some(1)));
@@ -127,6 +129,7 @@ fn a_schema_file_and_per_case_assertions_and_weights() {
         shared_lanes: None,
         cost_usd: None,
         prompt_tokens: None,
+        verdicts: None,
     };
     let checks: Vec<bool> = two.iter().map(|a| a.check(&o("{\"a\": 2}")).pass).collect();
     assert_eq!(checks, [true, false, true], "the weight-0 assertion fails but is only informational");

@@ -34,8 +34,8 @@ pub struct DistillArgs {
     /// The split kept answers go to.
     #[arg(long, default_value = "train", value_parser = ["train", "valid", "test"])]
     pub split: String,
-    /// Which answers are kept: `evals` (evals.toml's assertions that need no expected answer) or `none`
-    /// (every finished answer).
+    /// Which answers are kept: `evals` (evals.toml's assertions that need no expected answer), `judge` (its
+    /// llm-rubric and g-eval assertions, graded by the judge lane) or `none` (every finished answer).
     #[arg(long, value_enum, default_value_t = Filter::Evals)]
     pub filter: Filter,
     /// Requests in flight for an API teacher without its own `concurrency` key.
@@ -81,14 +81,26 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
     }
     let cases_for_ids = crate::eval::load_cases(&ws).unwrap_or_default();
     let evals = Evals::load(&ws.root, &cases_for_ids)?;
-    let (checks, unused) = distill::answer_checks(&evals.all);
-    if args.filter == Filter::Evals && checks.is_empty() {
-        bail!(
+    let (checks, unused) = match args.filter {
+        Filter::Judge => distill::judge_checks(&evals.all),
+        _ => distill::answer_checks(&evals.all),
+    };
+    let file = evals.file.as_ref().map_or_else(|| ws.root.join(crate::eval::EVALS_FILE), PathBuf::clone);
+    match args.filter {
+        Filter::Evals if checks.is_empty() => bail!(
             "--filter evals: {} has no assertion that judges an answer alone (json-schema, is-json, regex, contains, \
              not-contains, equals with a value, max-latency/max-cost/max-prompt-tokens); add one, or pass --filter none \
              to keep every answer",
-            evals.file.as_ref().map_or_else(|| ws.root.join(crate::eval::EVALS_FILE), PathBuf::clone).display()
-        );
+            file.display()
+        ),
+        Filter::Judge if checks.is_empty() => bail!(
+            "--filter judge: {} has no llm-rubric or g-eval assertion (with a [judge] lane) to grade the answers by",
+            file.display()
+        ),
+        _ => {}
+    }
+    if args.filter == Filter::Judge {
+        crate::eval::judge::judge_lanes(&ws, &evals).map_err(anyhow::Error::msg)?;
     }
     let lane = &ws.lanes[teacher];
     let hash = lane_hash(&ws, lane);
@@ -158,9 +170,36 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
             };
         }
     };
-    runner::run(&ws, &cases, &hashes, plan.run, &limits, registry, CancellationToken::new(), &mut on).await;
+    runner::run(&ws, &cases, &hashes, plan.run, &limits, registry.clone(), CancellationToken::new(), &mut on).await;
     if tty && total > 0 {
         writeln!(stderr)?;
+    }
+    if args.filter == Filter::Judge {
+        let judged = Evals {
+            all: checks.clone(),
+            by_case: Default::default(),
+            file: evals.file.clone(),
+            judge: evals.judge.clone(),
+        };
+        let mut keyed: HashMap<(usize, usize), Answer> = answers.drain().map(|(c, a)| ((c, teacher), a)).collect();
+        let mut refused = None;
+        let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
+            Ok(()) => true,
+            Err(err) => {
+                refused = Some(err);
+                false
+            }
+        };
+        let grading = crate::eval::judge::grade(&ws, &cases, &judged, &mut keyed, registry, &mut ask)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if let Some(err) = refused {
+            return Err(err.context("the judge's calls (the teacher's answers are cached; rerun to grade them)"));
+        }
+        if grading.calls > 0 {
+            writeln!(stderr, "judge: {} call(s), {} without a well-formed verdict", grading.calls, grading.errors)?;
+        }
+        answers = keyed.into_iter().map(|((c, _), a)| (c, a)).collect();
     }
     let outcome = sort_answers(&ws, &Teacher::new(&ws, lane, &hash), args.filter, &checks, &fresh, &mut answers)?;
     let mut ds = ds;
@@ -207,7 +246,7 @@ fn sort_answers(
         }
         let reasons: Vec<String> = match filter {
             Filter::None => Vec::new(),
-            Filter::Evals => {
+            Filter::Evals | Filter::Judge => {
                 let observed = Observed {
                     output: &a.output,
                     expected: "",
@@ -215,7 +254,7 @@ fn sort_answers(
                     shared_lanes: a.shared_lanes,
                     cost_usd: a.cost_usd(ws, teacher.lane),
                     prompt_tokens: a.prompt_tokens,
-                    verdicts: None,
+                    verdicts: Some(&a.verdicts),
                 };
                 checks
                     .iter()
@@ -225,15 +264,25 @@ fn sort_answers(
                     .collect()
             }
         };
+        // The judge's score (the mean over its assertions) and reasons go with the example either way.
+        let judged: Vec<&crate::eval::judge::Verdict> = a.verdicts.values().filter(|v| v.error.is_none()).collect();
+        let mut extra: Vec<(&str, serde_json::Value)> = Vec::new();
+        if !judged.is_empty() {
+            let score = judged.iter().map(|v| v.score).sum::<f64>() / judged.len() as f64;
+            let reason = judged.iter().map(|v| v.reason.as_str()).collect::<Vec<_>>().join(" | ");
+            extra.push(("judge_score", ((score * 1e4).round() / 1e4).into()));
+            extra.push(("judge_reason", reason.into()));
+        }
         if reasons.is_empty() {
-            out.kept.push((input.clone(), teacher.example(ws, input, &a.output, &[])));
+            out.kept.push((input.clone(), teacher.example(ws, input, &a.output, &extra)));
             continue;
         }
         let why = reasons.join("; ");
         if before.contains(&normalized(&input.text)) {
             out.rejected_before += 1;
         } else {
-            rejected.push(teacher.example(ws, input, &a.output, &[("rejected_because", why.clone().into())]));
+            extra.push(("rejected_because", why.clone().into()));
+            rejected.push(teacher.example(ws, input, &a.output, &extra));
         }
         out.rejected.push((input.clone(), why));
     }
@@ -293,8 +342,8 @@ fn summary(out: &mut (dyn Write + Send), ws: &Workspace, r: &Report<'_>) -> anyh
             writeln!(out, "  {}: {}", esc(&input.origin), esc(why))?;
         }
     }
-    if r.filter == Filter::Evals && !r.unused.is_empty() {
-        writeln!(out, "not applied (they need an expected answer): {}", r.unused.join(", "))?;
+    if r.filter != Filter::None && !r.unused.is_empty() {
+        writeln!(out, "not applied (they need an expected answer or a reference lane): {}", r.unused.join(", "))?;
     }
     writeln!(
         out,

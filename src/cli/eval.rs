@@ -197,10 +197,9 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
                 false
             }
         };
-        let grading =
-            crate::eval::judge::grade(&ws, &setup.cases, &setup.evals, &mut answers, Some(registry), &mut ask)
-                .await
-                .map_err(anyhow::Error::msg)?;
+        let grading = crate::eval::judge::grade(&ws, &setup.cases, &setup.evals, &mut answers, registry, &mut ask)
+            .await
+            .map_err(anyhow::Error::msg)?;
         if let Some(err) = refused {
             return Err(err.context("the judge's calls (the lanes' answers are cached; rerun to grade them)"));
         }

@@ -50,6 +50,8 @@ impl DistillError {
 pub enum Filter {
     /// evals.toml's assertions that need no expected answer.
     Evals,
+    /// evals.toml's `llm-rubric` and `g-eval` assertions, graded by the judge lane.
+    Judge,
     /// Every answer the teacher finished.
     None,
 }
@@ -144,6 +146,20 @@ pub fn answer_checks(all: &[Assertion]) -> (Vec<Assertion>, Vec<String>) {
                 | Kind::MaxPromptTokens(_)
         );
         if standalone && a.weight > 0.0 {
+            usable.push(a.clone());
+        } else {
+            skipped.push(format!("{} ({})", a.name, a.kind.type_name()));
+        }
+    }
+    (usable, skipped)
+}
+
+/// The assertions `--filter judge` applies (`llm-rubric`, `g-eval`: they need no expected answer) and the
+/// names of the rest it skips (`pairwise` needs a reference lane's answer to the same input).
+pub fn judge_checks(all: &[Assertion]) -> (Vec<Assertion>, Vec<String>) {
+    let (mut usable, mut skipped) = (Vec::new(), Vec::new());
+    for a in all {
+        if matches!(a.kind, Kind::Rubric { .. } | Kind::GEval { .. }) && a.weight > 0.0 {
             usable.push(a.clone());
         } else {
             skipped.push(format!("{} ({})", a.name, a.kind.type_name()));

@@ -168,7 +168,9 @@ impl Setup {
 
     /// The scoreboard from the cache alone (what the TUI shows before and after a run).
     pub fn cached_board(&self, ws: &Workspace) -> Scoreboard {
-        let answers = self.plan(false).cached.into_iter().map(|(j, a)| ((j.case, j.lane), a)).collect();
+        let mut answers = self.plan(false).cached.into_iter().map(|(j, a)| ((j.case, j.lane), a)).collect();
+        // An unreadable judge cache leaves the judge's assertions ungraded, which their checks say.
+        let _ = judge::cached(ws, &self.cases, &self.evals, &mut answers);
         Scoreboard::build(ws, &self.cases, &self.evals, &self.lanes, answers)
     }
 }

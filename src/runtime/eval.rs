@@ -73,7 +73,15 @@ pub fn start(
         if let Some(range) = &consent.cases {
             plan.run.retain(|j| range.contains(&j.case));
         }
-        if plan.run.is_empty() {
+        let judged = setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged());
+        let mut cached: HashMap<(usize, LaneIdx), Answer> =
+            plan.cached.iter().map(|(j, a)| ((j.case, j.lane), a.clone())).collect();
+        let judge_missing = if judged {
+            crate::eval::judge::cached(&ws, &setup.cases, &setup.evals, &mut cached).unwrap_or(0)
+        } else {
+            0
+        };
+        if plan.run.is_empty() && judge_missing == 0 {
             let which = match &consent.cases {
                 Some(r) if r.len() == 1 => "this case has".to_string(),
                 Some(r) => format!("these {} cases have", r.len()),
@@ -101,7 +109,11 @@ pub fn start(
                 uncached += usize::from(cache.put(&answer).is_err());
                 answers.insert((job.case, job.lane), *answer);
                 // The scoreboard as it stands, failed runs included (they are never cached, but they happened).
-                let board = Scoreboard::build(&ws, cases, evals, lanes, answers.clone());
+                let mut now = answers.clone();
+                if judged {
+                    let _ = crate::eval::judge::cached(&ws, cases, evals, &mut now);
+                }
+                let board = Scoreboard::build(&ws, cases, evals, lanes, now);
                 let from = assertions_from(evals);
                 send(EvalMsg::Loaded(Ok(Box::new(EvalData {
                     cases: cases.clone(),
@@ -112,12 +124,34 @@ pub fn start(
                 send(EvalMsg::Progress { done, total, errors });
             }
         };
-        runner::run(&ws, cases, hashes, plan.run, &limits, registry, cancel.clone(), &mut on).await;
+        runner::run(&ws, cases, hashes, plan.run, &limits, registry.clone(), cancel.clone(), &mut on).await;
         let mut msg = if cancel.is_cancelled() {
             format!("eval stopped after {done} of {total} runs ({errors} run error(s)); r runs the rest")
         } else {
             format!("eval ran {total} runs ({errors} run error(s))")
         };
+        if judged && !cancel.is_cancelled() {
+            // Paid judge calls run only when the user agreed to paid calls for this run.
+            let mut agree = |e: &Estimate| e.calls == 0 || consent.confirmed;
+            match crate::eval::judge::grade(&ws, cases, evals, &mut answers, registry, &mut agree).await {
+                Ok(g) if g.declined > 0 => msg.push_str(&format!(
+                    "; the judge's {} paid call(s) were not made (`tunebench eval` asks for them)",
+                    g.declined
+                )),
+                Ok(g) if g.calls > 0 => {
+                    msg.push_str(&format!("; judge: {} call(s), {} without a verdict", g.calls, g.errors))
+                }
+                Ok(_) => {}
+                Err(e) => msg.push_str(&format!("; judge not asked: {e}")),
+            }
+            let board = Scoreboard::build(&ws, cases, evals, lanes, answers);
+            send(EvalMsg::Loaded(Ok(Box::new(EvalData {
+                cases: cases.clone(),
+                board,
+                lanes: lanes.clone(),
+                assertions_from: assertions_from(evals),
+            }))));
+        }
         if uncached > 0 {
             msg.push_str(&format!("; {uncached} answer(s) could not be cached"));
         }

@@ -150,20 +150,18 @@ pub fn reference_lane(ws: &Workspace, kind: &Kind) -> Option<String> {
     }
 }
 
-/// Grades every judge assertion on every answer: verdicts land in `answers` (each answer's `verdicts`, by
-/// judge id). With `registry` None only cached replies are used (what F9 shows before a run); else the
-/// missing calls run, `confirm` first seeing their estimate (false: none are made).
-pub async fn grade(
+/// Each judge assertion on each answer: the case, the lane, the assertion, and its judge calls (or why it
+/// cannot be graded).
+type Plan = Vec<(usize, LaneIdx, Kind, Result<(LaneIdx, Vec<Ask>), String>)>;
+
+fn plan_of(
     ws: &Workspace,
     cases: &[Case],
     evals: &Evals,
-    answers: &mut HashMap<(usize, LaneIdx), Answer>,
-    registry: Option<Registry>,
-    confirm: &mut (dyn FnMut(&crate::eval::Estimate) -> bool + Send),
-) -> Result<Grading, String> {
-    let mut cache = JudgeCache::load(&ws.root)?;
+    answers: &HashMap<(usize, LaneIdx), Answer>,
+) -> Result<Plan, String> {
     let eval_cache = crate::eval::Cache::load(&ws.root).map_err(|e| e.to_string())?;
-    let mut plan: Vec<(usize, LaneIdx, Kind, Result<(LaneIdx, Vec<Ask>), String>)> = Vec::new();
+    let mut plan = Plan::new();
     let mut refs: HashMap<(usize, String), Option<Answer>> = HashMap::new();
     let mut keys: Vec<(usize, LaneIdx)> = answers.keys().copied().collect();
     keys.sort_unstable();
@@ -181,17 +179,18 @@ pub async fn grade(
                     .clone(),
                 None => None,
             };
-            let Some(answer) = answers.get(&(ci, lane)) else { continue };
-            if answer.error.is_some() {
-                continue;
-            }
+            let Some(answer) = answers.get(&(ci, lane)).filter(|a| a.error.is_none()) else { continue };
             let item = Item { case, lane, answer, reference: ref_answer.as_ref() };
             plan.push((ci, lane, a.kind.clone(), asks(ws, evals, &a.kind, &item)));
         }
     }
-    let mut grading = Grading::default();
+    Ok(plan)
+}
+
+/// The calls the cache lacks, each once (lanes that answered alike share a prompt).
+fn missing_of(ws: &Workspace, plan: &Plan, cache: &JudgeCache) -> Vec<(LaneIdx, Kind, Ask)> {
     let mut missing: Vec<(LaneIdx, Kind, Ask)> = Vec::new();
-    for (_, _, kind, asked) in &plan {
+    for (_, _, kind, asked) in plan {
         if let Ok((judge, asks)) = asked {
             let hash = lane_hash(ws, &ws.lanes[*judge]);
             for ask in asks {
@@ -201,17 +200,17 @@ pub async fn grade(
             }
         }
     }
-    let mut failures = HashMap::new();
-    if let Some(registry) = registry.filter(|_| !missing.is_empty()) {
-        let estimate = ask::estimate(ws, &missing);
-        if confirm(&estimate) {
-            grading.calls = missing.len();
-            failures = ask::run(ws, registry, missing, &mut cache).await;
-            grading.errors = failures.len();
-        } else {
-            grading.declined = missing.len();
-        }
-    }
+    missing
+}
+
+/// Puts each planned verdict on its answer: from the cached replies, or the failure of its call.
+fn attach(
+    ws: &Workspace,
+    plan: Plan,
+    cache: &JudgeCache,
+    failures: &HashMap<String, String>,
+    answers: &mut HashMap<(usize, LaneIdx), Answer>,
+) {
     for (ci, lane, kind, asked) in plan {
         let verdict = match asked {
             Err(e) => Verdict::failed(e),
@@ -230,6 +229,49 @@ pub async fn grade(
             a.verdicts.insert(judge_id(&kind), verdict);
         }
     }
+}
+
+/// The verdicts the judge cache already holds, put on `answers` without asking anything (what F9 shows
+/// before a run); returns how many judge calls are still missing.
+pub fn cached(
+    ws: &Workspace,
+    cases: &[Case],
+    evals: &Evals,
+    answers: &mut HashMap<(usize, LaneIdx), Answer>,
+) -> Result<usize, String> {
+    let cache = JudgeCache::load(&ws.root)?;
+    let plan = plan_of(ws, cases, evals, answers)?;
+    let missing = missing_of(ws, &plan, &cache).len();
+    attach(ws, plan, &cache, &HashMap::new(), answers);
+    Ok(missing)
+}
+
+/// Grades every judge assertion on every answer: verdicts land in `answers` (each answer's `verdicts`, by
+/// judge id). The calls the cache lacks run once `confirm` has seen their estimate and agreed (false: none
+/// are made, and those verdicts stay ungraded).
+pub async fn grade(
+    ws: &Workspace,
+    cases: &[Case],
+    evals: &Evals,
+    answers: &mut HashMap<(usize, LaneIdx), Answer>,
+    registry: Registry,
+    confirm: &mut (dyn FnMut(&crate::eval::Estimate) -> bool + Send),
+) -> Result<Grading, String> {
+    let mut cache = JudgeCache::load(&ws.root)?;
+    let plan = plan_of(ws, cases, evals, answers)?;
+    let missing = missing_of(ws, &plan, &cache);
+    let mut grading = Grading::default();
+    let mut failures = HashMap::new();
+    if !missing.is_empty() {
+        if confirm(&ask::estimate(ws, &missing)) {
+            grading.calls = missing.len();
+            failures = ask::run(ws, registry, missing, &mut cache).await;
+            grading.errors = failures.len();
+        } else {
+            grading.declined = missing.len();
+        }
+    }
+    attach(ws, plan, &cache, &failures, answers);
     Ok(grading)
 }
 
