@@ -217,3 +217,50 @@ async fn judge_settings_are_checked_with_the_place_and_paid_judges_are_confirmed
     assert!(e.contains("paid call(s) on lane(s) judge") && e.contains("no terminal"), "{e}");
     assert_eq!(b.seen.lock().unwrap().iter().filter(|s| s.0 == "judge").count(), 0);
 }
+
+#[tokio::test]
+async fn calibration_compares_the_judge_with_the_ratings_people_gave() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace(
+        dir.path(),
+        "[judge]\nlane = \"judge\"\n[[assert]]\ntype = \"llm-rubric\"\nname = \"record\"\nvalue = \"The answer is a JSON record.\"\n",
+    );
+    let ex = |id: &str, input: &str, answer: &str, meta: serde_json::Value| {
+        serde_json::json!({"messages": [{"role": "user", "content": input}, {"role": "assistant", "content": answer}], "id": id, "meta": meta}).to_string() + "\n"
+    };
+    let train = [
+        ex("r5", "lamp broken", "{\"intent\": \"refund\"}", serde_json::json!({"rating": 5})),
+        ex("r4", "watch slow", "{\"intent\": \"technical_issue\"}", serde_json::json!({"rating": 4})),
+        ex("r2", "late parcel", "Your parcel is late, sorry.", serde_json::json!({"rating": 2})),
+        ex("r1", "app crash", "{\"intent\": \"billing\"}", serde_json::json!({"rating": 1})),
+        ex("plain", "no rating here", "{}", serde_json::json!({})),
+    ]
+    .concat();
+    std::fs::write(root.join("dataset/train.jsonl"), train).unwrap();
+    let mut test = std::fs::read_to_string(root.join("dataset/test.jsonl")).unwrap();
+    test.push_str(&ex(
+        "f9",
+        "speaker hums",
+        "{\"intent\": \"technical_issue\"}",
+        serde_json::json!({"source_lane": "long"}),
+    ));
+    std::fs::write(root.join("dataset/test.jsonl"), test).unwrap();
+    let b = AnswerBackend::new(|_, input| {
+        let ok = section(input, "Answer").starts_with('{');
+        Ok(format!("{{\"pass\": {ok}, \"score\": {}, \"reason\": \"r\"}}", if ok { 0.9 } else { 0.1 }))
+    });
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let streams = Streams { stdout: &mut out, stderr: &mut err, confirm: None, tty: false };
+    let r = execute(&root, &args(&["--calibrate"]), registry(&b), streams).await.map_err(|e| format!("{e:#}"));
+    let stdout = String::from_utf8(out).unwrap();
+    assert_eq!(r, Ok(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "5 answer(s) people judged (4 rated 1–5, 4–5 a pass; 1 chosen in F9 as expected); 5 judge call(s)"
+        ),
+        "{stdout}"
+    );
+    // r1 (rated 1, a JSON record) is the one disagreement; ρ over (score, rating) = 1/√15.
+    let row = stdout.lines().find(|l| l.starts_with("record")).unwrap();
+    assert!(row.contains("4/5") && row.contains("80%") && row.contains("0.26 (n=4)"), "{row}");
+}

@@ -55,6 +55,10 @@ pub struct EvalArgs {
     /// Run every case again, ignoring cached answers (fresh timings).
     #[arg(long)]
     pub fresh: bool,
+    /// Instead of scoring lanes: how often the judge agrees with people on the answers they judged (examples
+    /// rated 1–5 when promoted, 4–5 a pass; test answers chosen in F9), per llm-rubric / g-eval assertion.
+    #[arg(long, conflicts_with_all = ["lanes", "repeat", "fresh", "fail_under", "out"])]
+    pub calibrate: bool,
 }
 
 /// Where the command talks: `confirm` is None when there is no terminal to ask on.
@@ -93,6 +97,9 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     }
     let format = args.out.as_deref().map(format_of).transpose()?;
     let ws = workspace::load(path)?;
+    if args.calibrate {
+        return calibrate(&ws, args, registry, Streams { stdout, stderr, confirm, tty }).await;
+    }
     let lanes = crate::cli::headless::select_lanes(&ws, &args.lanes).map_err(anyhow::Error::msg)?;
     let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let select = Select { limit, tag: args.tag.as_deref() };
@@ -233,6 +240,61 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
         }
     }
     Ok(code)
+}
+
+/// `eval --calibrate`: the judge's agreement with people, per judge assertion.
+async fn calibrate(
+    ws: &workspace::Workspace,
+    args: &EvalArgs,
+    registry: Registry,
+    io: Streams<'_>,
+) -> anyhow::Result<u8> {
+    use crate::eval::judge::calibrate::{calibrate, labeled};
+    let Streams { stdout, stderr, mut confirm, .. } = io;
+    let cases = crate::eval::load_cases(ws).unwrap_or_default();
+    let evals = crate::eval::Evals::load(&ws.root, &cases)?;
+    crate::eval::judge::judge_lanes(ws, &evals).map_err(anyhow::Error::msg)?;
+    let ds = crate::dataset::Dataset::load(&ws.dataset_dir())?;
+    let items = labeled(&ds);
+    let mut refused = None;
+    let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
+        Ok(()) => true,
+        Err(err) => {
+            refused = Some(err);
+            false
+        }
+    };
+    let (rows, grading) = calibrate(ws, &evals, &items, registry, &mut ask).await.map_err(anyhow::Error::msg)?;
+    if let Some(err) = refused {
+        return Err(err.context("the judge's calls"));
+    }
+    let rated = items.iter().filter(|x| x.rating.is_some()).count();
+    writeln!(
+        stdout,
+        "judge calibration: {} answer(s) people judged ({rated} rated 1–5, 4–5 a pass; {} chosen in F9 as expected); \
+         {} judge call(s) made now",
+        items.len(),
+        items.len() - rated,
+        grading.calls
+    )?;
+    let head = ["assertion", "agree", "accuracy (95% CI)", "Spearman ρ vs rating", "errors"];
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let (lo, hi) = r.ci95();
+            vec![
+                r.assertion.clone(),
+                format!("{}/{}", r.agree, r.n),
+                format!("{:.0}% ({:.0}–{:.0}%)", r.accuracy() * 100.0, lo * 100.0, hi * 100.0),
+                r.spearman.map_or_else(|| format!("– (n={})", r.rated), |s| format!("{s:.2} (n={})", r.rated)),
+                r.errors.to_string(),
+            ]
+        })
+        .collect();
+    for line in report::align(&head, &body) {
+        writeln!(stdout, "{line}")?;
+    }
+    Ok(0)
 }
 
 /// Asks before paid calls (the estimate first); refused without a terminal unless `yes`.

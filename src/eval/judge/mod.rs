@@ -4,6 +4,7 @@
 
 mod ask;
 mod cache;
+pub mod calibrate;
 mod prompt;
 
 use std::collections::HashMap;
