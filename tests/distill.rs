@@ -315,3 +315,50 @@ async fn the_judge_filter_keeps_what_the_judge_passes_with_its_score_and_reason(
     assert_eq!(again.result, Ok(0));
     assert_eq!(b.calls(), calls);
 }
+
+#[tokio::test]
+async fn generated_inputs_imitate_the_seeds_and_duplicates_or_worked_examples_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace(dir.path(), "http://127.0.0.1:9/v1");
+    let seeds = dir.path().join("seeds.txt");
+    std::fs::write(&seeds, "my toaster burns everything\nthe headphones lost bass after a week\n").unwrap();
+    let b = AnswerBackend::new(|_, input| {
+        if input.starts_with("The task's instructions") {
+            assert!(
+                input.contains("Long rules, examples and more rules.")
+                    && input.contains("1. my toaster burns everything"),
+                "{input}"
+            );
+            return Ok(serde_json::json!([
+                "charged twice #1",
+                "a brand new question about desk lamps",
+                "A brand new question about desk lamps",
+                "Long rules, examples and more rules",
+                "my kettle whistles far too loudly",
+                "the watch strap snapped on day two",
+                "one more than asked for"
+            ])
+            .to_string());
+        }
+        Ok("{\"intent\": \"other\"}".into())
+    });
+    let a = ["--teacher", "long", "--generate", "3", "--seed-inputs", seeds.to_str().unwrap()];
+    let r = distill(&root, &b, &a, None).await;
+    assert_eq!(r.result, Ok(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("the teacher wrote 3 new input(s) in 1 call(s) (3 rejected"), "{}", r.stderr);
+    let train = jsonl(&root.join("dataset/train.jsonl"));
+    let kept: Vec<&str> = train.iter().map(|x| x["messages"][1]["content"].as_str().unwrap()).collect();
+    assert_eq!(
+        kept,
+        [
+            "a brand new question about desk lamps",
+            "my kettle whistles far too loudly",
+            "the watch strap snapped on day two"
+        ]
+    );
+    assert_eq!(train[1]["meta"]["input_origin"], "generated batch 1 #5");
+    assert!(r.stdout.contains("generated batch 1 #1: the same text as example c2_1 (test.jsonl:2)"), "{}", r.stdout);
+    assert!(r.stdout.contains("generated batch 1 #3: the same text as input generated batch 1 #2"), "{}", r.stdout);
+    assert!(r.stdout.contains("generated batch 1 #4: a worked example of a prompt"), "{}", r.stdout);
+    assert_eq!(b.calls(), 4, "one batch, three answers");
+}

@@ -26,8 +26,15 @@ pub struct DistillArgs {
     pub teacher: String,
     /// A folder of .txt files (one input each), a text file (one input per line), or a .jsonl of
     /// {"input": …} or chat records (the first user turn).
-    #[arg(long)]
-    pub inputs: PathBuf,
+    #[arg(long, required_unless_present = "generate", conflicts_with = "generate")]
+    pub inputs: Option<PathBuf>,
+    /// Instead of --inputs: the teacher first writes N new inputs in the style and spread of the seed inputs
+    /// (near duplicates of each other, of every split and of the prompts' worked examples rejected).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub generate: Option<u64>,
+    /// The inputs --generate imitates (any --inputs format; default: the train split's inputs).
+    #[arg(long, requires = "generate")]
+    pub seed_inputs: Option<PathBuf>,
     /// Answer at most N inputs (of those not already in the dataset).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
@@ -71,11 +78,43 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
     let teacher =
         crate::cli::headless::select_lanes(&ws, std::slice::from_ref(&args.teacher)).map_err(anyhow::Error::msg)?[0];
     let split = Split::parse(&args.split).context("--split: train, valid or test")?;
-    let inputs = distill::inputs::read(&args.inputs)?;
-    let read = inputs.len();
     let dir = ws.dataset_dir();
     let ds = Dataset::load(&dir)?;
-    let (mut fresh, skipped) = distill::screen(&ds, inputs);
+    let mut skipped = Vec::new();
+    let inputs = match (&args.inputs, args.generate) {
+        (Some(p), _) => distill::inputs::read(p)?,
+        (None, Some(n)) => {
+            let seeds = distill::generate::seeds(&ds, args.seed_inputs.as_deref())?;
+            let mut refused = None;
+            let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
+                Ok(()) => true,
+                Err(err) => {
+                    refused = Some(err);
+                    false
+                }
+            };
+            let made =
+                distill::generate::generate(&ws, teacher, n as usize, &seeds, &ds, registry.clone(), &mut ask).await;
+            if let Some(err) = refused {
+                return Err(err.context("writing new inputs"));
+            }
+            let made = made?;
+            writeln!(
+                stderr,
+                "distill: the teacher wrote {} new input(s) in {} call(s) ({} rejected as near duplicates or worked examples{})",
+                made.inputs.len(),
+                made.calls,
+                made.skipped.len(),
+                if made.failed.is_empty() { String::new() } else { format!("; {}", made.failed.join("; ")) }
+            )?;
+            skipped = made.skipped;
+            made.inputs
+        }
+        (None, None) => bail!("give --inputs PATH or --generate N"),
+    };
+    let read = inputs.len() + skipped.len();
+    let (mut fresh, more) = distill::screen(&ds, inputs);
+    skipped.extend(more);
     if let Some(n) = args.limit {
         fresh.truncate(usize::try_from(n).unwrap_or(usize::MAX));
     }

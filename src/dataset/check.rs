@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::text::{containment, jaccard, normalized, shingles, similar_pairs};
+use super::text::{normalized, shingles, similar_pairs};
 use super::{Dataset, Example, Split};
 
 /// Near-duplicate threshold on the user turn's word 5-gram Jaccard.
@@ -162,13 +162,8 @@ fn duplicates(all: &[(Split, &Example, usize)], out: &mut Vec<Finding>) {
 /// or most of the input's 5-grams inside the prompt, counts.
 fn few_shot(all: &[(Split, &Example, usize)], c: &Check<'_>, out: &mut Vec<Finding>) {
     for (name, text) in &c.prompts {
-        let blocks: Vec<HashSet<u64>> = text.split("\n\n").map(shingles).filter(|s| !s.is_empty()).collect();
-        let whole = shingles(text);
         for &(s, x, line) in all.iter().filter(|(s, ..)| *s == Split::Test) {
-            let input = shingles(x.user());
-            let best = blocks.iter().map(|b| jaccard(&input, b)).fold(0.0, f64::max);
-            let inside = containment(&input, &whole);
-            if best >= NEAR || inside >= NEAR {
+            if let Some((best, inside)) = super::text::in_prompt(x.user(), text, NEAR) {
                 let msg = format!(
                     "this test input is a few-shot example in the `{name}` prompt (5-gram Jaccard {best:.2}, {:.0}% of it inside)",
                     inside * 100.0

@@ -18,7 +18,7 @@ pub use measure::{Context, Measure, Report};
 pub use split::{SplitPlan, moves, planned_split, resplit};
 pub use stats::{SplitStats, Stats, stats};
 pub use store::{Dataset, Entry, Malformed, parse_lines};
-pub use text::{jaccard, normalized, shingles};
+pub use text::{in_prompt, jaccard, normalized, shingles};
 
 use std::path::PathBuf;
 

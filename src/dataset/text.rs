@@ -49,6 +49,17 @@ pub fn containment(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
     a.intersection(b).count() as f64 / a.len() as f64
 }
 
+/// Whether `input` is one of `prompt`'s worked examples: a paragraph of the prompt as similar as a near
+/// duplicate (`near`), or `near` of the input's 5-grams inside the prompt. Returns (best paragraph Jaccard,
+/// share inside) when it is.
+pub fn in_prompt(input: &str, prompt: &str, near: f64) -> Option<(f64, f64)> {
+    let input = shingles(input);
+    let best =
+        prompt.split("\n\n").map(shingles).filter(|s| !s.is_empty()).map(|b| jaccard(&input, &b)).fold(0.0, f64::max);
+    let inside = containment(&input, &shingles(prompt));
+    (best >= near || inside >= near).then_some((best, inside))
+}
+
 /// Every pair `(i, j, jaccard)` with `i < j` whose Jaccard is at least `threshold`.
 pub fn similar_pairs(sets: &[HashSet<u64>], threshold: f64) -> Vec<(usize, usize, f64)> {
     let mut index: HashMap<u64, Vec<usize>> = HashMap::new();

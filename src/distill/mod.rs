@@ -2,6 +2,7 @@
 //! examples against the dataset's short prompt (with their provenance), the others go to rejected.jsonl.
 //! Inputs already in any split (exact or near duplicate) are never answered, so test inputs cannot leak.
 
+pub mod generate;
 pub mod inputs;
 
 use std::collections::{HashMap, HashSet};

@@ -17,7 +17,7 @@ const TRIES: usize = 3;
 
 /// What the paid judge calls will cost: prompts counted in the judge lane's tokenizer, replies bounded by its
 /// max_tokens (retries are not counted: they happen only on a malformed reply).
-pub fn estimate(ws: &Workspace, asks: &[(LaneIdx, Kind, Ask)]) -> Estimate {
+pub fn estimate<T>(ws: &Workspace, asks: &[(LaneIdx, T, Ask)]) -> Estimate {
     let counters = crate::metrics::count::Counters::new();
     let mut e = Estimate::default();
     for (lane, _, ask) in asks.iter().filter(|(l, _, _)| is_paid(&ws.lanes[*l])) {
@@ -39,9 +39,26 @@ pub fn estimate(ws: &Workspace, asks: &[(LaneIdx, Kind, Ask)]) -> Estimate {
     e
 }
 
+/// What a reply must hold: a verdict for an assertion, or (a teacher writing new inputs) a JSON list of
+/// strings, sampled with the lane's own settings and this seed.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    Verdict(Kind),
+    List { seed: u64 },
+}
+
+impl Expect {
+    fn check(&self, text: &str) -> Result<(), String> {
+        match self {
+            Expect::Verdict(kind) => prompt::parse(kind, text).map(|_| ()),
+            Expect::List { .. } => prompt::parse_list(text).map(|_| ()),
+        }
+    }
+}
+
 struct Pending {
     lane: LaneIdx,
-    kind: Kind,
+    kind: Expect,
     /// The ask as planned (its cache key), and as sent this try.
     ask: Ask,
     sent: Ask,
@@ -53,7 +70,7 @@ struct Pending {
 pub async fn run(
     ws: &Workspace,
     registry: Registry,
-    asks: Vec<(LaneIdx, Kind, Ask)>,
+    asks: Vec<(LaneIdx, Expect, Ask)>,
     cache: &mut JudgeCache,
 ) -> HashMap<String, String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -82,7 +99,10 @@ pub async fn run(
             }
             let Some(mut req) = RunRequest::for_lane(ws, p.lane, &p.sent.input) else { continue };
             req.system_prompt = p.sent.system.clone();
-            req.lane.sampling.temperature = 0.0;
+            match p.kind {
+                Expect::Verdict(_) => req.lane.sampling.temperature = 0.0,
+                Expect::List { seed } => req.lane.sampling.seed = Some(seed),
+            }
             in_flight[g] += 1;
             engine.start(p.lane, next_id, req);
             running.insert(next_id, (p, String::new()));
@@ -108,7 +128,7 @@ pub async fn run(
         let key = cache::key(&hashes[&p.lane], &p.ask);
         let problem = match usage {
             Err(e) => Some(e),
-            Ok(usage) => match prompt::parse(&p.kind, &text) {
+            Ok(usage) => match p.kind.check(&text) {
                 Ok(_) => {
                     let reply = Reply {
                         key: key.clone(),

@@ -16,8 +16,9 @@ use crate::engine::{LaneIdx, Registry};
 use crate::metrics::history::sha256_hex;
 use crate::workspace::Workspace;
 
-pub use cache::{JUDGE_CACHE_FILE, JudgeCache, Reply};
-pub use prompt::{Ask, parse};
+pub use ask::{Expect, estimate, run as ask_all};
+pub use cache::{JUDGE_CACHE_FILE, JudgeCache, Reply, key as cache_key};
+pub use prompt::{Ask, parse, parse_list};
 
 /// How a pairwise comparison came out for the lane (against the reference), both orders combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,7 +267,8 @@ pub async fn grade(
     if !missing.is_empty() {
         if confirm(&ask::estimate(ws, &missing)) {
             grading.calls = missing.len();
-            failures = ask::run(ws, registry, missing, &mut cache).await;
+            let asks = missing.into_iter().map(|(l, k, a)| (l, Expect::Verdict(k), a)).collect();
+            failures = ask::run(ws, registry, asks, &mut cache).await;
             grading.errors = failures.len();
         } else {
             grading.declined = missing.len();

@@ -58,6 +58,22 @@ pub fn retry(ask: &Ask, problem: &str) -> Ask {
     }
 }
 
+/// A JSON list of non-empty strings (the first `[` to the last `]`), or an object holding one as `inputs`.
+pub fn parse_list(reply: &str) -> Result<Vec<String>, String> {
+    let text = crate::engine::think::answer(reply);
+    let (Some(start), Some(end)) = (text.find('['), text.rfind(']')) else {
+        return Err(format!("no JSON list in {}", crate::eval::assert::glimpse(text)));
+    };
+    let v: Value = serde_json::from_str(&text[start..=end.max(start)]).map_err(|e| format!("not a JSON list: {e}"))?;
+    let items = v.as_array().ok_or("not a JSON list")?;
+    let out: Vec<String> =
+        items.iter().filter_map(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if out.is_empty() {
+        return Err("the list holds no non-empty strings".into());
+    }
+    Ok(out)
+}
+
 /// A verdict as read: pass, score 0–1 (pairwise: 1 when A won, ½ tie, 0 when B won), reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
