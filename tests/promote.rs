@@ -243,3 +243,34 @@ async fn a_rejected_answer_is_kept_apart_and_never_trained_on() {
     assert_eq!(r.lines("rejected.jsonl").len(), 1);
     assert_eq!(r.lines("train.jsonl").len(), before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn f3_filters_examples_by_where_they_came_from() {
+    let mut r = Rig::new().await;
+    r.promote_api();
+    r.send(key(KeyCode::Enter));
+    assert!(r.status().starts_with("promoted as ex_"), "{}", r.status());
+    let distilled = serde_json::json!({"messages": [{"role": "user", "content": "distilled input"}, {"role": "assistant", "content": "{}"}], "id": "ex_distilled", "meta": {"source": "distill", "source_lane": "api"}});
+    let path = r.state.ws.dataset_dir().join("train.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("{distilled}\n"));
+    std::fs::write(&path, text).unwrap();
+    r.send(key(KeyCode::F(3)));
+    let Mode::Dataset(view) = &r.state.mode else { panic!("F3 opens the dataset view") };
+    let all = view.rows().len();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        r.send(ch('o'));
+        let Mode::Dataset(view) = &r.state.mode else { panic!() };
+        seen.push((view.origin.map(|o| o.name()), view.rows().len()));
+    }
+    assert_eq!(seen[0], (Some("promoted"), 1));
+    assert_eq!(seen[1], (Some("distilled"), 1));
+    assert_eq!(seen[2], (Some("imported"), 0));
+    assert_eq!(seen[3], (Some("other"), all - 2));
+    assert_eq!(seen[4], (None, all), "and back to every source");
+    r.send(ch('o'));
+    r.send(ch('o'));
+    let screen = r.screen();
+    assert!(screen.contains("distilled") && screen.contains("ex_distilled") && screen.contains("1 shown"), "{screen}");
+}

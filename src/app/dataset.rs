@@ -52,6 +52,8 @@ pub struct DatasetView {
     pub searching: bool,
     /// Only this split (None: all).
     pub only: Option<Split>,
+    /// Only examples that came this way (None: all).
+    pub origin: Option<crate::dataset::Origin>,
     pub selected: usize,
     pub pane: Pane,
 }
@@ -64,6 +66,7 @@ impl DatasetView {
             query: String::new(),
             searching: false,
             only: None,
+            origin: None,
             selected: 0,
             pane: Pane::List,
         }
@@ -76,6 +79,7 @@ impl DatasetView {
         d.dataset
             .examples()
             .filter(|(s, ..)| self.only.is_none_or(|o| o == *s))
+            .filter(|(_, x, _)| self.origin.is_none_or(|o| o == x.meta.origin()))
             .filter(|(_, x, _)| q.is_empty() || matches(x, &q))
             .map(|(s, x, _)| (s, x))
             .collect()
@@ -292,6 +296,14 @@ fn list_key(view: &mut DatasetView, key: KeyEvent) -> (Vec<Effect>, bool) {
         KeyCode::End | KeyCode::Char('G') => view.selected = n.saturating_sub(1),
         KeyCode::Char('/') => view.searching = true,
         KeyCode::Char('c') => view.pane = Pane::Findings { scroll: 0 },
+        KeyCode::Char('o') => {
+            use crate::dataset::Origin;
+            view.origin = match view.origin {
+                None => Some(Origin::ALL[0]),
+                Some(o) => Origin::ALL.iter().skip_while(|x| **x != o).nth(1).copied(),
+            };
+            view.selected = 0;
+        }
         KeyCode::Tab => {
             view.only = match view.only {
                 None => Some(Split::Train),

@@ -51,6 +51,43 @@ pub struct Meta {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// How an example came into the dataset (`meta.source`, else a promoted lane answer), which F3 filters by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A lane's answer promoted with Ctrl+P.
+    Promoted,
+    /// Written by `tunebench distill`'s teacher.
+    Distilled,
+    /// `tunebench dataset … import`.
+    Imported,
+    /// Written by hand or by another tool.
+    Other,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 4] = [Origin::Promoted, Origin::Distilled, Origin::Imported, Origin::Other];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Promoted => "promoted",
+            Origin::Distilled => "distilled",
+            Origin::Imported => "imported",
+            Origin::Other => "other",
+        }
+    }
+}
+
+impl Meta {
+    pub fn origin(&self) -> Origin {
+        match self.source.as_deref() {
+            Some(s) if s == crate::distill::SOURCE => Origin::Distilled,
+            Some(s) if s.starts_with("import:") => Origin::Imported,
+            _ if self.source_lane.is_some() => Origin::Promoted,
+            _ => Origin::Other,
+        }
+    }
+}
+
 /// A stored example: `{"messages": […], "id": …, "meta": {…}}`; other keys on the line are kept as they were.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {

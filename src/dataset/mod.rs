@@ -11,7 +11,7 @@ mod store;
 mod text;
 
 pub use check::{Check, Finding, Kind, NEAR, Severity, check, shape_problems};
-pub use example::{Example, Message, Meta, new_id};
+pub use example::{Example, Message, Meta, Origin, new_id};
 pub use formats::{Format, LengthRule, export, import, import_checked, import_for};
 pub use heal::{Healing, heal};
 pub use measure::{Context, Measure, Report};

@@ -32,7 +32,7 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect, view: &DatasetView
     let hints = match view.pane {
         Pane::List if view.searching => " type to search · Enter/Esc done ",
         Pane::List => {
-            " ↑↓ select · Enter open · e answer · u input · m move · d delete · / search · Tab split · c findings · Esc close "
+            " ↑↓ select · Enter open · e answer · u input · m move · d delete · / search · Tab split · o source · c findings · Esc close "
         }
         Pane::Open { .. } => " ↑↓ scroll · e edit answer · u edit input · any other key back ",
         Pane::Edit { saving: true, .. } => " writing… ",
@@ -139,6 +139,14 @@ fn filter_line(state: &AppState, view: &DatasetView) -> Paragraph<'static> {
         spans.push(Span::raw(" "));
         spans.push(Span::styled(name.to_string(), style));
     }
+    let origin = view.origin.map_or("all sources", |o| o.name());
+    let style = if view.origin.is_some() {
+        Style::default().fg(t.title).bg(t.selection).add_modifier(Modifier::BOLD)
+    } else {
+        Style::default().fg(t.muted)
+    };
+    spans.push(Span::styled("  ", Style::default()));
+    spans.push(Span::styled(origin.to_string(), style));
     let cursor = if view.searching { "▏" } else { "" };
     let shown = view.rows().len();
     spans.push(Span::styled(format!("   / {}{cursor}", view.query), Style::default().fg(t.accent)));
