@@ -274,3 +274,49 @@ async fn f3_filters_examples_by_where_they_came_from() {
     let screen = r.screen();
     assert!(screen.contains("distilled") && screen.contains("ex_distilled") && screen.contains("1 shown"), "{screen}");
 }
+
+/// F3's D: the api lane teaches the saved inputs; its paid calls are confirmed in the view first, the run's
+/// progress and summary show there, and F3 shows the distilled examples after.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_distill_view_runs_a_teacher_over_the_saved_inputs_after_confirming_paid_calls() {
+    let mut r = Rig::answering(RIGHT).await;
+    let (atx, mut arx) = mpsc::unbounded_channel();
+    r.rt.actions = Some(atx);
+    let before = r.lines("train.jsonl").len();
+    r.send(key(KeyCode::F(3)));
+    r.send(ch('D'));
+    assert!(matches!(r.state.mode, Mode::Distill), "D opens the distill view");
+    assert!(
+        r.screen().contains("◂ base (its `long` prompt) ▸"),
+        "the reference lane teaches by default: {}",
+        r.screen()
+    );
+    r.send(key(KeyCode::Right));
+    r.send(key(KeyCode::Right));
+    assert!(r.screen().contains("◂ api (its `long` prompt) ▸"), "{}", r.screen());
+    r.send(key(KeyCode::Enter));
+    let mut pump = async |r: &mut Rig, until: &dyn Fn(&AppState) -> bool| {
+        while !until(&r.state) {
+            let a = tokio::time::timeout(Duration::from_secs(20), arx.recv()).await.unwrap().unwrap();
+            r.send(a);
+        }
+    };
+    let confirming =
+        |s: &AppState| matches!(s.distill.as_ref().map(|d| &d.status), Some(tunebench::app::DistillStatus::Confirm(_)));
+    pump(&mut r, &confirming).await;
+    let screen = r.screen();
+    assert!(screen.contains("paid call(s) on lane(s) api") && screen.contains("y run the paid calls"), "{screen}");
+    r.send(ch('y'));
+    let done =
+        |s: &AppState| matches!(s.distill.as_ref().map(|d| &d.status), Some(tunebench::app::DistillStatus::Done));
+    pump(&mut r, &done).await;
+    let screen = r.screen();
+    let added = r.lines("train.jsonl").len() - before;
+    assert!(added > 0, "{screen}");
+    assert!(screen.contains(&format!("kept {added} →")) && screen.contains("cost:"), "{screen}");
+    let last = r.lines("train.jsonl").pop().unwrap();
+    assert_eq!(last["meta"]["source"], "distill");
+    assert_eq!(last["meta"]["source_lane"], "api");
+    r.send(key(KeyCode::Esc));
+    assert!(matches!(r.state.mode, Mode::Dataset(_)), "Esc goes back to F3");
+}

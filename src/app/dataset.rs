@@ -262,6 +262,10 @@ fn key(state: &mut AppState, view: &mut DatasetView, key: KeyEvent) -> (Vec<Effe
             return none;
         }
     }
+    if !view.searching && key.code == KeyCode::Char('D') {
+        super::distill::open(state);
+        return (Vec::new(), false);
+    }
     if view.searching {
         let typed = key.modifiers.difference(KeyModifiers::SHIFT).is_empty();
         match key.code {

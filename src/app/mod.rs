@@ -2,6 +2,7 @@
 
 pub mod counting;
 mod dataset;
+mod distill;
 pub mod editing;
 mod eval;
 pub mod geometry;
@@ -26,6 +27,7 @@ use crate::theme::Theme;
 use crate::workspace::{SavedInput, Workspace};
 
 pub use dataset::{DatasetOp, DatasetView, Pane};
+pub use distill::{DistillField, DistillMsg, DistillState, DistillStatus, filter_name};
 pub use eval::{EvalData, EvalMsg, EvalPane, EvalView, shown_answer};
 pub use lane::{LaneState, LaneStatus};
 pub use promote::{PromoteField, PromoteForm, Promotion};
@@ -66,6 +68,8 @@ pub enum Mode {
     Dataset(Box<DatasetView>),
     /// F10: training the adapter (the run itself lives in `AppState::train`).
     Train,
+    /// F3's D: distilling a teacher lane's answers into the dataset (the run lives in `AppState::distill`).
+    Distill,
     /// F9: the eval scoreboard and case browser (its state lives in `AppState::eval`).
     Eval,
     ConfirmQuit,
@@ -130,6 +134,8 @@ pub enum Action {
     Training(TrainMsg),
     /// The eval view's data, a run's progress, a promotion's result.
     Eval(EvalMsg),
+    /// A distill run's progress and result.
+    Distill(DistillMsg),
 }
 
 /// F4's content: one lane's rendered prompt split into tokens, or why it could not be.
@@ -194,6 +200,15 @@ pub enum Effect {
     /// Train the adapter lane's adapter on the dataset (progress comes back as `Action::Training`).
     StartTraining,
     StopTraining,
+    /// Distill the teacher lane's answers to `inputs` into train.jsonl (progress comes back as `Action::Distill`);
+    /// paid calls only with `yes`.
+    StartDistill {
+        teacher: String,
+        inputs: String,
+        filter: crate::distill::Filter,
+        yes: bool,
+    },
+    StopDistill,
     /// Read the adapter lane's last training curve from its checkpoint (answered with `Action::Training`).
     LoadLastTraining,
     /// Read the sweep's points and their cached scores (answered with `TrainMsg::Sweep`).
@@ -244,6 +259,8 @@ pub struct AppState {
     /// The training run started from F10, if any.
     pub train: TrainState,
     pub eval: EvalView,
+    /// The distill view's settings and its run, once opened.
+    pub distill: Option<DistillState>,
 }
 
 impl AppState {
@@ -267,6 +284,7 @@ impl AppState {
             quit: false,
             train: TrainState::default(),
             eval: EvalView::default(),
+            distill: None,
         };
         if !state.inputs.is_empty() {
             state.show_input(Some(0));

@@ -38,6 +38,7 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Eval(msg) => super::eval::on_msg(state, msg),
+        Action::Distill(msg) => super::distill::on_msg(state, msg),
         Action::AdaptersListed(found) => {
             settings::on_adapters(state, found);
             Vec::new()
@@ -121,6 +122,20 @@ fn on_key(state: &mut AppState, key: KeyEvent) -> Vec<Effect> {
                 return global_save_quit(state, key);
             }
             return super::eval::key(state, key);
+        }
+        Mode::Distill => {
+            if ctrl(&key, 's') || ctrl(&key, 'q') {
+                state.mode = Mode::Distill;
+                return global_save_quit(state, key);
+            }
+            let (mut effects, open) = super::distill::key(state, key);
+            if open {
+                state.mode = Mode::Distill;
+            } else {
+                state.mode = Mode::Dataset(Box::default());
+                effects.push(Effect::LoadDataset);
+            }
+            return effects;
         }
         Mode::Train => {
             if ctrl(&key, 's') || ctrl(&key, 'q') {
@@ -303,6 +318,11 @@ fn on_paste(state: &mut AppState, text: &str) {
         Mode::Settings(form) => settings::paste(form, &text),
         Mode::Promote(form) => super::promote::paste(form, &text),
         Mode::Dataset(view) => super::dataset::paste(view, &text),
+        Mode::Distill => {
+            if let Some(d) = state.distill.as_mut().filter(|d| d.field == super::DistillField::Inputs) {
+                d.inputs.push_str(text.trim());
+            }
+        }
         Mode::Help { .. }
         | Mode::Savings
         | Mode::Tokens(_)

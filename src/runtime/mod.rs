@@ -1,6 +1,7 @@
 //! The TUI loop: input first, then engine events, drained before one render at most every ~16 ms.
 
 mod dataset;
+mod distill;
 mod eval;
 mod train;
 
@@ -33,6 +34,8 @@ pub struct Runtime {
     registry: Registry,
     /// Stops the eval run started from F9.
     eval_stop: CancellationToken,
+    /// The distill run started from F3's D.
+    distill_task: Option<tokio::task::AbortHandle>,
 }
 
 impl Runtime {
@@ -41,6 +44,7 @@ impl Runtime {
             engine: Engine::new(registry.clone(), tx),
             registry,
             eval_stop: CancellationToken::new(),
+            distill_task: None,
             runs: HashMap::new(),
             counters: crate::metrics::Counters::new(),
             actions: None,
@@ -175,6 +179,30 @@ impl Runtime {
             Effect::EvalPromote { case_id, lane, answer } => {
                 let ws = state.ws.clone();
                 self.off_loop(move || eval::promote(&ws, &case_id, lane, &answer))
+            }
+            Effect::StartDistill { teacher, inputs, filter, yes } => {
+                if let Some(t) = self.distill_task.take() {
+                    t.abort();
+                }
+                let (action, task) = distill::start(
+                    &state.ws,
+                    self.registry.clone(),
+                    self.actions.clone(),
+                    (teacher, inputs, filter, yes),
+                );
+                self.distill_task = task;
+                action
+            }
+            Effect::StopDistill => {
+                let running = self.distill_task.take().is_some_and(|t| {
+                    t.abort();
+                    true
+                });
+                running.then(|| {
+                    let e = "stopped: the answers that finished are cached, and kept only by a run that ends — \
+                             Enter again resumes without paying twice";
+                    Action::Distill(crate::app::DistillMsg::Finished(Err(e.into())))
+                })
             }
             Effect::StopTraining => {
                 self.train_stop.store(true, std::sync::atomic::Ordering::Relaxed);

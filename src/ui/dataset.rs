@@ -32,7 +32,7 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect, view: &DatasetView
     let hints = match view.pane {
         Pane::List if view.searching => " type to search · Enter/Esc done ",
         Pane::List => {
-            " ↑↓ select · Enter open · e answer · u input · m move · d delete · / search · Tab split · o source · c findings · Esc close "
+            " ↑↓ select · Enter open · e answer · u input · m move · d delete · / search · Tab split · o source · c findings · D distill · Esc close "
         }
         Pane::Open { .. } => " ↑↓ scroll · e edit answer · u edit input · any other key back ",
         Pane::Edit { saving: true, .. } => " writing… ",

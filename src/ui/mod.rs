@@ -1,6 +1,7 @@
 //! Pure rendering of `&AppState`: header, input editor, lane panes, summary, key hints, overlays.
 
 mod dataset;
+mod distill;
 mod eval;
 mod history;
 mod input;

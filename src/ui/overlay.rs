@@ -22,6 +22,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl+N", "save the input as new (inputs/NN-first-words.txt)"),
     ("Ctrl+P", "promote the focused lane's answer into the dataset"),
     ("F3", "dataset: search, open, edit, move, delete examples"),
+    ("  D in F3", "distill: a teacher lane's answers into train.jsonl"),
     ("Ctrl+S", "save workspace, prompts, inputs (a typed new one too)"),
     ("F2", "prompt editor: the focused lane's system prompt"),
     ("  F7/F8, Ctrl+N in F2", "switch the lane's variant; save as a new variant"),
@@ -49,6 +50,7 @@ pub fn render(state: &AppState, frame: &mut Frame, area: Rect) {
         Mode::Promote(form) => super::promote::dialog(state, frame, area, form),
         Mode::Dataset(view) => super::dataset::panel(state, frame, area, view),
         Mode::Train => super::train::panel(state, frame, area),
+        Mode::Distill => super::distill::panel(state, frame, area),
         Mode::Eval => super::eval::panel(state, frame, area),
         Mode::ConfirmQuit => confirm(state, frame, area),
     }
