@@ -66,7 +66,9 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     if let Some(p) = &d.progress {
         lines.push(Line::styled(format!(" {p}"), Style::default().fg(t.accent)));
     }
-    for l in &d.lines {
+    // The counts and the cost first, then what each was about (a long run's lists may run off the bottom).
+    let (heads, details): (Vec<&String>, Vec<&String>) = d.lines.iter().partition(|l| !l.starts_with("  "));
+    for l in heads.into_iter().chain(details) {
         let colour = if l.starts_with("kept") {
             t.ok
         } else if l.starts_with("rejected") || l.starts_with("failed") {
