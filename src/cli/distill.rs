@@ -10,11 +10,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use super::eval::{Streams, confirm_paid, progress_line};
-use crate::dataset::{Dataset, Example, Split, normalized};
-use crate::distill::{self, Filter, Input, Teacher};
+use super::eval::{Consent, Streams, confirm_paid, progress_line};
+use crate::dataset::{Dataset, Split};
+use crate::distill::{self, Filter, Teacher};
 use crate::engine::Registry;
-use crate::eval::assert::Observed;
 use crate::eval::runner::{self, Progress};
 use crate::eval::{Answer, Cache, Estimate, Evals, lane_hash};
 use crate::workspace::{self, Workspace};
@@ -57,16 +56,6 @@ pub struct DistillArgs {
     pub yes: bool,
 }
 
-/// What became of the answered inputs.
-#[derive(Default)]
-struct Outcome {
-    kept: Vec<(Input, Example)>,
-    rejected: Vec<(Input, String)>,
-    /// Rejected now, already in rejected.jsonl from an earlier run of the same teacher.
-    rejected_before: usize,
-    failed: Vec<(Input, String)>,
-}
-
 /// Runs the distillation; 0, or 1 when some teacher runs failed (a rerun retries them). Bad input and a
 /// refused confirmation come back as `Err` (exit 2).
 pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: Streams<'_>) -> anyhow::Result<u8> {
@@ -85,19 +74,12 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
         (Some(p), _) => distill::inputs::read(p)?,
         (None, Some(n)) => {
             let seeds = distill::generate::seeds(&ds, args.seed_inputs.as_deref())?;
-            let mut refused = None;
-            let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
-                Ok(()) => true,
-                Err(err) => {
-                    refused = Some(err);
-                    false
-                }
-            };
-            let made =
-                distill::generate::generate(&ws, teacher, n as usize, &seeds, &ds, registry.clone(), &mut ask).await;
-            if let Some(err) = refused {
-                return Err(err.context("writing new inputs"));
-            }
+            let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
+            let made = distill::generate::generate(&ws, teacher, n as usize, &seeds, &ds, registry.clone(), &mut |e| {
+                consent.ask(e)
+            })
+            .await;
+            consent.done("writing new inputs")?;
             let made = made?;
             writeln!(
                 stderr,
@@ -221,26 +203,17 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
             judge: evals.judge.clone(),
         };
         let mut keyed: HashMap<(usize, usize), Answer> = answers.drain().map(|(c, a)| ((c, teacher), a)).collect();
-        let mut refused = None;
-        let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
-            Ok(()) => true,
-            Err(err) => {
-                refused = Some(err);
-                false
-            }
-        };
-        let grading = crate::eval::judge::grade(&ws, &cases, &judged, &mut keyed, registry, &mut ask)
+        let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
+        let grading = crate::eval::judge::grade(&ws, &cases, &judged, &mut keyed, registry, &mut |e| consent.ask(e))
             .await
             .map_err(anyhow::Error::msg)?;
-        if let Some(err) = refused {
-            return Err(err.context("the judge's calls (the teacher's answers are cached; rerun to grade them)"));
-        }
+        consent.done("the judge's calls (the teacher's answers are cached; rerun to grade them)")?;
         if grading.calls > 0 {
             writeln!(stderr, "judge: {} call(s), {} without a well-formed verdict", grading.calls, grading.errors)?;
         }
         answers = keyed.into_iter().map(|((c, _), a)| (c, a)).collect();
     }
-    let outcome = sort_answers(&ws, &Teacher::new(&ws, lane, &hash), args.filter, &checks, &fresh, &mut answers)?;
+    let outcome = distill::sort(&ws, &Teacher::new(&ws, lane, &hash), args.filter, &checks, &fresh, &mut answers)?;
     let mut ds = ds;
     let (ids, refused) = ds.append_all(split, outcome.kept.iter().map(|(_, x)| x.clone()).collect())?;
     let ran_now = total;
@@ -263,77 +236,10 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
     Ok(u8::from(!outcome.failed.is_empty()))
 }
 
-/// Applies the filter to every answer, keeps the rejected ones in rejected.jsonl (once per teacher
-/// configuration), and returns what became of each input.
-fn sort_answers(
-    ws: &Workspace,
-    teacher: &Teacher<'_>,
-    filter: Filter,
-    checks: &[crate::eval::Assertion],
-    inputs: &[Input],
-    answers: &mut HashMap<usize, Answer>,
-) -> anyhow::Result<Outcome> {
-    let dir = ws.dataset_dir();
-    let before = distill::rejected_before(&dir, teacher.hash)?;
-    let mut out = Outcome::default();
-    let mut rejected = Vec::new();
-    for (i, input) in inputs.iter().enumerate() {
-        let Some(a) = answers.remove(&i) else { continue };
-        if let Some(e) = a.error {
-            out.failed.push((input.clone(), e));
-            continue;
-        }
-        let reasons: Vec<String> = match filter {
-            Filter::None => Vec::new(),
-            Filter::Evals | Filter::Judge => {
-                let observed = Observed {
-                    output: &a.output,
-                    expected: "",
-                    total_ms: a.total_ms,
-                    shared_lanes: a.shared_lanes,
-                    cost_usd: a.cost_usd(ws, teacher.lane),
-                    prompt_tokens: a.prompt_tokens,
-                    verdicts: Some(&a.verdicts),
-                };
-                checks
-                    .iter()
-                    .map(|c| c.check(&observed))
-                    .filter(|c| !c.pass)
-                    .map(|c| if c.detail.is_empty() { c.name } else { format!("{}: {}", c.name, c.detail) })
-                    .collect()
-            }
-        };
-        // The judge's score (the mean over its assertions) and reasons go with the example either way.
-        let judged: Vec<&crate::eval::judge::Verdict> = a.verdicts.values().filter(|v| v.error.is_none()).collect();
-        let mut extra: Vec<(&str, serde_json::Value)> = Vec::new();
-        if !judged.is_empty() {
-            let score = judged.iter().map(|v| v.score).sum::<f64>() / judged.len() as f64;
-            let reason = judged.iter().map(|v| v.reason.as_str()).collect::<Vec<_>>().join(" | ");
-            extra.push(("judge_score", ((score * 1e4).round() / 1e4).into()));
-            extra.push(("judge_reason", reason.into()));
-        }
-        if reasons.is_empty() {
-            out.kept.push((input.clone(), teacher.example(ws, input, &a.output, &extra)));
-            continue;
-        }
-        let why = reasons.join("; ");
-        if before.contains(&normalized(&input.text)) {
-            out.rejected_before += 1;
-        } else {
-            extra.push(("rejected_because", why.clone().into()));
-            rejected.push(teacher.example(ws, input, &a.output, &extra));
-        }
-        out.rejected.push((input.clone(), why));
-    }
-    let ds = Dataset::load(&dir)?;
-    distill::keep_rejected(&ds, &dir, rejected)?;
-    Ok(out)
-}
-
 struct Report<'a> {
     read: usize,
     skipped: &'a [distill::Skipped],
-    outcome: &'a Outcome,
+    outcome: &'a distill::Outcome,
     ids: &'a [String],
     refused: &'a [String],
     split: Split,
@@ -398,18 +304,7 @@ fn summary(out: &mut (dyn Write + Send), ws: &Workspace, r: &Report<'_>) -> anyh
     Ok(())
 }
 
-/// `tunebench distill` on the real terminal: confirmation of paid calls only when a person can answer.
+/// `tunebench distill` on the real terminal.
 pub(super) async fn main(path: &Path, args: &DistillArgs) -> anyhow::Result<ExitCode> {
-    use std::io::IsTerminal;
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    let mut stdin = std::io::BufReader::new(std::io::stdin());
-    let terminal = std::io::stdin().is_terminal() && err.is_terminal();
-    let streams = Streams {
-        stdout: &mut out,
-        stderr: &mut err,
-        confirm: if terminal { Some(&mut stdin) } else { None },
-        tty: std::io::stderr().is_terminal(),
-    };
-    let code = execute(path, args, Registry::builtin(), streams).await?;
-    Ok(ExitCode::from(code))
+    super::eval::on_terminal(async |io| execute(path, args, Registry::builtin(), io).await).await
 }

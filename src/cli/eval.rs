@@ -196,20 +196,12 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
         writeln!(stderr)?;
     }
     if setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged()) {
-        let mut refused = None;
-        let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
-            Ok(()) => true,
-            Err(err) => {
-                refused = Some(err);
-                false
-            }
-        };
-        let grading = crate::eval::judge::grade(&ws, &setup.cases, &setup.evals, &mut answers, registry, &mut ask)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        if let Some(err) = refused {
-            return Err(err.context("the judge's calls (the lanes' answers are cached; rerun to grade them)"));
-        }
+        let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
+        let grading =
+            crate::eval::judge::grade(&ws, &setup.cases, &setup.evals, &mut answers, registry, &mut |e| consent.ask(e))
+                .await
+                .map_err(anyhow::Error::msg)?;
+        consent.done("the judge's calls (the lanes' answers are cached; rerun to grade them)")?;
         if grading.calls > 0 {
             writeln!(stderr, "judge: {} call(s), {} without a well-formed verdict", grading.calls, grading.errors)?;
         }
@@ -256,18 +248,10 @@ async fn calibrate(
     crate::eval::judge::judge_lanes(ws, &evals).map_err(anyhow::Error::msg)?;
     let ds = crate::dataset::Dataset::load(&ws.dataset_dir())?;
     let items = labeled(&ds);
-    let mut refused = None;
-    let mut ask = |e: &Estimate| match confirm_paid(e, args.yes, &mut confirm, stderr) {
-        Ok(()) => true,
-        Err(err) => {
-            refused = Some(err);
-            false
-        }
-    };
-    let (rows, grading) = calibrate(ws, &evals, &items, registry, &mut ask).await.map_err(anyhow::Error::msg)?;
-    if let Some(err) = refused {
-        return Err(err.context("the judge's calls"));
-    }
+    let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
+    let (rows, grading) =
+        calibrate(ws, &evals, &items, registry, &mut |e| consent.ask(e)).await.map_err(anyhow::Error::msg)?;
+    consent.done("the judge's calls")?;
     let rated = items.iter().filter(|x| x.rating.is_some()).count();
     writeln!(
         stdout,
@@ -320,6 +304,39 @@ pub(super) fn confirm_paid<'a>(
     Ok(())
 }
 
+/// Paid calls confirmed when asked for (see `confirm_paid`), a refusal kept for the caller to stop with.
+pub(super) struct Consent<'s, 'a> {
+    yes: bool,
+    confirm: &'s mut Option<&'a mut (dyn BufRead + Send + 'a)>,
+    stderr: &'s mut (dyn Write + Send),
+    refused: Option<anyhow::Error>,
+}
+
+impl<'s, 'a> Consent<'s, 'a> {
+    pub(super) fn new(
+        yes: bool,
+        confirm: &'s mut Option<&'a mut (dyn BufRead + Send + 'a)>,
+        stderr: &'s mut (dyn Write + Send),
+    ) -> Self {
+        Self { yes, confirm, stderr, refused: None }
+    }
+
+    pub(super) fn ask(&mut self, estimate: &Estimate) -> bool {
+        match confirm_paid(estimate, self.yes, self.confirm, self.stderr) {
+            Ok(()) => true,
+            Err(e) => {
+                self.refused = Some(e);
+                false
+            }
+        }
+    }
+
+    /// The refusal, if there was one, as the error that stops the command (`what` says whose calls).
+    pub(super) fn done(self, what: &'static str) -> anyhow::Result<()> {
+        self.refused.map_or(Ok(()), |e| Err(e.context(what)))
+    }
+}
+
 /// The progress line of a run of `total` calls: bar, counts, time and ETA.
 pub(super) fn progress_line(done: usize, total: usize, errors: usize, started: Instant) -> String {
     let secs = started.elapsed().as_secs_f64();
@@ -331,8 +348,11 @@ pub(super) fn progress_line(done: usize, total: usize, errors: usize, started: I
     )
 }
 
-/// `tunebench eval` on the real terminal: confirmation of paid calls only when a person can answer.
-pub(super) async fn main(path: &Path, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+/// A command on the real terminal: paid calls are confirmed only when a person can answer, progress redraws
+/// one line when stderr is a terminal.
+pub(super) async fn on_terminal(
+    run: impl for<'x> AsyncFnOnce(Streams<'x>) -> anyhow::Result<u8>,
+) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let mut stdin = std::io::BufReader::new(std::io::stdin());
@@ -343,6 +363,10 @@ pub(super) async fn main(path: &Path, args: &EvalArgs) -> anyhow::Result<ExitCod
         confirm: if terminal { Some(&mut stdin) } else { None },
         tty: std::io::stderr().is_terminal(),
     };
-    let code = execute(path, args, Registry::builtin(), streams).await?;
-    Ok(ExitCode::from(code))
+    Ok(ExitCode::from(run(streams).await?))
+}
+
+/// `tunebench eval` on the real terminal.
+pub(super) async fn main(path: &Path, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    on_terminal(async |io| execute(path, args, Registry::builtin(), io).await).await
 }

@@ -4,6 +4,7 @@
 
 pub mod generate;
 pub mod inputs;
+mod sort;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::metrics::history::sha256_hex;
 use crate::workspace::{LaneSpec, Workspace};
 
 pub use inputs::Input;
+pub use sort::{Outcome, sort};
 
 /// Where rejected answers are kept (beside the splits; no split, check or export reads it).
 pub const REJECTED_FILE: &str = "rejected.jsonl";

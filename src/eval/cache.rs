@@ -53,6 +53,32 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer with no figures yet: what a run produced for a case, stamped now.
+    pub fn new(lane_hash: String, case_hash: String, lane: String, case_id: String, output: String) -> Self {
+        Self {
+            lane_hash,
+            case_hash,
+            lane,
+            case_id,
+            output,
+            error: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cached_prompt_tokens: None,
+            cache_write_tokens: None,
+            ttft_ms: None,
+            total_ms: None,
+            busy_ms: None,
+            shared_lanes: None,
+            estimated: false,
+            time_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+            from_cache: false,
+            verdicts: HashMap::new(),
+        }
+    }
+
     /// The run's cost at the lane's current price (prices are not part of the lane hash: repricing re-scores).
     pub fn cost_usd(&self, ws: &Workspace, lane: &LaneSpec) -> Option<f64> {
         self.error.as_ref().map_or(Some(()), |_| None)?;

@@ -173,28 +173,14 @@ pub async fn run(
             continue; // stopped by the user: not an answer, and run again next time
         }
         let case = &cases[job.case];
-        let mut a = Answer {
-            lane_hash: hashes[job.lane].clone(),
-            case_hash: case.hash.clone(),
-            lane: ws.lanes[job.lane].id.clone(),
-            case_id: case.id.clone(),
+        let mut a = Answer::new(
+            hashes[job.lane].clone(),
+            case.hash.clone(),
+            ws.lanes[job.lane].id.clone(),
+            case.id.clone(),
             output,
-            error: None,
-            prompt_tokens,
-            completion_tokens: None,
-            cached_prompt_tokens: None,
-            cache_write_tokens: None,
-            ttft_ms: None,
-            total_ms: None,
-            busy_ms: None,
-            shared_lanes: None,
-            estimated: false,
-            time_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis()),
-            from_cache: false,
-            verdicts: HashMap::new(),
-        };
+        );
+        a.prompt_tokens = prompt_tokens;
         match result {
             Ok((usage, timings)) => {
                 let figures = crate::metrics::RunFigures::new(&usage, &timings, None);

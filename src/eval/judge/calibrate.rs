@@ -133,26 +133,8 @@ pub async fn calibrate(
 }
 
 fn human_answer(ws: &Workspace, output: &str) -> Answer {
-    Answer {
-        lane_hash: String::new(),
-        case_hash: String::new(),
-        lane: ws.lanes.first().map(|l| l.id.clone()).unwrap_or_default(),
-        case_id: String::new(),
-        output: output.to_string(),
-        error: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        cached_prompt_tokens: None,
-        cache_write_tokens: None,
-        ttft_ms: None,
-        total_ms: None,
-        busy_ms: None,
-        shared_lanes: None,
-        estimated: false,
-        time_unix_ms: 0,
-        from_cache: false,
-        verdicts: HashMap::new(),
-    }
+    let lane = ws.lanes.first().map(|l| l.id.clone()).unwrap_or_default();
+    Answer::new(String::new(), String::new(), lane, String::new(), output.to_string())
 }
 
 /// Ranks with ties given their average rank (1-based).
