@@ -362,3 +362,38 @@ async fn generated_inputs_imitate_the_seeds_and_duplicates_or_worked_examples_ar
     assert!(r.stdout.contains("generated batch 1 #4: a worked example of a prompt"), "{}", r.stdout);
     assert_eq!(b.calls(), 4, "one batch, three answers");
 }
+
+#[tokio::test]
+async fn the_spend_cap_covers_writing_new_inputs_and_answering_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace(dir.path(), "https://api.example.com/v1");
+    let seeds = dir.path().join("seeds.txt");
+    std::fs::write(&seeds, "my toaster burns everything\n").unwrap();
+    let b = AnswerBackend::new(|_, input| {
+        Ok(if input.starts_with("The task's instructions") {
+            r#"["a new lamp question", "my kettle whistles far too loudly", "the watch strap snapped"]"#.into()
+        } else {
+            "{\"intent\": \"other\"}".into()
+        })
+    });
+    // Each call may cost up to ~$0.02 (1,000 answer tokens at $20/Mtok): $0.03 allows one generation call and
+    // leaves too little for any answer, which wait for a later run.
+    let a = [
+        "--teacher",
+        "long",
+        "--generate",
+        "3",
+        "--seed-inputs",
+        seeds.to_str().unwrap(),
+        "--max-cost",
+        "0.03",
+        "--yes",
+    ];
+    let r = distill(&root, &b, &a, None).await;
+    assert_eq!(r.result, Ok(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("new input(s) in 1 call(s)"), "{}", r.stderr);
+    assert!(r.stderr.contains("3 input(s) held back for a later run"), "{}", r.stderr);
+    assert_eq!(b.calls(), 1);
+    let r = distill(&root, &b, &[&a[..6], &["--max-cost", "0.001", "--yes"]].concat(), None).await;
+    assert!(r.result.unwrap_err().contains("not even one call for new inputs fits"));
+}

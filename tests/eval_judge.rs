@@ -103,6 +103,7 @@ async fn a_judge_lane_grades_rubrics_scores_and_pairs_and_is_never_a_contestant(
     assert_eq!(short["assertions"]["geval"], 0.75);
     // Pairwise: the reference ([savings] reference = long) is not compared with itself; short loses one, ties three.
     assert!(long["pairwise"].is_null(), "{long}");
+    assert!(long["assertions"].get("vs long").is_none(), "the reference lane is not compared with itself: {long}");
     let p = &short["pairwise"];
     assert_eq!((p["wins"].as_u64(), p["ties"].as_u64(), p["losses"].as_u64()), (Some(0), Some(3), Some(1)), "{p}");
     assert_eq!(p["win_rate"], 0.375);

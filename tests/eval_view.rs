@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::answers::{AnswerBackend, JSON_CASES, answers, registry, write_ws};
+use support::answers::{AnswerBackend, JSON_CASES, answers, answers_for, registry, write_ws};
 
 struct Tui {
     state: tunebench::app::AppState,
@@ -170,4 +170,48 @@ async fn f9_fills_in_while_running_and_r_runs_the_selected_case_or_n_cases() {
     let short = tui.state.eval.data.as_ref().unwrap().board.lanes.iter().find(|l| l.lane == "short").unwrap().clone();
     assert_eq!((short.cases, short.passed, short.errors), (3, 2, 1), "the run error stays on the board");
     assert!(tui.screen().contains("2/3 (1 run errors)"), "{}", tui.screen());
+}
+
+/// F9 with judge assertions: the judge grades after the lanes' runs; its reason is each check's detail in the
+/// case view, and the scoreboard gains the judge's cost and the pairwise column.
+#[tokio::test]
+async fn f9_grades_with_the_judge_lane_and_shows_its_reasons() {
+    use ratatui::crossterm::event::KeyCode;
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_ws(dir.path(), "", "http://127.0.0.1:9/v1", 4);
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let judge = "[[lanes]]\nid = \"judge\"\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"\"\nmodel = \"m-long\"\nprompt = \"short\"\n";
+    std::fs::write(root.join("workspace.toml"), format!("{toml}{judge}")).unwrap();
+    std::fs::write(
+        root.join("evals.toml"),
+        "[judge]\nlane = \"judge\"\n[[assert]]\ntype = \"llm-rubric\"\nname = \"has a summary\"\nvalue = \"The answer has a summary.\"\n[[assert]]\ntype = \"pairwise\"\nname = \"vs long\"\nvalue = \"Which is better?\"\nweight = 0\n",
+    )
+    .unwrap();
+    let b = AnswerBackend::new(|lane, input| {
+        if lane != "judge" {
+            return answers_for(input);
+        }
+        Ok(if input.starts_with("Rubric:") {
+            "{\"pass\": true, \"score\": 0.8, \"reason\": \"a summary is there\"}".into()
+        } else {
+            "{\"winner\": \"tie\", \"reason\": \"the same routing\"}".into()
+        })
+    });
+    let mut tui = Tui::new(&root, &b);
+    tui.key(KeyCode::F(9));
+    tui.until(|s| s.eval.data.is_some()).await;
+    tui.key(KeyCode::Char('a'));
+    tui.until(|s| s.eval.running.is_none() && lane_cases(s, "short") == Some((4, 4))).await;
+    let screen = tui.screen();
+    assert!(!screen.contains("│ judge "), "the judge is not a contestant: {screen}");
+    assert!(screen.contains("pairwise W/T/L") && screen.contains("0/4/0 = 50% (22–78%)"), "{screen}");
+    assert!(
+        screen.contains("long: has a summary 4/4\n") || !screen.contains("long: has a summary 4/4 · vs long"),
+        "the reference is not compared with itself: {screen}"
+    );
+    tui.key(KeyCode::Enter);
+    tui.key(KeyCode::Right);
+    let screen = tui.screen();
+    assert!(screen.contains("✓ has a summary — 0.80: a summary is there"), "{screen}");
+    assert!(screen.contains("vs long (informational) — tie 0.50: as A: the same routing"), "{screen}");
 }

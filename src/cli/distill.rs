@@ -48,7 +48,8 @@ pub struct DistillArgs {
     #[arg(long, default_value_t = runner::DEFAULT_API_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
     /// Stop before the paid calls could cost more than this many dollars (by the estimate's upper bound:
-    /// only as many inputs as fit are answered; the rest wait for a later run).
+    /// only as many inputs as fit are answered, the rest wait for a later run; with --generate, its calls
+    /// come out of it first).
     #[arg(long)]
     pub max_cost: Option<f64>,
     /// Run paid API calls without asking.
@@ -70,15 +71,19 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
     let dir = ws.dataset_dir();
     let ds = Dataset::load(&dir)?;
     let mut skipped = Vec::new();
+    // With --generate, what its calls may have cost comes out of --max-cost before the answers.
+    let mut generation_bound = 0.0;
     let inputs = match (&args.inputs, args.generate) {
         (Some(p), _) => distill::inputs::read(p)?,
         (None, Some(n)) => {
             let seeds = distill::generate::seeds(&ds, args.seed_inputs.as_deref())?;
             let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
-            let made = distill::generate::generate(&ws, teacher, n as usize, &seeds, &ds, registry.clone(), &mut |e| {
-                consent.ask(e)
-            })
-            .await;
+            let cap = args.max_cost;
+            let made =
+                distill::generate::generate(&ws, teacher, n as usize, &seeds, &ds, registry.clone(), cap, &mut |e| {
+                    consent.ask(e)
+                })
+                .await;
             consent.done("writing new inputs")?;
             let made = made?;
             writeln!(
@@ -90,6 +95,7 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
                 if made.failed.is_empty() { String::new() } else { format!("; {}", made.failed.join("; ")) }
             )?;
             skipped = made.skipped;
+            generation_bound = made.bound_usd;
             made.inputs
         }
         (None, None) => bail!("give --inputs PATH or --generate N"),
@@ -132,7 +138,7 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
     let mut plan = runner::plan(&cases, &[teacher], &hashes, &cache, false);
     let mut estimate = Estimate::of(&ws, &cases, &plan.run);
     let mut held_back = 0;
-    if let Some(cap) = args.max_cost {
+    if let Some(cap) = args.max_cost.map(|c| (c - generation_bound).max(0.0)) {
         while !plan.run.is_empty() && estimate.prompt_usd + estimate.completion_max_usd > cap {
             plan.run.pop();
             held_back += 1;

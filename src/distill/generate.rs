@@ -62,10 +62,14 @@ pub struct Generated {
     pub skipped: Vec<Skipped>,
     pub calls: usize,
     pub failed: Vec<String>,
+    /// The most the generation calls could have cost (the estimate's upper bound over those allowed).
+    pub bound_usd: f64,
 }
 
-/// Asks the teacher for `n` new inputs (up to `ROUNDS` times the calls that needs, replacing rejected ones);
-/// `confirm` sees the estimate of the most calls it may make first.
+/// Asks the teacher for `n` new inputs (up to `ROUNDS` times the calls that needs, replacing rejected ones,
+/// and no more calls than `cap` dollars allow by the estimate's upper bound); `confirm` sees the estimate of
+/// the most calls it may make first.
+#[allow(clippy::too_many_arguments)] // the run's whole context; a struct would only rename it
 pub async fn generate(
     ws: &Workspace,
     teacher: LaneIdx,
@@ -73,20 +77,37 @@ pub async fn generate(
     seeds: &[String],
     ds: &Dataset,
     registry: Registry,
+    cap: Option<f64>,
     confirm: &mut (dyn FnMut(&Estimate) -> bool + Send),
 ) -> Result<Generated, DistillError> {
     let lane = &ws.lanes[teacher];
     let instructions = ws.prompt_text(&lane.prompt).unwrap_or_default().to_string();
     let prompts: Vec<String> = ws.prompts.keys().filter_map(|k| ws.prompt_text(k).map(String::from)).collect();
-    let most = n.div_ceil(PER_CALL) * ROUNDS;
-    let plan: Vec<(LaneIdx, Expect, Ask)> =
+    let mut most = n.div_ceil(PER_CALL) * ROUNDS;
+    let mut plan: Vec<(LaneIdx, Expect, Ask)> =
         (0..most).map(|b| (teacher, Expect::List { seed: b as u64 }, ask(&instructions, seeds, b, PER_CALL))).collect();
+    let bound = |plan: &[(LaneIdx, Expect, Ask)]| {
+        let e = estimate(ws, plan);
+        e.prompt_usd + e.completion_max_usd
+    };
+    if let Some(cap) = cap {
+        while most > 0 && bound(&plan[..most]) > cap {
+            most -= 1;
+        }
+        if most == 0 {
+            return Err(DistillError::Refused(format!(
+                "--max-cost ${cap}: not even one call for new inputs fits (it may cost up to ${:.4})",
+                bound(&plan[..1])
+            )));
+        }
+        plan.truncate(most);
+    }
     if !confirm(&estimate(ws, &plan)) {
         return Err(DistillError::Refused("not confirmed: no paid calls were made".into()));
     }
     let mut cache = JudgeCache::load(&ws.root).map_err(DistillError::Refused)?;
     let hash = lane_hash(ws, lane);
-    let mut out = Generated::default();
+    let mut out = Generated { bound_usd: bound(&plan), ..Generated::default() };
     let mut next = 0;
     while out.inputs.len() < n && next < most {
         let want = (n - out.inputs.len()).div_ceil(PER_CALL).min(most - next);

@@ -52,7 +52,14 @@ pub fn judge(ws: &Workspace, case: &Case, evals: &Evals, job: Job, answer: Answe
         prompt_tokens: answer.prompt_tokens,
         verdicts: Some(&answer.verdicts),
     };
-    let mut checks: Vec<Check> = evals.for_case(case).iter().map(|a| a.check(&observed)).collect();
+    // A pairwise assertion compares a lane with its reference: on the reference lane itself it does not apply.
+    let me = ws.lanes[job.lane].id.as_str();
+    let mut checks: Vec<Check> = evals
+        .for_case(case)
+        .iter()
+        .filter(|a| super::judge::reference_lane(ws, &a.kind).as_deref() != Some(me))
+        .map(|a| a.check(&observed))
+        .collect();
     if let Some(e) = &answer.error {
         checks.insert(0, Check { name: "run".into(), pass: false, weight: 1.0, detail: e.clone() });
     }

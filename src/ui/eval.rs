@@ -105,8 +105,8 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
     let v = &state.eval;
     // The terminal is narrower than a report: headers shorten, and columns that do not fit go, least
     // important first ($/case first: $/1k says the same), rather than being cut at the frame.
-    let (_, rows) = report::table(&d.board);
-    let head = [
+    let (full_head, rows) = report::table(&d.board);
+    let mut head = vec![
         "lane",
         "pass",
         "rate (95% CI)",
@@ -118,9 +118,17 @@ fn board(state: &AppState, frame: &mut Frame, area: Rect, d: &EvalData) {
         "$/1k cases",
         "vs reference",
     ];
+    // With judge assertions the report's table ends with the judge's cost and the pairwise record.
+    let judged = full_head.last() == Some(&"pairwise win/tie/loss");
+    let mut order = vec![0, 1, 2, 6, 7, 8, 5, 9, 3, 4];
+    if judged {
+        head.extend(["judge $", "pairwise W/T/L"]);
+        // Each column's priority (0 kept last): the pairwise record right after the pass rate.
+        order = vec![0, 1, 2, 7, 8, 9, 6, 10, 4, 5, 11, 3];
+    }
     let compact: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| c.replace(" / ", "/")).collect()).collect();
     let width = usize::from(area.width).saturating_sub(1);
-    let table = fit_table(&head, &compact, &compact, &[0, 1, 2, 6, 7, 8, 5, 9, 3, 4], width);
+    let table = fit_table(&head, &compact, &compact, &order, width);
     let mut aligned = table.into_iter().map(|l| format!(" {l}"));
     let mut lines = vec![
         status_line(state, v, d, usize::from(area.width)),
