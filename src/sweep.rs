@@ -181,9 +181,32 @@ pub async fn score(
             answers.insert((job.case, job.lane), *answer);
         }
     };
-    runner::run(ws, &setup.cases, &setup.hashes, plan.run, &limits, registry, CancellationToken::new(), &mut on).await;
+    runner::run(
+        ws,
+        &setup.cases,
+        &setup.hashes,
+        plan.run,
+        &limits,
+        registry.clone(),
+        CancellationToken::new(),
+        &mut on,
+    )
+    .await;
     if done < total {
         bail!("{} of {total} answers did not come back", total - done);
+    }
+    if setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged()) {
+        // A sweep asks nobody: a free judge grades, a paid one waits for `tunebench eval` to be agreed to.
+        let mut free = |e: &crate::eval::Estimate| e.calls == 0;
+        match crate::eval::judge::grade(ws, &setup.cases, &setup.evals, &mut answers, registry, &mut free).await {
+            Ok(g) if g.declined > 0 => log(format!(
+                "the judge's {} paid call(s) were not made: its assertions stay ungraded (`tunebench eval` asks for them)",
+                g.declined
+            )),
+            Ok(g) if g.calls > 0 => log(format!("judge: {} call(s), {} without a verdict", g.calls, g.errors)),
+            Ok(_) => {}
+            Err(e) => log(format!("judge not asked: {e}")),
+        }
     }
     Ok(Scoreboard::build(ws, &setup.cases, &setup.evals, &setup.lanes, answers))
 }
