@@ -16,6 +16,7 @@ mod count;
 pub mod dataset;
 pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod headless;
 mod logits;
 mod run;
@@ -101,6 +102,12 @@ enum Command {
         #[command(flatten)]
         args: distill::DistillArgs,
     },
+    /// An adapter in a form a server takes: `--to gguf-lora` (llama.cpp's `--lora`), with a README.txt.
+    Export {
+        workspace: PathBuf,
+        #[command(flatten)]
+        args: export::ExportArgs,
+    },
     /// The workspace's training examples: stats, split, check, export, import.
     Dataset {
         workspace: PathBuf,
@@ -156,6 +163,7 @@ pub fn main() -> ExitCode {
             }
             Some(Command::Eval { workspace, args }) => eval::main(&workspace, &args).await,
             Some(Command::Distill { workspace, args }) => distill::main(&workspace, &args).await,
+            Some(Command::Export { workspace, args }) => export::run(&workspace, &args),
             Some(Command::Sweep { workspace, args }) => sweep::run(&workspace, &args, Registry::builtin()).await,
             Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => dataset::run(&workspace, action),

@@ -53,6 +53,9 @@ pub const PREFIX: &str = "base_model.model.";
 
 impl Adapter {
     pub fn load(dir: &Path, base: &BaseWeights) -> Result<Self, LoraError> {
+        if dir.is_file() && dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            return super::gguf::load(dir, base);
+        }
         if !dir.is_dir() {
             // The caller names the folder; say what is wrong with it.
             return Err(LoraError::Load(

@@ -3,6 +3,7 @@
 pub mod adapter;
 pub mod config;
 pub mod found;
+pub mod gguf;
 pub mod layer;
 pub mod train;
 

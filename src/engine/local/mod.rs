@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, EngineError, LaneSink, RunRequest, Usage};
 
+pub use arch::gguf_linear_stem;
 pub use cache::KvCache;
 pub use decoder::{
     Activation, Batch, BatchRow, Bias, Cap, Decoder, Family, LayerPlan, Llama, MAX_BATCH, Norm, Ops, Projections,

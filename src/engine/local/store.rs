@@ -48,7 +48,7 @@ impl LoadedModel {
         let stamp = |f: &str| std::fs::metadata(dir.join(f)).ok().map(|m| (m.len(), m.modified().ok()));
         let mtime = Some(format!(
             "{:?}",
-            [stamp("adapter_model.safetensors"), stamp("adapter_config.json"), stamp("tunebench.json")]
+            [stamp("adapter_model.safetensors"), stamp("adapter_config.json"), stamp("tunebench.json"), stamp("")]
         ));
         let mut cache = self.adapters.lock().map_err(|_| poisoned())?;
         if let Some((t, v)) = cache.get(dir)

@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 
 pub use json::Json;
-pub use names::{LayerTensors, LinearTensors, Scheme, TensorNames};
+pub use names::{LayerTensors, LinearTensors, Scheme, TensorNames, gguf_linear_stem};
 
 use super::decoder::{Family, LayerPlan, RopeScaling, RopeSpec};
 use super::weights::{Config, Meta};

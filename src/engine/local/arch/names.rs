@@ -70,6 +70,14 @@ fn gguf_stem(module: &str) -> &'static str {
     }
 }
 
+/// A linear layer's stem in llama.cpp's naming from its PEFT module name (`model.layers.3.self_attn.q_proj`
+/// → `blk.3.attn_q`), as the standard names build it; None for a module outside the blocks or unknown.
+pub fn gguf_linear_stem(module: &str) -> Option<String> {
+    let layer = crate::lora::config::layer_index(module)?;
+    let stem = gguf_stem(module);
+    (stem != "unknown").then(|| format!("blk.{layer}.{stem}"))
+}
+
 impl TensorNames {
     /// The names most families use: pre-norms, the family's modules and biases, q/k norms where it has them.
     /// `tied`: no separate output head. A family with other names edits the result.

@@ -1,0 +1,85 @@
+//! `tunebench export --to gguf-lora`: the adapter written as llama.cpp's GGUF LoRA and read back by tunebench
+//! gives the logits of the PEFT adapter on every family's GGUF fixture (q/k row order, fused modules, the
+//! adapters' scales folded into lora_b); the command writes a README and replaces nothing.
+
+mod support;
+
+use std::process::Command;
+
+use support::families::{Fixture, Form, TOLERANCE, load_form, max_diff, teacher_forced};
+
+const FAMILIES: [&str; 10] =
+    ["llama2", "llama3", "mistral", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "phi4mini"];
+
+fn arch(path: &std::path::Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let c = tunebench::engine::local::read_gguf_content(&mut f, path).unwrap();
+    c.metadata["general.architecture"].to_string().unwrap().clone()
+}
+
+#[test]
+fn a_gguf_lora_read_back_gives_the_peft_adapters_logits_on_every_family() {
+    let dir = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let fx = Fixture::open(family);
+        let m = load_form(&fx, Form::Gguf);
+        let peft = m.with_adapter(&fx.adapter()).unwrap();
+        let read = tunebench::lora::Adapter::load(&fx.adapter(), m.base()).unwrap();
+        let out = dir.path().join(format!("{family}.gguf"));
+        let n = tunebench::lora::gguf::write(&read, &arch(&fx.path(Form::Gguf)), &out).unwrap();
+        assert_eq!(n, read.modules.len(), "{family}");
+        let gguf = m.with_adapter(&out).unwrap_or_else(|e| panic!("{family}: {e}"));
+        assert!(gguf.warnings.is_empty(), "{family}: {:?}", gguf.warnings);
+        let (a, b) = (teacher_forced(&peft.model, &fx.ids), teacher_forced(&gguf.model, &fx.ids));
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = max_diff(&a, &b);
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "{family}: GGUF LoRA vs PEFT adapter logits differ by {diff} (max {scale})"
+        );
+        let want = fx.tensor(&fx.key("logits_adapter", Form::Gguf));
+        assert!(max_diff(&b, want) <= TOLERANCE, "{family}: against transformers + PEFT");
+    }
+}
+
+#[test]
+fn the_command_writes_the_adapter_and_a_readme_and_replaces_nothing() {
+    let fx = Fixture::open("llama3");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let toml = format!(
+        "name = \"x\"\n[prompts.short]\ntext = \"Short.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\nadapter = \"{}\"\n",
+        fx.path(Form::Gguf).display(),
+        fx.adapter().display()
+    );
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(["export", ws.to_str().unwrap(), "--to", "gguf-lora", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let gguf = out.join("adapter.gguf");
+    assert!(gguf.is_file());
+    let readme = std::fs::read_to_string(out.join("README.txt")).unwrap();
+    assert!(readme.contains("llama-server -m") && readme.contains("--lora adapter.gguf"), "{readme}");
+    let bytes = std::fs::read(&gguf).unwrap();
+    let again = run();
+    assert_eq!(again.status.code(), Some(2), "an existing export is not replaced");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists: choose another --out"));
+    assert_eq!(std::fs::read(&gguf).unwrap(), bytes);
+    // A safetensors base has no llama.cpp row order to follow: refused with the reason.
+    let hf = std::fs::read_to_string(ws.join("workspace.toml"))
+        .unwrap()
+        .replace(&fx.path(Form::Gguf).display().to_string(), &fx.path(Form::Safetensors).display().to_string());
+    std::fs::write(ws.join("workspace.toml"), hf).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_tunebench"))
+        .args(["export", ws.to_str().unwrap(), "--to", "gguf-lora", "--out", dir.path().join("o2").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("a GGUF LoRA goes over a GGUF base"));
+}
