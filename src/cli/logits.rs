@@ -14,7 +14,7 @@ pub struct LogitsArgs {
     /// A GGUF file or a safetensors model folder.
     #[arg(long)]
     model: PathBuf,
-    /// A PEFT adapter folder applied to the model.
+    /// A PEFT adapter folder, or a GGUF LoRA file (`tunebench export --to gguf-lora`), applied to the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Comma-separated token ids: the whole input (no BOS, no chat template added).
@@ -58,8 +58,9 @@ pub(super) fn run(a: &LogitsArgs) -> anyhow::Result<ExitCode> {
     let model_path = paths::resolve(&a.model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     if let Some(dir) = &a.adapter
         && !dir.join("adapter_config.json").is_file()
+        && !(dir.is_file() && dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
     {
-        bail!("--adapter: {}: not a PEFT adapter folder (no adapter_config.json)", dir.display());
+        bail!("--adapter: {}: not a PEFT adapter folder (no adapter_config.json) nor a GGUF LoRA file", dir.display());
     }
     // Checked before the weights load: a typo should not cost a model load.
     let ids = match (&a.ids, &a.text) {
