@@ -83,3 +83,59 @@ fn the_command_writes_the_adapter_and_a_readme_and_replaces_nothing() {
         .unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("a GGUF LoRA goes over a GGUF base"));
 }
+
+#[test]
+fn the_vllm_export_copies_the_peft_folder_and_writes_the_serve_command_and_a_lane() {
+    assert_eq!(tunebench::cli::export::vllm_max_rank(16), Some(16));
+    assert_eq!(tunebench::cli::export::vllm_max_rank(17), Some(32));
+    assert_eq!(tunebench::cli::export::vllm_max_rank(300), Some(320));
+    assert_eq!(tunebench::cli::export::vllm_max_rank(513), None);
+    let fx = Fixture::open("qwen2");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let toml = format!(
+        "name = \"x\"\n[prompts.short]\ntext = \"Short.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\nmax_tokens = 99\ntemperature = 0.0\nadapter = \"{}\"\n",
+        fx.path(Form::Safetensors).display(),
+        fx.adapter().display()
+    );
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tunebench"))
+            .args(["export", ws.to_str().unwrap(), "--to", "vllm", "--out", out.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&["--base", "tiny/qwen2"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert_eq!(
+            std::fs::read(out.join("adapter").join(f)).unwrap(),
+            std::fs::read(fx.adapter().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let readme = std::fs::read_to_string(out.join("README.txt")).unwrap();
+    let rank = tunebench::lora::AdapterConfig::parse(
+        &std::fs::read_to_string(fx.adapter().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap()
+    .r;
+    let max = tunebench::cli::export::vllm_max_rank(rank).unwrap();
+    assert!(
+        readme.contains(&format!("vllm serve tiny/qwen2 --enable-lora --max-lora-rank {max} --lora-modules adapter=")),
+        "{readme}"
+    );
+    // The lane snippet is a lane workspace.toml takes: appended, the workspace loads with it.
+    let lane = std::fs::read_to_string(out.join("lane.toml")).unwrap();
+    assert!(lane.contains("model = \"adapter\"") && lane.contains("max_tokens = 99"), "{lane}");
+    let mut with = std::fs::read_to_string(ws.join("workspace.toml")).unwrap();
+    with.push_str(&lane);
+    std::fs::write(ws.join("workspace.toml"), with).unwrap();
+    let loaded = tunebench::workspace::load(&ws).unwrap();
+    assert!(loaded.lanes.iter().any(|l| l.id == "tuned-vllm" && l.backend.is_api()));
+    let again = run(&["--base", "tiny/qwen2"]);
+    assert_eq!(again.status.code(), Some(2), "nothing is replaced");
+}

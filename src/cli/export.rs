@@ -1,5 +1,6 @@
-//! `tunebench export`: an adapter in a form a server takes — so far `gguf-lora`, the GGUF LoRA llama.cpp's
-//! `--lora` loads over the same base GGUF — with a README.txt of what it holds and how to serve it.
+//! `tunebench export`: an adapter in a form a server takes — `gguf-lora`, the GGUF LoRA llama.cpp's `--lora`
+//! loads over the same base GGUF, or `vllm`, the PEFT folder vLLM's `--lora-modules` serves — with a
+//! README.txt of what it holds and how to serve it (and, for vLLM, the lane that talks to it).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,16 @@ use crate::workspace;
 pub enum Target {
     /// A GGUF LoRA adapter for llama.cpp (llama-server / llama-cli `--lora`) over the lane's base GGUF.
     GgufLora,
+    /// The PEFT adapter folder for vLLM (`--enable-lora --lora-modules`), with the serve command and a lane.
+    Vllm,
+}
+
+/// The ranks vLLM's `--max-lora-rank` accepts.
+const VLLM_RANKS: [usize; 8] = [8, 16, 32, 64, 128, 256, 320, 512];
+
+/// The smallest `--max-lora-rank` that serves an adapter of `rank`; None above vLLM's largest.
+pub fn vllm_max_rank(rank: usize) -> Option<usize> {
+    VLLM_RANKS.into_iter().find(|&r| r >= rank)
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -28,6 +39,10 @@ pub struct ExportArgs {
     /// The folder to write into (created; an existing file there is not replaced).
     #[arg(long)]
     pub out: PathBuf,
+    /// vllm: the Hugging Face name (or folder) of the base vLLM serves (default: the adapter's
+    /// base_model_name_or_path).
+    #[arg(long)]
+    pub base: Option<String>,
 }
 
 pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -45,7 +60,8 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
     let model =
         ws.models.get(&lane.model).with_context(|| format!("lane `{}`: no local model `{}`", lane.id, lane.model))?;
     let base_path = crate::engine::local::paths::resolve(&model.path)?;
-    if !base_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    let gguf = base_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if args.to == Target::GgufLora && !gguf {
         bail!(
             "lane `{}`'s model is {} — a GGUF LoRA goes over a GGUF base (llama.cpp loads the adapter's q/k rows in the \
              GGUF's order): point the lane at a GGUF of the same model",
@@ -53,13 +69,18 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
             base_path.display()
         );
     }
-    let mut file = std::fs::File::open(&base_path).with_context(|| base_path.display().to_string())?;
-    let arch = crate::engine::local::read_gguf_content(&mut file, &base_path)?
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .with_context(|| format!("{}: no general.architecture", base_path.display()))?;
+    let arch = if gguf {
+        let mut file = std::fs::File::open(&base_path).with_context(|| base_path.display().to_string())?;
+        crate::engine::local::read_gguf_content(&mut file, &base_path)?
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .with_context(|| format!("{}: no general.architecture", base_path.display()))?
+    } else {
+        String::new()
+    };
+    // Read against the base: an adapter that does not fit the lane's model is refused before anything is written.
     let loaded = crate::engine::local::load(&base_path, &Device::Cpu, None)?;
     let read = crate::lora::Adapter::load(&adapter, loaded.base())
         .map_err(|e| anyhow::anyhow!("adapter {}: {e}", adapter.display()))?;
@@ -70,13 +91,31 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
         );
     }
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
-    let name = format!("{}.gguf", read.name);
-    let out = args.out.join(&name);
-    let readme_path = args.out.join("README.txt");
-    if let Some(there) = [&out, &readme_path].into_iter().find(|p| p.exists()) {
-        bail!("{} exists: choose another --out (nothing is replaced)", there.display());
+    match args.to {
+        Target::GgufLora => gguf_lora(&read, &arch, &base_path, &args.out),
+        Target::Vllm => vllm(&ws, lane, &read, &adapter, args),
     }
-    let modules = crate::lora::gguf::write(&read, &arch, &out)?;
+}
+
+/// Fails when any of `paths` exists: an export never replaces a file.
+fn fresh(paths: &[&Path]) -> anyhow::Result<()> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(there) => bail!("{} exists: choose another --out (nothing is replaced)", there.display()),
+        None => Ok(()),
+    }
+}
+
+fn gguf_lora(
+    read: &crate::lora::Adapter,
+    arch: &str,
+    base_path: &Path,
+    dir: &Path,
+) -> anyhow::Result<std::process::ExitCode> {
+    let name = format!("{}.gguf", read.name);
+    let out = dir.join(&name);
+    let readme_path = dir.join("README.txt");
+    fresh(&[&out, &readme_path])?;
+    let modules = crate::lora::gguf::write(read, arch, &out)?;
     let readme = format!(
         "{name}: the LoRA adapter {} ({modules} modules, rank {}) as a GGUF LoRA for llama.cpp, over the base\n\
          {} (general.architecture = {arch}). Tensors are f32; each module's scale is folded into lora_b so\n\
@@ -84,7 +123,7 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
          Serve it:\n  llama-server -m {} --lora {name}\n\
          or try it:\n  llama-cli -m {} --lora {name} -cnv\n\n\
          In tunebench a lane takes it as its adapter too: adapter = \"{}\".\n",
-        adapter.display(),
+        read.dir.display(),
         read.rank(),
         base_path.display(),
         read.rank(),
@@ -94,5 +133,67 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
     );
     crate::workspace::store::write_atomic(&readme_path, readme.as_bytes())?;
     println!("wrote {} ({modules} modules) and {}", out.display(), readme_path.display());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The adapter's files as PEFT wrote them (vLLM reads PEFT's format), the serve command and a lane.
+fn vllm(
+    ws: &workspace::Workspace,
+    lane: &crate::workspace::LaneSpec,
+    read: &crate::lora::Adapter,
+    adapter: &Path,
+    args: &ExportArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    if !adapter.is_dir() {
+        bail!("--to vllm: {} is not a PEFT adapter folder (vLLM serves PEFT's format)", adapter.display());
+    }
+    let rank = read.rank();
+    let Some(max_rank) = vllm_max_rank(rank) else {
+        bail!(
+            "--to vllm: rank {rank} is above the largest --max-lora-rank vLLM takes ({})",
+            VLLM_RANKS[VLLM_RANKS.len() - 1]
+        );
+    };
+    let base = match (&args.base, &read.config.base_model_name_or_path) {
+        (Some(b), _) => b.clone(),
+        (None, Some(b)) if !b.trim().is_empty() => b.clone(),
+        _ => bail!("--to vllm: the adapter names no base_model_name_or_path: give vLLM's base with --base NAME"),
+    };
+    let folder = args.out.join(&read.name);
+    let (readme_path, lane_path) = (args.out.join("README.txt"), args.out.join("lane.toml"));
+    fresh(&[&folder, &readme_path, &lane_path])?;
+    std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
+    for f in ["adapter_config.json", "adapter_model.safetensors", "tunebench.json"] {
+        let from = adapter.join(f);
+        if from.is_file() {
+            let bytes = std::fs::read(&from).with_context(|| from.display().to_string())?;
+            crate::workspace::store::write_atomic(&folder.join(f), &bytes)?;
+        }
+    }
+    let prompt = ws.prompt_text(&lane.prompt).unwrap_or_default();
+    let s = &lane.sampling;
+    let snippet = format!(
+        "# The adapter served by vLLM, as a lane (append to workspace.toml; the prompt is lane `{}`'s).\n\
+         [[lanes]]\nid = \"{}-vllm\"\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:8000/v1\"\napi_key_env = \"\"\n\
+         model = \"{}\"\nprompt = \"{}\"\nmax_tokens = {}\ntemperature = {}\n",
+        lane.id, lane.id, read.name, lane.prompt, s.max_tokens, s.temperature
+    );
+    let readme = format!(
+        "{}/: the LoRA adapter {} (rank {rank}, {} modules) in PEFT's format, as vLLM serves it over {base}.\n\n\
+         Serve it:\n  vllm serve {base} --enable-lora --max-lora-rank {max_rank} --lora-modules {}={}\n\n\
+         Ask for model \"{}\" (the base answers as \"{base}\"). The lane in lane.toml does, with lane `{}`'s\n\
+         system prompt ({} characters) and sampling; vLLM applies the base's own chat template.\n",
+        read.name,
+        adapter.display(),
+        read.modules.len(),
+        read.name,
+        folder.display(),
+        read.name,
+        lane.id,
+        prompt.chars().count()
+    );
+    crate::workspace::store::write_atomic(&readme_path, readme.as_bytes())?;
+    crate::workspace::store::write_atomic(&lane_path, snippet.as_bytes())?;
+    println!("wrote {}, {} and {}", folder.display(), readme_path.display(), lane_path.display());
     Ok(std::process::ExitCode::SUCCESS)
 }

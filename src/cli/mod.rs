@@ -102,7 +102,8 @@ enum Command {
         #[command(flatten)]
         args: distill::DistillArgs,
     },
-    /// An adapter in a form a server takes: `--to gguf-lora` (llama.cpp's `--lora`), with a README.txt.
+    /// An adapter in a form a server takes: `--to gguf-lora` (llama.cpp's `--lora`) or `vllm` (PEFT folder,
+    /// serve command and lane), with a README.txt.
     Export {
         workspace: PathBuf,
         #[command(flatten)]
