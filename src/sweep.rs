@@ -198,7 +198,9 @@ pub async fn score(
     if setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged()) {
         // A sweep asks nobody: a free judge grades, a paid one waits for `tunebench eval` to be agreed to.
         let mut free = |e: &crate::eval::Estimate| e.calls == 0;
-        match crate::eval::judge::grade(ws, &setup.cases, &setup.evals, &mut answers, registry, &mut free).await {
+        match crate::eval::judge::grade(ws, &setup.cases, &setup.evals, &mut answers, &setup.cache, registry, &mut free)
+            .await
+        {
             Ok(g) if g.declined > 0 => log(format!(
                 "the judge's {} paid call(s) were not made: its assertions stay ungraded (`tunebench eval` asks for them)",
                 g.declined

@@ -6,37 +6,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use support::answers::{AnswerBackend, registry, write_ws};
+use support::answers::{AnswerBackend, Ran, captured, parsed, registry, write_ws};
 use tunebench::cli::distill::{DistillArgs, execute};
-use tunebench::cli::eval::Streams;
-
-fn args(extra: &[&str]) -> DistillArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        a: DistillArgs,
-    }
-    Cli::parse_from(std::iter::once("distill").chain(extra.iter().copied())).a
-}
-
-struct Ran {
-    result: Result<u8, String>,
-    stdout: String,
-    stderr: String,
-}
 
 async fn distill(root: &Path, b: &Arc<AnswerBackend>, a: &[&str], confirm: Option<&str>) -> Ran {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut input = confirm.map(|c| std::io::Cursor::new(c.as_bytes().to_vec()));
-    let streams = Streams {
-        stdout: &mut out,
-        stderr: &mut err,
-        confirm: input.as_mut().map(|i| i as &mut (dyn std::io::BufRead + Send)),
-        tty: false,
-    };
-    let result = execute(root, &args(a), registry(b), streams).await.map_err(|e| format!("{e:#}"));
-    Ran { result, stdout: String::from_utf8(out).unwrap(), stderr: String::from_utf8(err).unwrap() }
+    captured(confirm, async |io| execute(root, &parsed::<DistillArgs>("distill", a), registry(b), io).await).await
 }
 
 /// A workspace of two lanes (the long one teaches) with four test cases, `[dataset]` storing against the

@@ -7,38 +7,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::answers::{AnswerBackend, answers, answers_for, registry, write_ws};
+use support::answers::{AnswerBackend, Ran, answers, answers_for, captured, parsed, registry, write_ws};
 use tunebench::cli::eval::{EvalArgs, Streams, execute};
 use tunebench::engine::Registry;
 use tunebench::workspace::BackendKind;
 
 fn args(extra: &[&str]) -> EvalArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        a: EvalArgs,
-    }
-    Cli::parse_from(std::iter::once("eval").chain(extra.iter().copied())).a
-}
-
-struct Ran {
-    result: Result<u8, String>,
-    stdout: String,
-    stderr: String,
+    parsed("eval", extra)
 }
 
 async fn eval(root: &Path, b: &Arc<AnswerBackend>, a: &[&str], confirm: Option<&str>) -> Ran {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut input = confirm.map(|c| std::io::Cursor::new(c.as_bytes().to_vec()));
-    let streams = Streams {
-        stdout: &mut out,
-        stderr: &mut err,
-        confirm: input.as_mut().map(|i| i as &mut (dyn std::io::BufRead + Send)),
-        tty: false,
-    };
-    let result = execute(root, &args(a), registry(b), streams).await.map_err(|e| format!("{e:#}"));
-    Ran { result, stdout: String::from_utf8(out).unwrap(), stderr: String::from_utf8(err).unwrap() }
+    captured(confirm, async |io| execute(root, &args(a), registry(b), io).await).await
 }
 
 fn lines(stdout: &str) -> Vec<serde_json::Value> {

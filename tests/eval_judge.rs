@@ -7,26 +7,17 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use support::answers::{AnswerBackend, JSON_CASES, registry, write_ws};
+use support::answers::{AnswerBackend, JSON_CASES, captured, parsed, registry, write_ws};
 use tunebench::cli::eval::{EvalArgs, Streams, execute};
 
 fn args(extra: &[&str]) -> EvalArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        a: EvalArgs,
-    }
-    Cli::parse_from(std::iter::once("eval").chain(extra.iter().copied())).a
+    parsed("eval", extra)
 }
 
 async fn eval(root: &Path, b: &Arc<AnswerBackend>, a: &[&str]) -> (Result<u8, String>, Vec<serde_json::Value>, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let streams = Streams { stdout: &mut out, stderr: &mut err, confirm: None, tty: false };
-    let result = execute(root, &args(a), registry(b), streams).await.map_err(|e| format!("{e:#}"));
-    let stdout = String::from_utf8(out).unwrap();
-    let lines = stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
-    (result, lines, String::from_utf8(err).unwrap())
+    let r = captured(None, async |io| execute(root, &args(a), registry(b), io).await).await;
+    let lines = r.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    (r.result, lines, r.stderr)
 }
 
 /// write_ws's two lanes plus a judge lane (priced), with `evals` as evals.toml.

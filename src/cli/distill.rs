@@ -210,17 +210,19 @@ pub async fn execute(path: &Path, args: &DistillArgs, registry: Registry, io: St
         };
         let mut keyed: HashMap<(usize, usize), Answer> = answers.drain().map(|(c, a)| ((c, teacher), a)).collect();
         let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
-        let grading = crate::eval::judge::grade(&ws, &cases, &judged, &mut keyed, registry, &mut |e| consent.ask(e))
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let grading =
+            crate::eval::judge::grade(&ws, &cases, &judged, &mut keyed, &cache, registry, &mut |e| consent.ask(e))
+                .await
+                .map_err(anyhow::Error::msg)?;
         consent.done("the judge's calls (the teacher's answers are cached; rerun to grade them)")?;
         if grading.calls > 0 {
             writeln!(stderr, "judge: {} call(s), {} without a well-formed verdict", grading.calls, grading.errors)?;
         }
         answers = keyed.into_iter().map(|((c, _), a)| (c, a)).collect();
     }
-    let outcome = distill::sort(&ws, &Teacher::new(&ws, lane, &hash), args.filter, &checks, &fresh, &mut answers)?;
+    let mut outcome = distill::sort(&ws, &Teacher::new(&ws, lane, &hash), args.filter, &checks, &fresh, &mut answers)?;
     let mut ds = ds;
+    distill::keep_rejected(&ds, &dir, std::mem::take(&mut outcome.keep_aside))?;
     let (ids, refused) = ds.append_all(split, outcome.kept.iter().map(|(_, x)| x.clone()).collect())?;
     let ran_now = total;
     summary(

@@ -197,10 +197,17 @@ pub async fn execute(path: &Path, args: &EvalArgs, registry: Registry, io: Strea
     }
     if setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged()) {
         let mut consent = Consent::new(args.yes, &mut confirm, &mut *stderr);
-        let grading =
-            crate::eval::judge::grade(&ws, &setup.cases, &setup.evals, &mut answers, registry, &mut |e| consent.ask(e))
-                .await
-                .map_err(anyhow::Error::msg)?;
+        let grading = crate::eval::judge::grade(
+            &ws,
+            &setup.cases,
+            &setup.evals,
+            &mut answers,
+            &setup.cache,
+            registry,
+            &mut |e| consent.ask(e),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         consent.done("the judge's calls (the lanes' answers are cached; rerun to grade them)")?;
         if grading.calls > 0 {
             writeln!(stderr, "judge: {} call(s), {} without a well-formed verdict", grading.calls, grading.errors)?;

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use super::{DistillError, Input, Skipped};
+use super::{Input, Skipped};
+use crate::dataset::DatasetError;
 use crate::dataset::{Dataset, NEAR, Split, in_prompt};
 use crate::engine::{LaneIdx, Registry};
 use crate::eval::judge::{Ask, Expect, JudgeCache, ask_all, cache_key, estimate};
@@ -25,13 +26,13 @@ length, tone, language and difficulty, and include the edge cases the task's ins
 or the instructions' own examples. Reply with only a JSON array of strings, one string per new input, no other text.";
 
 /// The inputs to imitate: `path` (any inputs format), else the train split's inputs.
-pub fn seeds(ds: &Dataset, path: Option<&Path>) -> Result<Vec<String>, DistillError> {
+pub fn seeds(ds: &Dataset, path: Option<&Path>) -> Result<Vec<String>, DatasetError> {
     let seeds: Vec<String> = match path {
         Some(p) => super::inputs::read(p)?.into_iter().map(|i| i.text).collect(),
         None => ds.examples().filter(|(s, ..)| *s == Split::Train).map(|(_, x, _)| x.user().to_string()).collect(),
     };
     if seeds.is_empty() {
-        return Err(DistillError::Refused(
+        return Err(DatasetError::Refused(
             "--generate: no seed inputs to imitate (give --seed-inputs, or add train examples first)".into(),
         ));
     }
@@ -79,7 +80,7 @@ pub async fn generate(
     registry: Registry,
     cap: Option<f64>,
     confirm: &mut (dyn FnMut(&Estimate) -> bool + Send),
-) -> Result<Generated, DistillError> {
+) -> Result<Generated, DatasetError> {
     let lane = &ws.lanes[teacher];
     let instructions = ws.prompt_text(&lane.prompt).unwrap_or_default().to_string();
     let prompts: Vec<String> = ws.prompts.keys().filter_map(|k| ws.prompt_text(k).map(String::from)).collect();
@@ -95,7 +96,7 @@ pub async fn generate(
             most -= 1;
         }
         if most == 0 {
-            return Err(DistillError::Refused(format!(
+            return Err(DatasetError::Refused(format!(
                 "--max-cost ${cap}: not even one call for new inputs fits (it may cost up to ${:.4})",
                 bound(&plan[..1])
             )));
@@ -103,9 +104,9 @@ pub async fn generate(
         plan.truncate(most);
     }
     if !confirm(&estimate(ws, &plan)) {
-        return Err(DistillError::Refused("not confirmed: no paid calls were made".into()));
+        return Err(DatasetError::Refused("not confirmed: no paid calls were made".into()));
     }
-    let mut cache = JudgeCache::load(&ws.root).map_err(DistillError::Refused)?;
+    let mut cache = JudgeCache::load(&ws.root).map_err(DatasetError::Refused)?;
     let hash = lane_hash(ws, lane);
     let mut out = Generated { bound_usd: bound(&plan), ..Generated::default() };
     let mut next = 0;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::DistillError;
+use crate::dataset::DatasetError;
 
 /// One input and where it was read (`file:line`, or the file for a folder's .txt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,26 +14,29 @@ pub struct Input {
 
 /// Reads every input at `path`, in order (a folder's files in natural order). Blank lines and empty files
 /// are not inputs; a JSONL line that is not a record with an input is an error naming its line and field.
-pub fn read(path: &Path) -> Result<Vec<Input>, DistillError> {
-    let meta = std::fs::metadata(path).map_err(|e| DistillError::io(path, e))?;
+pub fn read(path: &Path) -> Result<Vec<Input>, DatasetError> {
+    let meta = std::fs::metadata(path).map_err(|e| DatasetError::io(path, e))?;
     if meta.is_dir() {
         return folder(path);
     }
-    let text = crate::workspace::store::read_text(path).map_err(|e| DistillError::io(path, e))?;
+    let text = crate::workspace::store::read_text(path).map_err(|e| DatasetError::io(path, e))?;
     let jsonl = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let origin = format!("{}:{}", path.display(), i + 1);
-        let text =
-            if jsonl { record_input(line).map_err(|m| DistillError::at(&origin, m))? } else { line.trim().into() };
+        let text = if jsonl {
+            record_input(line).map_err(|m| DatasetError::Invalid { where_: origin.clone(), message: m })?
+        } else {
+            line.trim().into()
+        };
         out.push(Input { text, origin });
     }
     Ok(out)
 }
 
-fn folder(dir: &Path) -> Result<Vec<Input>, DistillError> {
+fn folder(dir: &Path) -> Result<Vec<Input>, DatasetError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DistillError::io(dir, e))?
+        .map_err(|e| DatasetError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("txt"))
@@ -41,11 +44,11 @@ fn folder(dir: &Path) -> Result<Vec<Input>, DistillError> {
         .collect();
     files.sort_by_cached_key(|p| crate::lora::found::natural(&p.to_string_lossy()));
     if files.is_empty() {
-        return Err(DistillError::Refused(format!("{}: no .txt files (one input per file)", dir.display())));
+        return Err(DatasetError::Refused(format!("{}: no .txt files (one input per file)", dir.display())));
     }
     let mut out = Vec::new();
     for f in files {
-        let text = crate::workspace::store::read_text(&f).map_err(|e| DistillError::io(&f, e))?;
+        let text = crate::workspace::store::read_text(&f).map_err(|e| DatasetError::io(&f, e))?;
         if !text.trim().is_empty() {
             out.push(Input { text: text.trim().to_string(), origin: f.display().to_string() });
         }

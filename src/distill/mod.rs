@@ -7,9 +7,9 @@ pub mod inputs;
 mod sort;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::dataset::{Dataset, Example, Meta, Split, jaccard, normalized, shingles};
+use crate::dataset::{Dataset, DatasetError, Example, Meta, Split, jaccard, normalized, shingles};
 use crate::eval::{Assertion, Case, Kind};
 use crate::metrics::history::sha256_hex;
 use crate::workspace::{LaneSpec, Workspace};
@@ -22,31 +22,6 @@ pub const REJECTED_FILE: &str = "rejected.jsonl";
 
 /// `meta.source` of a distilled example (F3 filters on it).
 pub const SOURCE: &str = "distill";
-
-#[derive(Debug, thiserror::Error)]
-pub enum DistillError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record in an inputs file is wrong: `where_` is `file:line`.
-    #[error("{where_}: {message}")]
-    Invalid { where_: String, message: String },
-    #[error("{0}")]
-    Refused(String),
-}
-
-impl DistillError {
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
-    }
-
-    pub fn at(where_: &str, message: impl Into<String>) -> Self {
-        Self::Invalid { where_: where_.to_string(), message: message.into() }
-    }
-}
 
 /// Which answers become examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -215,12 +190,12 @@ fn now_ms() -> u64 {
 
 /// The rejected answers already kept for this teacher configuration (by normalised input), so that a rerun,
 /// which reads the teacher's answers from the cache, does not keep them twice.
-pub fn rejected_before(dir: &Path, teacher_hash: &str) -> Result<HashSet<String>, DistillError> {
+pub fn rejected_before(dir: &Path, teacher_hash: &str) -> Result<HashSet<String>, DatasetError> {
     let path = dir.join(REJECTED_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
-        Err(e) => return Err(DistillError::io(&path, e)),
+        Err(e) => return Err(DatasetError::io(&path, e)),
     };
     let (entries, _) = crate::dataset::parse_lines(&bytes, Split::Train);
     Ok(entries
@@ -235,7 +210,7 @@ pub fn rejected_before(dir: &Path, teacher_hash: &str) -> Result<HashSet<String>
 }
 
 /// Appends rejected answers to rejected.jsonl (one fsync'd write), with ids the dataset does not use.
-pub fn keep_rejected(ds: &Dataset, dir: &Path, mut xs: Vec<Example>) -> Result<(), DistillError> {
+pub fn keep_rejected(ds: &Dataset, dir: &Path, mut xs: Vec<Example>) -> Result<(), DatasetError> {
     if xs.is_empty() {
         return Ok(());
     }
@@ -249,7 +224,7 @@ pub fn keep_rejected(ds: &Dataset, dir: &Path, mut xs: Vec<Example>) -> Result<(
     }
     let path = dir.join(REJECTED_FILE);
     crate::workspace::store::append_line(&path, text.trim_end_matches('\n'))
-        .map_err(|e| DistillError::Refused(format!("{}: {e}", path.display())))?;
+        .map_err(|e| DatasetError::Refused(format!("{}: {e}", path.display())))?;
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
-use super::{DistillError, Filter, Input, Teacher};
-use crate::dataset::{Dataset, Example, normalized};
+use super::{Filter, Input, Teacher};
+use crate::dataset::DatasetError;
+use crate::dataset::{Example, normalized};
 use crate::eval::Answer;
 use crate::eval::assert::Observed;
 use crate::workspace::Workspace;
@@ -16,10 +17,12 @@ pub struct Outcome {
     /// Rejected now, already in rejected.jsonl from an earlier run of the same teacher.
     pub rejected_before: usize,
     pub failed: Vec<(Input, String)>,
+    /// The rejected answers not yet in rejected.jsonl, as the examples to keep aside there.
+    pub keep_aside: Vec<Example>,
 }
 
-/// Applies the filter to every answer, keeps the rejected ones in rejected.jsonl (once per teacher
-/// configuration), and returns what became of each input.
+/// Applies the filter to every answer and returns what became of each input, with the rejected answers that
+/// rejected.jsonl lacks (once per teacher configuration) for the caller to keep aside.
 pub fn sort(
     ws: &Workspace,
     teacher: &Teacher<'_>,
@@ -27,11 +30,10 @@ pub fn sort(
     checks: &[crate::eval::Assertion],
     inputs: &[Input],
     answers: &mut HashMap<usize, Answer>,
-) -> Result<Outcome, DistillError> {
+) -> Result<Outcome, DatasetError> {
     let dir = ws.dataset_dir();
     let before = super::rejected_before(&dir, teacher.hash)?;
     let mut out = Outcome::default();
-    let mut rejected = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         let Some(a) = answers.remove(&i) else { continue };
         if let Some(e) = a.error {
@@ -76,11 +78,9 @@ pub fn sort(
             out.rejected_before += 1;
         } else {
             extra.push(("rejected_because", why.clone().into()));
-            rejected.push(teacher.example(ws, input, &a.output, &extra));
+            out.keep_aside.push(teacher.example(ws, input, &a.output, &extra));
         }
         out.rejected.push((input.clone(), why));
     }
-    let ds = Dataset::load(&dir).map_err(|e| DistillError::Refused(e.to_string()))?;
-    super::keep_rejected(&ds, &dir, rejected)?;
     Ok(out)
 }

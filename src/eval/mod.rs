@@ -170,7 +170,8 @@ impl Setup {
     pub fn cached_board(&self, ws: &Workspace) -> Scoreboard {
         let mut answers = self.plan(false).cached.into_iter().map(|(j, a)| ((j.case, j.lane), a)).collect();
         // An unreadable judge cache leaves the judge's assertions ungraded, which their checks say.
-        let _ = judge::cached(ws, &self.cases, &self.evals, &mut answers);
+        let judge_cache = judge::JudgeCache::load(&ws.root).unwrap_or_default();
+        judge::cached(ws, &self.cases, &self.evals, &mut answers, &self.cache, &judge_cache);
         Scoreboard::build(ws, &self.cases, &self.evals, &self.lanes, answers)
     }
 }

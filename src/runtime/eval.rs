@@ -76,8 +76,10 @@ pub fn start(
         let judged = setup.evals.all.iter().chain(setup.evals.by_case.values().flatten()).any(|a| a.kind.is_judged());
         let mut cached: HashMap<(usize, LaneIdx), Answer> =
             plan.cached.iter().map(|(j, a)| ((j.case, j.lane), a.clone())).collect();
+        // Read once: the scoreboard sent after each answer takes the verdicts cached so far from it.
+        let judge_cache = crate::eval::judge::JudgeCache::load(&ws.root).unwrap_or_default();
         let judge_missing = if judged {
-            crate::eval::judge::cached(&ws, &setup.cases, &setup.evals, &mut cached).unwrap_or(0)
+            crate::eval::judge::cached(&ws, &setup.cases, &setup.evals, &mut cached, &setup.cache, &judge_cache)
         } else {
             0
         };
@@ -111,7 +113,7 @@ pub fn start(
                 // The scoreboard as it stands, failed runs included (they are never cached, but they happened).
                 let mut now = answers.clone();
                 if judged {
-                    let _ = crate::eval::judge::cached(&ws, cases, evals, &mut now);
+                    crate::eval::judge::cached(&ws, cases, evals, &mut now, cache, &judge_cache);
                 }
                 let board = Scoreboard::build(&ws, cases, evals, lanes, now);
                 let from = assertions_from(evals);
@@ -133,7 +135,7 @@ pub fn start(
         if judged && !cancel.is_cancelled() {
             // Paid judge calls run only when the user agreed to paid calls for this run.
             let mut agree = |e: &Estimate| e.calls == 0 || consent.confirmed;
-            match crate::eval::judge::grade(&ws, cases, evals, &mut answers, registry, &mut agree).await {
+            match crate::eval::judge::grade(&ws, cases, evals, &mut answers, cache, registry, &mut agree).await {
                 Ok(g) if g.declined > 0 => msg.push_str(&format!(
                     "; the judge's {} paid call(s) were not made (`tunebench eval` asks for them)",
                     g.declined

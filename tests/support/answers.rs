@@ -157,3 +157,36 @@ pub fn registry(b: &Arc<AnswerBackend>) -> Registry {
 pub fn answers_for(input: &str) -> Result<String, String> {
     Ok(JSON_CASES.iter().find(|(_, i, _)| input.starts_with(i)).unwrap().2.into())
 }
+
+// ---- running a command in-process, as the eval and distill tests do ----
+
+/// A command's arguments as clap parses them after its name.
+pub fn parsed<A: clap::Args>(name: &str, extra: &[&str]) -> A {
+    let cmd = A::augment_args(clap::Command::new("tunebench"));
+    A::from_arg_matches(&cmd.get_matches_from(std::iter::once(name).chain(extra.iter().copied()))).unwrap()
+}
+
+/// What a command run in-process returned and printed.
+pub struct Ran {
+    pub result: Result<u8, String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command with its output captured; `confirm` is what a person types at its question (None: no
+/// terminal to ask on).
+pub async fn captured(
+    confirm: Option<&str>,
+    run: impl for<'x> AsyncFnOnce(tunebench::cli::eval::Streams<'x>) -> anyhow::Result<u8>,
+) -> Ran {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut input = confirm.map(|c| std::io::Cursor::new(c.as_bytes().to_vec()));
+    let streams = tunebench::cli::eval::Streams {
+        stdout: &mut out,
+        stderr: &mut err,
+        confirm: input.as_mut().map(|i| i as &mut (dyn std::io::BufRead + Send)),
+        tty: false,
+    };
+    let result = run(streams).await.map_err(|e| format!("{e:#}"));
+    Ran { result, stdout: String::from_utf8(out).unwrap(), stderr: String::from_utf8(err).unwrap() }
+}

@@ -105,7 +105,8 @@ pub async fn calibrate(
         file: evals.file.clone(),
         judge: evals.judge.clone(),
     };
-    let grading = grade(ws, &cases, &only, &mut answers, registry, confirm).await?;
+    // No pairwise here: no lane's answers are needed from the eval cache.
+    let grading = grade(ws, &cases, &only, &mut answers, &crate::eval::Cache::default(), registry, confirm).await?;
     let agreements = checks
         .iter()
         .map(|a| {

@@ -161,8 +161,8 @@ fn plan_of(
     cases: &[Case],
     evals: &Evals,
     answers: &HashMap<(usize, LaneIdx), Answer>,
-) -> Result<Plan, String> {
-    let eval_cache = crate::eval::Cache::load(&ws.root).map_err(|e| e.to_string())?;
+    eval_cache: &crate::eval::Cache,
+) -> Plan {
     let mut plan = Plan::new();
     let mut refs: HashMap<(usize, String), Option<Answer>> = HashMap::new();
     let mut keys: Vec<(usize, LaneIdx)> = answers.keys().copied().collect();
@@ -177,7 +177,7 @@ fn plan_of(
             let ref_answer = match &reference {
                 Some(r) => refs
                     .entry((ci, r.clone()))
-                    .or_insert_with(|| reference_answer(ws, answers, &eval_cache, ci, r, case))
+                    .or_insert_with(|| reference_answer(ws, answers, eval_cache, ci, r, case))
                     .clone(),
                 None => None,
             };
@@ -186,7 +186,7 @@ fn plan_of(
             plan.push((ci, lane, a.kind.clone(), asks(ws, evals, &a.kind, &item)));
         }
     }
-    Ok(plan)
+    plan
 }
 
 /// The calls the cache lacks, each once (lanes that answered alike share a prompt).
@@ -233,34 +233,37 @@ fn attach(
     }
 }
 
-/// The verdicts the judge cache already holds, put on `answers` without asking anything (what F9 shows
-/// before a run); returns how many judge calls are still missing.
+/// The verdicts `judge_cache` already holds, put on `answers` without asking anything (what F9 shows before
+/// and during a run); returns how many judge calls are still missing. `eval_cache` gives pairwise
+/// references no lane of `answers` answered.
 pub fn cached(
     ws: &Workspace,
     cases: &[Case],
     evals: &Evals,
     answers: &mut HashMap<(usize, LaneIdx), Answer>,
-) -> Result<usize, String> {
-    let cache = JudgeCache::load(&ws.root)?;
-    let plan = plan_of(ws, cases, evals, answers)?;
-    let missing = missing_of(ws, &plan, &cache).len();
-    attach(ws, plan, &cache, &HashMap::new(), answers);
-    Ok(missing)
+    eval_cache: &crate::eval::Cache,
+    judge_cache: &JudgeCache,
+) -> usize {
+    let plan = plan_of(ws, cases, evals, answers, eval_cache);
+    let missing = missing_of(ws, &plan, judge_cache).len();
+    attach(ws, plan, judge_cache, &HashMap::new(), answers);
+    missing
 }
 
 /// Grades every judge assertion on every answer: verdicts land in `answers` (each answer's `verdicts`, by
-/// judge id). The calls the cache lacks run once `confirm` has seen their estimate and agreed (false: none
+/// judge id; `eval_cache` as in `cached`). The calls the cache lacks run once `confirm` has seen their estimate and agreed (false: none
 /// are made, and those verdicts stay ungraded).
 pub async fn grade(
     ws: &Workspace,
     cases: &[Case],
     evals: &Evals,
     answers: &mut HashMap<(usize, LaneIdx), Answer>,
+    eval_cache: &crate::eval::Cache,
     registry: Registry,
     confirm: &mut (dyn FnMut(&crate::eval::Estimate) -> bool + Send),
 ) -> Result<Grading, String> {
     let mut cache = JudgeCache::load(&ws.root)?;
-    let plan = plan_of(ws, cases, evals, answers)?;
+    let plan = plan_of(ws, cases, evals, answers, eval_cache);
     let missing = missing_of(ws, &plan, &cache);
     let mut grading = Grading::default();
     let mut failures = HashMap::new();
