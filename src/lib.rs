@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod distill;
 pub mod engine;
 pub mod eval;
+pub mod export;
 pub mod lora;
 pub mod metrics;
 pub mod runtime;

@@ -93,9 +93,12 @@ pub fn variants() -> Vec<Reference> {
 /// there), and llama.cpp's load time (`load_time`).
 pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usize) -> Result<(Run, Info)> {
     let time = Path::new("/usr/bin/time");
+    let ngl = if crate::measure::device_spec() == "cpu" { "0" } else { "99" };
     let args = [
         "-m".to_string(),
         path.display().to_string(),
+        "-ngl".into(),
+        ngl.into(),
         "-t".into(),
         threads.to_string(),
         "-p".into(),

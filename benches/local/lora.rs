@@ -38,7 +38,7 @@ pub fn write_random(base: &tunebench::engine::local::BaseWeights, dir: &Path) ->
 
 /// The LoRA line of the report.
 pub fn run(path: &Path, prompt: usize) -> Result<String> {
-    let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
+    let m = load(path, &crate::measure::device()?, None).with_context(|| format!("loading {}", path.display()))?;
     let base = m.base().clone();
     let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
     let count = write_random(&base, &dir)?;
@@ -73,9 +73,11 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
     let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     let (b, a) = (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect()));
     Ok(format!(
-        "LoRA r=16 on all {count} linear layers of SmolLM2 (unmerged), decode of {DECODE} tokens after a {prompt}-token \
+        "LoRA r=16 on all {count} linear layers of {} (unmerged, {}), decode of {DECODE} tokens after a {prompt}-token \
          prompt, {TURNS} turns each taking turns in one process (medians): base lane {b:.1} tok/s, adapter lane {a:.1} \
          tok/s, **{:.2}×** (median of the turns' ratios; {lo:.2}–{hi:.2})\n",
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        crate::measure::device_spec(),
         median(ratios)
     ))
 }

@@ -7,7 +7,10 @@
 //! against its faster (scripts/bench --build-llama builds them; `variants` times all four on the Q4_1 file). Run: `cargo bench --bench local [-- WORDS]` (or scripts/bench): words
 //! name sections (smollm2, qwen2, lora; `variants` times the llama.cpp builds and picks the default) and
 //! formats (Q4_0 Q4_1 Q8_0 Q4_K_M); no section word: smollm2 qwen2 lora batch (`batch`: lanes batched on one
-//! base through the real worker, issue 18's targets). BENCH_REPS=0 only makes the files.
+//! base through the real worker, issue 18's targets). BENCH_REPS=0 only makes the files. `gpu` (with
+//! BENCH_DEVICE=cuda:0 and LLAMA_BENCH naming a CUDA build): SmolLM2-135M's and Qwen2.5-0.5B's shapes with
+//! random weights, and the LoRA line on the first, tunebench on that device and llama.cpp with every layer
+//! offloaded — what a GPU machine sent only the binaries can run.
 
 mod batch;
 mod llama;
@@ -25,7 +28,7 @@ use anyhow::{Context, Result};
 const PROMPT: usize = 512;
 const GEN: usize = 128;
 const FORMATS: [&str; 4] = ["Q4_0", "Q4_1", "Q8_0", "Q4_K_M"];
-const SECTIONS: [&str; 5] = ["smollm2", "qwen2", "lora", "batch", "variants"];
+const SECTIONS: [&str; 6] = ["smollm2", "qwen2", "lora", "batch", "variants", "gpu"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,7 +66,7 @@ fn sections(args: &[String]) -> Result<()> {
         anyhow::bail!("unknown word `{w}`: sections are {SECTIONS:?}, formats {FORMATS:?}");
     }
     let named = words.iter().any(|w| SECTIONS.contains(w));
-    let run = |s: &str| words.contains(&s) || (!named && s != "variants");
+    let run = |s: &str| words.contains(&s) || (!named && s != "variants" && s != "gpu");
     let formats: Vec<&'static str> =
         FORMATS.iter().copied().filter(|f| words.contains(f) || !words.iter().any(|w| FORMATS.contains(w))).collect();
     let threads = threads()?;
@@ -88,6 +91,12 @@ fn sections(args: &[String]) -> Result<()> {
     if run("qwen2") {
         files.extend(models::qwen2(&formats.iter().copied().filter(|f| *f != "Q4_1").collect::<Vec<_>>())?);
     }
+    if run("gpu") {
+        // No shipped file on a GPU machine that is sent only the bench: SmolLM2's shape with random weights.
+        let smol = random_gguf::SMOLLM2_135M;
+        files.extend(models::random(smol, "SmolLM2-135M", &formats)?);
+        files.extend(models::qwen2(&formats.iter().copied().filter(|f| *f != "Q4_1").collect::<Vec<_>>())?);
+    }
     if runs == 0 {
         // BENCH_REPS=0: only make the files.
         for f in &files {
@@ -95,7 +104,18 @@ fn sections(args: &[String]) -> Result<()> {
             println!("{} {}: {} ({mix}; {mb:.0} MB)", f.model, f.format, f.path.display());
         }
     } else if !files.is_empty() {
+        let device = measure::device_spec();
+        if device != "cpu" {
+            report.push_str(&format!("tunebench on BENCH_DEVICE={device}; llama-bench -ngl 99.\n\n"));
+        }
         report.push_str(&table(&files, threads, runs)?);
+    }
+    if run("gpu") {
+        let (smol, _) =
+            random_gguf::SMOLLM2_135M.cached(candle_core::quantized::GgmlDType::Q8_0, &models::cache_dir())?;
+        let text = lora::run(&smol, PROMPT)?;
+        println!("{text}");
+        report.push_str(&format!("\n{text}"));
     }
     if run("lora") {
         let text = lora::run(&shipped, PROMPT)?;

@@ -40,10 +40,15 @@ pub fn prefill(model: &Llama, prompt: &[u32]) -> Result<f64> {
     let mut cache = model.new_cache(prompt.len() + 1)?;
     let t = Instant::now();
     let mut pos = 0;
+    let mut last = None;
     while pos < prompt.len() {
         let end = (pos + PREFILL_CHUNK).min(prompt.len());
-        model.forward_last(&prompt[pos..end], pos, &mut cache)?;
+        last = Some(model.forward_last(&prompt[pos..end], pos, &mut cache)?);
         pos = end;
+    }
+    // A GPU queues its work: reading one value back waits for the whole prefill.
+    if let Some(logits) = last {
+        logits.argmax(0)?.to_scalar::<u32>()?;
     }
     Ok(prompt.len() as f64 / t.elapsed().as_secs_f64())
 }
@@ -74,8 +79,9 @@ pub fn once(path: &Path, prompt: usize, steps: usize) -> Result<Run> {
     if prompt == 0 {
         bail!("a run needs a prompt of at least one token");
     }
+    let device = device()?;
     let t = Instant::now();
-    let m = load(path, &Device::Cpu, None).with_context(|| format!("loading {}", path.display()))?;
+    let m = load(path, &device, None).with_context(|| format!("loading {}", path.display()))?;
     let load_s = t.elapsed().as_secs_f64();
     let ids = prompt_ids(prompt, m.base().cfg.vocab);
     prefill(&m.plain, &ids)?;
@@ -83,6 +89,17 @@ pub fn once(path: &Path, prompt: usize, steps: usize) -> Result<Run> {
     let pp = prefill(&m.plain, &ids)?;
     let tg = decode(&m.plain, ids[0], steps)?;
     Ok(Run { load_s: Some(load_s), pp, tg, rss_mb: peak_rss_mb(), weights: m.base().format.clone() })
+}
+
+/// BENCH_DEVICE (`cpu`, `cuda:N`, `metal`, `auto`; default `cpu`): where tunebench's side runs, as a
+/// lane's `device` says it; llama-bench then offloads every layer (`-ngl 99`) when it is not the CPU.
+pub fn device() -> Result<Device> {
+    let spec = device_spec();
+    Ok(tunebench::engine::local::pick_device(&spec).with_context(|| format!("BENCH_DEVICE={spec}"))?.1)
+}
+
+pub fn device_spec() -> String {
+    std::env::var("BENCH_DEVICE").unwrap_or_else(|_| "cpu".to_string())
 }
 
 /// This process's peak resident set (VmHWM), MB; None off Linux.

@@ -15,7 +15,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use sha2::{Digest, Sha256};
 
-use crate::random_gguf::QWEN25_05B;
+use crate::random_gguf::{QWEN25_05B, Shape};
 
 /// Bumped whenever the F16 writer changes what it writes.
 const F16_WRITER: &str = "bench f16-from-gguf v1";
@@ -72,7 +72,12 @@ pub fn smollm2(shipped: &Path, formats: &[&'static str]) -> Result<Vec<BenchFile
 
 /// The Qwen2.5-0.5B-shape rows among `formats`.
 pub fn qwen2(formats: &[&'static str]) -> Result<Vec<BenchFile>> {
-    let shape = QWEN25_05B;
+    random(QWEN25_05B, "Qwen2.5-0.5B", formats)
+}
+
+/// Random-weight files of `shape` in `formats` (Q4_0 and Q8_0 written here; the rest by llama-quantize from
+/// an F16 file when it is built, else left out, said on stderr).
+pub fn random(shape: Shape, label: &str, formats: &[&'static str]) -> Result<Vec<BenchFile>> {
     let mut out = Vec::new();
     for &format in formats {
         let path = match format {
@@ -90,7 +95,7 @@ pub fn qwen2(formats: &[&'static str]) -> Result<Vec<BenchFile>> {
                 quantized(&q, &f16, format)?
             }
         };
-        let model = format!("Qwen2.5-0.5B shape, random weights ({:.0}M)", shape.params() as f64 / 1e6);
+        let model = format!("{label} shape, random weights ({:.0}M)", shape.params() as f64 / 1e6);
         out.push(BenchFile { model, format, path });
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! `tunebench export`: an adapter in a form a server takes — `gguf-lora`, the GGUF LoRA llama.cpp's `--lora`
-//! loads over the same base GGUF, or `vllm`, the PEFT folder vLLM's `--lora-modules` serves — with a
-//! README.txt of what it holds and how to serve it (and, for vLLM, the lane that talks to it).
+//! loads over the same base GGUF; `merged`, base and adapter as one model (GGUF, or safetensors from a Hugging
+//! Face folder); `ollama`, a Modelfile over either; `vllm`, the PEFT folder vLLM's `--lora-modules` serves —
+//! each with a README.txt of what it holds and how to serve it.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,11 @@ use crate::workspace;
 pub enum Target {
     /// A GGUF LoRA adapter for llama.cpp (llama-server / llama-cli `--lora`) over the lane's base GGUF.
     GgufLora,
+    /// Base + adapter merged: a GGUF (--quant) from a GGUF base, safetensors from a Hugging Face folder (the
+    /// lane's model, or --base DIR).
+    Merged,
+    /// An Ollama Modelfile (FROM, ADAPTER or a merged GGUF, TEMPLATE, stops, SYSTEM, sampling).
+    Ollama,
     /// The PEFT adapter folder for vLLM (`--enable-lora --lora-modules`), with the serve command and a lane.
     Vllm,
 }
@@ -40,9 +46,12 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// vllm: the Hugging Face name (or folder) of the base vLLM serves (default: the adapter's
-    /// base_model_name_or_path).
+    /// base_model_name_or_path). merged: a Hugging Face folder of the lane's model, merged into safetensors.
     #[arg(long)]
     pub base: Option<String>,
+    /// merged / ollama: the merged GGUF's weight types.
+    #[arg(long, value_enum, default_value = "q8_0")]
+    pub quant: crate::export::merged::Quant,
 }
 
 pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -61,11 +70,12 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
         ws.models.get(&lane.model).with_context(|| format!("lane `{}`: no local model `{}`", lane.id, lane.model))?;
     let base_path = crate::engine::local::paths::resolve(&model.path)?;
     let gguf = base_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-    if args.to == Target::GgufLora && !gguf {
+    if matches!(args.to, Target::GgufLora | Target::Ollama) && !gguf {
         bail!(
-            "lane `{}`'s model is {} — a GGUF LoRA goes over a GGUF base (llama.cpp loads the adapter's q/k rows in the \
-             GGUF's order): point the lane at a GGUF of the same model",
+            "lane `{}`'s model is {} — {} over a GGUF base (llama.cpp loads the adapter's q/k rows in the GGUF's \
+             order): point the lane at a GGUF of the same model",
             lane.id,
+            if args.to == Target::Ollama { "Ollama runs GGUF models, its adapters" } else { "a GGUF LoRA goes" },
             base_path.display()
         );
     }
@@ -93,12 +103,14 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
     match args.to {
         Target::GgufLora => gguf_lora(&read, &arch, &base_path, &args.out),
+        Target::Merged => super::export_merged::merged(&read, &adapter, &base_path, gguf, args),
+        Target::Ollama => super::export_merged::ollama(&ws, lane, &read, &arch, &base_path, args),
         Target::Vllm => vllm(&ws, lane, &read, &adapter, args),
     }
 }
 
 /// Fails when any of `paths` exists: an export never replaces a file.
-fn fresh(paths: &[&Path]) -> anyhow::Result<()> {
+pub(super) fn fresh(paths: &[&Path]) -> anyhow::Result<()> {
     match paths.iter().find(|p| p.exists()) {
         Some(there) => bail!("{} exists: choose another --out (nothing is replaced)", there.display()),
         None => Ok(()),

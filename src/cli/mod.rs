@@ -17,6 +17,7 @@ pub mod dataset;
 pub mod distill;
 pub mod eval;
 pub mod export;
+mod export_merged;
 pub mod headless;
 mod logits;
 mod run;

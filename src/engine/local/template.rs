@@ -78,6 +78,11 @@ impl ChatTemplate {
         Ok(Self { env, fallback })
     }
 
+    /// Whether the template's source calls `name` (e.g. `strftime_now`: it prints today's date).
+    pub fn source_calls(&self, name: &str) -> bool {
+        self.env.get_template("chat").is_ok_and(|t| t.source().contains(name))
+    }
+
     /// A visible note when the model had no template of its own.
     pub fn warning(&self) -> Option<String> {
         self.fallback.map(|n| format!("the model has no chat template; using the `{n}` template"))
