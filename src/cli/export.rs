@@ -52,9 +52,27 @@ pub struct ExportArgs {
     /// merged / ollama: the merged GGUF's weight types.
     #[arg(long, value_enum, default_value = "q8_0")]
     pub quant: crate::export::merged::Quant,
+    /// Serve the export (gguf-lora, or a merged GGUF) with llama-server and run the test cases through it and
+    /// through the in-process adapter lane; exit 1 when they part (an export already in --out is verified
+    /// as it is, not rewritten).
+    #[arg(long)]
+    pub verify: bool,
+    /// --verify: the llama-server binary (default: TUNEBENCH_LLAMA_SERVER, else scripts/build-llama-cpp
+    /// --server's ~/.cache/tunebench/llama.cpp/server/bin/llama-server).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// --verify: only the first N test cases.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// --verify: the least share of cases whose two answers agree on their first 16 tokens.
+    #[arg(long, default_value_t = 0.9)]
+    pub min_agree: f64,
+    /// --verify: the most the served pass rate may fall under the in-process one (0.05 = 5 points).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_drop: f64,
 }
 
-pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitCode> {
     let ws = workspace::load(path)?;
     let lane = match &args.lane {
         Some(id) => ws.lane(id).with_context(|| format!("no lane `{id}` in {}", ws.file.display()))?,
@@ -101,12 +119,37 @@ pub fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process::ExitC
         );
     }
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
-    match args.to {
-        Target::GgufLora => gguf_lora(&read, &arch, &base_path, &args.out),
-        Target::Merged => super::export_merged::merged(&read, &adapter, &base_path, gguf, args),
-        Target::Ollama => super::export_merged::ollama(&ws, lane, &read, &arch, &base_path, args),
-        Target::Vllm => vllm(&ws, lane, &read, &adapter, args),
+    // What llama-server serves for --verify: the model, and the adapter over it.
+    let served = match args.to {
+        Target::GgufLora => Some((base_path.clone(), Some(args.out.join(format!("{}.gguf", read.name))))),
+        Target::Merged if gguf && args.base.is_none() => {
+            Some((args.out.join(format!("{}-merged-{}.gguf", read.name, args.quant.label())), None))
+        }
+        _ => None,
+    };
+    if args.verify && served.is_none() {
+        bail!(
+            "--verify serves a GGUF export with llama-server: --to gguf-lora, or --to merged from a GGUF base \
+             (vLLM and Ollama are not run here; the Ollama export's ADAPTER is the gguf-lora file)"
+        );
     }
+    let exported = served.as_ref().map(|(m, l)| l.as_ref().unwrap_or(m).clone());
+    let existing = args.verify && exported.as_ref().is_some_and(|p| p.is_file());
+    if existing {
+        eprintln!("verifying the export already in {} (nothing is rewritten)", args.out.display());
+    } else {
+        let code = match args.to {
+            Target::GgufLora => gguf_lora(&read, &arch, &base_path, &args.out),
+            Target::Merged => super::export_merged::merged(&read, &adapter, &base_path, gguf, args),
+            Target::Ollama => super::export_merged::ollama(&ws, lane, &read, &arch, &base_path, args),
+            Target::Vllm => vllm(&ws, lane, &read, &adapter, args),
+        }?;
+        if !args.verify {
+            return Ok(code);
+        }
+    }
+    let Some((model, lora)) = served else { return Ok(std::process::ExitCode::SUCCESS) };
+    super::export_verify::verify(&ws, lane, &base_path, &model, lora.as_deref(), args).await
 }
 
 /// Fails when any of `paths` exists: an export never replaces a file.

@@ -18,6 +18,7 @@ pub mod distill;
 pub mod eval;
 pub mod export;
 mod export_merged;
+mod export_verify;
 pub mod headless;
 mod logits;
 mod run;
@@ -165,7 +166,7 @@ pub fn main() -> ExitCode {
             }
             Some(Command::Eval { workspace, args }) => eval::main(&workspace, &args).await,
             Some(Command::Distill { workspace, args }) => distill::main(&workspace, &args).await,
-            Some(Command::Export { workspace, args }) => export::run(&workspace, &args),
+            Some(Command::Export { workspace, args }) => export::run(&workspace, &args).await,
             Some(Command::Sweep { workspace, args }) => sweep::run(&workspace, &args, Registry::builtin()).await,
             Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => dataset::run(&workspace, action),
