@@ -89,11 +89,11 @@ pub async fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process:
     let base_path = crate::engine::local::paths::resolve(&model.path)?;
     let gguf = base_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     if matches!(args.to, Target::GgufLora | Target::Ollama) && !gguf {
+        let what = if args.to == Target::Ollama { "Ollama runs GGUF models, and " } else { "" };
         bail!(
-            "lane `{}`'s model is {} — {} over a GGUF base (llama.cpp loads the adapter's q/k rows in the GGUF's \
-             order): point the lane at a GGUF of the same model",
+            "lane `{}`'s model is {} — {what}a GGUF LoRA goes over a GGUF base (llama.cpp loads the adapter's q/k \
+             rows in the GGUF's order): point the lane at a GGUF of the same model",
             lane.id,
-            if args.to == Target::Ollama { "Ollama runs GGUF models, its adapters" } else { "a GGUF LoRA goes" },
             base_path.display()
         );
     }
