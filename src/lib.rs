@@ -7,6 +7,7 @@ pub mod distill;
 pub mod engine;
 pub mod eval;
 pub mod export;
+pub mod finetune;
 pub mod lora;
 pub mod metrics;
 pub mod runtime;

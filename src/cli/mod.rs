@@ -25,6 +25,7 @@ mod run;
 mod runs;
 pub mod sweep;
 pub mod train;
+mod train_hosted;
 
 /// Lanes side by side: is a small model with a LoRA adapter and a short prompt as good as a long prompt?
 #[derive(Parser)]
@@ -82,7 +83,7 @@ enum Command {
     Train {
         workspace: PathBuf,
         #[command(flatten)]
-        args: train::TrainArgs,
+        args: Box<train::TrainArgs>,
     },
     /// One adapter per setting (nested train subsets × rank × epochs × lr), each scored on the test split
     /// beside the long-prompt reference lane: how many examples before fine-tuning pays.
@@ -170,6 +171,9 @@ pub fn main() -> ExitCode {
             Some(Command::Sweep { workspace, args }) => sweep::run(&workspace, &args, Registry::builtin()).await,
             Some(Command::Runs { workspace, csv }) => runs::runs(&workspace, csv),
             Some(Command::Dataset { workspace, action }) => dataset::run(&workspace, action),
+            Some(Command::Train { workspace, args }) if args.hosted.on.is_some() => {
+                train_hosted::main(&workspace, &args).await
+            }
             Some(Command::Train { workspace, args }) => {
                 tokio::task::spawn_blocking(move || train::run(&workspace, &args)).await?
             }

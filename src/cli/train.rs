@@ -27,8 +27,9 @@ pub struct TrainArgs {
     pub targets: String,
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
+    /// Passes over the training split (default 3; with --on, the provider's choice unless given).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Stop after this many optimizer steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -72,6 +73,8 @@ pub struct TrainArgs {
     /// One JSON object for the summary instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub hosted: super::train_hosted::HostedArgs,
 }
 
 impl TrainArgs {
@@ -89,7 +92,7 @@ impl TrainArgs {
                 alpha: self.alpha,
                 targets: Vec::new(),
                 lr: self.lr,
-                epochs: self.epochs,
+                epochs: self.epochs.unwrap_or(3),
                 max_steps: self.max_steps,
                 batch: self.batch,
                 grad_accum: self.grad_accum,

@@ -9,15 +9,55 @@ use crate::workspace::{BackendKind, LaneSpec, Price, Workspace};
 
 const TABLE: &str = include_str!("../../data/prices.toml");
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Table {
     models: BTreeMap<String, Price>,
+    /// $ per million training tokens, by base model.
+    #[serde(default)]
+    training: BTreeMap<String, Training>,
+    /// Inference prices of models fine-tuned from a base, by base model.
+    #[serde(default)]
+    finetuned: BTreeMap<String, Price>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct Training {
+    per_mtok: f64,
+}
+
+fn table() -> &'static Table {
+    static PRICES: OnceLock<Table> = OnceLock::new();
+    PRICES.get_or_init(|| toml::from_str::<Table>(TABLE).unwrap_or_default())
 }
 
 /// The shipped table, parsed once (a test checks it parses).
 pub fn shipped() -> &'static BTreeMap<String, Price> {
-    static PRICES: OnceLock<BTreeMap<String, Price>> = OnceLock::new();
-    PRICES.get_or_init(|| toml::from_str::<Table>(TABLE).map(|t| t.models).unwrap_or_default())
+    &table().models
+}
+
+/// $ per million training tokens for fine-tuning `base` (a listed name or its dated snapshot).
+pub fn training(base: &str) -> Option<f64> {
+    let t = &table().training;
+    let prices: BTreeMap<String, Price> = t
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Price {
+                    input_per_mtok: v.per_mtok,
+                    output_per_mtok: 0.0,
+                    cached_input_per_mtok: None,
+                    cache_write_per_mtok: None,
+                },
+            )
+        })
+        .collect();
+    lookup(&prices, base).map(|p| p.input_per_mtok)
+}
+
+/// The inference price of a model fine-tuned from `base`.
+pub fn finetuned(base: &str) -> Option<Price> {
+    lookup(&table().finetuned, base).copied()
 }
 
 /// The table entry for a model name: exact, else the listed name it extends with a date snapshot

@@ -179,7 +179,7 @@ async fn serve(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) {
     let _ = sock.flush().await;
 }
 
-async fn read_request(sock: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+pub async fn read_request(sock: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     let head_end = loop {

@@ -229,5 +229,6 @@ pub fn example_root() -> PathBuf {
 pub mod answers;
 pub mod api;
 pub mod families;
+pub mod finetune;
 pub mod http;
 pub mod tiny;

@@ -4,7 +4,7 @@ pub mod anthropic;
 pub mod count_tokens;
 pub mod fault;
 pub mod openai;
-mod secret;
+pub mod secret;
 pub mod sse;
 mod stream;
 

@@ -1,0 +1,298 @@
+//! `tunebench train WS --on openai`: the dataset checked against the provider's rules, the training cost
+//! estimated and confirmed, the files uploaded, the job created and followed (its events and losses), resumed
+//! from the workspace's state file after a restart, cancelled with --cancel; on success a lane for the model.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::eval::Streams;
+use super::train::TrainArgs;
+use crate::engine::api::Env;
+use crate::finetune::{self, data, openai, state};
+use crate::metrics::prices;
+use crate::workspace;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// OpenAI's fine-tuning API (files, fine_tuning/jobs).
+    Openai,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HostedArgs {
+    /// Fine-tune on a provider's servers instead of this machine.
+    #[arg(long, value_enum)]
+    pub on: Option<Provider>,
+    /// --on: the model to fine-tune (default: the provider lane's model).
+    #[arg(long, requires = "on")]
+    pub base: Option<String>,
+    /// --on: the learning-rate multiplier (default: the provider's choice).
+    #[arg(long, requires = "on")]
+    pub lr_mult: Option<f64>,
+    /// --on: up to 64 letters, digits, - or _ in the model's name (and the lane's id, ft-SUFFIX).
+    #[arg(long, requires = "on")]
+    pub suffix: Option<String>,
+    /// --on: the lane whose base_url and api_key_env the job uses (default: the OpenAI lane).
+    #[arg(long, requires = "on")]
+    pub lane: Option<String>,
+    /// --on: the API's base URL, in place of the lane's.
+    #[arg(long, requires = "on")]
+    pub base_url: Option<String>,
+    /// --on: the environment variable holding the key, in place of the lane's.
+    #[arg(long, requires = "on")]
+    pub api_key_env: Option<String>,
+    /// --on: upload without asking about the cost.
+    #[arg(long, requires = "on")]
+    pub yes: bool,
+    /// --on: cancel the job in progress.
+    #[arg(long, requires = "on")]
+    pub cancel: bool,
+    /// --on: create the job and return (a later `train --on` follows it).
+    #[arg(long, requires = "on")]
+    pub no_follow: bool,
+    /// --on: seconds between reads of a running job.
+    #[arg(long, default_value_t = 10.0)]
+    pub poll: f64,
+}
+
+/// Refuses local-training options with --on: they would be silently ignored.
+fn local_options_given(args: &TrainArgs) -> Option<&'static str> {
+    let d = super::train::default_options();
+    let c = &d.config;
+    let given = [
+        (args.adapter.is_some(), "--adapter"),
+        (args.rank != c.rank, "--rank"),
+        (args.alpha != c.alpha, "--alpha"),
+        (args.lr != c.lr, "--lr (the provider takes --lr-mult)"),
+        (args.max_steps.is_some(), "--max-steps"),
+        (args.batch != c.batch, "--batch"),
+        (args.resume, "--resume (a hosted job resumes by itself)"),
+        (args.overwrite, "--overwrite"),
+        (args.targets != d.targets, "--targets"),
+        (args.device != d.device, "--device"),
+    ];
+    given.into_iter().find(|(g, _)| *g).map(|(_, name)| name)
+}
+
+pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> anyhow::Result<u8> {
+    let Streams { stdout, stderr, mut confirm, .. } = io;
+    let h = &args.hosted;
+    if let Some(name) = local_options_given(args) {
+        bail!("{name} is for training on this machine; with --on the provider trains");
+    }
+    if let Some(s) = &h.suffix {
+        finetune::check_suffix(s).map_err(anyhow::Error::msg)?;
+    }
+    let mut ws = workspace::load(path)?;
+    let lane = finetune::provider_lane(&ws, h.lane.as_deref()).map_err(anyhow::Error::msg)?.clone();
+    let base_url = h.base_url.clone().or_else(|| lane.base_url.clone()).unwrap_or_else(|| finetune::OPENAI_BASE.into());
+    let key =
+        finetune::key(&lane, h.api_key_env.as_deref(), &env).map_err(|e| anyhow::anyhow!("lane `{}`: {e}", lane.id))?;
+    let client = openai::Client::new(&base_url, key, lane.api.max_retries).map_err(anyhow::Error::msg)?;
+    let mut st = match state::load(&ws.root).map_err(anyhow::Error::msg)? {
+        Some(s) => {
+            writeln!(
+                stderr,
+                "resuming the {} job in {} (started {})",
+                s.provider,
+                state::path(&ws.root).display(),
+                s.started_at
+            )?;
+            s
+        }
+        None if h.cancel => bail!("no job in progress in {} to cancel", ws.root.display()),
+        None => match start(&ws, args, &lane, &base_url, &client, stdout, stderr, &mut confirm).await? {
+            Some(s) => s,
+            None => return Ok(2),
+        },
+    };
+    if st.job_id.is_none() {
+        create(&ws, args, &client, &mut st, stderr).await?;
+    }
+    let id = st.job_id.clone().context("the state file names no job")?;
+    if h.cancel {
+        let job = client.cancel(&id).await.map_err(anyhow::Error::msg)?;
+        writeln!(stderr, "asked to cancel job {id}: {}", job.status)?;
+    } else if h.no_follow {
+        writeln!(stdout, "job {id} created; `tunebench train {} --on openai` follows it", ws.root.display())?;
+        return Ok(0);
+    }
+    follow(&mut ws, &lane, &client, &mut st, h.poll, stdout, stderr).await
+}
+
+/// Checks, prices and confirms, then uploads (saving the state after each file); None when refused before
+/// any upload (exit 2).
+#[allow(clippy::too_many_arguments)] // the command's whole context
+async fn start(
+    ws: &workspace::Workspace,
+    args: &TrainArgs,
+    lane: &workspace::LaneSpec,
+    base_url: &str,
+    client: &openai::Client,
+    stdout: &mut (dyn std::io::Write + Send),
+    stderr: &mut (dyn std::io::Write + Send),
+    confirm: &mut Option<&mut (dyn std::io::BufRead + Send)>,
+) -> anyhow::Result<Option<state::State>> {
+    let h = &args.hosted;
+    let model = h.base.clone().unwrap_or_else(|| lane.model.clone());
+    let prepared = match data::prepare(ws, data::OPENAI) {
+        Ok(p) => p,
+        Err(problems) => {
+            writeln!(stderr, "the dataset does not meet OpenAI's fine-tuning rules; nothing was uploaded:")?;
+            for p in &problems {
+                writeln!(stderr, "  {}", crate::visible::escape_line(p))?;
+            }
+            return Ok(None);
+        }
+    };
+    // OpenAI picks the epochs by dataset size when asked for "auto": the estimate spans 1 to 10.
+    let epochs = args.epochs.map_or((1, 10), |e| (e as u32, e as u32));
+    let price = prices::training(&model);
+    let estimate = match price {
+        Some(p) => {
+            let (lo, hi) = data::cost(prepared.train_tokens, epochs, p);
+            if lo == hi {
+                format!("${lo:.2}")
+            } else {
+                format!("${lo:.2}–${hi:.2} (epochs: the provider's choice, 1–10)")
+            }
+        }
+        None => format!("unknown (no training price for `{model}` in tunebench's table)"),
+    };
+    writeln!(
+        stdout,
+        "fine-tune {model} on {}: {} training example(s), {} validation, {} tokens an epoch; training cost {estimate}",
+        base_url, prepared.train_examples, prepared.valid_examples, prepared.train_tokens
+    )?;
+    if !h.yes {
+        let Some(input) = confirm.as_mut() else {
+            writeln!(stderr, "not confirmed: no terminal to ask on (pass --yes to upload); nothing was uploaded")?;
+            return Ok(None);
+        };
+        write!(stderr, "Upload and start the job? [y/N] ")?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        input.read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            writeln!(stderr, "not confirmed: nothing was uploaded")?;
+            return Ok(None);
+        }
+    }
+    let mut st = state::State {
+        provider: "openai".into(),
+        base_url: base_url.to_string(),
+        model,
+        suffix: h.suffix.clone(),
+        lane: lane.id.clone(),
+        api_key_env: h
+            .api_key_env
+            .clone()
+            .or_else(|| lane.api_key_env.clone())
+            .unwrap_or_else(|| "OPENAI_API_KEY".into()),
+        dataset_sha256: prepared.sha256.clone(),
+        started_at: finetune::now_iso(),
+        ..Default::default()
+    };
+    let train = client.upload("train.jsonl", prepared.train.as_bytes()).await.map_err(anyhow::Error::msg)?;
+    writeln!(stderr, "uploaded train.jsonl: {train}")?;
+    st.training_file = Some(train);
+    state::save(&ws.root, &st).map_err(anyhow::Error::msg)?;
+    if let Some(valid) = &prepared.valid {
+        let v = client.upload("valid.jsonl", valid.as_bytes()).await.map_err(anyhow::Error::msg)?;
+        writeln!(stderr, "uploaded valid.jsonl: {v}")?;
+        st.validation_file = Some(v);
+        state::save(&ws.root, &st).map_err(anyhow::Error::msg)?;
+    }
+    Ok(Some(st))
+}
+
+async fn create(
+    ws: &workspace::Workspace,
+    args: &TrainArgs,
+    client: &openai::Client,
+    st: &mut state::State,
+    stderr: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let train = st.training_file.clone().context("the state file names no training file")?;
+    let body = openai::job_body(
+        &st.model,
+        &train,
+        st.validation_file.as_deref(),
+        st.suffix.as_deref(),
+        args.epochs.map(|e| e as u32),
+        args.hosted.lr_mult,
+        args.seed,
+    );
+    let job = client.create(&body).await.map_err(anyhow::Error::msg)?;
+    writeln!(stderr, "job {} created ({})", job.id, job.status)?;
+    st.job_id = Some(job.id);
+    st.status = Some(job.status);
+    state::save(&ws.root, st).map_err(anyhow::Error::msg)
+}
+
+/// Reads the job until it ends, printing its new events; success writes the lane. Exit 0 on success, 1 on a
+/// failed or cancelled job.
+async fn follow(
+    ws: &mut workspace::Workspace,
+    lane: &workspace::LaneSpec,
+    client: &openai::Client,
+    st: &mut state::State,
+    poll: f64,
+    stdout: &mut (dyn std::io::Write + Send),
+    stderr: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<u8> {
+    let id = st.job_id.clone().context("no job id")?;
+    let mut last_event: Option<String> = None;
+    loop {
+        let job = client.job(&id).await.map_err(anyhow::Error::msg)?;
+        let events = client.events(&id, last_event.as_deref()).await.map_err(anyhow::Error::msg)?;
+        if let Some(e) = events.last() {
+            last_event = Some(e.id.clone());
+        }
+        finetune::show_events(stderr, &events);
+        if st.status.as_deref() != Some(job.status.as_str()) {
+            writeln!(stderr, "job {id}: {}", job.status)?;
+            st.status = Some(job.status.clone());
+            state::save(&ws.root, st).map_err(anyhow::Error::msg)?;
+        }
+        if job.finished() {
+            return finished(ws, lane, st, &job, stdout);
+        }
+        tokio::time::sleep(finetune::poll(poll)).await;
+    }
+}
+
+fn finished(
+    ws: &mut workspace::Workspace,
+    lane: &workspace::LaneSpec,
+    st: &mut state::State,
+    job: &openai::Job,
+    stdout: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<u8> {
+    let code = match (job.status.as_str(), &job.fine_tuned_model) {
+        ("succeeded", Some(model)) => {
+            let id = finetune::lane_id(st.suffix.as_deref(), &job.id);
+            let price = prices::finetuned(&st.model);
+            finetune::write_lane(ws, &id, lane, model, price).map_err(anyhow::Error::msg)?;
+            let priced = if price.is_some() { "with its price" } else { "price unknown (add [pricing] for it)" };
+            writeln!(stdout, "job {} succeeded: {model}; lane `{id}` asks it ({priced})", job.id)?;
+            st.outcome = Some(model.clone());
+            0
+        }
+        (status, _) => {
+            let why = job.error.clone().unwrap_or_else(|| status.to_string());
+            writeln!(stdout, "job {} {status}: {}", job.id, crate::visible::escape_line(&why))?;
+            st.outcome = Some(why);
+            1
+        }
+    };
+    state::finish(&ws.root, st).map_err(anyhow::Error::msg)?;
+    Ok(code)
+}
+
+/// `tunebench train --on …` on the real terminal and environment.
+pub async fn main(path: &Path, args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    super::eval::on_terminal(async |io| run(path, args, crate::engine::api::process_env(), io).await).await
+}

@@ -1,0 +1,165 @@
+//! A loopback fake of OpenAI's fine-tuning endpoints (files, fine_tuning/jobs, events, cancel): uploads and
+//! jobs recorded, a job walking through a scripted list of states, its events, and faults (a status code
+//! for the next N requests to a path) to drive retries.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the fake saw and will say.
+#[derive(Default)]
+pub struct Fake {
+    /// Each upload: (file name, purpose, the file's text).
+    pub uploads: Vec<(String, String, String)>,
+    /// Each job request's body.
+    pub created: Vec<Value>,
+    /// The states GET /fine_tuning/jobs/ID walks through, one per read; the last one stays.
+    pub states: VecDeque<&'static str>,
+    pub status: String,
+    pub model: String,
+    /// Events, oldest first; each job read reveals the next one.
+    pub events: Vec<Value>,
+    pub shown: usize,
+    /// (path prefix, status, times): the next `times` requests under the prefix get `status`.
+    pub faults: Vec<(String, u16, usize)>,
+    /// Every request as `METHOD path`, and its Authorization header.
+    pub requests: Vec<(String, Option<String>)>,
+    pub cancelled: bool,
+    pub error: Option<String>,
+}
+
+pub struct FakeOpenAi {
+    pub url: String,
+    pub fake: Arc<Mutex<Fake>>,
+}
+
+impl FakeOpenAi {
+    pub async fn start(states: &[&'static str], model: &str, losses: &[(u64, f64, f64)]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let total = losses.len() as u64;
+        let mut events = vec![json!({"id": "ev-0", "message": "Validating training file", "data": {}})];
+        for (i, (step, train, valid)) in losses.iter().enumerate() {
+            events.push(
+                json!({"id": format!("ev-{}", i + 1), "message": format!("Step {step}/{total}"), "type": "metrics",
+                "data": {"step": step, "total_steps": total, "train_loss": train, "valid_loss": valid}}),
+            );
+        }
+        let fake = Arc::new(Mutex::new(Fake {
+            states: states.iter().copied().collect(),
+            status: "validating_files".into(),
+            model: model.into(),
+            events,
+            ..Fake::default()
+        }));
+        let f = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve(sock, f.clone()));
+            }
+        });
+        Self { url, fake }
+    }
+
+    pub fn fault(&self, prefix: &str, status: u16, times: usize) {
+        self.fake.lock().unwrap().faults.push((prefix.into(), status, times));
+    }
+}
+
+fn job(f: &Fake) -> Value {
+    let done = f.status == "succeeded";
+    let error = f.error.as_ref().map(|m| json!({"message": m, "code": "invalid_training_file"})).unwrap_or(Value::Null);
+    json!({"id": "ftjob-abc123", "object": "fine_tuning.job", "status": f.status,
+        "fine_tuned_model": if done { json!(f.model) } else { Value::Null },
+        "trained_tokens": if done { json!(12345) } else { Value::Null }, "error": error})
+}
+
+async fn serve(mut sock: TcpStream, fake: Arc<Mutex<Fake>>) {
+    let Some((head, body)) = super::http::read_request(&mut sock).await else { return };
+    let mut lines = head.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    let mut parts = first.split(' ');
+    let (method, target) = (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string());
+    let path = target.split('?').next().unwrap_or_default().trim_start_matches("/v1").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let (status, reply) = {
+        let mut f = fake.lock().unwrap();
+        f.requests.push((format!("{method} {path}"), header("authorization")));
+        if let Some(i) = f.faults.iter().position(|(p, _, n)| path.starts_with(p.as_str()) && *n > 0) {
+            f.faults[i].2 -= 1;
+            let code = f.faults[i].1;
+            (code, json!({"error": {"message": format!("scripted {code}")}}))
+        } else {
+            route(&mut f, &method, &path, &body, header("content-type").unwrap_or_default())
+        }
+    };
+    let text = reply.to_string();
+    let out = format!(
+        "HTTP/1.1 {status} Fake\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after-ms: 5\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = sock.write_all(out.as_bytes()).await;
+    let _ = sock.flush().await;
+}
+
+fn route(f: &mut Fake, method: &str, path: &str, body: &[u8], content_type: String) -> (u16, Value) {
+    match (method, path) {
+        ("POST", "/files") => {
+            let (name, purpose, text) = multipart(body, &content_type);
+            let id = format!("file-{}", f.uploads.len() + 1);
+            f.uploads.push((name, purpose, text));
+            (200, json!({"id": id, "object": "file", "purpose": "fine-tune"}))
+        }
+        ("POST", "/fine_tuning/jobs") => {
+            f.created.push(serde_json::from_slice(body).unwrap_or(Value::Null));
+            f.status = "validating_files".into();
+            (200, job(f))
+        }
+        ("GET", p) if p.ends_with("/events") => {
+            let shown: Vec<Value> = f.events[..f.shown.min(f.events.len())].iter().rev().cloned().collect();
+            (200, json!({"object": "list", "data": shown, "has_more": false}))
+        }
+        ("POST", p) if p.ends_with("/cancel") => {
+            f.cancelled = true;
+            f.status = "cancelled".into();
+            f.states.clear();
+            (200, job(f))
+        }
+        ("GET", p) if p.starts_with("/fine_tuning/jobs/") => {
+            if let Some(s) = if f.states.len() > 1 { f.states.pop_front() } else { f.states.front().copied() } {
+                f.status = s.into();
+            }
+            if f.status == "failed" && f.error.is_none() {
+                f.error = Some("the training file has an invalid example".into());
+            }
+            f.shown = (f.shown + 1).min(f.events.len());
+            (200, job(f))
+        }
+        _ => (404, json!({"error": {"message": format!("no route {method} {path}")}})),
+    }
+}
+
+/// The `file` part's name and text and the `purpose` field of a multipart/form-data body.
+fn multipart(body: &[u8], content_type: &str) -> (String, String, String) {
+    let boundary = content_type.split("boundary=").nth(1).unwrap_or_default().trim_matches('"').to_string();
+    let text = String::from_utf8_lossy(body);
+    let (mut name, mut purpose, mut file) = (String::new(), String::new(), String::new());
+    for part in text.split(&format!("--{boundary}")) {
+        let Some((head, content)) = part.split_once("\r\n\r\n") else { continue };
+        let content = content.strip_suffix("\r\n").unwrap_or(content).to_string();
+        if head.contains("name=\"purpose\"") {
+            purpose = content;
+        } else if head.contains("name=\"file\"") {
+            name = head.split("filename=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_string();
+            file = content;
+        }
+    }
+    (name, purpose, file)
+}
