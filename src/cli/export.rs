@@ -21,6 +21,9 @@ pub enum Target {
     Ollama,
     /// The PEFT adapter folder for vLLM (`--enable-lora --lora-modules`), with the serve command and a lane.
     Vllm,
+    /// An axolotl config and the dataset: the same LoRA training, on a multi-GPU machine (--base: the Hugging
+    /// Face model).
+    Axolotl,
 }
 
 /// The ranks vLLM's `--max-lora-rank` accepts.
@@ -45,7 +48,7 @@ pub struct ExportArgs {
     /// The folder to write into (created; an existing file there is not replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// vllm: the Hugging Face name (or folder) of the base vLLM serves (default: the adapter's
+    /// vllm / axolotl: the Hugging Face name (or folder) of the base model (default: the adapter's
     /// base_model_name_or_path). merged: a Hugging Face folder of the lane's model, merged into safetensors.
     #[arg(long)]
     pub base: Option<String>,
@@ -78,6 +81,9 @@ pub async fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process:
         Some(id) => ws.lane(id).with_context(|| format!("no lane `{id}` in {}", ws.file.display()))?,
         None => ws.adapter_lane().context("no lane has an adapter: name one with --lane and --adapter")?,
     };
+    if args.to == Target::Axolotl {
+        return super::export_merged::axolotl(&ws, lane, args);
+    }
     let adapter = match (&args.adapter, &lane.adapter) {
         (Some(a), _) if ws.resolve(a).exists() => ws.resolve(a),
         (Some(a), _) => ws.resolve(&format!("adapters/{a}")),
@@ -143,6 +149,7 @@ pub async fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process:
             Target::Merged => super::export_merged::merged(&read, &adapter, &base_path, gguf, args),
             Target::Ollama => super::export_merged::ollama(&ws, lane, &read, &arch, &base_path, args),
             Target::Vllm => vllm(&ws, lane, &read, &adapter, args),
+            Target::Axolotl => super::export_merged::axolotl(&ws, lane, args),
         }?;
         if !args.verify {
             return Ok(code);

@@ -1,5 +1,5 @@
-//! `tunebench export --to merged` and `--to ollama`: the merged model (GGUF or safetensors) and the Modelfile,
-//! each with its README.txt.
+//! `tunebench export --to merged`, `--to ollama` and `--to axolotl`: the merged model (GGUF or safetensors),
+//! the Modelfile, and the axolotl run of the same training, each with its README.txt.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -166,5 +166,119 @@ pub fn ollama(
     );
     write_atomic(&readme_path, readme.as_bytes())?;
     println!("wrote {}, {} and {}", modelfile_path.display(), weights_path.display(), readme_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The base model axolotl trains: --base, else the lane's model when it is a Hugging Face folder, else the
+/// base_model_name_or_path of the lane's adapter.
+fn axolotl_base(ws: &Workspace, lane: &LaneSpec, args: &ExportArgs) -> anyhow::Result<String> {
+    if let Some(b) = &args.base {
+        return Ok(b.clone());
+    }
+    if let Some(m) = ws.models.get(&lane.model)
+        && m.path.join("config.json").is_file()
+    {
+        return Ok(m.path.display().to_string());
+    }
+    let named = lane.adapter.as_ref().and_then(|a| {
+        let text = std::fs::read_to_string(ws.resolve(a).join("adapter_config.json")).ok()?;
+        crate::lora::AdapterConfig::parse(&text).ok()?.base_model_name_or_path.filter(|b| !b.trim().is_empty())
+    });
+    named.ok_or_else(|| {
+        anyhow::anyhow!(
+            "axolotl trains a Hugging Face model, not a GGUF: give its name or folder with --base \
+             (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)"
+        )
+    })
+}
+
+/// The pad token to name: none when the base folder's tokenizer has one, else its end-of-sequence token
+/// (from the folder, or from the lane's own model when the base is a hub name).
+fn pad_token(ws: &Workspace, lane: &LaneSpec, base: &str) -> Option<String> {
+    let config = std::fs::read_to_string(Path::new(base).join("tokenizer_config.json")).ok();
+    let token =
+        |v: &serde_json::Value| v.as_str().map(String::from).or_else(|| v["content"].as_str().map(String::from));
+    if let Some(c) = config.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+        if c.get("pad_token").and_then(token).is_some() {
+            return None;
+        }
+        if let Some(eos) = c.get("eos_token").and_then(token) {
+            return Some(eos);
+        }
+    }
+    let m = ws.models.get(&lane.model)?;
+    let path = crate::engine::local::paths::resolve(&m.path).ok()?;
+    let pt = PromptTokenizer::open(&path).ok()?;
+    let v = &pt.tokenizer.vocab;
+    v.eos.and_then(|e| v.tokens.get(e as usize)).cloned()
+}
+
+pub fn axolotl(ws: &Workspace, lane: &LaneSpec, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    use crate::dataset::{Dataset, Split};
+    use crate::export::axolotl;
+    let base = axolotl_base(ws, lane, args)?;
+    let opts = super::train::default_options();
+    let targets: Vec<String> = if opts.targets == "all-linear" {
+        Vec::new()
+    } else {
+        opts.targets.split(',').map(|t| t.trim().to_string()).collect()
+    };
+    let ds = Dataset::load(&ws.dataset_dir())?;
+    let (train, n_train) = axolotl::split_file(&ds, Split::Train);
+    let (valid, n_valid) = axolotl::split_file(&ds, Split::Valid);
+    if n_train == 0 {
+        bail!("{}: no training examples to export", ds.path(Split::Train).display());
+    }
+    let name = lane
+        .adapter
+        .as_deref()
+        .and_then(|a| Path::new(a).file_name())
+        .map_or_else(|| format!("{}-axolotl", lane.id), |n| format!("{}-axolotl", n.to_string_lossy()));
+    let output_dir = format!("outputs/{name}");
+    let pad = pad_token(ws, lane, &base);
+    let setup = axolotl::Setup {
+        base_model: &base,
+        targets: &targets,
+        pad_token: pad.as_deref(),
+        has_valid: n_valid > 0,
+        output_dir: &output_dir,
+    };
+    let config = axolotl::config(&opts.config, &setup);
+    let (config_path, readme_path) = (args.out.join("config.yml"), args.out.join("README.txt"));
+    let data = args.out.join("data");
+    let (train_path, valid_path) = (data.join("train.jsonl"), data.join("valid.jsonl"));
+    fresh(&[&config_path, &readme_path, &train_path, &valid_path])?;
+    std::fs::create_dir_all(&data).with_context(|| data.display().to_string())?;
+    write_atomic(&train_path, train.as_bytes())?;
+    if n_valid > 0 {
+        write_atomic(&valid_path, valid.as_bytes())?;
+    }
+    write_atomic(&config_path, config.as_bytes())?;
+    let readme = format!(
+        "config.yml: the LoRA training `tunebench train` runs on this workspace (rank {}, alpha {}, {}, lr {}, \
+         {} schedule,\n{} epochs, batch {}, sequence length {}, seed {}), for axolotl over {base}; data/: the \
+         train ({n_train}) and valid\n({n_valid}) splits, each example trained on its last answer alone (message \
+         `training`), no meta.\n\nRun it on a GPU machine (one or several GPUs):\n  axolotl train config.yml\n\
+         Its adapter lands in {output_dir}/ in PEFT's format: copy that folder into the workspace's adapters/ \
+         and name it\nas a lane's adapter (over the same base model, GGUF or safetensors) to compare it.\n",
+        opts.config.rank,
+        opts.config.alpha,
+        if targets.is_empty() { "every linear layer".to_string() } else { targets.join(", ") },
+        opts.config.lr,
+        match opts.config.schedule {
+            crate::lora::train::Schedule::Cosine => "cosine",
+            crate::lora::train::Schedule::Linear => "linear",
+        },
+        opts.config.epochs,
+        opts.config.batch,
+        opts.config.max_seq_len,
+        opts.config.seed,
+    );
+    write_atomic(&readme_path, readme.as_bytes())?;
+    println!(
+        "wrote {} ({n_train} train, {n_valid} valid examples) and {}",
+        config_path.display(),
+        readme_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! from the model's chat template, and the round trip through a real server (`tunebench export`'s logic; the
 //! GGUF LoRA writer is lora::gguf).
 
+pub mod axolotl;
 pub mod merged;
 pub mod ollama;
 pub mod template;
