@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use support::families::{Fixture, Form};
 use tunebench::engine::local::template::{ChatTemplate, RenderOptions};
-use tunebench::export::template::{Derived, derive};
+use tunebench::export::template::{CHECK as CHAT, Derived, derive};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates")
@@ -89,14 +89,6 @@ fn derived(text: &str, bos: &str, eos: &str) -> (ChatTemplate, Derived) {
 /// Llama 3.x prints today's date: both sides render it today, so it stays as it is.
 const SYSTEM_USER: [(&str, &str); 2] =
     [("system", "You triage support tickets. Answer in JSON."), ("user", "My invoice is wrong, please fix it")];
-const CHAT: [(&str, &str); 6] = [
-    ("system", "Be brief."),
-    ("user", "Hi there"),
-    ("assistant", "Hello!"),
-    ("user", "What is 2+2?"),
-    ("assistant", "4"),
-    ("user", "And 3+3?"),
-];
 
 #[test]
 fn every_family_template_becomes_a_template_ollama_renders_the_same() {

@@ -12,6 +12,16 @@ const USER1: &str = "TBUSERONEQZX";
 const ASSISTANT1: &str = "TBASSISTANTONEQZX";
 const USER2: &str = "TBUSERTWOQZX";
 
+/// The six-turn chat a derived TEMPLATE is held to (the derivation reads other conversations).
+pub const CHECK: [(&str, &str); 6] = [
+    ("system", "Be brief."),
+    ("user", "Hi there"),
+    ("assistant", "Hello!"),
+    ("user", "What is 2+2?"),
+    ("assistant", "4"),
+    ("user", "And 3+3?"),
+];
+
 /// The text a template puts around messages, as Ollama's `.Messages` carries them (system first, then user
 /// and assistant turns).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,17 +119,9 @@ pub fn derive(
         }
     }
     // Held to the model's template on a conversation the derivation did not read.
-    let probe = [
-        ("system", "Be brief."),
-        ("user", "Hi there"),
-        ("assistant", "Hello!"),
-        ("user", "What is 2+2?"),
-        ("assistant", "4"),
-        ("user", "And 3+3?"),
-    ];
-    let own = render(&probe)?;
+    let own = render(&CHECK)?;
     let own = if strip_bos { own.strip_prefix(bos).map(str::to_string).unwrap_or(own) } else { own };
-    let ours = pieces.render(&probe);
+    let ours = pieces.render(&CHECK);
     let multi_turn_differs = (own != ours).then(|| first_difference(&own, &ours));
     let go = pieces.go_template();
     Ok(Derived { pieces, go, multi_turn_differs })
@@ -163,40 +165,34 @@ impl Pieces {
     /// template out over lines never trims a piece.
     pub fn go_template(&self) -> String {
         let lit = |s: &str| if s.is_empty() { String::new() } else { format!("{{{{ {} }}}}", go_string(s)) };
-        if self.system_before_last_user {
-            return format!(
-                "{{{{- if .System }}}}{}{{{{ else }}}}{}{{{{ end }}}}\n\
-                 {{{{- range $i, $m := .Messages }}}}\n\
+        let [with, without, after_system, after_user, before_assistant, after_assistant, generation] = [
+            &self.open_with_system,
+            &self.open_without_system,
+            &self.after_system,
+            &self.after_user,
+            &self.before_assistant,
+            &self.after_assistant,
+            &self.generation,
+        ]
+        .map(|s| lit(s));
+        let assistant =
+            format!("{{{{- else if eq .Role \"assistant\" }}}}{before_assistant}{{{{ .Content }}}}{after_assistant}\n");
+        let turns = if self.system_before_last_user {
+            format!(
+                "{{{{- range $i, $m := .Messages }}}}\n\
                  {{{{- if eq .Role \"user\" }}}}\
-                 {{{{- if and $.System (eq (len (slice $.Messages $i)) 1) }}}}{{{{ $.System }}}}{}{{{{ end }}}}\
-                 {{{{ .Content }}}}{}\n\
-                 {{{{- else if eq .Role \"assistant\" }}}}{}{{{{ .Content }}}}{}\n\
-                 {{{{- end }}}}\n\
-                 {{{{- end }}}}{}",
-                lit(&self.open_with_system),
-                lit(&self.open_without_system),
-                lit(&self.after_system),
-                lit(&self.after_user),
-                lit(&self.before_assistant),
-                lit(&self.after_assistant),
-                lit(&self.generation),
-            );
-        }
+                 {{{{- if and $.System (eq (len (slice $.Messages $i)) 1) }}}}{{{{ $.System }}}}{after_system}{{{{ end }}}}\
+                 {{{{ .Content }}}}{after_user}\n{assistant}"
+            )
+        } else {
+            format!(
+                "{{{{- range .Messages }}}}\n\
+                 {{{{- if eq .Role \"system\" }}}}{{{{ .Content }}}}{after_system}\n\
+                 {{{{- else if eq .Role \"user\" }}}}{{{{ .Content }}}}{after_user}\n{assistant}"
+            )
+        };
         format!(
-            "{{{{- if .System }}}}{}{{{{ else }}}}{}{{{{ end }}}}\n\
-             {{{{- range .Messages }}}}\n\
-             {{{{- if eq .Role \"system\" }}}}{{{{ .Content }}}}{}\n\
-             {{{{- else if eq .Role \"user\" }}}}{{{{ .Content }}}}{}\n\
-             {{{{- else if eq .Role \"assistant\" }}}}{}{{{{ .Content }}}}{}\n\
-             {{{{- end }}}}\n\
-             {{{{- end }}}}{}",
-            lit(&self.open_with_system),
-            lit(&self.open_without_system),
-            lit(&self.after_system),
-            lit(&self.after_user),
-            lit(&self.before_assistant),
-            lit(&self.after_assistant),
-            lit(&self.generation),
+            "{{{{- if .System }}}}{with}{{{{ else }}}}{without}{{{{ end }}}}\n{turns}{{{{- end }}}}\n{{{{- end }}}}{generation}"
         )
     }
 }
