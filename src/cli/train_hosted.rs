@@ -1,4 +1,4 @@
-//! `tunebench train WS --on openai`: the dataset checked against the provider's rules, the training cost
+//! `tunebench train WS --on openai|together`: the dataset checked against the provider's rules, the training cost
 //! estimated and confirmed, the files uploaded, the job created and followed (its events and losses), resumed
 //! from the workspace's state file after a restart, cancelled with --cancel; on success a lane for the model.
 
@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use super::eval::Streams;
 use super::train::TrainArgs;
 use crate::engine::api::Env;
-use crate::finetune::{self, data, openai, state};
+use crate::finetune::{self, client, data, state};
 use crate::metrics::prices;
 use crate::workspace;
 
@@ -18,6 +18,18 @@ use crate::workspace;
 pub enum Provider {
     /// OpenAI's fine-tuning API (files, fine_tuning/jobs).
     Openai,
+    /// Together's (files/upload, fine-tunes): a LoRA at tunebench's rank and alpha, served as the job's
+    /// output model.
+    Together,
+}
+
+impl Provider {
+    fn spec(self) -> finetune::Provider {
+        match self {
+            Provider::Openai => finetune::OPENAI,
+            Provider::Together => finetune::TOGETHER,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -86,12 +98,22 @@ pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> an
         finetune::check_suffix(s).map_err(anyhow::Error::msg)?;
     }
     let mut ws = workspace::load(path)?;
-    let lane = finetune::provider_lane(&ws, h.lane.as_deref()).map_err(anyhow::Error::msg)?.clone();
-    let base_url = h.base_url.clone().or_else(|| lane.base_url.clone()).unwrap_or_else(|| finetune::OPENAI_BASE.into());
-    let key =
-        finetune::key(&lane, h.api_key_env.as_deref(), &env).map_err(|e| anyhow::anyhow!("lane `{}`: {e}", lane.id))?;
-    let client = openai::Client::new(&base_url, key, lane.api.max_retries).map_err(anyhow::Error::msg)?;
+    let provider = h.on.map_or(finetune::OPENAI, Provider::spec);
+    let lane = finetune::provider_lane(&ws, &provider, h.lane.as_deref()).map_err(anyhow::Error::msg)?.clone();
+    let base_url = h.base_url.clone().or_else(|| lane.base_url.clone()).unwrap_or_else(|| provider.base.into());
+    let key = finetune::key(&lane, &provider, h.api_key_env.as_deref(), &env)
+        .map_err(|e| anyhow::anyhow!("lane `{}`: {e}", lane.id))?;
+    let client =
+        client::Client::new(provider.dialect, &base_url, key, lane.api.max_retries).map_err(anyhow::Error::msg)?;
     let mut st = match state::load(&ws.root).map_err(anyhow::Error::msg)? {
+        Some(s) if s.provider != provider.name => {
+            bail!(
+                "the job in progress in {} is on {}: follow it with --on {}",
+                state::path(&ws.root).display(),
+                s.provider,
+                s.provider
+            )
+        }
         Some(s) => {
             writeln!(
                 stderr,
@@ -103,7 +125,7 @@ pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> an
             s
         }
         None if h.cancel => bail!("no job in progress in {} to cancel", ws.root.display()),
-        None => match start(&ws, args, &lane, &base_url, &client, stdout, stderr, &mut confirm).await? {
+        None => match start(&ws, args, &provider, &lane, &base_url, &client, stdout, stderr, &mut confirm).await? {
             Some(s) => s,
             None => return Ok(2),
         },
@@ -116,7 +138,12 @@ pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> an
         let job = client.cancel(&id).await.map_err(anyhow::Error::msg)?;
         writeln!(stderr, "asked to cancel job {id}: {}", job.status)?;
     } else if h.no_follow {
-        writeln!(stdout, "job {id} created; `tunebench train {} --on openai` follows it", ws.root.display())?;
+        writeln!(
+            stdout,
+            "job {id} created; `tunebench train {} --on {}` follows it",
+            ws.root.display(),
+            provider.name
+        )?;
         return Ok(0);
     }
     follow(&mut ws, &lane, &client, &mut st, h.poll, stdout, stderr).await
@@ -128,28 +155,34 @@ pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> an
 async fn start(
     ws: &workspace::Workspace,
     args: &TrainArgs,
+    provider: &finetune::Provider,
     lane: &workspace::LaneSpec,
     base_url: &str,
-    client: &openai::Client,
+    client: &client::Client,
     stdout: &mut (dyn std::io::Write + Send),
     stderr: &mut (dyn std::io::Write + Send),
     confirm: &mut Option<&mut (dyn std::io::BufRead + Send)>,
 ) -> anyhow::Result<Option<state::State>> {
     let h = &args.hosted;
     let model = h.base.clone().unwrap_or_else(|| lane.model.clone());
-    let prepared = match data::prepare(ws, data::OPENAI) {
+    let prepared = match data::prepare(ws, provider.rules) {
         Ok(p) => p,
         Err(problems) => {
-            writeln!(stderr, "the dataset does not meet OpenAI's fine-tuning rules; nothing was uploaded:")?;
+            writeln!(stderr, "the dataset does not meet {}'s fine-tuning rules; nothing was uploaded:", provider.name)?;
             for p in &problems {
                 writeln!(stderr, "  {}", crate::visible::escape_line(p))?;
             }
             return Ok(None);
         }
     };
-    // OpenAI picks the epochs by dataset size when asked for "auto": the estimate spans 1 to 10.
-    let epochs = args.epochs.map_or((1, 10), |e| (e as u32, e as u32));
-    let price = prices::training(&model);
+    // OpenAI picks the epochs by dataset size when asked for "auto": the estimate spans 1 to 10; Together
+    // runs one unless told.
+    let epochs = match (args.epochs, provider.dialect) {
+        (Some(e), _) => (e as u32, e as u32),
+        (None, client::Dialect::OpenAi) => (1, 10),
+        (None, client::Dialect::Together) => (1, 1),
+    };
+    let price = if provider.dialect == client::Dialect::OpenAi { prices::training(&model) } else { None };
     let estimate = match price {
         Some(p) => {
             let (lo, hi) = data::cost(prepared.train_tokens, epochs, p);
@@ -163,7 +196,7 @@ async fn start(
     };
     writeln!(
         stdout,
-        "fine-tune {model} on {}: {} training example(s), {} validation, {} tokens an epoch; training cost {estimate}",
+        "fine-tune {model} on {}: {} training example(s), {} validation, {} tokens an epoch (o200k); training cost {estimate}",
         base_url, prepared.train_examples, prepared.valid_examples, prepared.train_tokens
     )?;
     if !h.yes {
@@ -181,7 +214,7 @@ async fn start(
         }
     }
     let mut st = state::State {
-        provider: "openai".into(),
+        provider: provider.name.into(),
         base_url: base_url.to_string(),
         model,
         suffix: h.suffix.clone(),
@@ -190,7 +223,7 @@ async fn start(
             .api_key_env
             .clone()
             .or_else(|| lane.api_key_env.clone())
-            .unwrap_or_else(|| "OPENAI_API_KEY".into()),
+            .unwrap_or_else(|| provider.key_env.into()),
         dataset_sha256: prepared.sha256.clone(),
         started_at: finetune::now_iso(),
         ..Default::default()
@@ -211,20 +244,32 @@ async fn start(
 async fn create(
     ws: &workspace::Workspace,
     args: &TrainArgs,
-    client: &openai::Client,
+    client: &client::Client,
     st: &mut state::State,
     stderr: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<()> {
     let train = st.training_file.clone().context("the state file names no training file")?;
-    let body = openai::job_body(
-        &st.model,
-        &train,
-        st.validation_file.as_deref(),
-        st.suffix.as_deref(),
-        args.epochs.map(|e| e as u32),
-        args.hosted.lr_mult,
-        args.seed,
-    );
+    let epochs = args.epochs.map(|e| e as u32);
+    let body = match client.dialect {
+        client::Dialect::OpenAi => client::job_body(
+            &st.model,
+            &train,
+            st.validation_file.as_deref(),
+            st.suffix.as_deref(),
+            epochs,
+            args.hosted.lr_mult,
+            args.seed,
+        ),
+        client::Dialect::Together => client::together_body(
+            &st.model,
+            &train,
+            st.validation_file.as_deref(),
+            st.suffix.as_deref(),
+            epochs,
+            args.rank,
+            args.alpha,
+        ),
+    };
     let job = client.create(&body).await.map_err(anyhow::Error::msg)?;
     writeln!(stderr, "job {} created ({})", job.id, job.status)?;
     st.job_id = Some(job.id);
@@ -237,20 +282,21 @@ async fn create(
 async fn follow(
     ws: &mut workspace::Workspace,
     lane: &workspace::LaneSpec,
-    client: &openai::Client,
+    client: &client::Client,
     st: &mut state::State,
     poll: f64,
     stdout: &mut (dyn std::io::Write + Send),
     stderr: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<u8> {
     let id = st.job_id.clone().context("no job id")?;
-    let mut last_event: Option<String> = None;
+    let (mut last_event, mut seen): (Option<String>, usize) = (None, 0);
     loop {
         let job = client.job(&id).await.map_err(anyhow::Error::msg)?;
-        let events = client.events(&id, last_event.as_deref()).await.map_err(anyhow::Error::msg)?;
+        let events = client.events(&id, last_event.as_deref(), seen).await.map_err(anyhow::Error::msg)?;
         if let Some(e) = events.last() {
             last_event = Some(e.id.clone());
         }
+        seen += events.len();
         finetune::show_events(stderr, &events);
         if st.status.as_deref() != Some(job.status.as_str()) {
             writeln!(stderr, "job {id}: {}", job.status)?;
@@ -268,21 +314,23 @@ fn finished(
     ws: &mut workspace::Workspace,
     lane: &workspace::LaneSpec,
     st: &mut state::State,
-    job: &openai::Job,
+    job: &client::Job,
     stdout: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<u8> {
-    let code = match (job.status.as_str(), &job.fine_tuned_model) {
-        ("succeeded", Some(model)) => {
+    let code = match (job.succeeded(), &job.fine_tuned_model) {
+        (true, Some(model)) => {
             let id = finetune::lane_id(st.suffix.as_deref(), &job.id);
-            let price = prices::finetuned(&st.model);
+            // Only OpenAI's fine-tuned prices are in the table; Together bills a LoRA at its base's rate.
+            let price = if st.provider == "openai" { prices::finetuned(&st.model) } else { None };
             finetune::write_lane(ws, &id, lane, model, price).map_err(anyhow::Error::msg)?;
             let priced = if price.is_some() { "with its price" } else { "price unknown (add [pricing] for it)" };
-            writeln!(stdout, "job {} succeeded: {model}; lane `{id}` asks it ({priced})", job.id)?;
+            writeln!(stdout, "job {} {}: {model}; lane `{id}` asks it ({priced})", job.id, job.status)?;
             st.outcome = Some(model.clone());
             0
         }
-        (status, _) => {
-            let why = job.error.clone().unwrap_or_else(|| status.to_string());
+        (_, _) => {
+            let status = job.status.as_str();
+            let why = job.error.clone().unwrap_or_else(|| format!("{status}, and no model named"));
             writeln!(stdout, "job {} {status}: {}", job.id, crate::visible::escape_line(&why))?;
             st.outcome = Some(why);
             1

@@ -14,11 +14,17 @@ pub struct Rules {
     pub min_examples: usize,
     /// Tokens one example may hold (messages and framing).
     pub max_example_tokens: u64,
+    /// Earlier assistant turns get `weight: 0` (OpenAI's way to train on the last answer alone).
+    pub weights: bool,
 }
 
 /// OpenAI's fine-tuning rules (at least 10 examples; 65,536 tokens an example for the gpt-4o and gpt-4.1
 /// families).
-pub const OPENAI: Rules = Rules { min_examples: 10, max_example_tokens: 65_536 };
+pub const OPENAI: Rules = Rules { min_examples: 10, max_example_tokens: 65_536, weights: true };
+
+/// Together's: it checks each file on upload against the model's own context (reported when it refuses);
+/// messages carry no per-turn weight.
+pub const TOGETHER: Rules = Rules { min_examples: 1, max_example_tokens: u64::MAX, weights: false };
 
 /// The files to upload and what they hold.
 #[derive(Debug, Clone)]
@@ -33,16 +39,17 @@ pub struct Prepared {
     pub sha256: String,
 }
 
-/// One example as OpenAI's chat fine-tuning reads it: the messages, every assistant turn but the last at
-/// `weight: 0` (tunebench trains on the last answer alone), no `meta` (trainers read only the messages).
-pub fn record(x: &Example) -> Value {
+/// One example as the chat fine-tuning APIs read it: the messages, with `weights` every assistant turn but
+/// the last at `weight: 0` (tunebench trains on the last answer alone), no `meta` (trainers read only the
+/// messages).
+pub fn record(x: &Example, weights: bool) -> Value {
     let last = x.messages.iter().rposition(|m| m.role == "assistant");
     let messages: Vec<Value> = x
         .messages
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            if m.role == "assistant" && Some(i) != last {
+            if weights && m.role == "assistant" && Some(i) != last {
                 json!({"role": m.role, "content": m.content, "weight": 0})
             } else {
                 json!({"role": m.role, "content": m.content})
@@ -92,7 +99,7 @@ pub fn prepare(ws: &Workspace, rules: Rules) -> Result<Prepared, Vec<String>> {
                 ));
                 continue;
             }
-            text.push_str(&record(x).to_string());
+            text.push_str(&record(x, rules.weights).to_string());
             text.push('\n');
             n += 1;
             total += t;
@@ -136,9 +143,10 @@ mod tests {
         let mut x = Example::chat("ex_1".into(), "S", "u1", "a1", Meta::default());
         x.messages.push(Message::new("user", "u2"));
         x.messages.push(Message::new("assistant", "a2"));
-        let r = record(&x);
+        let r = record(&x, true);
         let m = r["messages"].as_array().unwrap();
         assert_eq!(m[2]["weight"], 0);
+        assert!(record(&x, false)["messages"][2].get("weight").is_none());
         assert!(m[4].get("weight").is_none());
         assert!(r.get("meta").is_none());
         assert_eq!(cost(2_000_000, (1, 3), 3.0), (6.0, 18.0));

@@ -1,9 +1,9 @@
-//! Fine-tuning through a provider's API (`tunebench train --on openai`): the dataset checked and priced,
-//! uploaded once, the job created and followed (resumable from the workspace's state file), and on success a
-//! lane for the fine-tuned model with its price, beside the lanes it should beat.
+//! Fine-tuning through a provider's API (`tunebench train --on openai|together`): the dataset checked and
+//! priced, uploaded once, the job created and followed (resumable from the workspace's state file), and on
+//! success a lane for the fine-tuned model with its price, beside the lanes it should beat.
 
+pub mod client;
 pub mod data;
-pub mod openai;
 pub mod state;
 
 use std::io::Write;
@@ -15,29 +15,66 @@ use crate::workspace::{BackendKind, LaneSpec, Workspace};
 /// OpenAI's API, where a lane names no other.
 pub const OPENAI_BASE: &str = "https://api.openai.com/v1";
 
-/// The provider lane: `--lane`, else the OpenAI lane on OpenAI's endpoint, else the only OpenAI lane.
-pub fn provider_lane<'a>(ws: &'a Workspace, id: Option<&str>) -> Result<&'a LaneSpec, String> {
+/// What differs between providers.
+#[derive(Debug, Clone, Copy)]
+pub struct Provider {
+    pub name: &'static str,
+    pub dialect: client::Dialect,
+    /// The API's base URL (fine-tuning and the OpenAI-compatible inference the new lane asks).
+    pub base: &'static str,
+    /// The key's variable when the lane names none.
+    pub key_env: &'static str,
+    pub rules: data::Rules,
+}
+
+pub const OPENAI: Provider = Provider {
+    name: "openai",
+    dialect: client::Dialect::OpenAi,
+    base: OPENAI_BASE,
+    key_env: "OPENAI_API_KEY",
+    rules: data::OPENAI,
+};
+
+pub const TOGETHER: Provider = Provider {
+    name: "together",
+    dialect: client::Dialect::Together,
+    base: "https://api.together.xyz/v1",
+    key_env: "TOGETHER_API_KEY",
+    rules: data::TOGETHER,
+};
+
+/// The provider lane: `--lane`, else the OpenAI-compatible lane on the provider's endpoint, else (OpenAI)
+/// the only OpenAI-compatible lane.
+pub fn provider_lane<'a>(ws: &'a Workspace, p: &Provider, id: Option<&str>) -> Result<&'a LaneSpec, String> {
     if let Some(id) = id {
         return ws.lane(id).ok_or_else(|| format!("no lane `{id}` in {}", ws.file.display()));
     }
     let openai: Vec<&LaneSpec> = ws.lanes.iter().filter(|l| l.backend == BackendKind::OpenAi).collect();
-    let official = |l: &LaneSpec| l.base_url.as_deref().is_none_or(|u| u.trim_end_matches('/') == OPENAI_BASE);
+    let official = |l: &LaneSpec| match l.base_url.as_deref() {
+        Some(u) => u.trim_end_matches('/') == p.base,
+        None => p.base == OPENAI_BASE,
+    };
     match (openai.iter().find(|l| official(l)), openai.as_slice()) {
         (Some(l), _) => Ok(l),
-        (None, [one]) => Ok(one),
-        (None, []) => {
-            Err("no openai lane: add one (its base_url and api_key_env are used), or name one with --lane".into())
-        }
-        (None, _) => Err("several openai lanes and none on OpenAI's endpoint: name one with --lane".into()),
+        (None, [one]) if p.base == OPENAI_BASE => Ok(one),
+        (None, _) => Err(format!(
+            "no lane on {}'s endpoint: add one with backend = \"openai\" and base_url = \"{}\" (its api_key_env is \
+             used), or name one with --lane",
+            p.name, p.base
+        )),
     }
 }
 
-/// The key for `lane` (or `key_env` in its place), read from the environment and never written.
-pub fn key(lane: &LaneSpec, key_env: Option<&str>, env: &Env) -> Result<Option<crate::engine::api::Secret>, String> {
+/// The key for `lane` (`key_env` in its place; the provider's variable when the lane names none), read from
+/// the environment and never written.
+pub fn key(
+    lane: &LaneSpec,
+    p: &Provider,
+    key_env: Option<&str>,
+    env: &Env,
+) -> Result<Option<crate::engine::api::Secret>, String> {
     let mut l = lane.clone();
-    if let Some(k) = key_env {
-        l.api_key_env = Some(k.to_string());
-    }
+    l.api_key_env = Some(key_env.or(lane.api_key_env.as_deref()).unwrap_or(p.key_env).to_string());
     lane_key(&l, env)
 }
 
@@ -73,7 +110,7 @@ pub fn write_lane(
         let prompt = ws.dataset.system_prompt.clone();
         let sampling = ws.adapter_lane().map_or_else(|| provider.sampling.clone(), |l| l.sampling.clone());
         let mut block = format!(
-            "\n# The model `tunebench train --on openai` fine-tuned, with the short prompt it was trained against.\n\
+            "\n# The model `tunebench train --on` fine-tuned, with the short prompt it was trained against.\n\
              [[lanes]]\nid = {id:?}\nbackend = \"openai\"\nmodel = {model:?}\nprompt = {prompt:?}\n\
              max_tokens = {}\ntemperature = {:?}\n",
             sampling.max_tokens, sampling.temperature
@@ -122,7 +159,7 @@ fn append_checked(ws: &mut Workspace, block: &str) -> Result<(), String> {
 }
 
 /// Prints the events not yet shown: a loss line per metrics event, the message otherwise.
-pub fn show_events(out: &mut dyn Write, events: &[openai::Event]) {
+pub fn show_events(out: &mut dyn Write, events: &[client::Event]) {
     for e in events {
         let line = match (e.step, e.train_loss) {
             (Some(step), Some(loss)) => {

@@ -1,6 +1,6 @@
-//! A loopback fake of OpenAI's fine-tuning endpoints (files, fine_tuning/jobs, events, cancel): uploads and
-//! jobs recorded, a job walking through a scripted list of states, its events, and faults (a status code
-//! for the next N requests to a path) to drive retries.
+//! A loopback fake of OpenAI's and Together's fine-tuning endpoints (files / files/upload, fine_tuning/jobs /
+//! fine-tunes, events, cancel): uploads and jobs recorded, a job walking through a scripted list of states,
+//! its events, and faults (a status code for the next N requests to a path) to drive retries.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,31 @@ impl FakeOpenAi {
     }
 }
 
+/// Together's job object: its own status words and `output_name`.
+fn together_job(f: &Fake) -> Value {
+    let done = f.status == "completed";
+    json!({"id": "ft-0123abcd", "status": f.status, "output_name": if done { json!(f.model) } else { Value::Null },
+        "model": "Qwen/Qwen2.5-7B-Instruct"})
+}
+
+/// Together's event list: every event so far, each with its time, the figures on the event itself.
+fn together_events(f: &Fake) -> Value {
+    let shown: Vec<Value> = f.events[..f.shown.min(f.events.len())]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut out = json!({"object": "fine-tune-event", "created_at": format!("2026-11-30T10:00:{i:02}Z"),
+                "message": e["message"], "type": "job_info"});
+            if let Some(step) = e["data"]["step"].as_u64() {
+                out["step"] = json!(step);
+                out["training_loss"] = e["data"]["train_loss"].clone();
+            }
+            out
+        })
+        .collect();
+    json!({"data": shown})
+}
+
 fn job(f: &Fake) -> Value {
     let done = f.status == "succeeded";
     let error = f.error.as_ref().map(|m| json!({"message": m, "code": "invalid_training_file"})).unwrap_or(Value::Null);
@@ -111,7 +136,26 @@ async fn serve(mut sock: TcpStream, fake: Arc<Mutex<Fake>>) {
 
 fn route(f: &mut Fake, method: &str, path: &str, body: &[u8], content_type: String) -> (u16, Value) {
     match (method, path) {
-        ("POST", "/files") => {
+        ("POST", "/fine-tunes") => {
+            f.created.push(serde_json::from_slice(body).unwrap_or(Value::Null));
+            f.status = "pending".into();
+            (200, together_job(f))
+        }
+        ("GET", p) if p.starts_with("/fine-tunes/") && p.ends_with("/events") => (200, together_events(f)),
+        ("POST", p) if p.starts_with("/fine-tunes/") && p.ends_with("/cancel") => {
+            f.cancelled = true;
+            f.status = "cancelled".into();
+            f.states.clear();
+            (200, together_job(f))
+        }
+        ("GET", p) if p.starts_with("/fine-tunes/") => {
+            if let Some(s) = if f.states.len() > 1 { f.states.pop_front() } else { f.states.front().copied() } {
+                f.status = s.into();
+            }
+            f.shown = (f.shown + 1).min(f.events.len());
+            (200, together_job(f))
+        }
+        ("POST", "/files" | "/files/upload") => {
             let (name, purpose, text) = multipart(body, &content_type);
             let id = format!("file-{}", f.uploads.len() + 1);
             f.uploads.push((name, purpose, text));

@@ -1,4 +1,5 @@
-//! `tunebench train --on openai` against a loopback fake of OpenAI's files and fine-tuning jobs endpoints:
+//! `tunebench train --on openai|together` against a loopback fake of the providers' files and fine-tuning jobs
+//! endpoints:
 //! the example's dataset uploaded once (train and valid, purpose fine-tune, earlier answers at weight 0),
 //! the job created with supervised hyperparameters, followed through its states and events, resumed after a
 //! restart without a second upload, retried through 429 and 5xx, cancelled, failed; refusals before any
@@ -149,4 +150,71 @@ async fn a_failed_or_cancelled_job_exits_1_and_writes_no_lane() {
     }
     let none = train(&ws2, &fake2, &["--cancel"]).await;
     assert!(text(&none).contains("no job in progress"), "{}", text(&none));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn together_trains_a_lora_at_tunebenchs_rank_and_its_output_model_becomes_a_lane() {
+    let (_tmp, ws) = support::example_copy();
+    // A lane on Together's endpoint, as a user adds one; its key variable is Together's.
+    let mut toml = std::fs::read_to_string(ws.join("workspace.toml")).unwrap();
+    toml.push_str("\n[[lanes]]\nid = \"together\"\nbackend = \"openai\"\nbase_url = \"https://api.together.xyz/v1\"\napi_key_env = \"TOGETHER_API_KEY\"\nmodel = \"Qwen/Qwen2.5-7B-Instruct\"\nprompt = \"long\"\n");
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let output = "me/Qwen2.5-7B-Instruct-triage-0123abcd";
+    let fake = FakeOpenAi::start(
+        &["pending", "queued", "running", "uploading", "completed"],
+        output,
+        &[(1, 1.5, 1.6), (2, 0.9, 1.0)],
+    )
+    .await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
+    cmd.arg("train")
+        .arg(&ws)
+        .args([
+            "--on",
+            "together",
+            "--base-url",
+            &fake.url,
+            "--poll",
+            "0.01",
+            "--yes",
+            "--suffix",
+            "triage",
+            "--epochs",
+            "2",
+        ])
+        .env("TOGETHER_API_KEY", KEY)
+        .stdin(std::process::Stdio::null());
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("fine-tune Qwen/Qwen2.5-7B-Instruct on"), "{t}");
+    assert!(t.contains("training cost unknown"), "Together's prices are not in the table: {t}");
+    assert!(t.contains("step 2 · train loss 0.9000"), "{t}");
+    assert!(
+        t.contains(&format!("job ft-0123abcd completed: {output}; lane `ft-triage` asks it (price unknown")),
+        "{t}"
+    );
+    {
+        let f = fake.fake.lock().unwrap();
+        assert_eq!(f.uploads.len(), 2);
+        // Together takes no per-turn weight.
+        assert!(!f.uploads[0].2.contains("\"weight\""));
+        let job = &f.created[0];
+        assert_eq!(
+            (job["lora"].as_bool(), job["lora_r"].as_u64(), job["n_epochs"].as_u64()),
+            (Some(true), Some(16), Some(2))
+        );
+        assert_eq!(job["validation_file"], "file-2");
+        assert!(f.requests.iter().all(|(_, auth)| auth.as_deref() == Some(&format!("Bearer {KEY}"))));
+    }
+    let loaded = tunebench::workspace::load(&ws).unwrap();
+    let lane = loaded.lane("ft-triage").unwrap();
+    assert_eq!((lane.model.as_str(), lane.base_url.as_deref()), (output, Some("https://api.together.xyz/v1")));
+    assert_eq!(lane.api_key_env.as_deref(), Some("TOGETHER_API_KEY"));
+    no_file_holds(&ws, KEY);
+    // A job in progress on one provider is not followed as another's.
+    std::fs::write(ws.join("finetune-job.json"), r#"{"provider":"together","base_url":"x","model":"m","suffix":null,"lane":"together","api_key_env":"TOGETHER_API_KEY","dataset_sha256":"","training_file":"file-1","validation_file":null,"job_id":"ft-1","status":"running","started_at":"t"}"#).unwrap();
+    let o = train(&ws, &fake, &[]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("is on together: follow it with --on together"), "{}", text(&o));
 }
