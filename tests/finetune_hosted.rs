@@ -218,3 +218,85 @@ async fn together_trains_a_lora_at_tunebenchs_rank_and_its_output_model_becomes_
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("is on together: follow it with --on together"), "{}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fireworks_uploads_datasets_trains_and_loads_the_lora_onto_a_deployment_before_the_lane() {
+    let (_tmp, ws) = support::example_copy();
+    let mut toml = std::fs::read_to_string(ws.join("workspace.toml")).unwrap();
+    toml.push_str("\n[[lanes]]\nid = \"fw\"\nbackend = \"openai\"\nbase_url = \"https://api.fireworks.ai/inference/v1\"\napi_key_env = \"FIREWORKS_API_KEY\"\nmodel = \"accounts/fireworks/models/qwen2p5-7b-instruct\"\nprompt = \"long\"\n");
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let output = "accounts/acme/models/triage";
+    let states = ["JOB_STATE_CREATING", "JOB_STATE_VALIDATING", "JOB_STATE_RUNNING", "JOB_STATE_COMPLETED"];
+    let fake = FakeOpenAi::start(&states, output, &[]).await;
+    let run = |extra: Vec<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
+        cmd.arg("train")
+            .arg(&ws)
+            .args(["--on", "fireworks", "--base-url", &fake.url, "--poll", "0.01", "--yes", "--suffix", "triage"])
+            .args(extra)
+            .env("FIREWORKS_API_KEY", KEY)
+            .stdin(std::process::Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    // Without an account and a deployment nothing is uploaded: Fireworks serves customers' LoRAs on deployments.
+    let o = run(vec![]).await.unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--on fireworks needs --account ID and --deployment"), "{}", text(&o));
+    assert!(fake.fake.lock().unwrap().requests.is_empty());
+    let dep = "accounts/acme/deployments/lora-host";
+    let o = run(vec!["--account".into(), "acme".into(), "--deployment".into(), dep.into()]).await.unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let model = format!("{output}#{dep}");
+    assert!(t.contains(&format!("deployed: {model}")), "{t}");
+    {
+        let f = fake.fake.lock().unwrap();
+        let reqs: Vec<&str> = f.requests.iter().map(|(r, _)| r.as_str()).collect();
+        assert!(
+            reqs.iter()
+                .any(|r| r.starts_with("POST /accounts/acme/datasets/tunebench-train-") && r.ends_with(":upload"))
+        );
+        assert_eq!(f.uploads.len(), 2);
+        let job = f.created.iter().find(|c| c.get("baseModel").is_some()).unwrap();
+        assert_eq!(job["baseModel"], "accounts/fireworks/models/qwen2p5-7b-instruct");
+        assert_eq!(job["loraRank"], 16);
+        assert!(job["dataset"].as_str().unwrap().starts_with("accounts/acme/datasets/tunebench-train-"));
+        assert!(job["evaluationDataset"].as_str().unwrap().starts_with("accounts/acme/datasets/tunebench-valid-"));
+        assert!(f.created.iter().any(|c| c["deployed"]["deployment"] == dep));
+        assert!(f.requests.iter().all(|(_, auth)| auth.as_deref() == Some(&format!("Bearer {KEY}"))));
+    }
+    let loaded = tunebench::workspace::load(&ws).unwrap();
+    let lane = loaded.lane("ft-triage").unwrap();
+    assert_eq!(
+        (lane.model.as_str(), lane.base_url.as_deref()),
+        (model.as_str(), Some("https://api.fireworks.ai/inference/v1"))
+    );
+    no_file_holds(&ws, KEY);
+    // A job in progress is stopped by deleting it (the way Fireworks documents).
+    let (_tmp2, ws2) = support::example_copy();
+    std::fs::write(ws2.join("workspace.toml"), std::fs::read_to_string(ws.join("workspace.toml")).unwrap()).unwrap();
+    let fake2 = FakeOpenAi::start(&["JOB_STATE_RUNNING"], output, &[]).await;
+    let go = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
+        cmd.arg("train")
+            .arg(&ws2)
+            .args(["--on", "fireworks", "--base-url", &fake2.url, "--poll", "0.01", "--yes"])
+            .args(extra)
+            .env("FIREWORKS_API_KEY", KEY)
+            .stdin(std::process::Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let started = go(&["--account", "acme", "--deployment", dep, "--no-follow"]).await.unwrap();
+    assert_eq!(started.status.code(), Some(0), "{}", text(&started));
+    let cancelled = go(&["--cancel"]).await.unwrap();
+    assert_eq!(cancelled.status.code(), Some(1), "{}", text(&cancelled));
+    assert!(
+        fake2
+            .fake
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .any(|(r, _)| r == "DELETE /accounts/acme/supervisedFineTuningJobs/sft-1")
+    );
+}

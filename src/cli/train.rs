@@ -78,6 +78,25 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// Refuses local-training options with --on: they would be silently ignored.
+    pub fn local_options_given(&self) -> Option<&'static str> {
+        let d = default_options();
+        let c = &d.config;
+        let given = [
+            (self.adapter.is_some(), "--adapter"),
+            (self.rank != c.rank, "--rank"),
+            (self.alpha != c.alpha, "--alpha"),
+            (self.lr != c.lr, "--lr (the provider takes --lr-mult)"),
+            (self.max_steps.is_some(), "--max-steps"),
+            (self.batch != c.batch, "--batch"),
+            (self.resume, "--resume (a hosted job resumes by itself)"),
+            (self.overwrite, "--overwrite"),
+            (self.targets != d.targets, "--targets"),
+            (self.device != d.device, "--device"),
+        ];
+        given.into_iter().find(|(g, _)| *g).map(|(_, name)| name)
+    }
+
     pub fn options(&self) -> Options {
         Options {
             adapter: self.adapter.clone(),

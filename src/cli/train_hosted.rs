@@ -21,6 +21,8 @@ pub enum Provider {
     /// Together's (files/upload, fine-tunes): a LoRA at tunebench's rank and alpha, served as the job's
     /// output model.
     Together,
+    /// Fireworks' (datasets and supervisedFineTuningJobs under accounts/ID; --account, --deployment).
+    Fireworks,
 }
 
 impl Provider {
@@ -28,6 +30,7 @@ impl Provider {
         match self {
             Provider::Openai => finetune::OPENAI,
             Provider::Together => finetune::TOGETHER,
+            Provider::Fireworks => finetune::FIREWORKS,
         }
     }
 }
@@ -67,31 +70,19 @@ pub struct HostedArgs {
     /// --on: seconds between reads of a running job.
     #[arg(long, default_value_t = 10.0)]
     pub poll: f64,
-}
-
-/// Refuses local-training options with --on: they would be silently ignored.
-fn local_options_given(args: &TrainArgs) -> Option<&'static str> {
-    let d = super::train::default_options();
-    let c = &d.config;
-    let given = [
-        (args.adapter.is_some(), "--adapter"),
-        (args.rank != c.rank, "--rank"),
-        (args.alpha != c.alpha, "--alpha"),
-        (args.lr != c.lr, "--lr (the provider takes --lr-mult)"),
-        (args.max_steps.is_some(), "--max-steps"),
-        (args.batch != c.batch, "--batch"),
-        (args.resume, "--resume (a hosted job resumes by itself)"),
-        (args.overwrite, "--overwrite"),
-        (args.targets != d.targets, "--targets"),
-        (args.device != d.device, "--device"),
-    ];
-    given.into_iter().find(|(g, _)| *g).map(|(_, name)| name)
+    /// --on fireworks: the account id its datasets, jobs and models live under.
+    #[arg(long, requires = "on")]
+    pub account: Option<String>,
+    /// --on fireworks: the deployment (accounts/ID/deployments/NAME, with LoRA add-ons enabled) the new LoRA is
+    /// loaded onto before the lane asks it (Fireworks serves customers' LoRAs on deployments, not serverless).
+    #[arg(long, requires = "on")]
+    pub deployment: Option<String>,
 }
 
 pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> anyhow::Result<u8> {
     let Streams { stdout, stderr, mut confirm, .. } = io;
     let h = &args.hosted;
-    if let Some(name) = local_options_given(args) {
+    if let Some(name) = args.local_options_given() {
         bail!("{name} is for training on this machine; with --on the provider trains");
     }
     if let Some(s) = &h.suffix {
@@ -100,12 +91,30 @@ pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> an
     let mut ws = workspace::load(path)?;
     let provider = h.on.map_or(finetune::OPENAI, Provider::spec);
     let lane = finetune::provider_lane(&ws, &provider, h.lane.as_deref()).map_err(anyhow::Error::msg)?.clone();
-    let base_url = h.base_url.clone().or_else(|| lane.base_url.clone()).unwrap_or_else(|| provider.base.into());
+    // Fireworks fine-tunes under its management API, not the inference URL its lanes name.
+    let base_url = h
+        .base_url
+        .clone()
+        .or_else(|| provider.manage.map(String::from))
+        .or_else(|| lane.base_url.clone())
+        .unwrap_or_else(|| provider.base.into());
     let key = finetune::key(&lane, &provider, h.api_key_env.as_deref(), &env)
         .map_err(|e| anyhow::anyhow!("lane `{}`: {e}", lane.id))?;
-    let client =
+    let mut client =
         client::Client::new(provider.dialect, &base_url, key, lane.api.max_retries).map_err(anyhow::Error::msg)?;
-    let mut st = match state::load(&ws.root).map_err(anyhow::Error::msg)? {
+    let saved = state::load(&ws.root).map_err(anyhow::Error::msg)?;
+    client.account = saved.as_ref().and_then(|s| s.account.clone()).or_else(|| h.account.clone());
+    if provider.dialect == client::Dialect::Fireworks
+        && saved.is_none()
+        && !h.cancel
+        && (h.account.is_none() || h.deployment.is_none())
+    {
+        bail!(
+            "--on fireworks needs --account ID and --deployment accounts/ID/deployments/NAME (a deployment with LoRA \
+             add-ons: Fireworks serves customers' LoRAs there, not serverless); nothing was uploaded"
+        );
+    }
+    let mut st = match saved {
         Some(s) if s.provider != provider.name => {
             bail!(
                 "the job in progress in {} is on {}: follow it with --on {}",
@@ -175,12 +184,12 @@ async fn start(
             return Ok(None);
         }
     };
-    // OpenAI picks the epochs by dataset size when asked for "auto": the estimate spans 1 to 10; Together
-    // runs one unless told.
+    // OpenAI picks the epochs by dataset size when asked for "auto": the estimate spans 1 to 10; Together and
+    // Fireworks run one unless told.
     let epochs = match (args.epochs, provider.dialect) {
         (Some(e), _) => (e as u32, e as u32),
         (None, client::Dialect::OpenAi) => (1, 10),
-        (None, client::Dialect::Together) => (1, 1),
+        (None, client::Dialect::Together | client::Dialect::Fireworks) => (1, 1),
     };
     let price = if provider.dialect == client::Dialect::OpenAi { prices::training(&model) } else { None };
     let estimate = match price {
@@ -228,12 +237,20 @@ async fn start(
         started_at: finetune::now_iso(),
         ..Default::default()
     };
-    let train = client.upload("train.jsonl", prepared.train.as_bytes()).await.map_err(anyhow::Error::msg)?;
+    st.account = h.account.clone();
+    st.deployment = h.deployment.clone();
+    let train = client
+        .upload("train.jsonl", prepared.train.as_bytes(), prepared.train_examples)
+        .await
+        .map_err(anyhow::Error::msg)?;
     writeln!(stderr, "uploaded train.jsonl: {train}")?;
     st.training_file = Some(train);
     state::save(&ws.root, &st).map_err(anyhow::Error::msg)?;
     if let Some(valid) = &prepared.valid {
-        let v = client.upload("valid.jsonl", valid.as_bytes()).await.map_err(anyhow::Error::msg)?;
+        let v = client
+            .upload("valid.jsonl", valid.as_bytes(), prepared.valid_examples)
+            .await
+            .map_err(anyhow::Error::msg)?;
         writeln!(stderr, "uploaded valid.jsonl: {v}")?;
         st.validation_file = Some(v);
         state::save(&ws.root, &st).map_err(anyhow::Error::msg)?;
@@ -259,6 +276,14 @@ async fn create(
             epochs,
             args.hosted.lr_mult,
             args.seed,
+        ),
+        client::Dialect::Fireworks => finetune::fireworks::body(
+            &st.model,
+            &train,
+            st.validation_file.as_deref(),
+            st.suffix.as_deref(),
+            epochs,
+            args.rank,
         ),
         client::Dialect::Together => client::together_body(
             &st.model,
@@ -304,21 +329,34 @@ async fn follow(
             state::save(&ws.root, st).map_err(anyhow::Error::msg)?;
         }
         if job.finished() {
-            return finished(ws, lane, st, &job, stdout);
+            return finished(ws, lane, client, st, &job, stdout, stderr).await;
         }
         tokio::time::sleep(finetune::poll(poll)).await;
     }
 }
 
-fn finished(
+async fn finished(
     ws: &mut workspace::Workspace,
     lane: &workspace::LaneSpec,
+    client: &client::Client,
     st: &mut state::State,
     job: &client::Job,
     stdout: &mut (dyn std::io::Write + Send),
+    stderr: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<u8> {
     let code = match (job.succeeded(), &job.fine_tuned_model) {
-        (true, Some(model)) => {
+        (true, Some(trained)) => {
+            // Fireworks answers with a LoRA only once it is loaded onto a deployment.
+            let model = match (client.dialect, &st.deployment) {
+                (client::Dialect::Fireworks, Some(d)) => {
+                    writeln!(stderr, "loading {trained} onto {d} …")?;
+                    let m = client.deploy(trained, d).await.map_err(anyhow::Error::msg)?;
+                    writeln!(stderr, "deployed: {m}")?;
+                    m
+                }
+                _ => trained.clone(),
+            };
+            let model = &model;
             let id = finetune::lane_id(st.suffix.as_deref(), &job.id);
             // Only OpenAI's fine-tuned prices are in the table; Together bills a LoRA at its base's rate.
             let price = if st.provider == "openai" { prices::finetuned(&st.model) } else { None };

@@ -1,5 +1,6 @@
-//! The providers' fine-tuning endpoints — OpenAI's (`files`, `fine_tuning/jobs`) and Together's
-//! (`files/upload`, `fine-tunes`): upload (multipart, purpose fine-tune), create, read, events, cancel — each
+//! The providers' fine-tuning endpoints — OpenAI's (`files`, `fine_tuning/jobs`), Together's (`files/upload`,
+//! `fine-tunes`) and Fireworks' (datasets and supervisedFineTuningJobs under `accounts/ID`, in fireworks.rs):
+//! upload (multipart), create, read, events, cancel — each
 //! request retried on 429 and 5xx (the server's Retry-After, else backoff), the key only in the header and
 //! scrubbed from every error.
 
@@ -16,6 +17,7 @@ use crate::engine::api::secret::{Secret, scrub};
 pub enum Dialect {
     OpenAi,
     Together,
+    Fireworks,
 }
 
 /// A job as the provider reports it.
@@ -33,7 +35,11 @@ pub struct Job {
 
 impl Job {
     fn from(v: &Value, dialect: Dialect) -> Result<Job, String> {
-        let id = v["id"].as_str().ok_or_else(|| format!("a job without an id: {}", fault::excerpt(&v.to_string())))?;
+        // Fireworks names a job by its resource path.
+        let id = v["id"]
+            .as_str()
+            .or_else(|| v["name"].as_str().and_then(|n| n.rsplit('/').next()))
+            .ok_or_else(|| format!("a job without an id: {}", fault::excerpt(&v.to_string())))?;
         let error = match &v["error"] {
             Value::Object(e) => e.get("message").and_then(Value::as_str).map(String::from),
             Value::String(m) => Some(m.clone()),
@@ -42,6 +48,7 @@ impl Job {
         let (model, tokens) = match dialect {
             Dialect::OpenAi => (v["fine_tuned_model"].as_str(), v["trained_tokens"].as_u64()),
             Dialect::Together => (v["output_name"].as_str(), v["token_count"].as_u64()),
+            Dialect::Fireworks => return Ok(super::fireworks::job(v, id)),
         };
         Ok(Job {
             id: id.to_string(),
@@ -73,11 +80,13 @@ pub struct Event {
 }
 
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
     key: Option<Secret>,
     retries: u32,
     pub dialect: Dialect,
+    /// Fireworks' account id (its resources live under `accounts/ID`).
+    pub account: Option<String>,
 }
 
 impl Client {
@@ -88,7 +97,7 @@ impl Client {
             .user_agent(concat!("tunebench/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_string(), key, retries, dialect })
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), key, retries, dialect, account: None })
     }
 
     /// Where the jobs live.
@@ -96,11 +105,17 @@ impl Client {
         match self.dialect {
             Dialect::OpenAi => format!("{}/fine_tuning/jobs", self.base),
             Dialect::Together => format!("{}/fine-tunes", self.base),
+            Dialect::Fireworks => format!("{}/supervisedFineTuningJobs", self.account_path()),
         }
     }
 
+    /// `BASE/accounts/ID` (Fireworks).
+    pub(super) fn account_path(&self) -> String {
+        format!("{}/accounts/{}", self.base, self.account.as_deref().unwrap_or_default())
+    }
+
     /// Sends the request `make` builds, again after a 429, a 5xx or a connection error; the body as JSON.
-    async fn send(&self, what: &str, make: impl Fn() -> reqwest::RequestBuilder) -> Result<Value, String> {
+    pub(super) async fn send(&self, what: &str, make: impl Fn() -> reqwest::RequestBuilder) -> Result<Value, String> {
         let mut attempt = 0;
         loop {
             let mut req = make();
@@ -134,11 +149,13 @@ impl Client {
         }
     }
 
-    /// Uploads `bytes` as `name` for fine-tuning; the file id.
-    pub async fn upload(&self, name: &str, bytes: &[u8]) -> Result<String, String> {
+    /// Uploads `bytes` (`examples` of them) as `name` for fine-tuning; the file id (Fireworks: the dataset's
+    /// name, once it is ready).
+    pub async fn upload(&self, name: &str, bytes: &[u8], examples: usize) -> Result<String, String> {
         let url = match self.dialect {
             Dialect::OpenAi => format!("{}/files", self.base),
             Dialect::Together => format!("{}/files/upload", self.base),
+            Dialect::Fireworks => return self.upload_dataset(name, bytes, examples).await,
         };
         let v = self
             .send(&format!("uploading {name}"), || {
@@ -173,6 +190,9 @@ impl Client {
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Job, String> {
+        if self.dialect == Dialect::Fireworks {
+            return self.delete_job(id).await;
+        }
         let url = format!("{}/{id}/cancel", self.jobs());
         Job::from(&self.send("cancelling the job", || self.http.post(&url)).await?, self.dialect)
     }
@@ -180,6 +200,10 @@ impl Client {
     /// The job's events after the first `seen` (OpenAI's list is read from the last event id `after`),
     /// oldest first.
     pub async fn events(&self, id: &str, after: Option<&str>, seen: usize) -> Result<Vec<Event>, String> {
+        if self.dialect == Dialect::Fireworks {
+            // Fireworks publishes no event list for a job: its state changes are what is shown.
+            return Ok(Vec::new());
+        }
         let mut url = format!("{}/{id}/events", self.jobs());
         if self.dialect == Dialect::OpenAi {
             url.push_str("?limit=100");
@@ -193,7 +217,7 @@ impl Client {
             // Newest first.
             Dialect::OpenAi => items.reverse(),
             // The whole list each time: by time, and only those not shown yet.
-            Dialect::Together => items.sort_by_key(|e| e["created_at"].to_string()),
+            Dialect::Together | Dialect::Fireworks => items.sort_by_key(|e| e["created_at"].to_string()),
         }
         let skip = if self.dialect == Dialect::Together { seen } else { 0 };
         Ok(items.into_iter().skip(skip).map(event).collect())

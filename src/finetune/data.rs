@@ -24,6 +24,10 @@ pub const OPENAI: Rules = Rules { min_examples: 10, max_example_tokens: 65_536, 
 
 /// Together's: it checks each file on upload against the model's own context (reported when it refuses);
 /// messages carry no per-turn weight.
+/// Fireworks': at least 3 examples, per-message weights 0 or 1, examples past 32,768 tokens cut (refused here:
+/// a cut example loses its answer).
+pub const FIREWORKS: Rules = Rules { min_examples: 3, max_example_tokens: 32_768, weights: true };
+
 pub const TOGETHER: Rules = Rules { min_examples: 1, max_example_tokens: u64::MAX, weights: false };
 
 /// The files to upload and what they hold.

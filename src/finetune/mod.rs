@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod data;
+pub mod fireworks;
 pub mod state;
 
 use std::io::Write;
@@ -20,8 +21,10 @@ pub const OPENAI_BASE: &str = "https://api.openai.com/v1";
 pub struct Provider {
     pub name: &'static str,
     pub dialect: client::Dialect,
-    /// The API's base URL (fine-tuning and the OpenAI-compatible inference the new lane asks).
+    /// The OpenAI-compatible inference URL the new lane asks (and the provider lane is found by).
     pub base: &'static str,
+    /// Where fine-tuning lives when not under `base` (Fireworks' management API).
+    pub manage: Option<&'static str>,
     /// The key's variable when the lane names none.
     pub key_env: &'static str,
     pub rules: data::Rules,
@@ -31,6 +34,7 @@ pub const OPENAI: Provider = Provider {
     name: "openai",
     dialect: client::Dialect::OpenAi,
     base: OPENAI_BASE,
+    manage: None,
     key_env: "OPENAI_API_KEY",
     rules: data::OPENAI,
 };
@@ -39,8 +43,18 @@ pub const TOGETHER: Provider = Provider {
     name: "together",
     dialect: client::Dialect::Together,
     base: "https://api.together.xyz/v1",
+    manage: None,
     key_env: "TOGETHER_API_KEY",
     rules: data::TOGETHER,
+};
+
+pub const FIREWORKS: Provider = Provider {
+    name: "fireworks",
+    dialect: client::Dialect::Fireworks,
+    base: "https://api.fireworks.ai/inference/v1",
+    manage: Some("https://api.fireworks.ai/v1"),
+    key_env: "FIREWORKS_API_KEY",
+    rules: data::FIREWORKS,
 };
 
 /// The provider lane: `--lane`, else the OpenAI-compatible lane on the provider's endpoint, else (OpenAI)

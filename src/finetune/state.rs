@@ -27,6 +27,11 @@ pub struct State {
     /// The last status read.
     pub status: Option<String>,
     pub started_at: String,
+    /// Fireworks: the account the resources live under, and the deployment the LoRA is loaded onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     /// Set when the job ends: the fine-tuned model id (success) or why it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,

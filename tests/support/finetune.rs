@@ -134,7 +134,17 @@ async fn serve(mut sock: TcpStream, fake: Arc<Mutex<Fake>>) {
     let _ = sock.flush().await;
 }
 
+/// Fireworks' job object: `name`, `JOB_STATE_*`, `outputModel`.
+fn fireworks_job(f: &Fake) -> Value {
+    let done = f.status == "JOB_STATE_COMPLETED";
+    json!({"name": "accounts/acme/supervisedFineTuningJobs/sft-1", "state": f.status,
+        "outputModel": if done { json!(f.model) } else { Value::Null }, "status": {"code": "OK", "message": ""}})
+}
+
 fn route(f: &mut Fake, method: &str, path: &str, body: &[u8], content_type: String) -> (u16, Value) {
+    if let Some(rest) = path.strip_prefix("/accounts/acme/") {
+        return fireworks(f, method, rest, body, &content_type);
+    }
     match (method, path) {
         ("POST", "/fine-tunes") => {
             f.created.push(serde_json::from_slice(body).unwrap_or(Value::Null));
@@ -206,4 +216,50 @@ fn multipart(body: &[u8], content_type: &str) -> (String, String, String) {
         }
     }
     (name, purpose, file)
+}
+
+fn fireworks(f: &mut Fake, method: &str, rest: &str, body: &[u8], content_type: &str) -> (u16, Value) {
+    match (method, rest) {
+        ("POST", "datasets") => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            f.created.push(json!({"dataset": v}));
+            (
+                200,
+                json!({"name": format!("accounts/acme/datasets/{}", v["datasetId"].as_str().unwrap_or("")), "state": "UPLOADING"}),
+            )
+        }
+        ("POST", p) if p.starts_with("datasets/") && p.ends_with(":upload") => {
+            let (name, _, text) = multipart(body, content_type);
+            f.uploads.push((name, "dataset".into(), text));
+            (200, json!({"filename": "x"}))
+        }
+        ("GET", p) if p.starts_with("datasets/") => {
+            (200, json!({"name": format!("accounts/acme/{p}"), "state": "READY", "status": {"code": "OK"}}))
+        }
+        ("POST", "supervisedFineTuningJobs") => {
+            f.created.push(serde_json::from_slice(body).unwrap_or(Value::Null));
+            f.status = "JOB_STATE_CREATING".into();
+            (200, fireworks_job(f))
+        }
+        ("DELETE", p) if p.starts_with("supervisedFineTuningJobs/") => {
+            f.cancelled = true;
+            f.status = "JOB_STATE_CANCELLED".into();
+            f.states.clear();
+            (200, json!({}))
+        }
+        ("GET", p) if p.starts_with("supervisedFineTuningJobs/") => {
+            if let Some(s) = if f.states.len() > 1 { f.states.pop_front() } else { f.states.front().copied() } {
+                f.status = s.into();
+            }
+            (200, fireworks_job(f))
+        }
+        ("POST", "deployedModels") => {
+            f.created.push(json!({"deployed": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)}));
+            (200, json!({"name": "accounts/acme/deployedModels/dm-1", "state": "DEPLOYING"}))
+        }
+        ("GET", "deployedModels/dm-1") => {
+            (200, json!({"name": "accounts/acme/deployedModels/dm-1", "state": "DEPLOYED"}))
+        }
+        _ => (404, json!({"error": {"message": format!("no route {method} /accounts/acme/{rest}")}})),
+    }
 }
