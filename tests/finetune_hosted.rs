@@ -110,8 +110,17 @@ async fn a_restart_follows_the_same_job_and_never_uploads_twice_through_retries(
     let (_tmp, ws) = support::example_copy();
     let fake = FakeOpenAi::start(&["queued", "running", "succeeded"], MODEL, &[(1, 1.0, 1.2)]).await;
     fake.fault("/files", 429, 2);
-    let o = train(&ws, &fake, &["--yes", "--no-follow"]).await;
+    // No --base: the example's OpenAI lane names the alias gpt-4o-mini, fine-tuned as its dated snapshot.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
+    cmd.arg("train")
+        .arg(&ws)
+        .args(["--on", "openai", "--base-url", &fake.url, "--poll", "0.01", "--yes", "--no-follow"])
+        .env("OPENAI_API_KEY", KEY)
+        .stdin(std::process::Stdio::null());
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("fine-tuning gpt-4o-mini-2024-07-18, the dated snapshot of lane `api`'s gpt-4o-mini"));
+    assert_eq!(fake.fake.lock().unwrap().created[0]["model"], "gpt-4o-mini-2024-07-18");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ws.join("finetune-job.json")).unwrap()).unwrap();
     assert_eq!(state["job_id"], "ftjob-abc123");

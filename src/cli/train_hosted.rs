@@ -173,7 +173,22 @@ async fn start(
     confirm: &mut Option<&mut (dyn std::io::BufRead + Send)>,
 ) -> anyhow::Result<Option<state::State>> {
     let h = &args.hosted;
-    let model = h.base.clone().unwrap_or_else(|| lane.model.clone());
+    // OpenAI fine-tunes dated snapshots: a lane's alias (gpt-4o-mini) becomes the snapshot the table prices.
+    let model = match (&h.base, provider.dialect) {
+        (Some(b), _) => b.clone(),
+        (None, client::Dialect::OpenAi) => match prices::training_snapshot(&lane.model) {
+            Some(snap) if snap != lane.model => {
+                writeln!(
+                    stderr,
+                    "fine-tuning {snap}, the dated snapshot of lane `{}`'s {} (--base picks another)",
+                    lane.id, lane.model
+                )?;
+                snap
+            }
+            _ => lane.model.clone(),
+        },
+        (None, _) => lane.model.clone(),
+    };
     let prepared = match data::prepare(ws, provider.rules) {
         Ok(p) => p,
         Err(problems) => {

@@ -55,6 +55,21 @@ pub fn training(base: &str) -> Option<f64> {
     lookup(&prices, base).map(|p| p.input_per_mtok)
 }
 
+/// The one dated snapshot in the training table that `alias` names (`gpt-4o-mini` → `gpt-4o-mini-2024-07-18`);
+/// the name itself when it is listed; None when none or several match.
+pub fn training_snapshot(alias: &str) -> Option<String> {
+    let t = &table().training;
+    if t.contains_key(alias) {
+        return Some(alias.to_string());
+    }
+    let mut found =
+        t.keys().filter(|k| k.strip_prefix(alias).and_then(|r| r.strip_prefix('-')).is_some_and(is_snapshot));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Some(one.clone()),
+        _ => None,
+    }
+}
+
 /// The inference price of a model fine-tuned from `base`.
 pub fn finetuned(base: &str) -> Option<Price> {
     lookup(&table().finetuned, base).copied()
