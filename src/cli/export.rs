@@ -62,16 +62,16 @@ pub struct ExportArgs {
     pub verify: bool,
     /// --verify: the llama-server binary (default: TUNEBENCH_LLAMA_SERVER, else scripts/build-llama-cpp
     /// --server's ~/.cache/tunebench/llama.cpp/server/bin/llama-server).
-    #[arg(long)]
+    #[arg(long, requires = "verify")]
     pub server: Option<PathBuf>,
     /// --verify: only the first N test cases.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, requires = "verify", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// --verify: the least share of cases whose two answers agree on their first 16 tokens.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, requires = "verify", default_value_t = 0.9)]
     pub min_agree: f64,
     /// --verify: the most the served pass rate may fall under the in-process one (0.05 = 5 points).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, requires = "verify", default_value_t = 0.05)]
     pub max_drop: f64,
 }
 
