@@ -93,12 +93,9 @@ pub fn variants() -> Vec<Reference> {
 /// there), and llama.cpp's load time (`load_time`).
 pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usize) -> Result<(Run, Info)> {
     let time = Path::new("/usr/bin/time");
-    let ngl = if crate::measure::device_spec() == "cpu" { "0" } else { "99" };
-    let args = [
+    let mut args = vec![
         "-m".to_string(),
         path.display().to_string(),
-        "-ngl".into(),
-        ngl.into(),
         "-t".into(),
         threads.to_string(),
         "-p".into(),
@@ -112,6 +109,11 @@ pub fn run(r: &Reference, path: &Path, prompt: usize, steps: usize, threads: usi
         "-o".into(),
         "json".into(),
     ];
+    // On a GPU every layer is offloaded, as tunebench's lane runs the whole model there; the CPU rows keep the
+    // command they were always measured with.
+    if crate::measure::device_spec() != "cpu" {
+        args.extend(["-ngl".to_string(), "99".to_string()]);
+    }
     let mut cmd = if time.is_file() {
         let mut c = Command::new(time);
         c.args(["-f", "%M"]).arg(&r.bench);
