@@ -370,3 +370,30 @@ fn a_bom_first_in_workspace_toml_is_skipped_and_bad_utf8_names_line_and_byte() {
     let err = workspace::load(&root).unwrap_err().to_string();
     assert!(err.contains("workspace.toml") && err.contains("line 3, byte 12 (0xFF) is not UTF-8"), "{err}");
 }
+
+/// A lane another command wrote (`train --on` appends one) is never lost to a save from a workspace read
+/// before it: the save refuses, saying why, and writes nothing; a workspace read after it saves.
+#[test]
+fn a_save_never_replaces_a_workspace_file_changed_on_disk_since_it_was_read() {
+    let (_tmp, root) = support::example_copy();
+    let mut ws = workspace::load(&root).unwrap();
+    ws.set_prompt_text("short", "edited in the TUI").unwrap();
+    let file = root.join("workspace.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("\n[[lanes]]\nid = \"ft-x\"\nbackend = \"openai\"\nmodel = \"ft:gpt-4o-mini-2024-07-18:org::x\"\nprompt = \"short\"\n");
+    std::fs::write(&file, &text).unwrap();
+    let err = ws.save().unwrap_err();
+    assert!(matches!(err, WorkspaceError::Unsavable { .. }), "{err}");
+    assert!(err.to_string().contains("changed on disk since it was read"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "nothing written");
+    assert!(ws.is_dirty(), "the edit is kept in memory");
+    let mut fresh = workspace::load(&root).unwrap();
+    fresh.set_prompt_text("short", "edited again").unwrap();
+    fresh.save().unwrap();
+    let saved = workspace::load(&root).unwrap();
+    assert!(saved.lane("ft-x").is_some());
+    assert_eq!(saved.prompts["short"].text, "edited again");
+    // Its own saves do not trip it.
+    fresh.set_prompt_text("short", "and again").unwrap();
+    fresh.save().unwrap();
+}

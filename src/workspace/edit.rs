@@ -174,6 +174,17 @@ impl Workspace {
 
     /// Writes workspace.toml and every edited prompt file atomically.
     pub fn save(&mut self) -> Result<(), WorkspaceError> {
+        if let Some(read) = &self.on_disk {
+            let now = super::store::read_text(&self.file).ok();
+            if now.as_ref().is_some_and(|n| n != read) {
+                return Err(WorkspaceError::Unsavable {
+                    file: self.file.clone(),
+                    message: "it changed on disk since it was read (another tunebench command or an editor wrote it): \
+                              nothing was written — reopen the workspace to take that change, then edit again"
+                        .into(),
+                });
+            }
+        }
         // A variant leaves the to-write list only once its file is written, so a failed save can be retried.
         while let Some(variant) = self.dirty_prompt_files.first().cloned() {
             if let Some(PromptVariant { source: PromptSource::File(f), text, .. }) = self.prompts.get(&variant) {
@@ -181,7 +192,9 @@ impl Workspace {
             }
             self.dirty_prompt_files.remove(&variant);
         }
-        write_atomic(&self.file, self.doc.to_string().as_bytes())?;
+        let text = self.doc.to_string();
+        write_atomic(&self.file, text.as_bytes())?;
+        self.on_disk = Some(text);
         self.dirty = false;
         Ok(())
     }

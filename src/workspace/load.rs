@@ -21,7 +21,9 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
         (root, path.to_path_buf())
     };
     let src = super::store::read_text(&file).map_err(|e| WorkspaceError::io(&file, e))?;
-    parse(&root, &file, &src)
+    let mut ws = parse(&root, &file, &src)?;
+    ws.on_disk = Some(src);
+    Ok(ws)
 }
 
 /// Parses workspace text; `root` resolves relative paths, `file` names errors.
@@ -89,6 +91,7 @@ fn build(
         doc,
         dirty_prompt_files: BTreeSet::new(),
         dirty: false,
+        on_disk: None,
     })
 }
 

@@ -253,6 +253,9 @@ pub struct Workspace {
     pub(crate) doc: toml_edit::DocumentMut,
     /// Prompt variants whose file must be rewritten on save.
     pub(crate) dirty_prompt_files: std::collections::BTreeSet<String>,
+    /// workspace.toml as it was read or last written: a save refuses to replace a file something else changed
+    /// meanwhile (a `train --on` lane, an edit in another editor). None when not read from a file.
+    pub(crate) on_disk: Option<String>,
     pub(crate) dirty: bool,
 }
 
