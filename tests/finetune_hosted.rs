@@ -15,15 +15,23 @@ use support::finetune::FakeOpenAi;
 const KEY: &str = "sk-test-finetune-key-123";
 const MODEL: &str = "ft:gpt-4o-mini-2024-07-18:org:triage:abc123";
 
-async fn train(ws: &Path, fake: &FakeOpenAi, extra: &[&str]) -> Output {
+/// `tunebench train WS --on PROVIDER` against `fake`, the key in `key_env` (no terminal: stdin is empty).
+async fn train_on(ws: &Path, provider: &str, key_env: &str, fake: &FakeOpenAi, extra: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
     cmd.arg("train")
         .arg(ws)
-        .args(["--on", "openai", "--base", "gpt-4o-mini-2024-07-18", "--base-url", &fake.url, "--poll", "0.01"])
+        .args(["--on", provider, "--base-url", &fake.url, "--poll", "0.01"])
         .args(extra)
-        .env("OPENAI_API_KEY", KEY)
+        .env(key_env, KEY)
         .stdin(std::process::Stdio::null());
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+/// `--on openai` with the dated base model.
+async fn train(ws: &Path, fake: &FakeOpenAi, extra: &[&str]) -> Output {
+    let mut args = vec!["--base", "gpt-4o-mini-2024-07-18"];
+    args.extend_from_slice(extra);
+    train_on(ws, "openai", "OPENAI_API_KEY", fake, &args).await
 }
 
 fn text(o: &Output) -> String {
@@ -111,13 +119,7 @@ async fn a_restart_follows_the_same_job_and_never_uploads_twice_through_retries(
     let fake = FakeOpenAi::start(&["queued", "running", "succeeded"], MODEL, &[(1, 1.0, 1.2)]).await;
     fake.fault("/files", 429, 2);
     // No --base: the example's OpenAI lane names the alias gpt-4o-mini, fine-tuned as its dated snapshot.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
-    cmd.arg("train")
-        .arg(&ws)
-        .args(["--on", "openai", "--base-url", &fake.url, "--poll", "0.01", "--yes", "--no-follow"])
-        .env("OPENAI_API_KEY", KEY)
-        .stdin(std::process::Stdio::null());
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let o = train_on(&ws, "openai", "OPENAI_API_KEY", &fake, &["--yes", "--no-follow"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("fine-tuning gpt-4o-mini-2024-07-18, the dated snapshot of lane `api`'s gpt-4o-mini"));
     assert_eq!(fake.fake.lock().unwrap().created[0]["model"], "gpt-4o-mini-2024-07-18");
@@ -175,25 +177,8 @@ async fn together_trains_a_lora_at_tunebenchs_rank_and_its_output_model_becomes_
         &[(1, 1.5, 1.6), (2, 0.9, 1.0)],
     )
     .await;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
-    cmd.arg("train")
-        .arg(&ws)
-        .args([
-            "--on",
-            "together",
-            "--base-url",
-            &fake.url,
-            "--poll",
-            "0.01",
-            "--yes",
-            "--suffix",
-            "triage",
-            "--epochs",
-            "2",
-        ])
-        .env("TOGETHER_API_KEY", KEY)
-        .stdin(std::process::Stdio::null());
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let extra = ["--yes", "--suffix", "triage", "--epochs", "2"];
+    let o = train_on(&ws, "together", "TOGETHER_API_KEY", &fake, &extra).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("fine-tune Qwen/Qwen2.5-7B-Instruct on"), "{t}");
@@ -237,23 +222,14 @@ async fn fireworks_uploads_datasets_trains_and_loads_the_lora_onto_a_deployment_
     let output = "accounts/acme/models/triage";
     let states = ["JOB_STATE_CREATING", "JOB_STATE_VALIDATING", "JOB_STATE_RUNNING", "JOB_STATE_COMPLETED"];
     let fake = FakeOpenAi::start(&states, output, &[]).await;
-    let run = |extra: Vec<String>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
-        cmd.arg("train")
-            .arg(&ws)
-            .args(["--on", "fireworks", "--base-url", &fake.url, "--poll", "0.01", "--yes", "--suffix", "triage"])
-            .args(extra)
-            .env("FIREWORKS_API_KEY", KEY)
-            .stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-    };
     // Without an account and a deployment nothing is uploaded: Fireworks serves customers' LoRAs on deployments.
-    let o = run(vec![]).await.unwrap();
+    let o = train_on(&ws, "fireworks", "FIREWORKS_API_KEY", &fake, &["--yes", "--suffix", "triage"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--on fireworks needs --account ID and --deployment"), "{}", text(&o));
     assert!(fake.fake.lock().unwrap().requests.is_empty());
     let dep = "accounts/acme/deployments/lora-host";
-    let o = run(vec!["--account".into(), "acme".into(), "--deployment".into(), dep.into()]).await.unwrap();
+    let extra = ["--yes", "--suffix", "triage", "--account", "acme", "--deployment", dep];
+    let o = train_on(&ws, "fireworks", "FIREWORKS_API_KEY", &fake, &extra).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     let model = format!("{output}#{dep}");
@@ -285,19 +261,10 @@ async fn fireworks_uploads_datasets_trains_and_loads_the_lora_onto_a_deployment_
     let (_tmp2, ws2) = support::example_copy();
     std::fs::write(ws2.join("workspace.toml"), std::fs::read_to_string(ws.join("workspace.toml")).unwrap()).unwrap();
     let fake2 = FakeOpenAi::start(&["JOB_STATE_RUNNING"], output, &[]).await;
-    let go = |extra: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunebench"));
-        cmd.arg("train")
-            .arg(&ws2)
-            .args(["--on", "fireworks", "--base-url", &fake2.url, "--poll", "0.01", "--yes"])
-            .args(extra)
-            .env("FIREWORKS_API_KEY", KEY)
-            .stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-    };
-    let started = go(&["--account", "acme", "--deployment", dep, "--no-follow"]).await.unwrap();
+    let extra = ["--yes", "--account", "acme", "--deployment", dep, "--no-follow"];
+    let started = train_on(&ws2, "fireworks", "FIREWORKS_API_KEY", &fake2, &extra).await;
     assert_eq!(started.status.code(), Some(0), "{}", text(&started));
-    let cancelled = go(&["--cancel"]).await.unwrap();
+    let cancelled = train_on(&ws2, "fireworks", "FIREWORKS_API_KEY", &fake2, &["--cancel"]).await;
     assert_eq!(cancelled.status.code(), Some(1), "{}", text(&cancelled));
     assert!(
         fake2
