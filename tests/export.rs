@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use support::families::{Fixture, Form, TOLERANCE, load_form, max_diff, teacher_forced};
+use support::families::{Fixture, Form, TOLERANCE, lane_workspace, load_form, max_diff, teacher_forced};
 
 const FAMILIES: [&str; 10] =
     ["llama2", "llama3", "mistral", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "phi4mini"];
@@ -46,14 +46,7 @@ fn a_gguf_lora_read_back_gives_the_peft_adapters_logits_on_every_family() {
 fn the_command_writes_the_adapter_and_a_readme_and_replaces_nothing() {
     let fx = Fixture::open("llama3");
     let dir = tempfile::tempdir().unwrap();
-    let ws = dir.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    let toml = format!(
-        "name = \"x\"\n[prompts.short]\ntext = \"Short.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\nadapter = \"{}\"\n",
-        fx.path(Form::Gguf).display(),
-        fx.adapter().display()
-    );
-    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let ws = lane_workspace(dir.path(), "Short.", &fx.path(Form::Gguf), &fx.adapter(), "");
     let out = dir.path().join("out");
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_tunebench"))
@@ -92,14 +85,8 @@ fn the_vllm_export_copies_the_peft_folder_and_writes_the_serve_command_and_a_lan
     assert_eq!(tunebench::cli::export::vllm_max_rank(513), None);
     let fx = Fixture::open("qwen2");
     let dir = tempfile::tempdir().unwrap();
-    let ws = dir.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    let toml = format!(
-        "name = \"x\"\n[prompts.short]\ntext = \"Short.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\nmax_tokens = 99\ntemperature = 0.0\nadapter = \"{}\"\n",
-        fx.path(Form::Safetensors).display(),
-        fx.adapter().display()
-    );
-    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let keys = "max_tokens = 99\ntemperature = 0.0\n";
+    let ws = lane_workspace(dir.path(), "Short.", &fx.path(Form::Safetensors), &fx.adapter(), keys);
     let out = dir.path().join("out");
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tunebench"))

@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use candle_core::Device;
-use support::families::{F32, Fixture, Form, TOLERANCE, load_form, max_diff, teacher_forced};
+use support::families::{F32, Fixture, Form, TOLERANCE, lane_workspace, load_form, max_diff, teacher_forced};
 use tunebench::engine::local::load;
 use tunebench::export::merged::{self, Quant};
 
@@ -84,18 +84,6 @@ fn merged_safetensors_give_the_adapter_lanes_logits_and_transformers_peft_ones()
     }
 }
 
-fn workspace(dir: &std::path::Path, model: &std::path::Path, adapter: &std::path::Path) -> std::path::PathBuf {
-    let ws = dir.join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    let toml = format!(
-        "name = \"x\"\n[prompts.short]\ntext = \"Short.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\nadapter = \"{}\"\n",
-        model.display(),
-        adapter.display()
-    );
-    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
-    ws
-}
-
 fn export(ws: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tunebench")).arg("export").arg(ws).args(args).output().unwrap()
 }
@@ -104,7 +92,7 @@ fn export(ws: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn the_command_merges_into_a_gguf_or_a_folder_and_replaces_nothing() {
     let fx = Fixture::open("llama3");
     let dir = tempfile::tempdir().unwrap();
-    let ws = workspace(dir.path(), &fx.path(Form::Gguf), &fx.adapter());
+    let ws = lane_workspace(dir.path(), "Short.", &fx.path(Form::Gguf), &fx.adapter(), "");
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();
     let first = export(&ws, &["--to", "merged", "--quant", "f16", "--out", o]);

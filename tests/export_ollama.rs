@@ -160,15 +160,8 @@ fn bos_is_left_to_llama_cpp_when_the_model_adds_it() {
 
 fn workspace(dir: &Path, family: &str) -> PathBuf {
     let fx = Fixture::open(family);
-    let ws = dir.join(format!("ws-{family}"));
-    std::fs::create_dir_all(&ws).unwrap();
-    let toml = format!(
-        "name = \"x\"\n[prompts.short]\ntext = \"Label the ticket.\"\n[models.m]\npath = \"{}\"\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\nmax_tokens = 77\ntemperature = 0.0\nstop = [\"END\"]\nadapter = \"{}\"\n",
-        fx.path(Form::Gguf).display(),
-        fx.adapter().display()
-    );
-    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
-    ws
+    let keys = "max_tokens = 77\ntemperature = 0.0\nstop = [\"END\"]\n";
+    support::families::lane_workspace(&dir.join(family), "Label the ticket.", &fx.path(Form::Gguf), &fx.adapter(), keys)
 }
 
 /// The Modelfile's TEMPLATE, as Ollama reads it from between the triple quotes.

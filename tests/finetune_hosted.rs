@@ -34,6 +34,15 @@ async fn train(ws: &Path, fake: &FakeOpenAi, extra: &[&str]) -> Output {
     train_on(ws, "openai", "OPENAI_API_KEY", fake, &args).await
 }
 
+/// Appends an OpenAI-compatible lane on a provider's endpoint, as a user adds one.
+fn add_lane(ws: &Path, id: &str, base_url: &str, key_env: &str, model: &str) {
+    let mut toml = std::fs::read_to_string(ws.join("workspace.toml")).unwrap();
+    toml.push_str(&format!(
+        "\n[[lanes]]\nid = {id:?}\nbackend = \"openai\"\nbase_url = {base_url:?}\napi_key_env = {key_env:?}\nmodel = {model:?}\nprompt = \"long\"\n"
+    ));
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -167,9 +176,7 @@ async fn a_failed_or_cancelled_job_exits_1_and_writes_no_lane() {
 async fn together_trains_a_lora_at_tunebenchs_rank_and_its_output_model_becomes_a_lane() {
     let (_tmp, ws) = support::example_copy();
     // A lane on Together's endpoint, as a user adds one; its key variable is Together's.
-    let mut toml = std::fs::read_to_string(ws.join("workspace.toml")).unwrap();
-    toml.push_str("\n[[lanes]]\nid = \"together\"\nbackend = \"openai\"\nbase_url = \"https://api.together.xyz/v1\"\napi_key_env = \"TOGETHER_API_KEY\"\nmodel = \"Qwen/Qwen2.5-7B-Instruct\"\nprompt = \"long\"\n");
-    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    add_lane(&ws, "together", "https://api.together.xyz/v1", "TOGETHER_API_KEY", "Qwen/Qwen2.5-7B-Instruct");
     let output = "me/Qwen2.5-7B-Instruct-triage-0123abcd";
     let fake = FakeOpenAi::start(
         &["pending", "queued", "running", "uploading", "completed"],
@@ -216,9 +223,8 @@ async fn together_trains_a_lora_at_tunebenchs_rank_and_its_output_model_becomes_
 #[tokio::test(flavor = "multi_thread")]
 async fn fireworks_uploads_datasets_trains_and_loads_the_lora_onto_a_deployment_before_the_lane() {
     let (_tmp, ws) = support::example_copy();
-    let mut toml = std::fs::read_to_string(ws.join("workspace.toml")).unwrap();
-    toml.push_str("\n[[lanes]]\nid = \"fw\"\nbackend = \"openai\"\nbase_url = \"https://api.fireworks.ai/inference/v1\"\napi_key_env = \"FIREWORKS_API_KEY\"\nmodel = \"accounts/fireworks/models/qwen2p5-7b-instruct\"\nprompt = \"long\"\n");
-    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    let model = "accounts/fireworks/models/qwen2p5-7b-instruct";
+    add_lane(&ws, "fw", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", model);
     let output = "accounts/acme/models/triage";
     let states = ["JOB_STATE_CREATING", "JOB_STATE_VALIDATING", "JOB_STATE_RUNNING", "JOB_STATE_COMPLETED"];
     let fake = FakeOpenAi::start(&states, output, &[]).await;

@@ -281,3 +281,17 @@ pub fn check_training(family: &str, form: Form, out: &Path) -> Trained {
     save_logits(&logits_file, ids, &served);
     Trained { losses, reload_diff, adapter_dir: out.to_path_buf(), logits_file }
 }
+
+/// `dir/ws`: a workspace with one local lane `tuned` on `model` with `adapter`, prompt variant `short` holding
+/// `prompt`, and `lane_keys` (TOML lines) added to the lane — what the export tests run their commands on.
+pub fn lane_workspace(dir: &Path, prompt: &str, model: &Path, adapter: &Path, lane_keys: &str) -> PathBuf {
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let toml = format!(
+        "name = \"x\"\n[prompts.short]\ntext = {prompt:?}\n[models.m]\npath = {:?}\ndevice = \"cpu\"\n[[lanes]]\nid = \"tuned\"\nbackend = \"local\"\nmodel = \"m\"\nprompt = \"short\"\n{lane_keys}adapter = {:?}\n",
+        model.display().to_string(),
+        adapter.display().to_string()
+    );
+    std::fs::write(ws.join("workspace.toml"), toml).unwrap();
+    ws
+}
