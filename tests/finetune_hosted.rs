@@ -71,6 +71,7 @@ async fn the_example_goes_from_dataset_to_a_fine_tuned_lane() {
     assert!(t.contains("615 training example(s), 110 validation"), "{t}");
     assert!(t.contains("training cost $") && t.contains("epochs: the provider's choice"), "{t}");
     assert!(t.contains("step 3/3 · train loss 0.8000 · valid loss 1.1000"), "{t}");
+    assert_eq!(t.matches("step 1/3 · train loss").count(), 1, "each event shown once: {t}");
     assert!(
         t.contains(&format!("job ftjob-abc123 succeeded: {MODEL}; lane `ft-triage` asks it (with its price)")),
         "{t}"

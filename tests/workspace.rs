@@ -397,3 +397,42 @@ fn a_save_never_replaces_a_workspace_file_changed_on_disk_since_it_was_read() {
     fresh.set_prompt_text("short", "and again").unwrap();
     fresh.save().unwrap();
 }
+
+/// An open workspace takes lanes and prices appended on disk (a hosted job's `ft-` lane) beside its unsaved
+/// edits, and a save then writes both; any other change on disk under unsaved edits is refused, nothing lost.
+#[test]
+fn an_open_workspace_adopts_appended_lanes_beside_its_edits_and_refuses_other_changes() {
+    let (_tmp, root) = support::example_copy();
+    let file = root.join("workspace.toml");
+    let mut ws = workspace::load(&root).unwrap();
+    ws.set_prompt_text("short", "edited in the TUI").unwrap();
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(
+        "\n[[lanes]]\nid = \"ft-x\"\nbackend = \"openai\"\nmodel = \"ft:m\"\nprompt = \"short\"\n\n\
+         [pricing.\"ft:m\"]\ninput_per_mtok = 0.3\noutput_per_mtok = 1.2\n",
+    );
+    std::fs::write(&file, &text).unwrap();
+    let lanes = ws.lanes.len();
+    assert_eq!(ws.adopt(workspace::load(&root).unwrap()).unwrap(), 1);
+    assert_eq!(ws.lanes.len(), lanes + 1);
+    assert!(ws.is_dirty() && ws.pricing.contains_key("ft:m"));
+    ws.save().unwrap();
+    let saved = workspace::load(&root).unwrap();
+    assert!(saved.lane("ft-x").is_some() && saved.pricing["ft:m"].output_per_mtok == 1.2);
+    assert_eq!(saved.prompts["short"].text, "edited in the TUI");
+    // Not an append (a key changed in place) under unsaved edits: refused, the edits and the file kept.
+    ws.set_prompt_text("short", "edited once more").unwrap();
+    let changed = std::fs::read_to_string(&file).unwrap().replace("max_tokens = 256", "max_tokens = 255");
+    std::fs::write(&file, &changed).unwrap();
+    let err = ws.adopt(workspace::load(&root).unwrap()).unwrap_err();
+    assert!(err.contains("unsaved edits"), "{err}");
+    assert_eq!(ws.prompts["short"].text, "edited once more");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), changed);
+    // With nothing unsaved, all of it is taken.
+    let mut clean = workspace::load(&root).unwrap();
+    let mut more = changed.clone();
+    more.push_str("\n[[lanes]]\nid = \"ft-y\"\nbackend = \"openai\"\nmodel = \"ft:n\"\nprompt = \"short\"\n");
+    std::fs::write(&file, &more).unwrap();
+    assert_eq!(clean.adopt(workspace::load(&root).unwrap()).unwrap(), 1);
+    assert!(clean.lane("ft-y").is_some() && !clean.is_dirty());
+}

@@ -13,6 +13,7 @@ mod prompt;
 mod runs;
 mod settings;
 mod train;
+mod train_hosted;
 mod update;
 pub mod views;
 
@@ -33,7 +34,8 @@ pub use lane::{LaneState, LaneStatus};
 pub use promote::{PromoteField, PromoteForm, Promotion};
 pub use prompt::PromptEditor;
 pub use settings::{SettingsForm, SettingsRow};
-pub use train::{TrainMsg, TrainState, TrainStatus};
+pub use train::{Hosted, HostedPlan, Target, TrainMsg, TrainState, TrainStatus};
+pub use train_hosted::targets as train_targets;
 pub use update::update;
 
 /// Where typing goes: the input editor, or the lanes (keys then scroll, copy, run).
@@ -200,6 +202,24 @@ pub enum Effect {
     /// Train the adapter lane's adapter on the dataset (progress comes back as `Action::Training`).
     StartTraining,
     StopTraining,
+    /// Check the dataset against `provider`'s rules and price the job; nothing is sent (answered with
+    /// `TrainMsg::HostedPlan`).
+    PlanHosted {
+        provider: &'static str,
+    },
+    /// Upload and start the confirmed job (only if the dataset is still the one priced), then follow it.
+    StartHosted {
+        provider: &'static str,
+        sha256: String,
+    },
+    /// Follow the job in progress (finetune-job.json).
+    FollowHosted {
+        provider: &'static str,
+    },
+    /// Ask the provider to cancel the job in progress.
+    CancelHosted {
+        provider: &'static str,
+    },
     /// Distill the teacher lane's answers to `inputs` into train.jsonl (progress comes back as `Action::Distill`);
     /// paid calls only with `yes`.
     StartDistill {

@@ -1,14 +1,15 @@
 //! The F10 train view's state: a training run started from the TUI, its loss curve as it comes in, stop,
-//! and — when it ends — the offer to run the adapter lane with the new adapter. Training goes on when the
-//! view is closed; the view only shows it.
+//! and — when it ends — the offer to run the adapter lane with the new adapter (a provider's job: train_hosted).
+//! Training goes on when the view is closed; the view only shows it.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
+pub use super::train_hosted::{Hosted, HostedPlan, Target};
 use super::{AppState, Effect, Mode};
 use crate::lora::train::{Event, Summary};
 
 /// What the runtime reports about a run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum TrainMsg {
     /// The model and data are ready: where the adapter goes, for which lane, on how many examples.
     Prepared {
@@ -30,12 +31,26 @@ pub enum TrainMsg {
     NeverTrained,
     /// The sweep's curve from disk and the eval cache (`tunebench sweep` makes it), or why it could not be read.
     Sweep(Result<crate::sweep::Curve, String>),
+    /// A hosted target's plan (rules checked, cost estimated), or why there is none (no key, no lane).
+    HostedPlan(Result<HostedPlan, String>),
+    /// A hosted job is in progress (finetune-job.json): F10 follows it.
+    HostedResume {
+        provider: &'static str,
+        job: Option<String>,
+        status: Option<String>,
+    },
+    /// A hosted job's progress.
+    Hosted(crate::finetune::job::Report),
+    /// How the hosted job ended (or why following it failed), with workspace.toml as the job left it.
+    HostedEnded(Result<crate::finetune::job::Outcome, String>, Option<Box<crate::workspace::Workspace>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainStatus {
     Idle,
     Preparing,
+    /// A hosted plan is shown: Enter uploads and starts the job, Esc declines.
+    Confirm,
     Running,
     Stopping,
     Done,
@@ -60,6 +75,10 @@ pub struct TrainState {
     pub last_run: bool,
     /// The sweep's pass rate against train examples, when one has points.
     pub sweep: crate::sweep::Curve,
+    /// Where Enter trains.
+    pub target: Target,
+    /// The hosted job, when the target is a provider.
+    pub hosted: Option<Hosted>,
 }
 
 impl Default for TrainState {
@@ -78,6 +97,8 @@ impl Default for TrainState {
             error: None,
             last_run: false,
             sweep: crate::sweep::Curve::default(),
+            target: Target::Local,
+            hosted: None,
         }
     }
 }
@@ -88,10 +109,13 @@ impl TrainState {
     }
 }
 
-/// Applies a report from the runtime (whether or not the view is open).
-pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
+/// Applies a report from the runtime (whether or not the view is open); the effects it causes.
+pub fn on_msg(state: &mut AppState, msg: TrainMsg) -> Vec<Effect> {
     let t = &mut state.train;
     match msg {
+        TrainMsg::HostedPlan(_) | TrainMsg::HostedResume { .. } | TrainMsg::Hosted(_) | TrainMsg::HostedEnded(..) => {
+            return super::train_hosted::on_msg(state, msg);
+        }
         TrainMsg::Prepared { lane, adapter_dir, train, valid, skipped } => {
             t.status = if t.status == TrainStatus::Stopping { TrainStatus::Stopping } else { TrainStatus::Running };
             t.lane = Some(lane);
@@ -131,7 +155,7 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
         TrainMsg::Sweep(Ok(curve)) => t.sweep = curve,
         TrainMsg::Sweep(Err(e)) => state.warn(format!("the sweep's curve: {e}")),
         TrainMsg::Last { lane, adapter_dir, state: st } => {
-            if t.status == TrainStatus::Idle {
+            if t.status == TrainStatus::Idle && t.target == Target::Local {
                 *t = TrainState {
                     status: TrainStatus::Done,
                     lane: Some(lane),
@@ -150,10 +174,14 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) {
             state.error(format!("training failed: {e}"));
         }
     }
+    Vec::new()
 }
 
 /// A key in the train view: the effects, and whether the view stays open.
 pub fn key(state: &mut AppState, key: KeyEvent) -> (Vec<Effect>, bool) {
+    if let Some(handled) = super::train_hosted::key(state, key) {
+        return handled;
+    }
     match (key.code, state.train.status) {
         (KeyCode::Enter, TrainStatus::Idle | TrainStatus::Failed) => {
             let sweep = std::mem::take(&mut state.train.sweep);
@@ -203,6 +231,18 @@ fn use_version(state: &mut AppState, i: usize, dir: &str) {
 /// F10 opens the view; with nothing running, the last run's curve is read from its checkpoint.
 pub fn open(state: &mut AppState) -> Vec<Effect> {
     state.mode = Mode::Train;
+    // With no adapter lane, the first provider is the target.
+    let all = super::train_hosted::targets(&state.ws);
+    let t = &mut state.train;
+    if t.status == TrainStatus::Idle
+        && !all.contains(&t.target)
+        && let Some(&first) = all.first()
+    {
+        t.target = first;
+        if let Target::Hosted(provider) = first {
+            t.hosted = Some(Hosted { provider, ..Hosted::default() });
+        }
+    }
     let mut effects = vec![Effect::LoadSweep];
     if state.train.status == TrainStatus::Idle {
         effects.insert(0, Effect::LoadLastTraining);

@@ -33,10 +33,7 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             super::dataset::on_loaded(state, result.map(|(r, m)| (*r, m)));
             Vec::new()
         }
-        Action::Training(msg) => {
-            super::train::on_msg(state, msg);
-            Vec::new()
-        }
+        Action::Training(msg) => super::train::on_msg(state, msg),
         Action::Eval(msg) => super::eval::on_msg(state, msg),
         Action::Distill(msg) => super::distill::on_msg(state, msg),
         Action::AdaptersListed(found) => {

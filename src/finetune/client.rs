@@ -197,9 +197,9 @@ impl Client {
         Job::from(&self.send("cancelling the job", || self.http.post(&url)).await?, self.dialect)
     }
 
-    /// The job's events after the first `seen` (OpenAI's list is read from the last event id `after`),
-    /// oldest first.
-    pub async fn events(&self, id: &str, after: Option<&str>, seen: usize) -> Result<Vec<Event>, String> {
+    /// The job's latest events, oldest first (OpenAI: the newest 100 — its `after` cursor pages to older
+    /// events, not newer ones; Together: the whole list). The caller keeps what it has shown by id.
+    pub async fn events(&self, id: &str) -> Result<Vec<Event>, String> {
         if self.dialect == Dialect::Fireworks {
             // Fireworks publishes no event list for a job: its state changes are what is shown.
             return Ok(Vec::new());
@@ -207,20 +207,15 @@ impl Client {
         let mut url = format!("{}/{id}/events", self.jobs());
         if self.dialect == Dialect::OpenAi {
             url.push_str("?limit=100");
-            if let Some(a) = after {
-                url.push_str(&format!("&after={a}"));
-            }
         }
         let v = self.send("reading the job's events", || self.http.get(&url)).await?;
         let mut items: Vec<&Value> = v["data"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
         match self.dialect {
             // Newest first.
             Dialect::OpenAi => items.reverse(),
-            // The whole list each time: by time, and only those not shown yet.
             Dialect::Together | Dialect::Fireworks => items.sort_by_key(|e| e["created_at"].to_string()),
         }
-        let skip = if self.dialect == Dialect::Together { seen } else { 0 };
-        Ok(items.into_iter().skip(skip).map(event).collect())
+        Ok(items.into_iter().map(event).collect())
     }
 }
 

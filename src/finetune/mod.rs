@@ -5,6 +5,7 @@
 pub mod client;
 pub mod data;
 pub mod fireworks;
+pub mod job;
 pub mod state;
 
 use std::io::Write;
@@ -56,6 +57,11 @@ pub const FIREWORKS: Provider = Provider {
     key_env: "FIREWORKS_API_KEY",
     rules: data::FIREWORKS,
 };
+
+/// The provider called `name`.
+pub fn provider(name: &str) -> Option<Provider> {
+    [OPENAI, TOGETHER, FIREWORKS].into_iter().find(|p| p.name == name)
+}
 
 /// The provider lane: `--lane`, else the OpenAI-compatible lane on the provider's endpoint, else (OpenAI)
 /// the only OpenAI-compatible lane.

@@ -4,6 +4,7 @@ mod dataset;
 mod distill;
 mod eval;
 mod train;
+mod train_hosted;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,6 +37,10 @@ pub struct Runtime {
     eval_stop: CancellationToken,
     /// The distill run started from F3's D.
     distill_task: Option<tokio::task::AbortHandle>,
+    /// Where F10's hosted jobs read their keys (the process environment).
+    pub env: crate::engine::api::Env,
+    /// Seconds between reads of a hosted job F10 follows.
+    pub hosted_poll: f64,
 }
 
 impl Runtime {
@@ -49,6 +54,8 @@ impl Runtime {
             counters: crate::metrics::Counters::new(),
             actions: None,
             train_stop: Default::default(),
+            env: crate::engine::api::process_env(),
+            hosted_poll: 10.0,
         }
     }
 
@@ -155,6 +162,15 @@ impl Runtime {
                 self.train_stop = Default::default();
                 train::start(&state.ws, self.actions.clone(), self.train_stop.clone())
             }
+            Effect::PlanHosted { provider } => {
+                let (ws, env) = (state.ws.clone(), self.env.clone());
+                self.off_loop(move || train_hosted::plan(&ws, provider, &env))
+            }
+            Effect::StartHosted { provider, sha256 } => {
+                self.hosted(state, provider, train_hosted::Work::Start { sha256 })
+            }
+            Effect::FollowHosted { provider } => self.hosted(state, provider, train_hosted::Work::Follow),
+            Effect::CancelHosted { provider } => self.hosted(state, provider, train_hosted::Work::Cancel),
             Effect::LoadLastTraining => {
                 let ws = state.ws.clone();
                 self.off_loop(move || train::last(&ws))
@@ -213,6 +229,16 @@ impl Runtime {
                 None
             }
         }
+    }
+
+    /// Starts a hosted job's task; without a loop to report to, says so.
+    fn hosted(&self, state: &AppState, provider: &'static str, work: train_hosted::Work) -> Option<Action> {
+        let Some(tx) = self.actions.clone() else {
+            let e = "a hosted job reports to the TUI's event loop".to_string();
+            return Some(Action::Training(crate::app::TrainMsg::HostedEnded(Err(e), None)));
+        };
+        train_hosted::spawn(&state.ws, provider, work, self.env.clone(), self.hosted_poll, tx);
+        None
     }
 
     /// Runs blocking work (file reads, opening a vocabulary) on a blocking thread when the TUI loop is

@@ -40,8 +40,12 @@ pub fn start(ws: &Workspace, tx: Option<UnboundedSender<Action>>, stop: Arc<Atom
     }
 }
 
-/// The adapter lane's last run as its newest checkpoint recorded it (nothing when never trained).
+/// A hosted job in progress, else the adapter lane's last run as its newest checkpoint recorded it (nothing
+/// when never trained).
 pub fn last(ws: &Workspace) -> Action {
+    if let Some(msg) = super::train_hosted::in_progress(ws) {
+        return Action::Training(msg);
+    }
     let found = (|| {
         let lane = ws.adapter_lane()?;
         let dir = ws.resolve(lane.adapter.as_deref()?);

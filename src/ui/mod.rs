@@ -10,6 +10,7 @@ mod overlay;
 mod promote;
 pub mod savings;
 mod train;
+mod train_hosted;
 
 use ratatui::Frame;
 use ratatui::layout::Rect;

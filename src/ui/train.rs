@@ -10,7 +10,7 @@ use ratatui::widgets::{Axis, Chart, Clear, Dataset, Gauge, GraphType, Paragraph,
 
 use super::overlay::view_block;
 use crate::app::geometry::wide_popup;
-use crate::app::{AppState, TrainStatus};
+use crate::app::{AppState, Target, TrainStatus};
 use crate::lora::train::Event;
 use crate::metrics::fmt_count;
 use crate::metrics::format::{Field, fit, fmt_clock};
@@ -33,23 +33,37 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
         }
         _ => " n train again · Esc close ".to_string(),
     };
-    let hints = match tr.status {
-        TrainStatus::Idle | TrainStatus::Failed => " Enter train · Esc close ".to_string(),
-        TrainStatus::Preparing | TrainStatus::Running => {
-            " s stop (keeps a checkpoint) · Esc close (training goes on) ".to_string()
+    let (hints, title) = match tr.target {
+        Target::Hosted(p) => (super::train_hosted::hints(state), super::train_hosted::title(p, state)),
+        Target::Local => {
+            let hints = match tr.status {
+                TrainStatus::Idle | TrainStatus::Failed if crate::app::train_targets(&state.ws).len() > 1 => {
+                    " Enter train · t target · Esc close ".to_string()
+                }
+                TrainStatus::Idle | TrainStatus::Failed => " Enter train · Esc close ".to_string(),
+                TrainStatus::Preparing | TrainStatus::Running | TrainStatus::Confirm => {
+                    " s stop (keeps a checkpoint) · Esc close (training goes on) ".to_string()
+                }
+                TrainStatus::Stopping => " stopping after this step · Esc close ".to_string(),
+                TrainStatus::Done => run_hint,
+            };
+            let title = match (&tr.adapter_dir, &tr.lane) {
+                (Some(dir), Some(lane)) => format!(" train {dir} for lane `{lane}` "),
+                _ => " train the adapter ".to_string(),
+            };
+            (hints, title)
         }
-        TrainStatus::Stopping => " stopping after this step · Esc close ".to_string(),
-        TrainStatus::Done => run_hint,
-    };
-    let title = match (&tr.adapter_dir, &tr.lane) {
-        (Some(dir), Some(lane)) => format!(" train {dir} for lane `{lane}` "),
-        _ => " train the adapter ".to_string(),
     };
     let block = view_block(state, title).title_bottom(Line::styled(hints, Style::default().fg(t.muted)));
     let inner = block.inner(rect);
     frame.render_widget(block, rect);
     // The facts take the rows they need (the chart gets the rest), so the last line, how the run ended, shows.
-    let info_text = Paragraph::new(info_lines(state, usize::from(inner.width))).wrap(Wrap { trim: true });
+    let mut lines: Vec<Line<'static>> = super::train_hosted::target_line(state).into_iter().collect();
+    match tr.target {
+        Target::Hosted(_) => lines.extend(super::train_hosted::info_lines(state, usize::from(inner.height / 4).max(1))),
+        Target::Local => lines.extend(info_lines(state, usize::from(inner.width))),
+    }
+    let info_text = Paragraph::new(lines).wrap(Wrap { trim: true });
     let info_h = u16::try_from(info_text.line_count(inner.width)).unwrap_or(u16::MAX).max(1);
     let [info, gauge, chart] =
         Layout::vertical([Constraint::Length(info_h), Constraint::Length(1), Constraint::Min(3)]).areas(inner);
@@ -60,8 +74,10 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     };
     // No gauge before the run knows its length: "step 0/0" would say nothing true.
     if tr.steps == 0 {
-        let what = match tr.status {
-            TrainStatus::Preparing | TrainStatus::Running => " preparing: the step count comes with the data",
+        let what = match (tr.status, tr.target) {
+            (TrainStatus::Running, Target::Hosted(_)) => " the step count comes with the provider's first metrics",
+            (TrainStatus::Confirm | TrainStatus::Idle, Target::Hosted(_)) => " no job yet",
+            (TrainStatus::Preparing | TrainStatus::Running, _) => " preparing: the step count comes with the data",
             _ => " no training run yet",
         };
         frame.render_widget(Paragraph::new(Line::styled(what, Style::default().fg(t.muted))), gauge);

@@ -1,5 +1,6 @@
 //! Workspaces on disk: the typed model of workspace.toml, validated loading, edits that keep comments, atomic saves.
 
+mod adopt;
 mod edit;
 mod error;
 mod inputs;
