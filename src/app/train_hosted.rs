@@ -114,7 +114,7 @@ pub fn key(state: &mut AppState, key: KeyEvent) -> Option<(Vec<Effect>, bool)> {
             if !h.cancel_armed {
                 h.cancel_armed = true;
                 let job = h.job.clone().unwrap_or_default();
-                state.warn(format!("x again cancels job {job} on {provider} (what it trained so far is lost)"));
+                state.warn(format!("x again asks {provider} to cancel job {job}"));
                 return Some((Vec::new(), true));
             }
             h.cancel_armed = false;

@@ -34,8 +34,9 @@ pub fn title(provider: &str, state: &AppState) -> String {
 pub fn hints(state: &AppState) -> String {
     let tr = &state.train;
     let h = tr.hosted.as_ref();
+    let t = if crate::app::train_targets(&state.ws).len() > 1 { " · t target" } else { "" };
     match tr.status {
-        TrainStatus::Idle | TrainStatus::Failed => " Enter check and price · t target · Esc close ".into(),
+        TrainStatus::Idle | TrainStatus::Failed => format!(" Enter check and price{t} · Esc close "),
         TrainStatus::Preparing => " checking the dataset · Esc close ".into(),
         TrainStatus::Confirm => " Enter upload and start (paid) · Esc do not upload ".into(),
         TrainStatus::Running | TrainStatus::Stopping => match h.and_then(|h| h.job.as_ref()) {
@@ -44,8 +45,8 @@ pub fn hints(state: &AppState) -> String {
             None => " uploading · Esc close ".into(),
         },
         TrainStatus::Done => match h.and_then(|h| h.lane.as_ref()) {
-            Some(lane) => format!(" Enter run lane `{lane}` · t target · Esc close "),
-            None => " t target · Esc close ".into(),
+            Some(lane) => format!(" Enter run lane `{lane}`{t} · Esc close "),
+            None => format!("{t} · Esc close ").trim_start_matches(" ·").to_string(),
         },
     }
 }
