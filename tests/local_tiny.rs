@@ -125,6 +125,9 @@ async fn two_lanes_on_one_device_stream_interleaved_and_deterministically() {
     let f = fixture("seed = 7\ntemperature = 0.9");
     let ws = workspace::load(&f.root).unwrap();
     let backend = LocalBackend::new();
+    // Warm first: the model loaded and the device worker up, so both runs reach the worker together; a cold
+    // start could let lane a (a few milliseconds on this tiny model) finish before lane b's run arrived.
+    run_lanes(&ws, &backend, &[0], "hello world").await;
     let ev = run_lanes(&ws, &backend, &[0, 1], "hello world").await;
     let order: Vec<usize> = ev.iter().filter(|e| matches!(e.kind, EventKind::Token { .. })).map(|e| e.lane).collect();
     let last_a = order.iter().rposition(|&l| l == 0).unwrap();
