@@ -76,7 +76,7 @@ pub fn panel(state: &AppState, frame: &mut Frame, area: Rect) {
     if tr.steps == 0 {
         let what = match (tr.status, tr.target) {
             (TrainStatus::Running, Target::Hosted(_)) => " the step count comes with the provider's first metrics",
-            (TrainStatus::Confirm | TrainStatus::Idle, Target::Hosted(_)) => " no job yet",
+            (_, Target::Hosted(_)) => " no job yet",
             (TrainStatus::Preparing | TrainStatus::Running, _) => " preparing: the step count comes with the data",
             _ => " no training run yet",
         };
