@@ -171,15 +171,12 @@ pub fn on_msg(state: &mut AppState, msg: TrainMsg) -> Vec<Effect> {
         }
         TrainMsg::Hosted(report) => {
             let h = t.hosted.get_or_insert_with(Hosted::default);
+            if let Some(line) = report.line() {
+                h.say(line);
+            }
             match report {
-                Report::Say(line) => h.say(line),
-                Report::Created { job, status } => {
-                    h.say(format!("job {job} created ({status})"));
-                    h.job = Some(job);
-                    h.status = Some(status);
-                }
-                Report::Status { job, status } => {
-                    h.say(format!("job {job}: {status}"));
+                Report::Say(_) => {}
+                Report::Created { job, status } | Report::Status { job, status } => {
                     h.job = Some(job);
                     h.status = Some(status);
                 }

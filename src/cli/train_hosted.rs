@@ -132,8 +132,7 @@ pub async fn run(path: &Path, args: &TrainArgs, env: Env, io: Streams<'_>) -> an
     }
     let id = st.job_id.clone().context("the state file names no job")?;
     if h.cancel {
-        let job = session.client.cancel(&id).await.map_err(anyhow::Error::msg)?;
-        writeln!(stderr, "asked to cancel job {id}: {}", job.status)?;
+        writeln!(stderr, "{}", session.cancel(&id).await.map_err(anyhow::Error::msg)?)?;
     } else if h.no_follow {
         writeln!(stdout, "job {id} created; `tunebench train {} --on {}` follows it", root.display(), o.provider.name)?;
         return Ok(0);
@@ -186,15 +185,13 @@ fn confirmed(
 
 /// A progress report as the CLI prints it (on stderr).
 fn print(out: &mut (dyn std::io::Write + Send), r: Report) {
-    let _ = match r {
-        Report::Say(line) => writeln!(out, "{line}"),
-        Report::Events(events) => {
-            finetune::show_events(out, &events);
-            Ok(())
+    match (r.line(), r) {
+        (Some(line), _) => {
+            let _ = writeln!(out, "{line}");
         }
-        Report::Created { job, status } => writeln!(out, "job {job} created ({status})"),
-        Report::Status { job, status } => writeln!(out, "job {job}: {status}"),
-    };
+        (None, Report::Events(events)) => finetune::show_events(out, &events),
+        (None, _) => {}
+    }
 }
 
 /// `tunebench train --on …` on the real terminal and environment.

@@ -65,6 +65,18 @@ pub enum Report {
     Status { job: String, status: String },
 }
 
+impl Report {
+    /// The line a report reads as (the events' own lines are the caller's to show: loss lines or a chart).
+    pub fn line(&self) -> Option<String> {
+        match self {
+            Report::Say(line) => Some(line.clone()),
+            Report::Created { job, status } => Some(format!("job {job} created ({status})")),
+            Report::Status { job, status } => Some(format!("job {job}: {status}")),
+            Report::Events(_) => None,
+        }
+    }
+}
+
 /// How a followed job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -266,6 +278,12 @@ impl Session {
         st.job_id = Some(job.id);
         st.status = Some(job.status);
         state::save(&self.ws.root, st)
+    }
+
+    /// Asks the provider to cancel job `id`; what it answered, as a line.
+    pub async fn cancel(&self, id: &str) -> Result<String, String> {
+        let job = self.client.cancel(id).await?;
+        Ok(format!("asked to cancel job {id}: {}", job.status))
     }
 
     /// Reads the job until it ends, reporting new events and state changes; success writes the lane.

@@ -81,8 +81,7 @@ async fn run(
     let mut st = match (session.saved.take(), work) {
         (Some(s), Work::Cancel) => {
             let id = s.job_id.ok_or("the job was not created yet: nothing to cancel")?;
-            let job = session.client.cancel(&id).await?;
-            report(Report::Say(format!("asked to cancel job {id}: {}", job.status)));
+            report(Report::Say(session.cancel(&id).await?));
             return Ok(None);
         }
         (None, Work::Cancel | Work::Follow) => return Err(format!("no job in progress in {}", root.display())),
