@@ -57,11 +57,14 @@ pub fn spawn(ws: &Workspace, provider: &'static str, work: Work, env: Env, poll:
             let _ = tx.send(Action::Training(m));
         };
         let mut report = |r: Report| send(TrainMsg::Hosted(r));
-        let ended = run(&root, provider, work, &env, poll, &mut report).await;
-        // Success wrote the lane: the loop takes workspace.toml as it now is.
-        let disk = crate::workspace::load(&root).ok().map(Box::new);
-        match ended {
-            Ok(Some(outcome)) => send(TrainMsg::HostedEnded(Ok(outcome), disk)),
+        match run(&root, provider, work, &env, poll, &mut report).await {
+            Ok(Some(outcome)) => {
+                // Success wrote the lane: the loop takes workspace.toml as it now is.
+                let disk = matches!(outcome, finetune::job::Outcome::Succeeded { .. })
+                    .then(|| crate::workspace::load(&root).ok().map(Box::new))
+                    .flatten();
+                send(TrainMsg::HostedEnded(Ok(outcome), disk));
+            }
             Ok(None) => {}
             Err(e) => send(TrainMsg::HostedEnded(Err(e), None)),
         }
