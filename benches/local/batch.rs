@@ -33,6 +33,7 @@ struct Lane {
 /// none), e (short, adapter B).
 fn workspace(root: &Path, model: &Path) -> Result<()> {
     let m = load(model, &Device::Cpu, None).with_context(|| format!("loading {}", model.display()))?;
+    let device = crate::measure::device_spec();
     for a in ["a", "b"] {
         crate::lora::write_random(m.base(), &root.join(a))?;
     }
@@ -47,7 +48,7 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
         )
     };
     let toml = format!(
-        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"cpu\"\n{}{}{}{}{}{}",
+        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n{}{}{}{}{}{}",
         model.display(),
         lane("base", "long", None),
         lane("a", "short", Some("a")),
@@ -91,7 +92,7 @@ async fn together(ws: &Workspace, backend: &LocalBackend, lanes: &[usize]) -> Re
 }
 
 /// The batched lines of the report.
-pub fn run(model: &Path, turns: usize) -> Result<String> {
+pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
     let dir = tempfile::tempdir().context("a temporary workspace")?;
     workspace(dir.path(), model)?;
     let ws = workspace::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -144,13 +145,14 @@ pub fn run(model: &Path, turns: usize) -> Result<String> {
         .map(|&n| rss_child(dir.path(), n).map(|mb| format!("{n} lane{}: {mb:.0} MB", if n == 1 { "" } else { "s" })))
         .collect::<Result<_>>()?;
     Ok(format!(
-        "### Lanes batched on one base (SmolLM2 Q4_1, greedy, ≤ {DECODE} tokens; {prompt_note}; {} turns)\n\n\
+        "### Lanes batched on one base ({label} on {}, greedy, ≤ {DECODE} tokens; {prompt_note}; {} turns)\n\n\
          | target | measured (median, min–max) | goal |\n|---|---|---|\n\
          | three lanes (1,300-token base + two adapter lanes) together ÷ slowest alone, wall | {} | ≤ 1.3× |\n\
          | short lane ttft beside the long prefill ÷ alone | {} | ≤ 1.5× |\n\
          | the same with both short lanes beside it (worse of the two; their own prefills share a pass) | {} | — |\n\
          | aggregate decode, 4 lanes ÷ 1 lane ({:.1} vs {:.1} tok/s) | {} | ≥ 3× |\n\n\
          Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
+        crate::measure::device_spec(),
         turns.max(1),
         s(&ratio_wall),
         s(&ratio_ttft),

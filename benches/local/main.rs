@@ -13,6 +13,7 @@
 //! offloaded — what a GPU machine sent only the binaries can run.
 
 mod batch;
+mod batch_parity;
 mod llama;
 mod lora;
 mod measure;
@@ -75,7 +76,9 @@ fn sections(args: &[String]) -> Result<()> {
         Err(_) => 5,
     };
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let needs_smollm2 = run("smollm2") || run("lora") || run("batch") || run("variants");
+    // A GPU machine is sent the bench only: its batch section runs SmolLM2's shape with random weights.
+    let gpu = measure::device_spec() != "cpu";
+    let needs_smollm2 = run("smollm2") || run("lora") || (run("batch") && !gpu) || run("variants");
     if needs_smollm2 && !shipped.is_file() {
         anyhow::bail!("{} is absent; run scripts/fetch-model first", shipped.display());
     }
@@ -123,7 +126,23 @@ fn sections(args: &[String]) -> Result<()> {
         report.push_str(&format!("\n{text}"));
     }
     if run("batch") {
-        let text = batch::run(&shipped, runs)?;
+        let text = if gpu {
+            // Prompts are text: random weights at Qwen2.5-0.5B's shape with Qwen2's real vocabulary.
+            let vocab = std::env::var_os("BENCH_VOCAB").map(PathBuf::from).context(
+                "the batch section on a GPU needs BENCH_VOCAB=models/vocab/ggml-vocab-qwen2.gguf (scripts/fetch-vocabs)",
+            )?;
+            let (qwen, _) = random_gguf::QWEN25_05B.cached_with_vocab(
+                candle_core::quantized::GgmlDType::Q8_0,
+                &models::cache_dir(),
+                &vocab,
+            )?;
+            let parity = batch_parity::run(&qwen)?;
+            println!("{parity}");
+            let label = "Qwen2.5-0.5B's shape, random weights, Qwen2's vocabulary, Q8_0";
+            format!("{}\n{parity}", batch::run(&qwen, label, runs)?)
+        } else {
+            batch::run(&shipped, "SmolLM2 Q4_1", runs)?
+        };
         println!("{text}");
         report.push_str(&format!("\n{text}"));
     }

@@ -97,23 +97,52 @@ impl Shape {
     /// The file for `dtype` under `dir`, written first unless a file of the same content is already there;
     /// true when this call wrote it.
     pub fn cached(&self, dtype: GgmlDType, dir: &Path) -> Result<(PathBuf, bool)> {
+        self.cached_with(dtype, dir, None)
+    }
+
+    /// `cached`, with the tokenizer (every `tokenizer.*` key) of the GGUF `vocab` (a llama.cpp vocabulary file,
+    /// `scripts/fetch-vocabs`) instead of the byte-level one: text then tokenizes as the real model's would, for
+    /// runs that take text prompts (the batch section on a GPU). Its token count must be the shape's.
+    #[allow(dead_code)]
+    pub fn cached_with_vocab(&self, dtype: GgmlDType, dir: &Path, vocab: &Path) -> Result<(PathBuf, bool)> {
+        self.cached_with(dtype, dir, Some(vocab))
+    }
+
+    fn cached_with(&self, dtype: GgmlDType, dir: &Path, vocab: Option<&Path>) -> Result<(PathBuf, bool)> {
         let mut key = Sha256::new();
         key.update(format!("{GENERATOR} {self:?} {dtype:?}"));
+        let tokenizer = match vocab {
+            Some(v) => {
+                let bytes = std::fs::read(v).with_context(|| format!("reading {}", v.display()))?;
+                key.update(&bytes);
+                Some(tokenizer_keys(v, &bytes, self.vocab)?)
+            }
+            None => None,
+        };
         let key: String = key.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{}-{dtype:?}-{key}.gguf", self.name));
         if path.is_file() {
             return Ok((path, false));
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.write(dtype, &path)?;
+        self.write_with(dtype, &path, tokenizer)?;
         Ok((path, true))
     }
 
     /// Writes the GGUF atomically (temporary file, fsync, rename): a run stopped halfway leaves no file
     /// that a later run would take for a finished one.
+    #[allow(dead_code)]
     pub fn write(&self, dtype: GgmlDType, path: &Path) -> Result<()> {
+        self.write_with(dtype, path, None)
+    }
+
+    fn write_with(&self, dtype: GgmlDType, path: &Path, tokenizer: Option<Vec<(String, Value)>>) -> Result<()> {
         let tensors = self.tensors(dtype)?;
-        let md = self.metadata();
+        let mut md = self.metadata();
+        if let Some(keys) = tokenizer {
+            md.retain(|(k, _)| !k.starts_with("tokenizer."));
+            md.extend(keys);
+        }
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -224,6 +253,23 @@ impl Shape {
             ("tokenizer.chat_template".into(), Value::String(TEMPLATE.into())),
         ]
     }
+}
+
+/// Every `tokenizer.*` key of the GGUF `bytes` (read from `path`), which must hold `vocab` tokens.
+fn tokenizer_keys(path: &Path, bytes: &[u8], vocab: usize) -> Result<Vec<(String, Value)>> {
+    let content = gguf_file::Content::read(&mut std::io::Cursor::new(bytes))
+        .with_context(|| format!("reading {} as GGUF", path.display()))?;
+    let count = match content.metadata.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(t)) => t.len(),
+        _ => anyhow::bail!("{}: no tokenizer.ggml.tokens", path.display()),
+    };
+    if count != vocab {
+        anyhow::bail!("{}: {count} tokens, but the shape has {vocab}", path.display());
+    }
+    let mut keys: Vec<(String, Value)> =
+        content.metadata.into_iter().filter(|(k, _)| k.starts_with("tokenizer.")).collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(keys)
 }
 
 /// GPT-2's byte-to-symbol alphabet, by byte value.

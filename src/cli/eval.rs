@@ -29,8 +29,8 @@ pub struct EvalArgs {
     /// Requests in flight per API lane without its own `concurrency` key.
     #[arg(long, default_value_t = runner::DEFAULT_API_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
-    /// Local runs in flight per device, run as one batched pass on the CPU (default: 4 on the CPU, 1 on a
-    /// GPU). Their ttft and latency are then shared figures, marked as such.
+    /// Local runs in flight per device, run as one batched pass (default: 4). Their ttft and latency are then
+    /// shared figures, marked as such.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with = "clean_timing")]
     pub batch: Option<u32>,
     /// One local run at a time, so that every ttft and latency is the run's own (as `--batch 1`).

@@ -49,16 +49,13 @@ pub struct Group {
     pub limit: usize,
 }
 
-/// Local runs in flight per device when `eval --batch` does not say: the host engine (the CPU) runs a
-/// device's runs on one base as one batched pass, so several at once finish sooner; a GPU lane steps its runs
-/// one at a time, where running several would only interleave them.
-pub fn default_batch(device: &str) -> usize {
-    let host = device == "cpu" || (device == "auto" && !cfg!(feature = "cuda") && !cfg!(feature = "metal"));
-    if host { 4 } else { 1 }
-}
+/// Local runs in flight per device when `eval --batch` does not say: the worker runs a device's runs on one
+/// base as one batched pass (the host engine on the CPU, candle's ops on a GPU), so several at once finish
+/// sooner.
+pub const DEFAULT_BATCH: usize = 4;
 
 /// Each API lane is its own group of `concurrency` (its key, else `default_api`). Local lanes on one device
-/// form one group of `local_batch` runs in flight (None: `default_batch` for the device; 1 gives clean timing:
+/// form one group of `local_batch` runs in flight (None: `DEFAULT_BATCH`; 1 gives clean timing:
 /// each run alone, its ttft and latency its own).
 pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize, local_batch: Option<usize>) -> Vec<Group> {
     let mut groups: Vec<(Option<String>, Group)> = Vec::new();
@@ -73,7 +70,7 @@ pub fn limits(ws: &Workspace, lanes: &[LaneIdx], default_api: usize, local_batch
         match groups.iter_mut().find(|(d, _)| d.as_deref() == Some(device.as_str())) {
             Some((_, g)) => g.lanes.push(l),
             None => {
-                let limit = local_batch.unwrap_or_else(|| default_batch(&device)).max(1);
+                let limit = local_batch.unwrap_or(DEFAULT_BATCH).max(1);
                 groups.push((Some(device), Group { lanes: vec![l], limit }));
             }
         }

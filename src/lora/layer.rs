@@ -80,6 +80,14 @@ impl Lin for LoraLinear {
         y + delta
     }
 
+    fn base_layer(&self) -> Option<&BaseLinear> {
+        Some(&self.base)
+    }
+
+    fn update(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(x.broadcast_matmul(&self.a_t).and_then(|t| t.broadcast_matmul(&self.b_t)))
+    }
+
     fn host(&self) -> Option<Linear<'_>> {
         let base = self.base.host()?;
         let (a, b) = match &self.host {

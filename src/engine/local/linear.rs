@@ -19,6 +19,17 @@ pub trait Lin: Send + Sync {
     fn host(&self) -> Option<Linear<'_>> {
         None
     }
+
+    /// The base layer this one computes over (itself, for a base layer): a pass over several lanes' rows runs
+    /// it once for all of them. None: the layer cannot share a pass (training's).
+    fn base_layer(&self) -> Option<&BaseLinear> {
+        None
+    }
+
+    /// What this layer adds to its base layer's output on `x` (an adapter's low-rank update); None: nothing.
+    fn update(&self, _x: &Tensor) -> Option<Result<Tensor>> {
+        None
+    }
 }
 
 /// How a base layer's weights are held.
@@ -210,19 +221,29 @@ fn host_f32(name: &str, w: &Tensor) -> Result<Weights> {
     Weights::from_f32(rows, cols, &values).map_err(|e| candle_core::Error::Msg(format!("tensor `{name}`: {e}")))
 }
 
-impl Lin for BaseLinear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl BaseLinear {
+    /// `x` through the form of one phase: `decode` (one token a lane) or prefill, whatever the number of rows, so
+    /// that a decode row batched with others gets the weights it gets alone.
+    pub fn forward_phase(&self, x: &Tensor, decode: bool) -> Result<Tensor> {
         let y = match &self.form {
             Form::Host(w) => return host_forward(w, self.bias_host.as_deref(), None, x),
-            Form::Candle { prefill: Some(w), .. } if x.elem_count() / x.dim(candle_core::D::Minus1)? > 1 => {
-                x.broadcast_matmul(&w.t()?)?
-            }
+            Form::Candle { prefill: Some(w), .. } if !decode => x.broadcast_matmul(&w.t()?)?,
             Form::Candle { decode, .. } => decode.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+impl Lin for BaseLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_phase(x, x.elem_count() / x.dim(candle_core::D::Minus1)? <= 1)
+    }
+
+    fn base_layer(&self) -> Option<&BaseLinear> {
+        Some(self)
     }
 
     fn host(&self) -> Option<Linear<'_>> {

@@ -1,13 +1,16 @@
-//! Lanes on one base in one host pass: each row its own decoder (the base plus its adapter, or none), tokens,
-//! positions and KV cache; the base weights are read once for all of them.
+//! Lanes on one base in one pass: each row its own decoder (the base plus its adapter, or none), tokens,
+//! positions and KV cache; the base weights are read once for all of them. The host engine runs the pass on
+//! the CPU; candle's ops run it on a GPU (`pass.rs`).
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{D, Device, Tensor};
 
-use super::{Decoder, host_finite};
+use super::pass::{Seg, run_rows};
+use super::{Decoder, ensure_finite, host_finite};
 use crate::engine::local::cache::KvCache;
 use crate::engine::local::cpu::{self, Bufs};
+use crate::engine::local::linear::Lin;
 use crate::engine::local::{LocalError, Result};
 
 /// One lane's step in a batched pass: `ids` at positions `pos..` with its own cache.
@@ -28,20 +31,28 @@ pub struct Batch {
 pub const MAX_BATCH: usize = cpu::MAX_BATCH;
 
 impl Decoder {
-    /// Whether `other` can share this decoder's batched passes: both run by the host engine over the very same
-    /// base weights (adapters may differ).
+    /// Whether `other` can share this decoder's batched passes: both over the very same base weights (adapters
+    /// may differ), both run by the host engine or both by candle's inference ops.
     pub fn batches_with(&self, other: &Decoder) -> bool {
-        self.host && other.host && Arc::ptr_eq(&self.base, &other.base)
+        Arc::ptr_eq(&self.base, &other.base)
+            && if self.host { other.host } else { !other.host && self.shares && other.shares }
     }
 
-    /// One host pass over every row: each row's last logits `[vocab]`, as `forward_last` gives them for that
-    /// lane alone, or that row's own error (non-finite values). An error for the whole pass (rows that do not
-    /// share a base, a full cache) is the outer one.
+    /// One pass over every row: each row's last logits `[vocab]`, as `forward_last` gives them for that lane
+    /// alone, or that row's own error (non-finite values). An error for the whole pass (rows that do not share
+    /// a base, a full cache) is the outer one.
     pub fn forward_batch(batch: &mut Batch, rows: &mut [BatchRow<'_>]) -> Result<Vec<Result<Tensor>>> {
         let Some(first) = rows.first().map(|r| r.decoder) else { return Ok(Vec::new()) };
         if let Some(r) = rows.iter().find(|r| !first.batches_with(r.decoder)) {
-            let why = if r.decoder.host { "another base model" } else { "a decoder the host engine does not run" };
+            let why = if Arc::ptr_eq(&first.base, &r.decoder.base) {
+                "a decoder run another way (host engine, candle, training)"
+            } else {
+                "another base model"
+            };
             return Err(LocalError::Run(format!("a batched pass cannot take {why}")));
+        }
+        if !first.host {
+            return candle_batch(first, rows);
         }
         let host = first.base.host.as_ref().ok_or_else(|| LocalError::Run("the model has no host form".into()))?;
         let mut cpu_rows = Vec::with_capacity(rows.len());
@@ -67,4 +78,54 @@ impl Decoder {
             .collect();
         Ok(out)
     }
+}
+
+/// The candle pass: rows ordered decode before prefill and by adapter (so that one base call serves each phase
+/// and one update call each adapter's adjacent rows), their last positions through the head together.
+fn candle_batch(first: &Decoder, rows: &mut [BatchRow<'_>]) -> Result<Vec<Result<Tensor>>> {
+    if rows.iter().any(|r| r.ids.is_empty()) {
+        return Err(LocalError::Run("a batched pass got a row with no tokens".into()));
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].ids.len() > 1, rows[i].decoder.layers.as_ptr() as usize, i));
+    let ids: Vec<u32> = order.iter().flat_map(|&i| rows[i].ids.iter().copied()).collect();
+    let positions: Vec<usize> = order.iter().map(|&i| rows[i].pos + rows[i].ids.len() - 1).collect();
+    let mut by_order: Vec<Option<&mut BatchRow<'_>>> = rows.iter_mut().map(Some).collect();
+    let mut picked: Vec<&mut BatchRow<'_>> = order.iter().filter_map(|&i| by_order[i].take()).collect();
+    let heads: Vec<Arc<dyn Lin>> = picked.iter().map(|r| r.decoder.lm_head.clone()).collect();
+    let mut segs: Vec<Seg<'_>> = picked
+        .iter_mut()
+        .map(|r| Seg { lins: &r.decoder.layers, pos: r.pos, n: r.ids.len(), cache: Some(&mut *r.cache) })
+        .collect();
+    let h = first.hidden_rows(&ids, &mut segs)?;
+    // Each row's last position, then the head over all of them (one token a row: the decode form, as alone).
+    let mut last = Vec::with_capacity(segs.len());
+    let mut at = 0;
+    for s in &segs {
+        at += s.n;
+        last.push((at - 1) as u32);
+    }
+    drop(segs);
+    let last = h.index_select(&Tensor::new(last.as_slice(), first.device())?, 1)?;
+    let head_rows: Vec<(&Arc<dyn Lin>, usize)> = heads.iter().map(|l| (l, 1)).collect();
+    let logits = first.cap_logits(run_rows(&head_rows, &last)?)?.squeeze(0)?;
+    // One number a row leaves the device when all is well; a row with NaN or infinity is described alone.
+    let h_sums = last.squeeze(0)?.sum(D::Minus1)?.to_vec1::<f32>()?;
+    let l_sums = logits.sum(D::Minus1)?.to_vec1::<f32>()?;
+    let mut out: Vec<Option<Result<Tensor>>> = (0..rows.len()).map(|_| None).collect();
+    for (k, &i) in order.iter().enumerate() {
+        let row = || -> Result<Tensor> {
+            let position = positions[k];
+            if !h_sums[k].is_finite() {
+                ensure_finite(&last.squeeze(0)?.get(k)?, "hidden state", position)?;
+            }
+            let l = logits.get(k)?;
+            if !l_sums[k].is_finite() {
+                ensure_finite(&l, "logits", position)?;
+            }
+            Ok(l)
+        };
+        out[i] = Some(row());
+    }
+    Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(LocalError::Run("a row was not computed".into())))).collect())
 }

@@ -5,6 +5,7 @@
 mod batch;
 mod family;
 mod ops;
+mod pass;
 mod rope;
 
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub use family::{Activation, Bias, Cap, Family, LayerPlan, Norm, Projections, Qk
 pub use ops::Ops;
 pub use rope::{RopeScaling, RopeSpec, RopeSwitch};
 
+use pass::Seg;
+
 use super::cache::KvCache;
 use super::cpu::{self, HostCache};
 use super::linear::{Lin, LinearFactory};
@@ -23,6 +26,7 @@ use super::weights::BaseWeights;
 use super::{LocalError, Result};
 
 /// One lane's (or one training run's) view of a model: the shared base plus the layers its factory chose.
+#[derive(Clone)]
 pub struct Decoder {
     pub base: Arc<BaseWeights>,
     /// Per layer, in the family's module order (`Family::modules`).
@@ -31,6 +35,8 @@ pub struct Decoder {
     ops: Ops,
     /// Inference on the CPU with every layer in host form: the host engine (`cpu/`) runs the forward.
     host: bool,
+    /// Inference with every layer over a base layer: candle passes may take this lane's rows beside others'.
+    shares: bool,
 }
 
 /// The decoder's name before families were data; callers written against it keep working.
@@ -57,7 +63,10 @@ impl Decoder {
             && base.host.is_some()
             && lm_head.host().is_some()
             && layers.iter().flatten().all(|l| l.host().is_some());
-        Ok(Self { base, layers, lm_head, ops, host })
+        let shares = ops == Ops::Fused
+            && lm_head.base_layer().is_some()
+            && layers.iter().flatten().all(|l| l.base_layer().is_some());
+        Ok(Self { base, layers, lm_head, ops, host, shares })
     }
 
     pub fn device(&self) -> &Device {
@@ -144,7 +153,11 @@ impl Decoder {
 
     /// The output head on final-normed hidden states, then the family's final soft-cap (Gemma 2).
     fn head(&self, h: &Tensor) -> candle_core::Result<Tensor> {
-        let logits = self.lm_head.forward(h)?;
+        self.cap_logits(self.lm_head.forward(h)?)
+    }
+
+    /// The family's final soft-cap (Gemma 2) on the head's output.
+    fn cap_logits(&self, logits: Tensor) -> candle_core::Result<Tensor> {
         match self.base.cfg.family.soft_caps {
             SoftCaps::Tanh { logits: Some(cap), .. } => self.ops.soft_cap(&logits, cap),
             SoftCaps::Tanh { logits: None, .. } | SoftCaps::None => Ok(logits),
@@ -153,159 +166,9 @@ impl Decoder {
 
     /// The final-normed hidden states `[1, n, hidden]` of `ids` at positions `pos..`. Without a cache the
     /// keys are this call's only (`pos` must then be 0).
-    fn hidden(&self, ids: &[u32], pos: usize, mut cache: Option<&mut KvCache>) -> candle_core::Result<Tensor> {
-        let (b, ops) = (&self.base, self.ops);
-        let c = &b.cfg;
-        // Every field is named here, so a variant added in `family.rs` does not compile until this runs it.
-        let Family {
-            name: _,
-            norm,
-            // Biases are applied by the base layers themselves (`BaseLinear`), so every variant runs the same.
-            bias: Bias::None | Bias::Qkv,
-            qk_norm,
-            activation,
-            soft_caps,
-            rope_pairs,
-            projections,
-        } = c.family;
-        let n = ids.len();
-        let eps = c.rms_eps as f32;
-        let mut x = b.embed.rows(ids, &b.device)?;
-        if let Some(scale) = c.embed_scale {
-            x = (x * f64::from(scale))?;
-        }
-        // Soft-capped logits are the head's business (`head`); attention scores are capped here.
-        let attn_cap = match soft_caps {
-            SoftCaps::Tanh { attention, logits: _ } => attention,
-            SoftCaps::None => None,
-        };
-        let tables = b
-            .ropes
-            .iter()
-            .map(|(cos, sin)| Ok((cos.narrow(0, pos, n)?, sin.narrow(0, pos, n)?)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        // The length longrope chooses its table by: the whole sequence's (the KV cache holds prompt + answer)
-        // so a prompt prefilled in chunks, and its answer, all use one table.
-        let seq_len = cache.as_deref().map_or(pos + n, |k| k.capacity().max(pos + n));
-        let rep = c.heads / c.kv_heads;
-        let mut masks = Masks::default();
-        for (i, ((layer, lins), plan)) in b.layers.iter().zip(&self.layers).zip(&c.layer_plan).enumerate() {
-            let h = ops.norm(norm, &x, &layer.attn_norm, eps)?;
-            let heads = |t: Tensor, nh: usize| t.reshape((1, n, nh, c.head_dim))?.transpose(1, 2)?.contiguous();
-            let (q, k, v) = match projections {
-                Projections::Separate => (lins[0].forward(&h)?, lins[1].forward(&h)?, lins[2].forward(&h)?),
-                Projections::Fused => {
-                    let qkv = lins[0].forward(&h)?;
-                    let (nq, nkv) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-                    (qkv.narrow(2, 0, nq)?, qkv.narrow(2, nq, nkv)?, qkv.narrow(2, nq + nkv, nkv)?)
-                }
-            };
-            let (mut q, mut k, v) = (heads(q, c.heads)?, heads(k, c.kv_heads)?, heads(v, c.kv_heads)?);
-            match (qk_norm, &layer.qk_norm) {
-                (QkNorm::None, None) => {}
-                (QkNorm::Rms, Some((qn, kn))) => {
-                    q = ops.norm(Norm::Rms, &q, qn, eps)?;
-                    k = ops.norm(Norm::Rms, &k, kn, eps)?;
-                }
-                _ => {
-                    return Err(candle_core::Error::Msg(format!(
-                        "layer {i}: q/k norm weights do not match the family"
-                    )));
-                }
-            }
-            if let Some(r) = plan.rope {
-                let r = c.rope_switch.map_or(r, |s| s.table(r, seq_len));
-                let (cos, sin) = &tables[r];
-                let dims = c.ropes[r].dims;
-                q = rotate(ops, rope_pairs, &q, cos, sin, dims)?;
-                k = rotate(ops, rope_pairs, &k, cos, sin, dims)?;
-            }
-            let (k, v) = match cache.as_deref_mut() {
-                Some(cache) => cache.append(i, pos, &k, &v)?,
-                None => (k, v),
-            };
-            // Grouped-query attention without copying K/V per query head: the `rep` query heads that
-            // share a KV head become `rep * n` rows against that head's keys.
-            let q = q.contiguous()?.reshape((1, c.kv_heads, rep * n, c.head_dim))?;
-            let mut att = (q.matmul(&k.t()?)? * c.attn_scale)?;
-            if let Some(cap) = attn_cap {
-                att = ops.soft_cap(&att, cap)?;
-            }
-            if let Some(m) = masks.get(n, pos, rep, plan.window, &b.device)? {
-                att = att.broadcast_add(m)?;
-            }
-            let att = ops.softmax(&att)?;
-            let y = att.matmul(&v)?.reshape((1, c.heads, n, c.head_dim))?;
-            let y = y.transpose(1, 2)?.reshape((1, n, c.heads * c.head_dim))?;
-            let (o, down) = match projections {
-                Projections::Separate => (&lins[3], &lins[6]),
-                Projections::Fused => (&lins[1], &lins[3]),
-            };
-            let mut y = o.forward(&y)?;
-            if let Some(w) = &layer.post_attn_norm {
-                y = ops.norm(norm, &y, w, eps)?;
-            }
-            x = (x + y)?;
-            let h = ops.norm(norm, &x, &layer.ffn_norm, eps)?;
-            let (gate, up) = match projections {
-                Projections::Separate => (lins[4].forward(&h)?, lins[5].forward(&h)?),
-                Projections::Fused => {
-                    let gate_up = lins[2].forward(&h)?;
-                    let ffn = gate_up.dim(2)? / 2;
-                    (gate_up.narrow(2, 0, ffn)?, gate_up.narrow(2, ffn, ffn)?)
-                }
-            };
-            let mut y = down.forward(&(ops.activation(activation, &gate)? * up)?)?;
-            if let Some(w) = &layer.post_ffn_norm {
-                y = ops.norm(norm, &y, w, eps)?;
-            }
-            x = (x + y)?;
-        }
-        ops.norm(norm, &x, &b.norm, eps)
-    }
-}
-
-/// Rope on the leading `dims` dimensions of each head of `x [1, heads, n, head_dim]`; the rest pass through.
-fn rotate(
-    ops: Ops,
-    pairs: RopePairs,
-    x: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
-    dims: usize,
-) -> candle_core::Result<Tensor> {
-    let head_dim = x.dim(3)?;
-    if dims == head_dim {
-        return ops.rope(pairs, x, cos, sin);
-    }
-    let rotated = ops.rope(pairs, &x.narrow(3, 0, dims)?.contiguous()?, cos, sin)?;
-    Tensor::cat(&[rotated, x.narrow(3, dims, head_dim - dims)?], 3)?.contiguous()
-}
-
-/// One forward's attention masks, built once per distinct window.
-#[derive(Default)]
-struct Masks(Vec<(Option<usize>, Option<Tensor>)>);
-
-impl Masks {
-    /// The mask for `window`, or None where every key is visible anyway (one new token, within its window).
-    fn get(
-        &mut self,
-        n: usize,
-        pos: usize,
-        rep: usize,
-        window: Option<usize>,
-        dev: &Device,
-    ) -> candle_core::Result<Option<&Tensor>> {
-        let i = match self.0.iter().position(|(w, _)| *w == window) {
-            Some(i) => i,
-            None => {
-                let needed = n > 1 || window.is_some_and(|w| pos + n > w);
-                let mask = if needed { Some(ops::causal_mask(n, pos, rep, window, dev)?) } else { None };
-                self.0.push((window, mask));
-                self.0.len() - 1
-            }
-        };
-        Ok(self.0[i].1.as_ref())
+    fn hidden(&self, ids: &[u32], pos: usize, cache: Option<&mut KvCache>) -> candle_core::Result<Tensor> {
+        let mut rows = [Seg { lins: &self.layers, pos, n: ids.len(), cache }];
+        self.hidden_rows(ids, &mut rows)
     }
 }
 
