@@ -216,3 +216,41 @@ async fn a_lane_cancelled_mid_batch_leaves_the_others_byte_identical() {
     }
     assert_ne!(all[&0].0, all[&2].0, "the adapter lane answers differently from the base");
 }
+
+/// A lane whose numbers go non-finite (NaN in its adapter) fails alone: the other lanes of the pass get the
+/// logits they get alone, on the host engine and on the candle pass.
+#[test]
+fn a_row_with_non_finite_numbers_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = tiny::write(dir.path(), None);
+    let bad = dir.path().join("bad");
+    write_adapter(&bad, 0.9);
+    let file = bad.join("adapter_model.safetensors");
+    let mut st = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let name = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+    let mut values = st[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[3] = f32::NAN;
+    let shape = st[name].shape().clone();
+    st.insert(name.to_string(), Tensor::from_vec(values, shape, &Device::Cpu).unwrap());
+    candle_core::safetensors::save(&st, &file).unwrap();
+    let m = ModelStore::default().get(&gguf, &Device::Cpu, "cpu").unwrap();
+    let poisoned = m.with_adapter(&bad).unwrap();
+    for candle in [false, true] {
+        let run = |d: &Decoder| if candle { d.clone().on_candle() } else { d.clone() };
+        let (good, bad) = (run(&m.plain), run(&poisoned.model));
+        let seq = ids(9, 4);
+        let mut c = good.new_cache(16).unwrap();
+        let want = good.forward_last(&seq, 0, &mut c).unwrap();
+        let (mut cg, mut cb) = (good.new_cache(16).unwrap(), bad.new_cache(16).unwrap());
+        let mut rows = vec![
+            BatchRow { decoder: &good, ids: &seq, pos: 0, cache: &mut cg },
+            BatchRow { decoder: &bad, ids: &seq, pos: 0, cache: &mut cb },
+        ];
+        let mut got = Decoder::forward_batch(&mut Batch::default(), &mut rows).unwrap().into_iter();
+        let g = got.next().unwrap().unwrap();
+        let d = (&g - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d <= 1e-4, "candle={candle}: the good lane moved by {d}");
+        let err = got.next().unwrap().err().unwrap().to_string();
+        assert!(err.contains("non-finite values in its hidden state at position 8"), "candle={candle}: {err}");
+    }
+}
