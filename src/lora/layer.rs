@@ -84,6 +84,8 @@ impl Lin for LoraLinear {
         Some(&self.base)
     }
 
+    /// With candle's f32 factors, as the candle pass runs it (a GPU's). On the CPU only the host engine's
+    /// reference path takes it, and over a quantized base `forward` there uses the host's 8-bit factors instead.
     fn update(&self, x: &Tensor) -> Option<Result<Tensor>> {
         Some(x.broadcast_matmul(&self.a_t).and_then(|t| t.broadcast_matmul(&self.b_t)))
     }

@@ -80,8 +80,9 @@ impl Decoder {
     }
 }
 
-/// The candle pass: rows ordered decode before prefill and by adapter (so that one base call serves each phase
-/// and one update call each adapter's adjacent rows), their last positions through the head together.
+/// The candle pass: rows ordered decode before prefill and by decoder (so that one base call serves every
+/// decode row and one update call each adapter's adjacent decode rows), their last positions through the head
+/// together.
 fn candle_batch(first: &Decoder, rows: &mut [BatchRow<'_>]) -> Result<Vec<Result<Tensor>>> {
     if rows.iter().any(|r| r.ids.is_empty()) {
         return Err(LocalError::Run("a batched pass got a row with no tokens".into()));
@@ -105,7 +106,6 @@ fn candle_batch(first: &Decoder, rows: &mut [BatchRow<'_>]) -> Result<Vec<Result
         at += s.n;
         last.push((at - 1) as u32);
     }
-    drop(segs);
     let last = h.index_select(&Tensor::new(last.as_slice(), first.device())?, 1)?;
     let head_rows: Vec<(&Arc<dyn Lin>, usize)> = heads.iter().map(|l| (l, 1)).collect();
     let logits = first.cap_logits(run_rows(&head_rows, &last)?)?.squeeze(0)?;
