@@ -123,13 +123,15 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         ratio_tok.push(agg / one);
         eprintln!(
             "  turn {}: 3 lanes {wall3:.2}s vs slowest alone {slowest:.2}s; short ttft beside the long one {:.0} ms, \
-             with both short ones {:.0}/{:.0} ms, vs alone {:.0}/{:.0}; 4 lanes {agg:.1} tok/s vs 1 lane {one:.1}",
+             with both short ones {:.0}/{:.0} ms, vs alone {:.0}/{:.0}; the long one's ttft alone {:.0} ms; 4 lanes \
+             {agg:.1} tok/s vs 1 lane {one:.1}",
             turn + 1,
             two[1].ttft * 1e3,
             three[1].ttft * 1e3,
             three[2].ttft * 1e3,
             alone[1].0[0].ttft * 1e3,
-            alone[2].0[0].ttft * 1e3
+            alone[2].0[0].ttft * 1e3,
+            alone[0].0[0].ttft * 1e3
         );
         if prompt_note.is_empty() {
             let tokens: Vec<String> = three.iter().map(|l| l.tokens.to_string()).collect();

@@ -1,6 +1,7 @@
 //! Batched against alone on the bench's device: the logits each lane gets in one pass beside others (mixed
 //! adapters, prefill chunks and decode rows at different positions) against the logits it gets alone — the
-//! check tests/batch.rs makes on the CPU, for a device the tests do not reach (a GPU).
+//! check tests/batch.rs makes on the CPU, for a device the tests do not reach (a GPU); and what a prefill
+//! chunk costs there.
 
 use std::path::Path;
 
@@ -63,5 +64,31 @@ pub fn run(model: &Path) -> Result<String> {
          chunks and decode rows): worst |Δ logit| {:.2e} over decode rows, {:.2e} over prefill rows (logits up to \
          {largest:.1}); the same top token in {same_top} of {rows} rows.\n",
         worst[0], worst[1]
+    ))
+}
+
+/// Prefill of a 1,344-token prompt on the bench's device in the CPU's chunks and in a GPU's (the worker's
+/// `prefill_chunk`): what a long-prompt lane waits for its first token. Medians of 5 after a warm-up.
+pub fn chunks(model: &Path) -> Result<String> {
+    use tunebench::engine::local::{GPU_PREFILL_CHUNK, PREFILL_CHUNK};
+    let spec = crate::measure::device_spec();
+    let m = load(model, &crate::measure::device()?, None).with_context(|| format!("loading {}", model.display()))?;
+    let ids = crate::measure::prompt_ids(1344, m.base().cfg.vocab);
+    let ms = |chunk: usize| -> Result<f64> {
+        crate::measure::prefill_in(&m.plain, &ids, chunk)?;
+        let runs: Vec<f64> = (0..5)
+            .map(|_| crate::measure::prefill_in(&m.plain, &ids, chunk).map(|tok_s| ids.len() as f64 / tok_s * 1e3))
+            .collect::<Result<_>>()?;
+        crate::measure::Stat::of(runs).map(|s| s.median).context("no runs")
+    };
+    let (short, long) = (ms(PREFILL_CHUNK)?, ms(GPU_PREFILL_CHUNK)?);
+    let steps = |c: usize| ids.len().div_ceil(c);
+    Ok(format!(
+        "Prefill of a 1,344-token prompt on {spec}: {PREFILL_CHUNK}-token chunks {short:.1} ms ({} steps, {:.1} ms a \
+         step), {GPU_PREFILL_CHUNK}-token chunks {long:.1} ms ({} steps, {:.1} ms a step); medians of 5.\n",
+        steps(PREFILL_CHUNK),
+        short / steps(PREFILL_CHUNK) as f64,
+        steps(GPU_PREFILL_CHUNK),
+        long / steps(GPU_PREFILL_CHUNK) as f64
     ))
 }

@@ -48,8 +48,9 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
     let ids = measure::prompt_ids(prompt, base.cfg.vocab);
     let decode = |model: &Llama| -> Result<f64> {
         let mut cache = model.new_cache(prompt + DECODE + 1)?;
-        for (i, chunk) in ids.chunks(tunebench::engine::local::PREFILL_CHUNK).enumerate() {
-            model.forward_last(chunk, i * tunebench::engine::local::PREFILL_CHUNK, &mut cache)?;
+        let size = tunebench::engine::local::prefill_chunk(model.device());
+        for (i, chunk) in ids.chunks(size).enumerate() {
+            model.forward_last(chunk, i * size, &mut cache)?;
         }
         let t = std::time::Instant::now();
         let mut tok = ids[0];

@@ -136,7 +136,7 @@ fn sections(args: &[String]) -> Result<()> {
                 &models::cache_dir(),
                 &vocab,
             )?;
-            let parity = batch_parity::run(&qwen)?;
+            let parity = format!("{}\n{}", batch_parity::run(&qwen)?, batch_parity::chunks(&qwen)?);
             println!("{parity}");
             let label = "Qwen2.5-0.5B's shape, random weights, Qwen2's vocabulary, Q8_0";
             format!("{}\n{parity}", batch::run(&qwen, label, runs)?)

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use tunebench::engine::local::{Llama, PREFILL_CHUNK, load};
+use tunebench::engine::local::{Llama, load, prefill_chunk};
 
 /// The argument that makes the bench binary measure one run and print it instead of running sections.
 pub const CHILD: &str = "--one-run";
@@ -35,14 +35,19 @@ pub fn prompt_ids(len: usize, vocab: usize) -> Vec<u32> {
     (0..len as u64).map(|i| ((i * 7919 + 13) % vocab as u64) as u32).collect()
 }
 
-/// Prefills `prompt` from position 0 of a fresh cache in PREFILL_CHUNK pieces, as lanes do; tok/s.
+/// Prefills `prompt` from position 0 of a fresh cache in the device's prefill chunks, as lanes do; tok/s.
 pub fn prefill(model: &Llama, prompt: &[u32]) -> Result<f64> {
+    prefill_in(model, prompt, prefill_chunk(model.device()))
+}
+
+/// `prefill` in chunks of `chunk` tokens.
+pub fn prefill_in(model: &Llama, prompt: &[u32], chunk: usize) -> Result<f64> {
     let mut cache = model.new_cache(prompt.len() + 1)?;
     let t = Instant::now();
     let mut pos = 0;
     let mut last = None;
     while pos < prompt.len() {
-        let end = (pos + PREFILL_CHUNK).min(prompt.len());
+        let end = (pos + chunk).min(prompt.len());
         last = Some(model.forward_last(&prompt[pos..end], pos, &mut cache)?);
         pos = end;
     }

@@ -13,9 +13,19 @@ use super::{LocalError, Result};
 use crate::engine::{LaneSink, Usage};
 use crate::workspace::Sampling;
 
-/// Prompt tokens per prefill step: long enough to be efficient, short enough that Esc and the
+/// Prompt tokens per prefill step on the CPU: long enough to be efficient, short enough that Esc and the
 /// other lanes never wait long.
 pub const PREFILL_CHUNK: usize = 64;
+
+/// On a GPU: a step there costs its kernel launches more than its tokens, so a long prompt prefills sooner in
+/// fewer, longer steps (1,344 tokens of a 0.5B model on an H200: 81 ms in 512-token steps, 209 ms in 64-token
+/// ones), and a short prompt beside it waits at most one such step.
+pub const GPU_PREFILL_CHUNK: usize = 512;
+
+/// Prompt tokens per prefill step on `device`.
+pub fn prefill_chunk(device: &candle_core::Device) -> usize {
+    if device.is_cpu() { PREFILL_CHUNK } else { GPU_PREFILL_CHUNK }
+}
 
 pub struct Job {
     model: Arc<Llama>,
@@ -26,6 +36,8 @@ pub struct Job {
     prompt_len: usize,
     /// Positions already in the cache.
     done: usize,
+    /// Prompt tokens a prefill step takes (`prefill_chunk` of the model's device).
+    chunk: usize,
     max_tokens: usize,
     /// The model's context, not max_tokens, limits this answer.
     context_bound: bool,
@@ -54,6 +66,7 @@ impl Job {
         let max_tokens = (s.max_tokens as usize).min(ctx - prompt.len());
         let context_bound = max_tokens < s.max_tokens as usize;
         let cache = model.new_cache(prompt.len() + max_tokens)?;
+        let chunk = prefill_chunk(model.device());
         Ok(Self {
             model,
             tok,
@@ -61,6 +74,7 @@ impl Job {
             prompt_len: prompt.len(),
             ids: prompt,
             done: 0,
+            chunk,
             max_tokens,
             context_bound,
             sampler: Sampler::new(s),
@@ -83,7 +97,7 @@ impl Job {
 
     /// Where the next step's tokens end: the next prefill chunk's end, or the last token sampled.
     fn step_end(&self) -> usize {
-        if self.done < self.prompt_len { (self.done + PREFILL_CHUNK).min(self.prompt_len) } else { self.ids.len() }
+        if self.done < self.prompt_len { (self.done + self.chunk).min(self.prompt_len) } else { self.ids.len() }
     }
 
     /// The decoder this run steps with (a batched pass takes runs whose decoders batch together).

@@ -35,7 +35,7 @@ pub use decoder::{
     Activation, Batch, BatchRow, Bias, Cap, Decoder, Family, LayerPlan, Llama, MAX_BATCH, Norm, Ops, Projections,
     QkNorm, RopePairs, RopeScaling, RopeSpec, SoftCaps,
 };
-pub use generate::PREFILL_CHUNK;
+pub use generate::{GPU_PREFILL_CHUNK, PREFILL_CHUNK, prefill_chunk};
 pub use gguf::read_content as read_gguf_content;
 pub use hf::safetensors_files;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, host_forward, plain, type_name};

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::decoder::{Batch, Decoder, MAX_BATCH};
-use super::generate::{Job, PREFILL_CHUNK, Step};
+use super::generate::{Job, Step, prefill_chunk};
 use super::store::ModelStore;
 use super::{LocalError, Result};
 use crate::engine::{EngineError, LaneSink, RunRequest, Usage};
@@ -128,7 +128,7 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
         for a in &active {
             a.job.sink.shared_with(active.len());
         }
-        let order = round(&active.iter().map(|a| a.job.prefill_left()).collect::<Vec<_>>());
+        let order = round(&active.iter().map(|a| a.job.prefill_left()).collect::<Vec<_>>(), prefill_chunk(&device));
         let mut finished = Vec::new();
         for pass in passes(&order, |i, j| active[i].job.decoder().batches_with(active[j].job.decoder())) {
             // The pass's time, split by its rows' tokens: each run's own share of the device.
@@ -158,13 +158,13 @@ fn run_worker(rx: Receiver<Request>, store: Arc<ModelStore>, device: Device, nam
 /// in one chunk's worth of tokens (at least one). A short prompt is thus never stuck behind a long one's chunks
 /// (its first token comes after its own prefill, as the shortest remaining prefill goes first; two short
 /// prompts share one pass), and tokens keep streaming while a long prompt prefills.
-fn round(prefill_left: &[usize]) -> Vec<usize> {
+fn round(prefill_left: &[usize], chunk_size: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..prefill_left.len()).filter(|&i| prefill_left[i] == 0).collect();
     let mut waiting: Vec<usize> = (0..prefill_left.len()).filter(|&i| prefill_left[i] > 0).collect();
     waiting.sort_by_key(|&i| (prefill_left[i], i));
-    let mut budget = PREFILL_CHUNK;
+    let mut budget = chunk_size;
     for (k, i) in waiting.into_iter().enumerate() {
-        let chunk = prefill_left[i].min(PREFILL_CHUNK);
+        let chunk = prefill_left[i].min(chunk_size);
         if k > 0 && chunk > budget {
             break;
         }
@@ -289,16 +289,19 @@ mod tests {
     fn decoders_step_every_round_and_the_shortest_prefill_goes_next() {
         // Two decoding runs, a long prompt (1,300 left) and a short one (120 left): both decoders, then the
         // short prompt's chunk; the long one waits until the short one decodes.
-        assert_eq!(round(&[0, 1300, 0, 120]), vec![0, 2, 3]);
-        assert_eq!(round(&[0, 1300, 0, 0]), vec![0, 2, 3, 1]);
+        assert_eq!(round(&[0, 1300, 0, 120], 64), vec![0, 2, 3]);
+        assert_eq!(round(&[0, 1300, 0, 0], 64), vec![0, 2, 3, 1]);
         // Short prompts share one chunk's worth of tokens; a tie goes to the earlier run; nothing to do gives an
         // empty round; one run alone always steps.
-        assert_eq!(round(&[1300, 30, 30, 0]), vec![3, 1, 2]);
-        assert_eq!(round(&[1300, 30, 40]), vec![1]);
-        assert_eq!(round(&[64, 64]), vec![0]);
-        assert_eq!(round(&[]), Vec::<usize>::new());
-        assert_eq!(round(&[900]), vec![0]);
-        assert_eq!(round(&[0]), vec![0]);
+        assert_eq!(round(&[1300, 30, 30, 0], 64), vec![3, 1, 2]);
+        assert_eq!(round(&[1300, 30, 40], 64), vec![1]);
+        assert_eq!(round(&[64, 64], 64), vec![0]);
+        assert_eq!(round(&[], 64), Vec::<usize>::new());
+        assert_eq!(round(&[900], 64), vec![0]);
+        assert_eq!(round(&[0], 64), vec![0]);
+        // A GPU's chunk is longer: two short prompts fit in it, the long one then waits its turn.
+        assert_eq!(round(&[1300, 30, 40], 512), vec![1, 2]);
+        assert_eq!(round(&[0, 1300], 512), vec![0, 1]);
     }
 
     #[test]
@@ -307,7 +310,7 @@ mod tests {
         let mut left = vec![0, 0, 0, 640];
         let mut rounds = 0;
         while left[3] > 0 {
-            let order = round(&left);
+            let order = round(&left, 64);
             assert!(order.contains(&3));
             left[3] = left[3].saturating_sub(64);
             rounds += 1;
