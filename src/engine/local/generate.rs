@@ -36,8 +36,6 @@ pub struct Job {
     prompt_len: usize,
     /// Positions already in the cache.
     done: usize,
-    /// Prompt tokens a prefill step takes (`prefill_chunk` of the model's device).
-    chunk: usize,
     max_tokens: usize,
     /// The model's context, not max_tokens, limits this answer.
     context_bound: bool,
@@ -66,7 +64,6 @@ impl Job {
         let max_tokens = (s.max_tokens as usize).min(ctx - prompt.len());
         let context_bound = max_tokens < s.max_tokens as usize;
         let cache = model.new_cache(prompt.len() + max_tokens)?;
-        let chunk = prefill_chunk(model.device());
         Ok(Self {
             model,
             tok,
@@ -74,7 +71,6 @@ impl Job {
             prompt_len: prompt.len(),
             ids: prompt,
             done: 0,
-            chunk,
             max_tokens,
             context_bound,
             sampler: Sampler::new(s),
@@ -97,7 +93,11 @@ impl Job {
 
     /// Where the next step's tokens end: the next prefill chunk's end, or the last token sampled.
     fn step_end(&self) -> usize {
-        if self.done < self.prompt_len { (self.done + self.chunk).min(self.prompt_len) } else { self.ids.len() }
+        if self.done < self.prompt_len {
+            (self.done + prefill_chunk(self.model.device())).min(self.prompt_len)
+        } else {
+            self.ids.len()
+        }
     }
 
     /// The decoder this run steps with (a batched pass takes runs whose decoders batch together).
