@@ -12,7 +12,7 @@ use crate::measure;
 const DECODE: usize = 128;
 
 /// Turns of each lane, taking turns (base, adapter, base, …): the machine's noise moves single runs by 10%.
-const TURNS: usize = 7;
+const TURNS: usize = 11;
 
 /// Writes a random r=16 PEFT adapter (new values every call) on every linear layer of `base` into `dir`;
 /// returns how many layers it adapts.

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::lora::QCols;
 pub use crate::lora::{Factor, Lora};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, GROUP, Weights};
@@ -98,6 +99,8 @@ struct Seg<'a> {
     start: usize,
     /// The activation rows it meets, `(first, count)`; output row `j` is activation row `first + j`.
     window: (usize, usize),
+    /// Its LoRAs' 8-bit B factors in the call's `pre` list (`start..end`), prefetched beside its rows.
+    pre: (usize, usize),
     /// The window's rows per lane (empty: one lane), so that a lane's row tiles are the ones it has alone.
     lanes: &'a [usize],
 }
@@ -220,11 +223,23 @@ fn call(
         }
         i
     };
+    // Fused, each part adds the B updates of its rows right after computing them: their B groups, read in
+    // runs too short for the hardware prefetcher, are asked for beside the base rows, whose loads hide them.
+    let mut pre: [Option<&QCols>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
+    let mut pre_len = 0;
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
         let acts = quantized(scratch, l.w.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         let (w, stride, window) = (Rows::Blocks(l.w), l.w.rows, (0, n));
-        segs[i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window, lanes });
+        let first = pre_len;
+        for d in loras.iter().flatten().filter(|d| fused && d.linear == i) {
+            if let (Factor::Cols(b), Some(slot)) = (d.lora.b, pre.get_mut(pre_len)) {
+                *slot = Some(b);
+                pre_len += 1;
+            }
+        }
+        let pre = (first, pre_len);
+        segs[i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window, lanes, pre });
         total += l.w.rows;
     }
     for (k, d) in loras.iter().flatten().enumerate() {
@@ -235,7 +250,7 @@ fn call(
             a => (Rows::Factor { a, rows: lo.rank }, 0),
         };
         let (stride, offset, window) = (lo.rank, xa_at[k], (d.first, d.count));
-        let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, window, lanes: &[] };
+        let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, window, lanes: &[], pre: (0, 0) };
         if fused {
             a_segs[k] = Some(Seg { start: 0, ..seg });
             for first in (0..lo.rank).step_by(XA_UNIT) {
@@ -250,7 +265,7 @@ fn call(
         }
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
-    let segs = &segs;
+    let (segs, pre) = (&segs, &pre);
     let (units, a_segs, xa_at) = (&units[..unit_count], &a_segs, &xa_at);
     let (next_unit, units_done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let deferred: [AtomicU64; DEFER_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
@@ -281,8 +296,12 @@ fn call(
             let u = next_unit.fetch_add(1, Ordering::Relaxed);
             let Some(&Some((k, first))) = units.get(u) else { break };
             if let Some(seg) = &a_segs[k] {
+                // Its bytes, asked for at once, arrive in parallel instead of one miss after another.
+                if let Rows::Blocks(w) = seg.w {
+                    w.prefetch_group(first / GROUP);
+                }
                 // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
-                rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, cols);
+                rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, cols, &[]);
             }
             units_done.fetch_add(1, Ordering::Release);
         }
@@ -291,7 +310,7 @@ fn call(
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, cols);
+                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, cols, &pre[seg.pre.0..seg.pre.1]);
             }
         }
         if unit_count == 0 {

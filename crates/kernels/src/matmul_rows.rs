@@ -2,10 +2,19 @@
 //! `MAX_ROWS` at a time, through the repacked group kernels or the per-row ones.
 
 use super::{Rows, Seg};
+use crate::lora::QCols;
 use crate::quant::{GROUP, MAX_ROWS};
 
-/// Weight rows `rows` of `seg` against its window's activation rows, `MAX_ROWS` at a time.
-pub(super) fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], x: &[f32], cols: usize) {
+/// Weight rows `rows` of `seg` against its window's activation rows, `MAX_ROWS` at a time; the B groups of
+/// `pre` for the same rows are prefetched beside them.
+pub(super) fn rows_of(
+    seg: &Seg<'_>,
+    rows: std::ops::Range<usize>,
+    acts: &[u8],
+    x: &[f32],
+    cols: usize,
+    pre: &[Option<&QCols>],
+) {
     let (from, n) = seg.window;
     let w = match seg.w {
         Rows::Blocks(w) => w,
@@ -33,6 +42,7 @@ pub(super) fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], 
         let mut tmp = [[0f32; GROUP]; MAX_ROWS];
         for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
             let Some((gw, kernel)) = w.group(g) else { continue };
+            pre.iter().flatten().for_each(|b| b.prefetch(g));
             let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
             let mut j = 0;
             while j < n {
@@ -60,7 +70,10 @@ pub(super) fn rows_of(seg: &Seg<'_>, rows: std::ops::Range<usize>, acts: &[u8], 
     }
     let kernel = w.kernel();
     let mut tmp = [0f32; MAX_ROWS];
-    for r in rows {
+    for r in rows.clone() {
+        if r == rows.start || r % GROUP == 0 {
+            pre.iter().flatten().for_each(|b| b.prefetch(r / GROUP));
+        }
         let Some(w) = w.row(r) else { continue };
         let bias = seg.bias.map_or(0.0, |b| b[r]);
         // The row kernels' results depend on the tile's row count: a lane's tiles are the ones it has alone.

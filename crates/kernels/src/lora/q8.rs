@@ -55,6 +55,14 @@ impl QCols {
         32 + 8 * rank
     }
 
+    /// Asks the caches for group `g`'s bytes (outputs 8g..8g + 8), which an update of those outputs reads.
+    pub fn prefetch(&self, g: usize) {
+        let gb = Self::group_bytes(self.rank);
+        if let Some(group) = self.data.get(g * gb..(g + 1) * gb) {
+            crate::simd::prefetch(group);
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len()

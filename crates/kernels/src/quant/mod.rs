@@ -242,6 +242,14 @@ impl Weights {
         Some((self.data.get(g * len..(g + 1) * len)?, f))
     }
 
+    /// Asks the caches for group `g`'s bytes (see `group`).
+    pub fn prefetch_group(&self, g: usize) {
+        let len = GROUP * self.row_bytes;
+        if let (Some(_), Some(bytes)) = (self.group, self.data.get(g * len..(g + 1) * len)) {
+            crate::simd::prefetch(bytes);
+        }
+    }
+
     pub fn kernel(&self) -> Kernel {
         self.kernel
     }
