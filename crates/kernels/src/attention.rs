@@ -4,7 +4,7 @@
 //! the values; parallel over heads × query rows.
 
 use crate::pool::{Pool, split};
-use crate::simd::exp_sub_sum;
+use crate::simd::{exp_sub_sum, scale_max};
 
 #[path = "attention_rows.rs"]
 mod rows;
@@ -140,22 +140,21 @@ pub fn attend_lanes(
             let seen = &mut sc[..p + 1 - lo];
             let (from, to) = (base + lo * hd, base + (p + 1) * hd);
             rows::dots(qv, &cache.k[from..to], hd, seen);
-            let mut max = f32::NEG_INFINITY;
-            for s in seen.iter_mut() {
-                let mut v = *s * a.scale;
-                if let Some(c) = a.cap {
-                    v = (v / c).tanh() * c;
-                }
-                max = max.max(v);
-                *s = v;
-            }
+            let max = match a.cap {
+                None => scale_max(seen, a.scale),
+                Some(c) => seen.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
+                    *s = (*s * a.scale / c).tanh() * c;
+                    max.max(*s)
+                }),
+            };
             let sum = exp_sub_sum(seen, max);
-            for s in seen.iter_mut() {
-                *s /= sum;
-            }
             // SAFETY: row first + i, head h of `out` belongs to this part alone (units are split disjointly).
             let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
+            // The weights' sum divides the head_dim outputs, not every one of the (many more) weights.
             rows::weighted(seen, &cache.v[from..to], hd, o);
+            for x in o.iter_mut() {
+                *x /= sum;
+            }
         }
     });
     Ok(())

@@ -45,6 +45,21 @@ pub fn exp_sub_sum(x: &mut [f32], max: f32) -> f32 {
     sum
 }
 
+/// `x[i] *= scale` for every element; returns the largest result (attention's scaled scores and their max).
+pub fn scale_max(x: &mut [f32], scale: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 and FMA are present (checked at run time above).
+        return unsafe { x86::scale_max(x, scale) };
+    }
+    let mut max = f32::NEG_INFINITY;
+    for v in x {
+        *v *= scale;
+        max = max.max(*v);
+    }
+    max
+}
+
 /// `gate[i] = silu(gate[i]) · up[i]`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -179,6 +194,33 @@ mod x86 {
         sum
     }
 
+    /// SAFETY: the caller checked AVX2 and FMA; loads and stores stay within `x`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scale_max(x: &mut [f32], scale: f32) -> f32 {
+        let n = x.len();
+        let (s, p) = (_mm256_set1_ps(scale), x.as_mut_ptr());
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        // SAFETY: i + 8 <= n.
+        unsafe {
+            while i + 8 <= n {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), s);
+                _mm256_storeu_ps(p.add(i), v);
+                acc = _mm256_max_ps(acc, v);
+                i += 8;
+            }
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: lanes holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        let mut max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for v in &mut x[i..] {
+            *v *= scale;
+            max = max.max(*v);
+        }
+        max
+    }
+
     /// SAFETY: the caller checked AVX2 and FMA; loads and stores stay within `n = min(len)` elements.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
@@ -222,6 +264,22 @@ mod tests {
                 assert!((f64::from(*o) - (-0.7 * f64::from(*x) + f64::from(*y0))).abs() < 1e-5);
             }
         }
+    }
+
+    #[test]
+    fn scale_max_scales_every_value_exactly_and_finds_the_largest() {
+        for n in [0, 1, 7, 8, 9, 16, 23, 1301] {
+            let x = values(n, 40.0);
+            let mut got = x.clone();
+            let max = scale_max(&mut got, 0.125);
+            let want: Vec<f32> = x.iter().map(|v| v * 0.125).collect();
+            assert_eq!(got, want, "n {n}");
+            assert_eq!(max, want.iter().cloned().fold(f32::NEG_INFINITY, f32::max), "n {n}");
+        }
+        // The largest in the tail, past the last whole eight.
+        let mut x = vec![-1f32; 19];
+        x[18] = 5.0;
+        assert_eq!(scale_max(&mut x, 2.0), 10.0);
     }
 
     #[test]
