@@ -1,4 +1,4 @@
-//! The local bench's own logic (benches/local/{measure,report,llama}.rs), compiled here with the bench's
+//! The local bench's own logic (benches/local/{measure,report,llama,llama_peers}.rs), compiled here with the bench's
 //! source so it cannot rot unseen: medians and ranges, the ratio cells, llama-bench's JSON and llama.cpp's
 //! load line as they are printed, the date, and one real measured run through the public engine API.
 
@@ -6,6 +6,8 @@
 
 #[path = "../benches/local/llama.rs"]
 mod llama;
+#[path = "../benches/local/llama_peers.rs"]
+mod llama_peers;
 #[path = "../benches/local/measure.rs"]
 mod measure;
 #[path = "../benches/local/random_gguf.rs"]
@@ -123,4 +125,17 @@ fn one_run_measures_a_real_model_through_the_public_api() {
         assert!(r.rss_mb.is_some_and(|m| m > 1.0), "{r:?}");
     }
     assert!(measure::once(&path, 0, 5).is_err(), "an empty prompt is refused");
+}
+
+#[test]
+fn llama_cpp_batched_tables_and_timing_lines_parse() {
+    let table = "|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |\n\
+                 |-------|--------|------|--------|----------|----------|----------|----------|----------|----------|\n\
+                 |    32 |    128 |    1 |    160 |    0.072 |   443.32 |    0.785 |   163.04 |    0.857 |   186.64 |\n\
+                 |    32 |    128 |    4 |    640 |    0.275 |   464.73 |    2.331 |   219.61 |    2.607 |   245.51 |";
+    assert_eq!(llama_peers::parse_batched(table), vec![(1, 163.04), (4, 219.61)]);
+    let timing = "common_perf_print: prompt eval time =  100.00 ms /   420 tokens (    0.24 ms per token,  4200.00 tokens per second)\n\
+                  0.02.241.012 I common_perf_print:        eval time =     931.55 ms /   127 runs   (    7.34 ms per token,   136.33 tokens per second)";
+    assert_eq!(llama_peers::parse_eval(timing), Some(136.33));
+    assert_eq!(llama_peers::parse_eval("nothing here"), None);
 }

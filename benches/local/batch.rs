@@ -163,7 +163,32 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         med(&one_tok),
         s(&ratio_tok),
         rss.join(", ")
-    ))
+    ) + &peer(model, med(&four_tok), turns))
+}
+
+/// llama.cpp's batched decode on the same file and threads, as the peer of the 4-lane line (CPU only).
+fn peer(model: &Path, four: f64, turns: usize) -> String {
+    if crate::measure::device_spec() != "cpu" {
+        return String::new();
+    }
+    let threads = match crate::threads() {
+        Ok(t) => t,
+        Err(e) => return format!("\nllama.cpp's batched decode: not measured ({e:#}).\n"),
+    };
+    match crate::llama_peers::batched(model, 4, 32, DECODE, threads, turns) {
+        Ok((one, many)) => format!(
+            "\nThe peer, llama.cpp's `llama-batched-bench` on the same file and {threads} threads (4 sequences of a \
+             32-token prompt, {DECODE} tokens each, no adapters; medians of {} runs): 4 sequences ÷ 1 **{:.2}×** \
+             ({:.1} vs {:.1} tok/s); tunebench's 4 lanes (three with adapters) {four:.1} tok/s, {:.2}× llama.cpp's \
+             4 sequences.\n",
+            turns.max(1),
+            many.median / one.median,
+            many.median,
+            one.median,
+            four / many.median
+        ),
+        Err(e) => format!("\nllama.cpp's batched decode: not measured ({e:#}).\n"),
+    }
 }
 
 /// Peak RSS (MB) of a fresh process running the first `lanes` lanes (1: lane a; 3: base, a, b; 6: all) once.

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+
+use crate::measure::Stat;
 use candle_core::{Device, Tensor};
 use tunebench::engine::local::{Llama, load};
 
@@ -43,6 +45,8 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
     let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
     let count = write_random(&base, &dir)?;
     let written = m.with_adapter(&dir);
+    let gguf = dir.with_extension("gguf");
+    let exported = export_gguf(path, &base, &dir, &gguf);
     let _ = std::fs::remove_dir_all(&dir);
     let view = written.map_err(anyhow::Error::from).context("the random adapter")?;
     let ids = measure::prompt_ids(prompt, base.cfg.vocab);
@@ -73,12 +77,58 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
     let ratios: Vec<f64> = pairs.iter().map(|(b, a)| a / b).collect();
     let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     let (b, a) = (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect()));
-    Ok(format!(
+    let line = format!(
         "LoRA r=16 on all {count} linear layers of {} (unmerged, {}), decode of {DECODE} tokens after a {prompt}-token \
          prompt, {TURNS} turns each taking turns in one process (medians): base lane {b:.1} tok/s, adapter lane {a:.1} \
          tok/s, **{:.2}×** (median of the turns' ratios; {lo:.2}–{hi:.2})\n",
         path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
         crate::measure::device_spec(),
         median(ratios)
+    );
+    let peer = match exported.and_then(|()| peer(path, &gguf)) {
+        Ok(p) => p,
+        Err(e) => format!("llama.cpp's LoRA lane: not measured ({e:#})\n"),
+    };
+    let _ = std::fs::remove_file(&gguf);
+    Ok(line + &peer)
+}
+
+/// The same random adapter as a GGUF LoRA for llama.cpp (`tunebench export --to gguf-lora`'s writer).
+fn export_gguf(path: &Path, base: &tunebench::engine::local::BaseWeights, dir: &Path, out: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let content = tunebench::engine::local::read_gguf_content(&mut file, path)?;
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .context("no general.architecture")?;
+    let adapter = tunebench::lora::Adapter::load(dir, base).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tunebench::lora::gguf::write(&adapter, &arch, out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// llama.cpp's LoRA lane against its base on the same file, adapter and threads (CPU only): llama-completion
+/// with and without `--lora`, greedy, taking turns, medians.
+fn peer(path: &Path, lora: &Path) -> Result<String> {
+    if crate::measure::device_spec() != "cpu" {
+        return Ok(String::new());
+    }
+    const PEER_TURNS: usize = 5;
+    let threads = crate::threads()?;
+    let prompt = "Rule: tag the ticket, name the product and rate the urgency. ".repeat(40);
+    let (mut base, mut adapted) = (Vec::new(), Vec::new());
+    for _ in 0..PEER_TURNS {
+        base.push(crate::llama_peers::completion(path, None, &prompt, DECODE, threads)?);
+        adapted.push(crate::llama_peers::completion(path, Some(lora), &prompt, DECODE, threads)?);
+    }
+    let ratios: Vec<f64> = base.iter().zip(&adapted).map(|(b, a)| a / b).collect();
+    let (b, a, r) = (Stat::of(base), Stat::of(adapted), Stat::of(ratios));
+    let (Some(b), Some(a), Some(r)) = (b, a, r) else { bail!("no timing") };
+    Ok(format!(
+        "The peer, llama.cpp's `llama-completion` with and without `--lora` (the same adapter as tunebench's GGUF \
+         LoRA export writes it, f32 factors; {threads} threads, a ~500-token prompt, {DECODE} tokens, {PEER_TURNS} \
+         turns): base {:.1} tok/s, LoRA {:.1} tok/s, **{:.2}×** ({:.2}–{:.2})\n",
+        b.median, a.median, r.median, r.min, r.max
     ))
 }

@@ -15,6 +15,7 @@
 mod batch;
 mod batch_parity;
 mod llama;
+mod llama_peers;
 mod lora;
 mod measure;
 mod models;
@@ -50,7 +51,7 @@ fn child(args: &[String]) -> Result<()> {
     measure::child(Path::new(path), prompt.parse().context("prompt length")?, steps.parse().context("decode steps")?)
 }
 
-fn threads() -> Result<usize> {
+pub fn threads() -> Result<usize> {
     for var in ["TUNEBENCH_THREADS", "RAYON_NUM_THREADS"] {
         if let Ok(v) = std::env::var(var) {
             return v.parse().with_context(|| format!("{var}=`{v}` is not a thread count"));
