@@ -1,7 +1,7 @@
 //! Attention of `n` new queries at positions `pos..` over one layer's host KV cache: grouped-query, causal,
 //! an optional sliding window (a query sees itself and the `w − 1` keys before it, as transformers and
 //! llama.cpp count it), a scale, an optional tanh soft-cap on the scores, softmax, and the weighted sum of
-//! the values; parallel over heads × query rows.
+//! the values; parallel over kv heads × query rows (a long decode row's keys split in segments).
 
 use crate::pool::{Pool, split};
 use crate::simd::{exp_sub_sum, scale_max};
@@ -58,7 +58,7 @@ impl Ptr {
 }
 
 /// `out [n, heads · head_dim]` from `q [n, heads · head_dim]` (already rotated) and the cache, whose positions
-/// `..pos + n` are written. `scores` is scratch of at least `pool.parts() × (pos + n)` values.
+/// `..pos + n` are written. `scores` is scratch of at least `scratch_len` values.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     pool: &Pool,
@@ -81,9 +81,43 @@ pub struct Lane<'a> {
     pub n: usize,
 }
 
+/// Positions one unit of a decode row covers at most. A decode step has few units (a lane's kv heads), so a
+/// longer context is split into segments whose partial softmaxes are merged after (flash-decoding): the units
+/// spread over every thread, and each segment of K and V is read once for all the query heads that share it.
+pub const SEGMENT: usize = 256;
+
+/// The segments of a lane's rows: a decode row (`n == 1`) is split by `SEGMENT`; a prefill row never is.
+fn segments(a: &Attention, l: &Lane<'_>) -> usize {
+    if l.n != 1 {
+        return 1;
+    }
+    let lo = a.window.map_or(0, |w| (l.pos + 1).saturating_sub(w));
+    (l.pos + 1 - lo).div_ceil(SEGMENT).max(1)
+}
+
+/// Units of a lane: (kv head, row) for a prefill, (kv head, segment) for a decode row.
+fn units(a: &Attention, l: &Lane<'_>) -> usize {
+    a.kv_heads * if l.n == 1 { segments(a, l) } else { l.n }
+}
+
+/// The partial results of a lane's split rows: per query head and segment, the unnormalized weighted sum
+/// (`head_dim`), the scores' max and the sum of their exponentials.
+fn partial_len(a: &Attention, l: &Lane<'_>) -> usize {
+    match segments(a, l) {
+        1 => 0,
+        s => a.heads * s * (a.head_dim + 2),
+    }
+}
+
+/// The scratch `attend_lanes` needs: each part's scores of one unit, then the split rows' partial results.
+pub fn scratch_len(a: &Attention, lanes: &[Lane<'_>], parts: usize) -> usize {
+    let longest = lanes.iter().map(|l| l.pos + l.n).max().unwrap_or(0);
+    parts * longest + lanes.iter().map(|l| partial_len(a, l)).sum::<usize>()
+}
+
 /// `attend` for several lanes at once, their query rows one lane after another in `q` and `out`: one pool
-/// call, its units every lane's (head, row) pairs. `scores` holds `pool.parts() ×` the longest lane's
-/// `pos + n`. A lane's results are those of its own call.
+/// call, its units every lane's (kv head, row) pairs (a decode row's split in segments), each unit taking
+/// every query head of its kv head. `scores` holds `scratch_len`. A lane's results are those of its own call.
 pub fn attend_lanes(
     pool: &Pool,
     a: &Attention,
@@ -111,182 +145,96 @@ pub fn attend_lanes(
             return Err(format!("attention: {total} positions in a cache of {}", l.cache.capacity));
         }
     }
-    if scores.len() < parts * longest {
+    if scores.len() < scratch_len(a, lanes, parts) {
         return Err(format!("attention: scratch of {} for {parts} parts of {longest}", scores.len()));
     }
     let rep = a.heads / a.kv_heads;
+    let total: usize = lanes.iter().map(|l| units(a, l)).sum();
     let (out_p, scores_p) = (Ptr(out.as_mut_ptr()), Ptr(scores.as_mut_ptr()));
+    let partials = parts * longest;
     pool.run(&|part, parts| {
         // SAFETY: each part owns its `longest`-long slice of scores (checked: scores holds parts × longest).
         let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.at(part * longest), longest) };
-        // Units run lane by lane, (head, row) within a lane; `first` is the lane's first row in q and out.
-        let (mut lane, mut lane_units, mut first) = (0, 0, 0);
-        for u in split(a.heads * rows, part, parts, 1) {
+        // Units run lane by lane; `first` is the lane's first row in q and out, `at` its partials' offset.
+        let (mut lane, mut lane_units, mut first, mut at) = (0, 0, 0, partials);
+        for u in split(total, part, parts, 1) {
             while let Some(l) = lanes.get(lane)
-                && u >= lane_units + a.heads * l.n
+                && u >= lane_units + units(a, l)
             {
-                lane_units += a.heads * l.n;
+                lane_units += units(a, l);
                 first += l.n;
+                at += partial_len(a, l);
                 lane += 1;
             }
-            let Some(&Lane { cache, pos, n }) = lanes.get(lane) else { return };
-            let v = u - lane_units;
-            let (h, i) = (v / n, v % n);
-            let p = pos + i;
+            let Some(l) = lanes.get(lane) else { return };
+            let (v, segs) = (u - lane_units, segments(a, l));
+            let (g, i, s) = if l.n == 1 { (v / segs, 0, v % segs) } else { (v / l.n, v % l.n, 0) };
+            let p = l.pos + i;
             let lo = a.window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let row = (first + i) * width + h * hd;
-            let qv = &q[row..row + hd];
-            let base = (h / rep) * cache.capacity * hd;
-            let seen = &mut sc[..p + 1 - lo];
-            let (from, to) = (base + lo * hd, base + (p + 1) * hd);
-            rows::dots(qv, &cache.k[from..to], hd, seen);
-            let max = match a.cap {
-                None => scale_max(seen, a.scale),
-                Some(c) => seen.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
-                    *s = (*s * a.scale / c).tanh() * c;
-                    max.max(*s)
-                }),
-            };
-            let sum = exp_sub_sum(seen, max);
-            // SAFETY: row first + i, head h of `out` belongs to this part alone (units are split disjointly).
-            let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
-            // The weights' sum divides the head_dim outputs, not every one of the (many more) weights.
-            rows::weighted(seen, &cache.v[from..to], hd, o);
-            for x in o.iter_mut() {
-                *x /= sum;
+            let (start, end) =
+                if segs == 1 { (lo, p + 1) } else { (lo + s * SEGMENT, (lo + (s + 1) * SEGMENT).min(p + 1)) };
+            let base = g * l.cache.capacity * hd;
+            let (from, to) = (base + start * hd, base + end * hd);
+            for h in g * rep..(g + 1) * rep {
+                let row = (first + i) * width + h * hd;
+                let seen = &mut sc[..end - start];
+                rows::dots(&q[row..row + hd], &l.cache.k[from..to], hd, seen);
+                let max = match a.cap {
+                    None => scale_max(seen, a.scale),
+                    Some(c) => seen.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
+                        *s = (*s * a.scale / c).tanh() * c;
+                        max.max(*s)
+                    }),
+                };
+                let sum = exp_sub_sum(seen, max);
+                if segs == 1 {
+                    // SAFETY: row first + i, head h of `out` belongs to this unit alone (units are disjoint).
+                    let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
+                    // The weights' sum divides the head_dim outputs, not every one of the (many more) weights.
+                    rows::weighted(seen, &l.cache.v[from..to], hd, o);
+                    for x in o.iter_mut() {
+                        *x /= sum;
+                    }
+                } else {
+                    // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
+                    // (`scratch_len` counted it).
+                    let slot =
+                        unsafe { std::slice::from_raw_parts_mut(scores_p.at(at + (h * segs + s) * (hd + 2)), hd + 2) };
+                    rows::weighted(seen, &l.cache.v[from..to], hd, &mut slot[..hd]);
+                    (slot[hd], slot[hd + 1]) = (max, sum);
+                }
             }
         }
     });
+    // The split rows: each head's segments merged, scaled to the largest max.
+    let (mut first, mut at) = (0, partials);
+    for l in lanes {
+        let segs = segments(a, l);
+        if segs > 1 {
+            for h in 0..a.heads {
+                let part = &scores[at + h * segs * (hd + 2)..at + (h + 1) * segs * (hd + 2)];
+                let max = part.chunks_exact(hd + 2).fold(f32::NEG_INFINITY, |m, c| m.max(c[hd]));
+                let o = &mut out[first * width + h * hd..first * width + (h + 1) * hd];
+                o.fill(0.0);
+                let mut sum = 0f32;
+                for c in part.chunks_exact(hd + 2) {
+                    let w = (c[hd] - max).exp();
+                    sum += w * c[hd + 1];
+                    for (x, y) in o.iter_mut().zip(&c[..hd]) {
+                        *x += w * y;
+                    }
+                }
+                for x in o.iter_mut() {
+                    *x /= sum;
+                }
+            }
+        }
+        first += l.n;
+        at += partial_len(a, l);
+    }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Naive attention in f64, straight from the definition.
-    fn naive(a: &Attention, q: &[f32], k: &[f32], v: &[f32], cap: usize, pos: usize, n: usize) -> Vec<f64> {
-        let hd = a.head_dim;
-        let mut out = vec![0f64; n * a.heads * hd];
-        for i in 0..n {
-            for h in 0..a.heads {
-                let kvh = h / (a.heads / a.kv_heads);
-                let p = pos + i;
-                let seen: Vec<usize> = (0..=p).filter(|&j| a.window.is_none_or(|w| p - j < w)).collect();
-                let scores: Vec<f64> = seen
-                    .iter()
-                    .map(|&j| {
-                        let s: f64 = (0..hd)
-                            .map(|d| f64::from(q[(i * a.heads + h) * hd + d]) * f64::from(k[(kvh * cap + j) * hd + d]))
-                            .sum::<f64>()
-                            * f64::from(a.scale);
-                        a.cap.map_or(s, |c| (s / f64::from(c)).tanh() * f64::from(c))
-                    })
-                    .collect();
-                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                for (w, &j) in e.iter().zip(&seen) {
-                    for d in 0..hd {
-                        out[(i * a.heads + h) * hd + d] += w / sum * f64::from(v[(kvh * cap + j) * hd + d]);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn grouped_causal_windowed_capped_attention_matches_the_naive_one() {
-        let pools = [Pool::new(1), Pool::new(2), Pool::new(3)];
-        for pool in &pools {
-            for (heads, kv_heads, hd) in [(9, 3, 64), (4, 4, 8), (2, 1, 6), (2, 1, 96), (4, 2, 128)] {
-                for window in [None, Some(1), Some(3)] {
-                    for cap in [None, Some(2.0)] {
-                        for (pos, n) in [(0, 1), (0, 7), (5, 1), (5, 4)] {
-                            let capacity = pos + n + 2;
-                            let a = Attention { heads, kv_heads, head_dim: hd, scale: 0.4, cap, window };
-                            let q = values(n * heads * hd, 1);
-                            let k = values(kv_heads * capacity * hd, 2);
-                            let v = values(kv_heads * capacity * hd, 3);
-                            let mut out = vec![f32::NAN; n * heads * hd];
-                            let mut scores = vec![0f32; pool.parts() * (pos + n)];
-                            let cache = Cache { k: &k, v: &v, capacity };
-                            attend(pool, &a, &q, cache, pos, n, &mut out, &mut scores).unwrap();
-                            let want = naive(&a, &q, &k, &v, capacity, pos, n);
-                            for (x, y) in out.iter().zip(&want) {
-                                assert!((f64::from(*x) - y).abs() < 1e-5, "{a:?} pos {pos} n {n}: {x} vs {y}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn lanes_in_one_call_get_the_bits_of_their_own_calls() {
-        let pool = Pool::new(2);
-        let a = Attention { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125, cap: None, window: None };
-        let width = a.heads * a.head_dim;
-        let shapes = [(37, 1, 40), (0, 9, 12), (5, 1, 7), (100, 3, 110)];
-        let ks: Vec<Vec<f32>> =
-            shapes.iter().enumerate().map(|(s, &(_, _, c))| values(3 * c * 64, s as u64 + 10)).collect();
-        let vs: Vec<Vec<f32>> =
-            shapes.iter().enumerate().map(|(s, &(_, _, c))| values(3 * c * 64, s as u64 + 20)).collect();
-        let rows: usize = shapes.iter().map(|s| s.1).sum();
-        let q = values(rows * width, 7);
-        let lanes: Vec<Lane<'_>> = shapes
-            .iter()
-            .zip(ks.iter().zip(&vs))
-            .map(|(&(pos, n, capacity), (k, v))| Lane { cache: Cache { k, v, capacity }, pos, n })
-            .collect();
-        let mut out = vec![f32::NAN; rows * width];
-        let mut scores = vec![0f32; pool.parts() * 103];
-        attend_lanes(&pool, &a, &q, &lanes, &mut out, &mut scores).unwrap();
-        let mut first = 0;
-        for l in &lanes {
-            let mut alone = vec![f32::NAN; l.n * width];
-            let qs = &q[first * width..(first + l.n) * width];
-            attend(&pool, &a, qs, l.cache, l.pos, l.n, &mut alone, &mut scores).unwrap();
-            let got = &out[first * width..(first + l.n) * width];
-            assert!(got.iter().zip(&alone).all(|(x, y)| x.to_bits() == y.to_bits()), "lane at row {first}");
-            first += l.n;
-        }
-    }
-
-    #[test]
-    fn store_puts_each_head_row_at_its_position() {
-        let (kv_heads, hd, cap) = (2, 3, 5);
-        let mut cache = vec![0f32; kv_heads * cap * hd];
-        let rows: Vec<f32> = (0..2 * kv_heads * hd).map(|i| i as f32 + 1.0).collect();
-        store(&mut cache, kv_heads, hd, cap, 3, &rows);
-        for t in 0..2 {
-            for h in 0..kv_heads {
-                let at = (h * cap + 3 + t) * hd;
-                assert_eq!(&cache[at..at + hd], &rows[(t * kv_heads + h) * hd..(t * kv_heads + h + 1) * hd]);
-            }
-        }
-        assert_eq!(cache.iter().filter(|v| **v != 0.0).count(), rows.len());
-    }
-
-    #[test]
-    fn a_cache_too_small_is_refused() {
-        let pool = Pool::new(1);
-        let a = Attention { heads: 2, kv_heads: 1, head_dim: 4, scale: 1.0, cap: None, window: None };
-        let (k, v) = (vec![0f32; 8], vec![0f32; 8]);
-        let (q, mut out, mut scores) = (vec![0f32; 8], vec![0f32; 8], vec![0f32; 8]);
-        let cache = Cache { k: &k, v: &v, capacity: 2 };
-        assert!(attend(&pool, &a, &q, cache, 2, 1, &mut out, &mut scores).is_err());
-    }
-}
+#[path = "attention_tests.rs"]
+mod tests;

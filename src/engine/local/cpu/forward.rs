@@ -152,8 +152,6 @@ pub fn forward_batch(cfg: &Config, base: &HostBase, b: &mut Bufs, rows: &mut [Ro
             window: plan.window,
         };
         let att = fit(&mut b.att, n * nq);
-        let longest = rows.iter().map(|r| r.pos + r.ids.len()).max().unwrap_or(0);
-        let scores = fit(&mut b.scores, pool.parts() * longest);
         for (r, &(first, len)) in rows.iter_mut().zip(&spans) {
             let (pos, cache) = (r.pos, &mut *r.cache);
             let q = &mut q[first * nq..(first + len) * nq];
@@ -185,6 +183,7 @@ pub fn forward_batch(cfg: &Config, base: &HostBase, b: &mut Bufs, rows: &mut [Ro
                 attention::Lane { cache: attention::Cache { k, v, capacity }, pos: r.pos, n: r.ids.len() }
             })
             .collect();
+        let scores = fit(&mut b.scores, attention::scratch_len(&a, &lanes, pool.parts()));
         attention::attend_lanes(pool, &a, q, &lanes, att, scores).map_err(run_err)?;
         let (o, down) = match projections {
             Projections::Separate => (3, 6),
