@@ -104,6 +104,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
     let (mut ratio_wall, mut ratio_ttft, mut ratio_tok) = (Vec::new(), Vec::new(), Vec::new());
     let mut ratio_ttft3 = Vec::new();
     let (mut one_tok, mut four_tok, mut prompt_note) = (Vec::new(), Vec::new(), String::new());
+    let (mut long_ttft, mut long_tok) = (Vec::new(), Vec::new());
     for turn in 0..turns.max(1) {
         let alone: Vec<(Vec<Lane>, f64)> =
             [base, a, b].iter().map(|&l| rt.block_on(together(&ws, &backend, &[l]))).collect::<Result<_>>()?;
@@ -119,6 +120,8 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         let one = alone[1].0[0].tok_s;
         let agg: f64 = four.iter().map(|l| l.tok_s).sum();
         one_tok.push(one);
+        long_ttft.push(alone[0].0[0].ttft);
+        long_tok.push(alone[0].0[0].tok_s);
         four_tok.push(agg);
         ratio_tok.push(agg / one);
         eprintln!(
@@ -153,6 +156,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
          | short lane ttft beside the long prefill ÷ alone | {} | ≤ 1.5× |\n\
          | the same with both short lanes beside it (worse of the two; their own prefills share a pass) | {} | — |\n\
          | aggregate decode, 4 lanes ÷ 1 lane ({:.1} vs {:.1} tok/s) | {} | ≥ 3× |\n\n\
+         The long-prompt lane alone: time to first token {:.2} s, decode {:.1} tok/s.\n\n\
          Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
         crate::measure::device_spec(),
         turns.max(1),
@@ -162,6 +166,8 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         med(&four_tok),
         med(&one_tok),
         s(&ratio_tok),
+        med(&long_ttft),
+        med(&long_tok),
         rss.join(", ")
     ) + &peer(model, med(&four_tok), turns))
 }

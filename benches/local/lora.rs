@@ -90,7 +90,7 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
         Err(e) => format!("llama.cpp's LoRA lane: not measured ({e:#})\n"),
     };
     let _ = std::fs::remove_file(&gguf);
-    Ok(line + &peer)
+    Ok(line + "\n" + &peer)
 }
 
 /// The same random adapter as a GGUF LoRA for llama.cpp (`tunebench export --to gguf-lora`'s writer).
