@@ -188,13 +188,12 @@ pub fn attend_lanes(
                 };
                 let sum = exp_sub_sum(seen, max);
                 if segs == 1 {
+                    for s in seen.iter_mut() {
+                        *s /= sum;
+                    }
                     // SAFETY: row first + i, head h of `out` belongs to this unit alone (units are disjoint).
                     let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
-                    // The weights' sum divides the head_dim outputs, not every one of the (many more) weights.
                     rows::weighted(seen, &l.cache.v[from..to], hd, o);
-                    for x in o.iter_mut() {
-                        *x /= sum;
-                    }
                 } else {
                     // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
                     // (`scratch_len` counted it).
