@@ -95,14 +95,7 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
 
 /// The same random adapter as a GGUF LoRA for llama.cpp (`tunebench export --to gguf-lora`'s writer).
 fn export_gguf(path: &Path, base: &tunebench::engine::local::BaseWeights, dir: &Path, out: &Path) -> Result<()> {
-    let mut file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let content = tunebench::engine::local::read_gguf_content(&mut file, path)?;
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .context("no general.architecture")?;
+    let arch = tunebench::engine::local::gguf_architecture(path)?;
     let adapter = tunebench::lora::Adapter::load(dir, base).map_err(|e| anyhow::anyhow!("{e}"))?;
     tunebench::lora::gguf::write(&adapter, &arch, out).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())

@@ -103,17 +103,7 @@ pub async fn run(path: &Path, args: &ExportArgs) -> anyhow::Result<std::process:
             base_path.display()
         );
     }
-    let arch = if gguf {
-        let mut file = std::fs::File::open(&base_path).with_context(|| base_path.display().to_string())?;
-        crate::engine::local::read_gguf_content(&mut file, &base_path)?
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .with_context(|| format!("{}: no general.architecture", base_path.display()))?
-    } else {
-        String::new()
-    };
+    let arch = if gguf { crate::engine::local::gguf_architecture(&base_path)? } else { String::new() };
     // Read against the base: an adapter that does not fit the lane's model is refused before anything is written.
     let loaded = crate::engine::local::load(&base_path, &Device::Cpu, None)?;
     let read = crate::lora::Adapter::load(&adapter, loaded.base())

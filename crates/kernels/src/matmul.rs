@@ -223,8 +223,8 @@ fn call(
         }
         i
     };
-    // Fused, each part adds the B updates of its rows right after computing them: their B groups, read in
-    // runs too short for the hardware prefetcher, are asked for beside the base rows, whose loads hide them.
+    // Fused, each part adds the B updates of its rows after computing them: their B groups, read in runs too
+    // short for the hardware prefetcher, are asked for beside the base rows, whose loads hide them.
     let mut pre: [Option<&QCols>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
     let mut pre_len = 0;
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {

@@ -12,6 +12,17 @@ use candle_core::quantized::gguf_file::Content;
 
 use super::{LocalError, Result};
 
+/// The `general.architecture` of the GGUF file at `path` (what llama.cpp loads it as).
+pub fn architecture(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))?;
+    read_content(&mut file, path)?
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| LocalError::Model(format!("{}: no general.architecture", path.display())))
+}
+
 /// Reads the header and tensor table, refusing any field that would panic, wrap or claim more than the file.
 pub fn read_content<R: Read + Seek>(reader: &mut R, path: &Path) -> Result<Content> {
     let bad = |what: String| LocalError::Model(format!("{}: not a GGUF file: {what}", path.display()));

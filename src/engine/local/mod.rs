@@ -36,7 +36,7 @@ pub use decoder::{
     QkNorm, RopePairs, RopeScaling, RopeSpec, SoftCaps,
 };
 pub use generate::{GPU_PREFILL_CHUNK, PREFILL_CHUNK, prefill_chunk};
-pub use gguf::read_content as read_gguf_content;
+pub use gguf::{architecture as gguf_architecture, read_content as read_gguf_content};
 pub use hf::safetensors_files;
 pub use linear::{BaseLinear, Lin, LinearFactory, WeightPlan, host_forward, plain, type_name};
 pub use store::{AdapterView, LoadedModel, ModelStore, file_sha256, load, load_gguf_from, plan_for};
