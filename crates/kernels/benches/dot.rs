@@ -110,8 +110,68 @@ fn quantize_speed() {
     }
 }
 
+/// The repacked-group kernels (the host engine's decode path for legacy formats): weight GB/s against 1 and 4
+/// activation rows, and what 4 rows cost over 1 (1.0: the fourth row is free; 4.0: no reuse at all).
+fn packed(filter: Option<&str>) {
+    let mut rng = StdRng::seed_from_u64(1);
+    println!("{:<5} {:<8} {:<10} {:>9} {:>9} {:>8}", "kind", "shape", "kernel", "1 GB/s", "4 GB/s", "4 ÷ 1");
+    for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q8_0] {
+        if filter.is_some_and(|f| !format!("{kind:?}").eq_ignore_ascii_case(f) && !f.eq_ignore_ascii_case("packed")) {
+            continue;
+        }
+        for (rows, cols, name) in SHAPES {
+            // Random bytes in the group layout: the speed does not depend on which byte is where, only the
+            // scales (the first 16 bytes of a block; 32 with Q4_1's minimums) must be sane.
+            let (_, bb) = kind.block();
+            let gb = bb * quant::GROUP;
+            let mut w = vec![0u8; rows * kind.row_bytes(cols).unwrap_or(0)];
+            rng.fill(&mut w[..]);
+            let heads = if kind == Kind::Q4_1 { 16 } else { 8 };
+            let scale = half::f16::from_f32(0.01).to_le_bytes();
+            w.chunks_exact_mut(gb)
+                .for_each(|b| b[..2 * heads].chunks_exact_mut(2).for_each(|h| h.copy_from_slice(&scale)));
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let mut a = vec![0u8; quant::ActKind::Q8_0S.row_bytes(cols)];
+            quant::quantize_row(quant::ActKind::Q8_0S, &x, &mut a);
+            let group_bytes = w.len() / (rows / quant::GROUP);
+            for (label, f) in quant::group_kernels(kind) {
+                let t = |n: usize| {
+                    let acts = vec![a.as_slice(); n];
+                    let mut out = vec![[0f32; quant::GROUP]; n];
+                    let pass = |out: &mut [[f32; quant::GROUP]]| {
+                        for g in w.chunks_exact(group_bytes) {
+                            f(cols, g, &acts, out);
+                            black_box(&*out);
+                        }
+                    };
+                    pass(&mut out);
+                    let mut samples = Vec::new();
+                    let start = Instant::now();
+                    while samples.len() < 5 || (start.elapsed() < Duration::from_millis(300) && samples.len() < 200) {
+                        let t = now();
+                        pass(&mut out);
+                        samples.push(now() - t);
+                    }
+                    samples.sort_by(f64::total_cmp);
+                    samples[samples.len() / 2]
+                };
+                let (one, four) = (t(1), t(4));
+                let gbs = |t: f64| w.len() as f64 / t / 1e9;
+                let k = format!("{kind:?}");
+                println!("{k:<5} {name:<8} {label:<10} {:>9.2} {:>9.2} {:>8.2}", gbs(one), gbs(four), four / one);
+            }
+        }
+    }
+}
+
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref().is_none_or(|f| f.eq_ignore_ascii_case("packed") || f.starts_with('Q')) {
+        packed(filter.as_deref());
+    }
+    if filter.as_deref().is_some_and(|f| f.eq_ignore_ascii_case("packed")) {
+        return;
+    }
     if filter.as_deref().is_none_or(|f| f.eq_ignore_ascii_case("quantize")) {
         quantize_speed();
     }

@@ -13,8 +13,9 @@ pub enum ActKind {
     Q8_0,
     /// 32 per block: f16 d, f16 s = d · Σqs, i8 qs[32] (36 bytes).
     Q8_1,
-    /// 32 per block: f16 d, i16 Σqs (exact), i8 qs[32] (36 bytes): Q8_0 with the integer sum the repacked
-    /// kernels subtract their unsigned quants' offset with.
+    /// 32 per block: f16 d, i16 Σqs (exact), f32 d (the f16 widened), f32 d·Σqs, i8 qs[32] (44 bytes): Q8_0
+    /// with the integer sum the repacked kernels subtract their unsigned quants' offset with, and the two
+    /// factors their block loop multiplies by, converted once per row instead of once per eight weight rows.
     Q8_0S,
     /// 256 per block: f32 d, i8 qs[256], i16 bsums[16] (sums of each 16) (292 bytes).
     Q8_K,
@@ -25,7 +26,8 @@ impl ActKind {
         match self {
             ActKind::F32 => (1, 4),
             ActKind::Q8_0 => (32, 34),
-            ActKind::Q8_1 | ActKind::Q8_0S => (32, 36),
+            ActKind::Q8_1 => (32, 36),
+            ActKind::Q8_0S => (32, 44),
             ActKind::Q8_K => (256, 292),
         }
     }
@@ -80,13 +82,21 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
                 match kind {
                     ActKind::Q8_1 => ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes()),
                     // |Σ| ≤ 32 · 127: always an i16.
-                    ActKind::Q8_0S => ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes()),
+                    ActKind::Q8_0S => s_head(ob, f16::from_f32(d), sum),
                     _ => {}
                 }
             }
         }
         ActKind::Q8_K => super::kquants::quantize_q8_k_scalar(x, out),
     }
+}
+
+/// Q8_0S's head after d: the exact sum, then d widened and d·Σ (as the kernels multiply them: one f32 product).
+pub(super) fn s_head(ob: &mut [u8], d: f16, sum: i32) {
+    let d = d.to_f32();
+    ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
+    ob[4..8].copy_from_slice(&d.to_le_bytes());
+    ob[8..12].copy_from_slice(&(d * sum as f32).to_le_bytes());
 }
 
 /// A quantized activation row back to f32: what the reference kernels multiply with.

@@ -72,7 +72,7 @@ unsafe fn blocks(kind: ActKind, x: &[f32], out: &mut [u8]) {
             if kind == ActKind::Q8_1 {
                 ob[2..4].copy_from_slice(&half(d * sum as f32));
             } else {
-                ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
+                super::acts::s_head(ob, half::f16::from_le_bytes(half(d)), sum);
             }
         }
     }
