@@ -1,7 +1,7 @@
 //! Lanes batched on one base (issue 18's targets), through the real engine and worker as the TUI runs them:
 //! three lanes together (a ~1,300-token-prompt base, two short-prompt lanes with their own random r=16
 //! adapters) against the slowest alone; the short lanes' time to first token beside the long prefill against
-//! alone; aggregate decode tok/s of four lanes against one; peak RSS of 1, 3 and 6 lanes (fresh processes).
+//! alone; aggregate decode tok/s of four lanes against one (while all four decode); peak RSS of 1, 3 and 6 lanes (fresh processes).
 //! Greedy answers of at most `DECODE` tokens; medians of the turns, min–max beside them.
 
 use std::path::Path;
@@ -22,11 +22,28 @@ pub const CHILD: &str = "--batch-rss-child";
 const INPUT: &str = "Write a long story about a lighthouse keeper who finds a message in a bottle.";
 
 /// What one lane of a run measured.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Lane {
     ttft: f64,
     tokens: u64,
     tok_s: f64,
+    /// When each streamed token reached the bench, seconds from the run's start.
+    stamps: Vec<f64>,
+}
+
+/// Decode tokens per second of all `lanes` together while every one of them decodes: from the moment the last
+/// one streamed its first token to the moment the first one streamed its last, the tokens streamed between ÷
+/// that time (llama-batched-bench likewise times the decode apart from the prompts). Passes where another
+/// lane's prompt still prefills, or where a lane has already finished, are outside the window. One lane: its
+/// tokens after the first ÷ the time from its first token to its last.
+fn decoding_together(lanes: &[Lane]) -> f64 {
+    let from = lanes.iter().filter_map(|l| l.stamps.first()).fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let to = lanes.iter().filter_map(|l| l.stamps.last()).fold(f64::INFINITY, |a, &b| a.min(b));
+    if lanes.iter().any(|l| l.stamps.is_empty()) || to <= from {
+        return f64::NAN;
+    }
+    let tokens = lanes.iter().map(|l| l.stamps.iter().filter(|&&t| t > from && t <= to).count()).sum::<usize>();
+    tokens as f64 / (to - from)
 }
 
 /// The workspace: lanes base (long prompt), a and b (short, adapters A and B), c (short, adapter A), d (short,
@@ -71,16 +88,19 @@ async fn together(ws: &Workspace, backend: &LocalBackend, lanes: &[usize]) -> Re
     }
     drop(engine);
     let mut out = vec![None; lanes.len()];
+    let mut stamps = vec![Vec::new(); lanes.len()];
     while out.iter().any(Option::is_none) {
         let ev = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await?.context("the engine stopped")?;
         let at = lanes.iter().position(|&l| l == ev.lane).context("an event for another lane")?;
         match ev.kind {
+            EventKind::Token { .. } => stamps[at].push(began.elapsed().as_secs_f64()),
             EventKind::Done { usage, timings } => {
                 let tokens = usage.completion_tokens.unwrap_or(0);
                 out[at] = Some(Lane {
                     ttft: timings.ttft.map_or(f64::NAN, |t| t.as_secs_f64()),
                     tokens,
                     tok_s: timings.tokens_per_s(Some(tokens)).unwrap_or(f64::NAN),
+                    stamps: std::mem::take(&mut stamps[at]),
                 });
             }
             EventKind::Failed { error, .. } => bail!("lane {}: {error}", ev.lane),
@@ -104,6 +124,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
     let (mut ratio_wall, mut ratio_ttft, mut ratio_tok) = (Vec::new(), Vec::new(), Vec::new());
     let mut ratio_ttft3 = Vec::new();
     let (mut one_tok, mut four_tok, mut prompt_note) = (Vec::new(), Vec::new(), String::new());
+    let (mut one_window, mut four_window, mut ratio_window) = (Vec::new(), Vec::new(), Vec::new());
     let (mut long_ttft, mut long_tok) = (Vec::new(), Vec::new());
     for turn in 0..turns.max(1) {
         let alone: Vec<(Vec<Lane>, f64)> =
@@ -124,10 +145,14 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         long_tok.push(alone[0].0[0].tok_s);
         four_tok.push(agg);
         ratio_tok.push(agg / one);
+        let (one_w, four_w) = (decoding_together(&alone[1].0), decoding_together(&four));
+        one_window.push(one_w);
+        four_window.push(four_w);
+        ratio_window.push(four_w / one_w);
         eprintln!(
             "  turn {}: 3 lanes {wall3:.2}s vs slowest alone {slowest:.2}s; short ttft beside the long one {:.0} ms, \
              with both short ones {:.0}/{:.0} ms, vs alone {:.0}/{:.0}; the long one's ttft alone {:.0} ms; 4 lanes \
-             {agg:.1} tok/s vs 1 lane {one:.1}",
+             {four_w:.1} tok/s while all four decode ({agg:.1} as the panes sum) vs 1 lane {one_w:.1} ({one:.1})",
             turn + 1,
             two[1].ttft * 1e3,
             three[1].ttft * 1e3,
@@ -155,7 +180,9 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
          | three lanes (1,300-token base + two adapter lanes) together ÷ slowest alone, wall | {} | ≤ 1.3× |\n\
          | short lane ttft beside the long prefill ÷ alone | {} | ≤ 1.5× |\n\
          | the same with both short lanes beside it (worse of the two; their own prefills share a pass) | {} | — |\n\
-         | aggregate decode, 4 lanes ÷ 1 lane ({:.1} vs {:.1} tok/s) | {} | ≥ 3× |\n\n\
+         | aggregate decode, 4 lanes ÷ 1 lane, while all four decode ({:.1} vs {:.1} tok/s) | {} | ≥ 3× |\n\
+         | the same as the four panes' tok/s add up ({:.1} vs {:.1}; a pane's decode time includes the passes where \
+         the other lanes' prompts still prefill) | {} | — |\n\n\
          The long-prompt lane alone: time to first token {:.2} s, decode {:.1} tok/s.\n\n\
          Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
         crate::measure::device_spec(),
@@ -163,13 +190,16 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         s(&ratio_wall),
         s(&ratio_ttft),
         s(&ratio_ttft3),
+        med(&four_window),
+        med(&one_window),
+        s(&ratio_window),
         med(&four_tok),
         med(&one_tok),
         s(&ratio_tok),
         med(&long_ttft),
         med(&long_tok),
         rss.join(", ")
-    ) + &peer(model, med(&four_tok), turns))
+    ) + &peer(model, med(&four_window), turns))
 }
 
 /// llama.cpp's batched decode on the same file and threads, as the peer of the 4-lane line (CPU only).
