@@ -139,8 +139,10 @@ fn packed(filter: Option<&str>) {
                     let acts = vec![a.as_slice(); n];
                     let mut out = vec![[0f32; quant::GROUP]; n];
                     let pass = |out: &mut [[f32; quant::GROUP]]| {
-                        for g in w.chunks_exact(group_bytes) {
-                            f(cols, g, &acts, out);
+                        // Each group handed with the bytes after it, as the matmul does (the kernel prefetches them).
+                        for g in (0..w.len()).step_by(group_bytes) {
+                            let reach = (g + group_bytes + quant::PREFETCH_AHEAD).min(w.len());
+                            f(cols, &w[g..reach], &acts, out);
                             black_box(&*out);
                         }
                     };

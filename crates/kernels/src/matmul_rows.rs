@@ -40,8 +40,11 @@ pub(super) fn rows_of(
         // Repacked: whole groups of GROUP rows; a group the range cuts is computed whole and only the
         // range's rows written (the neighbouring part writes the others).
         let mut tmp = [[0f32; GROUP]; MAX_ROWS];
-        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
-            let Some((gw, kernel)) = w.group(g) else { continue };
+        let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
+        for g in groups.clone() {
+            // The kernel may prefetch the groups after this one in the range (past it they are another part's,
+            // or another matrix).
+            let Some((gw, kernel)) = w.group_reaching(g, groups.end) else { continue };
             pre.iter().flatten().for_each(|b| b.prefetch(g));
             let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
             let mut j = 0;

@@ -292,9 +292,21 @@ fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
                 let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
                 for g in 0..2 {
                     let (bytes, own) = w.group(g).unwrap();
+                    // Handed the groups that follow (to prefetch), a kernel computes the same numbers.
+                    let (reaching, _) = w.group_reaching(g, 2).unwrap();
+                    let len = bytes.len();
+                    assert_eq!(reaching.len(), if g == 0 { (2 * len).min(len + quant::PREFETCH_AHEAD) } else { len });
+                    assert_eq!(w.group_reaching(g, 0).unwrap().0.len(), len, "never less than the group");
                     for (name, kern) in variants.iter().copied().chain([("weights' own", own)]) {
                         let mut got = vec![[f32::NAN; quant::GROUP]; n];
                         kern(cols, bytes, &views, &mut got);
+                        let mut far = vec![[f32::NAN; quant::GROUP]; n];
+                        kern(cols, reaching, &views, &mut far);
+                        assert_eq!(
+                            got.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            far.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{kind:?} {name}: group {g} with the next groups handed over"
+                        );
                         for (j, lanes) in got.iter().enumerate() {
                             for (i, &v) in lanes.iter().enumerate() {
                                 let r = g * quant::GROUP + i;

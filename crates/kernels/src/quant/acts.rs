@@ -92,6 +92,7 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
 }
 
 /// Q8_0S's head after d: the exact sum, then d widened and d·Σ (as the kernels multiply them: one f32 product).
+#[inline]
 pub(super) fn s_head(ob: &mut [u8], d: f16, sum: i32) {
     let d = d.to_f32();
     ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());

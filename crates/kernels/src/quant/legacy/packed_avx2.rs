@@ -15,7 +15,7 @@ use super::packed::GROUP;
 const AB: usize = 44;
 /// How far ahead of the block being computed its weights are prefetched (measured here: 1-row decode over
 /// DRAM-resident weights 31 → 41–47 GB/s on one thread for 8–10 KB; 4 KB gained little, 16 KB less).
-const AHEAD: usize = 10 * 1024;
+const AHEAD: usize = crate::quant::PREFETCH_AHEAD;
 
 /// One repacked format: its group block's bytes, the offset its unsigned quants carry, and how they unpack.
 pub(super) trait Packed {
@@ -139,26 +139,32 @@ impl Packed for P80 {
 /// the eight lanes' four-product sums) and `BIASED::<F>` (whether the sums still carry `BIAS`).
 macro_rules! loops {
     ($features:tt) => {
-        /// `out[r][i] = Σ_blocks` row i of the group at `w` against activation row r, over `nb` blocks.
+        /// `out[r][i] = Σ_blocks` row i of the group at `w` against activation row r, over `nb` blocks; the
+        /// `reach` bytes from `w` on may be prefetched.
         ///
         /// # Safety
-        /// `w` holds `nb` group blocks and every `acts[r]` `nb` Q8_0S blocks.
+        /// `w` holds `nb` group blocks and every `acts[r]` `nb` Q8_0S blocks; `reach` bytes from `w` are one
+        /// allocation.
         #[target_feature(enable = $features)]
         unsafe fn group<F: Packed, const N: usize>(
             nb: usize,
             w: *const u8,
+            reach: usize,
             acts: [*const u8; N],
             out: &mut [[f32; GROUP]],
         ) {
             let mut acc = [_mm256_setzero_ps(); N];
             for b in 0..nb {
-                // The block `AHEAD` bytes on is asked for now (the next groups follow this one in memory): the
-                // hardware prefetcher alone leaves a decode's weight stream well below the memory's speed.
-                let ahead = w.wrapping_add(b * F::BYTES + AHEAD);
-                let mut line = 0;
-                while line < F::BYTES {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-                    line += 64;
+                // The block `AHEAD` bytes on is asked for now, where the caller handed it over (the groups after
+                // this one, within its part of the matrix): the hardware prefetcher alone leaves a decode's
+                // weight stream well below the memory's speed.
+                if b * F::BYTES + AHEAD + F::BYTES <= reach {
+                    let mut line = 0;
+                    while line < F::BYTES {
+                        // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(w.add(b * F::BYTES + AHEAD + line).cast()) };
+                        line += 64;
+                    }
                 }
                 // SAFETY: b < nb: a whole group block, its 8 scales first.
                 let (dw, mw, u) = unsafe {
@@ -208,7 +214,8 @@ macro_rules! loops {
         }
 
         /// Dispatches on the activation row count, `MAX_ROWS` at a time; blocks past the shortest input are
-        /// not read.
+        /// not read. Bytes of `w` past the group's `cols / 32` blocks are only prefetched (the caller's
+        /// permission to ask for the groups that follow).
         #[target_feature(enable = $features)]
         pub(in crate::quant::legacy) fn dot<F: Packed>(
             cols: usize,
@@ -223,10 +230,10 @@ macro_rules! loops {
                 // SAFETY: nb blocks fit in w and in every activation row (checked above).
                 unsafe {
                     match a.len().min(o.len()) {
-                        1 => group::<F, 1>(nb, w.as_ptr(), [p(0)], o),
-                        2 => group::<F, 2>(nb, w.as_ptr(), [p(0), p(1)], o),
-                        3 => group::<F, 3>(nb, w.as_ptr(), [p(0), p(1), p(2)], o),
-                        _ => group::<F, 4>(nb, w.as_ptr(), [p(0), p(1), p(2), p(3)], o),
+                        1 => group::<F, 1>(nb, w.as_ptr(), w.len(), [p(0)], o),
+                        2 => group::<F, 2>(nb, w.as_ptr(), w.len(), [p(0), p(1)], o),
+                        3 => group::<F, 3>(nb, w.as_ptr(), w.len(), [p(0), p(1), p(2)], o),
+                        _ => group::<F, 4>(nb, w.as_ptr(), w.len(), [p(0), p(1), p(2), p(3)], o),
                     }
                 }
             }
