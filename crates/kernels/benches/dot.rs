@@ -62,12 +62,17 @@ fn time(kern: Kernel, kind: Kind, rows: usize, cols: usize, w: &[u8], acts: &[&[
         }
         black_box(&*out);
     };
-    pass(&mut out);
+    median_pass(|| pass(&mut out))
+}
+
+/// Median seconds of `pass` after one warm-up: at least 5 runs, then more for up to 300 ms (200 at most).
+fn median_pass(mut pass: impl FnMut()) -> f64 {
+    pass();
     let mut samples = Vec::new();
     let start = Instant::now();
     while samples.len() < 5 || (start.elapsed() < Duration::from_millis(300) && samples.len() < 200) {
         let t = now();
-        pass(&mut out);
+        pass();
         samples.push(now() - t);
     }
     samples.sort_by(f64::total_cmp);
@@ -146,16 +151,7 @@ fn packed(filter: Option<&str>) {
                             black_box(&*out);
                         }
                     };
-                    pass(&mut out);
-                    let mut samples = Vec::new();
-                    let start = Instant::now();
-                    while samples.len() < 5 || (start.elapsed() < Duration::from_millis(300) && samples.len() < 200) {
-                        let t = now();
-                        pass(&mut out);
-                        samples.push(now() - t);
-                    }
-                    samples.sort_by(f64::total_cmp);
-                    samples[samples.len() / 2]
+                    median_pass(|| pass(&mut out))
                 };
                 let (one, four) = (t(1), t(4));
                 let gbs = |t: f64| w.len() as f64 / t / 1e9;
