@@ -1,7 +1,8 @@
 //! Lanes batched on one base (issue 18's targets), through the real engine and worker as the TUI runs them:
 //! three lanes together (a ~1,300-token-prompt base, two short-prompt lanes with their own random r=16
 //! adapters) against the slowest alone; the short lanes' time to first token beside the long prefill against
-//! alone; aggregate decode tok/s of four lanes against one (while all four decode); peak RSS of 1, 3 and 6 lanes (fresh processes).
+//! alone; aggregate decode tok/s of four lanes against one (while all four decode); peak RSS of 1, 3 and 6
+//! lanes (fresh processes).
 //! Greedy answers of at most `DECODE` tokens; medians of the turns, min–max beside them.
 
 use std::path::Path;

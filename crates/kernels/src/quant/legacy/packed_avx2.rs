@@ -7,15 +7,12 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::MAX_ROWS;
+use crate::quant::{MAX_ROWS, PREFETCH_AHEAD};
 
 use super::packed::GROUP;
 
 /// Activation block bytes (Q8_0S: f16 d, i16 Σy, f32 d, f32 d·Σy, 32 × i8).
 const AB: usize = 44;
-/// How far ahead of the block being computed its weights are prefetched (measured here: 1-row decode over
-/// DRAM-resident weights 31 → 41–47 GB/s on one thread for 8–10 KB; 4 KB gained little, 16 KB less).
-const AHEAD: usize = crate::quant::PREFETCH_AHEAD;
 
 /// One repacked format: its group block's bytes, the offset its unsigned quants carry, and how they unpack.
 pub(super) trait Packed {
@@ -155,14 +152,14 @@ macro_rules! loops {
         ) {
             let mut acc = [_mm256_setzero_ps(); N];
             for b in 0..nb {
-                // The block `AHEAD` bytes on is asked for now, where the caller handed it over (the groups after
-                // this one, within its part of the matrix): the hardware prefetcher alone leaves a decode's
-                // weight stream well below the memory's speed.
-                if b * F::BYTES + AHEAD + F::BYTES <= reach {
+                // The block `PREFETCH_AHEAD` bytes on is asked for now, where the caller handed it over (the
+                // groups after this one, within its part of the matrix): the hardware prefetcher alone leaves a
+                // decode's weight stream well below the memory's speed.
+                if b * F::BYTES + PREFETCH_AHEAD + F::BYTES <= reach {
                     let mut line = 0;
                     while line < F::BYTES {
                         // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
-                        unsafe { _mm_prefetch::<_MM_HINT_T0>(w.add(b * F::BYTES + AHEAD + line).cast()) };
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(w.add(b * F::BYTES + PREFETCH_AHEAD + line).cast()) };
                         line += 64;
                     }
                 }
