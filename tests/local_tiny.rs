@@ -44,8 +44,9 @@ fn fixture(extra_lane_keys: &str) -> Fixture {
 async fn run_lanes(ws: &Workspace, backend: &LocalBackend, lanes: &[usize], input: &str) -> Vec<EngineEvent> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let engine = Engine::new(Registry::default().with(BackendKind::Local, Arc::new(backend.clone())), tx);
-    let _tokens: Vec<_> =
-        lanes.iter().map(|&l| engine.start(l, l as u64, RunRequest::for_lane(ws, l, input).unwrap())).collect();
+    // The requests first, so that the runs are submitted back to back.
+    let reqs: Vec<_> = lanes.iter().map(|&l| RunRequest::for_lane(ws, l, input).unwrap()).collect();
+    let _tokens: Vec<_> = lanes.iter().zip(reqs).map(|(&l, req)| engine.start(l, l as u64, req)).collect();
     drop(engine);
     let mut events = Vec::new();
     let mut open = lanes.len();
@@ -125,8 +126,9 @@ async fn two_lanes_on_one_device_stream_interleaved_and_deterministically() {
     let f = fixture("seed = 7\ntemperature = 0.9");
     let ws = workspace::load(&f.root).unwrap();
     let backend = LocalBackend::new();
-    // Warm first: the model loaded and the device worker up, so both runs reach the worker together; a cold
-    // start could let lane a (a few milliseconds on this tiny model) finish before lane b's run arrived.
+    // Both runs reach the worker as `start` is called (the backend's synchronous part submits them), so lane b
+    // joins within lane a's first step or two however late the runtime polls their tasks; warm first all the same,
+    // so the run below times no model load.
     run_lanes(&ws, &backend, &[0], "hello world").await;
     let ev = run_lanes(&ws, &backend, &[0, 1], "hello world").await;
     let order: Vec<usize> = ev.iter().filter(|e| matches!(e.kind, EventKind::Token { .. })).map(|e| e.lane).collect();

@@ -127,7 +127,8 @@ pub struct RunRequest {
 }
 
 /// A source of answers. Implementations stream through the sink and return the final usage;
-/// long CPU/GPU work belongs on its own thread, never on the caller's runtime.
+/// long CPU/GPU work belongs on its own thread, never on the caller's runtime. `run` itself is called on the
+/// thread that starts the run (the future is polled later): keep its synchronous part short, no I/O.
 pub trait Backend: Send + Sync + 'static {
     fn run(
         &self,

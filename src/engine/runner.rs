@@ -1,7 +1,7 @@
 //! Runs lanes concurrently: spawns each run, times it, turns cancellation and panics into `Failed`.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -178,18 +178,24 @@ impl Engine {
     }
 
     /// Spawns a run on the current tokio runtime; cancel it through the returned token.
+    ///
+    /// The backend's synchronous part runs here, on the caller's thread, before anything is spawned: runs started
+    /// one after another reach their backend in that order and at once, so the local lanes of one Ctrl+R join
+    /// their device's first step together (spawned tasks start whenever the runtime gets to them, and a fast lane
+    /// could finish before a sibling's task had submitted). It can panic too, so the call itself is guarded.
     pub fn start(&self, lane: LaneIdx, run: RunId, req: RunRequest) -> CancellationToken {
         let cancel = CancellationToken::new();
         let backend = self.registry.get(req.lane.backend);
         let kind = req.lane.backend;
         let sink = LaneSink::new(self.tx.clone(), lane, run);
         let token = cancel.clone();
+        let call = backend.map(|b| catch_unwind(AssertUnwindSafe(|| b.run(req, sink.clone(), token.clone()))));
         tokio::spawn(async move {
-            let result = match backend {
+            let result = match call {
                 None => Err(EngineError::Unavailable(kind)),
-                Some(b) => {
-                    // The backend's synchronous part can panic too, so the call itself is inside the guard.
-                    let fut = AssertUnwindSafe(async { b.run(req, sink.clone(), token.clone()).await }).catch_unwind();
+                Some(Err(p)) => Err(EngineError::Panicked(panic_message(&*p))),
+                Some(Ok(fut)) => {
+                    let fut = AssertUnwindSafe(fut).catch_unwind();
                     tokio::select! {
                         biased;
                         () = token.cancelled() => Err(EngineError::Cancelled),

@@ -107,11 +107,12 @@ impl Backend for LocalBackend {
         sink: LaneSink,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, std::result::Result<Usage, EngineError>> {
-        let workers = self.workers.clone();
+        // Submitted now, not when the future is first polled: lanes started together reach the worker together.
+        let device = req.model.as_ref().map_or("auto".to_string(), |m| m.device.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let submitted = self.workers.submit(&device, worker::Request { req, sink, cancel, reply: tx });
         Box::pin(async move {
-            let device = req.model.as_ref().map_or("auto".to_string(), |m| m.device.clone());
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            workers.submit(&device, worker::Request { req, sink, cancel, reply: tx }).map_err(EngineError::Backend)?;
+            submitted.map_err(EngineError::Backend)?;
             rx.await.unwrap_or_else(|_| Err(EngineError::Backend("the local worker stopped".into())))
         })
     }
