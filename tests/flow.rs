@@ -59,6 +59,10 @@ async fn ctrl_r_streams_every_lane_concurrently_and_records_runs() {
     ]);
     let mut r = rig(backend.clone());
     r.rt.dispatch(&mut r.state, ctrl('r'));
+    // Every lane reached its backend as Ctrl+R started it, in lane order, before any task ran: local lanes of
+    // one run join their device's first step together.
+    let order: Vec<String> = backend.seen.lock().unwrap().iter().map(|q| q.lane.id.clone()).collect();
+    assert_eq!(order, ["base", "tuned", "api"]);
     r.settle().await;
 
     let s = &r.state;
