@@ -25,11 +25,13 @@ pub const MAX_LINEARS: usize = 3;
 /// Rows of output a part takes at a time: 16 f32 fill a cache line, so parts never write the same line.
 const ALIGN: usize = 16;
 
-/// The most multiply-adds of `x Aᵀ` a call fuses with its B update (decode: r · in per LoRA): the `x Aᵀ`
-/// rows go in units to the first parts to start and each part adds the B update to the output rows it has
-/// just computed, so the call needs one pool round instead of two. Above it (prefill) `x Aᵀ` is split over
-/// the pool and the B update takes a second call, as every part needs all r values of a row first.
-const SERIAL_XA: usize = 1 << 16;
+/// The most multiply-adds of `x Aᵀ` a call fuses with its B update (decode: r · in per LoRA and lane): the
+/// `x Aᵀ` rows go in units to the first parts to start and each part adds the B update to the output rows it
+/// has just computed, so the call needs one pool round instead of two, and the B bytes arrive beside the base
+/// rows instead of in a second pass of short reads. Four decoding lanes with adapters (q/k/v: 9 · 16 · 576, a
+/// third of this) stay fused; a prefill chunk (64 rows: 590k per LoRA) splits `x Aᵀ` over the pool and takes
+/// the B update in a second call, as every part needs all r values of a row first.
+const SERIAL_XA: usize = 1 << 18;
 
 /// Rows of `x Aᵀ` per unit of a fused call (a repacked group), and the most units (larger ranks take the
 /// second-call path).

@@ -122,9 +122,9 @@ fn several_weights_biases_and_loras_in_one_call() {
     let b_f32: Vec<Vec<f32>> = b.iter().map(|v| v.iter().map(|h| h.to_f32()).collect()).collect();
     let bias: Vec<Vec<f32>> = ws.iter().map(|w| (0..w.rows).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
     let mut s = Scratch::default();
-    // n = 103: 103 · 10 · 64 multiply-adds of x·Aᵀ exceed SERIAL_XA, so the two-call path runs too.
-    assert!(103 * 10 * cols > SERIAL_XA && 7 * 10 * cols <= SERIAL_XA);
-    for n in [1, 4, 7, 103] {
+    // n = 420: 420 · 10 · 64 multiply-adds of x·Aᵀ exceed SERIAL_XA, so the two-call path runs too.
+    assert!(420 * 10 * cols > SERIAL_XA && 7 * 10 * cols <= SERIAL_XA);
+    for n in [1, 4, 7, 420] {
         let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let lins: Vec<Linear<'_>> = (0..3)
             .map(|i| Linear {
