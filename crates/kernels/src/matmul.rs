@@ -5,18 +5,21 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::lora::QCols;
 pub use crate::lora::{Factor, Lora};
+use crate::lora::{QCols, QuantT, quantize_t};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, GROUP, Weights};
 
 #[path = "matmul_buffers.rs"]
 mod buffers;
+#[path = "matmul_loras.rs"]
+mod loras;
 #[path = "matmul_rows.rs"]
 mod rows;
 
-use buffers::Out;
 pub use buffers::Scratch;
+use buffers::{Out, QOut};
+pub use loras::{MAX_ROW_LORAS, RowLora};
 use rows::rows_of;
 
 /// The most weights one call multiplies (q, k and v).
@@ -56,20 +59,6 @@ impl<'a> Linear<'a> {
         Self { w, bias: None, lora: None }
     }
 }
-
-/// A LoRA added to some rows of a call only: lanes batched on one base, each with its own adapter or none.
-#[derive(Clone, Copy)]
-pub struct RowLora<'a> {
-    /// The linear (index in the call's weights) whose output it adds to.
-    pub linear: usize,
-    pub lora: Lora<'a>,
-    /// Its activation rows, `first..first + count`.
-    pub first: usize,
-    pub count: usize,
-}
-
-/// The most row LoRAs one call takes (three linears for sixteen lanes).
-pub const MAX_ROW_LORAS: usize = 48;
 
 /// A segment's weight rows: in a block format, or a LoRA's A (against the f32 input itself).
 #[derive(Clone, Copy)]
@@ -164,6 +153,8 @@ fn call(
     if lins.len() != outs.len() || lins.is_empty() || lins.len() > MAX_LINEARS {
         return Err(format!("matmul: {} weights with {} outputs (1..={MAX_LINEARS})", lins.len(), outs.len()));
     }
+    let (merged, kept) = loras::merged(loras)?;
+    let loras = &merged[..kept];
     let cols = lins[0].w.cols;
     if x.len() != n * cols {
         return Err(format!("matmul: input of {} values is not {n} rows of {cols}", x.len()));
@@ -203,6 +194,8 @@ fn call(
     }
     if scratch.xa.len() < xa_len {
         scratch.xa.resize(xa_len, 0.0);
+        scratch.qt.resize(xa_len, 0);
+        scratch.qts.resize(xa_len, QuantT::default());
     }
     let fused = work <= SERIAL_XA && unit_total <= MAX_XA_UNITS;
     let mut segs: [Option<Seg<'_>>; MAX_LINEARS + MAX_ROW_LORAS] = [None; MAX_LINEARS + MAX_ROW_LORAS];
@@ -213,6 +206,7 @@ fn call(
     let mut unit_count = 0;
     let mut total = 0;
     let xa = Out(scratch.xa.as_mut_ptr(), scratch.xa.len());
+    let qt = QOut(scratch.qt.as_mut_ptr(), scratch.qts.as_mut_ptr(), scratch.qt.len());
     // Each activation format once per call (q, k and v usually share one).
     let mut done: [Option<(ActKind, usize)>; 2 * MAX_LINEARS] = [None; 2 * MAX_LINEARS];
     let mut quantized = |scratch: &mut Scratch, kind: ActKind| {
@@ -270,6 +264,26 @@ fn call(
     let (segs, pre) = (&segs, &pre);
     let (units, a_segs, xa_at) = (&units[..unit_count], &a_segs, &xa_at);
     let (next_unit, units_done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let lora_done: [AtomicUsize; MAX_ROW_LORAS] = std::array::from_fn(|_| AtomicUsize::new(0));
+    let mut lora_units = [0usize; MAX_ROW_LORAS];
+    for (u, d) in lora_units.iter_mut().zip(loras.iter().flatten()) {
+        *u = d.lora.rank.div_ceil(XA_UNIT);
+    }
+    // An 8-bit B's update reads x Aᵀ quantized: each of LoRA k's rows once per call, not once per part.
+    let quantize_rows = |k: usize| {
+        // k counts the call's LoRAs (as `xa_at` does), not the slots of `loras`.
+        let Some(d) = loras.iter().flatten().nth(k) else { return };
+        if !matches!(d.lora.b, Factor::Cols(_)) || d.lora.rank == 0 {
+            return;
+        }
+        for j in 0..d.count {
+            let at = xa_at[k] + j * d.lora.rank;
+            // SAFETY: row j of LoRA k's x Aᵀ, complete and no longer written; its quantized form is written by
+            // this caller alone (the part that finished the LoRA's last unit, or the caller between calls).
+            let (t, (v, q)) = unsafe { (xa.read(at, d.lora.rank), qt.row(at, d.lora.rank)) };
+            *q = quantize_t(t, v);
+        }
+    };
     let deferred: [AtomicU64; DEFER_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
     // The B updates of the rows in `range` (of the call's row space), once every `x Aᵀ` value is in.
     let updates = |range: std::ops::Range<usize>| {
@@ -287,7 +301,14 @@ fn call(
                 // SAFETY: row first + j's columns `rows` of an [n, stride] output: this part's (or, deferred,
                 // the last part's, every other part being done) alone, in bounds.
                 let o = unsafe { seg.out.slice((d.first + j) * seg.stride + rows.start, rows.len()) };
-                d.lora.b.update(t, seg.stride, rows.start, o);
+                match d.lora.b {
+                    Factor::Cols(b) => {
+                        // SAFETY: quantized with the unit, published with it as the values above.
+                        let (v, q) = unsafe { qt.read(xa_at[k] + j * d.lora.rank, d.lora.rank) };
+                        b.update_quantized(v, q, rows.start, o);
+                    }
+                    b => b.update(t, seg.stride, rows.start, o),
+                }
             }
         }
     };
@@ -304,6 +325,11 @@ fn call(
                 }
                 // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
                 rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, cols, &[]);
+            }
+            // The LoRA's last unit quantizes its x Aᵀ rows for the parts' B updates (the acquire sees the
+            // other units' values; the release below publishes these with the unit).
+            if lora_done[k].fetch_add(1, Ordering::AcqRel) + 1 == lora_units[k] {
+                quantize_rows(k);
             }
             units_done.fetch_add(1, Ordering::Release);
         }
@@ -341,7 +367,11 @@ fn call(
     if xa_len == 0 || fused {
         return Ok(());
     }
-    // The B update, every LoRA of the call in one pool call: out[j, r] += Σ_k xa[j, k] · b[k, r].
+    // The B update, every LoRA of the call in one pool call: out[j, r] += Σ_k xa[j, k] · b[k, r], each row of
+    // x Aᵀ quantized once first for an 8-bit B.
+    for k in 0..loras.len() {
+        quantize_rows(k);
+    }
     let xa = &scratch.xa[..xa_len];
     pool.run(&|part, parts| {
         for (k, d) in loras.iter().flatten().enumerate() {
@@ -356,7 +386,14 @@ fn call(
                 let xj = &xa[xa_at[k] + j * rank..xa_at[k] + (j + 1) * rank];
                 // SAFETY: row first + j's columns `range` of an [n, rows] output: this part's alone, in bounds.
                 let o = unsafe { seg.out.slice((d.first + j) * rows + range.start, range.len()) };
-                d.lora.b.update(xj, rows, range.start, o);
+                match d.lora.b {
+                    Factor::Cols(b) => {
+                        // SAFETY: quantized by the caller before this pool call, read only.
+                        let (v, q) = unsafe { qt.read(xa_at[k] + j * rank, rank) };
+                        b.update_quantized(v, q, range.start, o);
+                    }
+                    b => b.update(xj, rows, range.start, o),
+                }
             }
         }
     });

@@ -1,6 +1,7 @@
 //! The buffers of a matmul call: the scratch it reuses from call to call (quantized input rows, LoRA x·Aᵀ
 //! values), and the raw views through which the pool's parts write their disjoint rows of it and of the outputs.
 
+use crate::lora::QuantT;
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, quantize_row};
 
@@ -11,6 +12,10 @@ pub struct Scratch {
     pub(super) acts: Vec<(ActKind, Vec<u8>)>,
     /// x · Aᵀ of each LoRA, `[n, r]` after one another.
     pub(super) xa: Vec<f32>,
+    /// The same quantized for an 8-bit B (`lora::quantize_t`), once per call: the i8 values beside `xa`'s,
+    /// and each row's scale and sum at the index of its first value.
+    pub(super) qt: Vec<i8>,
+    pub(super) qts: Vec<QuantT>,
 }
 
 impl Scratch {
@@ -62,6 +67,33 @@ impl Bytes {
         debug_assert!(at + len <= self.1);
         // SAFETY: guaranteed by the caller.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+/// Raw views of `Scratch::qt` and `qts`, whose LoRA rows parts write (each once) and then read.
+#[derive(Clone, Copy)]
+pub(super) struct QOut(pub(super) *mut i8, pub(super) *mut QuantT, pub(super) usize);
+
+// SAFETY: a LoRA's rows are written by the one part that finished its last `x Aᵀ` unit, and read only after
+// every unit is done (an acquire of the count its release published), within the scratch's lifetime.
+unsafe impl Send for QOut {}
+// SAFETY: as above.
+unsafe impl Sync for QOut {}
+
+impl QOut {
+    /// SAFETY: `at + len <= self.2`, and nothing else touches those elements meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn row(&self, at: usize, len: usize) -> (&mut [i8], &mut QuantT) {
+        debug_assert!(at + len <= self.2 && len > 0);
+        // SAFETY: guaranteed by the caller.
+        unsafe { (std::slice::from_raw_parts_mut(self.0.add(at), len), &mut *self.1.add(at)) }
+    }
+
+    /// SAFETY: `at + len <= self.2`, and no part writes those elements while the slice lives.
+    pub(super) unsafe fn read(&self, at: usize, len: usize) -> (&[i8], QuantT) {
+        debug_assert!(at + len <= self.2 && len > 0);
+        // SAFETY: guaranteed by the caller.
+        unsafe { (std::slice::from_raw_parts(self.0.add(at), len), *self.1.add(at)) }
     }
 }
 

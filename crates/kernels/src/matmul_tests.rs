@@ -257,10 +257,11 @@ fn row_loras_give_each_group_the_bits_of_its_own_call() {
         let (a, b) = adapters.get(g)?;
         Some(Lora { a: Factor::Q8(&a[i]), rank, b: Factor::Cols(&b[i]) })
     };
-    // Groups: adapter 0 decoding (1 row), no adapter decoding (1 row), adapter 1 prefilling (counts vary).
-    for prefill in [1, 3, 64] {
+    // Groups: adapter 0 decoding (1 row), no adapter decoding (1 row), adapter 1 prefilling (counts vary);
+    // then lanes that share an adapter side by side (one LoRA of the call over their rows).
+    let cases = [1, 3, 64].map(|p| (p, [0, 2, 1])).into_iter().chain([1, 3, 64].map(|p| (p, [0, 0, 0])));
+    for (prefill, adapter_of) in cases.chain([(1, [1, 0, 0]), (5, [1, 1, 0])]) {
         let counts = [1, 1, prefill];
-        let adapter_of = [0, 2, 1];
         let n: usize = counts.iter().sum();
         let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         for pool in [Pool::new(1), Pool::new(2), Pool::new(3)] {
@@ -293,7 +294,7 @@ fn row_loras_give_each_group_the_bits_of_its_own_call() {
                 for (i, w) in ws.iter().enumerate() {
                     let got = &outs[i][first * w.rows..(first + count) * w.rows];
                     let same = got.iter().zip(&alone[i]).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "group {g} weight {i} prefill {prefill} threads {}", pool.parts());
+                    assert!(same, "group {g} of {adapter_of:?} weight {i} prefill {prefill} threads {}", pool.parts());
                 }
                 first += count;
             }

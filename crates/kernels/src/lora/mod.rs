@@ -6,7 +6,7 @@ use half::f16;
 
 mod q8;
 
-pub use q8::QCols;
+pub use q8::{QCols, QuantT, quantize_t};
 
 use crate::quant::Weights;
 
@@ -52,6 +52,13 @@ pub struct Lora<'a> {
     pub b: Factor<'a>,
 }
 
+impl Lora<'_> {
+    /// Whether `other` holds the very same factors (one adapter, on another lane's rows).
+    pub fn same(&self, other: &Lora<'_>) -> bool {
+        self.rank == other.rank && self.a.same(&other.a) && self.b.same(&other.b)
+    }
+}
+
 /// A LoRA factor's numbers: f32, f16, or 8-bit (a quarter of f32's bytes; decode reads both factors every
 /// token). An 8-bit A is Q8_0 `[r, in]` weights multiplied against the quantized input like a base weight's
 /// rows (repacked when r is a multiple of the group); an 8-bit scale·Bᵀ is `QCols` (one scale per output).
@@ -75,6 +82,26 @@ impl Factor<'_> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The same numbers in the same memory.
+    fn same(&self, other: &Factor<'_>) -> bool {
+        match (self, other) {
+            (Factor::F32(a), Factor::F32(b)) => std::ptr::eq(*a, *b),
+            (Factor::F16(a), Factor::F16(b)) => std::ptr::eq(*a, *b),
+            (Factor::Q8(a), Factor::Q8(b)) => std::ptr::eq(*a, *b),
+            (Factor::Cols(a), Factor::Cols(b)) => std::ptr::eq(*a, *b),
+            _ => false,
+        }
+    }
+
+    /// Whether a row's `x Aᵀ` gets the same bits in a tile of any row count (the repacked group kernels and
+    /// the float dots do; the row kernels of a block format in rows do not).
+    pub(crate) fn batch_invariant(&self) -> bool {
+        match self {
+            Factor::Q8(w) => w.group(0).is_some(),
+            _ => true,
+        }
     }
 
     /// Row `r` (of `cols`) against the f32 `x` (a Q8_0 A is multiplied against quantized input instead, by

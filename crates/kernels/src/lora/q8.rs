@@ -79,30 +79,30 @@ impl QCols {
     /// `out[c] += Σ_k t[k] · self[start + c, k]` for every `c < out.len()` (nothing where `t` is not `rank`
     /// long or the columns run past the outputs).
     pub fn update(&self, t: &[f32], start: usize, out: &mut [f32]) {
-        if t.len() != self.rank || start + out.len() > self.outputs {
+        if t.len() != self.rank || t.len() > MAX_RANK {
             return;
         }
-        // t to i8 with one scale, and its exact sum (the u8 quants carry +128).
-        let amax = t.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut v = [0i8; MAX_RANK];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: SSE4.1 is checked at run time (every AVX2 CPU has it).
-        let sum = if std::arch::is_x86_feature_detected!("sse4.1") {
-            unsafe { quantize_sse41(t, id, &mut v) }
-        } else {
-            quantize(t, id, &mut v)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let sum = quantize(t, id, &mut v);
-        let v = &v[..self.rank];
+        let q = quantize_t(t, &mut v[..t.len()]);
+        self.update_quantized(&v[..t.len()], q, start, out);
+    }
+
+    /// `update` with `t` already quantized (`quantize_t`): a call that updates many output ranges with the
+    /// same `t` quantizes it once.
+    pub fn update_quantized(&self, v: &[i8], q: QuantT, start: usize, out: &mut [f32]) {
+        if v.len() != self.rank || start + out.len() > self.outputs {
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if crate::quant::simd_available() {
             // SAFETY: AVX2 (and, for the VNNI form, AVX-512 VNNI) checked at run time; v is rank long, rank a
             // multiple of 4, and start + out.len() ≤ outputs (checked above).
             unsafe {
-                if vnni() { update_vnni(self, v, sum, d, start, out) } else { update_avx2(self, v, sum, d, start, out) }
+                if vnni() {
+                    update_vnni(self, v, q.sum, q.d, start, out)
+                } else {
+                    update_avx2(self, v, q.sum, q.d, start, out)
+                }
             };
             return;
         }
@@ -110,9 +110,34 @@ impl QCols {
         let mut lanes = [0f32; GROUP];
         for g in start / GROUP..(start + out.len()).div_ceil(GROUP) {
             group_plain(&self.data[g * gb..(g + 1) * gb], v, &mut lanes);
-            add_lanes(g, &lanes, d, start, out);
+            add_lanes(g, &lanes, q.d, start, out);
         }
     }
+}
+
+/// The scale and exact sum of a quantized `t` (`quantize_t`).
+#[derive(Clone, Copy, Default)]
+pub struct QuantT {
+    pub d: f32,
+    pub sum: i32,
+}
+
+/// `t` to i8 in `v` (as long as `t`) with one scale, to 1/127 of its largest value; the u8 quants of B carry
+/// +128, so the update also needs the exact sum.
+pub fn quantize_t(t: &[f32], v: &mut [i8]) -> QuantT {
+    let amax = t.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE4.1 is checked at run time (every AVX2 CPU has it).
+    let sum = if std::arch::is_x86_feature_detected!("sse4.1") {
+        unsafe { quantize_sse41(t, id, v) }
+    } else {
+        quantize(t, id, v)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let sum = quantize(t, id, v);
+    QuantT { d, sum }
 }
 
 /// The group loop of `update` with whole-group outputs added in registers, stamped out per instruction set

@@ -55,8 +55,14 @@ impl Decoder {
             return candle_batch(first, rows);
         }
         let host = first.base.host.as_ref().ok_or_else(|| LocalError::Run("the model has no host form".into()))?;
-        let mut cpu_rows = Vec::with_capacity(rows.len());
-        for r in rows.iter_mut() {
+        // The lanes of one decoder (one adapter) side by side, so that the kernels read its factors once for all
+        // of them; a row's numbers do not depend on where it sits in the pass.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| std::ptr::from_ref(rows[i].decoder) as usize);
+        let mut slots: Vec<Option<&mut BatchRow<'_>>> = rows.iter_mut().map(Some).collect();
+        let mut cpu_rows = Vec::with_capacity(order.len());
+        for &i in &order {
+            let Some(r) = slots[i].take() else { continue };
             let KvCache::Host(cache) = &mut *r.cache else {
                 return Err(LocalError::Run("a batched pass needs host KV caches".into()));
             };
@@ -65,16 +71,21 @@ impl Decoder {
         }
         let spans = cpu::forward_batch(&first.base.cfg, host, &mut batch.bufs, &mut cpu_rows)?;
         let hidden = first.base.cfg.hidden;
-        let out = rows
-            .iter()
-            .zip(spans.iter().enumerate())
-            .map(|(r, (i, &(at, len)))| {
-                let position = r.pos + r.ids.len() - 1;
-                host_finite(&batch.bufs.h[i * hidden..(i + 1) * hidden], "hidden state", position)?;
-                let logits = &batch.bufs.logits[at..at + len];
-                host_finite(logits, "logits", position)?;
-                Ok(Tensor::from_slice(logits, len, &Device::Cpu)?)
-            })
+        let mut out: Vec<Option<Result<Tensor>>> = (0..rows.len()).map(|_| None).collect();
+        for (k, (&i, &(at, len))) in order.iter().zip(&spans).enumerate() {
+            let r = &rows[i];
+            let position = r.pos + r.ids.len() - 1;
+            let checked =
+                host_finite(&batch.bufs.h[k * hidden..(k + 1) * hidden], "hidden state", position).and_then(|()| {
+                    let logits = &batch.bufs.logits[at..at + len];
+                    host_finite(logits, "logits", position)?;
+                    Ok(Tensor::from_slice(logits, len, &Device::Cpu)?)
+                });
+            out[i] = Some(checked);
+        }
+        let out = out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(LocalError::Run("a row of the pass gave no logits".into()))))
             .collect();
         Ok(out)
     }
