@@ -79,9 +79,9 @@ fn top1(m: &LoadedModel) -> (usize, usize, Vec<String>) {
 }
 
 /// Greedy decoding with the KV cache, one token at a time, against llama.cpp's greedy text (llama-simple, same
-/// GGUF, same prompt ids, 24 tokens) for every text. Both run the quantized weights and keep K/V in f16, yet
-/// rounding differs (llama.cpp also keeps the attention weights in f16 and sums in another order), so a step whose
-/// top two logits lie within that noise may go either way: up to the first step where transformers' margin is under 1.0 (the top-1 test's
+/// GGUF, same prompt ids, 24 tokens) for every text. Both run the quantized weights, yet rounding differs (llama.cpp
+/// keeps K/V and the attention weights in f16, tunebench in f32), so a step whose top two logits lie within that
+/// noise may go either way: up to the first step where transformers' margin is under 1.0 (the top-1 test's
 /// "clear-cut" bound) the text must be llama.cpp's, and at least half of the texts must be llama.cpp's in full.
 #[test]
 fn greedy_text_matches_llama_cpp() {

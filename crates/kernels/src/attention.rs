@@ -3,8 +3,6 @@
 //! llama.cpp count it), a scale, an optional tanh soft-cap on the scores, softmax, and the weighted sum of
 //! the values; parallel over kv heads × query rows (a long decode row's keys split in segments).
 
-use half::f16;
-
 use crate::pool::{Pool, split};
 use crate::simd::{exp_sub_sum, scale_max};
 
@@ -28,57 +26,19 @@ pub struct Attention {
 /// One layer's keys and values, each `[kv_heads, capacity, head_dim]`.
 #[derive(Clone, Copy)]
 pub struct Cache<'a> {
-    pub k: Kv<'a>,
-    pub v: Kv<'a>,
+    pub k: &'a [f32],
+    pub v: &'a [f32],
     pub capacity: usize,
-}
-
-/// A layer's keys or values as a cache holds them: f32, or f16 (half the bytes every decode step reads).
-#[derive(Clone, Copy)]
-pub enum Kv<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-}
-
-impl Kv<'_> {
-    pub fn len(&self) -> usize {
-        match self {
-            Kv::F32(v) => v.len(),
-            Kv::F16(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Writes `rows` (`[n, kv_heads · head_dim]`: n positions' keys or values) into one layer's cache
 /// `[kv_heads, capacity, head_dim]` at positions `pos..pos + n`.
 pub fn store(cache: &mut [f32], kv_heads: usize, head_dim: usize, capacity: usize, pos: usize, rows: &[f32]) {
-    store_with(cache, kv_heads, head_dim, capacity, pos, rows, |dst, src| dst.copy_from_slice(src));
-}
-
-/// `store` into an f16 cache (each value rounded to the nearest f16).
-pub fn store_f16(cache: &mut [f16], kv_heads: usize, head_dim: usize, capacity: usize, pos: usize, rows: &[f32]) {
-    use half::slice::HalfFloatSliceExt;
-    store_with(cache, kv_heads, head_dim, capacity, pos, rows, |dst, src| dst.convert_from_f32_slice(src));
-}
-
-fn store_with<T>(
-    cache: &mut [T],
-    kv_heads: usize,
-    head_dim: usize,
-    capacity: usize,
-    pos: usize,
-    rows: &[f32],
-    put: impl Fn(&mut [T], &[f32]),
-) {
     let width = kv_heads * head_dim;
     for (t, row) in rows.chunks_exact(width).enumerate() {
         for (h, src) in row.chunks_exact(head_dim).enumerate() {
             let at = (h * capacity + pos + t) * head_dim;
-            put(&mut cache[at..at + head_dim], src);
+            cache[at..at + head_dim].copy_from_slice(src);
         }
     }
 }
@@ -189,10 +149,6 @@ pub fn attend_lanes(
         return Err(format!("attention: scratch of {} for {parts} parts of {longest}", scores.len()));
     }
     let rep = a.heads / a.kv_heads;
-    let weighted = |w: &[f32], v: Kv<'_>, at: std::ops::Range<usize>, o: &mut [f32]| match v {
-        Kv::F32(v) => rows::weighted(w, &v[at], hd, o),
-        Kv::F16(v) => rows::weighted(w, &v[at], hd, o),
-    };
     let total: usize = lanes.iter().map(|l| units(a, l)).sum();
     let (out_p, scores_p) = (Ptr(out.as_mut_ptr()), Ptr(scores.as_mut_ptr()));
     let partials = parts * longest;
@@ -222,10 +178,7 @@ pub fn attend_lanes(
             for h in g * rep..(g + 1) * rep {
                 let row = (first + i) * width + h * hd;
                 let seen = &mut sc[..end - start];
-                match l.cache.k {
-                    Kv::F32(k) => rows::dots(&q[row..row + hd], &k[from..to], hd, seen),
-                    Kv::F16(k) => rows::dots(&q[row..row + hd], &k[from..to], hd, seen),
-                }
+                rows::dots(&q[row..row + hd], &l.cache.k[from..to], hd, seen);
                 let max = match a.cap {
                     None => scale_max(seen, a.scale),
                     Some(c) => seen.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
@@ -240,13 +193,13 @@ pub fn attend_lanes(
                     }
                     // SAFETY: row first + i, head h of `out` belongs to this unit alone (units are disjoint).
                     let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
-                    weighted(seen, l.cache.v, from..to, o);
+                    rows::weighted(seen, &l.cache.v[from..to], hd, o);
                 } else {
                     // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
                     // (`scratch_len` counted it).
                     let slot =
                         unsafe { std::slice::from_raw_parts_mut(scores_p.at(at + (h * segs + s) * (hd + 2)), hd + 2) };
-                    weighted(seen, l.cache.v, from..to, &mut slot[..hd]);
+                    rows::weighted(seen, &l.cache.v[from..to], hd, &mut slot[..hd]);
                     (slot[hd], slot[hd + 1]) = (max, sum);
                 }
             }

@@ -1,83 +1,36 @@
-//! One query's attention inner loops over a run of keys and values laid out contiguously (`[keys, head_dim]`),
-//! in f32 or f16: the scores `q·k`, eight keys at a time with one horizontal reduction per four, and the
-//! weighted sum of the values with the output held in registers, 64 dimensions at a time (AVX2+FMA+F16C;
-//! per-key loops elsewhere). An f32 run and an f16 run of the same values take the same operations.
-
-use half::f16;
+//! One query's attention inner loops over a run of keys and values laid out contiguously (`[keys, head_dim]`):
+//! the scores `q·k`, eight keys at a time with one horizontal reduction per four, and the weighted sum of
+//! the values with the output held in registers, 64 dimensions at a time (AVX2+FMA; per-key loops elsewhere).
 
 use crate::simd::{axpy, dot};
 
-/// An element a cache holds.
-pub(super) trait Elem: Copy {
-    fn to_f32(self) -> f32;
-    /// Eight elements at `p` as f32.
-    ///
-    /// # Safety
-    /// AVX2 and F16C; eight elements readable at `p`.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
-}
-
-impl Elem for f32 {
-    fn to_f32(self) -> f32 {
-        self
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        // SAFETY: as the caller promised.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
-    }
-}
-
-impl Elem for f16 {
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        // SAFETY: as the caller promised (F16C among the features of every caller).
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
-    }
-}
-
 /// `out[t] = q · keys[t]` for every `t < out.len()`, each key `hd` values.
-pub(super) fn dots<T: Elem>(q: &[f32], keys: &[T], hd: usize, out: &mut [f32]) {
+pub(super) fn dots(q: &[f32], keys: &[f32], hd: usize, out: &mut [f32]) {
     let hd_ok = hd.is_multiple_of(8) && q.len() >= hd && keys.len() >= out.len() * hd;
     #[cfg(target_arch = "x86_64")]
     if hd_ok && crate::quant::simd_available() {
-        // SAFETY: AVX2, FMA and F16C are present (checked at run time above); the lengths are checked above.
+        // SAFETY: AVX2 and FMA are present (checked at run time above); the lengths are checked above.
         return unsafe { x86::dots(q, keys, hd, out) };
     }
     let _ = hd_ok;
-    let mut key = vec![0f32; hd];
     for (t, o) in out.iter_mut().enumerate() {
-        for (k, e) in key.iter_mut().zip(&keys[t * hd..(t + 1) * hd]) {
-            *k = e.to_f32();
-        }
-        *o = dot(&q[..hd], &key);
+        *o = dot(&q[..hd], &keys[t * hd..(t + 1) * hd]);
     }
 }
 
 /// `o = Σ_t w[t] · values[t]` (overwritten), each value row `hd` values.
-pub(super) fn weighted<T: Elem>(w: &[f32], values: &[T], hd: usize, o: &mut [f32]) {
+pub(super) fn weighted(w: &[f32], values: &[f32], hd: usize, o: &mut [f32]) {
     let hd_ok = hd.is_multiple_of(8) && o.len() >= hd && values.len() >= w.len() * hd;
     #[cfg(target_arch = "x86_64")]
     if hd_ok && crate::quant::simd_available() {
-        // SAFETY: AVX2, FMA and F16C are present (checked at run time above); the lengths are checked above.
+        // SAFETY: AVX2 and FMA are present (checked at run time above); the lengths are checked above.
         return unsafe { x86::weighted(w, values, hd, o) };
     }
     let _ = hd_ok;
     let o = &mut o[..hd];
     o.fill(0.0);
-    let mut row = vec![0f32; hd];
     for (t, &wt) in w.iter().enumerate() {
-        for (r, e) in row.iter_mut().zip(&values[t * hd..(t + 1) * hd]) {
-            *r = e.to_f32();
-        }
-        axpy(wt, &row, o);
+        axpy(wt, &values[t * hd..(t + 1) * hd], o);
     }
 }
 
@@ -85,23 +38,21 @@ pub(super) fn weighted<T: Elem>(w: &[f32], values: &[T], hd: usize, o: &mut [f32
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::Elem;
-
-    /// SAFETY: AVX2, FMA and F16C; `hd % 8 == 0`, `q.len() >= hd`, `keys.len() >= out.len() · hd`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dots<T: Elem>(q: &[f32], keys: &[T], hd: usize, out: &mut [f32]) {
+    /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `q.len() >= hd`, `keys.len() >= out.len() · hd`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(q: &[f32], keys: &[f32], hd: usize, out: &mut [f32]) {
         let (qp, kp, n) = (q.as_ptr(), keys.as_ptr(), out.len());
         let mut t = 0;
         // Eight keys at a time keep eight FMA chains in flight (four leave half the FMA units idle); each
         // four's reduction is the same, so a key's score does not depend on which loop took it.
         while t + 8 <= n {
             // SAFETY: keys t..t + 8 are whole (t + 8 <= n); the caller's bounds.
-            unsafe { scores::<T, 8>(qp, kp, hd, t, out) };
+            unsafe { scores::<8>(qp, kp, hd, t, out) };
             t += 8;
         }
         while t + 4 <= n {
             // SAFETY: as above, t + 4 <= n.
-            unsafe { scores::<T, 4>(qp, kp, hd, t, out) };
+            unsafe { scores::<4>(qp, kp, hd, t, out) };
             t += 4;
         }
         while t < n {
@@ -109,7 +60,7 @@ mod x86 {
             let mut d = 0;
             while d < hd {
                 // SAFETY: d + 8 <= hd; key t is whole.
-                unsafe { a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(t * hd + d)), a) };
+                unsafe { a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), _mm256_loadu_ps(kp.add(t * hd + d)), a) };
                 d += 8;
             }
             let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
@@ -120,10 +71,10 @@ mod x86 {
     }
 
     /// `out[t..t + K] = q · keys[t..t + K]` in K accumulators, each four reduced pairwise, then the two halves.
-    /// SAFETY: AVX2, FMA and F16C; `hd % 8 == 0`, `q` holds `hd` values, keys `t..t + K` are whole,
-    /// `t + K <= out.len()`, `K % 4 == 0`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scores<T: Elem, const K: usize>(qp: *const f32, kp: *const T, hd: usize, t: usize, out: &mut [f32]) {
+    /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `q` holds `hd` values, keys `t..t + K` are whole, `t + K <= out.len()`,
+    /// `K % 4 == 0`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scores<const K: usize>(qp: *const f32, kp: *const f32, hd: usize, t: usize, out: &mut [f32]) {
         let mut acc = [_mm256_setzero_ps(); K];
         let mut d = 0;
         while d < hd {
@@ -131,7 +82,7 @@ mod x86 {
             unsafe {
                 let qv = _mm256_loadu_ps(qp.add(d));
                 for (i, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(qv, T::load8(kp.add((t + i) * hd + d)), *a);
+                    *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add((t + i) * hd + d)), *a);
                 }
             }
             d += 8;
@@ -144,22 +95,22 @@ mod x86 {
         }
     }
 
-    /// SAFETY: AVX2, FMA and F16C; `hd % 8 == 0`, `o.len() >= hd`, `values.len() >= w.len() · hd`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn weighted<T: Elem>(w: &[f32], values: &[T], hd: usize, o: &mut [f32]) {
+    /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `o.len() >= hd`, `values.len() >= w.len() · hd`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted(w: &[f32], values: &[f32], hd: usize, o: &mut [f32]) {
         let mut c = 0;
         while c < hd {
             // SAFETY: columns c.. of width (hd − c).min(64), a multiple of 8, inside every row and o.
             unsafe {
                 match (hd - c).min(64) / 8 {
-                    8 => chunk::<T, 8>(w, values, hd, c, o),
-                    7 => chunk::<T, 7>(w, values, hd, c, o),
-                    6 => chunk::<T, 6>(w, values, hd, c, o),
-                    5 => chunk::<T, 5>(w, values, hd, c, o),
-                    4 => chunk::<T, 4>(w, values, hd, c, o),
-                    3 => chunk::<T, 3>(w, values, hd, c, o),
-                    2 => chunk::<T, 2>(w, values, hd, c, o),
-                    _ => chunk::<T, 1>(w, values, hd, c, o),
+                    8 => chunk::<8>(w, values, hd, c, o),
+                    7 => chunk::<7>(w, values, hd, c, o),
+                    6 => chunk::<6>(w, values, hd, c, o),
+                    5 => chunk::<5>(w, values, hd, c, o),
+                    4 => chunk::<4>(w, values, hd, c, o),
+                    3 => chunk::<3>(w, values, hd, c, o),
+                    2 => chunk::<2>(w, values, hd, c, o),
+                    _ => chunk::<1>(w, values, hd, c, o),
                 }
             }
             c += 64;
@@ -167,16 +118,16 @@ mod x86 {
     }
 
     /// Columns `c..c + 8K` of the weighted sum, accumulated in K registers.
-    /// SAFETY: AVX2, FMA and F16C; those columns lie inside every value row and `o`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn chunk<T: Elem, const K: usize>(w: &[f32], values: &[T], hd: usize, c: usize, o: &mut [f32]) {
+    /// SAFETY: AVX2 and FMA; those columns lie inside every value row and `o`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chunk<const K: usize>(w: &[f32], values: &[f32], hd: usize, c: usize, o: &mut [f32]) {
         let mut acc = [_mm256_setzero_ps(); K];
         let vp = values.as_ptr();
         for (t, &wt) in w.iter().enumerate() {
             let wv = _mm256_set1_ps(wt);
             for (k, a) in acc.iter_mut().enumerate() {
                 // SAFETY: row t's columns c + 8k.. (the caller's bound).
-                *a = _mm256_fmadd_ps(wv, unsafe { T::load8(vp.add(t * hd + c + 8 * k)) }, *a);
+                *a = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(vp.add(t * hd + c + 8 * k)) }, *a);
             }
         }
         for (k, a) in acc.iter().enumerate() {

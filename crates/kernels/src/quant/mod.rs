@@ -79,11 +79,6 @@ impl Kind {
     }
 
     /// The activation format this kind's dot product reads.
-    /// A block-quantized format (not f32, f16 or bf16).
-    pub fn is_block(self) -> bool {
-        !matches!(self, Kind::F32 | Kind::F16 | Kind::BF16)
-    }
-
     pub fn acts(self) -> ActKind {
         match self {
             Kind::F32 | Kind::F16 | Kind::BF16 => ActKind::F32,

@@ -88,22 +88,12 @@ impl Decoder {
         Self { host: false, ..self }
     }
 
-    /// A generation's KV cache. The host engine keeps it in f16 where the weights are block-quantized (as
-    /// llama.cpp does for every model): a decoded token reads the whole cache, so at a long prompt its bytes
-    /// rival the weights', and the weights' own rounding moves the logits far more than f16 keys and values
-    /// do. Float weights keep an f32 cache, the numbers transformers gives.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let c = &self.base.cfg;
         if self.host {
-            return Ok(KvCache::host(c.layers, c.kv_heads, c.head_dim, capacity, self.quantized()));
+            return Ok(KvCache::host(c.layers, c.kv_heads, c.head_dim, capacity));
         }
         Ok(KvCache::new(c.layers, c.kv_heads, c.head_dim, capacity, &self.base.device)?)
-    }
-
-    /// Whether the layers' weights are block-quantized (GGUF Q4_0, Q8_0, K-quants…) on the host.
-    fn quantized(&self) -> bool {
-        let first = self.layers.first().and_then(|l| l.first()).and_then(|l| l.host());
-        first.is_some_and(|l| l.w.kind.is_block())
     }
 
     /// The host engine's forward over `cache`: logits `[rows, vocab]` (every position's, or the last's).
@@ -149,9 +139,8 @@ impl Decoder {
     /// vocabulary projection only at `positions`: what a training loss reads.
     pub fn logits_at(&self, ids: &[u32], positions: &[u32]) -> candle_core::Result<Tensor> {
         if self.host {
-            // f32: a training loss reads these.
-            let c = &self.base.cfg;
-            let mut cache = HostCache::new(c.layers, c.kv_heads, c.head_dim, ids.len(), false);
+            let mut cache =
+                HostCache::new(self.base.cfg.layers, self.base.cfg.kv_heads, self.base.cfg.head_dim, ids.len());
             let len =
                 self.host_forward(ids, 0, &mut cache, true).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let all = Tensor::from_slice(cpu::logits(&cache, len), (ids.len(), len / ids.len()), &Device::Cpu)?;
