@@ -1,8 +1,9 @@
 //! Lanes batched on one base (issue 18's targets), through the real engine and worker as the TUI runs them:
 //! three lanes together (a ~1,300-token-prompt base, two short-prompt lanes with their own random r=16
 //! adapters) against the slowest alone; the short lanes' time to first token beside the long prefill against
-//! alone; aggregate decode tok/s of four lanes against one (while all four decode); peak RSS of 1, 3 and 6
-//! lanes (fresh processes).
+//! alone; aggregate decode tok/s of four lanes against one (while all four decode), with mixed adapters and
+//! with one adapter on all four (an eval's batch of one lane's cases); peak RSS of 1, 3 and 6 lanes (fresh
+//! processes).
 //! Greedy answers of at most `DECODE` tokens; medians of the turns, min–max beside them.
 
 use std::path::Path;
@@ -48,7 +49,7 @@ fn decoding_together(lanes: &[Lane]) -> f64 {
 }
 
 /// The workspace: lanes base (long prompt), a and b (short, adapters A and B), c (short, adapter A), d (short,
-/// none), e (short, adapter B).
+/// none), e (short, adapter B), f and g (short, adapter A).
 fn workspace(root: &Path, model: &Path) -> Result<()> {
     let m = load(model, &Device::Cpu, None).with_context(|| format!("loading {}", model.display()))?;
     let device = crate::measure::device_spec();
@@ -66,7 +67,7 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
         )
     };
     let toml = format!(
-        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n{}{}{}{}{}{}",
+        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n{}{}{}{}{}{}{}{}",
         model.display(),
         lane("base", "long", None),
         lane("a", "short", Some("a")),
@@ -74,6 +75,8 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
         lane("c", "short", Some("a")),
         lane("d", "short", None),
         lane("e", "short", Some("b")),
+        lane("f", "short", Some("a")),
+        lane("g", "short", Some("a")),
     );
     std::fs::write(root.join("workspace.toml"), toml).with_context(|| format!("writing {}", root.display()))?;
     Ok(())
@@ -126,6 +129,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
     let mut ratio_ttft3 = Vec::new();
     let (mut one_tok, mut four_tok, mut prompt_note) = (Vec::new(), Vec::new(), String::new());
     let (mut one_window, mut four_window, mut ratio_window) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut same_window, mut ratio_same) = (Vec::new(), Vec::new());
     let (mut long_ttft, mut long_tok) = (Vec::new(), Vec::new());
     for turn in 0..turns.max(1) {
         let alone: Vec<(Vec<Lane>, f64)> =
@@ -133,6 +137,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         let (three, wall3) = rt.block_on(together(&ws, &backend, &[base, a, b]))?;
         let (two, _) = rt.block_on(together(&ws, &backend, &[base, a]))?;
         let (four, _) = rt.block_on(together(&ws, &backend, &[a, b, 3, 4]))?;
+        let (same, _) = rt.block_on(together(&ws, &backend, &[a, 3, 6, 7]))?;
         let slowest = alone.iter().map(|(_, w)| *w).fold(0.0, f64::max);
         ratio_wall.push(wall3 / slowest);
         // The short lane's ttft beside the long prefill, against alone; and with a second short lane too (the
@@ -154,10 +159,14 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         one_window.push(one_w);
         four_window.push(four_w);
         ratio_window.push(four_w / one_w);
+        let same_w = decoding_together(&same);
+        same_window.push(same_w);
+        ratio_same.push(same_w / one_w);
         eprintln!(
             "  turn {}: 3 lanes {wall3:.2}s vs slowest alone {slowest:.2}s; short ttft beside the long one {:.0} ms, \
              with both short ones {:.0}/{:.0} ms, vs alone {:.0}/{:.0}; the long one's ttft alone {:.0} ms; 4 lanes \
-             {four_w:.1} tok/s while all four decode ({agg:.1} as the panes sum) vs 1 lane {one_w:.1} ({one:.1})",
+             {four_w:.1} tok/s while all four decode ({agg:.1} as the panes sum), four of adapter A {same_w:.1}, vs 1 lane \
+             {one_w:.1} ({one:.1})",
             turn + 1,
             two[1].ttft * 1e3,
             three[1].ttft * 1e3,
@@ -188,7 +197,9 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
          | aggregate decode, 4 lanes ÷ 1 lane, while all four decode ({:.1} vs {:.1} tok/s; the one lane's rate the \
          mean of its runs just before and just after the four) | {} | ≥ 3× |\n\
          | the same as the four panes' tok/s add up ({:.1} vs {:.1}; a pane's decode time includes the passes where \
-         the other lanes' prompts still prefill) | {} | — |\n\n\
+         the other lanes' prompts still prefill) | {} | — |\n\
+         | aggregate decode, 4 lanes of adapter A (an eval's batch of one lane's cases) ÷ 1 lane, while all four \
+         decode ({:.1} vs {:.1} tok/s) | {} | — |\n\n\
          The long-prompt lane alone: time to first token {:.2} s, decode {:.1} tok/s.\n\n\
          Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
         crate::measure::device_spec(),
@@ -202,6 +213,9 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         med(&four_tok),
         med(&one_tok),
         s(&ratio_tok),
+        med(&same_window),
+        med(&one_window),
+        s(&ratio_same),
         med(&long_ttft),
         med(&long_tok),
         rss.join(", ")
