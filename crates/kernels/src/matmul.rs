@@ -36,9 +36,10 @@ const ALIGN: usize = 16;
 /// the B update in a second call, as every part needs all r values of a row first.
 const SERIAL_XA: usize = 1 << 18;
 
-/// Rows of `x Aᵀ` per unit of a fused call (a repacked group), and the most units (larger ranks take the
-/// second-call path).
-const XA_UNIT: usize = GROUP;
+/// Rows of `x Aᵀ` per unit of a fused call (two repacked groups: an r=16 LoRA is one unit, so a call hands
+/// out one unit per LoRA, and the threads trade half the claims and counts they did with one group a unit),
+/// and the most units (more take the second-call path).
+const XA_UNIT: usize = 2 * GROUP;
 const MAX_XA_UNITS: usize = 64;
 
 /// Parts a fused call can defer B updates for, 64 a word (more parts wait instead).
@@ -321,7 +322,9 @@ fn call(
             if let Some(seg) = &a_segs[k] {
                 // Its bytes, asked for at once, arrive in parallel instead of one miss after another.
                 if let Rows::Blocks(w) = seg.w {
-                    w.prefetch_group(first / GROUP);
+                    for g in first / GROUP..(first + XA_UNIT).div_ceil(GROUP) {
+                        w.prefetch_group(g);
+                    }
                 }
                 // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
                 rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, cols, &[]);

@@ -169,8 +169,15 @@ fn cut_groups_and_8_bit_loras_match_the_reference() {
         .map(|&(rows, k)| weights(k, rows, cols, &mut rng))
         .collect();
     assert!(ws[1].group(0).is_some() == crate::quant::simd_available());
-    let rank = 8;
-    let a: Vec<Weights> = ws.iter().map(|_| weights(Kind::Q8_0, rank, cols, &mut rng)).collect();
+    // Rank 40: three x·Aᵀ units a LoRA (16, 16, 8 rows), whose last one quantizes the rows for the B updates.
+    for rank in [8, 40] {
+        cut_groups_at_rank(&ws, rank, &mut rng);
+    }
+}
+
+fn cut_groups_at_rank(ws: &[Weights], rank: usize, rng: &mut StdRng) {
+    let cols = 96;
+    let a: Vec<Weights> = ws.iter().map(|_| weights(Kind::Q8_0, rank, cols, rng)).collect();
     let b_vals: Vec<Vec<f32>> =
         ws.iter().map(|w| (0..w.rows * rank).map(|_| rng.random_range(-0.5..0.5)).collect()).collect();
     let b: Vec<Option<crate::lora::QCols>> =
