@@ -272,8 +272,8 @@ fn call(
     }
     // An 8-bit B's update reads x Aᵀ quantized: each of LoRA k's rows once per call, not once per part.
     let quantize_rows = |k: usize| {
-        // k counts the call's LoRAs (as `xa_at` does), not the slots of `loras`.
-        let Some(d) = loras.iter().flatten().nth(k) else { return };
+        // Merged, `loras` has no empty slots: k indexes it as it does `xa_at`.
+        let Some(Some(d)) = loras.get(k) else { return };
         if !matches!(d.lora.b, Factor::Cols(_)) || d.lora.rank == 0 {
             return;
         }

@@ -57,37 +57,38 @@ impl Decoder {
         let host = first.base.host.as_ref().ok_or_else(|| LocalError::Run("the model has no host form".into()))?;
         // The lanes of one decoder (one adapter) side by side, so that the kernels read its factors once for all
         // of them; a row's numbers do not depend on where it sits in the pass.
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| std::ptr::from_ref(rows[i].decoder) as usize);
-        let mut slots: Vec<Option<&mut BatchRow<'_>>> = rows.iter_mut().map(Some).collect();
-        let mut cpu_rows = Vec::with_capacity(order.len());
-        for &i in &order {
-            let Some(r) = slots[i].take() else { continue };
+        let mut sorted: Vec<(usize, &mut BatchRow<'_>)> = rows.iter_mut().enumerate().collect();
+        sorted.sort_by_key(|(_, r)| std::ptr::from_ref(r.decoder) as usize);
+        // Each pass row's caller index and last position.
+        let mut placed = Vec::with_capacity(sorted.len());
+        let mut cpu_rows = Vec::with_capacity(sorted.len());
+        for (i, r) in sorted {
             let KvCache::Host(cache) = &mut *r.cache else {
                 return Err(LocalError::Run("a batched pass needs host KV caches".into()));
             };
+            placed.push((i, r.pos + r.ids.len() - 1));
             let lins = cpu::Layers { layers: &r.decoder.layers, lm_head: &*r.decoder.lm_head };
             cpu_rows.push(cpu::Row { lins, ids: r.ids, pos: r.pos, cache, all: false });
         }
         let spans = cpu::forward_batch(&first.base.cfg, host, &mut batch.bufs, &mut cpu_rows)?;
         let hidden = first.base.cfg.hidden;
-        let mut out: Vec<Option<Result<Tensor>>> = (0..rows.len()).map(|_| None).collect();
-        for (k, (&i, &(at, len))) in order.iter().zip(&spans).enumerate() {
-            let r = &rows[i];
-            let position = r.pos + r.ids.len() - 1;
-            let checked =
-                host_finite(&batch.bufs.h[k * hidden..(k + 1) * hidden], "hidden state", position).and_then(|()| {
-                    let logits = &batch.bufs.logits[at..at + len];
-                    host_finite(logits, "logits", position)?;
-                    Ok(Tensor::from_slice(logits, len, &Device::Cpu)?)
-                });
-            out[i] = Some(checked);
-        }
-        let out = out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(LocalError::Run("a row of the pass gave no logits".into()))))
+        let mut out: Vec<(usize, Result<Tensor>)> = placed
+            .iter()
+            .zip(&spans)
+            .enumerate()
+            .map(|(k, (&(i, position), &(at, len)))| {
+                let checked = host_finite(&batch.bufs.h[k * hidden..(k + 1) * hidden], "hidden state", position)
+                    .and_then(|()| {
+                        let logits = &batch.bufs.logits[at..at + len];
+                        host_finite(logits, "logits", position)?;
+                        Ok(Tensor::from_slice(logits, len, &Device::Cpu)?)
+                    });
+                (i, checked)
+            })
             .collect();
-        Ok(out)
+        // Back in the caller's order.
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, r)| r).collect())
     }
 }
 
