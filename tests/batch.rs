@@ -193,9 +193,12 @@ async fn a_lane_cancelled_mid_batch_leaves_the_others_byte_identical() {
     let (gguf, _) = tiny::write(dir.path(), Some(GgmlDType::Q4_0));
     write_adapter(&dir.path().join("a1"), 0.3);
     write_adapter(&dir.path().join("a2"), 1.7);
+    // Lane one may write 200 tokens, so that it is still running when the test's cancel reaches it (40 tokens of
+    // this tiny model take a few milliseconds in a release build, less than that round trip can).
     let lane = |id: &str, adapter: &str| {
+        let max = if id == "one" { 200 } else { 40 };
         format!(
-            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nmax_tokens = 40\ntemperature = 0.0\n{adapter}\n"
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"tiny\"\nprompt = \"p\"\nmax_tokens = {max}\ntemperature = 0.0\n{adapter}\n"
         )
     };
     let toml = format!(
