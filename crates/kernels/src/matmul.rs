@@ -313,6 +313,7 @@ fn call(
             }
         }
     };
+    let per = pool.parts() / pool.threads();
     pool.run(&|part, parts| {
         // The x Aᵀ units go to the first parts to start, so that they are done long before any part finishes
         // its base rows; nobody waits for them (see below).
@@ -327,7 +328,8 @@ fn call(
                     }
                 }
                 // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
-                rows_of(seg, first..(first + XA_UNIT).min(seg.w.rows()), acts[seg.acts], x, cols, &[]);
+                let rows = first..(first + XA_UNIT).min(seg.w.rows());
+                rows_of(seg, rows.clone(), rows.end, acts[seg.acts], x, cols, &[]);
             }
             // The LoRA's last unit quantizes its x Aᵀ rows for the parts' B updates (the acquire sees the
             // other units' values; the release below publishes these with the unit).
@@ -337,11 +339,14 @@ fn call(
             units_done.fetch_add(1, Ordering::Release);
         }
         let range = split(total, part, parts, ALIGN);
+        // The parts of one thread's run come one after another: its prefetch may run on into the next ones.
+        let reach = split(total, (part / per + 1) * per - 1, parts, ALIGN).end;
         for seg in segs.iter().flatten() {
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
-                rows_of(seg, lo - seg.start..hi - seg.start, acts[seg.acts], x, cols, &pre[seg.pre.0..seg.pre.1]);
+                let (rows, reach) = (lo - seg.start..hi - seg.start, reach.min(seg.start + seg.w.rows()) - seg.start);
+                rows_of(seg, rows, reach, acts[seg.acts], x, cols, &pre[seg.pre.0..seg.pre.1]);
             }
         }
         if unit_count == 0 {

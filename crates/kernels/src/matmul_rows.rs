@@ -10,6 +10,7 @@ use crate::quant::{GROUP, MAX_ROWS};
 pub(super) fn rows_of(
     seg: &Seg<'_>,
     rows: std::ops::Range<usize>,
+    reach: usize,
     acts: &[u8],
     x: &[f32],
     cols: usize,
@@ -41,10 +42,11 @@ pub(super) fn rows_of(
         // range's rows written (the neighbouring part writes the others).
         let mut tmp = [[0f32; GROUP]; MAX_ROWS];
         let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
+        let reach = reach.max(rows.end).min(w.rows).div_ceil(GROUP);
         for g in groups.clone() {
-            // The kernel may prefetch the groups after this one in the range (past it they are another part's,
-            // or another matrix).
-            let Some((gw, kernel)) = w.group_reaching(g, groups.end) else { continue };
+            // The kernel may prefetch the groups after this one up to `reach` (past it they are another
+            // thread's, or another matrix).
+            let Some((gw, kernel)) = w.group_reaching(g, reach) else { continue };
             pre.iter().flatten().for_each(|b| b.prefetch(g));
             let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
             let mut j = 0;

@@ -1,6 +1,7 @@
-//! A persistent thread pool for the host forward pass: one call splits a job into `parts`, which the caller
-//! and the workers claim one at a time, so a worker the machine has descheduled never holds a call up (the
-//! caller takes its parts). Workers spin briefly between calls so that the hundreds of small calls a decoded
+//! A persistent thread pool for the host forward pass: one call splits a job into `parts`, each thread owning
+//! a run of consecutive parts that it claims one at a time front to back (so a matmul's rows stream past each
+//! thread in one piece), then claiming what is left of the others' runs, so a worker the machine has
+//! descheduled never holds a call up (the caller takes its parts). Workers spin briefly between calls so that the hundreds of small calls a decoded
 //! token makes cost well under a microsecond each, then park so an idle pool costs nothing.
 
 use std::any::Any;
@@ -21,24 +22,31 @@ const SPINS: u32 = 1 << 14;
 /// by an oversubscribed machine then gets it sooner).
 const WAIT_SPINS: u32 = 1 << 10;
 
-/// Parts per thread in a call: claimed one at a time, several per thread even out a thread that starts late
-/// or runs slow.
+/// Parts per thread in a call (its run): claimed one at a time, several per thread even out a thread that
+/// starts late or runs slow.
 const PARTS_PER_THREAD: usize = 4;
 
-/// `state` packs the call's generation (high 32 bits) and the next unclaimed part (low 32 bits), so a claim
-/// can never take a part of a later call than the one whose job the claimer read.
+/// A run's claim word packs the call's generation (high 32 bits) and the run's next unclaimed part (low 32
+/// bits), so a claim can never take a part of a later call than the one whose job the claimer read.
 fn pack(generation: u64, next: u64) -> u64 {
     (generation << 32) | next
 }
+
+/// A value on a cache line pair of its own, so that threads writing neighbouring values do not take the line
+/// from each other (the adjacent-line prefetcher fetches pairs).
+#[repr(align(128))]
+struct Line<T>(T);
 
 struct Shared {
     /// The current call's job, published by the `state` store that starts the call; replaced only after every
     /// part of the call finished.
     job: UnsafeCell<Option<*const Job<'static>>>,
-    /// Generation and next part of the current call (see `pack`).
+    /// The current call's generation (high 32 bits, see `pack`), which workers watch for.
     state: AtomicU64,
-    /// Parts of the current call finished.
-    done: AtomicUsize,
+    /// Per thread (the caller first), the generation and next unclaimed part of its own run of parts.
+    ranges: Box<[Line<AtomicU64>]>,
+    /// Parts of the current call finished, counted once per thread and call.
+    done: Line<AtomicUsize>,
     /// Workers parked (or about to park) on `wake`.
     sleepers: AtomicUsize,
     lock: Mutex<()>,
@@ -57,16 +65,55 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Shared {
-    /// Claims and runs parts of generation `generation` until none is left; returns how many it ran.
-    fn work(&self, generation: u64, parts: usize) -> usize {
+    fn new(threads: usize) -> Self {
+        Shared {
+            job: UnsafeCell::new(None),
+            state: AtomicU64::new(0),
+            ranges: (0..threads.max(1)).map(|_| Line(AtomicU64::new(0))).collect(),
+            done: Line(AtomicUsize::new(0)),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            panic: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            parts: AtomicUsize::new(1),
+        }
+    }
+
+    /// Opens generation `generation`'s parts to claims: thread `t`'s run starts at `t · PARTS_PER_THREAD`.
+    /// Published to the workers by the `state` store after it.
+    fn open(&self, generation: u64) {
+        self.done.0.store(0, Ordering::Relaxed);
+        for (t, r) in self.ranges.iter().enumerate() {
+            r.0.store(pack(generation, (t * PARTS_PER_THREAD) as u64), Ordering::Relaxed);
+        }
+    }
+
+    /// Claims and runs parts of generation `generation` until none is left, its own run first (thread `me`),
+    /// then the rest of the others' runs; returns how many it ran.
+    fn work(&self, generation: u64, parts: usize, me: usize) -> usize {
+        let threads = parts.div_ceil(PARTS_PER_THREAD).min(self.ranges.len()).max(1);
+        let mut ran = 0;
+        for t in (0..threads).map(|i| (me + i) % threads) {
+            let end = if t + 1 == threads { parts } else { (t + 1) * PARTS_PER_THREAD };
+            ran += self.claim(&self.ranges[t].0, generation, end, parts);
+        }
+        if ran > 0 {
+            self.done.0.fetch_add(ran, Ordering::Release);
+        }
+        ran
+    }
+
+    /// Claims and runs the parts of one run, `range`'s next up to `end`, while they are of `generation`.
+    fn claim(&self, range: &AtomicU64, generation: u64, end: usize, parts: usize) -> usize {
         let mut ran = 0;
         loop {
-            let s = self.state.load(Ordering::Acquire);
+            let s = range.load(Ordering::Acquire);
             let next = s & 0xffff_ffff;
-            if s >> 32 != generation || next as usize >= parts {
+            if s >> 32 != generation || next as usize >= end {
                 return ran;
             }
-            if self.state.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if range.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 continue;
             }
             // SAFETY: a part of this generation is claimed and not yet counted done, so the caller has not
@@ -80,7 +127,6 @@ impl Shared {
                     slot.get_or_insert(p);
                 }
             }
-            self.done.fetch_add(1, Ordering::Release);
             ran += 1;
         }
     }
@@ -100,21 +146,12 @@ impl Pool {
     /// A pool of `threads` (≥ 1) including the caller: `threads - 1` workers.
     pub fn new(threads: usize) -> Self {
         let threads = threads.max(1);
-        let shared = Arc::new(Shared {
-            job: UnsafeCell::new(None),
-            state: AtomicU64::new(0),
-            done: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
-            panic: Mutex::new(None),
-            stop: AtomicBool::new(false),
-            parts: AtomicUsize::new(1),
-        });
+        let shared = Arc::new(Shared::new(threads));
         let mut handles = Vec::new();
         for part in 1..threads {
             let s = shared.clone();
-            let spawned = std::thread::Builder::new().name(format!("tunebench-host-{part}")).spawn(move || worker(&s));
+            let spawned =
+                std::thread::Builder::new().name(format!("tunebench-host-{part}")).spawn(move || worker(&s, part));
             match spawned {
                 Ok(h) => handles.push(h),
                 // Fewer threads than asked still computes everything (the parts follow the workers started).
@@ -165,15 +202,15 @@ impl Pool {
         // SAFETY: no thread reads `job` now: every part of the previous call finished, and this call's
         // generation is published only below.
         unsafe { *s.job.get() = Some(ptr) };
-        s.done.store(0, Ordering::Relaxed);
+        s.open(generation);
         s.state.store(pack(generation, 0), Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        s.work(generation, parts);
+        s.work(generation, parts, 0);
         let mut spins = 0u32;
-        while s.done.load(Ordering::Acquire) != parts {
+        while s.done.0.load(Ordering::Acquire) != parts {
             spins += 1;
             if spins < WAIT_SPINS {
                 std::hint::spin_loop();
@@ -205,7 +242,7 @@ impl Drop for Pool {
     }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &Shared, me: usize) {
     let mut seen = 0u64;
     loop {
         let mut spins = 0u32;
@@ -235,7 +272,7 @@ fn worker(s: &Shared) {
         };
         seen = generation;
         // Read per call, not at spawn: `new` sets it after starting every worker.
-        s.work(generation, s.parts.load(Ordering::Acquire));
+        s.work(generation, s.parts.load(Ordering::Acquire), me);
     }
 }
 
@@ -266,80 +303,5 @@ pub fn split(n: usize, part: usize, parts: usize, align: usize) -> std::ops::Ran
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    #[test]
-    fn every_part_runs_once_per_call_over_many_calls() {
-        let pool = Pool::new(2);
-        let counts: Vec<AtomicUsize> = (0..pool.parts()).map(|_| AtomicUsize::new(0)).collect();
-        for _ in 0..2000 {
-            pool.run(&|part, parts| {
-                assert_eq!(parts, pool.parts());
-                counts[part].fetch_add(1, Ordering::Relaxed);
-            });
-        }
-        for c in &counts {
-            assert_eq!(c.load(Ordering::Relaxed), 2000);
-        }
-    }
-
-    #[test]
-    fn a_panic_in_a_worker_part_reaches_the_caller_and_the_pool_still_works() {
-        let pool = Pool::new(2);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(&|part, _| {
-                if part == 1 {
-                    panic!("part one fails");
-                }
-            })
-        }));
-        let p = r.expect_err("the panic propagates");
-        assert_eq!(p.downcast_ref::<&str>(), Some(&"part one fails"));
-        let r = catch_unwind(AssertUnwindSafe(|| pool.run(&|part, _| assert!(part != 0, "part zero fails"))));
-        assert!(r.is_err());
-        let done = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            done.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(done.load(Ordering::Relaxed), pool.parts());
-    }
-
-    #[test]
-    fn a_nested_call_runs_inline_instead_of_deadlocking() {
-        let pool = Pool::new(2);
-        let inner = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            pool.run(&|_, _| {
-                inner.fetch_add(1, Ordering::Relaxed);
-            })
-        });
-        assert_eq!(inner.load(Ordering::Relaxed), pool.parts() * pool.parts());
-    }
-
-    #[test]
-    fn parked_workers_wake_for_the_next_call() {
-        let pool = Pool::new(2);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let done = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            done.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(done.load(Ordering::Relaxed), pool.parts());
-    }
-
-    #[test]
-    fn split_covers_the_range_in_aligned_disjoint_pieces() {
-        for (n, parts, align) in [(0, 2, 4), (1, 2, 4), (37, 2, 4), (576, 3, 8), (49152, 2, 16), (5, 4, 1)] {
-            let mut next = 0;
-            for p in 0..parts {
-                let r = split(n, p, parts, align);
-                assert_eq!(r.start, next, "n {n} parts {parts}");
-                assert!(r.start.is_multiple_of(align) || r.start == n);
-                next = r.end;
-            }
-            assert_eq!(next, n);
-        }
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;
