@@ -40,36 +40,57 @@ pub(super) fn rows_of(
     if w.group(0).is_some() {
         // Repacked: whole groups of GROUP rows; a group the range cuts is computed whole and only the
         // range's rows written (the neighbouring part writes the others).
-        let mut tmp = [[0f32; GROUP]; MAX_ROWS];
+        let mut tmp = [[0f32; GROUP]; 2 * MAX_ROWS];
         let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
         let reach = reach.max(rows.end).min(w.rows).div_ceil(GROUP);
-        for g in groups.clone() {
-            // The kernel may prefetch the groups after this one up to `reach` (past it they are another
-            // thread's, or another matrix).
-            let Some((gw, kernel)) = w.group_reaching(g, reach) else { continue };
-            pre.iter().flatten().for_each(|b| b.prefetch(g));
-            let lanes = (g * GROUP).max(rows.start)..((g + 1) * GROUP).min(rows.end);
+        // One activation row streams the weights at the memory's speed either way, and measured a little
+        // faster one group at a time; several rows are bound by the arithmetic the pair kernel halves.
+        let pairs = n >= 2;
+        let mut g = groups.start;
+        while g < groups.end {
+            // Two groups at once where the CPU has the kernel (the same bits as one at a time). The kernel may
+            // prefetch the groups after them up to `reach` (past it they are another thread's, or another
+            // matrix).
+            let pair = if pairs && g + 1 < groups.end { w.pair_reaching(g, reach) } else { None };
+            let (count, gw, kernel) = match pair.map(|(gw, k)| (2, gw, k)) {
+                Some(p) => p,
+                None => match w.group_reaching(g, reach) {
+                    Some((gw, k)) => (1, gw, k),
+                    None => {
+                        g += 1;
+                        continue;
+                    }
+                },
+            };
+            for b in pre.iter().flatten() {
+                (g..g + count).for_each(|h| b.prefetch(h));
+            }
             let mut j = 0;
             while j < n {
                 let k = (n - j).min(MAX_ROWS);
-                kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..k]);
-                for (i, vals) in tmp[..k].iter().enumerate() {
-                    let at = (j + i) * seg.stride + seg.offset + lanes.start;
-                    // SAFETY: elements (j + i, offset + lanes) of an [n, stride] buffer; lanes lie in this part's
-                    // range.
-                    let o = unsafe { seg.out.slice(at, lanes.len()) };
-                    let vals = &vals[lanes.start - g * GROUP..lanes.end - g * GROUP];
-                    match seg.bias {
-                        Some(b) => {
-                            for ((o, v), b) in o.iter_mut().zip(vals).zip(&b[lanes.clone()]) {
-                                *o = v + b;
+                kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..count * k]);
+                for h in 0..count {
+                    let gg = g + h;
+                    let lanes = (gg * GROUP).max(rows.start)..((gg + 1) * GROUP).min(rows.end);
+                    for (i, vals) in tmp[h * k..(h + 1) * k].iter().enumerate() {
+                        let at = (j + i) * seg.stride + seg.offset + lanes.start;
+                        // SAFETY: elements (j + i, offset + lanes) of an [n, stride] buffer; lanes lie in this
+                        // part's range.
+                        let o = unsafe { seg.out.slice(at, lanes.len()) };
+                        let vals = &vals[lanes.start - gg * GROUP..lanes.end - gg * GROUP];
+                        match seg.bias {
+                            Some(b) => {
+                                for ((o, v), b) in o.iter_mut().zip(vals).zip(&b[lanes.clone()]) {
+                                    *o = v + b;
+                                }
                             }
+                            None => o.copy_from_slice(vals),
                         }
-                        None => o.copy_from_slice(vals),
                     }
                 }
                 j += k;
             }
+            g += count;
         }
         return;
     }

@@ -324,3 +324,49 @@ fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
         }
     }
 }
+
+/// The two-group kernel (where the CPU has AVX-512) gives each of its two groups the bits the group kernel
+/// gives it alone, for every repacked format, block count and activation row count, handed the bytes that
+/// follow the pair or not; `Weights::pair_reaching` hands out both groups and stops at the last one.
+#[test]
+fn pair_kernels_give_each_group_the_bits_of_the_group_kernel() {
+    let mut rng = StdRng::seed_from_u64(29);
+    for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q8_0] {
+        if quant::pair_kernel(kind).is_none() {
+            eprintln!("{kind:?}: this CPU has no two-group kernel; nothing to compare");
+            continue;
+        }
+        for blocks in [1, 3, 7, 18, 48] {
+            let cols = blocks * 32;
+            let rows: Vec<Vec<u8>> = (0..3 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
+            let w = quant::Weights::with_layout(kind, rows.len(), cols, &rows.concat(), true).unwrap();
+            assert!(w.pair_reaching(2, 3).is_none(), "{kind:?}: no pair starts at the last group");
+            for n in 1..=quant::MAX_ROWS {
+                let acts: Vec<(Vec<u8>, Vec<f32>)> =
+                    (0..n).map(|_| act_row(ActKind::Q8_0S, blocks, &mut rng)).collect();
+                let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
+                for g in 0..2 {
+                    let (both, f) = w.pair_reaching(g, 3).unwrap();
+                    let (alone, _) = w.pair_reaching(g, g + 2).unwrap();
+                    let len = w.group(g).unwrap().0.len();
+                    assert_eq!(alone.len(), 2 * len, "{kind:?}: the pair's own bytes when nothing follows");
+                    assert_eq!(both.len(), (3 * len).min((g + 2) * len + quant::PREFETCH_AHEAD) - g * len);
+                    for bytes in [both, alone] {
+                        let mut got = vec![[f32::NAN; quant::GROUP]; 2 * n];
+                        f(cols, bytes, &views, &mut got);
+                        for (half, group) in [g, g + 1].into_iter().enumerate() {
+                            let (gw, kern) = w.group(group).unwrap();
+                            let mut want = vec![[f32::NAN; quant::GROUP]; n];
+                            kern(cols, gw, &views, &mut want);
+                            assert_eq!(
+                                got[half * n..(half + 1) * n].iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                want.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                "{kind:?} {blocks} blocks, {n} rows: group {group} of the pair at {g}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

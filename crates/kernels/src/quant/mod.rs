@@ -103,10 +103,21 @@ pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
 /// the group; see `Weights::group_reaching`) and 1..=MAX_ROWS activation rows (Q8_0S) per call.
 pub type GroupFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]);
 
+/// `pair(cols, w, acts, out)`: as `GroupFn` for two neighbouring groups at once (`w`: both, then any bytes the
+/// kernel may prefetch), `out[j]` group g's rows and `out[n + j]` group g + 1's against activation row `j`,
+/// for the `n` activation rows (at most `MAX_ROWS`).
+pub type PairFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]);
+
 /// Every repacked-group kernel this CPU runs for `kind`, named, the one weights use last (empty where the
 /// kind does not repack here): tests check each against `reference`.
 pub fn group_kernels(kind: Kind) -> Vec<(&'static str, GroupFn)> {
     legacy::group_variants(kind)
+}
+
+/// The two-group kernel this CPU runs for `kind` (see `PairFn`), if any: tests check it against the group
+/// kernels.
+pub fn pair_kernel(kind: Kind) -> Option<PairFn> {
+    legacy::pair_variant(kind)
 }
 
 /// Whether weights repack into row groups where they can (`TUNEBENCH_REPACK=0` keeps the file's row layout,
@@ -197,6 +208,7 @@ pub struct Weights {
     data: Vec<u8>,
     kernel: Kernel,
     group: Option<GroupFn>,
+    pair: Option<PairFn>,
 }
 
 impl Weights {
@@ -219,7 +231,8 @@ impl Weights {
             Some(_) => legacy::packed::pack(kind, rows, cols, bytes).unwrap_or_else(|| bytes.to_vec()),
             None => bytes.to_vec(),
         };
-        Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group })
+        let pair = group.and_then(|_| pair_kernel(kind));
+        Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group, pair })
     }
 
     /// f32 weights `[rows, cols]` held as f32.
@@ -255,6 +268,16 @@ impl Weights {
         let f = self.group?;
         let len = GROUP * self.row_bytes;
         let stop = (end * len).min((g + 1) * len + PREFETCH_AHEAD).min(self.data.len()).max((g + 1) * len);
+        Some((self.data.get(g * len..stop)?, f))
+    }
+
+    /// As `group_reaching` for groups `g` and `g + 1` together, with the kernel that computes both (see
+    /// `PairFn`); None when the weights are in rows, the CPU has no such kernel, or `g + 1` is past the last
+    /// group.
+    pub fn pair_reaching(&self, g: usize, end: usize) -> Option<(&[u8], PairFn)> {
+        let f = self.pair?;
+        let len = GROUP * self.row_bytes;
+        let stop = (end * len).min((g + 2) * len + PREFETCH_AHEAD).min(self.data.len()).max((g + 2) * len);
         Some((self.data.get(g * len..stop)?, f))
     }
 

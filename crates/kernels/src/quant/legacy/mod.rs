@@ -1,6 +1,7 @@
 //! The legacy 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): their byte layouts as ggml writes
 //! them, and the choice between the scalar reference kernels and the SIMD ones (AVX2, or AVX-512 VNNI on
-//! 256-bit registers where the CPU has it: the same loops with one `vpdpbusd` for the u8×i8 sums).
+//! 256-bit registers where the CPU has it: the same loops with one `vpdpbusd` for the u8×i8 sums; and, for
+//! several activation rows, two repacked groups at once on 512-bit registers).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -9,11 +10,13 @@ mod avx2_rows;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod packed_avx2;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx512;
 mod scalar;
 
 use half::f16;
 
-use super::{GroupFn, Kernel, Kind};
+use super::{GroupFn, Kernel, Kind, PairFn};
 
 /// Elements per block of every legacy format.
 const QK: usize = 32;
@@ -100,5 +103,39 @@ pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
     {
         let _ = kind;
         Vec::new()
+    }
+}
+
+/// The kernel that computes two neighbouring repacked groups at once (AVX-512 F, BW and VNNI, the same bits
+/// as the group kernels); None where `kind` does not repack or the CPU lacks those.
+pub fn pair_variant(kind: Kind) -> Option<PairFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use packed_avx2::{P40, P41, P50, P80};
+        macro_rules! wrap {
+            ($($name:ident => $fmt:ty;)*) => {
+                $(
+                    fn $name(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; packed::GROUP]]) {
+                        // SAFETY: handed out below only once packed_avx512::available() said yes.
+                        unsafe { packed_avx512::dot::<$fmt>(cols, w, acts, out) }
+                    }
+                )*
+            };
+        }
+        wrap! { pair_q4_0 => P40; pair_q4_1 => P41; pair_q5_0 => P50; pair_q8_0 => P80; }
+        if packed::block_bytes(kind).is_none() || !packed_avx512::available() {
+            return None;
+        }
+        Some(match kind {
+            Kind::Q4_0 => pair_q4_0,
+            Kind::Q4_1 => pair_q4_1,
+            Kind::Q5_0 => pair_q5_0,
+            _ => pair_q8_0,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kind;
+        None
     }
 }

@@ -12,7 +12,7 @@ use crate::quant::{MAX_ROWS, PREFETCH_AHEAD};
 use super::packed::GROUP;
 
 /// Activation block bytes (Q8_0S: f16 d, i16 Σy, f32 d, f32 d·Σy, 32 × i8).
-const AB: usize = 44;
+pub(super) const AB: usize = 44;
 
 /// One repacked format: its group block's bytes, the offset its unsigned quants carry, and how they unpack.
 pub(super) trait Packed {

@@ -1,0 +1,144 @@
+//! The repacked legacy kernels on 512-bit registers (AVX-512 F, BW and VNNI): two neighbouring groups at
+//! once, group g's block in the low 256 bits and group g + 1's in the high ones, so that one broadcast
+//! activation dword and one `vpdpbusd` serve sixteen rows. Lane for lane these are the integer sums and the
+//! float steps of the 256-bit VNNI kernel in `packed_avx2`, in the same order: the same bits, so a row's
+//! value does not depend on whether its group was computed alone or in a pair.
+
+use std::arch::x86_64::*;
+
+use crate::quant::{MAX_ROWS, PREFETCH_AHEAD};
+
+use super::packed::GROUP;
+use super::packed_avx2::{AB, Packed};
+
+/// Whether this CPU runs the pair kernels.
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// Two groups' eight f16 values at byte `at` of their blocks `b0` and `b1`, as sixteen f32.
+///
+/// # Safety
+/// AVX-512 F; 16 bytes readable at `b0 + at` and at `b1 + at`.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+unsafe fn halves(b0: *const u8, b1: *const u8, at: usize) -> __m512 {
+    // SAFETY: the caller's bound.
+    let (lo, hi) = unsafe { (_mm_loadu_si128(b0.add(at).cast()), _mm_loadu_si128(b1.add(at).cast())) };
+    _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
+}
+
+/// `out[r]` (group g) and `out[N + r]` (group g + 1) for activation row r, over `nb` blocks; group g's
+/// blocks start at `w`, g + 1's `len` bytes on; the `reach` bytes from `w` on may be prefetched.
+///
+/// # Safety
+/// The features enabled below; `w` holds group g's first `nb` blocks and, `len` bytes on, g + 1's; every
+/// `acts[r]` holds `nb` Q8_0S blocks; `reach` bytes from `w` are one allocation; `out` holds `2N` entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn pair<F: Packed, const N: usize>(
+    (nb, len): (usize, usize),
+    w: *const u8,
+    reach: usize,
+    acts: [*const u8; N],
+    out: &mut [[f32; GROUP]],
+) {
+    let mut acc = [_mm512_setzero_ps(); N];
+    for b in 0..nb {
+        // Both groups' blocks `PREFETCH_AHEAD` bytes on: together they cover the bytes up to the next pair's.
+        for stream in [0, len] {
+            let at = stream + b * F::BYTES + PREFETCH_AHEAD;
+            if at + F::BYTES <= reach {
+                let mut line = 0;
+                while line < F::BYTES {
+                    // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(w.add(at + line).cast()) };
+                    line += 64;
+                }
+            }
+        }
+        // SAFETY: b < nb: whole blocks of both groups, their 8 scales (and minimums) first.
+        let (dw, mw, u) = unsafe {
+            let (b0, b1) = (w.add(b * F::BYTES), w.add(len + b * F::BYTES));
+            let mw = if F::MIN { halves(b0, b1, 16) } else { _mm512_setzero_ps() };
+            let q = if F::MIN { 32 } else { 16 };
+            let (lo, hi) = (F::quants(b0.add(q)), F::quants(b1.add(q)));
+            let u: [__m512i; 8] =
+                std::array::from_fn(|k| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[k]), hi[k]));
+            (halves(b0, b1, 0), mw, u)
+        };
+        for r in 0..N {
+            // SAFETY: b < nb: a whole activation block (head, then 32 quants).
+            let (ab, y) = unsafe {
+                let ab = acts[r].add(b * AB);
+                (ab, ab.add(12).cast::<i32>())
+            };
+            // SAFETY: dword k < 8 of the block's 32 quants.
+            let bc = |k: usize| unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(y.add(k))) };
+            let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            s0 = _mm512_dpbusd_epi32(s0, u[0], bc(0));
+            s1 = _mm512_dpbusd_epi32(s1, u[1], bc(1));
+            s0 = _mm512_dpbusd_epi32(s0, u[2], bc(2));
+            s1 = _mm512_dpbusd_epi32(s1, u[3], bc(3));
+            s0 = _mm512_dpbusd_epi32(s0, u[4], bc(4));
+            s1 = _mm512_dpbusd_epi32(s1, u[5], bc(5));
+            s0 = _mm512_dpbusd_epi32(s0, u[6], bc(6));
+            s1 = _mm512_dpbusd_epi32(s1, u[7], bc(7));
+            let mut sum = _mm512_add_epi32(s0, s1);
+            if F::BIAS != 0 {
+                // SAFETY: the block's i16 Σy at byte 2.
+                let ysum = i32::from(unsafe { std::ptr::read_unaligned(ab.add(2).cast::<i16>()) });
+                sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(F::BIAS * ysum));
+            }
+            // SAFETY: the block's f32 d at byte 4 and d·Σy at byte 8.
+            let da = unsafe { _mm512_set1_ps(std::ptr::read_unaligned(ab.add(4).cast::<f32>())) };
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, da), acc[r]);
+            if F::MIN {
+                // SAFETY: as above.
+                let ys = unsafe { _mm512_set1_ps(std::ptr::read_unaligned(ab.add(8).cast::<f32>())) };
+                acc[r] = _mm512_fmadd_ps(mw, ys, acc[r]);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        let (lo, hi) = out.split_at_mut(N);
+        // SAFETY: each entry holds GROUP = 8 f32; out holds 2N entries (the caller's bound).
+        unsafe {
+            _mm256_storeu_ps(lo[r].as_mut_ptr(), _mm512_castps512_ps256(*a));
+            _mm256_storeu_ps(hi[r].as_mut_ptr(), _mm512_extractf32x8_ps::<1>(*a));
+        }
+    }
+}
+
+/// Groups g and g + 1 (`w`: both, then any bytes that may be prefetched) against up to `MAX_ROWS`
+/// activation rows: `out[r]` is group g's rows against activation row r, `out[n + r]` group g + 1's, for the
+/// `n` rows computed (every activation row, at most `MAX_ROWS` and half of `out`); blocks past the shortest
+/// input are not read.
+///
+/// # Safety
+/// `available()` said yes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot<F: Packed>(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]) {
+    let shortest = acts.iter().map(|a| a.len() / AB).min().unwrap_or(0);
+    // One group's bytes: group g + 1 starts there.
+    let len = (cols / 32) * F::BYTES;
+    let nb = (cols / 32).min(shortest).min(w.len().saturating_sub(len) / F::BYTES);
+    let n = acts.len().min(MAX_ROWS).min(out.len() / 2);
+    let p = |r: usize| acts[r].as_ptr();
+    let out = &mut out[..2 * n];
+    let at = (nb, len);
+    // SAFETY: nb blocks of each group fit in w and nb in every activation row (checked above); out holds 2n
+    // entries.
+    unsafe {
+        match n {
+            0 => {}
+            1 => pair::<F, 1>(at, w.as_ptr(), w.len(), [p(0)], out),
+            2 => pair::<F, 2>(at, w.as_ptr(), w.len(), [p(0), p(1)], out),
+            3 => pair::<F, 3>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2)], out),
+            _ => pair::<F, 4>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2), p(3)], out),
+        }
+    }
+}
