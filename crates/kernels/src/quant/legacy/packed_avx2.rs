@@ -154,12 +154,14 @@ macro_rules! loops {
             for b in 0..nb {
                 // The block `PREFETCH_AHEAD` bytes on is asked for now, where the caller handed it over (the
                 // groups after this one, within its part of the matrix): the hardware prefetcher alone leaves a
-                // decode's weight stream well below the memory's speed.
+                // decode's weight stream well below the memory's speed. Non-temporal: a token's weights, read
+                // once a step and far larger than the caches, do not push out of L2 and L3 what is read again
+                // soon (the KV caches, LoRA factors, activations).
                 if b * F::BYTES + PREFETCH_AHEAD + F::BYTES <= reach {
                     let mut line = 0;
                     while line < F::BYTES {
                         // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
-                        unsafe { _mm_prefetch::<_MM_HINT_T0>(w.add(b * F::BYTES + PREFETCH_AHEAD + line).cast()) };
+                        unsafe { _mm_prefetch::<_MM_HINT_NTA>(w.add(b * F::BYTES + PREFETCH_AHEAD + line).cast()) };
                         line += 64;
                     }
                 }

@@ -48,14 +48,15 @@ unsafe fn pair<F: Packed, const N: usize>(
 ) {
     let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..nb {
-        // Both groups' blocks `PREFETCH_AHEAD` bytes on: together they cover the bytes up to the next pair's.
+        // Both groups' blocks `PREFETCH_AHEAD` bytes on (together they cover the bytes up to the next pair's),
+        // non-temporal as in the group kernel.
         for stream in [0, len] {
             let at = stream + b * F::BYTES + PREFETCH_AHEAD;
             if at + F::BYTES <= reach {
                 let mut line = 0;
                 while line < F::BYTES {
                     // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(w.add(at + line).cast()) };
+                    unsafe { _mm_prefetch::<_MM_HINT_NTA>(w.add(at + line).cast()) };
                     line += 64;
                 }
             }
