@@ -109,7 +109,8 @@ unsafe fn pair<F: Packed, const N: usize>(
         // SAFETY: each entry holds GROUP = 8 f32; out holds 2N entries (the caller's bound).
         unsafe {
             _mm256_storeu_ps(lo[r].as_mut_ptr(), _mm512_castps512_ps256(*a));
-            _mm256_storeu_ps(hi[r].as_mut_ptr(), _mm512_extractf32x8_ps::<1>(*a));
+            // The high half through the f64 view: AVX-512 F alone (the f32x8 extract needs DQ).
+            _mm256_storeu_ps(hi[r].as_mut_ptr(), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*a))));
         }
     }
 }
