@@ -115,8 +115,9 @@ fn quantize_speed() {
     }
 }
 
-/// The repacked-group kernels (the host engine's decode path for legacy formats): weight GB/s against 1 and 4
-/// activation rows, and what 4 rows cost over 1 (1.0: the fourth row is free; 4.0: no reuse at all).
+/// The repacked-group kernels (the host engine's decode path for legacy formats), and the two-group kernel
+/// where the CPU has AVX-512: weight GB/s against 1 and 4 activation rows, and what 4 rows cost over 1 (1.0:
+/// the fourth row is free; 4.0: no reuse at all).
 fn packed(filter: Option<&str>) {
     let mut rng = StdRng::seed_from_u64(1);
     println!("{:<5} {:<8} {:<10} {:>9} {:>9} {:>8}", "kind", "shape", "kernel", "1 GB/s", "4 GB/s", "4 ÷ 1");
@@ -157,6 +158,25 @@ fn packed(filter: Option<&str>) {
                 let gbs = |t: f64| w.len() as f64 / t / 1e9;
                 let k = format!("{kind:?}");
                 println!("{k:<5} {name:<8} {label:<10} {:>9.2} {:>9.2} {:>8.2}", gbs(one), gbs(four), four / one);
+            }
+            // The two-group kernel (AVX-512), as the matmul runs it for several activation rows: pairs of groups.
+            if let Some(f) = quant::pair_kernel(kind) {
+                let t = |n: usize| {
+                    let acts = vec![a.as_slice(); n];
+                    let mut out = vec![[0f32; quant::GROUP]; 2 * n];
+                    let pass = |out: &mut [[f32; quant::GROUP]]| {
+                        for g in (0..w.len().saturating_sub(group_bytes)).step_by(2 * group_bytes) {
+                            let reach = (g + 2 * group_bytes + quant::PREFETCH_AHEAD).min(w.len());
+                            f(cols, &w[g..reach], &acts, out);
+                            black_box(&*out);
+                        }
+                    };
+                    median_pass(|| pass(&mut out))
+                };
+                let (one, four) = (t(1), t(4));
+                let gbs = |t: f64| w.len() as f64 / t / 1e9;
+                let k = format!("{kind:?}");
+                println!("{k:<5} {name:<8} {:<10} {:>9.2} {:>9.2} {:>8.2}", "pair512", gbs(one), gbs(four), four / one);
             }
         }
     }
