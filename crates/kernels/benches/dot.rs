@@ -140,14 +140,18 @@ fn packed(filter: Option<&str>) {
             let mut a = vec![0u8; quant::ActKind::Q8_0S.row_bytes(cols)];
             quant::quantize_row(quant::ActKind::Q8_0S, &x, &mut a);
             let group_bytes = w.len() / (rows / quant::GROUP);
-            for (label, f) in quant::group_kernels(kind) {
+            // The group kernels, then the two-group kernel (AVX-512) as the matmul runs it for several
+            // activation rows: `per` groups a call.
+            let kernels = quant::group_kernels(kind).into_iter().map(|(label, f)| (label, f, 1));
+            for (label, f, per) in kernels.chain(quant::pair_kernel(kind).map(|f| ("pair512", f, 2))) {
                 let t = |n: usize| {
                     let acts = vec![a.as_slice(); n];
-                    let mut out = vec![[0f32; quant::GROUP]; n];
+                    let mut out = vec![[0f32; quant::GROUP]; per * n];
                     let pass = |out: &mut [[f32; quant::GROUP]]| {
-                        // Each group handed with the bytes after it, as the matmul does (the kernel prefetches them).
-                        for g in (0..w.len()).step_by(group_bytes) {
-                            let reach = (g + group_bytes + quant::PREFETCH_AHEAD).min(w.len());
+                        // Each call handed its groups with the bytes after them, as the matmul does (the kernel
+                        // prefetches them).
+                        for g in (0..w.len() + group_bytes - per * group_bytes).step_by(per * group_bytes) {
+                            let reach = (g + per * group_bytes + quant::PREFETCH_AHEAD).min(w.len());
                             f(cols, &w[g..reach], &acts, out);
                             black_box(&*out);
                         }
@@ -158,25 +162,6 @@ fn packed(filter: Option<&str>) {
                 let gbs = |t: f64| w.len() as f64 / t / 1e9;
                 let k = format!("{kind:?}");
                 println!("{k:<5} {name:<8} {label:<10} {:>9.2} {:>9.2} {:>8.2}", gbs(one), gbs(four), four / one);
-            }
-            // The two-group kernel (AVX-512), as the matmul runs it for several activation rows: pairs of groups.
-            if let Some(f) = quant::pair_kernel(kind) {
-                let t = |n: usize| {
-                    let acts = vec![a.as_slice(); n];
-                    let mut out = vec![[0f32; quant::GROUP]; 2 * n];
-                    let pass = |out: &mut [[f32; quant::GROUP]]| {
-                        for g in (0..w.len().saturating_sub(group_bytes)).step_by(2 * group_bytes) {
-                            let reach = (g + 2 * group_bytes + quant::PREFETCH_AHEAD).min(w.len());
-                            f(cols, &w[g..reach], &acts, out);
-                            black_box(&*out);
-                        }
-                    };
-                    median_pass(|| pass(&mut out))
-                };
-                let (one, four) = (t(1), t(4));
-                let gbs = |t: f64| w.len() as f64 / t / 1e9;
-                let k = format!("{kind:?}");
-                println!("{k:<5} {name:<8} {:<10} {:>9.2} {:>9.2} {:>8.2}", "pair512", gbs(one), gbs(four), four / one);
             }
         }
     }
