@@ -313,7 +313,6 @@ fn call(
             }
         }
     };
-    let per = pool.parts() / pool.threads();
     pool.run(&|part, parts| {
         // The x Aᵀ units go to the first parts to start, so that they are done long before any part finishes
         // its base rows; nobody waits for them (see below).
@@ -340,7 +339,7 @@ fn call(
         }
         let range = split(total, part, parts, ALIGN);
         // The parts of one thread's run come one after another: its prefetch may run on into the next ones.
-        let reach = split(total, (part / per + 1) * per - 1, parts, ALIGN).end;
+        let reach = split(total, pool.run_end(part) - 1, parts, ALIGN).end;
         for seg in segs.iter().flatten() {
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());

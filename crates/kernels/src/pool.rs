@@ -95,8 +95,7 @@ impl Shared {
         let threads = parts.div_ceil(PARTS_PER_THREAD).min(self.ranges.len()).max(1);
         let mut ran = 0;
         for t in (0..threads).map(|i| (me + i) % threads) {
-            let end = if t + 1 == threads { parts } else { (t + 1) * PARTS_PER_THREAD };
-            ran += self.claim(&self.ranges[t].0, generation, end, parts);
+            ran += self.claim(&self.ranges[t].0, generation, run_parts(t, parts).end, parts);
         }
         if ran > 0 {
             self.done.0.fetch_add(ran, Ordering::Release);
@@ -161,6 +160,11 @@ impl Pool {
         let threads = handles.len() + 1;
         shared.parts.store(if threads == 1 { 1 } else { threads * PARTS_PER_THREAD }, Ordering::SeqCst);
         Self { shared, threads, busy: Mutex::new(()), handles, generation: AtomicU64::new(0) }
+    }
+
+    /// The end of the run of parts `part` belongs to: its thread claims the parts up to it one after another.
+    pub fn run_end(&self, part: usize) -> usize {
+        run_parts(part / PARTS_PER_THREAD, self.parts()).end
     }
 
     /// Threads a call runs on, the caller's included.
@@ -274,6 +278,14 @@ fn worker(s: &Shared, me: usize) {
         // Read per call, not at spawn: `new` sets it after starting every worker.
         s.work(generation, s.parts.load(Ordering::Acquire), me);
     }
+}
+
+/// The parts of thread `t`'s run: `PARTS_PER_THREAD` of them from `t · PARTS_PER_THREAD`, the last run up to
+/// `parts`.
+fn run_parts(t: usize, parts: usize) -> std::ops::Range<usize> {
+    let start = (t * PARTS_PER_THREAD).min(parts);
+    let last = t + 1 >= parts.div_ceil(PARTS_PER_THREAD);
+    start..if last { parts } else { start + PARTS_PER_THREAD }
 }
 
 /// Threads for the host engine: `TUNEBENCH_THREADS`, else `RAYON_NUM_THREADS` (benchmarks set it for both

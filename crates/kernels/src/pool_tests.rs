@@ -34,6 +34,10 @@ fn a_thread_claims_its_own_run_front_to_back_then_the_rest() {
     let want: Vec<(usize, usize)> = (PARTS_PER_THREAD..parts).chain(0..PARTS_PER_THREAD).map(|p| (p, parts)).collect();
     assert_eq!(*order.lock().unwrap(), want);
     assert_eq!(s.done.0.load(Ordering::Relaxed), parts);
+    // A thread's run ends where the next begins; the last one at the call's last part.
+    assert_eq!(run_parts(0, parts), 0..PARTS_PER_THREAD);
+    assert_eq!(run_parts(1, parts), PARTS_PER_THREAD..parts);
+    assert_eq!(run_parts(0, 1), 0..1);
     // Nothing is left to claim, and a stale generation claims nothing.
     assert_eq!(s.work(7, parts, 0), 0);
     s.open(8);
@@ -56,11 +60,7 @@ fn a_panic_in_a_worker_part_reaches_the_caller_and_the_pool_still_works() {
     assert_eq!(p.downcast_ref::<&str>(), Some(&"part one fails"));
     let r = catch_unwind(AssertUnwindSafe(|| pool.run(&|part, _| assert!(part != 0, "part zero fails"))));
     assert!(r.is_err());
-    let done = AtomicUsize::new(0);
-    pool.run(&|_, _| {
-        done.fetch_add(1, Ordering::Relaxed);
-    });
-    assert_eq!(done.load(Ordering::Relaxed), pool.parts());
+    assert_eq!(parts_run(&pool), pool.parts());
 }
 
 #[test]
@@ -79,11 +79,7 @@ fn a_nested_call_runs_inline_instead_of_deadlocking() {
 fn parked_workers_wake_for_the_next_call() {
     let pool = Pool::new(2);
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let done = AtomicUsize::new(0);
-    pool.run(&|_, _| {
-        done.fetch_add(1, Ordering::Relaxed);
-    });
-    assert_eq!(done.load(Ordering::Relaxed), pool.parts());
+    assert_eq!(parts_run(&pool), pool.parts());
 }
 
 #[test]
@@ -98,4 +94,13 @@ fn split_covers_the_range_in_aligned_disjoint_pieces() {
         }
         assert_eq!(next, n);
     }
+}
+
+/// How many parts one call of an empty job runs.
+fn parts_run(pool: &Pool) -> usize {
+    let done = AtomicUsize::new(0);
+    pool.run(&|_, _| {
+        done.fetch_add(1, Ordering::Relaxed);
+    });
+    done.load(Ordering::Relaxed)
 }
