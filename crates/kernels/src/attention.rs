@@ -111,8 +111,13 @@ fn partial_len(a: &Attention, l: &Lane<'_>) -> usize {
 
 /// The scratch `attend_lanes` needs: each part's scores of one unit, then the split rows' partial results.
 pub fn scratch_len(a: &Attention, lanes: &[Lane<'_>], parts: usize) -> usize {
+    parts * part_len(a, lanes) + lanes.iter().map(|l| partial_len(a, l)).sum::<usize>()
+}
+
+/// Scores a part holds at once: those of the query heads one pass serves, over the longest run of keys.
+fn part_len(a: &Attention, lanes: &[Lane<'_>]) -> usize {
     let longest = lanes.iter().map(|l| l.pos + l.n).max().unwrap_or(0);
-    parts * longest + lanes.iter().map(|l| partial_len(a, l)).sum::<usize>()
+    longest * (a.heads / a.kv_heads.max(1)).clamp(1, rows::HEADS)
 }
 
 /// `attend` for several lanes at once, their query rows one lane after another in `q` and `out`: one pool
@@ -151,10 +156,11 @@ pub fn attend_lanes(
     let rep = a.heads / a.kv_heads;
     let total: usize = lanes.iter().map(|l| units(a, l)).sum();
     let (out_p, scores_p) = (Ptr(out.as_mut_ptr()), Ptr(scores.as_mut_ptr()));
-    let partials = parts * longest;
+    let per_part = part_len(a, lanes);
+    let partials = parts * per_part;
     pool.run(&|part, parts| {
-        // SAFETY: each part owns its `longest`-long slice of scores (checked: scores holds parts × longest).
-        let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.at(part * longest), longest) };
+        // SAFETY: each part owns its `per_part`-long slice of scores (checked: scores holds parts × per_part).
+        let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.at(part * per_part), per_part) };
         // Units run lane by lane; `first` is the lane's first row in q and out, `at` its partials' offset.
         let (mut lane, mut lane_units, mut first, mut at) = (0, 0, 0, partials);
         for u in split(total, part, parts, 1) {
@@ -175,33 +181,57 @@ pub fn attend_lanes(
                 if segs == 1 { (lo, p + 1) } else { (lo + s * SEGMENT, (lo + (s + 1) * SEGMENT).min(p + 1)) };
             let base = g * l.cache.capacity * hd;
             let (from, to) = (base + start * hd, base + end * hd);
-            for h in g * rep..(g + 1) * rep {
-                let row = (first + i) * width + h * hd;
-                let seen = &mut sc[..end - start];
-                rows::dots(&q[row..row + hd], &l.cache.k[from..to], hd, seen);
-                let max = match a.cap {
-                    None => scale_max(seen, a.scale),
-                    Some(c) => seen.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
-                        *s = (*s * a.scale / c).tanh() * c;
-                        max.max(*s)
-                    }),
-                };
-                let sum = exp_sub_sum(seen, max);
-                if segs == 1 {
-                    for s in seen.iter_mut() {
-                        *s /= sum;
+            let len = end - start;
+            let (keys, values) = (&l.cache.k[from..to], &l.cache.v[from..to]);
+            let mut h0 = g * rep;
+            while h0 < (g + 1) * rep {
+                // Up to `HEADS` query heads at once: their scores in one pass over the keys, their sums in one
+                // pass over the values (each head's numbers are those it gets alone).
+                let r = ((g + 1) * rep - h0).min(rows::HEADS);
+                let row = |h: usize| (first + i) * width + h * hd;
+                let qs: [&[f32]; rows::HEADS] =
+                    std::array::from_fn(|j| if j < r { &q[row(h0 + j)..row(h0 + j) + hd] } else { &[][..] });
+                let mut chunks = sc[..r * len].chunks_exact_mut(len);
+                let mut seen: [&mut [f32]; rows::HEADS] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
+                rows::dots_heads(&qs[..r], keys, hd, &mut seen[..r]);
+                let mut stats = [(0f32, 0f32); rows::HEADS];
+                for (s, st) in seen.iter_mut().zip(&mut stats).take(r) {
+                    let max = match a.cap {
+                        None => scale_max(s, a.scale),
+                        Some(c) => s.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
+                            *s = (*s * a.scale / c).tanh() * c;
+                            max.max(*s)
+                        }),
+                    };
+                    let sum = exp_sub_sum(s, max);
+                    if segs == 1 {
+                        for v in s.iter_mut() {
+                            *v /= sum;
+                        }
                     }
-                    // SAFETY: row first + i, head h of `out` belongs to this unit alone (units are disjoint).
-                    let o = unsafe { std::slice::from_raw_parts_mut(out_p.at(row), hd) };
-                    rows::weighted(seen, &l.cache.v[from..to], hd, o);
-                } else {
-                    // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
-                    // (`scratch_len` counted it).
-                    let slot =
-                        unsafe { std::slice::from_raw_parts_mut(scores_p.at(at + (h * segs + s) * (hd + 2)), hd + 2) };
-                    rows::weighted(seen, &l.cache.v[from..to], hd, &mut slot[..hd]);
-                    (slot[hd], slot[hd + 1]) = (max, sum);
+                    *st = (max, sum);
                 }
+                let ws: [&[f32]; rows::HEADS] = std::array::from_fn(|j| &seen[j][..]);
+                let mut outs: [&mut [f32]; rows::HEADS] = std::array::from_fn(|j| {
+                    let h = h0 + j;
+                    if j >= r {
+                        &mut [][..]
+                    } else if segs == 1 {
+                        // SAFETY: row first + i, head h of `out` belongs to this unit alone (units are disjoint).
+                        unsafe { std::slice::from_raw_parts_mut(out_p.at(row(h)), hd) }
+                    } else {
+                        // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
+                        // (`scratch_len` counted it).
+                        unsafe { std::slice::from_raw_parts_mut(scores_p.at(at + (h * segs + s) * (hd + 2)), hd + 2) }
+                    }
+                });
+                rows::weighted_heads(&ws[..r], values, hd, &mut outs[..r]);
+                if segs > 1 {
+                    for (o, &(max, sum)) in outs.iter_mut().zip(&stats).take(r) {
+                        (o[hd], o[hd + 1]) = (max, sum);
+                    }
+                }
+                h0 += r;
             }
         }
     });

@@ -1,6 +1,8 @@
-//! One query's attention inner loops over a run of keys and values laid out contiguously (`[keys, head_dim]`):
-//! the scores `q·k`, eight keys at a time with one horizontal reduction per four, and the weighted sum of
-//! the values with the output held in registers, 64 dimensions at a time (AVX2+FMA; per-key loops elsewhere).
+//! Attention's inner loops over a run of keys and values laid out contiguously (`[keys, head_dim]`): the
+//! scores `q·k`, four keys at a time with one horizontal reduction per four, and the weighted sum of the
+//! values with the output held in registers; for up to `HEADS` query heads of one kv head at once, so each
+//! key and value is read once for all of them (AVX2+FMA, wider blocks with AVX-512; per-key loops elsewhere).
+//! A head's numbers are the same bits whichever heads share its pass, and those of the one-head loops.
 
 use crate::simd::{axpy, dot};
 
@@ -34,9 +36,276 @@ pub(super) fn weighted(w: &[f32], values: &[f32], hd: usize, o: &mut [f32]) {
     }
 }
 
+/// Query heads one pass over a unit's keys and values serves: four keys' accumulators a head fill the sixteen
+/// AVX2 registers (AVX-512's 32 take eight keys, or 64 value dimensions, a head).
+pub(super) const HEADS: usize = 3;
+
+/// `out[j][t] = qs[j] · keys[t]` for every `t < out[j].len()` and every head `j` (at most `HEADS`, the same
+/// number of keys each): the bits `dots` gives each head alone, the keys read once for all.
+pub(super) fn dots_heads(qs: &[&[f32]], keys: &[f32], hd: usize, out: &mut [&mut [f32]]) {
+    let n = out.first().map_or(0, |o| o.len());
+    let ok = hd.is_multiple_of(8)
+        && qs.len() == out.len()
+        && qs.len() <= HEADS
+        && qs.iter().all(|q| q.len() >= hd)
+        && out.iter().all(|o| o.len() == n)
+        && keys.len() >= n * hd;
+    #[cfg(target_arch = "x86_64")]
+    if ok && crate::quant::simd_available() {
+        let q: [*const f32; HEADS] = std::array::from_fn(|j| qs.get(j).map_or(std::ptr::null(), |q| q.as_ptr()));
+        let o: [*mut f32; HEADS] =
+            std::array::from_fn(|j| out.get_mut(j).map_or(std::ptr::null_mut(), |o| o.as_mut_ptr()));
+        // SAFETY: AVX2 and FMA are present (checked at run time above); the lengths are checked above, and only
+        // the first `qs.len()` pointers are read.
+        unsafe {
+            let k = keys.as_ptr();
+            match (qs.len(), std::arch::is_x86_feature_detected!("avx512vl")) {
+                (1, false) => x86::dots_heads::<1>([q[0]], k, hd, n, [o[0]]),
+                (2, false) => x86::dots_heads::<2>([q[0], q[1]], k, hd, n, [o[0], o[1]]),
+                (_, false) => x86::dots_heads::<3>([q[0], q[1], q[2]], k, hd, n, [o[0], o[1], o[2]]),
+                (1, true) => x86::dots_heads_wide::<1>([q[0]], k, hd, n, [o[0]]),
+                (2, true) => x86::dots_heads_wide::<2>([q[0], q[1]], k, hd, n, [o[0], o[1]]),
+                (_, true) => x86::dots_heads_wide::<3>([q[0], q[1], q[2]], k, hd, n, [o[0], o[1], o[2]]),
+            }
+        }
+        return;
+    }
+    let _ = ok;
+    for (q, o) in qs.iter().zip(out.iter_mut()) {
+        dots(q, keys, hd, o);
+    }
+}
+
+/// `o[j] = Σ_t w[j][t] · values[t]` (overwritten) for every head `j` (at most `HEADS`, as many weights each):
+/// the bits `weighted` gives each head alone, the values read once for all.
+pub(super) fn weighted_heads(w: &[&[f32]], values: &[f32], hd: usize, o: &mut [&mut [f32]]) {
+    let n = w.first().map_or(0, |w| w.len());
+    let ok = hd.is_multiple_of(8)
+        && w.len() == o.len()
+        && w.len() <= HEADS
+        && w.iter().all(|w| w.len() == n)
+        && o.iter().all(|o| o.len() >= hd)
+        && values.len() >= n * hd;
+    // 64 dimensions a pass take R·4 accumulators: the 32 registers of AVX-512 (in 16 the value rows would be
+    // read in 32-dimension halves, which measured slower from memory than one head at a time).
+    #[cfg(target_arch = "x86_64")]
+    if ok && crate::quant::simd_available() && std::arch::is_x86_feature_detected!("avx512f") {
+        let wp: [*const f32; HEADS] = std::array::from_fn(|j| w.get(j).map_or(std::ptr::null(), |w| w.as_ptr()));
+        let op: [*mut f32; HEADS] =
+            std::array::from_fn(|j| o.get_mut(j).map_or(std::ptr::null_mut(), |o| o.as_mut_ptr()));
+        // SAFETY: AVX-512F, AVX2 and FMA are present (checked at run time above); the lengths are checked above,
+        // and only the first `w.len()` pointers are read.
+        unsafe {
+            match w.len() {
+                1 => x86::weighted_heads::<1>([wp[0]], n, values.as_ptr(), hd, [op[0]]),
+                2 => x86::weighted_heads::<2>([wp[0], wp[1]], n, values.as_ptr(), hd, [op[0], op[1]]),
+                _ => x86::weighted_heads::<3>([wp[0], wp[1], wp[2]], n, values.as_ptr(), hd, [op[0], op[1], op[2]]),
+            }
+        }
+        return;
+    }
+    let _ = ok;
+    for (w, o) in w.iter().zip(o.iter_mut()) {
+        weighted(w, values, hd, o);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// One key's score alone (the last keys of a run that do not fill a four).
+    /// SAFETY: AVX2 and FMA; `hd % 8 == 0`; `q` and `k` hold `hd` values.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn one(q: *const f32, k: *const f32, hd: usize) -> f32 {
+        let mut a = _mm256_setzero_ps();
+        let mut d = 0;
+        while d < hd {
+            // SAFETY: d + 8 <= hd (the caller's bound).
+            unsafe { a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(d)), _mm256_loadu_ps(k.add(d)), a) };
+            d += 8;
+        }
+        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+
+    /// Four keys' scores from their accumulators, reduced pairwise, then the two halves.
+    #[target_feature(enable = "avx2,fma")]
+    fn four(a: &[__m256; 4]) -> __m128 {
+        let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+    }
+
+    /// `dots` for R heads, four keys a block: each key loaded once and multiplied into every head's accumulator.
+    /// SAFETY: AVX2 and FMA; `hd % 8 == 0`; each `q[j]` holds `hd` values and each `out[j]` `n`; the keys hold
+    /// `n · hd`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots_heads<const R: usize>(
+        q: [*const f32; R],
+        kp: *const f32,
+        hd: usize,
+        n: usize,
+        out: [*mut f32; R],
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe { scores_all::<R, 4>(q, kp, hd, n, out) }
+    }
+
+    /// `dots_heads` eight keys a block: R·8 accumulators need the 32 registers of AVX-512VL, and twice the
+    /// keys in flight at once read a short run of keys from memory faster.
+    /// SAFETY: AVX-512F/VL, AVX2 and FMA; as `dots_heads`.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) unsafe fn dots_heads_wide<const R: usize>(
+        q: [*const f32; R],
+        kp: *const f32,
+        hd: usize,
+        n: usize,
+        out: [*mut f32; R],
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe { scores_all::<R, 8>(q, kp, hd, n, out) }
+    }
+
+    /// Blocks of B keys, then of four, then single keys: every key's score is its four's reduction (or the
+    /// single one's), whatever the block size, so each head's bits are those of `dots`.
+    /// SAFETY: AVX2 and FMA; as `dots_heads`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn scores_all<const R: usize, const B: usize>(
+        q: [*const f32; R],
+        kp: *const f32,
+        hd: usize,
+        n: usize,
+        out: [*mut f32; R],
+    ) {
+        let mut t = 0;
+        while t + B <= n {
+            // SAFETY: keys t..t + B are whole (t + B <= n).
+            unsafe { block::<R, B>(q, kp, hd, t, out) };
+            t += B;
+        }
+        while t + 4 <= n {
+            // SAFETY: as above, t + 4 <= n.
+            unsafe { block::<R, 4>(q, kp, hd, t, out) };
+            t += 4;
+        }
+        while t < n {
+            for (qj, o) in q.iter().zip(out) {
+                // SAFETY: key t < n is whole; t < n entries of the output.
+                unsafe { *o.add(t) = one(*qj, kp.add(t * hd), hd) };
+            }
+            t += 1;
+        }
+    }
+
+    /// Keys `t..t + B` (B a multiple of 4) against R queries.
+    /// SAFETY: AVX2 and FMA; keys `t..t + B` are whole and every output holds `t + B`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const R: usize, const B: usize>(
+        q: [*const f32; R],
+        kp: *const f32,
+        hd: usize,
+        t: usize,
+        out: [*mut f32; R],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); B]; R];
+        let mut d = 0;
+        while d < hd {
+            for i in 0..B {
+                // SAFETY: key t + i is whole; d + 8 <= hd.
+                let k = unsafe { _mm256_loadu_ps(kp.add((t + i) * hd + d)) };
+                for (a, qj) in acc.iter_mut().zip(q) {
+                    // SAFETY: d + 8 <= hd values of this head's query.
+                    a[i] = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(qj.add(d)) }, k, a[i]);
+                }
+            }
+            d += 8;
+        }
+        for (a, o) in acc.iter().zip(out) {
+            for g in 0..B / 4 {
+                // SAFETY: entries t + 4g..t + 4g + 4 of this head's output.
+                unsafe { _mm_storeu_ps(o.add(t + 4 * g), four(&[a[4 * g], a[4 * g + 1], a[4 * g + 2], a[4 * g + 3]])) };
+            }
+        }
+    }
+
+    /// `weighted` for R heads, 64 dimensions at a time (16 a register): each value row loaded once for every
+    /// head.
+    /// SAFETY: AVX-512F, AVX2 and FMA; `hd % 8 == 0`; each `w[j]` holds `n` weights and each `o[j]` `hd`
+    /// values; the values hold `n · hd`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn weighted_heads<const R: usize>(
+        w: [*const f32; R],
+        n: usize,
+        vp: *const f32,
+        hd: usize,
+        o: [*mut f32; R],
+    ) {
+        let mut c = 0;
+        while c + 16 <= hd {
+            // SAFETY: columns c.. of width 16K ≤ hd − c, inside every row and output.
+            unsafe {
+                c += 16
+                    * match (hd - c) / 16 {
+                        1 => columns::<R, 1>(w, n, vp, hd, c, o),
+                        2 => columns::<R, 2>(w, n, vp, hd, c, o),
+                        3 => columns::<R, 3>(w, n, vp, hd, c, o),
+                        _ => columns::<R, 4>(w, n, vp, hd, c, o),
+                    };
+            }
+        }
+        if c < hd {
+            // The last eight (hd is a multiple of 8).
+            let mut acc = [_mm256_setzero_ps(); R];
+            for t in 0..n {
+                // SAFETY: row t's columns c..c + 8 and weight t of each head (the caller's bounds).
+                let v = unsafe { _mm256_loadu_ps(vp.add(t * hd + c)) };
+                for (a, wj) in acc.iter_mut().zip(w) {
+                    // SAFETY: as above.
+                    *a = _mm256_fmadd_ps(_mm256_set1_ps(unsafe { *wj.add(t) }), v, *a);
+                }
+            }
+            for (a, oj) in acc.iter().zip(o) {
+                // SAFETY: output columns c..c + 8.
+                unsafe { _mm256_storeu_ps(oj.add(c), *a) };
+            }
+        }
+    }
+
+    /// Columns `c..c + 16K` of R heads' weighted sums, in R·K registers (each column's sum the same chain of
+    /// multiply-adds over the keys as `chunk`'s); returns K.
+    /// SAFETY: AVX-512F; those columns lie inside every value row and output.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn columns<const R: usize, const K: usize>(
+        w: [*const f32; R],
+        n: usize,
+        vp: *const f32,
+        hd: usize,
+        c: usize,
+        o: [*mut f32; R],
+    ) -> usize {
+        let mut acc = [[_mm512_setzero_ps(); K]; R];
+        for t in 0..n {
+            // SAFETY: weight t < n of each head.
+            let wv: [__m512; R] = std::array::from_fn(|j| _mm512_set1_ps(unsafe { *w[j].add(t) }));
+            for k in 0..K {
+                // SAFETY: row t's columns c + 16k.. (the caller's bound).
+                let v = unsafe { _mm512_loadu_ps(vp.add(t * hd + c + 16 * k)) };
+                for (a, wj) in acc.iter_mut().zip(&wv) {
+                    a[k] = _mm512_fmadd_ps(*wj, v, a[k]);
+                }
+            }
+        }
+        for (a, oj) in acc.iter().zip(o) {
+            for (k, v) in a.iter().enumerate() {
+                // SAFETY: output columns c + 16k.. (the caller's bound).
+                unsafe { _mm512_storeu_ps(oj.add(c + 16 * k), *v) };
+            }
+        }
+        K
+    }
 
     /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `q.len() >= hd`, `keys.len() >= out.len() · hd`.
     #[target_feature(enable = "avx2,fma")]
@@ -138,33 +407,5 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 2654435761usize + seed * 97) % 20001) as f32 / 10000.0 - 1.0).collect()
-    }
-
-    #[test]
-    fn dots_match_f64_for_every_key_count_and_take_the_same_bits_in_any_longer_run() {
-        for hd in [8, 64, 72] {
-            let q = values(hd, 1);
-            let keys = values(29 * hd, 2);
-            let mut longest = vec![0f32; 29];
-            dots(&q, &keys, hd, &mut longest);
-            for n in 0..=29 {
-                let mut out = vec![0f32; n];
-                dots(&q, &keys, hd, &mut out);
-                for (t, &o) in out.iter().enumerate() {
-                    let terms = (0..hd).map(|d| f64::from(q[d]) * f64::from(keys[t * hd + d]));
-                    let (want, norm) = (terms.clone().sum::<f64>(), terms.map(f64::abs).sum::<f64>());
-                    assert!((f64::from(o) - want).abs() <= 1e-6 * norm, "hd {hd} n {n} key {t}: {o} vs {want}");
-                    // A key in a whole group of four scores the same bits whatever else is in the run.
-                    if t < n / 4 * 4 {
-                        assert_eq!(o.to_bits(), longest[t].to_bits(), "hd {hd} n {n} key {t}");
-                    }
-                }
-            }
-        }
-    }
-}
+#[path = "attention_rows_tests.rs"]
+mod tests;
