@@ -21,6 +21,7 @@ const INVALID: &[(&str, usize, &str, &str)] = &[
     ("prompt_file_missing", 4, "prompts.long.file", "prompts/nope.md"),
     ("no_lanes", 1, "lanes", "at least one [[lanes]]"),
     ("bad_device", 8, "models.m.device", "unknown device `gpu`"),
+    ("bad_kv_cache", 9, "models.m.kv_cache", "unknown KV cache element `q8` (expected f32 or f16)"),
     ("temperature_range", 14, "lanes[0].temperature", "between 0 and 2"),
     ("top_p_range", 14, "lanes[0].top_p", "(0, 1]"),
     ("max_tokens_zero", 14, "lanes[0].max_tokens", "at least 1"),

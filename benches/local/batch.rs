@@ -49,7 +49,7 @@ fn decoding_together(lanes: &[Lane]) -> f64 {
 }
 
 /// The workspace: lanes base (long prompt), a and b (short, adapters A and B), c (short, adapter A), d (short,
-/// none), e (short, adapter B), f and g (short, adapter A).
+/// none), e (short, adapter B), f and g (short, adapter A), and base16 (base on an f16 KV cache).
 fn workspace(root: &Path, model: &Path) -> Result<()> {
     let m = load(model, &Device::Cpu, None).with_context(|| format!("loading {}", model.display()))?;
     let device = crate::measure::device_spec();
@@ -60,14 +60,16 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
     let rules: String = (1..=52)
         .map(|i| format!("Rule {i}: when a ticket mentions topic number {i}, tag it, name the product, rate the urgency and keep the summary short.\n"))
         .collect();
-    let lane = |id: &str, prompt: &str, adapter: Option<&str>| {
+    let on = |id: &str, model: &str, prompt: &str, adapter: Option<&str>| {
         let adapter = adapter.map_or(String::new(), |a| format!("adapter = \"{}\"\n", root.join(a).display()));
         format!(
-            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"smol\"\nprompt = \"{prompt}\"\nmax_tokens = {DECODE}\ntemperature = 0.0\n{adapter}"
+            "[[lanes]]\nid = \"{id}\"\nbackend = \"local\"\nmodel = \"{model}\"\nprompt = \"{prompt}\"\nmax_tokens = {DECODE}\ntemperature = 0.0\n{adapter}"
         )
     };
+    let lane = |id: &str, prompt: &str, adapter: Option<&str>| on(id, "smol", prompt, adapter);
     let toml = format!(
-        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n{}{}{}{}{}{}{}{}",
+        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n[models.smol16]\npath = \"{}\"\ndevice = \"{device}\"\nkv_cache = \"f16\"\n{}{}{}{}{}{}{}{}{}",
+        model.display(),
         model.display(),
         lane("base", "long", None),
         lane("a", "short", Some("a")),
@@ -77,6 +79,7 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
         lane("e", "short", Some("b")),
         lane("f", "short", Some("a")),
         lane("g", "short", Some("a")),
+        on("base16", "smol16", "long", None),
     );
     std::fs::write(root.join("workspace.toml"), toml).with_context(|| format!("writing {}", root.display()))?;
     Ok(())
@@ -131,9 +134,12 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
     let (mut one_window, mut four_window, mut ratio_window) = (Vec::new(), Vec::new(), Vec::new());
     let (mut same_window, mut ratio_same) = (Vec::new(), Vec::new());
     let (mut long_ttft, mut long_tok) = (Vec::new(), Vec::new());
+    let (mut half_ttft, mut half_tok, mut ratio_half) = (Vec::new(), Vec::new(), Vec::new());
     for turn in 0..turns.max(1) {
         let alone: Vec<(Vec<Lane>, f64)> =
             [base, a, b].iter().map(|&l| rt.block_on(together(&ws, &backend, &[l]))).collect::<Result<_>>()?;
+        // The long lane on an f16 cache, right after it on f32.
+        let (half, _) = rt.block_on(together(&ws, &backend, &[8]))?;
         let (three, wall3) = rt.block_on(together(&ws, &backend, &[base, a, b]))?;
         let (two, _) = rt.block_on(together(&ws, &backend, &[base, a]))?;
         let (four, _) = rt.block_on(together(&ws, &backend, &[a, b, 3, 4]))?;
@@ -154,6 +160,9 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         one_tok.push(one);
         long_ttft.push(alone[0].0[0].ttft);
         long_tok.push(alone[0].0[0].tok_s);
+        half_ttft.push(half[0].ttft);
+        half_tok.push(half[0].tok_s);
+        ratio_half.push(half[0].tok_s / alone[0].0[0].tok_s);
         four_tok.push(agg);
         ratio_tok.push(agg / one);
         one_window.push(one_w);
@@ -200,7 +209,8 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
          the other lanes' prompts still prefill) | {} | — |\n\
          | aggregate decode, 4 lanes of adapter A (an eval's batch of one lane's cases) ÷ 1 lane, while all four \
          decode ({:.1} vs {:.1} tok/s) | {} | — |\n\n\
-         The long-prompt lane alone: time to first token {:.2} s, decode {:.1} tok/s.\n\n\
+         The long-prompt lane alone: time to first token {:.2} s, decode {:.1} tok/s; on an f16 KV cache \
+         (`kv_cache = \"f16\"`) {:.2} s and {:.1} tok/s, decode {}.\n\n\
          Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
         crate::measure::device_spec(),
         turns.max(1),
@@ -218,6 +228,9 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         s(&ratio_same),
         med(&long_ttft),
         med(&long_tok),
+        med(&half_ttft),
+        med(&half_tok),
+        s(&ratio_half),
         rss.join(", ")
     ) + &peer(model, med(&four_window), turns))
 }

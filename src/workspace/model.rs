@@ -69,6 +69,35 @@ pub struct ModelSpec {
     /// `chat_template`: the Jinja text used in place of the model file's own template (read from the file
     /// it names, or written inline).
     pub chat_template: Option<String>,
+    /// `kv_cache`: how the CPU engine holds a run's keys and values.
+    pub kv_cache: KvCacheType,
+}
+
+/// The element of the CPU engine's KV cache (`kv_cache = "f32" | "f16"`). f32 keeps the numbers transformers
+/// gives; f16 (llama.cpp's default) halves the bytes a decoded token reads from the cache, which at a long
+/// prompt rival the weights', at the cost of rounding keys and values to f16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvCacheType {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvCacheType {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(Self::F32),
+            "f16" => Some(Self::F16),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
 }
 
 /// How the savings projection is set up (`[savings]`).

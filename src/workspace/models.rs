@@ -1,4 +1,5 @@
-//! The `[models.NAME]` tables: path (a file, a folder or an hf: cache entry), device, price and chat template.
+//! The `[models.NAME]` tables: path (a file, a folder or an hf: cache entry), device, price, chat template and
+//! KV cache element.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use toml::Spanned;
 use super::WorkspaceError;
 use super::error::Locator;
 use super::load::resolve;
-use super::model::ModelSpec;
+use super::model::{KvCacheType, ModelSpec};
 use super::raw::RawModel;
 
 pub(super) fn build(
@@ -57,7 +58,14 @@ pub(super) fn build(
             None => None,
             Some(t) => Some(chat_template(root, loc, &name, t)?),
         };
-        out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd, chat_template });
+        let kv_cache = match m.kv_cache {
+            None => KvCacheType::default(),
+            Some(k) => KvCacheType::parse(k.get_ref()).ok_or_else(|| {
+                let msg = format!("unknown KV cache element `{}` (expected f32 or f16)", k.get_ref());
+                loc.at(k.span().start, format!("models.{name}.kv_cache"), msg)
+            })?,
+        };
+        out.insert(name.clone(), ModelSpec { name, path_raw, path, device, gpu_hour_usd, chat_template, kv_cache });
     }
     Ok(out)
 }

@@ -51,6 +51,7 @@ pub struct RawModel {
     pub device: Option<Spanned<String>>,
     pub gpu_hour_usd: Option<Spanned<f64>>,
     pub chat_template: Option<Spanned<String>>,
+    pub kv_cache: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,8 @@
 //! llama.cpp count it), a scale, an optional tanh soft-cap on the scores, softmax, and the weighted sum of
 //! the values; parallel over kv heads × query rows (a long decode row's keys split in segments).
 
+use half::f16;
+
 use crate::pool::{Pool, split};
 use crate::simd::{exp_sub_sum, scale_max};
 
@@ -26,19 +28,57 @@ pub struct Attention {
 /// One layer's keys and values, each `[kv_heads, capacity, head_dim]`.
 #[derive(Clone, Copy)]
 pub struct Cache<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: Kv<'a>,
+    pub v: Kv<'a>,
     pub capacity: usize,
+}
+
+/// A layer's keys or values as a cache holds them: f32, or f16 (half the bytes every decode step reads).
+#[derive(Clone, Copy)]
+pub enum Kv<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl Kv<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Kv::F32(v) => v.len(),
+            Kv::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Writes `rows` (`[n, kv_heads · head_dim]`: n positions' keys or values) into one layer's cache
 /// `[kv_heads, capacity, head_dim]` at positions `pos..pos + n`.
 pub fn store(cache: &mut [f32], kv_heads: usize, head_dim: usize, capacity: usize, pos: usize, rows: &[f32]) {
+    store_with(cache, kv_heads, head_dim, capacity, pos, rows, |dst, src| dst.copy_from_slice(src));
+}
+
+/// `store` into an f16 cache (each value rounded to the nearest f16).
+pub fn store_f16(cache: &mut [f16], kv_heads: usize, head_dim: usize, capacity: usize, pos: usize, rows: &[f32]) {
+    use half::slice::HalfFloatSliceExt;
+    store_with(cache, kv_heads, head_dim, capacity, pos, rows, |dst, src| dst.convert_from_f32_slice(src));
+}
+
+fn store_with<T>(
+    cache: &mut [T],
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    pos: usize,
+    rows: &[f32],
+    put: impl Fn(&mut [T], &[f32]),
+) {
     let width = kv_heads * head_dim;
     for (t, row) in rows.chunks_exact(width).enumerate() {
         for (h, src) in row.chunks_exact(head_dim).enumerate() {
             let at = (h * capacity + pos + t) * head_dim;
-            cache[at..at + head_dim].copy_from_slice(src);
+            put(&mut cache[at..at + head_dim], src);
         }
     }
 }
@@ -149,6 +189,9 @@ pub fn attend_lanes(
         if total > l.cache.capacity || l.cache.k.len() != kv_len || l.cache.v.len() != kv_len {
             return Err(format!("attention: {total} positions in a cache of {}", l.cache.capacity));
         }
+        if matches!((l.cache.k, l.cache.v), (Kv::F32(_), Kv::F16(_)) | (Kv::F16(_), Kv::F32(_))) {
+            return Err("attention: keys and values held in different types".into());
+        }
     }
     if scores.len() < scratch_len(a, lanes, parts) {
         return Err(format!("attention: scratch of {} for {parts} parts of {longest}", scores.len()));
@@ -182,56 +225,13 @@ pub fn attend_lanes(
             let base = g * l.cache.capacity * hd;
             let (from, to) = (base + start * hd, base + end * hd);
             let len = end - start;
-            let (keys, values) = (&l.cache.k[from..to], &l.cache.v[from..to]);
-            let mut h0 = g * rep;
-            while h0 < (g + 1) * rep {
-                // Up to `HEADS` query heads at once: their scores in one pass over the keys, their sums in one
-                // pass over the values (each head's numbers are those it gets alone).
-                let r = ((g + 1) * rep - h0).min(rows::HEADS);
-                let row = |h: usize| (first + i) * width + h * hd;
-                let qs: [&[f32]; rows::HEADS] =
-                    std::array::from_fn(|j| if j < r { &q[row(h0 + j)..row(h0 + j) + hd] } else { &[][..] });
-                let mut chunks = sc[..r * len].chunks_exact_mut(len);
-                let mut seen: [&mut [f32]; rows::HEADS] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
-                rows::dots_heads(&qs[..r], keys, hd, &mut seen[..r]);
-                let mut stats = [(0f32, 0f32); rows::HEADS];
-                for (s, st) in seen.iter_mut().zip(&mut stats).take(r) {
-                    let max = match a.cap {
-                        None => scale_max(s, a.scale),
-                        Some(c) => s.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
-                            *s = (*s * a.scale / c).tanh() * c;
-                            max.max(*s)
-                        }),
-                    };
-                    let sum = exp_sub_sum(s, max);
-                    if segs == 1 {
-                        for v in s.iter_mut() {
-                            *v /= sum;
-                        }
-                    }
-                    *st = (max, sum);
-                }
-                let ws: [&[f32]; rows::HEADS] = std::array::from_fn(|j| &seen[j][..]);
-                let mut outs: [&mut [f32]; rows::HEADS] = std::array::from_fn(|j| {
-                    let h = h0 + j;
-                    if j >= r {
-                        &mut [][..]
-                    } else if segs == 1 {
-                        // SAFETY: row first + i, head h of `out` belongs to this unit alone (units are disjoint).
-                        unsafe { std::slice::from_raw_parts_mut(out_p.at(row(h)), hd) }
-                    } else {
-                        // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
-                        // (`scratch_len` counted it).
-                        unsafe { std::slice::from_raw_parts_mut(scores_p.at(at + (h * segs + s) * (hd + 2)), hd + 2) }
-                    }
-                });
-                rows::weighted_heads(&ws[..r], values, hd, &mut outs[..r]);
-                if segs > 1 {
-                    for (o, &(max, sum)) in outs.iter_mut().zip(&stats).take(r) {
-                        (o[hd], o[hd + 1]) = (max, sum);
-                    }
-                }
-                h0 += r;
+            let dst = Dst { out: out_p, scores: scores_p, row: (first + i) * width, segs, s, at };
+            let heads = g * rep..(g + 1) * rep;
+            // The two caches' element agree (checked above).
+            match (l.cache.k, l.cache.v) {
+                (Kv::F32(k), Kv::F32(v)) => unit(a, q, heads, (&k[from..to], &v[from..to]), len, sc, &dst),
+                (Kv::F16(k), Kv::F16(v)) => unit(a, q, heads, (&k[from..to], &v[from..to]), len, sc, &dst),
+                _ => {}
             }
         }
     });
@@ -262,6 +262,80 @@ pub fn attend_lanes(
         at += partial_len(a, l);
     }
     Ok(())
+}
+
+/// Where a unit writes: its row's outputs (`row`, the row's first value in `out`), or, for a split decode row,
+/// its segment `s` of `segs` in the partial results at `at`.
+struct Dst {
+    out: Ptr,
+    scores: Ptr,
+    row: usize,
+    segs: usize,
+    s: usize,
+    at: usize,
+}
+
+/// One unit: query heads `heads` (one kv head's) of one row against `len` keys and values, up to `HEADS` heads
+/// at once (their scores in one pass over the keys, their sums in one pass over the values; each head's numbers
+/// those it gets alone). `sc` holds `HEADS · len` scores.
+fn unit<T: rows::Elem>(
+    a: &Attention,
+    q: &[f32],
+    heads: std::ops::Range<usize>,
+    (keys, values): (&[T], &[T]),
+    len: usize,
+    sc: &mut [f32],
+    d: &Dst,
+) {
+    let hd = a.head_dim;
+    let mut h0 = heads.start;
+    while h0 < heads.end {
+        let r = (heads.end - h0).min(rows::HEADS);
+        let row = |h: usize| d.row + h * hd;
+        let qs: [&[f32]; rows::HEADS] =
+            std::array::from_fn(|j| if j < r { &q[row(h0 + j)..row(h0 + j) + hd] } else { &[][..] });
+        let mut chunks = sc[..r * len].chunks_exact_mut(len);
+        let mut seen: [&mut [f32]; rows::HEADS] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
+        rows::dots_heads(&qs[..r], keys, hd, &mut seen[..r]);
+        let mut stats = [(0f32, 0f32); rows::HEADS];
+        for (s, st) in seen.iter_mut().zip(&mut stats).take(r) {
+            let max = match a.cap {
+                None => scale_max(s, a.scale),
+                Some(c) => s.iter_mut().fold(f32::NEG_INFINITY, |max, s| {
+                    *s = (*s * a.scale / c).tanh() * c;
+                    max.max(*s)
+                }),
+            };
+            let sum = exp_sub_sum(s, max);
+            if d.segs == 1 {
+                for v in s.iter_mut() {
+                    *v /= sum;
+                }
+            }
+            *st = (max, sum);
+        }
+        let ws: [&[f32]; rows::HEADS] = std::array::from_fn(|j| &seen[j][..]);
+        let mut outs: [&mut [f32]; rows::HEADS] = std::array::from_fn(|j| {
+            let h = h0 + j;
+            if j >= r {
+                &mut [][..]
+            } else if d.segs == 1 {
+                // SAFETY: this row's head h of `out` belongs to this unit alone (units are disjoint).
+                unsafe { std::slice::from_raw_parts_mut(d.out.at(row(h)), hd) }
+            } else {
+                // SAFETY: head h, segment s of this lane's partials: this unit's alone, inside the scratch
+                // (`scratch_len` counted it).
+                unsafe { std::slice::from_raw_parts_mut(d.scores.at(d.at + (h * d.segs + d.s) * (hd + 2)), hd + 2) }
+            }
+        });
+        rows::weighted_heads(&ws[..r], values, hd, &mut outs[..r]);
+        if d.segs > 1 {
+            for (o, &(max, sum)) in outs.iter_mut().zip(&stats).take(r) {
+                (o[hd], o[hd + 1]) = (max, sum);
+            }
+        }
+        h0 += r;
+    }
 }
 
 #[cfg(test)]

@@ -55,9 +55,9 @@ fn several_heads_in_one_pass_get_the_bits_each_gets_alone() {
                     // keys 37 · hd ≥ n · hd.
                     unsafe {
                         match heads {
-                            1 => x86::dots_heads::<1>([q[0].as_ptr()], k, hd, n, [p[0]]),
-                            2 => x86::dots_heads::<2>([q[0].as_ptr(), q[1].as_ptr()], k, hd, n, [p[0], p[1]]),
-                            _ => x86::dots_heads::<3>(
+                            1 => x86::dots_heads::<f32, 1>([q[0].as_ptr()], k, hd, n, [p[0]]),
+                            2 => x86::dots_heads::<f32, 2>([q[0].as_ptr(), q[1].as_ptr()], k, hd, n, [p[0], p[1]]),
+                            _ => x86::dots_heads::<f32, 3>(
                                 [q[0].as_ptr(), q[1].as_ptr(), q[2].as_ptr()],
                                 k,
                                 hd,

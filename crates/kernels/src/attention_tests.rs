@@ -11,6 +11,14 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+fn halves(v: &[f32]) -> Vec<half::f16> {
+    v.iter().map(|&x| half::f16::from_f32(x)).collect()
+}
+
+fn widen(v: &[half::f16]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
 /// Naive attention in f64, straight from the definition.
 fn naive(a: &Attention, q: &[f32], k: &[f32], v: &[f32], cap: usize, pos: usize, n: usize) -> Vec<f64> {
     let hd = a.head_dim;
@@ -57,13 +65,23 @@ fn grouped_causal_windowed_capped_attention_matches_the_naive_one() {
                         let k = values(kv_heads * capacity * hd, 2);
                         let v = values(kv_heads * capacity * hd, 3);
                         let mut out = vec![f32::NAN; n * heads * hd];
-                        let cache = Cache { k: &k, v: &v, capacity };
+                        let cache = Cache { k: Kv::F32(&k), v: Kv::F32(&v), capacity };
                         let mut scores = vec![0f32; scratch_len(&a, &[Lane { cache, pos, n }], pool.parts())];
                         attend(pool, &a, &q, cache, pos, n, &mut out, &mut scores).unwrap();
                         let want = naive(&a, &q, &k, &v, capacity, pos, n);
                         for (x, y) in out.iter().zip(&want) {
                             assert!((f64::from(*x) - y).abs() < 1e-5, "{a:?} pos {pos} n {n}: {x} vs {y}");
                         }
+                        // An f16 cache: the bits of an f32 cache holding the same (rounded) values.
+                        let (k16, v16) = (halves(&k), halves(&v));
+                        let (kr, vr) = (widen(&k16), widen(&v16));
+                        let mut half_out = vec![f32::NAN; n * heads * hd];
+                        let half = Cache { k: Kv::F16(&k16), v: Kv::F16(&v16), capacity };
+                        attend(pool, &a, &q, half, pos, n, &mut half_out, &mut scores).unwrap();
+                        let rounded = Cache { k: Kv::F32(&kr), v: Kv::F32(&vr), capacity };
+                        attend(pool, &a, &q, rounded, pos, n, &mut out, &mut scores).unwrap();
+                        let same = half_out.iter().zip(&out).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{a:?} pos {pos} n {n}: an f16 cache differs from its values in f32");
                     }
                 }
             }
@@ -83,10 +101,17 @@ fn lanes_in_one_call_get_the_bits_of_their_own_calls() {
         shapes.iter().enumerate().map(|(s, &(_, _, c))| values(3 * c * 64, s as u64 + 20)).collect();
     let rows: usize = shapes.iter().map(|s| s.1).sum();
     let q = values(rows * width, 7);
+    // Every other lane's cache in f16.
+    let (k16, v16): (Vec<Vec<half::f16>>, Vec<Vec<half::f16>>) =
+        (ks.iter().map(|k| halves(k)).collect(), vs.iter().map(|v| halves(v)).collect());
     let lanes: Vec<Lane<'_>> = shapes
         .iter()
-        .zip(ks.iter().zip(&vs))
-        .map(|(&(pos, n, capacity), (k, v))| Lane { cache: Cache { k, v, capacity }, pos, n })
+        .enumerate()
+        .map(|(i, &(pos, n, capacity))| {
+            let (k, v) =
+                if i % 2 == 0 { (Kv::F32(&ks[i]), Kv::F32(&vs[i])) } else { (Kv::F16(&k16[i]), Kv::F16(&v16[i])) };
+            Lane { cache: Cache { k, v, capacity }, pos, n }
+        })
         .collect();
     let mut out = vec![f32::NAN; rows * width];
     let mut scores = vec![0f32; scratch_len(&a, &lanes, pool.parts())];
@@ -115,6 +140,13 @@ fn store_puts_each_head_row_at_its_position() {
         }
     }
     assert_eq!(cache.iter().filter(|v| **v != 0.0).count(), rows.len());
+    let mut half_cache = vec![half::f16::ZERO; kv_heads * cap * hd];
+    let rows: Vec<f32> = rows.iter().map(|v| v / 3.0).collect();
+    store_f16(&mut half_cache, kv_heads, hd, cap, 3, &rows);
+    store(&mut cache, kv_heads, hd, cap, 3, &rows);
+    for (h, f) in half_cache.iter().zip(&cache) {
+        assert_eq!(h.to_bits(), half::f16::from_f32(*f).to_bits());
+    }
 }
 
 #[test]
@@ -123,6 +155,6 @@ fn a_cache_too_small_is_refused() {
     let a = Attention { heads: 2, kv_heads: 1, head_dim: 4, scale: 1.0, cap: None, window: None };
     let (k, v) = (vec![0f32; 8], vec![0f32; 8]);
     let (q, mut out, mut scores) = (vec![0f32; 8], vec![0f32; 8], vec![0f32; 8]);
-    let cache = Cache { k: &k, v: &v, capacity: 2 };
+    let cache = Cache { k: Kv::F32(&k), v: Kv::F32(&v), capacity: 2 };
     assert!(attend(&pool, &a, &q, cache, 2, 1, &mut out, &mut scores).is_err());
 }

@@ -24,9 +24,9 @@ impl KvCache {
         Ok(Self::Tensors { k, v, capacity })
     }
 
-    /// A host cache for the host engine.
-    pub fn host(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
-        Self::Host(Box::new(HostCache::new(layers, kv_heads, head_dim, capacity)))
+    /// A host cache for the host engine, in f16 when `half`.
+    pub fn host(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize, half: bool) -> Self {
+        Self::Host(Box::new(HostCache::new(layers, kv_heads, head_dim, capacity, half)))
     }
 
     pub fn capacity(&self) -> usize {

@@ -11,7 +11,7 @@ use super::stream::{Piece, TextStream};
 use super::tokenizer::Tokenizer;
 use super::{LocalError, Result};
 use crate::engine::{LaneSink, Usage};
-use crate::workspace::Sampling;
+use crate::workspace::{KvCacheType, Sampling};
 
 /// Prompt tokens per prefill step on the CPU: long enough to be efficient, short enough that Esc and the
 /// other lanes never wait long.
@@ -50,7 +50,15 @@ pub enum Step {
 }
 
 impl Job {
-    pub fn new(model: Arc<Llama>, tok: Arc<Tokenizer>, prompt: Vec<u32>, s: &Sampling, sink: LaneSink) -> Result<Self> {
+    /// A run of `prompt` with its KV cache in `kv`'s element (where the engine holds it so, see
+    /// `Decoder::holds_kv`).
+    pub fn new(
+        model: Arc<Llama>,
+        tok: Arc<Tokenizer>,
+        prompt: Vec<u32>,
+        (s, kv): (&Sampling, KvCacheType),
+        sink: LaneSink,
+    ) -> Result<Self> {
         let ctx = model.base.cfg.context;
         if prompt.is_empty() {
             return Err(LocalError::Run("the prompt encodes to no tokens".into()));
@@ -63,7 +71,7 @@ impl Job {
         }
         let max_tokens = (s.max_tokens as usize).min(ctx - prompt.len());
         let context_bound = max_tokens < s.max_tokens as usize;
-        let cache = model.new_cache(prompt.len() + max_tokens)?;
+        let cache = model.new_cache_of(prompt.len() + max_tokens, kv)?;
         Ok(Self {
             model,
             tok,

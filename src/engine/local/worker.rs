@@ -15,6 +15,7 @@ use super::generate::{Job, Step, prefill_chunk};
 use super::store::ModelStore;
 use super::{LocalError, Result};
 use crate::engine::{EngineError, LaneSink, RunRequest, Usage};
+use crate::workspace::KvCacheType;
 
 pub struct Request {
     pub req: RunRequest,
@@ -263,7 +264,16 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
     };
     let opts = super::template::RenderOptions { enable_thinking: req.lane.enable_thinking };
     let prompt = super::prompt::prompt(&model.tokenizer, template, &req.system_prompt, &req.input, opts)?;
-    sink.info(format!("{name} · {}{adapter_note}", model.base().format));
+    // The cache's element is part of what the lane's speed rests on: a non-default one is named.
+    let kv = spec.kv_cache;
+    let kv_note = if kv == KvCacheType::F32 { String::new() } else { format!(" · KV {}", kv.as_str()) };
+    sink.info(format!("{name} · {}{adapter_note}{kv_note}", model.base().format));
+    if !view.holds_kv(kv) {
+        sink.warning(format!(
+            "kv_cache = \"{}\" applies to the CPU engine; on {name} the KV cache keeps the model's own dtype",
+            kv.as_str()
+        ));
+    }
     if let Some(w) = template.warning() {
         sink.warning(w);
     }
@@ -272,7 +282,7 @@ fn prepare(req: &RunRequest, sink: LaneSink, store: &ModelStore, device: &Device
     }
     let ids = prompt.ids;
     let n = ids.len() as u64;
-    let job = Job::new(view, model.tokenizer.clone(), ids, &req.lane.sampling, sink.clone())?;
+    let job = Job::new(view, model.tokenizer.clone(), ids, (&req.lane.sampling, kv), sink.clone())?;
     sink.started(Some(n));
     Ok(job)
 }

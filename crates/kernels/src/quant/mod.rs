@@ -78,6 +78,11 @@ impl Kind {
         }
     }
 
+    /// A block-quantized format (not f32, f16 or bf16).
+    pub fn is_block(self) -> bool {
+        !matches!(self, Kind::F32 | Kind::F16 | Kind::BF16)
+    }
+
     /// The activation format this kind's dot product reads.
     pub fn acts(self) -> ActKind {
         match self {

@@ -12,7 +12,7 @@ use tunebench_kernels::ops::{self, Act, Pairs};
 use tunebench_kernels::pool;
 
 use super::base::HostBase;
-use super::cache::{Bufs, HostCache, fit};
+use super::cache::{Bufs, HostCache, KvLayer, fit};
 use crate::engine::local::decoder::{Activation, Family, Norm, Projections, QkNorm, RopePairs, SoftCaps};
 use crate::engine::local::weights::Config;
 use crate::engine::local::{Lin, LocalError, Result};
@@ -172,14 +172,18 @@ pub fn forward_batch(cfg: &Config, base: &HostBase, b: &mut Bufs, rows: &mut [Ro
                 }
             }
             let capacity = cache.capacity;
-            attention::store(&mut cache.k[i], cfg.kv_heads, hd, capacity, pos, k);
-            attention::store(&mut cache.v[i], cfg.kv_heads, hd, capacity, pos, v);
+            for (layer, rows) in [(&mut cache.k[i], &*k), (&mut cache.v[i], v)] {
+                match layer {
+                    KvLayer::F32(c) => attention::store(c, cfg.kv_heads, hd, capacity, pos, rows),
+                    KvLayer::F16(c) => attention::store_f16(c, cfg.kv_heads, hd, capacity, pos, rows),
+                }
+            }
         }
         // Every lane's queries in one pool call.
         let lanes: Vec<attention::Lane<'_>> = rows
             .iter()
             .map(|r| {
-                let (k, v, capacity) = (&r.cache.k[i][..], &r.cache.v[i][..], r.cache.capacity);
+                let (k, v, capacity) = (r.cache.k[i].view(), r.cache.v[i].view(), r.cache.capacity);
                 attention::Lane { cache: attention::Cache { k, v, capacity }, pos: r.pos, n: r.ids.len() }
             })
             .collect();

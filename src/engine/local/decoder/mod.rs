@@ -24,6 +24,7 @@ use super::cpu::{self, HostCache};
 use super::linear::{Lin, LinearFactory};
 use super::weights::BaseWeights;
 use super::{LocalError, Result};
+use crate::workspace::KvCacheType;
 
 /// One lane's (or one training run's) view of a model: the shared base plus the layers its factory chose.
 #[derive(Clone)]
@@ -88,12 +89,25 @@ impl Decoder {
         Self { host: false, ..self }
     }
 
+    /// A generation's KV cache, in f32 (the numbers transformers gives).
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        self.new_cache_of(capacity, KvCacheType::F32)
+    }
+
+    /// A generation's KV cache: the host engine holds it in `kv`'s element (see `KvCacheType`); candle's
+    /// cache holds the model's own dtype (`holds_kv` says which applies).
+    pub fn new_cache_of(&self, capacity: usize, kv: KvCacheType) -> Result<KvCache> {
         let c = &self.base.cfg;
         if self.host {
-            return Ok(KvCache::host(c.layers, c.kv_heads, c.head_dim, capacity));
+            return Ok(KvCache::host(c.layers, c.kv_heads, c.head_dim, capacity, kv == KvCacheType::F16));
         }
         Ok(KvCache::new(c.layers, c.kv_heads, c.head_dim, capacity, &self.base.device)?)
+    }
+
+    /// Whether a run's KV cache takes the element `new_cache_of` is asked for (the host engine's does; candle's
+    /// keeps the model's dtype).
+    pub fn holds_kv(&self, kv: KvCacheType) -> bool {
+        self.host || kv == KvCacheType::F32
     }
 
     /// The host engine's forward over `cache`: logits `[rows, vocab]` (every position's, or the last's).
@@ -139,8 +153,9 @@ impl Decoder {
     /// vocabulary projection only at `positions`: what a training loss reads.
     pub fn logits_at(&self, ids: &[u32], positions: &[u32]) -> candle_core::Result<Tensor> {
         if self.host {
-            let mut cache =
-                HostCache::new(self.base.cfg.layers, self.base.cfg.kv_heads, self.base.cfg.head_dim, ids.len());
+            // f32: a training loss reads these.
+            let c = &self.base.cfg;
+            let mut cache = HostCache::new(c.layers, c.kv_heads, c.head_dim, ids.len(), false);
             let len =
                 self.host_forward(ids, 0, &mut cache, true).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let all = Tensor::from_slice(cpu::logits(&cache, len), (ids.len(), len / ids.len()), &Device::Cpu)?;
