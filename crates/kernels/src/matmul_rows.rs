@@ -3,7 +3,7 @@
 
 use super::{Rows, Seg};
 use crate::lora::QCols;
-use crate::quant::{GROUP, MAX_ROWS};
+use crate::quant::{GROUP, Kind, MAX_ROWS};
 
 /// Weight rows `rows` of `seg` against its window's activation rows, `MAX_ROWS` at a time; the B groups of
 /// `pre` for the same rows are prefetched beside them.
@@ -44,8 +44,12 @@ pub(super) fn rows_of(
         let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
         let reach = reach.max(rows.end).min(w.rows).div_ceil(GROUP);
         // One activation row streams the weights at the memory's speed either way, and measured a little
-        // faster one group at a time; several rows are bound by the arithmetic the pair kernel halves.
-        let pairs = n >= 2;
+        // faster one group at a time; several rows are bound by the arithmetic the pair kernel halves. Except
+        // Q8_0 read once (one tile of rows: a decode step's lanes), whose group kernel keeps the memory's speed
+        // at four rows while the pair kernel does not (`cargo bench -p tunebench-kernels --bench dot -- packed`,
+        // the model-sized rows; the 30 MB head at four rows 0.78 → 0.60 ms); a prefill's tiles reuse each group
+        // from cache, where the pair kernel is faster for every format.
+        let pairs = n >= 2 && (n > MAX_ROWS || w.kind != Kind::Q8_0);
         let mut g = groups.start;
         while g < groups.end {
             // Two groups at once where the CPU has the kernel (the same bits as one at a time). The kernel may
