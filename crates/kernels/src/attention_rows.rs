@@ -378,58 +378,9 @@ mod x86 {
     /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `q.len() >= hd`, `keys.len() >= out.len() · hd`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots<T: Elem>(q: &[f32], keys: &[T], hd: usize, out: &mut [f32]) {
-        let (qp, kp, n) = (q.as_ptr(), keys.as_ptr(), out.len());
-        let mut t = 0;
-        // Eight keys at a time keep eight FMA chains in flight (four leave half the FMA units idle); each
-        // four's reduction is the same, so a key's score does not depend on which loop took it.
-        while t + 8 <= n {
-            // SAFETY: keys t..t + 8 are whole (t + 8 <= n); the caller's bounds.
-            unsafe { scores::<T, 8>(qp, kp, hd, t, out) };
-            t += 8;
-        }
-        while t + 4 <= n {
-            // SAFETY: as above, t + 4 <= n.
-            unsafe { scores::<T, 4>(qp, kp, hd, t, out) };
-            t += 4;
-        }
-        while t < n {
-            let mut a = _mm256_setzero_ps();
-            let mut d = 0;
-            while d < hd {
-                // SAFETY: d + 8 <= hd; key t is whole.
-                unsafe { a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(t * hd + d)), a) };
-                d += 8;
-            }
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            out[t] = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)));
-            t += 1;
-        }
-    }
-
-    /// `out[t..t + K] = q · keys[t..t + K]` in K accumulators, each four reduced pairwise, then the two halves.
-    /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `q` holds `hd` values, keys `t..t + K` are whole, `t + K <= out.len()`,
-    /// `K % 4 == 0`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scores<T: Elem, const K: usize>(qp: *const f32, kp: *const T, hd: usize, t: usize, out: &mut [f32]) {
-        let mut acc = [_mm256_setzero_ps(); K];
-        let mut d = 0;
-        while d < hd {
-            // SAFETY: d + 8 <= hd; keys t..t + K are whole (the caller's bound).
-            unsafe {
-                let qv = _mm256_loadu_ps(qp.add(d));
-                for (i, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(qv, T::load8(kp.add((t + i) * hd + d)), *a);
-                }
-            }
-            d += 8;
-        }
-        for (g, a) in acc.chunks_exact(4).enumerate() {
-            let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
-            // SAFETY: t + 4g + 4 <= t + K <= out.len().
-            unsafe { _mm_storeu_ps(out.as_mut_ptr().add(t + 4 * g), s) };
-        }
+        // One head's loop is the several heads' one: eight keys a block keep eight FMA chains in flight.
+        // SAFETY: the caller's bounds (q holds hd values, the keys out.len() · hd).
+        unsafe { scores_all::<T, 1, 8>([q.as_ptr()], keys.as_ptr(), hd, out.len(), [out.as_mut_ptr()]) }
     }
 
     /// SAFETY: AVX2 and FMA; `hd % 8 == 0`, `o.len() >= hd`, `values.len() >= w.len() · hd`.
