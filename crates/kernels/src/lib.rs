@@ -7,6 +7,7 @@ pub mod attention;
 pub mod attention_grad;
 pub mod dense;
 pub mod grad;
+pub mod huge;
 pub mod lora;
 pub mod matmul;
 pub mod ops;

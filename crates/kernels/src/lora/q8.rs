@@ -7,6 +7,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use crate::huge::HostBytes;
+
 /// Outputs per group.
 const GROUP: usize = 8;
 
@@ -18,7 +20,7 @@ const MAX_RANK: usize = 256;
 pub struct QCols {
     pub outputs: usize,
     pub rank: usize,
-    data: Vec<u8>,
+    data: HostBytes,
 }
 
 impl QCols {
@@ -48,7 +50,7 @@ impl QCols {
                 }
             }
         }
-        Some(Self { outputs, rank, data })
+        Some(Self { outputs, rank, data: HostBytes::from(data) })
     }
 
     fn group_bytes(rank: usize) -> usize {

@@ -13,6 +13,8 @@ mod plain_avx2;
 
 use std::sync::OnceLock;
 
+use crate::huge::HostBytes;
+
 pub use acts::{ActKind, dequantize_row, quantize_row, quantize_row_reference};
 pub use legacy::packed::GROUP;
 
@@ -210,7 +212,7 @@ pub struct Weights {
     pub rows: usize,
     pub cols: usize,
     row_bytes: usize,
-    data: Vec<u8>,
+    data: HostBytes,
     kernel: Kernel,
     group: Option<GroupFn>,
     pair: Option<PairFn>,
@@ -232,9 +234,9 @@ impl Weights {
             return Err(format!("{kind:?} [{rows}, {cols}] needs {} bytes, got {}", rows * row_bytes, bytes.len()));
         }
         let group = if repack && rows.is_multiple_of(GROUP) { group_kernels(kind).last().map(|g| g.1) } else { None };
-        let data = match group {
-            Some(_) => legacy::packed::pack(kind, rows, cols, bytes).unwrap_or_else(|| bytes.to_vec()),
-            None => bytes.to_vec(),
+        let data = match group.and_then(|_| legacy::packed::pack(kind, rows, cols, bytes)) {
+            Some(packed) => HostBytes::from(packed),
+            None => HostBytes::copy(bytes),
         };
         let pair = group.and_then(|_| pair_kernel(kind));
         Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group, pair })

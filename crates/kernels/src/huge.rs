@@ -1,0 +1,145 @@
+//! Host memory for weights: read-only byte buffers packed into 2 MB-aligned chunks that Linux may back with
+//! huge pages (`madvise(MADV_HUGEPAGE)`, honoured where transparent huge pages are `always` or `madvise`).
+//! Decode streams every weight byte once a token; in 4 KB pages that is a TLB miss every 64 cache lines and a
+//! hardware prefetcher that stops at each page's end. Packing also puts a LoRA's many small factors on a few
+//! pages instead of hundreds.
+
+use std::alloc::Layout;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, Weak};
+
+/// A huge page: chunks are aligned to it and sized in whole ones.
+const PAGE: usize = 2 << 20;
+
+/// Bytes a chunk holds (more for a buffer larger than that, which gets a chunk of its own).
+const CHUNK: usize = 32 << 20;
+
+/// Each buffer starts on a cache line of its own.
+const ALIGN: usize = 64;
+
+/// One allocation buffers are carved from; freed when the last of them drops.
+struct Chunk {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: the chunk's bytes are written only through a range reserved under `OPEN`'s lock by the one buffer
+// being built there, before the buffer is handed out; afterwards they are only read.
+unsafe impl Send for Chunk {}
+// SAFETY: as above.
+unsafe impl Sync for Chunk {}
+
+impl Chunk {
+    fn new(size: usize) -> Option<Self> {
+        let layout = Layout::from_size_align(size.div_ceil(PAGE) * PAGE, PAGE).ok()?;
+        // SAFETY: the layout's size is nonzero (callers ask for at least one byte, rounded up to a page).
+        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is this allocation's own, page-aligned; the advice changes no contents. Failure
+        // (huge pages off) leaves ordinary pages, so it is ignored.
+        unsafe {
+            libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_HUGEPAGE);
+        }
+        Some(Chunk { ptr, layout })
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once (the last buffer's Arc drops it).
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// The chunk new buffers go to and the bytes of it already given out; held weakly, so that a chunk whose
+/// buffers all dropped (a model unloaded) is freed at once rather than when the next one opens.
+static OPEN: Mutex<Option<(Weak<Chunk>, usize)>> = Mutex::new(None);
+
+/// Read-only bytes in a chunk (or, where no chunk could be had, a plain vector).
+pub struct HostBytes(Store);
+
+enum Store {
+    Heap(Vec<u8>),
+    Chunk { chunk: Arc<Chunk>, at: usize, len: usize },
+}
+
+impl HostBytes {
+    /// A copy of `bytes` in chunk memory.
+    pub fn copy(bytes: &[u8]) -> Self {
+        if bytes.is_empty() {
+            return HostBytes(Store::Heap(Vec::new()));
+        }
+        let Some((chunk, at)) = reserve(bytes.len()) else { return HostBytes(Store::Heap(bytes.to_vec())) };
+        // SAFETY: `at..at + len` lies in the chunk and was reserved for this buffer alone (see `reserve`); no one
+        // reads it before this buffer is returned.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), chunk.ptr.as_ptr().add(at), bytes.len()) };
+        HostBytes(Store::Chunk { chunk, at, len: bytes.len() })
+    }
+}
+
+impl From<Vec<u8>> for HostBytes {
+    fn from(v: Vec<u8>) -> Self {
+        HostBytes::copy(&v)
+    }
+}
+
+impl Deref for HostBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Store::Heap(v) => v,
+            // SAFETY: the range was written before the buffer existed and lies in the chunk this buffer keeps
+            // alive; nothing writes it again.
+            Store::Chunk { chunk, at, len } => unsafe { std::slice::from_raw_parts(chunk.ptr.as_ptr().add(*at), *len) },
+        }
+    }
+}
+
+/// `len` bytes of chunk memory for one buffer: the open chunk's next free range, or a new chunk's first.
+fn reserve(len: usize) -> Option<(Arc<Chunk>, usize)> {
+    if len > CHUNK / 2 {
+        // A large buffer gets a chunk of its own rather than leaving most of the open one unused.
+        return Some((Arc::new(Chunk::new(len)?), 0));
+    }
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((weak, used)) = open.as_mut()
+        && let Some(chunk) = weak.upgrade()
+    {
+        let at = used.div_ceil(ALIGN) * ALIGN;
+        if at + len <= chunk.layout.size() {
+            *used = at + len;
+            return Some((chunk, at));
+        }
+    }
+    let chunk = Arc::new(Chunk::new(CHUNK)?);
+    *open = Some((Arc::downgrade(&chunk), len));
+    Some((chunk, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_keep_their_bytes_apart_and_outlive_the_open_chunk() {
+        let a: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+        let big = vec![7u8; CHUNK / 2 + 1];
+        let (ha, hb, hbig) = (HostBytes::copy(&a), HostBytes::copy(&b), HostBytes::copy(&big));
+        assert_eq!(&*ha, &a[..]);
+        assert_eq!(&*hb, &b[..]);
+        assert_eq!(&*hbig, &big[..]);
+        assert_eq!(ha.as_ptr() as usize % ALIGN, 0);
+        assert_eq!(hb.as_ptr() as usize % ALIGN, 0);
+        // Filling chunks past their end opens new ones; every buffer keeps its own bytes.
+        let many: Vec<HostBytes> = (0..40).map(|i| HostBytes::copy(&vec![i as u8; CHUNK / 16])).collect();
+        for (i, h) in many.iter().enumerate() {
+            assert!(h.iter().all(|&v| v == i as u8), "buffer {i}");
+        }
+        drop(many);
+        assert_eq!(&*ha, &a[..]);
+        assert!(HostBytes::copy(&[]).is_empty());
+    }
+}
