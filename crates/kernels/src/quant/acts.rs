@@ -82,7 +82,7 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
                 match kind {
                     ActKind::Q8_1 => ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes()),
                     // |Σ| ≤ 32 · 127: always an i16.
-                    ActKind::Q8_0S => s_head(ob, f16::from_f32(d), sum),
+                    ActKind::Q8_0S => s_head(ob, f16::from_f32(d).to_f32(), sum),
                     _ => {}
                 }
             }
@@ -91,10 +91,10 @@ pub fn quantize_row_reference(kind: ActKind, x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Q8_0S's head after d: the exact sum, then d widened and d·Σ (as the kernels multiply them: one f32 product).
+/// Q8_0S's head after d: the exact sum, then d (the f16 scale's exact f32 value) and d·Σ (as the kernels
+/// multiply them: one f32 product).
 #[inline]
-pub(super) fn s_head(ob: &mut [u8], d: f16, sum: i32) {
-    let d = d.to_f32();
+pub(super) fn s_head(ob: &mut [u8], d: f32, sum: i32) {
     ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
     ob[4..8].copy_from_slice(&d.to_le_bytes());
     ob[8..12].copy_from_slice(&(d * sum as f32).to_le_bytes());
