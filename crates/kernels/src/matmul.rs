@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub use crate::lora::{Factor, Lora};
 use crate::lora::{QCols, QuantT, quantize_t};
+use smallvec::SmallVec;
+
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, GROUP, Weights};
 
@@ -19,7 +21,7 @@ mod rows;
 
 pub use buffers::Scratch;
 use buffers::{Out, QOut};
-pub use loras::{MAX_ROW_LORAS, RowLora};
+pub use loras::{MAX_ROW_LORAS, RowLora, RowLoras};
 use rows::rows_of;
 
 /// The most weights one call multiplies (q, k and v).
@@ -112,10 +114,10 @@ pub fn run(
         return Err(format!("matmul: {} weights (1..={MAX_LINEARS})", lins.len()));
     };
     let mut plain = [Linear { lora: None, ..*first }; MAX_LINEARS];
-    let mut loras: [Option<RowLora<'_>>; MAX_LINEARS] = [None; MAX_LINEARS];
+    let mut loras: SmallVec<[RowLora<'_>; MAX_LINEARS]> = SmallVec::new();
     for (i, l) in lins.iter().enumerate().take(MAX_LINEARS) {
         plain[i] = Linear { lora: None, ..*l };
-        loras[i] = l.lora.map(|lora| RowLora { linear: i, lora, first: 0, count: n });
+        loras.extend(l.lora.map(|lora| RowLora { linear: i, lora, first: 0, count: n }));
     }
     call(pool, scratch, x, (n, &[]), &plain[..lins.len()], &loras, outs)
 }
@@ -134,12 +136,7 @@ pub fn run_rows(
     if lins.iter().any(|l| l.lora.is_some()) || row_loras.len() > MAX_ROW_LORAS {
         return Err(format!("matmul: {} row LoRAs (at most {MAX_ROW_LORAS}) and no whole-call ones", row_loras.len()));
     }
-    let n = lanes.iter().sum();
-    let mut loras: [Option<RowLora<'_>>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
-    for (slot, l) in loras.iter_mut().zip(row_loras) {
-        *slot = Some(*l);
-    }
-    call(pool, scratch, x, (n, lanes), lins, &loras[..row_loras.len()], outs)
+    call(pool, scratch, x, (lanes.iter().sum(), lanes), lins, row_loras, outs)
 }
 
 fn call(
@@ -148,14 +145,14 @@ fn call(
     x: &[f32],
     (n, lanes): (usize, &[usize]),
     lins: &[Linear<'_>],
-    loras: &[Option<RowLora<'_>>],
+    loras: &[RowLora<'_>],
     outs: &mut [&mut [f32]],
 ) -> Result<(), String> {
     if lins.len() != outs.len() || lins.is_empty() || lins.len() > MAX_LINEARS {
         return Err(format!("matmul: {} weights with {} outputs (1..={MAX_LINEARS})", lins.len(), outs.len()));
     }
-    let (merged, kept) = loras::merged(loras)?;
-    let loras = &merged[..kept];
+    let merged = loras::merged(loras)?;
+    let loras = &merged[..];
     let cols = lins[0].w.cols;
     if x.len() != n * cols {
         return Err(format!("matmul: input of {} values is not {n} rows of {cols}", x.len()));
@@ -173,7 +170,7 @@ fn call(
     // Where each LoRA's x Aᵀ values (`[count, rank]`) lie in scratch.
     let mut xa_at = [0usize; MAX_ROW_LORAS];
     let (mut xa_len, mut unit_total, mut work) = (0, 0, 0);
-    for (d, at) in loras.iter().flatten().zip(&mut xa_at) {
+    for (d, at) in loras.iter().zip(&mut xa_at) {
         let (lo, Some(l)) = (d.lora, lins.get(d.linear)) else {
             return Err(format!("matmul: a LoRA for weight {} of {}", d.linear, lins.len()));
         };
@@ -199,12 +196,14 @@ fn call(
         scratch.qts.resize(xa_len, QuantT::default());
     }
     let fused = work <= SERIAL_XA && unit_total <= MAX_XA_UNITS;
-    let mut segs: [Option<Seg<'_>>; MAX_LINEARS + MAX_ROW_LORAS] = [None; MAX_LINEARS + MAX_ROW_LORAS];
+    // The call's row space: each weight's segment (index: its linear), then the LoRAs' `x Aᵀ` rows when not
+    // fused. Inline vectors, not arrays sized for the largest call: a decode step makes ~120 calls, and
+    // initializing and copying tens of KB of unused slots each time cost more than the rest of its setup.
+    let mut segs: SmallVec<[Seg<'_>; MAX_LINEARS + MAX_ROW_LORAS]> = SmallVec::new();
     // Fused: each LoRA's `x Aᵀ` rows (its own segment, not in the call's row space) in units of XA_UNIT rows,
     // claimed by whichever parts start first (see the job).
-    let mut a_segs: [Option<Seg<'_>>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
-    let mut units: [Option<(usize, usize)>; MAX_XA_UNITS] = [None; MAX_XA_UNITS];
-    let mut unit_count = 0;
+    let mut a_segs: SmallVec<[Seg<'_>; MAX_ROW_LORAS]> = SmallVec::new();
+    let mut units: SmallVec<[(usize, usize); MAX_XA_UNITS]> = SmallVec::new();
     let mut total = 0;
     let xa = Out(scratch.xa.as_mut_ptr(), scratch.xa.len());
     let qt = QOut(scratch.qt.as_mut_ptr(), scratch.qts.as_mut_ptr(), scratch.qt.len());
@@ -222,24 +221,22 @@ fn call(
     };
     // Fused, each part adds the B updates of its rows after computing them: their B groups, read in runs too
     // short for the hardware prefetcher, are asked for beside the base rows, whose loads hide them.
-    let mut pre: [Option<&QCols>; MAX_ROW_LORAS] = [None; MAX_ROW_LORAS];
-    let mut pre_len = 0;
+    let mut pre: SmallVec<[&QCols; MAX_ROW_LORAS]> = SmallVec::new();
     for (i, (l, o)) in lins.iter().zip(outs.iter_mut()).enumerate() {
         let acts = quantized(scratch, l.w.acts());
         let out = Out(o.as_mut_ptr(), o.len());
         let (w, stride, window) = (Rows::Blocks(l.w), l.w.rows, (0, n));
-        let first = pre_len;
-        for d in loras.iter().flatten().filter(|d| fused && d.linear == i) {
-            if let (Factor::Cols(b), Some(slot)) = (d.lora.b, pre.get_mut(pre_len)) {
-                *slot = Some(b);
-                pre_len += 1;
+        let first = pre.len();
+        for d in loras.iter().filter(|d| fused && d.linear == i) {
+            if let Factor::Cols(b) = d.lora.b {
+                pre.push(b);
             }
         }
-        let pre = (first, pre_len);
-        segs[i] = Some(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window, lanes, pre });
+        let pre = (first, pre.len());
+        segs.push(Seg { w, bias: l.bias, acts, out, stride, offset: 0, start: total, window, lanes, pre });
         total += l.w.rows;
     }
-    for (k, d) in loras.iter().flatten().enumerate() {
+    for (k, d) in loras.iter().enumerate() {
         let lo = d.lora;
         // A Q8_0 A multiplies the quantized input as a base weight does; f32/f16 ones the input itself.
         let (w, acts) = match lo.a {
@@ -249,31 +246,27 @@ fn call(
         let (stride, offset, window) = (lo.rank, xa_at[k], (d.first, d.count));
         let seg = Seg { w, bias: None, acts, out: xa, stride, offset, start: total, window, lanes: &[], pre: (0, 0) };
         if fused {
-            a_segs[k] = Some(Seg { start: 0, ..seg });
-            for first in (0..lo.rank).step_by(XA_UNIT) {
-                if let Some(slot) = units.get_mut(unit_count) {
-                    *slot = Some((k, first));
-                    unit_count += 1;
-                }
-            }
+            a_segs.push(Seg { start: 0, ..seg });
+            units.extend((0..lo.rank).step_by(XA_UNIT).map(|first| (k, first)));
         } else {
-            segs[MAX_LINEARS + k] = Some(seg);
+            segs.push(seg);
             total += lo.rank;
         }
     }
     let acts: [&[u8]; 8] = std::array::from_fn(|i| scratch.acts.get(i).map_or(&[][..], |(_, b)| &b[..]));
-    let (segs, pre) = (&segs, &pre);
-    let (units, a_segs, xa_at) = (&units[..unit_count], &a_segs, &xa_at);
+    let (segs, pre) = (&segs[..], &pre[..]);
+    let unit_count = units.len();
+    let (units, a_segs, xa_at) = (&units[..], &a_segs[..], &xa_at);
     let (next_unit, units_done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let lora_done: [AtomicUsize; MAX_ROW_LORAS] = std::array::from_fn(|_| AtomicUsize::new(0));
     let mut lora_units = [0usize; MAX_ROW_LORAS];
-    for (u, d) in lora_units.iter_mut().zip(loras.iter().flatten()) {
+    for (u, d) in lora_units.iter_mut().zip(loras) {
         *u = d.lora.rank.div_ceil(XA_UNIT);
     }
     // An 8-bit B's update reads x Aᵀ quantized: each of LoRA k's rows once per call, not once per part.
     let quantize_rows = |k: usize| {
-        // Merged, `loras` has no empty slots: k indexes it as it does `xa_at`.
-        let Some(Some(d)) = loras.get(k) else { return };
+        // k indexes the merged `loras` as it does `xa_at`.
+        let Some(d) = loras.get(k) else { return };
         if !matches!(d.lora.b, Factor::Cols(_)) || d.lora.rank == 0 {
             return;
         }
@@ -288,8 +281,8 @@ fn call(
     let deferred: [AtomicU64; DEFER_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
     // The B updates of the rows in `range` (of the call's row space), once every `x Aᵀ` value is in.
     let updates = |range: std::ops::Range<usize>| {
-        for (k, d) in loras.iter().flatten().enumerate() {
-            let Some(seg) = &segs[d.linear] else { continue };
+        for (k, d) in loras.iter().enumerate() {
+            let Some(seg) = segs.get(d.linear) else { continue };
             let (lo, hi) = (range.start.max(seg.start), range.end.min(seg.start + seg.w.rows()));
             if lo >= hi {
                 continue;
@@ -318,8 +311,8 @@ fn call(
         // its base rows; nobody waits for them (see below).
         while next_unit.load(Ordering::Relaxed) < unit_count {
             let u = next_unit.fetch_add(1, Ordering::Relaxed);
-            let Some(&Some((k, first))) = units.get(u) else { break };
-            if let Some(seg) = &a_segs[k] {
+            let Some(&(k, first)) = units.get(u) else { break };
+            if let Some(seg) = a_segs.get(k) {
                 // Its bytes, asked for at once, arrive in parallel instead of one miss after another.
                 if let Rows::Blocks(w) = seg.w {
                     for g in first / GROUP..(first + XA_UNIT).div_ceil(GROUP) {
@@ -340,7 +333,7 @@ fn call(
         let range = split(total, part, parts, ALIGN);
         // The parts of one thread's run come one after another: its prefetch may run on into the next ones.
         let reach = split(total, pool.run_end(part) - 1, parts, ALIGN).end;
-        for seg in segs.iter().flatten() {
+        for seg in segs {
             let lo = range.start.max(seg.start);
             let hi = range.end.min(seg.start + seg.w.rows());
             if lo < hi {
@@ -381,8 +374,8 @@ fn call(
     }
     let xa = &scratch.xa[..xa_len];
     pool.run(&|part, parts| {
-        for (k, d) in loras.iter().flatten().enumerate() {
-            let Some(seg) = &segs[d.linear] else { continue };
+        for (k, d) in loras.iter().enumerate() {
+            let Some(seg) = segs.get(d.linear) else { continue };
             let rows = seg.stride;
             let range = split(rows, part, parts, ALIGN);
             if range.is_empty() {

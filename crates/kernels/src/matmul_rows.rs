@@ -14,7 +14,7 @@ pub(super) fn rows_of(
     acts: &[u8],
     x: &[f32],
     cols: usize,
-    pre: &[Option<&QCols>],
+    pre: &[&QCols],
 ) {
     let (from, n) = seg.window;
     let w = match seg.w {
@@ -66,7 +66,7 @@ pub(super) fn rows_of(
                     }
                 },
             };
-            for b in pre.iter().flatten() {
+            for b in pre {
                 (g..g + count).for_each(|h| b.prefetch(h));
             }
             let mut j = 0;
@@ -102,7 +102,7 @@ pub(super) fn rows_of(
     let mut tmp = [0f32; MAX_ROWS];
     for r in rows.clone() {
         if r == rows.start || r % GROUP == 0 {
-            pre.iter().flatten().for_each(|b| b.prefetch(r / GROUP));
+            pre.iter().for_each(|b| b.prefetch(r / GROUP));
         }
         let Some(w) = w.row(r) else { continue };
         let bias = seg.bias.map_or(0.0, |b| b[r]);

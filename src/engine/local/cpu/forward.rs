@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use tunebench_kernels::attention::{self, Attention};
-use tunebench_kernels::matmul::{self, Factor, Linear, Lora, MAX_LINEARS, MAX_ROW_LORAS, RowLora};
+use tunebench_kernels::matmul::{self, Linear, MAX_LINEARS, MAX_ROW_LORAS, RowLora, RowLoras};
 use tunebench_kernels::ops::{self, Act, Pairs};
 use tunebench_kernels::pool;
 
@@ -259,9 +259,7 @@ fn project<'a>(
     names: &[&str],
     outs: &mut [&mut [f32]],
 ) -> Result<()> {
-    const NONE: Lora<'static> = Lora { a: Factor::F32(&[]), rank: 0, b: Factor::F32(&[]) };
-    let mut loras = [RowLora { linear: 0, lora: NONE, first: 0, count: 0 }; MAX_ROW_LORAS];
-    let mut count = 0;
+    let mut loras = RowLoras::new();
     let mut base: [Option<Linear<'a>>; MAX_LINEARS] = [None; MAX_LINEARS];
     for (m, name) in names.iter().enumerate().take(MAX_LINEARS) {
         for (r, &(first, len)) in spans.iter().enumerate() {
@@ -274,10 +272,10 @@ fn project<'a>(
                 Some(_) => {}
             }
             if let Some(lora) = l.lora {
-                let slot =
-                    loras.get_mut(count).ok_or_else(|| LocalError::Run("too many adapters in one pass".into()))?;
-                *slot = RowLora { linear: m, lora, first, count: len };
-                count += 1;
+                if loras.len() == MAX_ROW_LORAS {
+                    return Err(LocalError::Run("too many adapters in one pass".into()));
+                }
+                loras.push(RowLora { linear: m, lora, first, count: len });
             }
         }
     }
@@ -288,7 +286,7 @@ fn project<'a>(
         *l = s.1;
     }
     let lanes = &lanes[..spans.len().min(MAX_BATCH)];
-    matmul::run_rows(pool, mm, x, lanes, &lins[..names.len().min(MAX_LINEARS)], &loras[..count], outs).map_err(run_err)
+    matmul::run_rows(pool, mm, x, lanes, &lins[..names.len().min(MAX_LINEARS)], &loras, outs).map_err(run_err)
 }
 
 /// The first `len` logits the last forward wrote.
