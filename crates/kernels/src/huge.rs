@@ -56,25 +56,40 @@ impl Drop for Chunk {
 /// buffers all dropped (a model unloaded) is freed at once rather than when the next one opens.
 static OPEN: Mutex<Option<(Weak<Chunk>, usize)>> = Mutex::new(None);
 
-/// Read-only bytes in a chunk (or, where no chunk could be had, a plain vector).
-pub struct HostBytes(Store);
-
-enum Store {
-    Heap(Vec<u8>),
-    Chunk { chunk: Arc<Chunk>, at: usize, len: usize },
+/// Read-only bytes in a chunk (or, where no chunk could be had, a plain vector). The slice is kept as a
+/// pointer and length beside its owner, so that reading it (every weight group a kernel takes) is no match.
+pub struct HostBytes {
+    ptr: *const u8,
+    len: usize,
+    _owner: Owner,
 }
+
+/// What keeps a buffer's bytes alive; only dropped, never read.
+#[allow(dead_code)]
+enum Owner {
+    Heap(Vec<u8>),
+    Chunk(Arc<Chunk>),
+}
+
+// SAFETY: the bytes are never written after the buffer is built, and the owner (a vector, or a chunk that is
+// Send and Sync) keeps them alive as long as the buffer.
+unsafe impl Send for HostBytes {}
+// SAFETY: as above: shared reads only.
+unsafe impl Sync for HostBytes {}
 
 impl HostBytes {
     /// A copy of `bytes` in chunk memory.
     pub fn copy(bytes: &[u8]) -> Self {
-        if bytes.is_empty() {
-            return HostBytes(Store::Heap(Vec::new()));
-        }
-        let Some((chunk, at)) = reserve(bytes.len()) else { return HostBytes(Store::Heap(bytes.to_vec())) };
+        let Some((chunk, at)) = (!bytes.is_empty()).then(|| reserve(bytes.len())).flatten() else {
+            let v = bytes.to_vec();
+            return HostBytes { ptr: v.as_ptr(), len: v.len(), _owner: Owner::Heap(v) };
+        };
         // SAFETY: `at..at + len` lies in the chunk and was reserved for this buffer alone (see `reserve`); no one
         // reads it before this buffer is returned.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), chunk.ptr.as_ptr().add(at), bytes.len()) };
-        HostBytes(Store::Chunk { chunk, at, len: bytes.len() })
+        let ptr = unsafe { chunk.ptr.as_ptr().add(at) };
+        // SAFETY: as above; the ranges do not overlap (`bytes` is another allocation).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+        HostBytes { ptr, len: bytes.len(), _owner: Owner::Chunk(chunk) }
     }
 }
 
@@ -88,12 +103,9 @@ impl Deref for HostBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Store::Heap(v) => v,
-            // SAFETY: the range was written before the buffer existed and lies in the chunk this buffer keeps
-            // alive; nothing writes it again.
-            Store::Chunk { chunk, at, len } => unsafe { std::slice::from_raw_parts(chunk.ptr.as_ptr().add(*at), *len) },
-        }
+        // SAFETY: `ptr..ptr + len` was written before the buffer existed and lies in the memory its owner keeps
+        // alive (a vector's heap buffer does not move when the vector does); nothing writes it again.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
