@@ -4,7 +4,6 @@
 //! hardware prefetcher that stops at each page's end. Packing also puts a LoRA's many small factors on a few
 //! pages instead of hundreds.
 
-use std::alloc::Layout;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
@@ -18,10 +17,11 @@ const CHUNK: usize = 32 << 20;
 /// Each buffer starts on a cache line of its own.
 const ALIGN: usize = 64;
 
-/// One allocation buffers are carved from; freed when the last of them drops.
+/// One anonymous mapping buffers are carved from (zeroed by the kernel, each page only when first touched);
+/// unmapped when the last of them drops.
 struct Chunk {
     ptr: NonNull<u8>,
-    layout: Layout,
+    len: usize,
 }
 
 // SAFETY: the chunk's bytes are written only through a range reserved under `OPEN`'s lock by the one buffer
@@ -31,24 +31,64 @@ unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
+    /// At least `size` bytes, 2 MB-aligned and advised for huge pages before any is touched.
+    #[cfg(target_os = "linux")]
     fn new(size: usize) -> Option<Self> {
-        let layout = Layout::from_size_align(size.div_ceil(PAGE) * PAGE, PAGE).ok()?;
-        // SAFETY: the layout's size is nonzero (callers ask for at least one byte, rounded up to a page).
-        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
-        #[cfg(target_os = "linux")]
-        // SAFETY: the range is this allocation's own, page-aligned; the advice changes no contents. Failure
-        // (huge pages off) leaves ordinary pages, so it is ignored.
-        unsafe {
-            libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_HUGEPAGE);
+        let len = size.div_ceil(PAGE) * PAGE;
+        // SAFETY: a private anonymous mapping at an address of the kernel's choosing; a page more than asked,
+        // to cut a 2 MB-aligned range from.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len + PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
         }
-        Some(Chunk { ptr, layout })
+        let start = raw as usize;
+        let aligned = start.div_ceil(PAGE) * PAGE;
+        // SAFETY: the unmapped head and tail lie in the mapping just made and outside the kept range; the advice
+        // changes no contents, and failing (huge pages off) leaves ordinary pages, so it is ignored.
+        unsafe {
+            if aligned > start {
+                libc::munmap(raw, aligned - start);
+            }
+            let tail = start + len + PAGE - (aligned + len);
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        Some(Chunk { ptr: NonNull::new(aligned as *mut u8)?, len })
     }
+
+    /// Elsewhere buffers stay plain vectors.
+    #[cfg(not(target_os = "linux"))]
+    fn new(_size: usize) -> Option<Self> {
+        None
+    }
+}
+
+/// Whether buffers go to huge-page chunks (`TUNEBENCH_HUGE_PAGES=0` keeps plain vectors: fresh chunk memory is
+/// touched page by page at load, where a vector may reuse memory the loader freed, and under some hypervisors
+/// the first touch of each 2 MB page waits on the host; this trades decode speed for load time).
+fn huge_pages_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("TUNEBENCH_HUGE_PAGES").map_or(true, |v| v.trim() != "0"))
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once (the last buffer's Arc drops it).
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range mapped in `new`, unmapped once (the last buffer's Arc drops it).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
     }
 }
 
@@ -78,18 +118,25 @@ unsafe impl Send for HostBytes {}
 unsafe impl Sync for HostBytes {}
 
 impl HostBytes {
-    /// A copy of `bytes` in chunk memory.
+    /// `len` bytes written in place by `fill` (handed zeroed bytes), in chunk memory where it can be had: no
+    /// copy of a buffer built elsewhere, so a model's load touches its weights' pages once.
+    pub fn filled(len: usize, fill: impl FnOnce(&mut [u8])) -> Self {
+        if let Some((chunk, at)) = (len > 0).then(|| reserve(len)).flatten() {
+            // SAFETY: `at..at + len` lies in the chunk and was reserved for this buffer alone (see `reserve`);
+            // ranges are never handed out twice, so it is still the kernel's zeroed memory, valid bytes; no other
+            // reference to it exists before this buffer is returned.
+            let out = unsafe { std::slice::from_raw_parts_mut(chunk.ptr.as_ptr().add(at), len) };
+            fill(out);
+            return HostBytes { ptr: out.as_ptr(), len, _owner: Owner::Chunk(chunk) };
+        }
+        let mut v = vec![0u8; len];
+        fill(&mut v);
+        HostBytes { ptr: v.as_ptr(), len, _owner: Owner::Heap(v) }
+    }
+
+    /// A copy of `bytes`.
     pub fn copy(bytes: &[u8]) -> Self {
-        let Some((chunk, at)) = (!bytes.is_empty()).then(|| reserve(bytes.len())).flatten() else {
-            let v = bytes.to_vec();
-            return HostBytes { ptr: v.as_ptr(), len: v.len(), _owner: Owner::Heap(v) };
-        };
-        // SAFETY: `at..at + len` lies in the chunk and was reserved for this buffer alone (see `reserve`); no one
-        // reads it before this buffer is returned.
-        let ptr = unsafe { chunk.ptr.as_ptr().add(at) };
-        // SAFETY: as above; the ranges do not overlap (`bytes` is another allocation).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
-        HostBytes { ptr, len: bytes.len(), _owner: Owner::Chunk(chunk) }
+        Self::filled(bytes.len(), |out| out.copy_from_slice(bytes))
     }
 }
 
@@ -111,6 +158,9 @@ impl Deref for HostBytes {
 
 /// `len` bytes of chunk memory for one buffer: the open chunk's next free range, or a new chunk's first.
 fn reserve(len: usize) -> Option<(Arc<Chunk>, usize)> {
+    if !huge_pages_wanted() {
+        return None;
+    }
     if len > CHUNK / 2 {
         // A large buffer gets a chunk of its own rather than leaving most of the open one unused.
         return Some((Arc::new(Chunk::new(len)?), 0));
@@ -120,7 +170,7 @@ fn reserve(len: usize) -> Option<(Arc<Chunk>, usize)> {
         && let Some(chunk) = weak.upgrade()
     {
         let at = used.div_ceil(ALIGN) * ALIGN;
-        if at + len <= chunk.layout.size() {
+        if at + len <= chunk.len {
             *used = at + len;
             return Some((chunk, at));
         }
@@ -143,8 +193,11 @@ mod tests {
         assert_eq!(&*ha, &a[..]);
         assert_eq!(&*hb, &b[..]);
         assert_eq!(&*hbig, &big[..]);
-        assert_eq!(ha.as_ptr() as usize % ALIGN, 0);
-        assert_eq!(hb.as_ptr() as usize % ALIGN, 0);
+        if cfg!(target_os = "linux") && huge_pages_wanted() {
+            // In chunks: each buffer on its own cache line.
+            assert_eq!(ha.as_ptr() as usize % ALIGN, 0);
+            assert_eq!(hb.as_ptr() as usize % ALIGN, 0);
+        }
         // Filling chunks past their end opens new ones; every buffer keeps its own bytes.
         let many: Vec<HostBytes> = (0..40).map(|i| HostBytes::copy(&vec![i as u8; CHUNK / 16])).collect();
         for (i, h) in many.iter().enumerate() {

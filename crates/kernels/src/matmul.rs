@@ -5,10 +5,10 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-pub use crate::lora::{Factor, Lora};
-use crate::lora::{QCols, QuantT, quantize_t};
 use smallvec::SmallVec;
 
+pub use crate::lora::{Factor, Lora};
+use crate::lora::{QCols, QuantT, quantize_t};
 use crate::pool::{Pool, split};
 use crate::quant::{ActKind, GROUP, Weights};
 

@@ -234,10 +234,12 @@ impl Weights {
             return Err(format!("{kind:?} [{rows}, {cols}] needs {} bytes, got {}", rows * row_bytes, bytes.len()));
         }
         let group = if repack && rows.is_multiple_of(GROUP) { group_kernels(kind).last().map(|g| g.1) } else { None };
-        let data = match group.and_then(|_| legacy::packed::pack(kind, rows, cols, bytes)) {
-            Some(packed) => HostBytes::from(packed),
-            None => HostBytes::copy(bytes),
-        };
+        // Repacked straight into host memory, not into a vector first and copied.
+        let data = HostBytes::filled(bytes.len(), |out| {
+            if group.is_none() || !legacy::packed::pack_into(kind, rows, cols, bytes, out) {
+                out.copy_from_slice(bytes);
+            }
+        });
         let pair = group.and_then(|_| pair_kernel(kind));
         Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group, pair })
     }

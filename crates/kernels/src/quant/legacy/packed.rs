@@ -36,14 +36,13 @@ fn offsets(kind: Kind) -> (usize, Option<usize>) {
     }
 }
 
-/// `rows` (a multiple of `GROUP`) × `cols` of `kind` in the file's bytes, repacked; None for a format that
-/// does not repack.
-pub fn pack(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Option<Vec<u8>> {
-    let gb = block_bytes(kind)?;
+/// `rows` (a multiple of `GROUP`) × `cols` of `kind` in the file's bytes, repacked into `out` (as long as
+/// `bytes`, zeroed); false, `out` untouched, for a format that does not repack.
+pub fn pack_into(kind: Kind, rows: usize, cols: usize, bytes: &[u8], out: &mut [u8]) -> bool {
+    let Some(gb) = block_bytes(kind) else { return false };
     let bb = kind.block().1;
     let nb = cols / 32;
     let (qs, qh) = offsets(kind);
-    let mut out = vec![0u8; bytes.len()];
     for g in 0..rows / GROUP {
         for b in 0..nb {
             let dst = &mut out[(g * nb + b) * gb..(g * nb + b + 1) * gb];
@@ -83,7 +82,7 @@ pub fn pack(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Option<Vec<u8
             }
         }
     }
-    Some(out)
+    true
 }
 
 /// Block `b` of lane `i` of a repacked group (`group`: all its blocks) back in the file's bytes, into `out`
@@ -134,7 +133,8 @@ mod tests {
         for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q8_0] {
             let (rows, cols, bb) = (16, 96, kind.block().1);
             let bytes: Vec<u8> = (0..rows * cols / 32 * bb).map(|i| (i * 131 + i / 7) as u8).collect();
-            let packed = pack(kind, rows, cols, &bytes).unwrap();
+            let mut packed = vec![0u8; bytes.len()];
+            assert!(pack_into(kind, rows, cols, &bytes, &mut packed));
             assert_eq!(packed.len(), bytes.len());
             let group_len = packed.len() / (rows / GROUP);
             let mut block = vec![0u8; bb];
