@@ -140,12 +140,6 @@ impl HostBytes {
     }
 }
 
-impl From<Vec<u8>> for HostBytes {
-    fn from(v: Vec<u8>) -> Self {
-        HostBytes::copy(&v)
-    }
-}
-
 impl Deref for HostBytes {
     type Target = [u8];
 

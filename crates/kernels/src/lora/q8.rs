@@ -36,21 +36,22 @@ impl QCols {
             return None;
         }
         let gb = Self::group_bytes(rank);
-        let mut data = vec![0u8; outputs / GROUP * gb];
-        for (g, dst) in data.chunks_exact_mut(gb).enumerate() {
-            for i in 0..GROUP {
-                let row = &b[(g * GROUP + i) * rank..][..rank];
-                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                dst[4 * i..4 * i + 4].copy_from_slice(&d.to_le_bytes());
-                for (k, v) in row.iter().enumerate() {
-                    let q = ((v * id).round() as i32).clamp(-127, 127) as i8;
-                    dst[32 + 32 * (k / 4) + 4 * i + k % 4] = (q as u8) ^ 0x80;
+        let data = HostBytes::filled(outputs / GROUP * gb, |data| {
+            for (g, dst) in data.chunks_exact_mut(gb).enumerate() {
+                for i in 0..GROUP {
+                    let row = &b[(g * GROUP + i) * rank..][..rank];
+                    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    dst[4 * i..4 * i + 4].copy_from_slice(&d.to_le_bytes());
+                    for (k, v) in row.iter().enumerate() {
+                        let q = ((v * id).round() as i32).clamp(-127, 127) as i8;
+                        dst[32 + 32 * (k / 4) + 4 * i + k % 4] = (q as u8) ^ 0x80;
+                    }
                 }
             }
-        }
-        Some(Self { outputs, rank, data: HostBytes::from(data) })
+        });
+        Some(Self { outputs, rank, data })
     }
 
     fn group_bytes(rank: usize) -> usize {
