@@ -315,9 +315,7 @@ fn call(
             if let Some(seg) = a_segs.get(k) {
                 // Its bytes, asked for at once, arrive in parallel instead of one miss after another.
                 if let Rows::Blocks(w) = seg.w {
-                    for g in first / GROUP..(first + XA_UNIT).div_ceil(GROUP) {
-                        w.prefetch_group(g);
-                    }
+                    w.prefetch_rows(first..(first + XA_UNIT).min(w.rows));
                 }
                 // Rows first.. of this LoRA's x Aᵀ: this unit's alone (units never share a row).
                 let rows = first..(first + XA_UNIT).min(seg.w.rows());

@@ -3,7 +3,14 @@
 
 use super::{Rows, Seg};
 use crate::lora::QCols;
-use crate::quant::{GROUP, Kind, MAX_ROWS};
+use crate::quant::{GROUP, GroupFn, Kind, MAX_ROWS, PairFn};
+
+/// A repacked weight's kernel for one step: a whole interleaved pair, or one group.
+#[derive(Clone, Copy)]
+enum Kernel {
+    Pair(PairFn),
+    Group(GroupFn),
+}
 
 /// Weight rows `rows` of `seg` against its window's activation rows, `MAX_ROWS` at a time; the B groups of
 /// `pre` for the same rows are prefetched beside them.
@@ -43,23 +50,22 @@ pub(super) fn rows_of(
         let mut tmp = [[0f32; GROUP]; 2 * MAX_ROWS];
         let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
         let reach = reach.max(rows.end).min(w.rows).div_ceil(GROUP);
-        // One activation row streams the weights at the memory's speed either way, and measured a little
-        // faster one group at a time; several rows are bound by the arithmetic the pair kernel halves. Except
-        // Q8_0 read once (one tile of rows: a decode step's lanes), whose group kernel keeps the memory's speed
-        // at four rows while the pair kernel does not (`cargo bench -p tunebench-kernels --bench dot -- packed`,
-        // the model-sized rows; the 30 MB head at four rows 0.78 → 0.60 ms); a prefill's tiles reuse each group
-        // from cache, where the pair kernel is faster for every format.
-        let pairs = n >= 2 && (n > MAX_ROWS || w.kind != Kind::Q8_0);
+        // The pair kernel reads an interleaved pair as one stream on 512-bit registers: faster than a group at
+        // a time for every format at any row count, except Q8_0 read once (one tile of rows: a decode step's
+        // lanes), whose group kernel keeps the memory's speed at four rows while the pair kernel does not
+        // (`cargo bench -p tunebench-kernels --bench dot -- packed`, the model-sized rows); a prefill's tiles
+        // reuse each group from cache, where the pair kernel is faster for Q8_0 too.
+        let pairs = n > MAX_ROWS || w.kind != Kind::Q8_0;
         let mut g = groups.start;
         while g < groups.end {
             // Two groups at once where the CPU has the kernel (the same bits as one at a time). The kernel may
             // prefetch the groups after them up to `reach` (past it they are another thread's, or another
             // matrix).
             let pair = if pairs && g + 1 < groups.end { w.pair_reaching(g, reach) } else { None };
-            let (count, gw, kernel) = match pair.map(|(gw, k)| (2, gw, k)) {
-                Some(p) => p,
+            let (count, gw, stride, kernel) = match pair {
+                Some((gw, k)) => (2, gw, 0, Kernel::Pair(k)),
                 None => match w.group_reaching(g, reach) {
-                    Some((gw, k)) => (1, gw, k),
+                    Some((gw, stride, k)) => (1, gw, stride, Kernel::Group(k)),
                     None => {
                         g += 1;
                         continue;
@@ -72,7 +78,10 @@ pub(super) fn rows_of(
             let mut j = 0;
             while j < n {
                 let k = (n - j).min(MAX_ROWS);
-                kernel(cols, gw, &tile(j, k)[..k], &mut tmp[..count * k]);
+                match kernel {
+                    Kernel::Pair(f) => f(cols, gw, &tile(j, k)[..k], &mut tmp[..2 * k]),
+                    Kernel::Group(f) => f(cols, gw, stride, &tile(j, k)[..k], &mut tmp[..k]),
+                }
                 for h in 0..count {
                     let gg = g + h;
                     let lanes = (gg * GROUP).max(rows.start)..((gg + 1) * GROUP).min(rows.end);

@@ -266,7 +266,8 @@ fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
         let variants = quant::group_kernels(kind);
         for blocks in [1, 3, 7, 18, 48] {
             let cols = blocks * 32;
-            let rows: Vec<Vec<u8>> = (0..2 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
+            // A pair of groups (interleaved) and a last, odd group (its blocks one after another).
+            let rows: Vec<Vec<u8>> = (0..3 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
             let bytes: Vec<u8> = rows.concat();
             let w = quant::Weights::with_layout(kind, rows.len(), cols, &bytes, true).unwrap();
             assert_eq!(w.group(0).is_some(), !variants.is_empty(), "{kind:?}: repacked where a kernel runs");
@@ -290,18 +291,24 @@ fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
                 let acts: Vec<(Vec<u8>, Vec<f32>)> =
                     (0..n).map(|_| act_row(ActKind::Q8_0S, blocks, &mut rng)).collect();
                 let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
-                for g in 0..2 {
-                    let (bytes, own) = w.group(g).unwrap();
+                // One group's bytes.
+                let len = bytes.len() / 3;
+                for g in 0..3 {
+                    let (bytes, stride, own) = w.group(g).unwrap();
+                    // Q8_0's groups lie one after another, the others' in interleaved pairs.
+                    let (block, paired) = (len / blocks, kind != Kind::Q8_0 && g < 2);
+                    assert_eq!(stride, if paired { 2 * block } else { block }, "{kind:?}: group {g}'s blocks apart");
+                    assert_eq!(bytes.len(), if paired { 2 * len - g * block } else { len }, "to its pair's end");
                     // Handed the groups that follow (to prefetch), a kernel computes the same numbers.
-                    let (reaching, _) = w.group_reaching(g, 2).unwrap();
-                    let len = bytes.len();
-                    assert_eq!(reaching.len(), if g == 0 { (2 * len).min(len + quant::PREFETCH_AHEAD) } else { len });
-                    assert_eq!(w.group_reaching(g, 0).unwrap().0.len(), len, "never less than the group");
+                    let (reaching, _, _) = w.group_reaching(g, 3).unwrap();
+                    let tail = if paired { len } else { (2 - g) * len }.min(quant::PREFETCH_AHEAD);
+                    assert_eq!(reaching.len(), bytes.len() + tail, "{kind:?}: group {g} reaching the last");
+                    assert_eq!(w.group_reaching(g, 0).unwrap().0.len(), bytes.len(), "never less than the group");
                     for (name, kern) in variants.iter().copied().chain([("weights' own", own)]) {
                         let mut got = vec![[f32::NAN; quant::GROUP]; n];
-                        kern(cols, bytes, &views, &mut got);
+                        kern(cols, bytes, stride, &views, &mut got);
                         let mut far = vec![[f32::NAN; quant::GROUP]; n];
-                        kern(cols, reaching, &views, &mut far);
+                        kern(cols, reaching, stride, &views, &mut far);
                         assert_eq!(
                             got.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             far.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -327,7 +334,7 @@ fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
 
 /// The two-group kernel (where the CPU has AVX-512) gives each of its two groups the bits the group kernel
 /// gives it alone, for every repacked format, block count and activation row count, handed the bytes that
-/// follow the pair or not; `Weights::pair_reaching` hands out both groups and stops at the last one.
+/// follow the pair or not; `Weights::pair_reaching` hands out whole pairs only, never the last, odd group.
 #[test]
 fn pair_kernels_give_each_group_the_bits_of_the_group_kernel() {
     let mut rng = StdRng::seed_from_u64(29);
@@ -338,26 +345,28 @@ fn pair_kernels_give_each_group_the_bits_of_the_group_kernel() {
         }
         for blocks in [1, 3, 7, 18, 48] {
             let cols = blocks * 32;
-            let rows: Vec<Vec<u8>> = (0..3 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
+            let rows: Vec<Vec<u8>> = (0..5 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
             let w = quant::Weights::with_layout(kind, rows.len(), cols, &rows.concat(), true).unwrap();
-            assert!(w.pair_reaching(2, 3).is_none(), "{kind:?}: no pair starts at the last group");
+            for g in if kind == Kind::Q8_0 { &[4][..] } else { &[1, 3, 4] } {
+                assert!(w.pair_reaching(*g, 5).is_none(), "{kind:?}: no pair starts at group {g}");
+            }
+            let len = w.group(4).unwrap().0.len();
             for n in 1..=quant::MAX_ROWS {
                 let acts: Vec<(Vec<u8>, Vec<f32>)> =
                     (0..n).map(|_| act_row(ActKind::Q8_0S, blocks, &mut rng)).collect();
                 let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
-                for g in 0..2 {
-                    let (both, f) = w.pair_reaching(g, 3).unwrap();
+                for g in [0, 2] {
+                    let (both, f) = w.pair_reaching(g, 5).unwrap();
                     let (alone, _) = w.pair_reaching(g, g + 2).unwrap();
-                    let len = w.group(g).unwrap().0.len();
                     assert_eq!(alone.len(), 2 * len, "{kind:?}: the pair's own bytes when nothing follows");
-                    assert_eq!(both.len(), (3 * len).min((g + 2) * len + quant::PREFETCH_AHEAD) - g * len);
+                    assert_eq!(both.len(), (5 * len).min((g + 2) * len + quant::PREFETCH_AHEAD) - g * len);
                     for bytes in [both, alone] {
                         let mut got = vec![[f32::NAN; quant::GROUP]; 2 * n];
                         f(cols, bytes, &views, &mut got);
                         for (half, group) in [g, g + 1].into_iter().enumerate() {
-                            let (gw, kern) = w.group(group).unwrap();
+                            let (gw, stride, kern) = w.group(group).unwrap();
                             let mut want = vec![[f32::NAN; quant::GROUP]; n];
-                            kern(cols, gw, &views, &mut want);
+                            kern(cols, gw, stride, &views, &mut want);
                             assert_eq!(
                                 got[half * n..(half + 1) * n].iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
                                 want.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -105,14 +105,15 @@ impl Kind {
 /// `dot(cols, w, acts, out)`: see [`Kernel::dot`].
 pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
 
-/// `group(cols, w, acts, out)`: `out[j][i] = Σ_c w_i[c] · acts[j][c]` for the `GROUP` rows `w_i` of one
-/// repacked group (`w`: all its blocks, then any bytes the kernel may prefetch, up to `PREFETCH_AHEAD` past
-/// the group; see `Weights::group_reaching`) and 1..=MAX_ROWS activation rows (Q8_0S) per call.
-pub type GroupFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]);
+/// `group(cols, w, stride, acts, out)`: `out[j][i] = Σ_c w_i[c] · acts[j][c]` for the `GROUP` rows `w_i` of
+/// one repacked group (`w`: from its first block on, its blocks `stride` bytes apart, then any bytes the
+/// kernel may prefetch, up to `PREFETCH_AHEAD` past the group; see `Weights::group_reaching`) and
+/// 1..=MAX_ROWS activation rows (Q8_0S) per call.
+pub type GroupFn = fn(cols: usize, w: &[u8], stride: usize, acts: &[&[u8]], out: &mut [[f32; GROUP]]);
 
-/// `pair(cols, w, acts, out)`: as `GroupFn` for two neighbouring groups at once (`w`: both, then any bytes the
-/// kernel may prefetch), `out[j]` group g's rows and `out[n + j]` group g + 1's against activation row `j`,
-/// for the `n` activation rows (at most `MAX_ROWS`).
+/// `pair(cols, w, acts, out)`: as `GroupFn` for groups g and g + 1 at once (`w`: both, an interleaved pair or
+/// one group after the other as `legacy::packed` places them, then any bytes the kernel may prefetch), `out[j]` group g's rows and `out[n + j]` group g + 1's against
+/// activation row `j`, for the `n` activation rows (at most `MAX_ROWS`).
 pub type PairFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]);
 
 /// Every repacked-group kernel this CPU runs for `kind`, named, the one weights use last (empty where the
@@ -263,37 +264,67 @@ impl Weights {
         self.data.get(r * self.row_bytes..(r + 1) * self.row_bytes)
     }
 
-    /// The repacked group `g` (rows `g·GROUP..`) and its kernel; None when the weights are in rows.
-    pub fn group(&self, g: usize) -> Option<(&[u8], GroupFn)> {
-        let f = self.group?;
-        let len = GROUP * self.row_bytes;
-        Some((self.data.get(g * len..(g + 1) * len)?, f))
+    /// Groups of `GROUP` rows, and one group's bytes.
+    fn groups(&self) -> (usize, usize) {
+        (self.rows / GROUP, GROUP * self.row_bytes)
     }
 
-    /// The repacked group `g` followed by the groups before `end`, at most `PREFETCH_AHEAD` bytes of them, and
-    /// its kernel, which computes group `g` and prefetches the rest as it goes; None when the weights are in
-    /// rows.
-    pub fn group_reaching(&self, g: usize, end: usize) -> Option<(&[u8], GroupFn)> {
-        let f = self.group?;
-        let len = GROUP * self.row_bytes;
-        let stop = (end * len).min((g + 1) * len + PREFETCH_AHEAD).min(self.data.len()).max((g + 1) * len);
-        Some((self.data.get(g * len..stop)?, f))
+    /// Where group `g`'s first block lies and the bytes from one of its blocks to the next (see
+    /// `legacy::packed::place`), and where its bytes (its pair's) end.
+    fn place(&self, g: usize) -> (usize, usize, usize) {
+        let (groups, len) = self.groups();
+        let gb = legacy::packed::block_bytes(self.kind).unwrap_or(len);
+        let (at, stride) = legacy::packed::place(self.kind, g, groups, len, gb);
+        (at, stride, self.bound(g + 1))
     }
 
-    /// As `group_reaching` for groups `g` and `g + 1` together, with the kernel that computes both (see
-    /// `PairFn`); None when the weights are in rows, the CPU has no such kernel, or `g + 1` is past the last
-    /// group.
+    /// The end of the bytes of the groups before `g` (an interleaved pair's end where `g` falls inside it).
+    fn bound(&self, g: usize) -> usize {
+        let (_, len) = self.groups();
+        let g = if legacy::packed::interleaved(self.kind) { g.div_ceil(2) * 2 } else { g };
+        (g * len).min(self.data.len())
+    }
+
+    /// The repacked group `g` (rows `g·GROUP..`): its bytes from its first block to its pair's end, the
+    /// bytes from one of its blocks to the next, and its kernel; None when the weights are in rows.
+    pub fn group(&self, g: usize) -> Option<(&[u8], usize, GroupFn)> {
+        let f = self.group?;
+        let (at, stride, end) = self.place(g);
+        Some((self.data.get(at..end)?, stride, f))
+    }
+
+    /// As `group`, followed by the bytes of the groups before `end`, at most `PREFETCH_AHEAD` of them, which
+    /// the kernel prefetches as it computes group `g`.
+    pub fn group_reaching(&self, g: usize, end: usize) -> Option<(&[u8], usize, GroupFn)> {
+        let f = self.group?;
+        let (at, stride, own) = self.place(g);
+        let stop = self.bound(end).min(own + PREFETCH_AHEAD).max(own);
+        Some((self.data.get(at..stop)?, stride, f))
+    }
+
+    /// As `group_reaching` for groups `g` and `g + 1` together (an interleaved pair: `g` even), with the
+    /// kernel that computes both (see `PairFn`); None when the weights are in rows, the CPU has no such
+    /// kernel, or `g` does not start a pair.
     pub fn pair_reaching(&self, g: usize, end: usize) -> Option<(&[u8], PairFn)> {
         let f = self.pair?;
-        let len = GROUP * self.row_bytes;
-        let stop = (end * len).min((g + 2) * len + PREFETCH_AHEAD).min(self.data.len()).max((g + 2) * len);
-        Some((self.data.get(g * len..stop)?, f))
+        let (groups, _) = self.groups();
+        if (g % 2 == 1 && legacy::packed::interleaved(self.kind)) || g + 1 >= groups {
+            return None;
+        }
+        let own = self.bound(g + 2);
+        let (at, _, _) = self.place(g);
+        let stop = self.bound(end).min(own + PREFETCH_AHEAD).max(own);
+        Some((self.data.get(at..stop)?, f))
     }
 
-    /// Asks the caches for group `g`'s bytes (see `group`).
-    pub fn prefetch_group(&self, g: usize) {
-        let len = GROUP * self.row_bytes;
-        if let (Some(_), Some(bytes)) = (self.group, self.data.get(g * len..(g + 1) * len)) {
+    /// Asks the caches for the bytes of rows `rows` (their groups', whole pairs).
+    pub fn prefetch_rows(&self, rows: std::ops::Range<usize>) {
+        if self.group.is_none() || rows.is_empty() {
+            return;
+        }
+        let g = rows.start / GROUP;
+        let (first, _, _) = self.place(if legacy::packed::interleaved(self.kind) { g / 2 * 2 } else { g });
+        if let Some(bytes) = self.data.get(first..self.bound(rows.end.div_ceil(GROUP))) {
             crate::simd::prefetch(bytes);
         }
     }
@@ -308,7 +339,7 @@ impl Weights {
 
     /// Row `r` as f32 into `out` (`cols` long).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let Some((group, _)) = self.group(r / GROUP) else {
+        let Some((group, stride, _)) = self.group(r / GROUP) else {
             if let Some(row) = self.row(r) {
                 (self.kernel.dequantize)(row, out);
             }
@@ -317,7 +348,7 @@ impl Weights {
         let (elems, bytes) = self.kind.block();
         let mut block = [0u8; 34];
         for (b, o) in out.chunks_exact_mut(elems).enumerate().take(self.cols / elems) {
-            legacy::packed::unpack_block(self.kind, group, b, r % GROUP, &mut block[..bytes]);
+            legacy::packed::unpack_block(self.kind, group, stride, b, r % GROUP, &mut block[..bytes]);
             (self.kernel.dequantize)(&block[..bytes], o);
         }
     }

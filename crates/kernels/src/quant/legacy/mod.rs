@@ -72,10 +72,10 @@ pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
         macro_rules! wrap {
             ($($name:ident => $isa:ident, $fmt:ty;)*) => {
                 $(
-                    fn $name(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; packed::GROUP]]) {
+                    fn $name(cols: usize, w: &[u8], stride: usize, acts: &[&[u8]], out: &mut [[f32; packed::GROUP]]) {
                         // SAFETY: handed out below only once simd_available() found AVX2, FMA and F16C (and
                         // vnni_available() for the VNNI ones).
-                        unsafe { packed_avx2::$isa::dot::<$fmt>(cols, w, acts, out) }
+                        unsafe { packed_avx2::$isa::dot::<$fmt>(cols, w, stride, acts, out) }
                     }
                 )*
             };
@@ -106,7 +106,7 @@ pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
     }
 }
 
-/// The kernel that computes two neighbouring repacked groups at once (AVX-512 F, BW and VNNI, the same bits
+/// The kernel that computes the two groups of an interleaved pair at once (AVX-512 F, BW and VNNI, the same bits
 /// as the group kernels); None where `kind` does not repack or the CPU lacks those.
 pub fn pair_variant(kind: Kind) -> Option<PairFn> {
     #[cfg(target_arch = "x86_64")]

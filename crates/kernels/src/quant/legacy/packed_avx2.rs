@@ -23,6 +23,8 @@ pub(super) trait Packed {
     const WIDE: bool;
     /// The block carries the rows' minimums `m` (8 × f16 after the scales): value = d·u + m.
     const MIN: bool = false;
+    /// Its groups go in interleaved pairs (`packed::interleaved`).
+    const INTERLEAVED: bool = true;
     /// The eight quant registers of the group block whose quants start at `b` (after the scales, and the
     /// minimums where there are).
     ///
@@ -113,6 +115,7 @@ impl Packed for P80 {
     const BYTES: usize = 272;
     const BIAS: i32 = 128;
     const WIDE: bool = true;
+    const INTERLEAVED: bool = false;
     #[target_feature(enable = "avx2")]
     unsafe fn quants(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 8 × 32 bytes of quants follow the scales.
@@ -136,15 +139,15 @@ impl Packed for P80 {
 /// the eight lanes' four-product sums) and `BIASED::<F>` (whether the sums still carry `BIAS`).
 macro_rules! loops {
     ($features:tt) => {
-        /// `out[r][i] = Σ_blocks` row i of the group at `w` against activation row r, over `nb` blocks; the
-        /// `reach` bytes from `w` on may be prefetched.
+        /// `out[r][i] = Σ_blocks` row i of the group at `w` (its blocks `stride` bytes apart) against
+        /// activation row r, over `nb` blocks; the `reach` bytes from `w` on may be prefetched.
         ///
         /// # Safety
-        /// `w` holds `nb` group blocks and every `acts[r]` `nb` Q8_0S blocks; `reach` bytes from `w` are one
-        /// allocation.
+        /// `w` holds `nb` group blocks `stride` apart and every `acts[r]` `nb` Q8_0S blocks; `reach` bytes from
+        /// `w` are one allocation.
         #[target_feature(enable = $features)]
         unsafe fn group<F: Packed, const N: usize>(
-            nb: usize,
+            (nb, stride): (usize, usize),
             w: *const u8,
             reach: usize,
             acts: [*const u8; N],
@@ -156,18 +159,19 @@ macro_rules! loops {
                 // groups after this one, within its part of the matrix): the hardware prefetcher alone leaves a
                 // decode's weight stream well below the memory's speed. Non-temporal: a token's weights, read
                 // once a step and far larger than the caches, do not push out of L2 and L3 what is read again
-                // soon (the KV caches, LoRA factors, activations).
-                if b * F::BYTES + PREFETCH_AHEAD + F::BYTES <= reach {
+                // soon (the KV caches, LoRA factors, activations). Every byte up to the next block: an
+                // interleaved pair's other group comes next, and its lines are shared with this one's.
+                if b * stride + PREFETCH_AHEAD + stride <= reach {
                     let mut line = 0;
-                    while line < F::BYTES {
+                    while line < stride {
                         // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
-                        unsafe { _mm_prefetch::<_MM_HINT_NTA>(w.add(b * F::BYTES + PREFETCH_AHEAD + line).cast()) };
+                        unsafe { _mm_prefetch::<_MM_HINT_NTA>(w.add(b * stride + PREFETCH_AHEAD + line).cast()) };
                         line += 64;
                     }
                 }
                 // SAFETY: b < nb: a whole group block, its 8 scales first.
                 let (dw, mw, u) = unsafe {
-                    let wb = w.add(b * F::BYTES);
+                    let wb = w.add(b * stride);
                     let mw = if F::MIN { _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16).cast())) } else { dw_zero() };
                     (_mm256_cvtph_ps(_mm_loadu_si128(wb.cast())), mw, F::quants(wb.add(if F::MIN { 32 } else { 16 })))
                 };
@@ -213,26 +217,31 @@ macro_rules! loops {
         }
 
         /// Dispatches on the activation row count, `MAX_ROWS` at a time; blocks past the shortest input are
-        /// not read. Bytes of `w` past the group's `cols / 32` blocks are only prefetched (the caller's
-        /// permission to ask for the groups that follow).
+        /// not read. The group's blocks are `stride` bytes apart (at least a block); bytes of `w` past its
+        /// `cols / 32` blocks are only prefetched (the caller's permission to ask for the groups that follow).
         #[target_feature(enable = $features)]
         pub(in crate::quant::legacy) fn dot<F: Packed>(
             cols: usize,
             w: &[u8],
+            stride: usize,
             acts: &[&[u8]],
             out: &mut [[f32; GROUP]],
         ) {
             let shortest = acts.iter().map(|a| a.len() / AB).min().unwrap_or(0);
-            let nb = (cols / 32).min(w.len() / F::BYTES).min(shortest);
+            let stride = stride.max(F::BYTES);
+            // Block b's bytes end at b·stride + BYTES.
+            let fit = if w.len() < F::BYTES { 0 } else { (w.len() - F::BYTES) / stride + 1 };
+            let nb = (cols / 32).min(fit).min(shortest);
             for (a, o) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
                 let p = |r: usize| a[r].as_ptr();
-                // SAFETY: nb blocks fit in w and in every activation row (checked above).
+                let at = (nb, stride);
+                // SAFETY: nb blocks `stride` apart fit in w and nb in every activation row (checked above).
                 unsafe {
                     match a.len().min(o.len()) {
-                        1 => group::<F, 1>(nb, w.as_ptr(), w.len(), [p(0)], o),
-                        2 => group::<F, 2>(nb, w.as_ptr(), w.len(), [p(0), p(1)], o),
-                        3 => group::<F, 3>(nb, w.as_ptr(), w.len(), [p(0), p(1), p(2)], o),
-                        _ => group::<F, 4>(nb, w.as_ptr(), w.len(), [p(0), p(1), p(2), p(3)], o),
+                        1 => group::<F, 1>(at, w.as_ptr(), w.len(), [p(0)], o),
+                        2 => group::<F, 2>(at, w.as_ptr(), w.len(), [p(0), p(1)], o),
+                        3 => group::<F, 3>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2)], o),
+                        _ => group::<F, 4>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2), p(3)], o),
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! The repacked legacy kernels on 512-bit registers (AVX-512 F, BW and VNNI): two neighbouring groups at
-//! once, group g's block in the low 256 bits and group g + 1's in the high ones, so that one broadcast
+//! once (an interleaved pair, or Q8_0's groups g and g + 1), g's block in the low 256 bits and g + 1's in the
+//! high ones, so that one broadcast
 //! activation dword and one `vpdpbusd` serve sixteen rows. Lane for lane these are the integer sums and the
 //! float steps of the 256-bit VNNI kernel in `packed_avx2`, in the same order: the same bits, so a row's
 //! value does not depend on whether its group was computed alone or in a pair.
@@ -32,15 +33,16 @@ unsafe fn halves(b0: *const u8, b1: *const u8, at: usize) -> __m512 {
     _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
 }
 
-/// `out[r]` (group g) and `out[N + r]` (group g + 1) for activation row r, over `nb` blocks; group g's
-/// blocks start at `w`, g + 1's `len` bytes on; the `reach` bytes from `w` on may be prefetched.
+/// `out[r]` (group g) and `out[N + r]` (group g + 1) for activation row r, over `nb` blocks: block b of g at
+/// `b · step` from `w`, of g + 1 `second` bytes after it (an interleaved pair: `2 · BYTES` and `BYTES`; else
+/// a block and a group's length); the `reach` bytes from `w` on may be prefetched.
 ///
 /// # Safety
-/// The features enabled below; `w` holds group g's first `nb` blocks and, `len` bytes on, g + 1's; every
-/// `acts[r]` holds `nb` Q8_0S blocks; `reach` bytes from `w` are one allocation; `out` holds `2N` entries.
+/// The features enabled below; `w` holds both groups' first `nb` blocks so placed; every `acts[r]` holds `nb`
+/// Q8_0S blocks; `reach` bytes from `w` are one allocation; `out` holds `2N` entries.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn pair<F: Packed, const N: usize>(
-    (nb, len): (usize, usize),
+    (nb, step, second): (usize, usize, usize),
     w: *const u8,
     reach: usize,
     acts: [*const u8; N],
@@ -49,21 +51,33 @@ unsafe fn pair<F: Packed, const N: usize>(
     let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..nb {
         // Both groups' blocks `PREFETCH_AHEAD` bytes on (together they cover the bytes up to the next pair's),
-        // non-temporal as in the group kernel.
-        for stream in [0, len] {
-            let at = stream + b * F::BYTES + PREFETCH_AHEAD;
-            if at + F::BYTES <= reach {
+        // non-temporal as in the group kernel: one run of lines where the pair is interleaved.
+        let at = b * step + PREFETCH_AHEAD;
+        if F::INTERLEAVED {
+            if at + 2 * F::BYTES <= reach {
                 let mut line = 0;
-                while line < F::BYTES {
+                while line < 2 * F::BYTES {
                     // SAFETY: inside the `reach` bytes the caller handed over; a prefetch reads nothing.
                     unsafe { _mm_prefetch::<_MM_HINT_NTA>(w.add(at + line).cast()) };
                     line += 64;
                 }
             }
+        } else {
+            for at in [at, at + second] {
+                if at + F::BYTES <= reach {
+                    let mut line = 0;
+                    while line < F::BYTES {
+                        // SAFETY: as above.
+                        unsafe { _mm_prefetch::<_MM_HINT_NTA>(w.add(at + line).cast()) };
+                        line += 64;
+                    }
+                }
+            }
         }
         // SAFETY: b < nb: whole blocks of both groups, their 8 scales (and minimums) first.
         let (dw, mw, u) = unsafe {
-            let (b0, b1) = (w.add(b * F::BYTES), w.add(len + b * F::BYTES));
+            let b0 = w.add(b * step);
+            let b1 = b0.add(second);
             let mw = if F::MIN { halves(b0, b1, 16) } else { _mm512_setzero_ps() };
             let q = if F::MIN { 32 } else { 16 };
             let (lo, hi) = (F::quants(b0.add(q)), F::quants(b1.add(q)));
@@ -115,23 +129,26 @@ unsafe fn pair<F: Packed, const N: usize>(
     }
 }
 
-/// Groups g and g + 1 (`w`: both, then any bytes that may be prefetched) against up to `MAX_ROWS`
-/// activation rows: `out[r]` is group g's rows against activation row r, `out[n + r]` group g + 1's, for the
-/// `n` rows computed (every activation row, at most `MAX_ROWS` and half of `out`); blocks past the shortest
-/// input are not read.
+/// Groups g and g + 1 of an interleaved pair (`w`: the pair, then any bytes that may be prefetched) against
+/// up to `MAX_ROWS` activation rows: `out[r]` is group g's rows against activation row r, `out[n + r]` group
+/// g + 1's, for the `n` rows computed (every activation row, at most `MAX_ROWS` and half of `out`); blocks
+/// past the shortest input are not read.
 ///
 /// # Safety
 /// `available()` said yes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn dot<F: Packed>(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]) {
     let shortest = acts.iter().map(|a| a.len() / AB).min().unwrap_or(0);
-    // One group's bytes: group g + 1 starts there.
+    // One group's bytes: where group g + 1 starts unless the pair is interleaved.
     let len = (cols / 32) * F::BYTES;
-    let nb = (cols / 32).min(shortest).min(w.len().saturating_sub(len) / F::BYTES);
+    let (step, second) = if F::INTERLEAVED { (2 * F::BYTES, F::BYTES) } else { (F::BYTES, len) };
+    // Block b of g + 1 ends at b · step + second + BYTES.
+    let fit = w.len().checked_sub(second + F::BYTES).map_or(0, |room| room / step + 1);
+    let nb = (cols / 32).min(shortest).min(fit);
     let n = acts.len().min(MAX_ROWS).min(out.len() / 2);
     let p = |r: usize| acts[r].as_ptr();
     let out = &mut out[..2 * n];
-    let at = (nb, len);
+    let at = (nb, step, second);
     // SAFETY: nb blocks of each group fit in w and nb in every activation row (checked above); out holds 2n
     // entries.
     unsafe {
