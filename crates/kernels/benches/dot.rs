@@ -140,19 +140,33 @@ fn packed(filter: Option<&str>) {
             let mut a = vec![0u8; quant::ActKind::Q8_0S.row_bytes(cols)];
             quant::quantize_row(quant::ActKind::Q8_0S, &x, &mut a);
             let group_bytes = w.len() / (rows / quant::GROUP);
-            // The group kernels, then the two-group kernel (AVX-512) as the matmul runs it for several
-            // activation rows: `per` groups a call.
-            let kernels = quant::group_kernels(kind).into_iter().map(|(label, f)| (label, f, 1));
-            for (label, f, per) in kernels.chain(quant::pair_kernel(kind).map(|f| ("pair512", f, 2))) {
+            // The 4- and 5-bit formats' groups lie in interleaved pairs (a group's blocks every other block),
+            // Q8_0's one after another.
+            let interleaved = kind != Kind::Q8_0;
+            // The group kernels, then the two-group kernel (AVX-512) as the matmul runs it: each call handed
+            // its group (or pair) with the bytes after it, as the matmul does (the kernel prefetches them).
+            let groups = quant::group_kernels(kind).into_iter().map(|(label, f)| (label, Some(f), None));
+            let pairs = quant::pair_kernel(kind).map(|f| ("pair512", None, Some(f)));
+            for (label, group, pair) in groups.chain(pairs) {
                 let t = |n: usize| {
                     let acts = vec![a.as_slice(); n];
-                    let mut out = vec![[0f32; quant::GROUP]; per * n];
+                    let mut out = vec![[0f32; quant::GROUP]; 2 * n];
                     let pass = |out: &mut [[f32; quant::GROUP]]| {
-                        // Each call handed its groups with the bytes after them, as the matmul does (the kernel
-                        // prefetches them).
-                        for g in (0..w.len() + group_bytes - per * group_bytes).step_by(per * group_bytes) {
-                            let reach = (g + per * group_bytes + quant::PREFETCH_AHEAD).min(w.len());
-                            f(cols, &w[g..reach], &acts, out);
+                        for g in 0..rows / quant::GROUP {
+                            let pair_end =
+                                if interleaved { (g / 2 * 2 + 2) * group_bytes } else { (g + 2) * group_bytes };
+                            let reach = |own: usize| (own + quant::PREFETCH_AHEAD).min(w.len());
+                            if let Some(f) = pair {
+                                if g % 2 == 0 && pair_end <= w.len() {
+                                    f(cols, &w[g * group_bytes..reach(pair_end)], &acts, out);
+                                }
+                            } else if let Some(f) = group {
+                                let (at, stride, own) = match interleaved && (g / 2 * 2 + 2) * group_bytes <= w.len() {
+                                    true => (g / 2 * 2 * group_bytes + g % 2 * gb, 2 * gb, pair_end),
+                                    false => (g * group_bytes, gb, (g + 1) * group_bytes),
+                                };
+                                f(cols, &w[at..reach(own)], stride, &acts, &mut out[..n]);
+                            }
                             black_box(&*out);
                         }
                     };
