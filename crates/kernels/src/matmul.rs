@@ -309,6 +309,7 @@ fn call(
     pool.run(&|part, parts| {
         // The x Aᵀ units go to the first parts to start, so that they are done long before any part finishes
         // its base rows; nobody waits for them (see below).
+        let mut mine = 0;
         while next_unit.load(Ordering::Relaxed) < unit_count {
             let u = next_unit.fetch_add(1, Ordering::Relaxed);
             let Some(&(k, first)) = units.get(u) else { break };
@@ -322,11 +323,17 @@ fn call(
                 rows_of(seg, rows.clone(), rows.end, acts[seg.acts], x, cols, &[]);
             }
             // The LoRA's last unit quantizes its x Aᵀ rows for the parts' B updates (the acquire sees the
-            // other units' values; the release below publishes these with the unit).
-            if lora_done[k].fetch_add(1, Ordering::AcqRel) + 1 == lora_units[k] {
+            // other units' values; the release below publishes these with the unit). A LoRA of one unit needs
+            // no count: every shared counter a part touches is a cache line taken from the other core.
+            if lora_units[k] == 1 || lora_done[k].fetch_add(1, Ordering::AcqRel) + 1 == lora_units[k] {
                 quantize_rows(k);
             }
-            units_done.fetch_add(1, Ordering::Release);
+            mine += 1;
+        }
+        // This part's units published at once, before its base rows (which any part may wait on only after
+        // its own).
+        if mine > 0 {
+            units_done.fetch_add(mine, Ordering::Release);
         }
         let range = split(total, part, parts, ALIGN);
         // The parts of one thread's run come one after another: its prefetch may run on into the next ones.

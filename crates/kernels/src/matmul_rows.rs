@@ -73,7 +73,7 @@ pub(super) fn rows_of(
                 },
             };
             for b in pre {
-                (g..g + count).for_each(|h| b.prefetch(h));
+                b.prefetch(g, count);
             }
             let mut j = 0;
             while j < n {
@@ -111,7 +111,7 @@ pub(super) fn rows_of(
     let mut tmp = [0f32; MAX_ROWS];
     for r in rows.clone() {
         if r == rows.start || r % GROUP == 0 {
-            pre.iter().for_each(|b| b.prefetch(r / GROUP));
+            pre.iter().for_each(|b| b.prefetch(r / GROUP, 1));
         }
         let Some(w) = w.row(r) else { continue };
         let bias = seg.bias.map_or(0.0, |b| b[r]);
