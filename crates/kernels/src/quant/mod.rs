@@ -112,8 +112,9 @@ pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
 pub type GroupFn = fn(cols: usize, w: &[u8], stride: usize, acts: &[&[u8]], out: &mut [[f32; GROUP]]);
 
 /// `pair(cols, w, acts, out)`: as `GroupFn` for groups g and g + 1 at once (`w`: both, an interleaved pair or
-/// one group after the other as `legacy::packed` places them, then any bytes the kernel may prefetch), `out[j]` group g's rows and `out[n + j]` group g + 1's against
-/// activation row `j`, for the `n` activation rows (at most `MAX_ROWS`).
+/// one group after the other as `legacy::packed` places them, then any bytes the kernel may prefetch),
+/// `out[j]` group g's rows and `out[n + j]` group g + 1's against activation row `j`, for the `n` activation
+/// rows (at most `MAX_ROWS`).
 pub type PairFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [[f32; GROUP]]);
 
 /// Every repacked-group kernel this CPU runs for `kind`, named, the one weights use last (empty where the
