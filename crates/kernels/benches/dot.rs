@@ -126,46 +126,37 @@ fn packed(filter: Option<&str>) {
             continue;
         }
         for (rows, cols, name) in SHAPES {
-            // Random bytes in the group layout: the speed does not depend on which byte is where, only the
-            // scales (the first 16 bytes of a block; 32 with Q4_1's minimums) must be sane.
+            // Random rows, repacked as the engine holds them: the speed does not depend on which byte is where,
+            // only each block's scale (and Q4_1's minimum) must be sane.
             let (_, bb) = kind.block();
-            let gb = bb * quant::GROUP;
-            let mut w = vec![0u8; rows * kind.row_bytes(cols).unwrap_or(0)];
-            rng.fill(&mut w[..]);
-            let heads = if kind == Kind::Q4_1 { 16 } else { 8 };
+            let mut bytes = vec![0u8; rows * kind.row_bytes(cols).unwrap_or(0)];
+            rng.fill(&mut bytes[..]);
+            let heads = if kind == Kind::Q4_1 { 2 } else { 1 };
             let scale = half::f16::from_f32(0.01).to_le_bytes();
-            w.chunks_exact_mut(gb)
+            bytes
+                .chunks_exact_mut(bb)
                 .for_each(|b| b[..2 * heads].chunks_exact_mut(2).for_each(|h| h.copy_from_slice(&scale)));
+            let Ok(w) = quant::Weights::with_layout(kind, rows, cols, &bytes, true) else { continue };
             let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1f32..1.0)).collect();
             let mut a = vec![0u8; quant::ActKind::Q8_0S.row_bytes(cols)];
             quant::quantize_row(quant::ActKind::Q8_0S, &x, &mut a);
-            let group_bytes = w.len() / (rows / quant::GROUP);
-            // The 4- and 5-bit formats' groups lie in interleaved pairs (a group's blocks every other block),
-            // Q8_0's one after another.
-            let interleaved = kind != Kind::Q8_0;
-            // The group kernels, then the two-group kernel (AVX-512) as the matmul runs it: each call handed
-            // its group (or pair) with the bytes after it, as the matmul does (the kernel prefetches them).
-            let groups = quant::group_kernels(kind).into_iter().map(|(label, f)| (label, Some(f), None));
+            let groups = rows / quant::GROUP;
+            // The group kernels, then the two-group kernel (AVX-512), each call handed its group (or pair) with
+            // the bytes after it as the matmul hands them (the kernel prefetches them).
+            let singles = quant::group_kernels(kind).into_iter().map(|(label, f)| (label, Some(f), None));
             let pairs = quant::pair_kernel(kind).map(|f| ("pair512", None, Some(f)));
-            for (label, group, pair) in groups.chain(pairs) {
+            for (label, group, pair) in singles.chain(pairs) {
                 let t = |n: usize| {
                     let acts = vec![a.as_slice(); n];
                     let mut out = vec![[0f32; quant::GROUP]; 2 * n];
                     let pass = |out: &mut [[f32; quant::GROUP]]| {
-                        for g in 0..rows / quant::GROUP {
-                            let pair_end =
-                                if interleaved { (g / 2 * 2 + 2) * group_bytes } else { (g + 2) * group_bytes };
-                            let reach = |own: usize| (own + quant::PREFETCH_AHEAD).min(w.len());
+                        for g in 0..groups {
                             if let Some(f) = pair {
-                                if g % 2 == 0 && pair_end <= w.len() {
-                                    f(cols, &w[g * group_bytes..reach(pair_end)], &acts, out);
+                                if let Some((gw, _)) = w.pair_reaching(g, groups).filter(|_| g % 2 == 0) {
+                                    f(cols, gw, &acts, out);
                                 }
-                            } else if let Some(f) = group {
-                                let (at, stride, own) = match interleaved && (g / 2 * 2 + 2) * group_bytes <= w.len() {
-                                    true => (g / 2 * 2 * group_bytes + g % 2 * gb, 2 * gb, pair_end),
-                                    false => (g * group_bytes, gb, (g + 1) * group_bytes),
-                                };
-                                f(cols, &w[at..reach(own)], stride, &acts, &mut out[..n]);
+                            } else if let (Some(f), Some((gw, stride, _))) = (group, w.group_reaching(g, groups)) {
+                                f(cols, gw, stride, &acts, &mut out[..n]);
                             }
                             black_box(&*out);
                         }
@@ -173,7 +164,7 @@ fn packed(filter: Option<&str>) {
                     median_pass(|| pass(&mut out))
                 };
                 let (one, four) = (t(1), t(4));
-                let gbs = |t: f64| w.len() as f64 / t / 1e9;
+                let gbs = |t: f64| w.bytes() as f64 / t / 1e9;
                 let k = format!("{kind:?}");
                 println!("{k:<5} {name:<8} {label:<10} {:>9.2} {:>9.2} {:>8.2}", gbs(one), gbs(four), four / one);
             }

@@ -44,8 +44,8 @@ fn offsets(kind: Kind) -> (usize, Option<usize>) {
 }
 
 /// Whether `kind`'s groups go in interleaved pairs (see the module).
-pub fn interleaved(kind: Kind) -> bool {
-    kind != Kind::Q8_0
+pub const fn interleaved(kind: Kind) -> bool {
+    !matches!(kind, Kind::Q8_0)
 }
 
 /// Where group `g` of `groups` of `kind` (each `len` bytes: `len / gb` blocks of `gb` bytes) lies: the offset

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::{MAX_ROWS, PREFETCH_AHEAD};
+use crate::quant::{Kind, MAX_ROWS, PREFETCH_AHEAD};
 
 use super::packed::GROUP;
 
@@ -23,8 +23,8 @@ pub(super) trait Packed {
     const WIDE: bool;
     /// The block carries the rows' minimums `m` (8 × f16 after the scales): value = d·u + m.
     const MIN: bool = false;
-    /// Its groups go in interleaved pairs (`packed::interleaved`).
-    const INTERLEAVED: bool = true;
+    /// The format (whether its groups go in interleaved pairs: `packed::interleaved`).
+    const KIND: Kind;
     /// The eight quant registers of the group block whose quants start at `b` (after the scales, and the
     /// minimums where there are).
     ///
@@ -64,6 +64,7 @@ unsafe fn nibbles(p: *const u8) -> [__m256i; 8] {
 }
 
 impl Packed for P40 {
+    const KIND: Kind = Kind::Q4_0;
     const BYTES: usize = 144;
     const BIAS: i32 = 8;
     const WIDE: bool = false;
@@ -75,6 +76,7 @@ impl Packed for P40 {
 }
 
 impl Packed for P41 {
+    const KIND: Kind = Kind::Q4_1;
     const BYTES: usize = 160;
     const BIAS: i32 = 0;
     const WIDE: bool = false;
@@ -87,6 +89,7 @@ impl Packed for P41 {
 }
 
 impl Packed for P50 {
+    const KIND: Kind = Kind::Q5_0;
     const BYTES: usize = 176;
     const BIAS: i32 = 16;
     const WIDE: bool = false;
@@ -112,10 +115,10 @@ impl Packed for P50 {
 }
 
 impl Packed for P80 {
+    const KIND: Kind = Kind::Q8_0;
     const BYTES: usize = 272;
     const BIAS: i32 = 128;
     const WIDE: bool = true;
-    const INTERLEAVED: bool = false;
     #[target_feature(enable = "avx2")]
     unsafe fn quants(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 8 × 32 bytes of quants follow the scales.

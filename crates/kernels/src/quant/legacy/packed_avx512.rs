@@ -53,7 +53,7 @@ unsafe fn pair<F: Packed, const N: usize>(
         // Both groups' blocks `PREFETCH_AHEAD` bytes on (together they cover the bytes up to the next pair's),
         // non-temporal as in the group kernel: one run of lines where the pair is interleaved.
         let at = b * step + PREFETCH_AHEAD;
-        if F::INTERLEAVED {
+        if super::packed::interleaved(F::KIND) {
             if at + 2 * F::BYTES <= reach {
                 let mut line = 0;
                 while line < 2 * F::BYTES {
@@ -141,7 +141,7 @@ pub(super) unsafe fn dot<F: Packed>(cols: usize, w: &[u8], acts: &[&[u8]], out: 
     let shortest = acts.iter().map(|a| a.len() / AB).min().unwrap_or(0);
     // One group's bytes: where group g + 1 starts unless the pair is interleaved.
     let len = (cols / 32) * F::BYTES;
-    let (step, second) = if F::INTERLEAVED { (2 * F::BYTES, F::BYTES) } else { (F::BYTES, len) };
+    let (step, second) = if super::packed::interleaved(F::KIND) { (2 * F::BYTES, F::BYTES) } else { (F::BYTES, len) };
     // Block b of g + 1 ends at b · step + second + BYTES.
     let fit = w.len().checked_sub(second + F::BYTES).map_or(0, |room| room / step + 1);
     let nb = (cols / 32).min(shortest).min(fit);
