@@ -38,8 +38,8 @@ pub fn write_random(base: &tunebench::engine::local::BaseWeights, dir: &Path) ->
     Ok(count)
 }
 
-/// The LoRA line of the report.
-pub fn run(path: &Path, prompt: usize) -> Result<String> {
+/// The LoRA line of the report for the model in `path`, named `label` in it.
+pub fn run(path: &Path, label: &str, prompt: usize) -> Result<String> {
     let m = load(path, &crate::measure::device()?, None).with_context(|| format!("loading {}", path.display()))?;
     let base = m.base().clone();
     let dir = std::env::temp_dir().join(format!("tunebench-bench-lora-{}", std::process::id()));
@@ -78,10 +78,9 @@ pub fn run(path: &Path, prompt: usize) -> Result<String> {
     let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     let (b, a) = (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect()));
     let line = format!(
-        "LoRA r=16 on all {count} linear layers of {} (unmerged, {}), decode of {DECODE} tokens after a {prompt}-token \
+        "LoRA r=16 on all {count} linear layers of {label} (unmerged, {}), decode of {DECODE} tokens after a {prompt}-token \
          prompt, {TURNS} turns each taking turns in one process (medians): base lane {b:.1} tok/s, adapter lane {a:.1} \
-         tok/s, **{:.2}×** (median of the turns' ratios; {lo:.2}–{hi:.2})\n",
-        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+         tok/s, **{:.3}×** (median of the turns' ratios; {lo:.3}–{hi:.3}; the target is 0.95, so three decimals)\n",
         crate::measure::device_spec(),
         median(ratios)
     );
