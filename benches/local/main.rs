@@ -51,15 +51,15 @@ fn child(args: &[String]) -> Result<()> {
     measure::child(Path::new(path), prompt.parse().context("prompt length")?, steps.parse().context("decode steps")?)
 }
 
-/// The Qwen2.5-0.5B-shaped Q4_0 file of the LoRA section, with Qwen2's real vocabulary when
-/// `scripts/fetch-vocabs` fetched it (llama.cpp's peer lane takes a text prompt), else the byte-level one.
-fn qwen_lora() -> Result<PathBuf> {
+/// A Qwen2.5-shaped Q4_0 file of the LoRA section, with Qwen2's real vocabulary when `scripts/fetch-vocabs`
+/// fetched it (llama.cpp's peer lane takes a text prompt), else the byte-level one.
+fn qwen_lora(shape: random_gguf::Shape) -> Result<PathBuf> {
     let vocab = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vocab/ggml-vocab-qwen2.gguf");
     let (dtype, dir) = (candle_core::quantized::GgmlDType::Q4_0, models::cache_dir());
     let (path, _) = if vocab.is_file() {
-        random_gguf::QWEN25_05B.cached_with_vocab(dtype, &dir, &vocab)?
+        shape.cached_with_vocab(dtype, &dir, &vocab)?
     } else {
-        random_gguf::QWEN25_05B.cached(dtype, &dir)?
+        shape.cached(dtype, &dir)?
     };
     Ok(path)
 }
@@ -138,11 +138,16 @@ fn sections(args: &[String]) -> Result<()> {
         let text = lora::run(&shipped, "SmolLM2-135M-Instruct.Q4_1.gguf", PROMPT)?;
         println!("{text}");
         report.push_str(&format!("\n{text}"));
-        // A model of the size people fine-tune, where the base weights outweigh the adapter's factors as they
-        // do in practice (SmolLM2's 96 MB against 5.7 MB of 8-bit factors leaves the adapter little room).
-        let text = lora::run(&qwen_lora()?, "the Qwen2.5-0.5B shape, random weights (Q4_0)", PROMPT)?;
-        println!("{text}");
-        report.push_str(&format!("\n{text}"));
+        // Models of the sizes people fine-tune: an adapter's factors grow with the width, the weights with its
+        // square, so SmolLM2 (96 MB against 5.7 MB of 8-bit factors) leaves the adapter the least room.
+        for (shape, label) in [
+            (random_gguf::QWEN25_05B, "the Qwen2.5-0.5B shape, random weights (Q4_0)"),
+            (random_gguf::QWEN25_15B, "the Qwen2.5-1.5B shape, random weights (Q4_0)"),
+        ] {
+            let text = lora::run(&qwen_lora(shape)?, label, PROMPT)?;
+            println!("{text}");
+            report.push_str(&format!("\n{text}"));
+        }
     }
     if run("batch") {
         let text = if gpu {

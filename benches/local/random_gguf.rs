@@ -46,6 +46,22 @@ pub const QWEN25_05B: Shape = Shape {
     context: 32_768,
 };
 
+/// Qwen2.5-1.5B(-Instruct)'s config.json shapes: the LoRA section's model of the size people fine-tune.
+/// (Unused by the tests that include this file.)
+#[allow(dead_code)]
+pub const QWEN25_15B: Shape = Shape {
+    name: "qwen2.5-1.5b-shape",
+    hidden: 1536,
+    layers: 28,
+    heads: 12,
+    kv_heads: 2,
+    ffn: 8960,
+    vocab: 151_936,
+    first_special: 151_643,
+    rope_theta: 1_000_000.0,
+    context: 32_768,
+};
+
 /// SmolLM2-135M's sizes in the qwen2 layout (its q/k/v biases are the only extra work, 0.01 % of a token's):
 /// the GPU rows, where the shipped file is not at hand. (Unused by the tests that include this file.)
 #[allow(dead_code)]
@@ -102,7 +118,8 @@ impl Shape {
 
     /// `cached`, with the tokenizer (every `tokenizer.*` key) of the GGUF `vocab` (a llama.cpp vocabulary file,
     /// `scripts/fetch-vocabs`) instead of the byte-level one: text then tokenizes as the real model's would, for
-    /// runs that take text prompts (the batch section on a GPU). Its token count must be the shape's.
+    /// runs that take text prompts (the batch section on a GPU, the LoRA section's llama.cpp lane). Its token count
+    /// must be the shape's.
     #[allow(dead_code)]
     pub fn cached_with_vocab(&self, dtype: GgmlDType, dir: &Path, vocab: &Path) -> Result<(PathBuf, bool)> {
         self.cached_with(dtype, dir, Some(vocab))
