@@ -1,5 +1,5 @@
-//! A LoRA lane against its base: decode tok/s of SmolLM2 and of SmolLM2 + a random r=16 adapter on every
-//! linear layer (unmerged, as lanes run it), after the same prompt, in one process, taking turns.
+//! A LoRA lane against its base: decode tok/s of a model and of the model + a random r=16 adapter on every
+//! linear layer (unmerged, as lanes run it), after the same prompt, in one process, step by step in turn.
 
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use crate::measure;
 
 const DECODE: usize = 128;
 
-/// Turns of each lane, taking turns (base, adapter, base, …): the machine's noise moves single runs by 10%.
+/// Turns, each a prefill and a decode of both lanes (the machine's noise moves single runs by 10%).
 const TURNS: usize = 11;
 
 /// Writes a random r=16 PEFT adapter (new values every call) on every linear layer of `base` into `dir`;
@@ -50,25 +50,33 @@ pub fn run(path: &Path, label: &str, prompt: usize) -> Result<String> {
     let _ = std::fs::remove_dir_all(&dir);
     let view = written.map_err(anyhow::Error::from).context("the random adapter")?;
     let ids = measure::prompt_ids(prompt, base.cfg.vocab);
-    let decode = |model: &Llama| -> Result<f64> {
-        let mut cache = model.new_cache(prompt + DECODE + 1)?;
-        let size = tunebench::engine::local::prefill_chunk(model.device());
-        for (i, chunk) in ids.chunks(size).enumerate() {
-            model.forward_last(chunk, i * size, &mut cache)?;
+    // Both lanes prefill the same prompt, then decode step by step in alternation (base, adapter, base, …),
+    // each step timed: the machine's load drifts over seconds here, and a pair of neighbouring steps shares it,
+    // where a whole decode of one lane and then of the other does not. Each turn gives each lane its tok/s (its
+    // steps' own time) and so a ratio; the median turn's ratio is the figure.
+    let turn = |models: [&Llama; 2]| -> Result<(f64, f64)> {
+        let size = tunebench::engine::local::prefill_chunk(models[0].device());
+        let mut caches = Vec::with_capacity(2);
+        for model in models {
+            let mut cache = model.new_cache(prompt + DECODE + 1)?;
+            for (i, chunk) in ids.chunks(size).enumerate() {
+                model.forward_last(chunk, i * size, &mut cache)?;
+            }
+            caches.push(cache);
         }
-        let t = std::time::Instant::now();
-        let mut tok = ids[0];
+        let (mut toks, mut secs) = ([ids[0]; 2], [0f64; 2]);
         for i in 0..DECODE {
-            tok = model.forward_last(&[tok], prompt + i, &mut cache)?.argmax(0)?.to_scalar::<u32>()?;
+            for (l, (model, cache)) in models.iter().zip(caches.iter_mut()).enumerate() {
+                let t = std::time::Instant::now();
+                toks[l] = model.forward_last(&[toks[l]], prompt + i, cache)?.argmax(0)?.to_scalar::<u32>()?;
+                secs[l] += t.elapsed().as_secs_f64();
+            }
         }
-        Ok(DECODE as f64 / t.elapsed().as_secs_f64())
+        Ok((DECODE as f64 / secs[0], DECODE as f64 / secs[1]))
     };
-    // Taking turns shares any drift in the machine's load fairly; each adapter turn is paired with the base
-    // turn before it, and the median pair's ratio is the figure.
     let mut pairs = Vec::with_capacity(TURNS);
     for _ in 0..TURNS {
-        let b = decode(&m.plain)?;
-        pairs.push((b, decode(&view.model)?));
+        pairs.push(turn([&m.plain, &view.model])?);
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -79,7 +87,7 @@ pub fn run(path: &Path, label: &str, prompt: usize) -> Result<String> {
     let (b, a) = (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect()));
     let line = format!(
         "LoRA r=16 on all {count} linear layers of {label} (unmerged, {}), decode of {DECODE} tokens after a {prompt}-token \
-         prompt, {TURNS} turns each taking turns in one process (medians): base lane {b:.1} tok/s, adapter lane {a:.1} \
+         prompt, both lanes decoding step by step in alternation, {TURNS} turns (medians): base lane {b:.1} tok/s, adapter lane {a:.1} \
          tok/s, **{:.3}×** (median of the turns' ratios; {lo:.3}–{hi:.3}; the target is 0.95, so three decimals)\n",
         crate::measure::device_spec(),
         median(ratios)

@@ -56,11 +56,8 @@ fn child(args: &[String]) -> Result<()> {
 fn qwen_lora(shape: random_gguf::Shape) -> Result<PathBuf> {
     let vocab = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vocab/ggml-vocab-qwen2.gguf");
     let (dtype, dir) = (candle_core::quantized::GgmlDType::Q4_0, models::cache_dir());
-    let (path, _) = if vocab.is_file() {
-        shape.cached_with_vocab(dtype, &dir, &vocab)?
-    } else {
-        shape.cached(dtype, &dir)?
-    };
+    let (path, _) =
+        if vocab.is_file() { shape.cached_with_vocab(dtype, &dir, &vocab)? } else { shape.cached(dtype, &dir)? };
     Ok(path)
 }
 
