@@ -49,7 +49,8 @@ fn decoding_together(lanes: &[Lane]) -> f64 {
 }
 
 /// The workspace: lanes base (long prompt), a and b (short, adapters A and B), c (short, adapter A), d (short,
-/// none), e (short, adapter B), f and g (short, adapter A), and base16 (base on an f16 KV cache).
+/// none), e (short, adapter B), f and g (short, adapter A), base16 (base on an f16 KV cache), and a16, b16, c16,
+/// d16 (a, b, c and d on an f16 KV cache).
 fn workspace(root: &Path, model: &Path) -> Result<()> {
     let m = load(model, &Device::Cpu, None).with_context(|| format!("loading {}", model.display()))?;
     let device = crate::measure::device_spec();
@@ -68,7 +69,7 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
     };
     let lane = |id: &str, prompt: &str, adapter: Option<&str>| on(id, "smol", prompt, adapter);
     let toml = format!(
-        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n[models.smol16]\npath = \"{}\"\ndevice = \"{device}\"\nkv_cache = \"f16\"\n{}{}{}{}{}{}{}{}{}",
+        "name = \"batch-bench\"\n[prompts.long]\ntext = \"\"\"\n{rules}\"\"\"\n[prompts.short]\ntext = \"Answer briefly.\"\n[models.smol]\npath = \"{}\"\ndevice = \"{device}\"\n[models.smol16]\npath = \"{}\"\ndevice = \"{device}\"\nkv_cache = \"f16\"\n{}{}{}{}{}{}{}{}{}{}{}{}{}",
         model.display(),
         model.display(),
         lane("base", "long", None),
@@ -80,6 +81,10 @@ fn workspace(root: &Path, model: &Path) -> Result<()> {
         lane("f", "short", Some("a")),
         lane("g", "short", Some("a")),
         on("base16", "smol16", "long", None),
+        on("a16", "smol16", "short", Some("a")),
+        on("b16", "smol16", "short", Some("b")),
+        on("c16", "smol16", "short", Some("a")),
+        on("d16", "smol16", "short", None),
     );
     std::fs::write(root.join("workspace.toml"), toml).with_context(|| format!("writing {}", root.display()))?;
     Ok(())
@@ -135,6 +140,8 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
     let (mut same_window, mut ratio_same) = (Vec::new(), Vec::new());
     let (mut long_ttft, mut long_tok) = (Vec::new(), Vec::new());
     let (mut half_ttft, mut half_tok, mut ratio_half) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one16_window, mut four16_window, mut ratio16_window) = (Vec::new(), Vec::new(), Vec::new());
+    let cpu = crate::measure::device_spec() == "cpu";
     for turn in 0..turns.max(1) {
         let alone: Vec<(Vec<Lane>, f64)> =
             [base, a, b].iter().map(|&l| rt.block_on(together(&ws, &backend, &[l]))).collect::<Result<_>>()?;
@@ -143,6 +150,15 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         let (three, wall3) = rt.block_on(together(&ws, &backend, &[base, a, b]))?;
         let (two, _) = rt.block_on(together(&ws, &backend, &[base, a]))?;
         let (four, _) = rt.block_on(together(&ws, &backend, &[a, b, 3, 4]))?;
+        // The same four lanes on an f16 KV cache (the CPU engine's setting), against their lane a on f16 alone
+        // just before and after.
+        let f16 = |lanes: &[usize]| -> Result<Vec<Lane>> {
+            if !cpu {
+                return Ok(Vec::new());
+            }
+            Ok(rt.block_on(together(&ws, &backend, lanes))?.0)
+        };
+        let (one16, four16, again16) = (f16(&[9])?, f16(&[9, 10, 11, 12])?, f16(&[9])?);
         let (same, _) = rt.block_on(together(&ws, &backend, &[a, 3, 6, 7]))?;
         let slowest = alone.iter().map(|(_, w)| *w).fold(0.0, f64::max);
         ratio_wall.push(wall3 / slowest);
@@ -168,6 +184,13 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         one_window.push(one_w);
         four_window.push(four_w);
         ratio_window.push(four_w / one_w);
+        let one16_w = (decoding_together(&one16) + decoding_together(&again16)) / 2.0;
+        let four16_w = decoding_together(&four16);
+        if cpu {
+            one16_window.push(one16_w);
+            four16_window.push(four16_w);
+            ratio16_window.push(four16_w / one16_w);
+        }
         let same_w = decoding_together(&same);
         same_window.push(same_w);
         ratio_same.push(same_w / one_w);
@@ -175,14 +198,15 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
             "  turn {}: 3 lanes {wall3:.2}s vs slowest alone {slowest:.2}s; short ttft beside the long one {:.0} ms, \
              with both short ones {:.0}/{:.0} ms, vs alone {:.0}/{:.0}; the long one's ttft alone {:.0} ms; 4 lanes \
              {four_w:.1} tok/s while all four decode ({agg:.1} as the panes sum), four of adapter A {same_w:.1}, vs 1 lane \
-             {one_w:.1} ({one:.1})",
+             {one_w:.1} ({one:.1}){}",
             turn + 1,
             two[1].ttft * 1e3,
             three[1].ttft * 1e3,
             three[2].ttft * 1e3,
             alone[1].0[0].ttft * 1e3,
             alone[2].0[0].ttft * 1e3,
-            alone[0].0[0].ttft * 1e3
+            alone[0].0[0].ttft * 1e3,
+            if cpu { format!("; on an f16 cache 4 lanes {four16_w:.1} vs 1 lane {one16_w:.1}") } else { String::new() }
         );
         if prompt_note.is_empty() {
             let tokens: Vec<String> = three.iter().map(|l| l.tokens.to_string()).collect();
@@ -208,7 +232,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
          | the same as the four panes' tok/s add up ({:.1} vs {:.1}; a pane's decode time includes the passes where \
          the other lanes' prompts still prefill) | {} | — |\n\
          | aggregate decode, 4 lanes of adapter A (an eval's batch of one lane's cases) ÷ 1 lane, while all four \
-         decode ({:.1} vs {:.1} tok/s) | {} | — |\n\n\
+         decode ({:.1} vs {:.1} tok/s) | {} | — |\n{}\n\
          The long-prompt lane alone: time to first token {:.2} s, decode {:.1} tok/s; on an f16 KV cache \
          (`kv_cache = \"f16\"`) {:.2} s and {:.1} tok/s, decode {}.\n\n\
          Peak RSS (fresh process, model + lanes' KV caches + buffers): {}.\n",
@@ -226,6 +250,17 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         med(&same_window),
         med(&one_window),
         s(&ratio_same),
+        if cpu {
+            format!(
+                "| aggregate decode, the same 4 lanes ÷ 1 lane on an f16 KV cache (`kv_cache = \"f16\"`; {:.1} vs {:.1} \
+                 tok/s) | {} | — |\n",
+                med(&four16_window),
+                med(&one16_window),
+                s(&ratio16_window)
+            )
+        } else {
+            String::new()
+        },
         med(&long_ttft),
         med(&long_tok),
         med(&half_ttft),
