@@ -137,6 +137,8 @@ fn packed(filter: Option<&str>) {
                 .chunks_exact_mut(bb)
                 .for_each(|b| b[..2 * heads].chunks_exact_mut(2).for_each(|h| h.copy_from_slice(&scale)));
             let Ok(w) = quant::Weights::with_layout(kind, rows, cols, &bytes, true) else { continue };
+            // The group kernels on the layout they run on alone (a CPU without the two-group kernel's).
+            let Ok(alone) = quant::Weights::without_pair_kernel(kind, rows, cols, &bytes) else { continue };
             let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1f32..1.0)).collect();
             let mut a = vec![0u8; quant::ActKind::Q8_0S.row_bytes(cols)];
             quant::quantize_row(quant::ActKind::Q8_0S, &x, &mut a);
@@ -155,8 +157,8 @@ fn packed(filter: Option<&str>) {
                                 if let Some((gw, _)) = w.pair_reaching(g, groups).filter(|_| g % 2 == 0) {
                                     f(cols, gw, &acts, out);
                                 }
-                            } else if let (Some(f), Some((gw, stride, _))) = (group, w.group_reaching(g, groups)) {
-                                f(cols, gw, stride, &acts, &mut out[..n]);
+                            } else if let (Some(f), Some((gw, lay, _))) = (group, alone.group_reaching(g, groups)) {
+                                f(cols, gw, lay, &acts, &mut out[..n]);
                             }
                             black_box(&*out);
                         }

@@ -3,7 +3,7 @@
 
 use super::{Rows, Seg};
 use crate::lora::QCols;
-use crate::quant::{GROUP, GroupFn, Kind, MAX_ROWS, PairFn};
+use crate::quant::{GROUP, GroupFn, Kind, Lay, MAX_ROWS, PairFn};
 
 /// A repacked weight's kernel for one step: a whole interleaved pair, or one group.
 #[derive(Clone, Copy)]
@@ -62,10 +62,10 @@ pub(super) fn rows_of(
             // prefetch the groups after them up to `reach` (past it they are another thread's, or another
             // matrix).
             let pair = if pairs && g + 1 < groups.end { w.pair_reaching(g, reach) } else { None };
-            let (count, gw, stride, kernel) = match pair {
-                Some((gw, k)) => (2, gw, 0, Kernel::Pair(k)),
+            let (count, gw, lay, kernel) = match pair {
+                Some((gw, k)) => (2, gw, Lay::lone(0), Kernel::Pair(k)),
                 None => match w.group_reaching(g, reach) {
-                    Some((gw, stride, k)) => (1, gw, stride, Kernel::Group(k)),
+                    Some((gw, lay, k)) => (1, gw, lay, Kernel::Group(k)),
                     None => {
                         g += 1;
                         continue;
@@ -80,7 +80,7 @@ pub(super) fn rows_of(
                 let k = (n - j).min(MAX_ROWS);
                 match kernel {
                     Kernel::Pair(f) => f(cols, gw, &tile(j, k)[..k], &mut tmp[..2 * k]),
-                    Kernel::Group(f) => f(cols, gw, stride, &tile(j, k)[..k], &mut tmp[..k]),
+                    Kernel::Group(f) => f(cols, gw, lay, &tile(j, k)[..k], &mut tmp[..k]),
                 }
                 for h in 0..count {
                     let gg = g + h;

@@ -269,60 +269,76 @@ fn repacked_group_kernels_match_the_f64_sum_and_dequantize_exactly() {
             // A pair of groups (interleaved) and a last, odd group (its blocks one after another).
             let rows: Vec<Vec<u8>> = (0..3 * quant::GROUP).map(|_| weight_row(kind, blocks, &mut rng)).collect();
             let bytes: Vec<u8> = rows.concat();
-            let w = quant::Weights::with_layout(kind, rows.len(), cols, &bytes, true).unwrap();
-            assert_eq!(w.group(0).is_some(), !variants.is_empty(), "{kind:?}: repacked where a kernel runs");
             let plain = quant::Weights::with_layout(kind, rows.len(), cols, &bytes, false).unwrap();
             assert!(plain.group(0).is_none() && plain.row(3) == Some(&rows[3][..]));
-            for (r, row) in rows.iter().enumerate() {
-                let (mut got, mut want) = (vec![f32::NAN; cols], vec![f32::NAN; cols]);
-                w.dequantize_row(r, &mut got);
-                (quant::reference(kind).dequantize)(row, &mut want);
-                assert_eq!(
-                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{kind:?} row {r}"
-                );
-            }
-            if variants.is_empty() {
-                continue;
-            }
-            assert_eq!(w.acts(), ActKind::Q8_0S);
-            for n in 1..=quant::MAX_ROWS + 1 {
-                let acts: Vec<(Vec<u8>, Vec<f32>)> =
-                    (0..n).map(|_| act_row(ActKind::Q8_0S, blocks, &mut rng)).collect();
-                let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
-                // One group's bytes.
-                let len = bytes.len() / 3;
-                for g in 0..3 {
-                    let (bytes, stride, own) = w.group(g).unwrap();
-                    // Q8_0's groups lie one after another, the others' in interleaved pairs.
-                    let (block, paired) = (len / blocks, kind != Kind::Q8_0 && g < 2);
-                    assert_eq!(stride, if paired { 2 * block } else { block }, "{kind:?}: group {g}'s blocks apart");
-                    assert_eq!(bytes.len(), if paired { 2 * len - g * block } else { len }, "to its pair's end");
-                    // Handed the groups that follow (to prefetch), a kernel computes the same numbers.
-                    let (reaching, _, _) = w.group_reaching(g, 3).unwrap();
-                    let tail = if paired { len } else { (2 - g) * len }.min(quant::PREFETCH_AHEAD);
-                    assert_eq!(reaching.len(), bytes.len() + tail, "{kind:?}: group {g} reaching the last");
-                    assert_eq!(w.group_reaching(g, 0).unwrap().0.len(), bytes.len(), "never less than the group");
-                    for (name, kern) in variants.iter().copied().chain([("weights' own", own)]) {
-                        let mut got = vec![[f32::NAN; quant::GROUP]; n];
-                        kern(cols, bytes, stride, &views, &mut got);
-                        let mut far = vec![[f32::NAN; quant::GROUP]; n];
-                        kern(cols, reaching, stride, &views, &mut far);
+            // As this CPU holds them (pairs field by field where it runs the two-group kernel), and as one
+            // without that kernel does (block by block).
+            let own = quant::Weights::with_layout(kind, rows.len(), cols, &bytes, true).unwrap();
+            let blockwise = quant::Weights::without_pair_kernel(kind, rows.len(), cols, &bytes).unwrap();
+            for w in [own, blockwise] {
+                assert_eq!(w.group(0).is_some(), !variants.is_empty(), "{kind:?}: repacked where a kernel runs");
+                for (r, row) in rows.iter().enumerate() {
+                    let (mut got, mut want) = (vec![f32::NAN; cols], vec![f32::NAN; cols]);
+                    w.dequantize_row(r, &mut got);
+                    (quant::reference(kind).dequantize)(row, &mut want);
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{kind:?} row {r}"
+                    );
+                }
+                if variants.is_empty() {
+                    continue;
+                }
+                assert_eq!(w.acts(), ActKind::Q8_0S);
+                for n in 1..=quant::MAX_ROWS + 1 {
+                    let acts: Vec<(Vec<u8>, Vec<f32>)> =
+                        (0..n).map(|_| act_row(ActKind::Q8_0S, blocks, &mut rng)).collect();
+                    let views: Vec<&[u8]> = acts.iter().map(|(q, _)| q.as_slice()).collect();
+                    // One group's bytes.
+                    let len = bytes.len() / 3;
+                    for g in 0..3 {
+                        let (bytes, lay, own) = w.group(g).unwrap();
+                        // Q8_0's groups lie one after another, the others' in interleaved pairs (both groups handed
+                        // the pair's bytes, each told which half it is).
+                        let (block, paired) = (len / blocks, kind != Kind::Q8_0 && g < 2);
                         assert_eq!(
-                            got.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            far.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            "{kind:?} {name}: group {g} with the next groups handed over"
+                            lay.stride,
+                            if paired { 2 * block } else { block },
+                            "{kind:?}: group {g}'s blocks apart"
                         );
-                        for (j, lanes) in got.iter().enumerate() {
-                            for (i, &v) in lanes.iter().enumerate() {
-                                let r = g * quant::GROUP + i;
-                                let (want, tol) = expected(kind, &rows[r], None, &acts[j].1);
-                                let err = (f64::from(v) - want).abs();
-                                assert!(
-                                    err <= tol,
-                                    "{kind:?} {name} {blocks} blocks, row {r}, act {j}/{n}: {v} vs {want}"
-                                );
+                        assert_eq!(lay.half, paired.then_some(g % 2), "{kind:?}: group {g}'s half of its pair");
+                        assert_eq!(
+                            lay.fields,
+                            paired && w.pair_reaching(0, 3).is_some(),
+                            "{kind:?}: fields with the pair kernel"
+                        );
+                        assert_eq!(bytes.len(), if paired { 2 * len } else { len }, "to its pair's end");
+                        // Handed the groups that follow (to prefetch), a kernel computes the same numbers.
+                        let (reaching, _, _) = w.group_reaching(g, 3).unwrap();
+                        let tail = if paired { len } else { (2 - g) * len }.min(quant::PREFETCH_AHEAD);
+                        assert_eq!(reaching.len(), bytes.len() + tail, "{kind:?}: group {g} reaching the last");
+                        assert_eq!(w.group_reaching(g, 0).unwrap().0.len(), bytes.len(), "never less than the group");
+                        for (name, kern) in variants.iter().copied().chain([("weights' own", own)]) {
+                            let mut got = vec![[f32::NAN; quant::GROUP]; n];
+                            kern(cols, bytes, lay, &views, &mut got);
+                            let mut far = vec![[f32::NAN; quant::GROUP]; n];
+                            kern(cols, reaching, lay, &views, &mut far);
+                            assert_eq!(
+                                got.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                far.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                "{kind:?} {name}: group {g} with the next groups handed over"
+                            );
+                            for (j, lanes) in got.iter().enumerate() {
+                                for (i, &v) in lanes.iter().enumerate() {
+                                    let r = g * quant::GROUP + i;
+                                    let (want, tol) = expected(kind, &rows[r], None, &acts[j].1);
+                                    let err = (f64::from(v) - want).abs();
+                                    assert!(
+                                        err <= tol,
+                                        "{kind:?} {name} {blocks} blocks, row {r}, act {j}/{n}: {v} vs {want}"
+                                    );
+                                }
                             }
                         }
                     }
@@ -364,9 +380,9 @@ fn pair_kernels_give_each_group_the_bits_of_the_group_kernel() {
                         let mut got = vec![[f32::NAN; quant::GROUP]; 2 * n];
                         f(cols, bytes, &views, &mut got);
                         for (half, group) in [g, g + 1].into_iter().enumerate() {
-                            let (gw, stride, kern) = w.group(group).unwrap();
+                            let (gw, lay, kern) = w.group(group).unwrap();
                             let mut want = vec![[f32::NAN; quant::GROUP]; n];
-                            kern(cols, gw, stride, &views, &mut want);
+                            kern(cols, gw, lay, &views, &mut want);
                             assert_eq!(
                                 got[half * n..(half + 1) * n].iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),
                                 want.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use crate::huge::HostBytes;
 
 pub use acts::{ActKind, dequantize_row, quantize_row, quantize_row_reference};
-pub use legacy::packed::GROUP;
+pub use legacy::packed::{GROUP, Lay};
 
 /// The most activation rows one kernel call multiplies against one weight row (prefill tiles by it).
 pub const MAX_ROWS: usize = 4;
@@ -105,11 +105,11 @@ impl Kind {
 /// `dot(cols, w, acts, out)`: see [`Kernel::dot`].
 pub type DotFn = fn(cols: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]);
 
-/// `group(cols, w, stride, acts, out)`: `out[j][i] = Σ_c w_i[c] · acts[j][c]` for the `GROUP` rows `w_i` of
-/// one repacked group (`w`: from its first block on, its blocks `stride` bytes apart, then any bytes the
-/// kernel may prefetch, up to `PREFETCH_AHEAD` past the group; see `Weights::group_reaching`) and
-/// 1..=MAX_ROWS activation rows (Q8_0S) per call.
-pub type GroupFn = fn(cols: usize, w: &[u8], stride: usize, acts: &[&[u8]], out: &mut [[f32; GROUP]]);
+/// `group(cols, w, lay, acts, out)`: `out[j][i] = Σ_c w_i[c] · acts[j][c]` for the `GROUP` rows `w_i` of
+/// one repacked group (`w`: from its first block on, laid out as `lay` says, then any bytes the kernel may
+/// prefetch, up to `PREFETCH_AHEAD` past the group; see `Weights::group_reaching`) and 1..=MAX_ROWS activation
+/// rows (Q8_0S) per call.
+pub type GroupFn = fn(cols: usize, w: &[u8], lay: Lay, acts: &[&[u8]], out: &mut [[f32; GROUP]]);
 
 /// `pair(cols, w, acts, out)`: as `GroupFn` for groups g and g + 1 at once (`w`: both, an interleaved pair or
 /// one group after the other as `legacy::packed` places them, then any bytes the kernel may prefetch),
@@ -218,6 +218,8 @@ pub struct Weights {
     kernel: Kernel,
     group: Option<GroupFn>,
     pair: Option<PairFn>,
+    /// Pairs interleaved field by field (for the two-group kernel), else block by block (see `legacy::packed`).
+    fields: bool,
 }
 
 impl Weights {
@@ -229,6 +231,16 @@ impl Weights {
 
     /// As `new`, repacking only when `repack` (and the format, rows and CPU allow it).
     pub fn with_layout(kind: Kind, rows: usize, cols: usize, bytes: &[u8], repack: bool) -> Result<Self, String> {
+        Self::packed(kind, rows, cols, bytes, repack, true)
+    }
+
+    /// As `with_layout`, repacked as a CPU without the two-group kernel holds them (pairs interleaved block by
+    /// block, computed one group at a time), for comparing that layout's group kernels on any CPU.
+    pub fn without_pair_kernel(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, String> {
+        Self::packed(kind, rows, cols, bytes, true, false)
+    }
+
+    fn packed(kind: Kind, rows: usize, cols: usize, bytes: &[u8], repack: bool, pairs: bool) -> Result<Self, String> {
         let row_bytes = kind
             .row_bytes(cols)
             .ok_or_else(|| format!("{kind:?} rows of {cols} elements are not whole blocks of {}", kind.block().0))?;
@@ -236,14 +248,15 @@ impl Weights {
             return Err(format!("{kind:?} [{rows}, {cols}] needs {} bytes, got {}", rows * row_bytes, bytes.len()));
         }
         let group = if repack && rows.is_multiple_of(GROUP) { group_kernels(kind).last().map(|g| g.1) } else { None };
+        let pair = group.and_then(|_| pair_kernel(kind)).filter(|_| pairs);
+        let fields = pair.is_some();
         // Repacked straight into host memory, not into a vector first and copied.
         let data = HostBytes::filled(bytes.len(), |out| {
-            if group.is_none() || !legacy::packed::pack_into(kind, rows, cols, bytes, out) {
+            if group.is_none() || !legacy::packed::pack_into(kind, rows, cols, bytes, out, fields) {
                 out.copy_from_slice(bytes);
             }
         });
-        let pair = group.and_then(|_| pair_kernel(kind));
-        Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group, pair })
+        Ok(Self { kind, rows, cols, row_bytes, data, kernel: kernel(kind), group, pair, fields })
     }
 
     /// f32 weights `[rows, cols]` held as f32.
@@ -270,13 +283,13 @@ impl Weights {
         (self.rows / GROUP, GROUP * self.row_bytes)
     }
 
-    /// Where group `g`'s first block lies and the bytes from one of its blocks to the next (see
+    /// Where group `g`'s first block lies (a paired group's: its pair's) and its layout (see
     /// `legacy::packed::place`), and where its bytes (its pair's) end.
-    fn place(&self, g: usize) -> (usize, usize, usize) {
+    fn place(&self, g: usize) -> (usize, Lay, usize) {
         let (groups, len) = self.groups();
         let gb = legacy::packed::block_bytes(self.kind).unwrap_or(len);
-        let (at, stride) = legacy::packed::place(self.kind, g, groups, len, gb);
-        (at, stride, self.bound(g + 1))
+        let (at, lay) = legacy::packed::place(self.kind, g, groups, (len, gb), self.fields);
+        (at, lay, self.bound(g + 1))
     }
 
     /// The end of the bytes of the groups before `g` (an interleaved pair's end where `g` falls inside it).
@@ -286,21 +299,21 @@ impl Weights {
         (g * len).min(self.data.len())
     }
 
-    /// The repacked group `g` (rows `g·GROUP..`): its bytes from its first block to its pair's end, the
-    /// bytes from one of its blocks to the next, and its kernel; None when the weights are in rows.
-    pub fn group(&self, g: usize) -> Option<(&[u8], usize, GroupFn)> {
+    /// The repacked group `g` (rows `g·GROUP..`): its bytes from its first block to its pair's end, its
+    /// layout, and its kernel; None when the weights are in rows.
+    pub fn group(&self, g: usize) -> Option<(&[u8], Lay, GroupFn)> {
         let f = self.group?;
-        let (at, stride, end) = self.place(g);
-        Some((self.data.get(at..end)?, stride, f))
+        let (at, lay, end) = self.place(g);
+        Some((self.data.get(at..end)?, lay, f))
     }
 
     /// As `group`, followed by the bytes of the groups before `end`, at most `PREFETCH_AHEAD` of them, which
     /// the kernel prefetches as it computes group `g`.
-    pub fn group_reaching(&self, g: usize, end: usize) -> Option<(&[u8], usize, GroupFn)> {
+    pub fn group_reaching(&self, g: usize, end: usize) -> Option<(&[u8], Lay, GroupFn)> {
         let f = self.group?;
-        let (at, stride, own) = self.place(g);
+        let (at, lay, own) = self.place(g);
         let stop = self.bound(end).min(own + PREFETCH_AHEAD).max(own);
-        Some((self.data.get(at..stop)?, stride, f))
+        Some((self.data.get(at..stop)?, lay, f))
     }
 
     /// As `group_reaching` for groups `g` and `g + 1` together (an interleaved pair: `g` even), with the
@@ -340,7 +353,7 @@ impl Weights {
 
     /// Row `r` as f32 into `out` (`cols` long).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let Some((group, stride, _)) = self.group(r / GROUP) else {
+        let Some((group, lay, _)) = self.group(r / GROUP) else {
             if let Some(row) = self.row(r) {
                 (self.kernel.dequantize)(row, out);
             }
@@ -349,7 +362,7 @@ impl Weights {
         let (elems, bytes) = self.kind.block();
         let mut block = [0u8; 34];
         for (b, o) in out.chunks_exact_mut(elems).enumerate().take(self.cols / elems) {
-            legacy::packed::unpack_block(self.kind, group, stride, b, r % GROUP, &mut block[..bytes]);
+            legacy::packed::unpack_block(self.kind, group, lay, b, r % GROUP, &mut block[..bytes]);
             (self.kernel.dequantize)(&block[..bytes], o);
         }
     }

@@ -72,10 +72,10 @@ pub fn group_variants(kind: Kind) -> Vec<(&'static str, GroupFn)> {
         macro_rules! wrap {
             ($($name:ident => $isa:ident, $fmt:ty;)*) => {
                 $(
-                    fn $name(cols: usize, w: &[u8], stride: usize, acts: &[&[u8]], out: &mut [[f32; packed::GROUP]]) {
+                    fn $name(cols: usize, w: &[u8], lay: packed::Lay, acts: &[&[u8]], out: &mut [[f32; packed::GROUP]]) {
                         // SAFETY: handed out below only once simd_available() found AVX2, FMA and F16C (and
                         // vnni_available() for the VNNI ones).
-                        unsafe { packed_avx2::$isa::dot::<$fmt>(cols, w, stride, acts, out) }
+                        unsafe { packed_avx2::$isa::dot::<$fmt>(cols, w, lay, acts, out) }
                     }
                 )*
             };

@@ -14,12 +14,18 @@
 //!   element 4k+t; then `P` as Q4_0; `u = q` (BIAS 16).
 //! - Q8_0: 8 × f16 d, then 8 × 32 bytes `U[k]`: lane i = row i's quants 4k..4k+4 as `q + 128` (BIAS 128).
 //!
-//! The 4- and 5-bit formats' groups go in pairs, their blocks interleaved: block b of group 2p, then block b
-//! of group 2p + 1, so that the kernel computing both reads one stream (two streams a group's length apart
-//! read a decode's weights ~13% slower at four activation rows); a last, odd group keeps its blocks one after
-//! another. Q8_0's groups all do: at up to four rows its group kernel, reading one group at a time, keeps the
-//! memory's speed, and reading every other block of an interleaved pair it measured 5–10% slower. A group's
-//! blocks are thus `stride` bytes apart (see `place`).
+//! The 4- and 5-bit formats' groups go in pairs, their blocks interleaved so that a kernel computing both
+//! reads one stream (two streams a group's length apart read a decode's weights ~13% slower at four
+//! activation rows). Where the CPU runs the two-group kernel, field by field: block b of the pair holds group
+//! 2p's scales then group 2p + 1's, their minimums (Q4_1) or fifth bits (Q5_0) likewise, then each 32-byte
+//! register of quants of 2p beside the same register of 2p + 1, so that each of its 512-bit loads is already
+//! the two groups' halves side by side, with no lane inserts (which cost the four-row kernel a fifth of its
+//! instructions). Elsewhere block by block (block b of 2p, then block b of 2p + 1): the group kernel, reading
+//! one group at a time, then reads only its own group's lines. A last, odd group keeps its blocks one after
+//! another.
+//! Q8_0's groups all do: at up to four rows its group kernel, reading one group at a time, keeps the memory's
+//! speed, and reading every other block of an interleaved pair it measured 5–10% slower. A group's blocks
+//! are thus `stride` bytes apart, and where a field lies in one is `Lay::field` (see `place`).
 
 use crate::quant::Kind;
 
@@ -48,39 +54,71 @@ pub const fn interleaved(kind: Kind) -> bool {
     !matches!(kind, Kind::Q8_0)
 }
 
-/// Where group `g` of `groups` of `kind` (each `len` bytes: `len / gb` blocks of `gb` bytes) lies: the offset
-/// of its first block and the bytes from one of its blocks to the next.
-pub fn place(kind: Kind, g: usize, groups: usize, len: usize, gb: usize) -> (usize, usize) {
+/// Where a repacked group's blocks lie: `stride` bytes from one block to the next; `half`, for a group of an
+/// interleaved pair, which of the two it is (its blocks are then the pair's); `fields`, whether the pair's
+/// blocks are interleaved field by field (else block by block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lay {
+    pub stride: usize,
+    pub half: Option<usize>,
+    pub fields: bool,
+}
+
+impl Lay {
+    /// A group whose blocks lie `stride` bytes apart, alone.
+    pub const fn lone(stride: usize) -> Self {
+        Lay { stride, half: None, fields: false }
+    }
+
+    /// Where a field of one of the group's blocks starts, from the block's start: the field `off` bytes into a
+    /// group's own block, `size` bytes long (16: scales, minimums; 32: a register of quants or fifth bits).
+    #[inline(always)]
+    pub const fn field(self, off: usize, size: usize) -> usize {
+        match self.half {
+            None => off,
+            Some(h) if self.fields => 2 * off + h * size,
+            Some(h) => h * (self.stride / 2) + off,
+        }
+    }
+}
+
+/// Where group `g` of `groups` of `kind` (each `len` bytes: `len / gb` blocks of `gb` bytes) lies, its pairs
+/// interleaved field by field or block by block (`fields`): the offset of its first block (a paired group's:
+/// its pair's) and its layout.
+pub fn place(kind: Kind, g: usize, groups: usize, (len, gb): (usize, usize), fields: bool) -> (usize, Lay) {
     if !interleaved(kind) || (g + 1 == groups && groups % 2 == 1) {
-        (g * len, gb)
+        (g * len, Lay::lone(gb))
     } else {
-        (g / 2 * 2 * len + g % 2 * gb, 2 * gb)
+        (g / 2 * 2 * len, Lay { stride: 2 * gb, half: Some(g % 2), fields })
     }
 }
 
 /// `rows` (a multiple of `GROUP`) × `cols` of `kind` in the file's bytes, repacked into `out` (as long as
-/// `bytes`, zeroed); false, `out` untouched, for a format that does not repack.
-pub fn pack_into(kind: Kind, rows: usize, cols: usize, bytes: &[u8], out: &mut [u8]) -> bool {
+/// `bytes`, zeroed), pairs interleaved field by field or block by block (`fields`); false, `out` untouched, for
+/// a format that does not repack.
+pub fn pack_into(kind: Kind, rows: usize, cols: usize, bytes: &[u8], out: &mut [u8], fields: bool) -> bool {
     let Some(gb) = block_bytes(kind) else { return false };
     let bb = kind.block().1;
     let nb = cols / 32;
     let (qs, qh) = offsets(kind);
     let groups = rows / GROUP;
     for g in 0..groups {
-        let (at, stride) = place(kind, g, groups, nb * gb, gb);
+        let (at, lay) = place(kind, g, groups, (nb * gb, gb), fields);
         for b in 0..nb {
-            let dst = &mut out[at + b * stride..at + b * stride + gb];
+            let dst = &mut out[at + b * lay.stride..];
             for i in 0..GROUP {
                 let src = &bytes[(g * GROUP + i) * nb * bb + b * bb..][..bb];
-                dst[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
+                let d = lay.field(0, 16) + 2 * i;
+                dst[d..d + 2].copy_from_slice(&src[..2]);
                 if kind == Kind::Q4_1 {
-                    dst[16 + 2 * i..18 + 2 * i].copy_from_slice(&src[2..4]);
+                    let m = lay.field(16, 16) + 2 * i;
+                    dst[m..m + 2].copy_from_slice(&src[2..4]);
                 }
                 let quants = match (kind, qh) {
                     (Kind::Q8_0, _) => {
                         for k in 0..8 {
                             for t in 0..4 {
-                                dst[16 + 32 * k + 4 * i + t] = src[qs + 4 * k + t] ^ 0x80;
+                                dst[lay.field(16 + 32 * k, 32) + 4 * i + t] = src[qs + 4 * k + t] ^ 0x80;
                             }
                         }
                         continue;
@@ -92,7 +130,7 @@ pub fn pack_into(kind: Kind, rows: usize, cols: usize, bytes: &[u8], out: &mut [
                             for k in 0..8 {
                                 byte |= (((bits >> (4 * k + t)) & 1) as u8) << k;
                             }
-                            dst[16 + 4 * i + t] = byte;
+                            dst[lay.field(16, 32) + 4 * i + t] = byte;
                         }
                         48
                     }
@@ -100,7 +138,7 @@ pub fn pack_into(kind: Kind, rows: usize, cols: usize, bytes: &[u8], out: &mut [
                     _ => 16,
                 };
                 for m in 0..4 {
-                    let lane = quants + 32 * m + 4 * i;
+                    let lane = lay.field(quants + 32 * m, 32) + 4 * i;
                     dst[lane..lane + 4].copy_from_slice(&src[qs + 4 * m..qs + 4 * m + 4]);
                 }
             }
@@ -109,20 +147,24 @@ pub fn pack_into(kind: Kind, rows: usize, cols: usize, bytes: &[u8], out: &mut [
     true
 }
 
-/// Block `b` of lane `i` of a repacked group (`group`: from its first block on, blocks `stride` bytes apart)
-/// back in the file's bytes, into `out` (`kind.block().1` bytes).
-pub fn unpack_block(kind: Kind, group: &[u8], stride: usize, b: usize, i: usize, out: &mut [u8]) {
-    let Some(gb) = block_bytes(kind) else { return };
-    let src = &group[b * stride..b * stride + gb];
+/// Block `b` of lane `i` of a repacked group (`group`: from its first block on, laid out as `lay` says) back
+/// in the file's bytes, into `out` (`kind.block().1` bytes).
+pub fn unpack_block(kind: Kind, group: &[u8], lay: Lay, b: usize, i: usize, out: &mut [u8]) {
+    if block_bytes(kind).is_none() {
+        return;
+    }
+    let src = &group[b * lay.stride..];
     let (qs, qh) = offsets(kind);
-    out[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+    let d = lay.field(0, 16) + 2 * i;
+    out[..2].copy_from_slice(&src[d..d + 2]);
     if kind == Kind::Q4_1 {
-        out[2..4].copy_from_slice(&src[16 + 2 * i..18 + 2 * i]);
+        let m = lay.field(16, 16) + 2 * i;
+        out[2..4].copy_from_slice(&src[m..m + 2]);
     }
     if kind == Kind::Q8_0 {
         for k in 0..8 {
             for t in 0..4 {
-                out[qs + 4 * k + t] = src[16 + 32 * k + 4 * i + t] ^ 0x80;
+                out[qs + 4 * k + t] = src[lay.field(16 + 32 * k, 32) + 4 * i + t] ^ 0x80;
             }
         }
         return;
@@ -131,7 +173,7 @@ pub fn unpack_block(kind: Kind, group: &[u8], stride: usize, b: usize, i: usize,
         Some(at) => {
             let mut bits = 0u32;
             for t in 0..4 {
-                let byte = src[16 + 4 * i + t];
+                let byte = src[lay.field(16, 32) + 4 * i + t];
                 for k in 0..8 {
                     bits |= u32::from((byte >> k) & 1) << (4 * k + t);
                 }
@@ -143,7 +185,7 @@ pub fn unpack_block(kind: Kind, group: &[u8], stride: usize, b: usize, i: usize,
         None => 16,
     };
     for m in 0..4 {
-        let lane = quants + 32 * m + 4 * i;
+        let lane = lay.field(quants + 32 * m, 32) + 4 * i;
         out[qs + 4 * m..qs + 4 * m + 4].copy_from_slice(&src[lane..lane + 4]);
     }
 }
@@ -155,20 +197,22 @@ mod tests {
     #[test]
     fn every_block_unpacks_to_the_bytes_it_was_packed_from() {
         // Two pairs and a last odd group: both placements.
-        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q8_0] {
+        for (kind, fields) in
+            [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q8_0].into_iter().flat_map(|k| [(k, false), (k, true)])
+        {
             let (rows, cols, bb) = (40, 96, kind.block().1);
             let bytes: Vec<u8> = (0..rows * cols / 32 * bb).map(|i| (i * 131 + i / 7) as u8).collect();
             let mut packed = vec![0u8; bytes.len()];
-            assert!(pack_into(kind, rows, cols, &bytes, &mut packed));
+            assert!(pack_into(kind, rows, cols, &bytes, &mut packed, fields));
             assert_eq!(packed.len(), bytes.len());
             let groups = rows / GROUP;
             let (len, gb) = (packed.len() / groups, block_bytes(kind).unwrap());
             let mut block = vec![0u8; bb];
             for r in 0..rows {
-                let (at, stride) = place(kind, r / GROUP, groups, len, gb);
+                let (at, lay) = place(kind, r / GROUP, groups, (len, gb), fields);
                 for b in 0..cols / 32 {
-                    unpack_block(kind, &packed[at..], stride, b, r % GROUP, &mut block);
-                    assert_eq!(block, bytes[(r * cols / 32 + b) * bb..][..bb], "{kind:?} row {r} block {b}");
+                    unpack_block(kind, &packed[at..], lay, b, r % GROUP, &mut block);
+                    assert_eq!(block, bytes[(r * cols / 32 + b) * bb..][..bb], "{kind:?} ({fields}) row {r} block {b}");
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use crate::quant::{Kind, MAX_ROWS, PREFETCH_AHEAD};
 
-use super::packed::GROUP;
+use super::packed::{GROUP, Lay};
 
 /// Activation block bytes (Q8_0S: f16 d, i16 Σy, f32 d, f32 d·Σy, 32 × i8).
 pub(super) const AB: usize = 44;
@@ -25,12 +25,25 @@ pub(super) trait Packed {
     const MIN: bool = false;
     /// The format (whether its groups go in interleaved pairs: `packed::interleaved`).
     const KIND: Kind;
-    /// The eight quant registers of the group block whose quants start at `b` (after the scales, and the
-    /// minimums where there are).
+    /// Where the quants (Q5_0: the fifth bits, then the nibbles) start in a group's own block: after the
+    /// scales, and the minimums where there are.
+    const Q: usize;
+    /// The eight quant registers of the group block at `b`, its fields where layout `L` puts them (see `at`).
     ///
     /// # Safety
-    /// `b` points at the rest of a whole group block.
-    unsafe fn quants(b: *const u8) -> [__m256i; 8];
+    /// `b` points at a whole group block (of layout 1 or 2: its pair's).
+    unsafe fn quants<const L: u8>(b: *const u8) -> [__m256i; 8];
+}
+
+/// Where a field `off` bytes into a group's own block, `size` long, lies in layout `L`: 0, the group's own
+/// block (alone, or its half of a pair interleaved block by block); 1 and 2, the first and the second group of
+/// a pair interleaved field by field (`Lay::field`). A constant, so that every load's offset is one.
+pub(super) const fn at<const L: u8>(off: usize, size: usize) -> usize {
+    match L {
+        0 => off,
+        1 => 2 * off,
+        _ => 2 * off + size,
+    }
 }
 
 pub(super) struct P40;
@@ -38,17 +51,18 @@ pub(super) struct P41;
 pub(super) struct P50;
 pub(super) struct P80;
 
-/// The four nibble registers at `p` as eight: the low nibbles of each, then the high ones.
+/// The four nibble registers of the block at `b`, the first `q` bytes into a group's own block (layout `L`),
+/// as eight: the low nibbles of each, then the high ones.
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles(p: *const u8) -> [__m256i; 8] {
+unsafe fn nibbles<const L: u8>(b: *const u8, q: usize) -> [__m256i; 8] {
     let m = _mm256_set1_epi8(0x0F);
-    // SAFETY: the caller hands 128 readable bytes.
+    // SAFETY: the caller hands a whole block, whose four registers of nibbles these are.
     let (p0, p1, p2, p3) = unsafe {
         (
-            _mm256_loadu_si256(p.cast()),
-            _mm256_loadu_si256(p.add(32).cast()),
-            _mm256_loadu_si256(p.add(64).cast()),
-            _mm256_loadu_si256(p.add(96).cast()),
+            _mm256_loadu_si256(b.add(at::<L>(q, 32)).cast()),
+            _mm256_loadu_si256(b.add(at::<L>(q + 32, 32)).cast()),
+            _mm256_loadu_si256(b.add(at::<L>(q + 64, 32)).cast()),
+            _mm256_loadu_si256(b.add(at::<L>(q + 96, 32)).cast()),
         )
     };
     [
@@ -68,10 +82,11 @@ impl Packed for P40 {
     const BYTES: usize = 144;
     const BIAS: i32 = 8;
     const WIDE: bool = false;
+    const Q: usize = 16;
     #[target_feature(enable = "avx2")]
-    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+    unsafe fn quants<const L: u8>(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 128 bytes of nibbles follow the scales.
-        unsafe { nibbles(b) }
+        unsafe { nibbles::<L>(b, Self::Q) }
     }
 }
 
@@ -81,10 +96,11 @@ impl Packed for P41 {
     const BIAS: i32 = 0;
     const WIDE: bool = false;
     const MIN: bool = true;
+    const Q: usize = 32;
     #[target_feature(enable = "avx2")]
-    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+    unsafe fn quants<const L: u8>(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 128 bytes of nibbles follow the scales and minimums.
-        unsafe { nibbles(b) }
+        unsafe { nibbles::<L>(b, Self::Q) }
     }
 }
 
@@ -93,10 +109,11 @@ impl Packed for P50 {
     const BYTES: usize = 176;
     const BIAS: i32 = 16;
     const WIDE: bool = false;
+    const Q: usize = 16;
     #[target_feature(enable = "avx2")]
-    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+    unsafe fn quants<const L: u8>(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 32 bytes of fifth bits, then 128 of nibbles, follow the scales.
-        let (h, n) = unsafe { (_mm256_loadu_si256(b.cast()), nibbles(b.add(32))) };
+        let (h, n) = unsafe { (_mm256_loadu_si256(b.add(at::<L>(Self::Q, 32)).cast()), nibbles::<L>(b, Self::Q + 32)) };
         let t = _mm256_set1_epi8(0x10);
         // Bit k of each byte of h is U[k]'s fifth bit: moved to bit 4 by 16-bit shifts, which never carry a
         // byte's bit into bit 4 of the other byte for shifts of at most 4.
@@ -119,21 +136,11 @@ impl Packed for P80 {
     const BYTES: usize = 272;
     const BIAS: i32 = 128;
     const WIDE: bool = true;
+    const Q: usize = 16;
     #[target_feature(enable = "avx2")]
-    unsafe fn quants(b: *const u8) -> [__m256i; 8] {
+    unsafe fn quants<const L: u8>(b: *const u8) -> [__m256i; 8] {
         // SAFETY: 8 × 32 bytes of quants follow the scales.
-        unsafe {
-            [
-                _mm256_loadu_si256(b.cast()),
-                _mm256_loadu_si256(b.add(32).cast()),
-                _mm256_loadu_si256(b.add(64).cast()),
-                _mm256_loadu_si256(b.add(96).cast()),
-                _mm256_loadu_si256(b.add(128).cast()),
-                _mm256_loadu_si256(b.add(160).cast()),
-                _mm256_loadu_si256(b.add(192).cast()),
-                _mm256_loadu_si256(b.add(224).cast()),
-            ]
-        }
+        std::array::from_fn(|k| unsafe { _mm256_loadu_si256(b.add(at::<L>(Self::Q + 32 * k, 32)).cast()) })
     }
 }
 
@@ -142,14 +149,15 @@ impl Packed for P80 {
 /// the eight lanes' four-product sums) and `BIASED::<F>` (whether the sums still carry `BIAS`).
 macro_rules! loops {
     ($features:tt) => {
-        /// `out[r][i] = Σ_blocks` row i of the group at `w` (its blocks `stride` bytes apart) against
-        /// activation row r, over `nb` blocks; the `reach` bytes from `w` on may be prefetched.
+        /// `out[r][i] = Σ_blocks` row i of the group at `w` (its blocks `stride` bytes apart, their fields in
+        /// layout `L`, see `at`) against activation row r, over `nb` blocks; the `reach` bytes from `w` on may
+        /// be prefetched.
         ///
         /// # Safety
-        /// `w` holds `nb` group blocks `stride` apart and every `acts[r]` `nb` Q8_0S blocks; `reach` bytes from
-        /// `w` are one allocation.
+        /// `w` holds `nb` group blocks so placed and every `acts[r]` `nb` Q8_0S blocks; `reach` bytes from `w`
+        /// are one allocation.
         #[target_feature(enable = $features)]
-        unsafe fn group<F: Packed, const N: usize>(
+        unsafe fn group<F: Packed, const N: usize, const L: u8>(
             (nb, stride): (usize, usize),
             w: *const u8,
             reach: usize,
@@ -175,8 +183,9 @@ macro_rules! loops {
                 // SAFETY: b < nb: a whole group block, its 8 scales first.
                 let (dw, mw, u) = unsafe {
                     let wb = w.add(b * stride);
-                    let mw = if F::MIN { _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16).cast())) } else { dw_zero() };
-                    (_mm256_cvtph_ps(_mm_loadu_si128(wb.cast())), mw, F::quants(wb.add(if F::MIN { 32 } else { 16 })))
+                    let half = |off: usize| _mm256_cvtph_ps(_mm_loadu_si128(wb.add(at::<L>(off, 16)).cast()));
+                    let mw = if F::MIN { half(16) } else { dw_zero() };
+                    (half(0), mw, F::quants::<L>(wb))
                 };
                 let (u, s) = prep::<F>(u);
                 for r in 0..N {
@@ -220,32 +229,56 @@ macro_rules! loops {
         }
 
         /// Dispatches on the activation row count, `MAX_ROWS` at a time; blocks past the shortest input are
-        /// not read. The group's blocks are `stride` bytes apart (at least a block); bytes of `w` past its
-        /// `cols / 32` blocks are only prefetched (the caller's permission to ask for the groups that follow).
+        /// not read. The group's blocks lie as `lay` says (at least a block apart; a paired group's, a pair's
+        /// block apart); bytes of `w` past its `cols / 32` blocks are only prefetched (the caller's permission
+        /// to ask for the groups that follow).
         #[target_feature(enable = $features)]
         pub(in crate::quant::legacy) fn dot<F: Packed>(
             cols: usize,
             w: &[u8],
-            stride: usize,
+            lay: Lay,
             acts: &[&[u8]],
             out: &mut [[f32; GROUP]],
         ) {
             let shortest = acts.iter().map(|a| a.len() / AB).min().unwrap_or(0);
-            let stride = stride.max(F::BYTES);
-            // Block b's bytes end at b·stride + BYTES.
-            let fit = if w.len() < F::BYTES { 0 } else { (w.len() - F::BYTES) / stride + 1 };
+            // A pair's group read block by block is its own blocks, a block further in for the second; read
+            // field by field, its fields lie across the pair's whole block.
+            let (w, layout, span) = match lay.half {
+                Some(h) if !lay.fields => (w.get(h * F::BYTES..).unwrap_or(&[]), 0, F::BYTES),
+                Some(h) => (w, 1 + u8::from(h == 1), 2 * F::BYTES),
+                None => (w, 0, F::BYTES),
+            };
+            let stride = lay.stride.max(1);
+            let fit = if w.len() < span { 0 } else { (w.len() - span) / stride + 1 };
             let nb = (cols / 32).min(fit).min(shortest);
             for (a, o) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
-                let p = |r: usize| a[r].as_ptr();
                 let at = (nb, stride);
-                // SAFETY: nb blocks `stride` apart fit in w and nb in every activation row (checked above).
+                // SAFETY: nb blocks `stride` apart, each `span` long, fit in w and nb in every activation row
+                // (checked above).
                 unsafe {
-                    match a.len().min(o.len()) {
-                        1 => group::<F, 1>(at, w.as_ptr(), w.len(), [p(0)], o),
-                        2 => group::<F, 2>(at, w.as_ptr(), w.len(), [p(0), p(1)], o),
-                        3 => group::<F, 3>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2)], o),
-                        _ => group::<F, 4>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2), p(3)], o),
+                    match layout {
+                        0 => rows::<F, 0>(at, w, a, o),
+                        1 => rows::<F, 1>(at, w, a, o),
+                        _ => rows::<F, 2>(at, w, a, o),
                     }
+                }
+            }
+        }
+
+        /// `group` for the activation rows `a` (at most `MAX_ROWS`), its row count a constant.
+        ///
+        /// # Safety
+        /// As `group`.
+        #[target_feature(enable = $features)]
+        unsafe fn rows<F: Packed, const L: u8>(at: (usize, usize), w: &[u8], a: &[&[u8]], o: &mut [[f32; GROUP]]) {
+            let p = |r: usize| a[r].as_ptr();
+            // SAFETY: the caller's bounds.
+            unsafe {
+                match a.len().min(o.len()) {
+                    1 => group::<F, 1, L>(at, w.as_ptr(), w.len(), [p(0)], o),
+                    2 => group::<F, 2, L>(at, w.as_ptr(), w.len(), [p(0), p(1)], o),
+                    3 => group::<F, 3, L>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2)], o),
+                    _ => group::<F, 4, L>(at, w.as_ptr(), w.len(), [p(0), p(1), p(2), p(3)], o),
                 }
             }
         }
