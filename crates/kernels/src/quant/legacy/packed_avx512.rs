@@ -1,9 +1,9 @@
 //! The repacked legacy kernels on 512-bit registers (AVX-512 F, BW and VNNI): two neighbouring groups at
 //! once (an interleaved pair, or Q8_0's groups g and g + 1), g's block in the low 256 bits and g + 1's in the
 //! high ones, so that one broadcast activation dword and one `vpdpbusd` serve sixteen rows. An interleaved
-//! pair's fields already sit side by side (see `packed`): each register is one load. Lane for lane these are the integer sums and the
-//! float steps of the 256-bit VNNI kernel in `packed_avx2`, in the same order: the same bits, so a row's
-//! value does not depend on whether its group was computed alone or in a pair.
+//! pair's fields already sit side by side (see `packed`): each register is one load. Lane for lane these are
+//! the integer sums and the float steps of the 256-bit VNNI kernel in `packed_avx2`, in the same order: the
+//! same bits, so a row's value does not depend on whether its group was computed alone or in a pair.
 
 use std::arch::x86_64::*;
 
