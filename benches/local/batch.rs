@@ -152,13 +152,14 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         let (four, _) = rt.block_on(together(&ws, &backend, &[a, b, 3, 4]))?;
         // The same four lanes on an f16 KV cache (the CPU engine's setting), against their lane a on f16 alone
         // just before and after.
-        let f16 = |lanes: &[usize]| -> Result<Vec<Lane>> {
-            if !cpu {
-                return Ok(Vec::new());
-            }
-            Ok(rt.block_on(together(&ws, &backend, lanes))?.0)
-        };
-        let (one16, four16, again16) = (f16(&[9])?, f16(&[9, 10, 11, 12])?, f16(&[9])?);
+        let run = |lanes: &[usize]| Ok::<_, anyhow::Error>(rt.block_on(together(&ws, &backend, lanes))?.0);
+        // (one lane's rate, the four's), on the CPU only.
+        let f16 = cpu
+            .then(|| -> Result<(f64, f64)> {
+                let (one, four, again) = (run(&[9])?, run(&[9, 10, 11, 12])?, run(&[9])?);
+                Ok(((decoding_together(&one) + decoding_together(&again)) / 2.0, decoding_together(&four)))
+            })
+            .transpose()?;
         let (same, _) = rt.block_on(together(&ws, &backend, &[a, 3, 6, 7]))?;
         let slowest = alone.iter().map(|(_, w)| *w).fold(0.0, f64::max);
         ratio_wall.push(wall3 / slowest);
@@ -184,9 +185,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
         one_window.push(one_w);
         four_window.push(four_w);
         ratio_window.push(four_w / one_w);
-        let one16_w = (decoding_together(&one16) + decoding_together(&again16)) / 2.0;
-        let four16_w = decoding_together(&four16);
-        if cpu {
+        if let Some((one16_w, four16_w)) = f16 {
             one16_window.push(one16_w);
             four16_window.push(four16_w);
             ratio16_window.push(four16_w / one16_w);
@@ -206,7 +205,7 @@ pub fn run(model: &Path, label: &str, turns: usize) -> Result<String> {
             alone[1].0[0].ttft * 1e3,
             alone[2].0[0].ttft * 1e3,
             alone[0].0[0].ttft * 1e3,
-            if cpu { format!("; on an f16 cache 4 lanes {four16_w:.1} vs 1 lane {one16_w:.1}") } else { String::new() }
+            f16.map_or(String::new(), |(one, four)| format!("; on an f16 cache 4 lanes {four:.1} vs 1 lane {one:.1}"))
         );
         if prompt_note.is_empty() {
             let tokens: Vec<String> = three.iter().map(|l| l.tokens.to_string()).collect();

@@ -5,11 +5,11 @@ use super::{Rows, Seg};
 use crate::lora::QCols;
 use crate::quant::{GROUP, GroupFn, Kind, Lay, MAX_ROWS, PairFn};
 
-/// A repacked weight's kernel for one step: a whole interleaved pair, or one group.
+/// A repacked weight's kernel for one step: a whole interleaved pair, or one group laid out as its `Lay` says.
 #[derive(Clone, Copy)]
 enum Kernel {
     Pair(PairFn),
-    Group(GroupFn),
+    Group(GroupFn, Lay),
 }
 
 /// Weight rows `rows` of `seg` against its window's activation rows, `MAX_ROWS` at a time; the B groups of
@@ -62,10 +62,10 @@ pub(super) fn rows_of(
             // prefetch the groups after them up to `reach` (past it they are another thread's, or another
             // matrix).
             let pair = if pairs && g + 1 < groups.end { w.pair_reaching(g, reach) } else { None };
-            let (count, gw, lay, kernel) = match pair {
-                Some((gw, k)) => (2, gw, Lay::lone(0), Kernel::Pair(k)),
+            let (count, gw, kernel) = match pair {
+                Some((gw, k)) => (2, gw, Kernel::Pair(k)),
                 None => match w.group_reaching(g, reach) {
-                    Some((gw, lay, k)) => (1, gw, lay, Kernel::Group(k)),
+                    Some((gw, lay, k)) => (1, gw, Kernel::Group(k, lay)),
                     None => {
                         g += 1;
                         continue;
@@ -80,7 +80,7 @@ pub(super) fn rows_of(
                 let k = (n - j).min(MAX_ROWS);
                 match kernel {
                     Kernel::Pair(f) => f(cols, gw, &tile(j, k)[..k], &mut tmp[..2 * k]),
-                    Kernel::Group(f) => f(cols, gw, lay, &tile(j, k)[..k], &mut tmp[..k]),
+                    Kernel::Group(f, lay) => f(cols, gw, lay, &tile(j, k)[..k], &mut tmp[..k]),
                 }
                 for h in 0..count {
                     let gg = g + h;
